@@ -1,0 +1,482 @@
+"""The whole gateway in network namespaces: one object that starts it and removes every trace.
+
+Used by the end-to-end tests, the local run (`scripts/demo.sh`), the end-to-end benchmarks and
+the fault tests. Topology (all addresses exist only inside the namespaces; the gateway does not
+forward between its links, so the others reach nothing but the gateway):
+
+    client 10.71.1.2 ──── 10.71.1.1 ┐
+                                    gw  (redis 127.0.0.1:6379 with persistence, CoreDNS :53,
+    backend 10.71.2.2 ─── 10.71.2.1 ┤    router :80 :443 :18000, agent)
+                                    │
+    natc 10.71.3.2 ────── 10.71.3.1 ┘   (accepts no incoming connection: a NATed home)
+
+The development explorer runs in the host namespace on loopback, where tests drive its admin
+API; a relay (tests.support.nsforward) makes it reachable from inside `gw` at the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+import trustme
+
+from tests.support.netns import Link, Namespace, NamespaceSet
+from tests.support.processes import binary, free_port, port_open, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+GW_CLIENT_ADDR = "10.71.1.1"  # the gateway's public address, as clients see it
+CLIENT_ADDR = "10.71.1.2"
+GW_BACKEND_ADDR = "10.71.2.1"
+BACKEND_ADDR = "10.71.2.2"
+GW_NATC_ADDR = "10.71.3.1"
+NATC_ADDR = "10.71.3.2"
+GW_ADDRESSES = (GW_CLIENT_ADDR, GW_BACKEND_ADDR, GW_NATC_ADDR)
+
+REDIS_PORT = 6379
+DNS_PORT = 53
+HTTP_PORT = 80
+TLS_PORT = 443
+TUNNEL_PORT = 18000
+# The public backend's sites, and the NATed client's local site (reached only by tunnel).
+BACKEND_HTTP_PORT = 8080
+BACKEND_TLS_PORT = 8443
+NATC_HTTP_PORT = 9080
+NATC_TLS_PORT = 9443
+
+MANAGED_DOMAIN = "gw.example"
+NAMESERVER = "ns1.gw.example"
+
+
+class GatewayError(RuntimeError):
+    """A component did not start or misbehaved; the message includes its log tail."""
+
+
+@dataclass
+class Process:
+    """A program the harness started; its output goes to `log`."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class TlsReply:
+    reply: HttpReply
+    peer_cert_der: bytes
+
+
+@dataclass
+class Gateway:
+    """Start with `start()` (or `with Gateway(...)`), stop with `close()`; both idempotent.
+
+    `dns_program` is `coredns-tfgw` (the gateway's plugin) or `coredns-redis-thirdparty`;
+    `router_program` is `tfrouter` or upstream `trs`. The agent is started by `start()` unless
+    `with_agent` is false (e.g. to test the data plane on its own).
+    """
+
+    workdir: Path
+    dns_program: str = "coredns-tfgw"
+    router_program: str = "tfrouter"
+    with_agent: bool = True
+    domains: Sequence[str] = (MANAGED_DOMAIN,)
+    nameservers: Sequence[str] = (NAMESERVER,)
+    poll_interval: float = 0.2
+    agent_extra_args: Sequence[str] = ()
+    log: Callable[[str], None] = lambda _msg: None
+    netns: NamespaceSet = field(init=False)
+    procs: dict[str, Process] = field(default_factory=dict, init=False)
+    explorer_port: int = field(default=0, init=False)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Bring everything up; on any failure, remove what was started and raise."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_namespaces()
+            self._make_certificates()
+            self.start_redis()
+            self.start_dns()
+            self.start_router()
+            self.start_backend()
+            self.start_explorer()
+            if self.with_agent:
+                self.start_agent()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop every process (agent first, so nothing writes to a dying redis), remove netns."""
+        for name in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.procs[name].stop()
+        self.procs.clear()
+        if hasattr(self, "netns"):
+            self.netns.close()
+
+    # ---- namespaces --------------------------------------------------------------------------
+
+    @property
+    def gw(self) -> Namespace:
+        return self.netns["gw"]
+
+    @property
+    def client(self) -> Namespace:
+        return self.netns["client"]
+
+    @property
+    def backend(self) -> Namespace:
+        return self.netns["backend"]
+
+    @property
+    def natc(self) -> Namespace:
+        return self.netns["natc"]
+
+    def _make_namespaces(self) -> None:
+        self.log("creating network namespaces")
+        self.netns = NamespaceSet()
+        gw = self.netns.add("gw")
+        for role, gw_addr, addr, ifname in (
+            ("client", GW_CLIENT_ADDR, CLIENT_ADDR, "gw-client"),
+            ("backend", GW_BACKEND_ADDR, BACKEND_ADDR, "gw-backend"),
+            ("natc", GW_NATC_ADDR, NATC_ADDR, "gw-natc"),
+        ):
+            ns = self.netns.add(role)
+            self.netns.link(Link(gw, f"{gw_addr}/24", ns, f"{addr}/24"), ifname, "uplink")
+        gw.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+        # The NATed client: outgoing connections only, like a home behind NAT.
+        for rule in (
+            ["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"],
+            ["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+            ["-P", "INPUT", "DROP"],
+        ):
+            self.natc.run("iptables", *rule)
+
+    def _make_certificates(self) -> None:
+        """A CA the client trusts and one certificate per site, so tests can tell them apart."""
+        self.ca = trustme.CA()
+        self.ca_pem = self.workdir / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_pem))
+        for site in ("backend", "natc"):
+            cert = self.ca.issue_cert(f"*.{MANAGED_DOMAIN}", "*.delegated.example", f"{site}.test")
+            cert.private_key_pem.write_to_path(str(self.workdir / f"{site}.key"))
+            cert.cert_chain_pems[0].write_to_path(str(self.workdir / f"{site}.pem"))
+
+    def site_cert_der(self, site: str) -> bytes:
+        pem = (self.workdir / f"{site}.pem").read_text()
+        return ssl.PEM_cert_to_DER_cert(pem)
+
+    # ---- processes ---------------------------------------------------------------------------
+
+    def spawn(self, name: str, args: Sequence[str], ns: Namespace | None = None) -> Process:
+        """Start a program (inside `ns` if given), output to <workdir>/<name>.log."""
+        if name in self.procs and self.procs[name].alive():
+            raise GatewayError(f"{name} is already running")
+        log = self.workdir / f"{name}.log"
+        full = ns.exec_args(args) if ns is not None else list(args)
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            )
+        proc = Process(name, popen, log)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, proc: Process, ready: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not proc.alive():
+                raise GatewayError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.tail()}")
+            if time.monotonic() > deadline:
+                raise GatewayError(f"{proc.name} not ready after {timeout}s:\n{proc.tail()}")
+            time.sleep(0.05)
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            proc.stop()
+
+    def start_redis(self) -> None:
+        """redis as the appliance runs it: loopback only, append-only file and snapshots."""
+        self.log("starting redis (persistent)")
+        data = self.workdir / "redis"
+        data.mkdir(exist_ok=True)
+        args = [
+            binary("redis-server"),
+            "--port", str(REDIS_PORT),
+            "--bind", "127.0.0.1",
+            "--dir", str(data),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "900 1 300 10 60 10000",
+            "--notify-keyspace-events", "KEA",
+        ]  # fmt: skip
+        proc = self.spawn("redis", args, self.gw)
+        self.wait_ready(proc, lambda: self.gw.port_open("127.0.0.1", REDIS_PORT))
+
+    def restart_redis(self) -> None:
+        """A clean restart (SIGTERM lets redis write its files), data kept on disk."""
+        self.stop("redis")
+        self.start_redis()
+
+    def start_dns(self) -> None:
+        self.log(f"starting CoreDNS ({self.dns_program})")
+        ns_list = " ".join(self.nameservers)
+        if self.dns_program == "coredns-tfgw":
+            plugin = (
+                "    gatewaydns {\n"
+                f"        address 127.0.0.1:{REDIS_PORT}\n"
+                f"        nameservers {ns_list}\n"
+                "    }\n"
+            )
+        else:
+            plugin = f"    redis {{\n        address 127.0.0.1:{REDIS_PORT}\n    }}\n"
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(
+            f".:{DNS_PORT} {{\n    bind {' '.join(GW_ADDRESSES)}\n    errors\n    log\n"
+            + plugin
+            + "}\n"
+        )
+        proc = self.spawn("coredns", [binary(self.dns_program), "-conf", str(corefile)], self.gw)
+        self.wait_ready(proc, lambda: self.gw.port_open(GW_CLIENT_ADDR, DNS_PORT))
+
+    def start_router(self) -> None:
+        self.log(f"starting the router ({self.router_program})")
+        config = self.workdir / "router.toml"
+        config.write_text(
+            "[server]\n"
+            'addr = "0.0.0.0"\n'
+            f"port = {TLS_PORT}\nhttpport = {HTTP_PORT}\nclientsport = {TUNNEL_PORT}\n"
+            "[server.dbbackend]\n"
+            f'type = "redis"\naddr = "127.0.0.1"\nport = {REDIS_PORT}\n'
+        )
+        proc = self.spawn("router", [binary(self.router_program), "--config", str(config)], self.gw)
+        self.wait_ready(
+            proc,
+            lambda: all(
+                self.gw.port_open(GW_CLIENT_ADDR, p) for p in (HTTP_PORT, TLS_PORT, TUNNEL_PORT)
+            ),
+        )
+
+    def _site(self, name: str, ns: Namespace, addr: str, http: int, tls: int, cert: str) -> None:
+        args = [
+            PYTHON, "-m", "tests.support.websites", "--name", name,
+            "--http", f"{addr}:{http}", "--tls", f"{addr}:{tls}",
+            "--cert", str(self.workdir / f"{cert}.pem"), "--key", str(self.workdir / f"{cert}.key"),
+        ]  # fmt: skip
+        proc = self.spawn(name, args, ns)
+        self.wait_ready(proc, lambda: ns.port_open(addr, http) and ns.port_open(addr, tls))
+
+    def start_backend(self) -> None:
+        self.log("starting the backend web server (HTTP and TLS)")
+        self._site("backend", self.backend, BACKEND_ADDR, BACKEND_HTTP_PORT, BACKEND_TLS_PORT,
+                   "backend")  # fmt: skip
+
+    def start_natc_site(self) -> None:
+        """The NATed user's local website (HTTP and TLS on its loopback)."""
+        self._site("natc-site", self.natc, "127.0.0.1", NATC_HTTP_PORT, NATC_TLS_PORT, "natc")
+
+    def start_trc(self, secret: str, name: str = "trc") -> Process:
+        """tcprouter's own client in the NATed namespace, tunnelling to its local site."""
+        args = [
+            binary("trc"),
+            "--secret", secret,
+            "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
+            "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
+            "--local-tls", f"127.0.0.1:{NATC_TLS_PORT}",
+        ]  # fmt: skip
+        return self.spawn(name, args, self.natc)
+
+    def start_explorer(self) -> None:
+        self.log("starting the development explorer")
+        self.explorer_port = free_port()
+        state = self.workdir / "explorer"
+        state.mkdir(exist_ok=True)
+        proc = self.spawn(
+            "explorer",
+            [binary("tfgateway-devexplorer"), "--host", "127.0.0.1",
+             "--port", str(self.explorer_port)],
+        )  # fmt: skip
+        self.wait_ready(proc, lambda: port_open("127.0.0.1", self.explorer_port))
+        relay = self.spawn(
+            "explorer-relay",
+            [PYTHON, "-m", "tests.support.nsforward", "--netns", self.gw.name,
+             "--listen", f"127.0.0.1:{self.explorer_port}",
+             "--to", f"127.0.0.1:{self.explorer_port}"],
+        )  # fmt: skip
+        self.wait_ready(relay, lambda: self.gw.port_open("127.0.0.1", self.explorer_port))
+
+    @property
+    def explorer_url(self) -> str:
+        """The explorer as the agent (inside gw) and the host both reach it."""
+        return f"http://127.0.0.1:{self.explorer_port}"
+
+    @property
+    def seed_path(self) -> Path:
+        return self.workdir / "seed.txt"
+
+    def agent_args(self) -> list[str]:
+        args = [
+            binary("tfgateway"),
+            "--seed", str(self.seed_path),
+            "--explorer", self.explorer_url,
+            "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
+            "--endpoint", GW_CLIENT_ADDR,
+            "--poll-interval", str(self.poll_interval),
+        ]  # fmt: skip
+        for domain in self.domains:
+            args += ["--domains", domain]
+        for nameserver in self.nameservers:
+            args += ["--nameservers", nameserver]
+        for addr in GW_ADDRESSES:
+            args += ["--gateway-address", addr]
+        return args + list(self.agent_extra_args)
+
+    def start_agent(self) -> None:
+        self.log("starting the agent")
+        proc = self.spawn("agent", self.agent_args(), self.gw)
+        # Alive for a moment and talking to redis: the rest is observed through workloads.
+        self.wait_ready(proc, lambda: self.seed_path.exists())
+
+    def restart_agent(self) -> None:
+        self.stop("agent")
+        self.start_agent()
+
+    def check_alive(self) -> None:
+        """Fail loudly (with its log) if a component died."""
+        for proc in self.procs.values():
+            if not proc.alive():
+                raise GatewayError(f"{proc.name} died ({proc.popen.returncode}):\n{proc.tail()}")
+
+    # ---- observing from the client namespace -------------------------------------------------
+
+    def dns(
+        self, name: str, rdtype: str = "A", *, ns: Namespace | None = None, tcp: bool = False
+    ) -> dns.message.Message:
+        """Ask the gateway's nameserver, from the client namespace unless told otherwise."""
+        where = ns or self.client
+        query = dns.message.make_query(name, dns.rdatatype.from_text(rdtype))
+        if tcp:
+            sock = where.connect(GW_CLIENT_ADDR, DNS_PORT, timeout=2.0)
+            with sock:
+                return dns.query.tcp(query, GW_CLIENT_ADDR, timeout=2.0, sock=sock)
+        sock = where.open_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            sock.setblocking(False)
+            return dns.query.udp(query, GW_CLIENT_ADDR, port=DNS_PORT, timeout=2.0, sock=sock)
+
+    def http(self, host: str, *, port: int = HTTP_PORT, ns: Namespace | None = None) -> HttpReply:
+        """GET / with a Host header through the gateway's router."""
+        sock = (ns or self.client).connect(GW_CLIENT_ADDR, port, timeout=3.0)
+        with sock:
+            return _exchange(sock, host)
+
+    def https(self, sni: str, *, port: int = TLS_PORT, ns: Namespace | None = None) -> TlsReply:
+        """GET / over TLS with SNI through the router, verifying against the test CA."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_pem))
+        raw = (ns or self.client).connect(GW_CLIENT_ADDR, port, timeout=3.0)
+        with ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            der = tls.getpeercert(binary_form=True)
+            if der is None:
+                raise GatewayError("TLS peer sent no certificate")
+            return TlsReply(_exchange(tls, sni), der)
+
+    def refused(self, host: str, *, tls: bool = False) -> bool:
+        """True if the router closes (or resets) a connection for `host` without an answer."""
+        try:
+            if tls:
+                self.https(host)
+            else:
+                reply = self.http(host)
+                return reply.status == 0
+        except (OSError, ssl.SSLError):
+            return True
+        return False
+
+
+def _exchange(sock: socket.socket, host: str) -> HttpReply:
+    sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    if not data:
+        return HttpReply(0, {}, b"")
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return HttpReply(status, headers, body)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    """Poll with a deadline, treating network errors as 'not yet'."""
+
+    def guarded() -> bool:
+        try:
+            return predicate()
+        except (OSError, ssl.SSLError, dns.exception.DNSException, ValueError):
+            return False
+
+    wait_until(guarded, timeout=timeout, interval=0.05, what=what)
