@@ -1,0 +1,380 @@
+package gatewaydns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// AgentChannel is the pub/sub channel on which the agent names a zone it changed. The
+// payload is the zone name (trailing dot optional); an empty payload or "*" asks for a full
+// resync.
+const AgentChannel = "tfgateway:dns"
+
+// keyspaceFlags are the notify-keyspace-events classes the plugin needs: keyspace events
+// (K) for hash commands (h), generic commands such as DEL and RENAME (g), string writes
+// that replace a zone key ($), expiry (x) and eviction (e).
+const keyspaceFlags = "Kgh$xe"
+
+// syncer keeps a GatewayDNS's zones equal to redis.
+type syncer struct {
+	cfg    *config
+	g      *GatewayDNS
+	client *redis.Client
+
+	mu      sync.Mutex
+	dirty   map[string]struct{} // zones to reload
+	full    bool                // a full resync is wanted
+	wake    chan struct{}
+	errOnce map[string]bool // log keyspace-config problems once per message
+
+	loadedOnce chan struct{} // closed after the first successful full load
+	closeOnce  sync.Once
+
+	// hooks for tests: called after every applied change (zone name, or "" for a full load)
+	applied func(string)
+}
+
+func newSyncer(cfg *config, g *GatewayDNS) *syncer {
+	opt := &redis.Options{
+		Network:         cfg.network,
+		Addr:            cfg.addr,
+		Password:        cfg.password,
+		DB:              cfg.db,
+		PoolSize:        4,
+		MinIdleConns:    1,
+		MaxRetries:      1,
+		DialTimeout:     2 * time.Second,
+		ReadTimeout:     5 * time.Second,
+		WriteTimeout:    5 * time.Second,
+		Protocol:        2,
+		DisableIdentity: true,
+	}
+	return &syncer{
+		cfg:        cfg,
+		g:          g,
+		client:     redis.NewClient(opt),
+		dirty:      map[string]struct{}{},
+		full:       true,
+		wake:       make(chan struct{}, 1),
+		errOnce:    map[string]bool{},
+		loadedOnce: make(chan struct{}),
+	}
+}
+
+// run starts the subscriber and the loader; both stop when ctx ends.
+func (s *syncer) run(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.subscribe(ctx) }()
+	go func() { defer wg.Done(); s.load(ctx) }()
+	s.poke() // the initial full load, even if the subscription cannot be made yet
+	return &wg
+}
+
+func (s *syncer) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *syncer) markZone(zone string) {
+	s.mu.Lock()
+	s.dirty[zone] = struct{}{}
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *syncer) markFull() {
+	s.mu.Lock()
+	s.full = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+// subscribe listens for keyspace events on zone keys and for the agent's channel. Each
+// (re)subscription, which go-redis performs on every reconnect, triggers a full resync: any
+// change made while the connection was down is picked up.
+func (s *syncer) subscribe(ctx context.Context) {
+	prefix := fmt.Sprintf("__keyspace@%d__:", s.cfg.db)
+	ps := s.client.Subscribe(ctx, AgentChannel)
+	defer ps.Close()
+	if err := ps.PSubscribe(ctx, prefix+"*."); err != nil && ctx.Err() == nil {
+		log.Warningf("subscribe: %v", err)
+	}
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, 15*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var nerr interface{ Timeout() bool }
+			if errors.As(err, &nerr) && nerr.Timeout() {
+				// Quiet connection: a ping proves it is alive, or breaks it and reconnects.
+				_ = ps.Ping(ctx)
+				continue
+			}
+			log.Warningf("redis subscription: %v (reconnecting)", err)
+			if !backoff.wait(ctx) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "psubscribe" {
+				s.ensureKeyspaceEvents(ctx)
+			}
+			s.markFull()
+		case *redis.Message:
+			if m.Channel == AgentChannel {
+				zone := strings.ToLower(strings.TrimSpace(m.Payload))
+				if zone == "" || zone == "*" {
+					s.markFull()
+				} else {
+					s.markZone(strings.TrimSuffix(zone, ".") + ".")
+				}
+				continue
+			}
+			s.markZone(strings.TrimPrefix(m.Channel, prefix))
+		}
+	}
+}
+
+// ensureKeyspaceEvents adds the flags the plugin needs to notify-keyspace-events, keeping
+// whatever other flags are set. A redis that forbids CONFIG is logged: the agent's channel
+// and the periodic resync still keep the zones current.
+func (s *syncer) ensureKeyspaceEvents(ctx context.Context) {
+	cur, err := s.client.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		s.logOnce("get", "cannot read notify-keyspace-events (%v): relying on the %s channel and resync every %s",
+			err, AgentChannel, s.cfg.resync)
+		return
+	}
+	have := cur["notify-keyspace-events"]
+	want := unionFlags(have, keyspaceFlags)
+	if want == have {
+		return
+	}
+	if err := s.client.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		s.logOnce("set", "cannot set notify-keyspace-events to %q (%v): relying on the %s channel and resync every %s",
+			want, err, AgentChannel, s.cfg.resync)
+		return
+	}
+	log.Infof("notify-keyspace-events set to %q (was %q)", want, have)
+}
+
+func (s *syncer) logOnce(key, format string, args ...any) {
+	s.mu.Lock()
+	seen := s.errOnce[key]
+	s.errOnce[key] = true
+	s.mu.Unlock()
+	if !seen {
+		log.Warningf(format, args...)
+	}
+}
+
+// unionFlags returns have plus every flag of need that have does not already imply. "A" is
+// redis's alias for "g$lshzxetd".
+func unionFlags(have, need string) string {
+	implied := have
+	if strings.Contains(have, "A") {
+		implied += "g$lshzxetd"
+	}
+	out := have
+	for _, c := range need {
+		if !strings.ContainsRune(implied, c) {
+			out += string(c)
+			implied += string(c)
+		}
+	}
+	return out
+}
+
+// load applies pending work: full resyncs (at start, on reconnect, every resync period, and
+// after errors) and single-zone reloads. It is the only writer of the zone set.
+func (s *syncer) load(ctx context.Context) {
+	ticker := time.NewTicker(s.cfg.resync)
+	defer ticker.Stop()
+	backoff := newBackoff()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-ticker.C:
+			s.markFull()
+			continue
+		case <-retry:
+			retry = nil
+			s.markFull()
+			continue
+		}
+		s.mu.Lock()
+		full, dirty := s.full, s.dirty
+		s.full, s.dirty = false, map[string]struct{}{}
+		s.mu.Unlock()
+
+		var err error
+		if full {
+			// The full load reads redis after these zones were marked, so it covers them.
+			err = s.fullSync(ctx)
+		} else {
+			for zone := range dirty {
+				if err = s.reloadZone(ctx, zone); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warningf("redis load: %v (full resync in %s)", err, backoff.next)
+			retry = time.After(backoff.step())
+			continue
+		}
+		backoff.reset()
+	}
+}
+
+// fullSync reads every zone hash and replaces the zone set. Zones whose content did not
+// change keep their built zone.
+func (s *syncer) fullSync(ctx context.Context) error {
+	var keys []string
+	seen := map[string]bool{}
+	var cursor uint64
+	for {
+		batch, next, err := s.client.ScanType(ctx, cursor, "*.", 1000, "hash").Result()
+		if err != nil {
+			return fmt.Errorf("scan zones: %w", err)
+		}
+		for _, k := range batch {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	old := s.g.current()
+	next := &zoneSet{zones: make(map[string]*builtZone, len(keys))}
+	const perPipeline = 100
+	for start := 0; start < len(keys); start += perPipeline {
+		chunk := keys[start:min(start+perPipeline, len(keys))]
+		cmds := make([]*redis.MapStringStringCmd, len(chunk))
+		pipe := s.client.Pipeline()
+		for i, k := range chunk {
+			cmds[i] = pipe.HGetAll(ctx, k)
+		}
+		_, _ = pipe.Exec(ctx) // errors are per command, below
+		for i, k := range chunk {
+			fields, err := cmds[i].Result()
+			if err != nil && !isWrongType(err) {
+				return fmt.Errorf("read zone %s: %w", k, err)
+			}
+			if err != nil || len(fields) == 0 {
+				continue // replaced by another type or deleted since SCAN
+			}
+			if bz := s.build(k, fields, old.zones[k]); bz != nil {
+				next.zones[bz.name] = bz
+			}
+		}
+	}
+	s.g.install(next)
+	if !s.g.loaded.Swap(true) {
+		log.Infof("loaded %d zones from redis", len(next.zones))
+	}
+	s.closeOnce.Do(func() { close(s.loadedOnce) })
+	if s.applied != nil {
+		s.applied("")
+	}
+	return nil
+}
+
+// reloadZone rereads one zone hash and swaps it in (or out, when it is gone).
+func (s *syncer) reloadZone(ctx context.Context, key string) error {
+	fields, err := s.client.HGetAll(ctx, key).Result()
+	if err != nil && !isWrongType(err) {
+		return fmt.Errorf("read zone %s: %w", key, err)
+	}
+	cur := s.g.current()
+	old := cur.zones[key]
+	var bz *builtZone
+	if err == nil && len(fields) > 0 {
+		bz = s.build(key, fields, old)
+		if bz == old && bz != nil {
+			return nil
+		}
+	}
+	if bz == nil && old == nil {
+		return nil
+	}
+	next := &zoneSet{zones: make(map[string]*builtZone, len(cur.zones)+1)}
+	for n, z := range cur.zones {
+		next.zones[n] = z
+	}
+	if bz == nil {
+		delete(next.zones, key)
+	} else {
+		next.zones[key] = bz
+	}
+	s.g.install(next)
+	if s.applied != nil {
+		s.applied(key)
+	}
+	return nil
+}
+
+// build validates the key and builds its zone, reusing old when the content is unchanged.
+func (s *syncer) build(key string, fields map[string]string, old *builtZone) *builtZone {
+	name, err := zoneName(key)
+	if err != nil {
+		s.logOnce("zone:"+key, "redis key %q not served: %v", key, err)
+		return nil
+	}
+	if old != nil && old.digest == contentDigest(fields) {
+		return old
+	}
+	return buildZone(name, fields, s.cfg.zoneDefaults(), s.cfg.limits(), log.Warningf)
+}
+
+func isWrongType(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE")
+}
+
+// backoff spaces out retries against an unavailable redis: 100 ms doubling to 5 s.
+type backoff struct{ next time.Duration }
+
+func newBackoff() *backoff { return &backoff{next: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.next = 100 * time.Millisecond }
+
+func (b *backoff) step() time.Duration {
+	d := b.next
+	b.next = min(2*b.next, 5*time.Second)
+	return d
+}
+
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.step())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
