@@ -1,0 +1,135 @@
+// Package config reads trs's router.toml (tcprouter v0.1.0) so an operator's existing file
+// works unchanged with tfrouter. Keys trs ignores are accepted; a few get a meaning here
+// (password and username authenticate to redis, refresh is the resync period).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// CatchAll is the static service name trs uses when no other route matches.
+const CatchAll = "CATCH_ALL"
+
+// Config mirrors trs's router.toml.
+type Config struct {
+	Server Server `toml:"server"`
+}
+
+// Server is the [server] table.
+type Server struct {
+	Addr        string             `toml:"addr"`
+	Port        uint16             `toml:"port"`
+	HTTPPort    uint16             `toml:"httpport"`
+	ClientsPort uint16             `toml:"clientsport"`
+	DBBackend   DBBackend          `toml:"dbbackend"`
+	Services    map[string]Service `toml:"services"`
+}
+
+// DBBackend is [server.dbbackend]. Only redis is supported, as in trs.
+type DBBackend struct {
+	Type     string `toml:"type"`
+	Addr     string `toml:"addr"`
+	Port     uint16 `toml:"port"`
+	Username string `toml:"username"`
+	Password string `toml:"password"`
+	Token    string `toml:"token"`
+	// Refresh is the period in seconds of the full resync from redis (0: the default).
+	Refresh uint `toml:"refresh"`
+}
+
+// Service is one [server.services."name"] entry.
+type Service struct {
+	Addr         string `toml:"addr"`
+	TLSPort      uint16 `toml:"tlsport"`
+	HTTPPort     uint16 `toml:"httpport"`
+	ClientSecret string `toml:"clientsecret"`
+}
+
+// DefaultRefresh is the resync period when refresh is unset.
+const DefaultRefresh = 60 * time.Second
+
+// ResyncPeriod is how often the whole route table is reread from redis.
+func (d DBBackend) ResyncPeriod() time.Duration {
+	if d.Refresh == 0 {
+		return DefaultRefresh
+	}
+	return time.Duration(d.Refresh) * time.Second
+}
+
+// Error is a configuration problem; the message names the key.
+type Error struct {
+	Path string
+	Msg  string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config %s: %s", e.Path, e.Msg) }
+
+// Load reads and validates a router.toml file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Path: path, Msg: err.Error()}
+	}
+	return Parse(path, string(data))
+}
+
+// Parse decodes router.toml text; name is used in error messages.
+func Parse(name, text string) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(text, &c)
+	if err != nil {
+		return nil, &Error{Path: name, Msg: err.Error()}
+	}
+	_ = md // unknown keys are tolerated, as trs does
+	if err := c.validate(); err != nil {
+		return nil, &Error{Path: name, Msg: err.Error()}
+	}
+	// trs lowercases the requested name before looking at the static map; lowercasing the
+	// keys here makes mixed-case entries reachable too. CATCH_ALL stays exact.
+	svcs := make(map[string]Service, len(c.Server.Services))
+	for k, v := range c.Server.Services {
+		if k != CatchAll {
+			k = strings.ToLower(k)
+		}
+		svcs[k] = v
+	}
+	c.Server.Services = svcs
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	s := c.Server
+	// trs silently binds a random port when a port is missing; that is never what an
+	// operator meant, so it is an error here.
+	if s.Port == 0 {
+		return errors.New("[server] port (TLS listener) is required")
+	}
+	if s.HTTPPort == 0 {
+		return errors.New("[server] httpport is required")
+	}
+	if s.ClientsPort == 0 {
+		return errors.New("[server] clientsport is required")
+	}
+	switch s.DBBackend.Type {
+	case "redis":
+		if s.DBBackend.Addr == "" || s.DBBackend.Port == 0 {
+			return errors.New("[server.dbbackend] needs addr and port")
+		}
+	case "":
+		// no backend: static services only
+	default:
+		return fmt.Errorf("[server.dbbackend] type %q is not supported (only \"redis\")", s.DBBackend.Type)
+	}
+	for name, svc := range s.Services {
+		if svc.ClientSecret == "" && svc.Addr == "" {
+			return fmt.Errorf("[server.services.%q] needs addr or clientsecret", name)
+		}
+	}
+	return nil
+}

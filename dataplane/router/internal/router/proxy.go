@@ -1,0 +1,205 @@
+package router
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"tfgateway.dev/dataplane/router/internal/routes"
+	"tfgateway.dev/dataplane/router/internal/sniff"
+	"tfgateway.dev/dataplane/router/internal/tunnel"
+)
+
+// Error kinds (metric label values).
+const (
+	kindPeekTimeout = "peek_timeout"
+	kindPeekTooBig  = "peek_too_large"
+	kindPeekBad     = "peek_malformed"
+	kindNoRoute     = "no_route"
+	kindNoPort      = "no_port"
+	kindDial        = "dial"
+	kindTunnel      = "tunnel"
+	kindWrite       = "write"
+)
+
+func (r *Router) handleHTTP(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
+	host, buf, err := sniff.HTTPHost(c, r.opt.HeaderLimit)
+	if err != nil {
+		r.peekFailed(ListenerHTTP, c, err)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	r.route(ListenerHTTP, c, host, buf)
+}
+
+func (r *Router) handleTLS(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
+	host, buf, err := sniff.TLSServerName(c, r.opt.HeaderLimit)
+	if err != nil && !errors.Is(err, sniff.ErrNotTLS) && !errors.Is(err, sniff.ErrBadHello) {
+		r.peekFailed(ListenerTLS, c, err)
+		return
+	}
+	// As in trs, bytes that are not a readable ClientHello route by the empty name, which
+	// only the static CATCH_ALL can serve.
+	_ = c.SetReadDeadline(time.Time{})
+	r.route(ListenerTLS, c, host, buf)
+}
+
+func (r *Router) peekFailed(listener string, c net.Conn, err error) {
+	kind := kindPeekBad
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		kind = kindPeekTimeout
+	case errors.Is(err, sniff.ErrTooLarge):
+		kind = kindPeekTooBig
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		kind = "client_closed"
+	}
+	r.fail(listener, NoRoute, kind)
+	r.log.Debug("closing connection before routing", "listener", listener, "remote", c.RemoteAddr().String(), "reason", kind, "err", err)
+}
+
+func (r *Router) fail(listener, route, kind string) {
+	r.Metrics.Errors.WithLabelValues(listener, route, kind).Inc()
+	r.Metrics.Connections.WithLabelValues(listener, route, "error").Inc()
+}
+
+// route sends the connection to the service for host, replaying the peeked bytes.
+func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) {
+	svc, label, ok := r.Table.Lookup(host)
+	if !ok {
+		r.fail(listener, NoRoute, kindNoRoute)
+		r.log.Debug("no route", "listener", listener, "host", host)
+		return
+	}
+	if svc.IsTunnel() {
+		r.toTunnel(listener, c, label, svc, peeked)
+		return
+	}
+	port := svc.HTTPPort
+	if listener == ListenerTLS {
+		port = svc.TLSPort
+	}
+	if port == 0 {
+		r.fail(listener, label, kindNoPort)
+		return
+	}
+	if !svc.Static {
+		// Decode already refused these; checked again here in case of a future code path.
+		if err := routes.CheckTarget(svc.Addr); err != nil {
+			r.fail(listener, label, kindDial)
+			return
+		}
+	}
+	d := net.Dialer{Timeout: r.opt.DialTimeout}
+	b, err := d.Dial("tcp", net.JoinHostPort(svc.Addr, strconv.Itoa(int(port))))
+	if err != nil {
+		r.fail(listener, label, kindDial)
+		r.log.Info("backend dial failed", "listener", listener, "route", label, "err", err)
+		return
+	}
+	defer b.Close()
+	if !r.replay(listener, label, b, peeked) {
+		return
+	}
+	r.Metrics.Connections.WithLabelValues(listener, label, "ok").Inc()
+	in, out := pipe(c, b)
+	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in + int64(len(peeked))))
+	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
+}
+
+func (r *Router) replay(listener, label string, dst net.Conn, peeked []byte) bool {
+	_ = dst.SetWriteDeadline(time.Now().Add(r.opt.DialTimeout))
+	if _, err := dst.Write(peeked); err != nil {
+		r.fail(listener, label, kindWrite)
+		return false
+	}
+	_ = dst.SetWriteDeadline(time.Time{})
+	return true
+}
+
+func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.Service, peeked []byte) {
+	tname := tunnel.Label(svc.ClientSecret)
+	st, err := r.Registry.Open(svc.ClientSecret)
+	if err != nil {
+		r.fail(listener, label, kindTunnel)
+		r.Metrics.TunnelStreams.WithLabelValues(tname, tunnelResult(err)).Inc()
+		r.log.Info("tunnel unavailable", "listener", listener, "route", label, "tunnel", tname, "err", err)
+		return
+	}
+	defer st.Close()
+	if !r.replay(listener, label, st, peeked) {
+		r.Metrics.TunnelStreams.WithLabelValues(tname, "write_error").Inc()
+		return
+	}
+	r.Metrics.TunnelStreams.WithLabelValues(tname, "ok").Inc()
+	r.Metrics.Connections.WithLabelValues(listener, label, "ok").Inc()
+	in, out := pipe(c, st)
+	in += int64(len(peeked))
+	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in))
+	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
+	r.Metrics.TunnelBytes.WithLabelValues(tname, "in").Add(float64(in))
+	r.Metrics.TunnelBytes.WithLabelValues(tname, "out").Add(float64(out))
+}
+
+func tunnelResult(err error) string {
+	switch {
+	case errors.Is(err, tunnel.ErrNoTunnel):
+		return "no_tunnel"
+	case errors.Is(err, tunnel.ErrTunnelBusy):
+		return "tunnel_busy"
+	case errors.Is(err, tunnel.ErrGlobalBusy):
+		return "global_busy"
+	case errors.Is(err, tunnel.ErrOpenTimeout):
+		return "open_timeout"
+	}
+	return "error"
+}
+
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// pipe copies both ways until both directions end. An EOF is passed on as a half-close so
+// protocols that shut down one side keep working; an error tears down both sides. Between
+// two *net.TCPConn, io.Copy uses splice(2) (zero copy in the kernel).
+func pipe(client net.Conn, backend net.Conn) (in, out int64) {
+	done := make(chan int64, 1)
+	go func() {
+		n, err := copyConn(backend, client)
+		finish(backend, client, err)
+		done <- n
+	}()
+	out, err := copyConn(client, backend)
+	finish(client, backend, err)
+	in = <-done
+	return in, out
+}
+
+func copyConn(dst, src net.Conn) (int64, error) {
+	// Unwrap so io.Copy sees the concrete *net.TCPConn pair and can splice.
+	if d, ok := dst.(*net.TCPConn); ok {
+		if s, ok := src.(*net.TCPConn); ok {
+			return io.Copy(d, s)
+		}
+	}
+	return io.Copy(dst, src)
+}
+
+func finish(dst, src net.Conn, err error) {
+	if err != nil {
+		_ = dst.Close()
+		_ = src.Close()
+		return
+	}
+	if hc, ok := dst.(halfCloser); ok {
+		_ = hc.CloseWrite()
+		return
+	}
+	_ = dst.Close()
+}

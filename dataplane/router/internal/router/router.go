@@ -1,0 +1,283 @@
+// Package router is tfrouter: trs's three listeners (TLS by SNI, HTTP by Host, trc tunnel
+// clients) with bounded peeks, an in-memory route table fed by redis, a concurrency-safe
+// tunnel registry and accept loops that never give up on transient errors.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"tfgateway.dev/dataplane/router/internal/config"
+	"tfgateway.dev/dataplane/router/internal/redisfeed"
+	"tfgateway.dev/dataplane/router/internal/routes"
+	"tfgateway.dev/dataplane/router/internal/tunnel"
+)
+
+// Options tune limits and timeouts; zero values take the defaults below.
+type Options struct {
+	HeaderLimit      int           // max bytes of HTTP head or TLS ClientHello
+	PeekTimeout      time.Duration // time a client has to send that head
+	DialTimeout      time.Duration // backend dial
+	HandshakeTimeout time.Duration // trc handshake
+	MaxSecret        int           // bytes
+	ShutdownGrace    time.Duration // how long shutdown waits for live connections
+	Tunnel           tunnel.Limits
+	Log              *slog.Logger
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defi := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defi(&o.HeaderLimit, 16*1024)
+	def(&o.PeekTimeout, 10*time.Second)
+	def(&o.DialTimeout, 5*time.Second)
+	def(&o.HandshakeTimeout, 10*time.Second)
+	defi(&o.MaxSecret, 4096)
+	def(&o.ShutdownGrace, 10*time.Second)
+	defi(&o.Tunnel.MaxTunnels, 100000)
+	defi(&o.Tunnel.MaxStreamsPerTunnel, 128)
+	defi(&o.Tunnel.MaxStreams, 16384)
+	def(&o.Tunnel.OpenTimeout, 5*time.Second)
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+}
+
+// ListenError is returned when a listener cannot be opened.
+type ListenError struct {
+	Listener string
+	Addr     string
+	Err      error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("listen %s on %s: %v", e.Listener, e.Addr, e.Err)
+}
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// Listener names (metric labels).
+const (
+	ListenerTLS    = "tls"
+	ListenerHTTP   = "http"
+	ListenerClient = "clients"
+)
+
+// Router is one running tfrouter.
+type Router struct {
+	cfg      *config.Config
+	opt      Options
+	log      *slog.Logger
+	Table    *routes.Table
+	Registry *tunnel.Registry
+	Metrics  *Metrics
+	redis    *redis.Client
+
+	mu        sync.Mutex
+	listeners map[string]net.Listener
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	ready     chan struct{}
+}
+
+// New builds a router from a parsed router.toml.
+func New(cfg *config.Config, opt Options) *Router {
+	opt.defaults()
+	static := map[string]routes.Service{}
+	for name, s := range cfg.Server.Services {
+		static[name] = routes.Service{Addr: s.Addr, TLSPort: s.TLSPort, HTTPPort: s.HTTPPort, ClientSecret: s.ClientSecret}
+	}
+	r := &Router{
+		cfg:       cfg,
+		opt:       opt,
+		log:       opt.Log,
+		Table:     routes.NewTable(static, config.CatchAll),
+		Registry:  tunnel.NewRegistry(opt.Tunnel),
+		Metrics:   newMetrics(),
+		listeners: map[string]net.Listener{},
+		conns:     map[net.Conn]struct{}{},
+		ready:     make(chan struct{}),
+	}
+	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
+	return r
+}
+
+// Ready is closed once every listener is open.
+func (r *Router) Ready() <-chan struct{} { return r.ready }
+
+// Addr returns the bound address of a listener (useful with port 0 in tests).
+func (r *Router) Addr(name string) net.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l, ok := r.listeners[name]; ok {
+		return l.Addr()
+	}
+	return nil
+}
+
+// Run opens the listeners and serves until ctx ends, then shuts down gracefully.
+func (r *Router) Run(ctx context.Context) error {
+	s := r.cfg.Server
+	for _, l := range []struct {
+		name string
+		port uint16
+	}{{ListenerTLS, s.Port}, {ListenerHTTP, s.HTTPPort}, {ListenerClient, s.ClientsPort}} {
+		addr := net.JoinHostPort(s.Addr, strconv.Itoa(int(l.port)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			r.closeListeners()
+			return &ListenError{Listener: l.name, Addr: addr, Err: err}
+		}
+		r.mu.Lock()
+		r.listeners[l.name] = ln
+		r.mu.Unlock()
+		r.log.Info("listening", "listener", l.name, "addr", ln.Addr().String())
+	}
+	feedCtx, stopFeed := context.WithCancel(context.Background())
+	defer stopFeed()
+	if s.DBBackend.Type == "redis" {
+		r.startFeed(feedCtx, s.DBBackend)
+	}
+	acceptor := &tunnel.Acceptor{
+		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
+		Log:        r.log.With("listener", ListenerClient),
+		OnRegister: func(*tunnel.Session) { r.Metrics.Registrations.WithLabelValues("ok").Inc() },
+		OnReject:   func(error) { r.Metrics.Registrations.WithLabelValues("refused").Inc() },
+	}
+	var loops sync.WaitGroup
+	for name, handle := range map[string]func(net.Conn){
+		ListenerTLS:    func(c net.Conn) { r.serve(ListenerTLS, c, r.handleTLS) },
+		ListenerHTTP:   func(c net.Conn) { r.serve(ListenerHTTP, c, r.handleHTTP) },
+		ListenerClient: acceptor.Handle,
+	} {
+		ln := r.listeners[name]
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			r.acceptLoop(ctx, name, ln, handle)
+		}()
+	}
+	close(r.ready)
+	<-ctx.Done()
+	r.log.Info("shutting down", "grace", r.opt.ShutdownGrace.String())
+	r.closeListeners()
+	loops.Wait()
+	r.drain()
+	r.Registry.CloseAll()
+	stopFeed()
+	if r.redis != nil {
+		_ = r.redis.Close()
+	}
+	return nil
+}
+
+func (r *Router) startFeed(ctx context.Context, db config.DBBackend) {
+	r.redis = redis.NewClient(&redis.Options{
+		Addr:         net.JoinHostPort(db.Addr, strconv.Itoa(int(db.Port))),
+		Username:     db.Username,
+		Password:     db.Password,
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		MaxRetries:   1,
+	})
+	feed := &redisfeed.Feed{
+		Client: r.redis, Table: r.Table, Resync: db.ResyncPeriod(), Log: r.log.With("component", "redis"),
+		OnResync: func(n int, err error) {
+			if err != nil {
+				r.Metrics.Resyncs.WithLabelValues("error").Inc()
+				return
+			}
+			r.Metrics.Resyncs.WithLabelValues("ok").Inc()
+			r.Metrics.Routes.Set(float64(r.Table.Len()))
+		},
+		OnUpdate: func(string, bool) { r.Metrics.Routes.Set(float64(r.Table.Len())) },
+	}
+	go feed.Run(ctx)
+}
+
+func (r *Router) closeListeners() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.listeners {
+		_ = l.Close()
+	}
+}
+
+// drain waits for live connections up to the grace period, then closes the rest.
+func (r *Router) drain() {
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(r.opt.ShutdownGrace):
+	}
+	r.mu.Lock()
+	n := len(r.conns)
+	for c := range r.conns {
+		_ = c.Close()
+	}
+	r.mu.Unlock()
+	r.log.Warn("grace period over; closed remaining connections", "count", n)
+	<-done
+}
+
+// acceptLoop never returns on a transient error (EMFILE, ENFILE, ECONNABORTED, ...): it
+// logs, counts, backs off up to 1 s and keeps accepting. Only a closed listener ends it.
+func (r *Router) acceptLoop(ctx context.Context, name string, ln net.Listener, handle func(net.Conn)) {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			r.Metrics.AcceptErrors.WithLabelValues(name).Inc()
+			r.log.Warn("accept failed; backing off", "listener", name, "err", err, "delay", delay.String())
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		go handle(c)
+	}
+}
+
+// serve tracks a public connection for graceful shutdown and metrics.
+func (r *Router) serve(listener string, c net.Conn, h func(net.Conn)) {
+	r.mu.Lock()
+	r.conns[c] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	g := r.Metrics.Active.WithLabelValues(listener)
+	g.Inc()
+	defer func() {
+		g.Dec()
+		_ = c.Close()
+		r.mu.Lock()
+		delete(r.conns, c)
+		r.mu.Unlock()
+		r.wg.Done()
+	}()
+	h(c)
+}

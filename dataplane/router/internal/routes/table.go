@@ -1,0 +1,89 @@
+package routes
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Table answers lookups from an immutable snapshot (one atomic load per connection) and
+// takes updates under a mutex that copies the dynamic map (updates are rare, lookups hot).
+type Table struct {
+	static   map[string]Service
+	catchAll *Service
+
+	mu      sync.Mutex // serialises writers
+	dynamic atomic.Pointer[map[string]Service]
+}
+
+// NewTable builds a table from the static services of router.toml.
+func NewTable(static map[string]Service, catchAllName string) *Table {
+	t := &Table{static: map[string]Service{}}
+	for k, v := range static {
+		v.Static = true
+		if k == catchAllName {
+			c := v
+			t.catchAll = &c
+			continue
+		}
+		t.static[strings.ToLower(k)] = v
+	}
+	empty := map[string]Service{}
+	t.dynamic.Store(&empty)
+	return t
+}
+
+// CatchAllRoute names the route of connections served by the static CATCH_ALL entry.
+const CatchAllRoute = "CATCH_ALL"
+
+// Lookup finds the service for host in trs's order: static map, redis, static CATCH_ALL.
+// It also returns the name of the matched route (the host, or CatchAllRoute).
+func (t *Table) Lookup(host string) (Service, string, bool) {
+	host = strings.ToLower(host)
+	if s, ok := t.static[host]; ok {
+		return s, host, true
+	}
+	if s, ok := (*t.dynamic.Load())[host]; ok {
+		return s, host, true
+	}
+	if t.catchAll != nil {
+		return *t.catchAll, CatchAllRoute, true
+	}
+	return Service{}, "", false
+}
+
+// Set adds or replaces the dynamic route for host.
+func (t *Table) Set(host string, s Service) {
+	t.update(func(m map[string]Service) { m[strings.ToLower(host)] = s })
+}
+
+// Delete removes the dynamic route for host.
+func (t *Table) Delete(host string) {
+	t.update(func(m map[string]Service) { delete(m, strings.ToLower(host)) })
+}
+
+// Replace swaps in a complete dynamic table (full resync).
+func (t *Table) Replace(all map[string]Service) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := make(map[string]Service, len(all))
+	for k, v := range all {
+		m[strings.ToLower(k)] = v
+	}
+	t.dynamic.Store(&m)
+}
+
+// Len is the number of dynamic routes.
+func (t *Table) Len() int { return len(*t.dynamic.Load()) }
+
+func (t *Table) update(f func(map[string]Service)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.dynamic.Load()
+	m := make(map[string]Service, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	f(m)
+	t.dynamic.Store(&m)
+}

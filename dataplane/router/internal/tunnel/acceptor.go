@@ -1,0 +1,104 @@
+package tunnel
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Acceptor turns accepted client connections into registered sessions.
+type Acceptor struct {
+	Registry         *Registry
+	HandshakeTimeout time.Duration
+	MaxSecret        int
+	Log              *slog.Logger
+	// OnRegister and OnReject, if set, observe outcomes (metrics).
+	OnRegister func(s *Session)
+	OnReject   func(err error)
+}
+
+// MuxConfig is go-yamux v1.2.4's default as far as the wire is concerned (256 KiB window,
+// keepalive every 30 s, 10 s write timeout, backlog 256), plus an open timeout that closes a
+// session whose client stops acknowledging new streams.
+func MuxConfig(logOut io.Writer) *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.AcceptBacklog = 256
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 30 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.MaxStreamWindowSize = 256 * 1024
+	c.StreamOpenTimeout = 30 * time.Second
+	c.LogOutput = logOut
+	return c
+}
+
+// Handle runs the handshake on conn and registers the session; it returns once the client
+// is registered or refused. The session then lives on its own goroutines.
+func (a *Acceptor) Handle(conn net.Conn) {
+	log := a.Log.With("remote", conn.RemoteAddr().String())
+	mux, err := yamux.Server(conn, MuxConfig(slogWriter{log}))
+	if err != nil {
+		_ = conn.Close()
+		a.reject(log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.HandshakeTimeout)
+	defer cancel()
+	st, err := mux.AcceptStreamWithContext(ctx)
+	if err != nil {
+		_ = mux.Close()
+		a.reject(log, &HandshakeError{Reason: "no handshake stream: " + err.Error()})
+		return
+	}
+	_ = st.SetReadDeadline(time.Now().Add(a.HandshakeTimeout))
+	secret, err := ReadHandshake(st, a.MaxSecret)
+	_ = st.Close()
+	if err != nil {
+		_ = mux.Close()
+		a.reject(log, err)
+		return
+	}
+	sess, err := a.Registry.Register(secret, mux)
+	if err != nil {
+		_ = mux.Close()
+		a.reject(log, err)
+		return
+	}
+	log.Info("tunnel registered", "tunnel", sess.Label)
+	if a.OnRegister != nil {
+		a.OnRegister(sess)
+	}
+	// trc never opens more streams; refuse any that come so they do not pile up.
+	go func() {
+		for {
+			extra, err := mux.AcceptStream()
+			if err != nil {
+				return
+			}
+			_ = extra.Close()
+		}
+	}()
+	go func() {
+		<-mux.CloseChan()
+		log.Info("tunnel closed", "tunnel", sess.Label)
+	}()
+}
+
+func (a *Acceptor) reject(log *slog.Logger, err error) {
+	log.Warn("tunnel refused", "err", err)
+	if a.OnReject != nil {
+		a.OnReject(err)
+	}
+}
+
+// slogWriter sends yamux's own log lines to slog at debug level.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Debug("yamux", "msg", string(p))
+	return len(p), nil
+}

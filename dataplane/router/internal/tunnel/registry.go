@@ -1,0 +1,212 @@
+package tunnel
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Errors returned by Registry.Open; each maps to a metric and a closed public connection.
+var (
+	ErrNoTunnel       = errors.New("no tunnel registered for this secret")
+	ErrTunnelBusy     = errors.New("tunnel stream limit reached")
+	ErrGlobalBusy     = errors.New("global tunnel stream limit reached")
+	ErrOpenTimeout    = errors.New("timed out opening a tunnel stream")
+	ErrTooManyTunnels = errors.New("tunnel limit reached")
+)
+
+// Limits bound what tunnels may hold.
+type Limits struct {
+	MaxTunnels          int           // distinct secrets registered at once
+	MaxStreamsPerTunnel int           // concurrent streams on one tunnel (keep <= yamux AcceptBacklog)
+	MaxStreams          int           // concurrent streams over all tunnels
+	OpenTimeout         time.Duration // wait for a free slot plus OpenStream
+}
+
+// Session is one registered trc connection.
+type Session struct {
+	Secret string
+	Label  string // safe for logs and metrics (never the secret)
+	mux    *yamux.Session
+	slots  chan struct{}
+}
+
+// Registry maps secrets to live sessions. All methods are safe for concurrent use.
+type Registry struct {
+	limits Limits
+	global chan struct{}
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+
+	// OnChange, if set, is called (outside the lock) with the number of live tunnels.
+	OnChange func(active int)
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(l Limits) *Registry {
+	return &Registry{limits: l, global: make(chan struct{}, l.MaxStreams), sessions: map[string]*Session{}}
+}
+
+// Label derives a printable name: the "<user>:" prefix tfgateway puts on secrets, or a
+// short hash, so secrets never reach logs or metrics.
+func Label(secret string) string {
+	if user, _, ok := strings.Cut(secret, ":"); ok && user != "" && len(user) <= 32 {
+		return user
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return "h" + hex.EncodeToString(sum[:4])
+}
+
+// Register stores mux for secret. A previous session for the same secret is closed (last
+// registration wins, as in trs, but without leaking the old one). The session is removed
+// as soon as it dies.
+func (r *Registry) Register(secret string, mux *yamux.Session) (*Session, error) {
+	s := &Session{Secret: secret, Label: Label(secret), mux: mux, slots: make(chan struct{}, r.limits.MaxStreamsPerTunnel)}
+	r.mu.Lock()
+	old := r.sessions[secret]
+	if old == nil && r.limits.MaxTunnels > 0 && len(r.sessions) >= r.limits.MaxTunnels {
+		r.mu.Unlock()
+		return nil, ErrTooManyTunnels
+	}
+	r.sessions[secret] = s
+	n := len(r.sessions)
+	r.mu.Unlock()
+	if old != nil {
+		_ = old.mux.Close()
+	}
+	r.changed(n)
+	go func() {
+		<-mux.CloseChan()
+		r.remove(s)
+	}()
+	return s, nil
+}
+
+func (r *Registry) remove(s *Session) {
+	r.mu.Lock()
+	cur := r.sessions[s.Secret]
+	if cur == s {
+		delete(r.sessions, s.Secret)
+	}
+	n := len(r.sessions)
+	r.mu.Unlock()
+	if cur == s {
+		r.changed(n)
+	}
+}
+
+func (r *Registry) changed(n int) {
+	if r.OnChange != nil {
+		r.OnChange(n)
+	}
+}
+
+// Len is the number of live tunnels.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// Get returns the live session for secret.
+func (r *Registry) Get(secret string) (*Session, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[secret]
+	return s, ok
+}
+
+// Stream is an open tunnel stream; Close releases its slots.
+type Stream struct {
+	*yamux.Stream
+	Session *Session
+	once    sync.Once
+	release func()
+}
+
+// Close closes the stream (a full close) and frees its slots once.
+func (s *Stream) Close() error {
+	err := s.Stream.Close()
+	s.once.Do(s.release)
+	return err
+}
+
+// CloseWrite half-closes: yamux Close sends FIN and keeps reading.
+func (s *Stream) CloseWrite() error { return s.Stream.Close() }
+
+// Open opens a stream to the tunnel registered for secret, waiting at most
+// limits.OpenTimeout for free slots (backpressure) and for the open itself.
+func (r *Registry) Open(secret string) (*Stream, error) {
+	s, ok := r.Get(secret)
+	if !ok {
+		return nil, ErrNoTunnel
+	}
+	timer := time.NewTimer(r.limits.OpenTimeout)
+	defer timer.Stop()
+	select {
+	case r.global <- struct{}{}:
+	case <-timer.C:
+		return nil, ErrGlobalBusy
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-timer.C:
+		<-r.global
+		return nil, ErrTunnelBusy
+	case <-s.mux.CloseChan():
+		<-r.global
+		return nil, ErrNoTunnel
+	}
+	release := func() { <-s.slots; <-r.global }
+	type result struct {
+		st  *yamux.Stream
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		st, err := s.mux.OpenStream()
+		ch <- result{st, err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			release()
+			if errors.Is(res.err, yamux.ErrSessionShutdown) {
+				return nil, ErrNoTunnel
+			}
+			return nil, res.err
+		}
+		return &Stream{Stream: res.st, Session: s, release: release}, nil
+	case <-timer.C:
+		go func() {
+			if res := <-ch; res.st != nil {
+				_ = res.st.Close()
+			}
+			release()
+		}()
+		return nil, ErrOpenTimeout
+	}
+}
+
+// CloseAll closes every session (shutdown).
+func (r *Registry) CloseAll() {
+	r.mu.Lock()
+	all := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		_ = s.mux.Close()
+	}
+}
+
+// RemoteAddr of the tunnel client.
+func (s *Session) RemoteAddr() net.Addr { return s.mux.RemoteAddr() }
