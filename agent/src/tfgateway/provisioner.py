@@ -1,0 +1,40 @@
+"""The contract between the engine and the primitives (DNS, proxy, 4to6).
+
+A primitive turns a live reservation into data-plane state and back. Both directions are
+idempotent: provisioning the same reservation again restores exactly its state, decommissioning
+something already gone succeeds. Refusals are `ProvisionError`; its text becomes the `message`
+of the error result sent to the explorer, so it must be clear to the user who made the
+reservation and must not leak secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from tfgateway.reservation import Reservation
+
+__all__ = ["ProvisionError", "Provisioner"]
+
+
+class ProvisionError(Exception):
+    """A reservation cannot be applied (or removed); `message` is for the explorer result."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """What the engine calls for each reservation type."""
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        """Apply `r`; return raw JSON result data (or None for `null`)."""
+        ...
+
+    async def decommission(self, r: Reservation) -> None:
+        """Remove what `r` created; succeed if it is already gone."""
+        ...
