@@ -16,23 +16,30 @@ API; a relay (tests.support.nsforward) makes it reachable from inside `gw` at th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 import trustme
+from nacl.signing import SigningKey
+from tfgateway.devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway.identity import Identity, load_or_create
 
 from tests.support.netns import Link, Namespace, NamespaceSet
 from tests.support.processes import binary, free_port, port_open, wait_until
@@ -63,8 +70,20 @@ MANAGED_DOMAIN = "gw.example"
 NAMESERVER = "ns1.gw.example"
 
 
+T = TypeVar("T")
+RESULT_STATES = {0: "error", 1: "ok", 2: "deleted"}
+
+
 class GatewayError(RuntimeError):
     """A component did not start or misbehaved; the message includes its log tail."""
+
+
+def agent_program(name: str) -> str:
+    """The agent's console scripts: next to this Python (the venv), else like any binary."""
+    candidate = Path(PYTHON).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return binary(name)
 
 
 @dataclass
@@ -95,6 +114,40 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout)
+
+
+@dataclass(frozen=True)
+class User:
+    """A grid user of the development explorer, with the key only the user holds."""
+
+    id: int
+    key: SigningKey
+
+
+@dataclass(frozen=True)
+class Result:
+    """What the gateway reported for a workload: state `ok`, `error` or `deleted`."""
+
+    state: str
+    message: str
+    info: WorkloadInfo
+
+
+class AdminLoop:
+    """One event loop in a thread for the async admin client, so sync code can call it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[object, object, T], timeout: float = 60.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
 
 
 @dataclass
@@ -131,6 +184,9 @@ class Gateway:
     netns: NamespaceSet = field(init=False)
     procs: dict[str, Process] = field(default_factory=dict, init=False)
     explorer_port: int = field(default=0, init=False)
+    identity: Identity = field(init=False)
+    _admin: AdminClient | None = field(default=None, init=False)
+    _loop: AdminLoop | None = field(default=None, init=False)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -164,6 +220,13 @@ class Gateway:
             with contextlib.suppress(Exception):
                 self.procs[name].stop()
         self.procs.clear()
+        if self._loop is not None:
+            if self._admin is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.run(self._admin.aclose(), timeout=5)
+            self._loop.close()
+            self._loop = None
+            self._admin = None
         if hasattr(self, "netns"):
             self.netns.close()
 
@@ -324,7 +387,8 @@ class Gateway:
             "--cert", str(self.workdir / f"{cert}.pem"), "--key", str(self.workdir / f"{cert}.key"),
         ]  # fmt: skip
         proc = self.spawn(name, args, ns)
-        self.wait_ready(proc, lambda: ns.port_open(addr, http) and ns.port_open(addr, tls))
+        local = "127.0.0.1" if addr == "0.0.0.0" else addr
+        self.wait_ready(proc, lambda: ns.port_open(local, http) and ns.port_open(local, tls))
 
     def start_backend(self) -> None:
         self.log("starting the backend web server (HTTP and TLS)")
@@ -332,8 +396,9 @@ class Gateway:
                    "backend")  # fmt: skip
 
     def start_natc_site(self) -> None:
-        """The NATed user's local website (HTTP and TLS on its loopback)."""
-        self._site("natc-site", self.natc, "127.0.0.1", NATC_HTTP_PORT, NATC_TLS_PORT, "natc")
+        """The NATed user's local website: listens on all its addresses, yet the NAT (firewall)
+        lets nothing in from outside, so only `trc`'s tunnel can reach it."""
+        self._site("natc-site", self.natc, "0.0.0.0", NATC_HTTP_PORT, NATC_TLS_PORT, "natc")
 
     def start_trc(self, secret: str, name: str = "trc") -> Process:
         """tcprouter's own client in the NATed namespace, tunnelling to its local site."""
@@ -353,7 +418,7 @@ class Gateway:
         state.mkdir(exist_ok=True)
         proc = self.spawn(
             "explorer",
-            [binary("tfgateway-devexplorer"), "--host", "127.0.0.1",
+            [agent_program("tfgateway-devexplorer"), "--host", "127.0.0.1",
              "--port", str(self.explorer_port)],
         )  # fmt: skip
         self.wait_ready(proc, lambda: port_open("127.0.0.1", self.explorer_port))
@@ -364,11 +429,28 @@ class Gateway:
              "--to", f"127.0.0.1:{self.explorer_port}"],
         )  # fmt: skip
         self.wait_ready(relay, lambda: self.gw.port_open("127.0.0.1", self.explorer_port))
+        self._loop = AdminLoop()
+        self._admin = self._loop.run(self._make_admin())
+
+    async def _make_admin(self) -> AdminClient:
+        return AdminClient(self.explorer_url)
 
     @property
     def explorer_url(self) -> str:
-        """The explorer as the agent (inside gw) and the host both reach it."""
+        """The explorer's root, as the agent (inside gw) and the host both reach it."""
         return f"http://127.0.0.1:{self.explorer_port}"
+
+    @property
+    def admin(self) -> AdminClient:
+        if self._admin is None:
+            raise GatewayError("the development explorer is not running")
+        return self._admin
+
+    def call(self, coro: Coroutine[object, object, T], timeout: float = 60.0) -> T:
+        """Run an admin-client coroutine from synchronous code."""
+        if self._loop is None:
+            raise GatewayError("the development explorer is not running")
+        return self._loop.run(coro, timeout)
 
     @property
     def seed_path(self) -> Path:
@@ -376,9 +458,9 @@ class Gateway:
 
     def agent_args(self) -> list[str]:
         args = [
-            binary("tfgateway"),
+            agent_program("tfgateway"),
             "--seed", str(self.seed_path),
-            "--explorer", self.explorer_url,
+            "--explorer", self.explorer_url + "/api/v1",
             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
             "--endpoint", GW_CLIENT_ADDR,
             "--poll-interval", str(self.poll_interval),
@@ -391,11 +473,21 @@ class Gateway:
             args += ["--gateway-address", addr]
         return args + list(self.agent_extra_args)
 
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
     def start_agent(self) -> None:
+        """The agent, with a seed made beforehand so workloads can name its node id."""
         self.log("starting the agent")
+        self.identity = load_or_create(self.seed_path)
         proc = self.spawn("agent", self.agent_args(), self.gw)
-        # Alive for a moment and talking to redis: the rest is observed through workloads.
-        self.wait_ready(proc, lambda: self.seed_path.exists())
+        # Ready once it registered with the explorer; the rest is observed through workloads.
+        self.wait_ready(proc, self._registered)
+
+    def _registered(self) -> bool:
+        gateways = self.call(self.admin.state()).get("gateways", {})
+        return self.node_id in (gateways if isinstance(gateways, dict) else str(gateways))
 
     def restart_agent(self) -> None:
         self.stop("agent")
@@ -406,6 +498,46 @@ class Gateway:
         for proc in self.procs.values():
             if not proc.alive():
                 raise GatewayError(f"{proc.name} died ({proc.popen.returncode}):\n{proc.tail()}")
+
+    # ---- users and workloads, through the development explorer's admin API -----------------
+
+    def add_user(self) -> User:
+        key = SigningKey.generate()
+        info = self.call(self.admin.create_user(bytes(key.verify_key).hex()))
+        return User(info.id, key)
+
+    def create(self, kind: str, user: User, **fields: object) -> int:
+        """Publish a workload of `kind` for this gateway; returns its id."""
+        info = self.call(self.admin.create_workload(kind, self.node_id, user.id, **fields))
+        return info.id
+
+    def delete(self, workload_id: int) -> None:
+        self.call(self.admin.delete_workload(workload_id))
+
+    def result(self, workload_id: int) -> Result | None:
+        info = self.call(self.admin.get_workload(workload_id))
+        return _result(info) if info.answered else None
+
+    def wait_result(self, workload_id: int, timeout: float = 20.0, state: str = "") -> Result:
+        """The gateway's answer to a workload (or, with `state`, until it reaches that state)."""
+
+        def done(info: WorkloadInfo) -> bool:
+            if state == "deleted":
+                return info.next_action == 6
+            return info.answered and (not state or _result(info).state == state)
+
+        info = self.call(self.admin.wait_for_result(workload_id, timeout, predicate=done),
+                         timeout + 10)  # fmt: skip
+        return _result(info)
+
+    def encrypt_secret(self, user: User, secret: str) -> str:
+        """A reverse-proxy secret as the user's tooling encrypts it for this gateway."""
+        user_crypto = importlib.import_module("tfgateway.devexplorer.user_crypto")
+        return str(user_crypto.encrypt_secret(secret.encode(), self.identity.public_key, user.key))
+
+    def redis_keys(self, pattern: str) -> list[str]:
+        out = self.gw.run("redis-cli", "-p", str(REDIS_PORT), "--raw", "KEYS", pattern)
+        return [line for line in out.splitlines() if line]
 
     # ---- observing from the client namespace -------------------------------------------------
 
@@ -451,6 +583,13 @@ class Gateway:
         except (OSError, ssl.SSLError):
             return True
         return False
+
+
+def _result(info: WorkloadInfo) -> Result:
+    state = RESULT_STATES.get(info.state, str(info.state))
+    if info.next_action == 6:
+        state = "deleted"
+    return Result(state, str(info.result.get("message", "")), info)
 
 
 def _exchange(sock: socket.socket, host: str) -> HttpReply:
