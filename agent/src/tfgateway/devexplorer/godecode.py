@@ -1,0 +1,131 @@
+"""Decode request bodies the way the explorer's Go handlers do (`json.NewDecoder(body).Decode`).
+
+What matters for fidelity: one JSON value is read and anything after it ignored; `null` gives the
+zero struct; unknown keys are ignored; keys match case-insensitively; a value of the wrong JSON
+type or out of range for the Go field type is a 400 with Go's wording.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_DECODER = json.JSONDecoder()
+
+# Go field kinds understood here, with their integer ranges.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 255),
+    "uint16": (0, 65535),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+
+class DecodeError(ValueError):
+    """The body is not what the Go handler would accept (→ 400 with this text)."""
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def read_one_value(body: bytes) -> Any:
+    """The first JSON value of the body, like `json.Decoder.Decode` (trailing data ignored)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in body: {exc}") from None
+    stripped = text.lstrip(" \t\r\n")
+    if not stripped:
+        raise DecodeError("EOF")
+    try:
+        value, _ = _DECODER.raw_decode(stripped)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc.msg} at offset {exc.pos}") from None
+    return value
+
+
+def _check(value: Any, kind: str, where: str) -> Any:
+    """Validate one field value against a Go kind; returns the value (None → zero value)."""
+    actual = _json_kind(value)
+    if value is None:
+        return None
+    mismatch = f"json: cannot unmarshal {actual} into Go struct field {where} of type "
+    if kind == "string":
+        if actual != "string":
+            raise DecodeError(mismatch + "string")
+        return value
+    if kind == "bool":
+        if actual != "bool":
+            raise DecodeError(mismatch + "bool")
+        return value
+    if kind == "float64":
+        if actual != "number":
+            raise DecodeError(mismatch + "float64")
+        return float(value)
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        if actual != "number":
+            raise DecodeError(mismatch + kind)
+        if isinstance(value, float) or not low <= value <= high:
+            raise DecodeError(
+                f"json: cannot unmarshal number {value} into Go struct field {where} of type {kind}"
+            )
+        return value
+    if kind == "[]string":
+        if actual != "array":
+            raise DecodeError(mismatch + "[]string")
+        for item in value:
+            _check(item, "string", where)
+        return value
+    if kind == "raw":
+        return value
+    if kind == "date":  # schema.Date: a number, "" or a jumpscale date string
+        if actual not in ("number", "string"):
+            raise DecodeError(mismatch + "schema.Date")
+        return value
+    raise AssertionError(f"unknown Go kind {kind}")
+
+
+def decode_struct(
+    value: Any, struct: str, fields: dict[str, str], nested: dict[str, tuple[str, dict[str, str]]]
+) -> dict[str, Any]:
+    """Check a decoded JSON value against a Go struct description.
+
+    `fields` maps JSON key → Go kind; `nested` maps JSON key → (Go struct name, its fields).
+    Returns the known keys (canonical spelling) that were present and not null.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(
+            f"json: cannot unmarshal {_json_kind(value)} into Go value of type {struct}"
+        )
+    canonical = {key.lower(): key for key in (*fields, *nested)}
+    out: dict[str, Any] = {}
+    # Go prefers an exact key match, then a case-insensitive one; the last occurrence wins.
+    for key, item in value.items():
+        name = key if key in fields or key in nested else canonical.get(key.lower())
+        if name is None:
+            continue
+        where = f"{struct.split('.')[-1]}.{name}"
+        if name in nested:
+            sub_struct, sub_fields = nested[name]
+            checked = decode_struct(item, sub_struct, sub_fields, {})
+            out[name] = checked
+        else:
+            checked_value = _check(item, fields[name], where)
+            if checked_value is not None:
+                out[name] = checked_value
+    return out

@@ -1,0 +1,536 @@
+"""The development explorer's HTTP server (aiohttp): explorer endpoints + `/dev/` admin API.
+
+Explorer endpoints answer exactly as the real TFExplorer does (spec §3): JSON + "\\n" bodies,
+`null` for nothing, `{"error": …}` with the real status codes, `X-Last-Id` on polls, signatures
+checked on the two routes the explorer protects. The admin API lets tests, the demo and operators
+add users and workloads, mark deletions, inspect what the gateway sent and inject faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from tfgateway.devexplorer.faults import (
+    Decision,
+    Endpoint,
+    FaultInjector,
+    FaultPlan,
+    corrupt_body,
+    mangle_items,
+    truncate_body,
+)
+from tfgateway.devexplorer.signatures import CHALLENGE, Headers, SignatureError, verify
+from tfgateway.devexplorer.specs import (
+    NEXT_DELETE,
+    SeedFile,
+    UserSpec,
+    WorkloadSpec,
+    describe_validation_error,
+)
+from tfgateway.devexplorer.store import ExplorerError, Store, Workload
+from tfgateway.devexplorer.wire import encode, marshal
+
+log = logging.getLogger("tfgateway.devexplorer")
+
+API = "/api/v1"
+_ROUTE_ENDPOINTS: dict[str, Endpoint] = {
+    "register": "register",
+    "uptime": "uptime",
+    "reserved_resources": "reserved_resources",
+    "poll": "poll",
+    "result": "result",
+    "delete": "delete",
+    "user": "user",
+}
+_M = TypeVar("_M", bound=BaseModel)
+_FAULT = web.RequestKey("fault", Decision)
+_FROM_RE = re.compile(r"[0-9]+")
+_GO_NOT_FOUND = b"404 page not found\n"
+
+
+class LoadError(Exception):
+    """A `--load` or `--state` file that cannot be used (message says why and where)."""
+
+
+def _json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=encode(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json_response({"error": message}, status)
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the client's connection without any answer (faults `down`, `drop_*`).
+
+    The transport is aborted; the empty response returned afterwards is never written.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=204)
+
+
+class DevExplorer:
+    """One development explorer: store, fault injector, HTTP app, listener."""
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: Path | None = None,
+    ) -> None:
+        self.store = store or Store()
+        self.faults = FaultInjector()
+        self.host = host
+        self.port = port
+        self.state_file = state_file
+        self._saved_revision = self.store.revision
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._pause_task: asyncio.Task[None] | None = None
+        self.app = self._build_app()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the agent (`--explorer`)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{API}"
+
+    @property
+    def admin_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await self._site.start()
+        if self.port == 0:
+            server = self._site._server
+            assert isinstance(server, asyncio.Server)
+            self.port = int(server.sockets[0].getsockname()[1])
+        log.info("development explorer listening on %s", self.admin_url)
+
+    async def stop(self) -> None:
+        if self._pause_task is not None:
+            self._pause_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pause_task
+        self.save_state()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def pause(self, seconds: float) -> None:
+        """Stop listening (connections refused, open ones closed) for `seconds`, then resume."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                connection.force_close()
+        log.warning("listener paused for %.1f s", seconds)
+
+        async def resume() -> None:
+            await asyncio.sleep(seconds)
+            await self._listen()
+            log.warning("listener resumed")
+
+        self._pause_task = asyncio.create_task(resume())
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Write the whole state atomically when it changed (no-op without `--state`)."""
+        if self.state_file is None or self.store.revision == self._saved_revision:
+            return
+        data = marshal(self.store.snapshot())
+        directory = self.state_file.parent
+        fd, tmp = tempfile.mkstemp(prefix=".devexplorer-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            Path(tmp).replace(self.state_file)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._saved_revision = self.store.revision
+
+    def load_state(self) -> bool:
+        """Restore from `--state` if the file exists; True when it did."""
+        if self.state_file is None or not self.state_file.exists():
+            return False
+        try:
+            data = json.loads(self.state_file.read_text())
+            self.store.restore(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LoadError(f"{self.state_file}: not a usable state file: {exc}") from None
+        self._saved_revision = self.store.revision
+        return True
+
+    def load_seed_file(self, path: Path) -> tuple[int, int]:
+        """Add the users and workloads of a `--load` file; returns (users, workloads) added."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise LoadError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LoadError(
+                f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+        try:
+            seed = SeedFile.model_validate(raw)
+        except ValidationError as exc:
+            raise LoadError(f"{path}: {describe_validation_error(exc)}") from None
+        try:
+            for user in seed.users:
+                self.store.add_user(user)
+            for workload in seed.workloads:
+                self.store.add_workload(workload)
+        except ExplorerError as exc:
+            raise LoadError(f"{path}: {exc.message}") from None
+        return len(seed.users), len(seed.workloads)
+
+    # -- app -----------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._faults_and_persistence],
+            client_max_size=16 * 1024 * 1024,
+        )
+        r = app.router
+        r.add_post(f"{API}/gateways", self._register, name="register")
+        r.add_post(f"{API}/gateways/{{node_id}}/uptime", self._uptime, name="uptime")
+        r.add_post(
+            f"{API}/gateways/{{node_id}}/reserved_resources",
+            self._reserved_resources,
+            name="reserved_resources",
+        )
+        r.add_get(f"{API}/reservations/nodes/{{node_id}}/workloads", self._poll, name="poll")
+        gwid_path = f"{API}/reservations/nodes/{{node_id}}/workloads/{{gwid:[0-9]+-[0-9]+}}"
+        r.add_put(gwid_path, self._put_result, name="result")
+        r.add_delete(gwid_path, self._put_deleted, name="delete")
+        r.add_get(f"{API}/users/{{tid}}", self._user, name="user")
+        # admin API
+        r.add_get("/dev/health", self._admin_health)
+        r.add_post("/dev/users", self._admin_add_users)
+        r.add_get("/dev/users", self._admin_list_users)
+        r.add_post("/dev/workloads", self._admin_add_workloads)
+        r.add_get("/dev/workloads", self._admin_list_workloads)
+        r.add_get("/dev/workloads/{id:[0-9]+}", self._admin_get_workload)
+        r.add_post("/dev/workloads/{id:[0-9]+}/delete", self._admin_delete_workload)
+        r.add_delete("/dev/workloads/{id:[0-9]+}", self._admin_delete_workload)
+        r.add_post("/dev/workloads/{id:[0-9]+}/next_action", self._admin_next_action)
+        r.add_get("/dev/state", self._admin_state)
+        r.add_get("/dev/faults", self._admin_get_faults)
+        r.add_put("/dev/faults", self._admin_set_faults)
+        r.add_delete("/dev/faults", self._admin_clear_faults)
+        r.add_post("/dev/listener/pause", self._admin_pause)
+        r.add_post("/dev/reset", self._admin_reset)
+        return app
+
+    @web.middleware
+    async def _faults_and_persistence(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        route_name = request.match_info.route.name
+        endpoint = _ROUTE_ENDPOINTS.get(route_name or "")
+        decision = self.faults.decide(endpoint) if endpoint is not None else Decision()
+        request[_FAULT] = decision
+        try:
+            if decision.latency:
+                await asyncio.sleep(decision.latency)
+            if decision.drop_before:
+                return _drop(request)
+            if decision.error_status is not None:
+                return _error(decision.error_status, "injected fault")
+            try:
+                response = await handler(request)
+            except web.HTTPNotFound:
+                if request.path.startswith("/dev/"):
+                    raise
+                response = web.Response(
+                    body=_GO_NOT_FOUND, status=404, content_type="text/plain", charset="utf-8"
+                )
+            except web.HTTPMethodNotAllowed:
+                if request.path.startswith("/dev/"):
+                    raise
+                response = web.Response(status=405)
+            self.save_state()
+            if decision.drop_after:
+                return _drop(request)
+            if (decision.truncate or decision.malformed) and isinstance(response, web.Response):
+                body = response.body if isinstance(response.body, bytes) else b""
+                new = truncate_body(body) if decision.truncate else corrupt_body(body)
+                response = web.Response(
+                    body=new,
+                    status=200,
+                    headers={k: v for k, v in response.headers.items() if k.lower() == "x-last-id"},
+                    content_type="application/json",
+                )
+            return response
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return _error(500, "internal error in the development explorer")
+
+    # -- explorer endpoints --------------------------------------------------------------
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self.store.register_gateway(body)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        log.info("gateway registered")
+        return _json_response(None, 201)
+
+    def _authenticate(self, request: web.Request) -> str | web.Response:
+        headers = Headers(list(request.headers.items()))
+        try:
+            return verify(
+                headers,
+                method=request.method,
+                path=request.path_qs,
+                host=request.host,
+            )
+        except SignatureError as exc:
+            # Go sets no Content-Type here, so net/http sniffs it as text/plain.
+            return web.Response(
+                body=encode({"error": f"unauthorized access: {exc}"}),
+                status=401,
+                headers={"WWW-Authenticate": CHALLENGE},
+                content_type="text/plain",
+                charset="utf-8",
+            )
+
+    async def _uptime(self, request: web.Request) -> web.Response:
+        key_id = self._authenticate(request)
+        if isinstance(key_id, web.Response):
+            return key_id
+        body = await request.read()
+        try:
+            self.store.gateway_uptime(request.match_info["node_id"], key_id, body)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(None)
+
+    async def _reserved_resources(self, request: web.Request) -> web.Response:
+        key_id = self._authenticate(request)
+        if isinstance(key_id, web.Response):
+            return key_id
+        body = await request.read()
+        try:
+            self.store.gateway_reserved_resources(request.match_info["node_id"], key_id, body)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(None)
+
+    async def _poll(self, request: web.Request) -> web.Response:
+        values = request.query.getall("from", [])
+        if not values or not _FROM_RE.fullmatch(values[0]):
+            # gorilla/mux: the route requires from=\d+, otherwise nothing matches
+            return web.Response(
+                body=_GO_NOT_FOUND, status=404, content_type="text/plain", charset="utf-8"
+            )
+        try:
+            workloads, last_id = self.store.poll(request.match_info["node_id"], values[0])
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        decision = request[_FAULT]
+        items: list[Any] = [w.poll_item() for w in workloads]
+        items = mangle_items(items, decision)
+        body = encode(items if items else None)
+        return web.Response(
+            body=body,
+            status=200,
+            headers={"X-Last-Id": str(last_id)},
+            content_type="application/json",
+        )
+
+    async def _put_result(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            self.store.put_result(request.match_info["node_id"], request.match_info["gwid"], body)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(None, 201)
+
+    async def _put_deleted(self, request: web.Request) -> web.Response:
+        try:
+            self.store.put_deleted(request.match_info["node_id"], request.match_info["gwid"])
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(None)
+
+    async def _user(self, request: web.Request) -> web.Response:
+        try:
+            user = self.store.get_user(request.match_info["tid"])
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(user.wire())
+
+    # -- admin API -----------------------------------------------------------------------
+
+    @staticmethod
+    async def _admin_body(request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ExplorerError(400, f"request body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def _validate(model: type[_M], value: Any, where: str = "") -> _M:
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            prefix = f"{where}: " if where else ""
+            raise ExplorerError(400, prefix + describe_validation_error(exc)) from None
+
+    async def _admin_health(self, request: web.Request) -> web.Response:
+        return _json_response({"ok": True, "explorer_url": self.url})
+
+    async def _admin_add_users(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._admin_body(request)
+            items = body if isinstance(body, list) else [body]
+            specs = [self._validate(UserSpec, item, f"[{i}]") for i, item in enumerate(items)]
+            users = [self.store.add_user(spec) for spec in specs]
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response([u.wire() for u in users], 201)
+
+    async def _admin_list_users(self, request: web.Request) -> web.Response:
+        return _json_response([u.wire() for u in self.store.users.values()])
+
+    async def _admin_add_workloads(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._admin_body(request)
+            items = body if isinstance(body, list) else [body]
+            specs = [self._validate(WorkloadSpec, item, f"[{i}]") for i, item in enumerate(items)]
+            workloads = [self.store.add_workload(spec) for spec in specs]
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response([self.store.summary(w) for w in workloads], 201)
+
+    def _selected(self, request: web.Request) -> list[Workload]:
+        query = request.query
+        selected = []
+        for workload_id in sorted(self.store.workloads):
+            workload = self.store.workloads[workload_id]
+            if "node_id" in query and workload.node_id != query["node_id"]:
+                continue
+            if "type" in query and workload.type_name != query["type"]:
+                continue
+            if "next_action" in query and str(workload.next_action) != query["next_action"]:
+                continue
+            selected.append(workload)
+        return selected
+
+    async def _admin_list_workloads(self, request: web.Request) -> web.Response:
+        return _json_response([self.store.summary(w) for w in self._selected(request)])
+
+    async def _admin_get_workload(self, request: web.Request) -> web.Response:
+        try:
+            workload = self.store.workload(int(request.match_info["id"]))
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(self.store.summary(workload))
+
+    async def _admin_delete_workload(self, request: web.Request) -> web.Response:
+        try:
+            workload = self.store.set_next_action(int(request.match_info["id"]), NEXT_DELETE)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(self.store.summary(workload))
+
+    async def _admin_next_action(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._admin_body(request)
+            value = body.get("next_action") if isinstance(body, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+                raise ExplorerError(400, 'body must be {"next_action": 0..255}')
+            workload = self.store.set_next_action(int(request.match_info["id"]), value)
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        return _json_response(self.store.summary(workload))
+
+    async def _admin_state(self, request: web.Request) -> web.Response:
+        state = self.store.state()
+        state["faults"] = self.faults.status()
+        state["time"] = time.time()
+        return _json_response(state)
+
+    async def _admin_get_faults(self, request: web.Request) -> web.Response:
+        return _json_response(self.faults.status())
+
+    async def _admin_set_faults(self, request: web.Request) -> web.Response:
+        try:
+            plan = self._validate(FaultPlan, await self._admin_body(request))
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        self.faults.set_plan(plan)
+        log.warning("fault plan set: %s", plan.model_dump(exclude_defaults=True))
+        return _json_response(self.faults.status())
+
+    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return _json_response(self.faults.status())
+
+    async def _admin_pause(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._admin_body(request)
+            seconds = body.get("seconds") if isinstance(body, dict) else None
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+                raise ExplorerError(400, 'body must be {"seconds": N}')
+            if not 0 < seconds <= 3600:
+                raise ExplorerError(400, "seconds must be in (0, 3600]")
+        except ExplorerError as exc:
+            return _error(exc.status, exc.message)
+        # answer first, then stop listening
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self.pause(float(seconds)))
+        )
+        return _json_response({"paused_for": seconds})
+
+    async def _admin_reset(self, request: web.Request) -> web.Response:
+        revision = self.store.revision
+        self.store = Store()
+        self.store.revision = revision + 1
+        self.faults.clear()
+        return _json_response({"ok": True})
