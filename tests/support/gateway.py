@@ -178,7 +178,7 @@ class Gateway:
     with_agent: bool = True
     domains: Sequence[str] = (MANAGED_DOMAIN,)
     nameservers: Sequence[str] = (NAMESERVER,)
-    poll_interval: float = 0.2
+    poll_interval: float | None = 0.2  # None: the agent's own default
     agent_extra_args: Sequence[str] = ()
     log: Callable[[str], None] = lambda _msg: None
     netns: NamespaceSet = field(init=False)
@@ -463,8 +463,9 @@ class Gateway:
             "--explorer", self.explorer_url + "/api/v1",
             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
             "--endpoint", GW_CLIENT_ADDR,
-            "--poll-interval", str(self.poll_interval),
         ]  # fmt: skip
+        if self.poll_interval is not None:
+            args += ["--poll-interval", str(self.poll_interval)]
         for domain in self.domains:
             args += ["--domains", domain]
         for nameserver in self.nameservers:

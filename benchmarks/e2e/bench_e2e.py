@@ -1,0 +1,235 @@
+"""End-to-end benchmarks of the whole gateway in network namespaces (not part of the test run).
+
+1. latency: a workload's creation in the explorer → its name resolving, and → its route
+   answering, p50/p99 over N workloads (one subdomain + one proxy each, created one at a time).
+2. bulk: 5,000 workloads (2,500 names, each a subdomain + a proxy) created at once → all
+   results acknowledged, and all names live (every name resolves, a sample of routes answers).
+3. memory: the agent's peak RSS (VmHWM) with those 5,000 workloads live.
+
+Each is run on both data planes side by side — the gateway's own (coredns-tfgw + tfrouter) and
+upstream's (coredns-redis-thirdparty + trs) — with the same agent; rounds' medians are printed
+with the goals (bulk ≤ 10 s, RSS ≤ 80 MB) and the Go daemon's figure for comparison.
+
+Usage: benchmarks/e2e/run.sh [--rounds R] [--latency-n N] [--bulk-names M] [--only tfgw|upstream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rdatatype
+
+from tests.support.gateway import (
+    BACKEND_ADDR,
+    BACKEND_HTTP_PORT,
+    BACKEND_TLS_PORT,
+    DNS_PORT,
+    GW_CLIENT_ADDR,
+    MANAGED_DOMAIN,
+    Gateway,
+)
+
+PLANES = {
+    "tfgw": ("coredns-tfgw", "tfrouter"),
+    "upstream": ("coredns-redis-thirdparty", "trs"),
+}
+BULK_GOAL_S = 10.0
+RSS_GOAL_MB = 80.0
+GO_DAEMON_BULK_S = 250.0  # its polling alone, for 5,000 workloads (issue 5)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def poll(predicate: Callable[[], bool], timeout: float, interval: float = 0.002) -> float:
+    """Monotonic time at which `predicate` first held (raises after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return time.monotonic()
+        except (OSError, ValueError, dns.exception.DNSException):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(interval)
+
+
+def resolves(gw: Gateway, name: str) -> bool:
+    return any(rrset.rdtype == dns.rdatatype.A for rrset in gw.dns(name, "A").answer)
+
+
+def dns_sweep(gw: Gateway, names: Iterable[str], window: int = 256, wait: float = 1.0) -> set[str]:
+    """Ask for every name's A record over one UDP socket (pipelined); the names that answered."""
+    pending = list(names)
+    answered: set[str] = set()
+    sock = gw.client.open_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setblocking(False)
+        while pending:
+            batch, pending = pending[:window], pending[window:]
+            by_id: dict[int, str] = {}
+            for i, name in enumerate(batch):
+                query = dns.message.make_query(name, dns.rdatatype.A)
+                query.id = i
+                by_id[i] = name
+                sock.sendto(query.to_wire(), (GW_CLIENT_ADDR, DNS_PORT))
+            deadline = time.monotonic() + wait
+            while by_id and time.monotonic() < deadline:
+                ready, _, _ = select.select([sock], [], [], 0.05)
+                if not ready:
+                    continue
+                reply = dns.message.from_wire(sock.recv(4096))
+                found = by_id.pop(reply.id, None)
+                if found is not None and reply.answer:
+                    answered.add(found)
+    return answered
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+@dataclass
+class PlaneResult:
+    dns_ms: list[float] = field(default_factory=list)
+    route_ms: list[float] = field(default_factory=list)
+    bulk_ack_s: list[float] = field(default_factory=list)
+    bulk_live_s: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+
+def bench_latency(gw: Gateway, n: int, round_no: int, out: PlaneResult) -> None:
+    user = gw.add_user()
+    for i in range(n):
+        name = f"lat{round_no}-{i}.{MANAGED_DOMAIN}"
+        t0 = time.monotonic()
+        gw.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
+        gw.create("proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
+                  port_tls=BACKEND_TLS_PORT)  # fmt: skip
+        t_dns = poll(lambda name=name: resolves(gw, name), timeout=30)  # type: ignore[misc]
+        t_route = poll(lambda name=name: gw.http(name).status == 200, timeout=30)  # type: ignore[misc]
+        out.dns_ms.append((t_dns - t0) * 1000)
+        out.route_ms.append((t_route - t0) * 1000)
+
+
+def bench_bulk(gw: Gateway, names_n: int, out: PlaneResult) -> None:
+    user = gw.add_user()
+    names = [f"bulk{i}.{MANAGED_DOMAIN}" for i in range(names_n)]
+    specs: list[dict[str, Any]] = []
+    for name in names:
+        base = {"node_id": gw.node_id, "customer_tid": user.id, "domain": name}
+        specs.append({**base, "type": "subdomain", "ips": [GW_CLIENT_ADDR]})
+        specs.append({**base, "type": "proxy", "addr": BACKEND_ADDR, "port": BACKEND_HTTP_PORT,
+                      "port_tls": BACKEND_TLS_PORT})  # fmt: skip
+    t0 = time.monotonic()
+    ids: list[int] = []
+    for start in range(0, len(specs), 500):
+        infos = gw.call(gw.admin.create_workloads(specs[start : start + 500]))
+        ids += [info.id for info in infos]
+    wanted = set(ids)
+
+    def acknowledged() -> bool:
+        state = gw.call(gw.admin.state())
+        results = state["results"]
+        ok = sum(1 for wid in wanted if results.get(str(wid), {}).get("state") == 1)
+        return ok == len(wanted)
+
+    t_ack = poll(acknowledged, timeout=600, interval=0.1)
+    missing = set(names)
+    while missing:
+        missing -= dns_sweep(gw, missing)
+        if missing and time.monotonic() - t0 > 600:
+            raise TimeoutError(f"{len(missing)} names never resolved")
+    sample = names[:: max(1, len(names) // 100)]
+    for name in sample:
+        poll(lambda name=name: gw.http(name).status == 200, timeout=30)  # type: ignore[misc]
+    t_live = time.monotonic()
+    out.bulk_ack_s.append(t_ack - t0)
+    out.bulk_live_s.append(max(t_ack, t_live) - t0)
+    out.rss_mb.append(peak_rss_mb(gw.procs["agent"].popen.pid))
+
+
+def run_plane(plane: str, args: argparse.Namespace) -> PlaneResult:
+    dns_program, router_program = PLANES[plane]
+    out = PlaneResult()
+    for round_no in range(args.rounds):
+        workdir = Path(tempfile.mkdtemp(prefix=f"tfgw-bench-{plane}-"))
+        with Gateway(workdir, dns_program=dns_program, router_program=router_program,
+                     poll_interval=args.poll_interval) as gw:  # fmt: skip
+            print(f"[{plane}] round {round_no + 1}/{args.rounds}: latency", flush=True)
+            bench_latency(gw, args.latency_n, round_no, out)
+            print(f"[{plane}] round {round_no + 1}/{args.rounds}: bulk", flush=True)
+            bench_bulk(gw, args.bulk_names, out)
+    return out
+
+
+def report(results: dict[str, PlaneResult], args: argparse.Namespace) -> None:
+    def med(values: list[float]) -> str:
+        return f"{statistics.median(values):8.1f}" if values else "       -"
+
+    def pct(values: list[float], q: float) -> str:
+        return f"{percentile(values, q):8.1f}" if values else "       -"
+
+    planes = list(results)
+    interval = args.poll_interval or "default"
+    print(f"\nEnd-to-end ({args.rounds} rounds; agent --poll-interval {interval}; "
+          f"{os.cpu_count()} cores)")  # fmt: skip
+    print(f"{'metric':52}" + "".join(f"{p:>12}" for p in planes))
+    rows = [
+        (f"create → resolves, p50 ms (n={args.latency_n}/round)",
+         [pct(results[p].dns_ms, 50) for p in planes]),
+        ("create → resolves, p99 ms", [pct(results[p].dns_ms, 99) for p in planes]),
+        ("create → route answers, p50 ms", [pct(results[p].route_ms, 50) for p in planes]),
+        ("create → route answers, p99 ms", [pct(results[p].route_ms, 99) for p in planes]),
+        (f"{2 * args.bulk_names} workloads → all acknowledged, s (median)",
+         [med(results[p].bulk_ack_s) for p in planes]),
+        (f"{2 * args.bulk_names} workloads → all live, s (goal ≤ {BULK_GOAL_S:g})",
+         [med(results[p].bulk_live_s) for p in planes]),
+        (f"agent peak RSS, MB (goal ≤ {RSS_GOAL_MB:g})", [med(results[p].rss_mb) for p in planes]),
+    ]  # fmt: skip
+    for label, cells in rows:
+        print(f"{label:52}" + "".join(f"{c:>12}" for c in cells))
+    for p in planes:
+        if results[p].bulk_live_s:
+            ratio = GO_DAEMON_BULK_S / statistics.median(results[p].bulk_live_s)
+            print(f"[{p}] vs the Go daemon's > {GO_DAEMON_BULK_S:g} s polling alone: "
+                  f"≥ {ratio:.0f}x faster")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-n", type=int, default=100)
+    parser.add_argument("--bulk-names", type=int, default=2500, help="names (2 workloads each)")
+    parser.add_argument(
+        "--poll-interval", type=float, help="agent --poll-interval (default: the agent's own)"
+    )
+    parser.add_argument("--only", choices=sorted(PLANES))
+    args = parser.parse_args()
+    planes = [args.only] if args.only else list(PLANES)
+    results = {plane: run_plane(plane, args) for plane in planes}
+    report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
