@@ -1,0 +1,470 @@
+"""The provisioning engine: poll the explorer, apply each workload once, answer every one.
+
+Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
+- results and deletes go through the durable outbox (never lost; F4, F6);
+- decommission looks at our own cached result, not the explorer's copy (F4);
+- a malformed or unknown workload gets an error result and the rest of the batch goes on;
+- an undecodable poll answer keeps the cursor where it was (F8);
+- a failure of redis or of the explorer (transient) is never reported to the user as a failed
+  workload: the batch stops and is retried from the same cursor;
+- level-triggered reconcile: every live reservation is applied again (idempotently) at start,
+  periodically and when redis lost its data, so DNS and proxy entries come back without new
+  events and without sending new results.
+
+The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
+are handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Final, Protocol
+
+from redis.exceptions import RedisError
+
+from tfgateway.counters import Counters
+from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError, PollDecodeError
+from tfgateway.identity import Identity
+from tfgateway.metrics import Metrics
+from tfgateway.models import NEXT_ACTION_DELETE, WORKLOAD_TYPES, WorkloadError
+from tfgateway.outbox import Outbox
+from tfgateway.provisioner import Provisioner, ProvisionError
+from tfgateway.reservation import (
+    CacheDecodeError,
+    GoTime,
+    Reservation,
+    Result,
+    ResultState,
+    sign_result,
+)
+from tfgateway.workloads import TYPE_RANK, Job, job_from_item, rank, wire_result
+
+__all__ = ["Engine", "Provisioner", "ReservationStore", "TransientError"]
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSIENT_ATTEMPTS: Final = 5
+JOB_TIMEOUT: Final = 60.0
+
+
+class ReservationStore(Protocol):
+    """What the engine needs of `cache.ReservationCache`."""
+
+    async def get(self, reservation_id: str) -> Reservation | None: ...
+
+    async def put(self, reservation: Reservation) -> None: ...
+
+    async def remove(self, reservation_id: str) -> None: ...
+
+    async def list(self) -> tuple[list[Reservation], list[str]]: ...
+
+
+class TransientError(Exception):
+    """Infrastructure trouble (redis, explorer, timeouts): retry later, never blame the user."""
+
+
+_TRANSIENT: Final = (RedisError, OSError, TimeoutError, TransientError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ExplorerError):
+        return exc.retryable
+    return isinstance(exc, _TRANSIENT)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        explorer: ExplorerClient,
+        cache: ReservationStore,
+        outbox: Outbox,
+        provisioners: Mapping[str, Provisioner],
+        converge: Mapping[str, Callable[[list[Reservation]], Awaitable[None]]] | None = None,
+        metrics: Metrics | None = None,
+        poll_interval: float = 10.0,
+        reconcile_interval: float = 300.0,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        self.identity = identity
+        self.explorer = explorer
+        self.cache = cache
+        self.outbox = outbox
+        self.provisioners = dict(provisioners)
+        self.converge = dict(converge or {})
+        self.metrics = metrics
+        self.poll_interval = poll_interval
+        self.reconcile_interval = reconcile_interval
+        self._backoff = backoff()
+        self.live: dict[str, Reservation] = {}
+        self.counters = Counters()
+        self.cursor = 0
+        self._attempts: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self.polls = 0
+        self.jobs_done = 0
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the cache (the live state) into memory and rebuild the counters from it."""
+        reservations, bad = await self.cache.list()
+        if bad:
+            log.error(
+                "cache: %d undecodable entries kept untouched (%s); they are not served",
+                len(bad),
+                ", ".join(bad[:5]),
+            )
+        self.live = {r.id: r for r in reservations}
+        self.counters = Counters.from_reservations(reservations)
+        self._publish_counts()
+        log.info(
+            "cache: %d live reservations (%s)",
+            len(self.live),
+            ", ".join(f"{k}={v}" for k, v in self.counters.as_dict().items()),
+        )
+
+    def _publish_counts(self) -> None:
+        if self.metrics is None:
+            return
+        counts = dict.fromkeys(TYPE_RANK, 0)
+        for r in self.live.values():
+            counts[r.type] = counts.get(r.type, 0) + 1
+        self.metrics.set_live(counts)
+
+    # -- reconcile (level-triggered) -------------------------------------------------------------
+
+    async def reconcile(self, *, rewrite_cache: bool = False) -> int:
+        """Apply every live reservation again; returns how many were applied.
+
+        With `rewrite_cache` the cache entries are written back first (redis lost its data).
+        Failures are logged, never reported to the explorer: the workload was accepted before.
+        """
+        applied = 0
+        live = sorted(self.live.values(), key=lambda r: (TYPE_RANK.get(r.type, 0), r.id))
+        if rewrite_cache:
+            for r in live:
+                await self.cache.put(r)
+        by_type: dict[str, list[Reservation]] = {}
+        for r in live:
+            by_type.setdefault(r.type, []).append(r)
+        for rtype, fn in self.converge.items():
+            await fn(by_type.get(rtype, []))
+            applied += len(by_type.get(rtype, []))
+        for r in live:
+            if r.type in self.converge:
+                continue
+            provisioner = self.provisioners.get(r.type)
+            if provisioner is None:
+                continue
+            try:
+                async with asyncio.timeout(JOB_TIMEOUT):
+                    await provisioner.provision(r)
+                applied += 1
+            except ProvisionError as exc:
+                log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
+            except Exception as exc:
+                if _is_transient(exc):
+                    raise
+                log.exception("reconcile: %s %s raised", r.type, r.id)
+        return applied
+
+    # -- the poll loop ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Poll now (tests, signals)."""
+        self._wake.set()
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def run(self) -> None:
+        """Poll and process until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            advanced = await self.poll_once()
+            if advanced is None:  # failure: back off (at least a poll interval)
+                await self._pause(max(self.poll_interval, self._backoff.next_delay()))
+                continue
+            self._backoff.reset()
+            if advanced:
+                continue  # more may be waiting: catch up without the poll pause
+            await self._pause(self.poll_interval - (loop.time() - started))
+
+    async def poll_once(self) -> bool | None:
+        """One poll and its batch. True: cursor moved past new items; False: nothing new;
+        None: failed (the cursor is kept, the same batch will be asked for again)."""
+        self.polls += 1
+        try:
+            batch = await self.explorer.poll(self.cursor)
+        except PollDecodeError as exc:
+            log.error(
+                "poll from %d: %s; cursor kept at %d (not rewound)", self.cursor, exc, self.cursor
+            )
+            return None
+        except ExplorerError as exc:
+            log.warning("poll from %d failed: %s", self.cursor, exc)
+            return None
+        jobs: list[Job] = []
+        for item in batch.items:
+            try:
+                jobs.append(job_from_item(item))
+            except WorkloadError as exc:
+                try:
+                    await self._answer_malformed(item, exc)
+                except Exception as inner:
+                    log.warning("batch from %d interrupted: %s", self.cursor, inner)
+                    return None
+        jobs.sort(key=rank)  # stable: equal ranks keep the explorer's order
+        for job in jobs:
+            try:
+                await self.handle(job)
+            except Exception as exc:
+                attempts = self._attempts.get(job.real_id, 0) + 1
+                self._attempts[job.real_id] = attempts
+                if not _is_transient(exc):
+                    log.exception("job %s (%s) raised", job.real_id, job.reservation.type)
+                if attempts < MAX_TRANSIENT_ATTEMPTS:
+                    log.warning(
+                        "job %s (%s) interrupted (attempt %d): %s; batch from %d will be retried",
+                        job.real_id,
+                        job.reservation.type,
+                        attempts,
+                        exc,
+                        self.cursor,
+                    )
+                    return None
+                log.error(
+                    "job %s failed %d times: %s; answering with an error",
+                    job.real_id,
+                    attempts,
+                    exc,
+                )
+                try:
+                    await self._fail(job, f"gateway could not apply the workload: {exc}")
+                except Exception as inner:
+                    log.warning("cannot answer %s yet: %s", job.real_id, inner)
+                    return None
+            self._attempts.pop(job.real_id, None)
+        previous = self.cursor
+        self.cursor = batch.last_id + 1
+        return bool(batch.items) and self.cursor > previous
+
+    # -- one job ---------------------------------------------------------------------------------
+
+    async def handle(self, job: Job) -> str:
+        """Provision or decommission one workload; logs one line and returns the outcome."""
+        r = job.reservation
+        action = "decommission" if r.to_delete or r.expired() else "provision"
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            if action == "decommission":
+                outcome = await self._decommission(job)
+            else:
+                outcome = await self._provision(job)
+            return outcome
+        except Exception as exc:
+            outcome = "retry" if _is_transient(exc) else "crash"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            log.info(
+                "job id=%s type=%s action=%s outcome=%s duration_ms=%.1f",
+                job.real_id if job.key == job.real_id else f"{job.real_id} (ref {job.key})",
+                r.type,
+                action,
+                outcome,
+                elapsed * 1000,
+            )
+            self.jobs_done += 1
+            if self.metrics is not None:
+                self.metrics.jobs.labels(type=r.type, outcome=outcome).inc()
+                self.metrics.provision_seconds.labels(type=r.type, action=action).observe(elapsed)
+
+    def _result(self, job: Job, state: ResultState, message: str = "", data: bytes = b"") -> Result:
+        return sign_result(
+            Result(
+                type=job.reservation.type,
+                id=job.real_id,
+                created=GoTime.now_utc(),
+                state=state,
+                message=message,
+                data_json=data,
+            ),
+            self.identity,
+        )
+
+    async def _fail(self, job: Job, message: str) -> str:
+        """Error result + DELETE (the explorer then stops sending the workload); not cached."""
+        if self.outbox.has_pending(job.real_id, "delete"):
+            return "failed-pending"
+        result = self._result(job, ResultState.ERROR, message)
+        await self.outbox.put_result(job.real_id, wire_result(result, job.category))
+        await self.outbox.delete(job.real_id)
+        log.warning("workload %s (%s) refused: %s", job.real_id, job.reservation.type, message)
+        return "failed"
+
+    def _acknowledged(self, job: Job, cached: Reservation) -> bool:
+        theirs = job.explorer_result
+        return (
+            bool(cached.result.signature)
+            and theirs.signature == cached.result.signature
+            and theirs.state == int(cached.result.state)
+        )
+
+    async def _cached(self, job: Job) -> Reservation | None:
+        """The cache entry; a corrupt one counts as absent (it gets overwritten or removed)."""
+        try:
+            return await self.cache.get(job.key)
+        except CacheDecodeError as exc:
+            log.error("%s; treating it as not cached", exc)
+            return None
+
+    async def _provision(self, job: Job) -> str:
+        r = job.reservation
+        cached = await self._cached(job)
+        if cached is not None:
+            return await self._cache_hit(job, cached)
+        if self.outbox.has_pending(job.real_id, "delete"):
+            return "failed-pending"  # refused before; the explorer has not heard yet
+        provisioner = self.provisioners.get(r.type)
+        if provisioner is None:
+            return await self._fail(job, f"type of reservation not supported: {r.type}")
+        try:
+            async with asyncio.timeout(JOB_TIMEOUT):
+                data = await provisioner.provision(r)
+        except ProvisionError as exc:
+            return await self._fail(job, str(exc))
+        except Exception as exc:
+            if _is_transient(exc):
+                raise
+            log.exception("provisioner %s crashed on %s", r.type, job.real_id)
+            return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
+        result = self._result(job, ResultState.OK, data=data or b"")
+        stored = replace(r, result=result)
+        await self.cache.put(stored)
+        self.live[job.key] = stored
+        self.counters.increment(r.type)
+        self._publish_counts()
+        await self.outbox.put_result(job.real_id, wire_result(result, job.category))
+        await self.outbox.stats(self.counters.as_dict())
+        return "ok"
+
+    async def _cache_hit(self, job: Job, cached: Reservation) -> str:
+        r = job.reservation
+        self.live[job.key] = cached
+        if cached.user_id != r.user_id or cached.data != r.data or cached.type != r.type:
+            # Only possible through a reference (same explorer id means same workload).
+            return await self._fail(
+                job,
+                f"reference {job.key} is served for another owner or with different data;"
+                " a migrated workload must be identical to the one it replaces",
+            )
+        if cached.result.id and cached.result.id != job.real_id:
+            # Migration to a new workload (reference): answer the new ID with our result.
+            result = self._result(
+                job,
+                ResultState(int(cached.result.state)),
+                cached.result.message,
+                cached.result.data_json,
+            )
+            stored = replace(r, result=result)
+            await self.cache.put(stored)
+            self.live[job.key] = stored
+            await self.outbox.put_result(job.real_id, wire_result(result, job.category))
+            return "migrated"
+        if self._acknowledged(job, cached):
+            return "cached"
+        if self.outbox.has_pending(job.real_id, "result"):
+            return "cached-pending"
+        if cached.result.created.year <= 1970 and cached.result.data_json in (b"", b"null"):
+            # Go's "nil result" (spec §6.2 step 3): nothing to send.
+            return "cached"
+        await self.outbox.put_result(job.real_id, wire_result(cached.result, job.category))
+        return "resent"
+
+    async def _decommission(self, job: Job) -> str:
+        r = job.reservation
+        cached = await self._cached(job)
+        if cached is None:
+            await self.cache.remove(job.key)  # drops a corrupt entry, no-op otherwise
+            if not self.outbox.has_pending(job.real_id, "delete"):
+                await self.outbox.delete(job.real_id)
+                return "deleted-uncached"
+            return "delete-pending"
+        if r.reference and cached.user_id != r.user_id:
+            # Someone else's reservation behind a reference: never tear it down.
+            await self.outbox.delete(job.real_id)
+            return "deleted-foreign-reference"
+        provisioner = self.provisioners.get(cached.type)
+        if cached.result.state == ResultState.ERROR:
+            log.info("workload %s was never provisioned; only un-caching it", job.key)
+        elif provisioner is None:
+            log.warning(
+                "no provisioner for %s (%s); un-caching without teardown", cached.type, job.key
+            )
+        else:
+            try:
+                async with asyncio.timeout(JOB_TIMEOUT):
+                    await provisioner.decommission(cached)
+            except ProvisionError as exc:
+                log.error("decommission of %s (%s) failed: %s; kept", job.key, cached.type, exc)
+                return "decommission-failed"
+        await self.cache.remove(job.key)
+        self.live.pop(job.key, None)
+        self.counters.decrement(cached.type)
+        self._publish_counts()
+        await self.outbox.delete(job.real_id)
+        await self.outbox.stats(self.counters.as_dict())
+        return "deleted"
+
+    async def _answer_malformed(self, item: Any, exc: WorkloadError) -> None:
+        if exc.real_id is None:
+            log.error("poll item skipped (no id to answer to): %s", exc.message)
+            return
+        if self.outbox.has_pending(exc.real_id):
+            return
+        type_name = WORKLOAD_TYPES.get(exc.category, "UNKNOWN")
+        wants_delete = isinstance(item, dict) and item.get("next_action") == NEXT_ACTION_DELETE
+        if not wants_delete:
+            result = sign_result(
+                Result(
+                    type=type_name,
+                    id=exc.real_id,
+                    created=GoTime.now_utc(),
+                    state=ResultState.ERROR,
+                    message=exc.message,
+                ),
+                self.identity,
+            )
+            await self.outbox.put_result(exc.real_id, wire_result(result, exc.category))
+        await self.outbox.delete(exc.real_id)
+        log.warning(
+            "job id=%s type=%s action=%s outcome=malformed message=%r",
+            exc.real_id,
+            type_name,
+            "decommission" if wants_delete else "provision",
+            exc.message,
+        )
+        if self.metrics is not None:
+            self.metrics.jobs.labels(type=type_name, outcome="malformed").inc()
+
+    def live_of_type(self, rtype: str) -> list[Reservation]:
+        return [r for r in self.live.values() if r.type == rtype]
+
+    def all_live(self) -> Iterable[Reservation]:
+        return self.live.values()

@@ -1,0 +1,286 @@
+"""Results, deletes and stats for the explorer, persisted in redis before they are sent.
+
+The Go daemon sends each result PUT and DELETE once and forgets it (explorer spec F6), so an
+explorer outage or a crash between provisioning and feedback loses it for good, and a lost
+result later blocks the delete (F4). Here every message is first written to the hash
+`tfgateway:outbox` and removed only once the explorer acknowledged it; a delivery task retries
+with capped back-off, keeps the order of the messages of one workload (a result before its
+delete) and reloads the hash on start. Stats are one coalesced entry: only the latest counters
+matter, and they wait for `stats_gate` (the gateway must be registered, or the explorer 404s).
+A message the explorer refuses for good (4xx) is logged and dropped: it can never succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError
+
+__all__ = ["OUTBOX_KEY", "SEQ_KEY", "STATS_FIELD", "Message", "Outbox"]
+
+log = logging.getLogger(__name__)
+
+OUTBOX_KEY: Final = "tfgateway:outbox"
+SEQ_KEY: Final = "tfgateway:outbox:seq"
+STATS_FIELD: Final = "stats"
+
+Op = Literal["result", "delete"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One pending message; `seq` orders messages (per workload) across restarts."""
+
+    seq: int
+    op: Op
+    gwid: str
+    body: bytes = b""
+    queued: float = 0.0
+
+    @property
+    def field(self) -> str:
+        return f"{self.seq:020d}"
+
+    def to_json(self) -> bytes:
+        doc = {
+            "op": self.op,
+            "id": self.gwid,
+            "body": self.body.decode("utf-8", "replace"),
+            "queued": self.queued,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, seq: int, raw: bytes) -> Message:
+        doc = json.loads(raw)
+        if doc.get("op") not in ("result", "delete") or not isinstance(doc.get("id"), str):
+            raise ValueError(f"unknown outbox entry {raw[:80]!r}")
+        return cls(
+            seq=seq,
+            op=doc["op"],
+            gwid=doc["id"],
+            body=str(doc.get("body", "")).encode(),
+            queued=float(doc.get("queued", 0.0)),
+        )
+
+
+def _b(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class Outbox:
+    """Durable queue of explorer feedback plus the task that delivers it."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        explorer: ExplorerClient,
+        *,
+        backoff: Callable[[], Backoff] = Backoff,
+        on_delivered: Callable[[Message], Awaitable[None] | None] | None = None,
+        stats_gate: asyncio.Event | None = None,
+    ) -> None:
+        self._redis = redis
+        self._explorer = explorer
+        self._backoff = backoff()
+        self._pending: dict[int, Message] = {}
+        self._stats: dict[str, int] | None = None
+        self._stats_version = 0
+        self._forget: set[str] = set()
+        self._wake = asyncio.Event()
+        self._on_delivered = on_delivered
+        self._stats_gate = stats_gate
+        self.delivered = 0
+        self.dropped = 0
+
+    # -- queueing (called by the engine; raises RedisError if redis is down) ------------------
+
+    async def load(self) -> int:
+        """Read what a previous run left behind; returns the number of pending messages."""
+        raw = await self._redis.hgetall(OUTBOX_KEY)
+        for key_, value_ in raw.items():
+            key, value = _b(key_), _b(value_)
+            name = key.decode("utf-8", "replace")
+            if name == STATS_FIELD:
+                try:
+                    self._stats = {str(k): int(v) for k, v in json.loads(value).items()}
+                except (ValueError, AttributeError, TypeError):
+                    log.error("outbox: dropping undecodable stats entry %r", value[:80])
+                continue
+            try:
+                message = Message.from_json(int(name), value)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("outbox: dropping undecodable entry %s: %s", name, exc)
+                await self._redis.hdel(OUTBOX_KEY, key)
+                continue
+            self._pending[message.seq] = message
+        if self._pending:
+            # Never reuse a sequence number still in the hash (the counter may have been lost).
+            await self._redis.eval(
+                "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+                "redis.call('SET', KEYS[1], ARGV[1]) end return 0",
+                1,
+                SEQ_KEY,
+                str(max(self._pending)),
+            )
+        self.wake()
+        return len(self._pending) + (1 if self._stats is not None else 0)
+
+    async def _enqueue(self, op: Op, gwid: str, body: bytes = b"") -> None:
+        seq = int(await self._redis.incr(SEQ_KEY))
+        message = Message(seq=seq, op=op, gwid=gwid, body=body, queued=time.time())
+        await self._redis.hset(OUTBOX_KEY, message.field, message.to_json())
+        self._pending[seq] = message
+        self._wake.set()
+
+    async def put_result(self, gwid: str, body: bytes) -> None:
+        """Queue a result PUT (body = Go-encoded `workloads.Result` with its newline)."""
+        await self._enqueue("result", gwid, body)
+
+    async def delete(self, gwid: str) -> None:
+        await self._enqueue("delete", gwid)
+
+    async def stats(self, counters: Mapping[str, int]) -> None:
+        """Queue the latest workload counters, replacing any not yet sent."""
+        value = dict(counters)
+        await self._redis.hset(OUTBOX_KEY, STATS_FIELD, json.dumps(value))
+        self._stats = value
+        self._stats_version += 1
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Deliver now (e.g. once registration opened the stats gate)."""
+        self._wake.set()
+
+    def has_pending(self, gwid: str, op: Op | None = None) -> bool:
+        return any(m.gwid == gwid and (op is None or m.op == op) for m in self._pending.values())
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending) + (1 if self._stats is not None else 0)
+
+    def pending(self) -> list[Message]:
+        return sorted(self._pending.values(), key=lambda m: m.seq)
+
+    async def persist_all(self) -> None:
+        """Write every pending message back (after redis lost its data)."""
+        for message in list(self._pending.values()):
+            await self._redis.hset(OUTBOX_KEY, message.field, message.to_json())
+        if self._stats is not None:
+            await self._redis.hset(OUTBOX_KEY, STATS_FIELD, json.dumps(self._stats))
+        if self._pending:
+            await self._redis.set(SEQ_KEY, str(max(self._pending)), nx=True)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def _send(self, message: Message) -> None:
+        if message.op == "result":
+            await self._explorer.put_result(message.gwid, message.body)
+        else:
+            await self._explorer.delete_workload(message.gwid)
+
+    async def _done(self, field: str) -> None:
+        self._forget.add(field)
+        await self._flush_forget()
+
+    async def _flush_forget(self) -> None:
+        """HDEL delivered entries; if redis is down they are retried on the next pass (a
+        message delivered twice after a crash is harmless, one never delivered is not)."""
+        if not self._forget:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.hdel(OUTBOX_KEY, *self._forget)
+            self._forget.clear()
+
+    async def deliver_once(self) -> bool:
+        """One pass over everything pending; False if something must be retried later."""
+        ok = True
+        blocked: set[str] = set()
+        for message in self.pending():
+            if message.gwid in blocked:
+                continue
+            try:
+                await self._send(message)
+            except ExplorerError as exc:
+                if exc.retryable:
+                    ok = False
+                    blocked.add(message.gwid)
+                    if exc.status is None:  # explorer unreachable: the rest would fail too
+                        log.warning(
+                            "outbox: explorer unreachable (%s); %d pending", exc, self.depth
+                        )
+                        return False
+                    log.warning(
+                        "outbox: %s %s failed, will retry: %s", message.op, message.gwid, exc
+                    )
+                    continue
+                self.dropped += 1
+                log.error(
+                    "outbox: explorer refused %s for %s for good, dropping it: %s",
+                    message.op,
+                    message.gwid,
+                    exc,
+                )
+            else:
+                self.delivered += 1
+                log.debug("outbox: delivered %s for %s", message.op, message.gwid)
+            self._pending.pop(message.seq, None)
+            await self._done(message.field)
+            if self._on_delivered is not None:
+                maybe = self._on_delivered(message)
+                if maybe is not None:
+                    await maybe
+        gate_open = self._stats_gate is None or self._stats_gate.is_set()
+        if self._stats is not None and not blocked and gate_open:
+            ok = await self._deliver_stats() and ok
+        else:
+            await self._flush_forget()
+        return ok
+
+    async def _deliver_stats(self) -> bool:
+        version, counters = self._stats_version, dict(self._stats or {})
+        try:
+            await self._explorer.update_reserved_resources(counters)
+        except ExplorerError as exc:
+            if exc.retryable:
+                log.warning("outbox: stats not delivered, will retry: %s", exc)
+                return False
+            log.error("outbox: explorer refused stats for good, dropping them: %s", exc)
+        if version == self._stats_version:
+            self._stats = None
+            await self._done(STATS_FIELD)
+        return True
+
+    async def run(self) -> None:
+        """Deliver until cancelled: immediately when woken, with back-off after failures."""
+        while True:
+            self._wake.clear()
+            try:
+                ok = await self.deliver_once()
+            except (RedisError, OSError) as exc:
+                log.warning("outbox: redis error during delivery: %s", exc)
+                ok = False
+            idle = self._stats is None or not (
+                self._stats_gate is None or self._stats_gate.is_set()
+            )
+            if ok and not self._pending and idle:
+                self._backoff.reset()
+                await self._wake.wait()
+                continue
+            if ok:
+                self._backoff.reset()
+                continue
+            await asyncio.sleep(self._backoff.next_delay())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"pending": len(self._pending), "stats_pending": self._stats is not None}

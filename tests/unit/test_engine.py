@@ -1,0 +1,228 @@
+"""Engine semantics (spec §5-6 and the fixes) against real redis and the dev explorer over HTTP.
+
+Primitives are replaced by a recording provisioner here; the real ones are exercised by
+tests/integration/test_agent_*.py.
+"""
+
+from __future__ import annotations
+
+import redis
+from tfgateway.cache import RESERVATIONS_KEY
+from tfgateway.outbox import OUTBOX_KEY
+from tfgateway.reservation import Reservation
+
+from tests.support.agent_stack import RecordingProvisioner, dev_explorer, engine_stack
+
+NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
+
+
+def provisioners(rec: RecordingProvisioner) -> dict[str, RecordingProvisioner]:
+    return dict.fromkeys(("proxy", "reverse_proxy", "subdomain", "domain_delegate"), rec)
+
+
+async def drain(stack: object) -> None:
+    outbox = stack.outbox  # type: ignore[attr-defined]
+    for _ in range(50):
+        if await outbox.deliver_once() and outbox.depth == 0:
+            return
+    raise AssertionError(f"outbox not drained: {outbox.pending()}")
+
+
+async def test_order_by_type_results_cache_and_stats(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        p = await admin.proxy(NODE, 42, "p.gw.example.com", "185.69.166.1", 80)
+        s = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+        d = await admin.delegate(NODE, 42, "d.example.org")
+        assert await stack.engine.poll_once() is True
+        assert list(rec.calls) == [
+            ("provision", d.gwid),
+            ("provision", s.gwid),
+            ("provision", p.gwid),
+        ]
+        await drain(stack)
+        for w in (p, s, d):
+            info = await admin.get_workload(w.id)
+            assert info.state == 1, info.result
+        assert set(redis_db.hkeys(RESERVATIONS_KEY)) == {w.gwid.encode() for w in (p, s, d)}
+        state = await admin.state()
+        last = state["reserved_resources_posts"][-1]
+        assert (last["proxy"], last["subdomain"], last["delegate_domain"]) == (1, 1, 1), last
+        assert stack.engine.counters.as_dict() == {
+            "proxy": 1,
+            "reverse_proxy": 0,
+            "subdomain": 1,
+            "delegate_domain": 1,
+        }
+
+
+async def test_restart_replays_from_zero_without_new_results(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with dev_explorer() as (server, admin):
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+            await stack.engine.poll_once()
+            await drain(stack)
+        puts_before = len((await admin.state())["result_puts"])
+        rec.calls.clear()
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            assert stack.engine.counters.as_dict()["subdomain"] == 1
+            await stack.engine.poll_once()
+            await drain(stack)
+        assert rec.calls == []
+        assert len((await admin.state())["result_puts"]) == puts_before
+
+
+async def test_lost_put_is_resent_then_f4_delete_still_tears_down(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with dev_explorer() as (server, admin):
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+            await stack.engine.poll_once()
+        redis_db.delete(OUTBOX_KEY)  # the PUT is lost (e.g. upstream's fire-and-forget)
+        assert not (await admin.get_workload(w.id)).answered
+        # The user deletes it; the explorer's copy of the result is still the zero value
+        # (state 0), which made upstream skip the teardown (F4).
+        await admin.delete_workload(w.id)
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            await stack.engine.poll_once()
+            await drain(stack)
+        assert rec.calls[-1] == ("decommission", w.gwid)
+        assert redis_db.hlen(RESERVATIONS_KEY) == 0
+        assert (await admin.get_workload(w.id)).next_action == 6
+
+
+async def test_unacknowledged_result_is_resent_once(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with dev_explorer() as (server, admin):
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+            await stack.engine.poll_once()
+        redis_db.delete(OUTBOX_KEY)
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            await stack.engine.poll_once()
+            await stack.engine.poll_once()  # pending: not queued twice
+            assert len(stack.outbox.pending()) == 1
+            await drain(stack)
+        info = await admin.get_workload(w.id)
+        cached = redis_db.hget(RESERVATIONS_KEY, w.gwid)
+        assert info.state == 1
+        assert info.result["signature"].encode() in cached  # type: ignore[operator]
+        assert rec.calls == [("provision", w.gwid)]
+
+
+async def test_failure_gives_error_result_and_delete_not_cached(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        bad = await admin.subdomain(NODE, 42, "refuse.gw.example.com", ["185.69.166.2"])
+        good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        await drain(stack)
+        info = await admin.get_workload(bad.id)
+        assert info.next_action == 6
+        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == bad.gwid]
+        assert puts[0]["result"]["state"] == 0
+        assert "refused by the test" in puts[0]["result"]["message"]
+        assert redis_db.hkeys(RESERVATIONS_KEY) == [good.gwid.encode()]
+
+
+async def test_unknown_and_malformed_workloads_answered_rest_processed(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        container = await admin.create_workload("container", NODE, 42)
+        broken = await admin.create_workload(
+            "proxy", NODE, 42, domain="x.gw.example.com", overrides={"port": "eighty"}
+        )
+        good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
+        assert await stack.engine.poll_once() is True
+        await drain(stack)
+        messages = {
+            p["gwid"]: p["result"]["message"]
+            for p in (await admin.state())["result_puts"]
+            if p.get("result")
+        }
+        assert messages[container.gwid] == "type of reservation not supported: container"
+        assert messages[broken.gwid].startswith("malformed workload: port")
+        assert (await admin.get_workload(good.id)).state == 1
+        assert (await admin.get_workload(broken.id)).next_action == 6
+
+
+async def test_undecodable_poll_keeps_cursor(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        first = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        cursor = stack.engine.cursor
+        assert cursor == first.id + 1
+        await admin.subdomain(NODE, 42, "b.gw.example.com", ["185.69.166.2"])
+        await admin.set_faults(endpoints=["poll"], truncate_requests=1)
+        assert await stack.engine.poll_once() is None
+        assert stack.engine.cursor == cursor  # not rewound to 1 (F8)
+        assert await stack.engine.poll_once() is True
+        assert len(rec.applied) == 2
+
+
+async def test_redis_down_is_not_blamed_on_the_user(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+        real_put = stack.engine.cache.put
+        failures = iter([True])
+
+        async def flaky_put(r: Reservation) -> None:
+            if next(failures, False):
+                raise redis.exceptions.ConnectionError("redis went away")
+            await real_put(r)
+
+        stack.engine.cache.put = flaky_put  # type: ignore[method-assign,assignment]
+        assert await stack.engine.poll_once() is None
+        assert stack.engine.cursor == 0
+        assert await stack.engine.poll_once() is True
+        await drain(stack)
+        assert (await admin.get_workload(w.id)).state == 1
+        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
+        assert [p["result"]["state"] for p in puts] == [1]
+
+
+async def test_reconcile_reapplies_live_without_results(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        await drain(stack)
+        puts = len((await admin.state())["result_puts"])
+        redis_db.flushall()
+        rec.calls.clear()
+        assert await stack.engine.reconcile(rewrite_cache=True) == 1
+        assert rec.calls == [("provision", w.gwid)]
+        assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
+        await drain(stack)
+        assert len((await admin.state())["result_puts"]) == puts
