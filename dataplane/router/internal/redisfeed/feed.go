@@ -30,6 +30,8 @@ type Feed struct {
 	Table  *routes.Table
 	Resync time.Duration
 	Log    *slog.Logger
+	// Check refuses direct targets from redis (routes.CheckTarget when nil).
+	Check routes.TargetPolicy
 	// Observers for metrics and tests (optional).
 	OnResync func(n int, err error)
 	OnUpdate func(host string, ok bool)
@@ -131,7 +133,7 @@ func (f *Feed) refresh(ctx context.Context, host string) {
 	case err != nil:
 		f.Log.Warn("redis GET failed; keeping the old route until the next resync", "key", key, "err", err)
 	default:
-		svc, derr := routes.Decode(key, raw)
+		svc, derr := f.decode(key, raw)
 		if derr != nil {
 			f.Log.Warn("ignoring redis route", "err", derr)
 			f.Table.Delete(host)
@@ -141,6 +143,23 @@ func (f *Feed) refresh(ctx context.Context, host string) {
 		f.Table.Set(host, svc)
 		f.updated(host, true)
 	}
+}
+
+func (f *Feed) decode(key string, raw []byte) (routes.Service, error) {
+	svc, err := routes.Decode(key, raw)
+	if err != nil {
+		return svc, err
+	}
+	check := f.Check
+	if check == nil {
+		check = routes.CheckTarget
+	}
+	if !svc.IsTunnel() {
+		if err := check(svc.Addr); err != nil {
+			return routes.Service{}, &routes.DecodeError{Key: key, Err: err}
+		}
+	}
+	return svc, nil
 }
 
 func (f *Feed) updated(host string, ok bool) {
@@ -175,7 +194,7 @@ func (f *Feed) resync(ctx context.Context) {
 				if !ok {
 					continue
 				}
-				svc, derr := routes.Decode(keys[i], []byte(s))
+				svc, derr := f.decode(keys[i], []byte(s))
 				if derr != nil {
 					f.Log.Warn("ignoring redis route", "err", derr)
 					continue

@@ -90,7 +90,7 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 	}
 	if !svc.Static {
 		// Decode already refused these; checked again here in case of a future code path.
-		if err := routes.CheckTarget(svc.Addr); err != nil {
+		if err := r.opt.TargetPolicy(svc.Addr); err != nil {
 			r.fail(listener, label, kindDial)
 			return
 		}

@@ -31,6 +31,9 @@ type Options struct {
 	ShutdownGrace    time.Duration // how long shutdown waits for live connections
 	Tunnel           tunnel.Limits
 	Log              *slog.Logger
+	// TargetPolicy refuses direct targets from redis; routes.CheckTarget when nil. Tests
+	// replace it to reach backends on loopback.
+	TargetPolicy routes.TargetPolicy
 }
 
 func (o *Options) defaults() {
@@ -54,6 +57,9 @@ func (o *Options) defaults() {
 	defi(&o.Tunnel.MaxStreamsPerTunnel, 128)
 	defi(&o.Tunnel.MaxStreams, 16384)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
+	if o.TargetPolicy == nil {
+		o.TargetPolicy = routes.CheckTarget
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -198,6 +204,7 @@ func (r *Router) startFeed(ctx context.Context, db config.DBBackend) {
 	})
 	feed := &redisfeed.Feed{
 		Client: r.redis, Table: r.Table, Resync: db.ResyncPeriod(), Log: r.log.With("component", "redis"),
+		Check: r.opt.TargetPolicy,
 		OnResync: func(n int, err error) {
 			if err != nil {
 				r.Metrics.Resyncs.WithLabelValues("error").Inc()

@@ -58,7 +58,8 @@ type inner struct {
 	HTTPPort     int
 }
 
-// Decode parses the value of a /tcprouter/service/<host> key.
+// Decode parses the value of a /tcprouter/service/<host> key. The target address is not
+// checked here; the feed applies a TargetPolicy (CheckTarget in production).
 func Decode(key string, raw []byte) (Service, error) {
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
@@ -79,13 +80,11 @@ func Decode(key string, raw []byte) (Service, error) {
 		}
 		*p.dst = uint16(p.v)
 	}
-	if !svc.IsTunnel() {
-		if err := CheckTarget(svc.Addr); err != nil {
-			return Service{}, &DecodeError{Key: key, Err: err}
-		}
-	}
 	return svc, nil
 }
+
+// TargetPolicy decides whether a direct route from redis may be dialled.
+type TargetPolicy func(addr string) error
 
 // CheckTarget accepts only IP literals that are not loopback, unspecified, link-local or
 // multicast (defence in depth behind the agent's own check).

@@ -1,0 +1,83 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A router.toml as operators and trs's README write it.
+const trsConfig = `
+[server]
+addr = "0.0.0.0"
+port = 443
+httpport = 80
+clientsport = 18000
+
+[server.dbbackend]
+type 	 = "redis"
+addr     = "127.0.0.1"
+port     = 6379
+refresh  = 10
+password = "pw"
+
+[server.services]
+    [server.services."www.Bing.com"]
+        addr = "13.107.21.200"
+        tlsport = 443
+        httpport = 80
+    [server.services."tunnel.example"]
+        clientsecret = "1234:s3cr3t"
+    [server.services."CATCH_ALL"]
+        addr = "10.0.0.9"
+        tlsport = 443
+        httpport = 80
+`
+
+func TestParseTrsConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "router.toml")
+	if err := os.WriteFile(p, []byte(trsConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Server
+	if s.Addr != "0.0.0.0" || s.Port != 443 || s.HTTPPort != 80 || s.ClientsPort != 18000 {
+		t.Fatalf("server = %+v", s)
+	}
+	if s.DBBackend.Type != "redis" || s.DBBackend.Port != 6379 || s.DBBackend.Password != "pw" || s.DBBackend.ResyncPeriod().Seconds() != 10 {
+		t.Fatalf("dbbackend = %+v", s.DBBackend)
+	}
+	if s.Services["www.bing.com"].TLSPort != 443 {
+		t.Fatalf("static names are lowercased: %+v", s.Services)
+	}
+	if s.Services["tunnel.example"].ClientSecret != "1234:s3cr3t" {
+		t.Fatalf("clientsecret lost: %+v", s.Services)
+	}
+	if s.Services[CatchAll].Addr != "10.0.0.9" {
+		t.Fatal("CATCH_ALL lost")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for name, text := range map[string]string{
+		"syntax":        "[server\n",
+		"no port":       "[server]\nhttpport=1\nclientsport=2\n",
+		"no httpport":   "[server]\nport=1\nclientsport=2\n",
+		"bad backend":   "[server]\nport=1\nhttpport=2\nclientsport=3\n[server.dbbackend]\ntype=\"etcd\"\n",
+		"redis no addr": "[server]\nport=1\nhttpport=2\nclientsport=3\n[server.dbbackend]\ntype=\"redis\"\n",
+		"empty service": "[server]\nport=1\nhttpport=2\nclientsport=3\n[server.services.\"x\"]\ntlsport=1\n",
+		"port range":    "[server]\nport=70000\nhttpport=2\nclientsport=3\n",
+	} {
+		var ce *Error
+		if _, err := Parse(name, text); !errors.As(err, &ce) {
+			t.Errorf("%s: err = %v, want *config.Error", name, err)
+		}
+	}
+	if _, err := Load("/nonexistent/router.toml"); err == nil {
+		t.Error("missing file accepted")
+	}
+}

@@ -1,0 +1,116 @@
+package routes
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// The exact bytes tfgateway writes (data-plane spec §2.4).
+const gatewayValue = `{"Key":"/tcprouter/service/www.example.com","Value":"eyJhZGRyIjoiMTAuMC4wLjUiLCJjbGllbnRzZWNyZXQiOiIiLCJ0bHNwb3J0Ijo0NDMsImh0dHBwb3J0Ijo4MCwidXNlciI6IjEyMzQifQ=="}`
+
+func envelopeOf(inner string) []byte {
+	return fmt.Appendf(nil, `{"Key":"k","Value":%q}`, base64.StdEncoding.EncodeToString([]byte(inner)))
+}
+
+func TestDecodeGatewayBytes(t *testing.T) {
+	svc, err := Decode("/tcprouter/service/www.example.com", []byte(gatewayValue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Service{Addr: "10.0.0.5", TLSPort: 443, HTTPPort: 80}
+	if svc != want {
+		t.Fatalf("got %+v, want %+v", svc, want)
+	}
+}
+
+func TestDecodeCaseInsensitiveAndTunnel(t *testing.T) {
+	svc, err := Decode("k", envelopeOf(`{"ADDR":"","ClientSecret":"1234:s","TLSPort":0,"HttpPort":0,"user":"1234","extra":1}`))
+	if err != nil || !svc.IsTunnel() || svc.ClientSecret != "1234:s" {
+		t.Fatalf("got %+v, %v", svc, err)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	for name, raw := range map[string][]byte{
+		"not json":      []byte("nope"),
+		"value not b64": []byte(`{"Key":"k","Value":"!!"}`),
+		"inner invalid": envelopeOf(`{"httpport" 80}`),
+		"port range":    envelopeOf(`{"addr":"10.0.0.1","httpport":70000}`),
+	} {
+		var de *DecodeError
+		if _, err := Decode("k", raw); !errors.As(err, &de) {
+			t.Errorf("%s: err = %v, want *DecodeError", name, err)
+		}
+	}
+}
+
+func TestCheckTarget(t *testing.T) {
+	for _, ok := range []string{"10.0.0.5", "203.0.113.7", "2001:db8::1"} {
+		if err := CheckTarget(ok); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"127.0.0.1", "127.1.2.3", "::1", "0.0.0.0", "::", "169.254.169.254",
+		"fe80::1", "::ffff:127.0.0.1", "224.0.0.1", "localhost", "example.com", ""} {
+		if err := CheckTarget(bad); !errors.Is(err, ErrForbiddenTarget) {
+			t.Errorf("%q allowed (err %v)", bad, err)
+		}
+	}
+}
+
+func TestTableOrder(t *testing.T) {
+	tb := NewTable(map[string]Service{
+		"Static.example": {Addr: "10.0.0.1", HTTPPort: 1},
+		"CATCH_ALL":      {Addr: "10.0.0.9", HTTPPort: 9},
+	}, "CATCH_ALL")
+	tb.Set("static.example", Service{Addr: "10.0.0.2"}) // static wins, as in trs
+	tb.Set("Dyn.example", Service{Addr: "10.0.0.3"})
+	check := func(host, addr, route string) {
+		t.Helper()
+		s, r, ok := tb.Lookup(host)
+		if !ok || s.Addr != addr || r != route {
+			t.Fatalf("Lookup(%q) = %+v %q %v; want %s via %q", host, s, r, ok, addr, route)
+		}
+	}
+	check("STATIC.example", "10.0.0.1", "static.example")
+	check("dyn.example", "10.0.0.3", "dyn.example")
+	check("other.example", "10.0.0.9", CatchAllRoute)
+	tb.Delete("dyn.example")
+	check("dyn.example", "10.0.0.9", CatchAllRoute)
+	tb.Replace(map[string]Service{"New.example": {Addr: "10.0.0.4"}})
+	check("new.example", "10.0.0.4", "new.example")
+	if tb.Len() != 1 {
+		t.Fatalf("Len = %d", tb.Len())
+	}
+	if _, _, ok := NewTable(nil, "CATCH_ALL").Lookup("x"); ok {
+		t.Fatal("empty table matched")
+	}
+}
+
+func TestTableConcurrent(t *testing.T) {
+	tb := NewTable(nil, "CATCH_ALL")
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				h := fmt.Sprintf("h%d-%d", w, i%20)
+				tb.Set(h, Service{Addr: "10.0.0.1"})
+				if i%3 == 0 {
+					tb.Delete(h)
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				tb.Lookup(fmt.Sprintf("h%d-%d", w, i%20))
+			}
+		}()
+	}
+	wg.Wait()
+}

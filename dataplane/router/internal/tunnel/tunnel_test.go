@@ -1,0 +1,299 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHandshakeFullReads(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteHandshake(&b, "1234:s3cr3t"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%x", b.Bytes()); got != "1111000b313233343a733363723374" {
+		t.Fatalf("wire bytes %s differ from trc's", got)
+	}
+	s, err := ReadHandshake(iotest.OneByteReader(&b), 64)
+	if err != nil || s != "1234:s3cr3t" {
+		t.Fatalf("got %q, %v", s, err)
+	}
+}
+
+func TestHandshakeRejects(t *testing.T) {
+	var he *HandshakeError
+	// bad magic is refused after 4 bytes, before any secret is read
+	r := &countingReader{r: bytes.NewReader([]byte{0x22, 0x22, 0, 3, 'a', 'b', 'c'})}
+	if _, err := ReadHandshake(r, 64); !errors.As(err, &he) || r.n != 4 {
+		t.Fatalf("bad magic: %v after %d bytes", err, r.n)
+	}
+	if _, err := ReadHandshake(bytes.NewReader([]byte{0x11, 0x11, 0x10, 0}), 64); !errors.As(err, &he) {
+		t.Fatalf("oversized secret: %v", err)
+	}
+	if _, err := ReadHandshake(bytes.NewReader([]byte{0x11, 0x11, 0, 0}), 64); !errors.As(err, &he) {
+		t.Fatalf("empty secret: %v", err)
+	}
+	if _, err := ReadHandshake(bytes.NewReader([]byte{0x11, 0x11, 0, 5, 'a'}), 64); !errors.As(err, &he) {
+		t.Fatalf("short secret: %v", err)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// pair returns a registered-style server session and the client session that acknowledges
+// and echoes every stream it is offered (stall=true: it accepts nothing).
+func pair(t *testing.T, stall bool) (*yamux.Session, *yamux.Session) {
+	t.Helper()
+	a, b := net.Pipe()
+	srv, err := yamux.Server(a, MuxConfig(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCfg := yamux.DefaultConfig()
+	cliCfg.LogOutput = io.Discard
+	cli, err := yamux.Client(b, cliCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stall {
+		go func() {
+			for {
+				st, err := cli.AcceptStream()
+				if err != nil {
+					return
+				}
+				go func() { _, _ = io.Copy(st, st); _ = st.Close() }()
+			}
+		}()
+	}
+	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
+	return srv, cli
+}
+
+var testLimits = Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 4, MaxStreams: 6, OpenTimeout: 200 * time.Millisecond}
+
+func TestRegistryReplaceAndRemove(t *testing.T) {
+	r := NewRegistry(testLimits)
+	s1, c1 := pair(t, false)
+	s2, _ := pair(t, false)
+	if _, err := r.Register("u:a", s1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register("u:a", s2); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "old session closed on replacement", s1.IsClosed)
+	waitFor(t, "client of old session sees the close", c1.IsClosed)
+	if cur, _ := r.Get("u:a"); cur == nil || cur.mux != s2 || r.Len() != 1 {
+		t.Fatal("replacement not registered")
+	}
+	// the old session's death must not remove the new registration
+	_ = s2.Close()
+	waitFor(t, "dead session removed", func() bool { return r.Len() == 0 })
+	if _, err := r.Open("u:a"); !errors.Is(err, ErrNoTunnel) {
+		t.Fatalf("open on removed tunnel: %v", err)
+	}
+}
+
+func TestRegistryRemovesOnClientEOF(t *testing.T) {
+	r := NewRegistry(testLimits)
+	s, c := pair(t, false)
+	if _, err := r.Register("x", s); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close() // the trc process dies
+	waitFor(t, "session removed after EOF", func() bool { return r.Len() == 0 })
+}
+
+func TestRegistryStreamLimits(t *testing.T) {
+	r := NewRegistry(testLimits)
+	s, _ := pair(t, false)
+	s2, _ := pair(t, false)
+	if _, err := r.Register("a", s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register("b", s2); err != nil {
+		t.Fatal(err)
+	}
+	var open []*Stream
+	for range 4 {
+		st, err := r.Open("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, st)
+	}
+	if _, err := r.Open("a"); !errors.Is(err, ErrTunnelBusy) {
+		t.Fatalf("5th stream on one tunnel: %v, want ErrTunnelBusy", err)
+	}
+	for range 2 {
+		st, err := r.Open("b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, st)
+	}
+	if _, err := r.Open("b"); !errors.Is(err, ErrGlobalBusy) {
+		t.Fatalf("7th stream overall: %v, want ErrGlobalBusy", err)
+	}
+	// backpressure: a waiting Open succeeds as soon as a slot frees
+	done := make(chan error, 1)
+	go func() {
+		st, err := r.Open("b")
+		if err == nil {
+			_ = st.Close()
+		}
+		done <- err
+	}()
+	_ = open[0].Close()
+	_ = open[0].Close() // double close releases once
+	if err := <-done; err != nil {
+		t.Fatalf("waiting open: %v", err)
+	}
+	for _, st := range open[1:] {
+		_ = st.Close()
+	}
+	if len(r.global) != 0 {
+		t.Fatalf("global slots leaked: %d", len(r.global))
+	}
+}
+
+func TestRegistryMaxTunnels(t *testing.T) {
+	r := NewRegistry(Limits{MaxTunnels: 1, MaxStreamsPerTunnel: 1, MaxStreams: 1, OpenTimeout: time.Second})
+	s1, _ := pair(t, false)
+	s2, _ := pair(t, false)
+	s3, _ := pair(t, false)
+	if _, err := r.Register("a", s1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Register("b", s2); !errors.Is(err, ErrTooManyTunnels) {
+		t.Fatalf("second secret: %v", err)
+	}
+	if _, err := r.Register("a", s3); err != nil {
+		t.Fatalf("replacing an existing secret must work at the limit: %v", err)
+	}
+}
+
+func TestRegistryOpenTimeoutOnStalledClient(t *testing.T) {
+	r := NewRegistry(testLimits)
+	s, _ := pair(t, true)
+	if _, err := r.Register("a", s); err != nil {
+		t.Fatal(err)
+	}
+	// yamux OpenStream does not wait for the ACK, so opening succeeds; the write of the
+	// replayed bytes is what a caller bounds with a deadline.
+	st, err := r.Open("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = st.Write(make([]byte, 512*1024))
+	_ = st.Close()
+}
+
+// Many goroutines register, replace, kill and open streams at once; run with -race.
+func TestRegistryConcurrency(t *testing.T) {
+	r := NewRegistry(Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 64, MaxStreams: 1024, OpenTimeout: time.Second})
+	var wg sync.WaitGroup
+	secrets := []string{"s0", "s1", "s2", "s3"}
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				secret := secrets[(w+i)%len(secrets)]
+				switch i % 4 {
+				case 0, 1:
+					s, c := pair(t, false)
+					if _, err := r.Register(secret, s); err != nil {
+						t.Error(err)
+					}
+					if i%4 == 1 {
+						_ = c.Close()
+					}
+				default:
+					st, err := r.Open(secret)
+					if err != nil {
+						continue // the tunnel may just have been replaced or died
+					}
+					msg := []byte("ping")
+					_ = st.SetDeadline(time.Now().Add(2 * time.Second))
+					if _, err := st.Write(msg); err == nil {
+						buf := make([]byte, 4)
+						_, _ = io.ReadFull(st, buf)
+					}
+					_ = st.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	r.CloseAll()
+	waitFor(t, "all sessions removed", func() bool { return r.Len() == 0 })
+	waitFor(t, "all slots free", func() bool { return len(r.global) == 0 })
+}
+
+func TestAcceptorHandshake(t *testing.T) {
+	r := NewRegistry(testLimits)
+	acc := &Acceptor{Registry: r, HandshakeTimeout: 300 * time.Millisecond, MaxSecret: 64, Log: slog.New(slog.DiscardHandler)}
+	// a client that connects and says nothing is dropped after the handshake timeout
+	a, b := net.Pipe()
+	start := time.Now()
+	acc.Handle(a)
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("handshake timeout not applied")
+	}
+	if _, err := b.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent client not disconnected")
+	}
+	// a proper client registers
+	a, b = net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	go func() {
+		cli, err := yamux.Client(b, cfg)
+		if err != nil {
+			return
+		}
+		st, err := cli.OpenStream()
+		if err != nil {
+			return
+		}
+		_ = WriteHandshake(st, "1234:abc")
+		_ = st.Close()
+		<-cli.CloseChan()
+	}()
+	acc.Handle(a)
+	if _, ok := r.Get("1234:abc"); !ok {
+		t.Fatal("client not registered")
+	}
+}
