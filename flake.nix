@@ -1,0 +1,75 @@
+{
+  description = "tfgateway: a ThreeFold Grid gateway node as a NixOS appliance";
+
+  # nixpkgs only: every other dependency comes from it or from the Go module proxy (vendorHash).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      system = "x86_64-linux";
+      pkgs = nixpkgs.legacyPackages.${system};
+      inherit (nixpkgs) lib;
+      tfgwPkgs = import ./nix/packages { inherit (pkgs) callPackage; };
+
+      gatewayHost =
+        hostModule:
+        lib.nixosSystem {
+          inherit system;
+          modules = [
+            self.nixosModules.default
+            hostModule
+          ];
+        };
+    in
+    {
+      packages.${system} = tfgwPkgs // {
+        default = tfgwPkgs.agent;
+        digitalocean-image = self.nixosConfigurations.digitalocean.config.system.build.images.digital-ocean;
+        qcow2-image = self.nixosConfigurations.qemu.config.system.build.images.qemu;
+      };
+
+      nixosModules = {
+        tfgateway = ./nixos-modules;
+        default = self.nixosModules.tfgateway;
+      };
+
+      nixosConfigurations = {
+        digitalocean = gatewayHost ./images/digitalocean.nix;
+        qemu = gatewayHost ./images/qcow2.nix;
+      };
+
+      checks.${system} = {
+        # The whole gateway in VMs: explorer, gateway, backend, NATed trc node, client, 4to6.
+        gateway = pkgs.testers.runNixOSTest {
+          imports = [ ./tests/nixos/gateway.nix ];
+          defaults.imports = [ self.nixosModules.default ];
+        };
+        # Contradictory settings fail evaluation with the intended message.
+        module-assertions = import ./tests/nixos/assertions.nix {
+          inherit lib pkgs;
+          module = self.nixosModules.default;
+        };
+        # The agent's package runs the unit tests in its check phase.
+        inherit (self.packages.${system}) agent coredns router trc;
+        # Both hosts evaluate and build.
+        host-digitalocean = self.nixosConfigurations.digitalocean.config.system.build.toplevel;
+        host-qemu = self.nixosConfigurations.qemu.config.system.build.toplevel;
+      };
+
+      devShells.${system}.default = pkgs.mkShell {
+        inputsFrom = [
+          tfgwPkgs.agent
+          tfgwPkgs.coredns
+        ];
+        packages = [
+          pkgs.go
+          pkgs.redis
+          pkgs.nixfmt-tree
+          pkgs.deadnix
+        ];
+      };
+
+      formatter.${system} = pkgs.nixfmt-tree;
+    };
+}

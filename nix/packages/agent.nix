@@ -1,0 +1,75 @@
+# The agent (Python): the `tfgateway` daemon and the development explorer
+# `tfgateway-devexplorer`, with the project's unit tests run in the check phase.
+{
+  lib,
+  python3Packages,
+  redis,
+}:
+
+let
+  ps = python3Packages;
+  pyproject = lib.importTOML ../../agent/pyproject.toml;
+in
+ps.buildPythonApplication {
+  pname = pyproject.project.name;
+  inherit (pyproject.project) version;
+  pyproject = true;
+
+  # The package lives in agent/; its unit tests and their fixtures live in tests/ at the top
+  # level, with the pytest settings in the top-level pyproject.toml.
+  src = lib.fileset.toSource {
+    root = ../..;
+    fileset = lib.fileset.unions [
+      ../../agent
+      ../../pyproject.toml
+      ../../tests/__init__.py
+      ../../tests/conftest.py
+      ../../tests/support
+      ../../tests/unit
+    ];
+  };
+  sourceRoot = "source/agent";
+
+  build-system = [ ps.setuptools ];
+
+  dependencies = [
+    ps.aiohttp
+    ps.base58
+    ps.httpx
+    ps.mnemonic
+    ps.prometheus-client
+    ps.pydantic
+    ps.pynacl
+    ps.pyroute2
+    ps.redis
+  ];
+
+  nativeCheckInputs = [
+    ps.dnspython
+    ps.hypothesis
+    ps.pytest-asyncio
+    ps.pytest-timeout
+    ps.pytestCheckHook
+    ps.trustme
+    redis # the `redis_server` fixture starts a real redis-server
+  ];
+
+  # Run from the repository root so pytest picks up its settings and tests.support; the
+  # agent is imported from the installed output, not from the source tree.
+  preCheck = ''
+    cd ..
+  '';
+  enabledTestPaths = [ "tests/unit" ];
+
+  pythonImportsCheck = [
+    "tfgateway"
+    "tfgateway.cli"
+  ];
+
+  meta = {
+    description = "ThreeFold Grid gateway agent: explorer reservations to DNS, TCP proxies and 4to6 WireGuard";
+    license = lib.licenses.asl20;
+    mainProgram = "tfgateway";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,31 @@
+# systemd sandboxing shared by the gateway's daemons (modelled on nixpkgs' rathole and redis
+# modules). Each unit adds its own capabilities and address families.
+{
+  DynamicUser = true;
+  NoNewPrivileges = true;
+  LockPersonality = true;
+  PrivateDevices = true;
+  PrivateMounts = true;
+  PrivateTmp = true;
+  ProtectClock = true;
+  ProtectControlGroups = true;
+  ProtectHome = true;
+  ProtectHostname = true;
+  ProtectKernelLogs = true;
+  ProtectKernelModules = true;
+  ProtectKernelTunables = true;
+  ProtectProc = "invisible";
+  ProtectSystem = "strict";
+  RemoveIPC = true;
+  RestrictNamespaces = true;
+  RestrictRealtime = true;
+  RestrictSUIDSGID = true;
+  SystemCallArchitectures = "native";
+  SystemCallFilter = [
+    "@system-service"
+    "~@privileged"
+  ];
+  UMask = "0077";
+  Restart = "on-failure";
+  RestartSec = 5;
+}

@@ -1,0 +1,69 @@
+# Host networking of the gateway: firewall, and for 4to6 the WireGuard kernel module, IPv6
+# forwarding and NAT66. The agent creates the WireGuard interface itself; its /64 prefix is
+# derived from the seed at run time, so NAT66 matches the interface, not a prefix.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.tfgateway;
+  inherit (import ./lib.nix { inherit lib; }) endpointPort;
+  fourToSix = cfg.endpoint != null;
+  wgPort = endpointPort cfg.endpoint;
+  wg = cfg.wireguardInterface;
+  router = cfg.router.settings.server;
+in
+{
+  config = lib.mkIf cfg.enable (
+    lib.mkMerge [
+      {
+        networking.firewall = lib.mkIf cfg.openFirewall {
+          allowedTCPPorts = [
+            cfg.dns.port
+            router.httpport
+            router.port
+            router.clientsport
+          ];
+          allowedUDPPorts = [ cfg.dns.port ] ++ lib.optional (fourToSix && wgPort != null) wgPort;
+        };
+      }
+
+      (lib.mkIf fourToSix {
+        # Loaded at boot: the agent runs with ProtectKernelModules and cannot load it.
+        boot.kernelModules = [ "wireguard" ];
+        environment.systemPackages = [ pkgs.wireguard-tools ];
+
+        # Forward users' IPv6; keep accepting router advertisements on the uplink (2 = even
+        # when forwarding), as nixpkgs' NAT module does.
+        boot.kernel.sysctl = {
+          "net.ipv6.conf.all.forwarding" = 1;
+          "net.ipv6.conf.default.forwarding" = 1;
+          "net.ipv6.conf.all.accept_ra" = 2;
+          "net.ipv6.conf.default.accept_ra" = 2;
+        };
+
+        networking.nftables.enable = lib.mkDefault true;
+        networking.nftables.tables.tfgateway-nat66 = {
+          family = "ip6";
+          content = ''
+            chain postrouting {
+              type nat hook postrouting priority srcnat; policy accept;
+              iifname "${wg}" masquerade comment "4to6 users (NAT66)"
+            }
+          '';
+        };
+        # Only used when the firewall filters forwarded traffic (networking.firewall.filterForward).
+        networking.firewall.extraForwardRules = ''
+          iifname "${wg}" accept comment "4to6 users out"
+          oifname "${wg}" ct state established,related accept comment "4to6 replies"
+        '';
+
+        # The interface belongs to the agent; no DHCP client may touch it.
+        networking.dhcpcd.denyInterfaces = [ wg ];
+      })
+    ]
+  );
+}

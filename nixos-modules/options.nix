@@ -1,0 +1,351 @@
+# Options of services.tfgateway (one per flag of the agent's CLI, plus the data plane and
+# the host integration) and the assertions that reject contradictory settings.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib) mkOption types literalExpression;
+  cfg = config.services.tfgateway;
+  tfgwPkgs = import ../nix/packages { inherit (pkgs) callPackage; };
+  tomlFormat = pkgs.formats.toml { };
+
+  mkPackage =
+    name: description:
+    mkOption {
+      type = types.package;
+      default = tfgwPkgs.${name};
+      defaultText = literalExpression "tfgateway.packages.\${system}.${name}";
+      inherit description;
+    };
+
+  inherit (import ./lib.nix { inherit lib; }) endpointPort;
+
+  router = cfg.router.settings.server;
+  tcpPorts = {
+    "services.tfgateway.dns.port" = cfg.dns.port;
+    "router.settings.server.port (TLS)" = router.port;
+    "router.settings.server.httpport" = router.httpport;
+    "router.settings.server.clientsport" = router.clientsport;
+    "services.tfgateway.redis.port" = cfg.redis.port;
+  };
+  duplicatePorts = lib.filterAttrs (_: names: lib.length names > 1) (
+    lib.groupBy (name: toString tcpPorts.${name}) (lib.attrNames tcpPorts)
+  );
+in
+{
+  options.services.tfgateway = {
+    enable = lib.mkEnableOption ''
+      the ThreeFold Grid gateway: redis, CoreDNS with the gateway's DNS plugin, the TCP router
+      and the agent that turns explorer reservations into their configuration
+    '';
+
+    package = mkPackage "agent" "The agent package (provides `tfgateway`).";
+
+    seedFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/lib/secrets/tfgateway/identity.seed";
+      description = ''
+        Absolute path, outside the Nix store, of an existing identity seed file (`"1.0.0"` raw
+        or `"1.1.0"` mnemonic JSON, as written by the Go tfgateway). It is handed to the agent
+        with systemd's `LoadCredential`, so it can stay readable by root only.
+
+        `null`: the agent creates a new identity on first start in
+        {file}`/var/lib/tfgateway/identity.seed` (never in an image: every node gets its own).
+        The seed is also the WireGuard private key of the 4to6 gateway; keep a backup.
+      '';
+    };
+
+    explorer = mkOption {
+      type = types.str;
+      default = "https://explorer.grid.tf/api/v1";
+      example = "https://explorer.testnet.grid.tf/api/v1";
+      description = "URL of the explorer API the gateway registers with and polls (`--explorer`).";
+    };
+
+    farm = mkOption {
+      type = types.ints.unsigned;
+      example = 1;
+      description = "Farm ID the gateway registers in (`--farm`).";
+    };
+
+    domains = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "tfgw1.gateway.tf" ];
+      description = ''
+        Managed domains: users can reserve sub-domains of these (`--domains`). Their NS records
+        in the parent zone must point at {option}`services.tfgateway.nameservers`.
+      '';
+    };
+
+    nameservers = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ns1.gateway.tf" ];
+      description = ''
+        DNS names of this gateway's name servers (`--nameservers`): users delegate their domains
+        to them, and they are the NS records of every zone the gateway serves.
+      '';
+    };
+
+    endpoint = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "203.0.113.10:3443";
+      description = ''
+        Public `host:port` of the WireGuard endpoint users of the 4to6 gateway connect to
+        (`--endpoint`). Setting it turns 4to6 on: the agent creates
+        {option}`services.tfgateway.wireguardInterface` listening on this port, and the host
+        forwards and masquerades (NAT66) the users' IPv6 traffic. `null`: 4to6 is off.
+      '';
+    };
+
+    wireguardInterface = mkOption {
+      type = types.str;
+      default = "wg-tfgateway";
+      description = "Name of the WireGuard interface the agent creates for 4to6 (`--wg-iface`).";
+    };
+
+    free = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Offer the gateway's capacity for free (`--free`).";
+    };
+
+    allowPrivateBackends = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Accept proxy targets in private address ranges (`--allow-private-backends`); for test
+        networks. Loopback, link-local and the gateway's own addresses are always refused.
+      '';
+    };
+
+    gatewayAddresses = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "203.0.113.10"
+        "2001:db8::10"
+      ];
+      description = ''
+        The gateway's own public addresses (`--gateway-address`); proxy targets pointing at them
+        are refused.
+      '';
+    };
+
+    location = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "50.85,4.35";
+      description = "Location reported to the explorer (`--location`); `null` lets the agent decide.";
+    };
+
+    metricsListen = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "127.0.0.1:9110";
+      description = "Address of the agent's Prometheus metrics endpoint (`--metrics-listen`); `null`: off.";
+    };
+
+    debug = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Verbose logging of the agent (`--debug`).";
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Further command-line arguments of the agent.";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the gateway's public ports: DNS (TCP and UDP), the router's HTTP, TLS and clients
+        ports, and the WireGuard UDP port when 4to6 is on.
+      '';
+    };
+
+    redis.port = mkOption {
+      type = types.port;
+      default = 6379;
+      description = "TCP port of the gateway's redis on 127.0.0.1 (never reachable from outside).";
+    };
+
+    dns = {
+      package = mkPackage "coredns" "CoreDNS built with the gateway's `gatewaydns` plugin.";
+
+      port = mkOption {
+        type = types.port;
+        default = 53;
+        description = "Port CoreDNS answers on (UDP and TCP, all addresses).";
+      };
+
+      upstreams = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "1.1.1.1"
+          "2606:4700:4700::1111"
+        ];
+        description = ''
+          Resolvers CoreDNS forwards names outside the gateway's zones to. Empty: the gateway
+          answers only for its own zones, as an authoritative server should.
+        '';
+      };
+
+      hostmaster = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "hostmaster.gateway.tf";
+        description = "Mailbox of the SOA records of the gateway's zones; `null`: the plugin's default.";
+      };
+
+      extraConfig = mkOption {
+        type = types.lines;
+        default = "";
+        example = "log";
+        description = "Extra Corefile directives for the gateway's server block (e.g. `log`, `prometheus :9153`).";
+      };
+    };
+
+    router = {
+      package = mkPackage "router" "The gateway's tcprouter-compatible router (provides `tfrouter`).";
+
+      metricsListen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9111";
+        description = "Address of the router's Prometheus metrics endpoint (`-metrics`); `null`: off.";
+      };
+
+      settings = mkOption {
+        description = ''
+          Contents of `router.toml`, with the keys of tcprouter's `trs`, so an existing file
+          carries over: `settings = builtins.fromTOML (builtins.readFile ./router.toml);`.
+          Static services go to `server.services."<name>"` (`addr`, `tlsport`, `httpport`,
+          `clientsecret`). The file is in the Nix store: do not put secrets in it.
+        '';
+        default = { };
+        type = types.submodule {
+          freeformType = tomlFormat.type;
+          options.server = mkOption {
+            default = { };
+            description = "The `[server]` table.";
+            type = types.submodule {
+              freeformType = tomlFormat.type;
+              options = {
+                addr = mkOption {
+                  type = types.str;
+                  default = "0.0.0.0";
+                  description = "Address the router listens on.";
+                };
+                port = mkOption {
+                  type = types.port;
+                  default = 443;
+                  description = "TLS listener: connections are routed by their SNI name, unterminated.";
+                };
+                httpport = mkOption {
+                  type = types.port;
+                  default = 80;
+                  description = "Plain HTTP listener: requests are routed by their Host header.";
+                };
+                clientsport = mkOption {
+                  type = types.port;
+                  default = 18000;
+                  description = ''
+                    Listener for users' tunnel clients (`trc`) of reverse-proxy reservations;
+                    also announced to the explorer by the agent (`--tcp-client-port`).
+                  '';
+                };
+                dbbackend = mkOption {
+                  default = { };
+                  description = "The `[server.dbbackend]` table: where the routes are read from.";
+                  type = types.submodule {
+                    freeformType = tomlFormat.type;
+                    options = {
+                      type = mkOption {
+                        type = types.enum [ "redis" ];
+                        default = "redis";
+                        description = "Route store; only redis is supported.";
+                      };
+                      addr = mkOption {
+                        type = types.str;
+                        default = "127.0.0.1";
+                        description = "Address of the gateway's redis.";
+                      };
+                      port = mkOption {
+                        type = types.port;
+                        default = cfg.redis.port;
+                        defaultText = literalExpression "config.services.tfgateway.redis.port";
+                        description = "Port of the gateway's redis.";
+                      };
+                      refresh = mkOption {
+                        type = types.ints.positive;
+                        default = 10;
+                        description = "Seconds between full resyncs of the route table from redis.";
+                      };
+                    };
+                  };
+                };
+              };
+            };
+          };
+        };
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.seedFile == null || (lib.hasPrefix "/" cfg.seedFile && !lib.hasPrefix builtins.storeDir cfg.seedFile);
+        message = "services.tfgateway.seedFile must be an absolute path outside the Nix store (the seed is the gateway's private key), got ${toString cfg.seedFile}.";
+      }
+      {
+        assertion = cfg.endpoint == null || endpointPort cfg.endpoint != null;
+        message = "services.tfgateway.endpoint must be host:port (the WireGuard listen port is its port), got ${toString cfg.endpoint}.";
+      }
+      {
+        assertion = cfg.endpoint == null || cfg.wireguardInterface != "";
+        message = "services.tfgateway.endpoint turns 4to6 on, which needs services.tfgateway.wireguardInterface.";
+      }
+      {
+        assertion = builtins.match "[A-Za-z0-9_.-]{1,15}" cfg.wireguardInterface != null;
+        message = "services.tfgateway.wireguardInterface must be a Linux interface name (1-15 of A-Z a-z 0-9 _ . -), got \"${cfg.wireguardInterface}\".";
+      }
+      {
+        assertion = cfg.endpoint == null || config.networking.nftables.enable;
+        message = "services.tfgateway.endpoint (4to6) masquerades IPv6 with nftables: do not set networking.nftables.enable = false.";
+      }
+      {
+        assertion = cfg.endpoint == null || config.networking.enableIPv6;
+        message = "services.tfgateway.endpoint (4to6) forwards IPv6: networking.enableIPv6 must stay true.";
+      }
+      {
+        assertion = duplicatePorts == { };
+        message = "services.tfgateway: TCP ports clash: ${
+          lib.concatStringsSep "; " (
+            lib.mapAttrsToList (port: names: "${lib.concatStringsSep " and " names} are all ${port}") duplicatePorts
+          )
+        }.";
+      }
+      {
+        assertion = router.dbbackend.addr == "127.0.0.1" && router.dbbackend.port == cfg.redis.port;
+        message = "services.tfgateway.router.settings.server.dbbackend must be the gateway's redis (127.0.0.1:${toString cfg.redis.port}), where the agent writes the routes; got ${router.dbbackend.addr}:${toString router.dbbackend.port}.";
+      }
+      {
+        assertion = cfg.domains != [ ] -> cfg.nameservers != [ ];
+        message = "services.tfgateway.domains needs services.tfgateway.nameservers: the managed zones' NS records name them.";
+      }
+    ];
+  };
+}

@@ -1,0 +1,249 @@
+# The whole gateway in VMs (modelled on nixpkgs' rathole and wireguard tests). Run by
+# `nix flake check` as checks.x86_64-linux.gateway; services.tfgateway comes from `defaults`.
+#
+#   vlan 1 ("internet"): explorer (development explorer), gateway, backend (web server on IPv4
+#                        and IPv6), client (resolves through the gateway, IPv4 only) and router
+#   vlan 2 (private):    natted, behind router's NAT, exposes its web page with trc
+#
+# The client also reaches the backend's IPv6 address through the gateway's 4to6 WireGuard
+# tunnel: it has no IPv6 of its own, and the backend has no route back to the tunnel's
+# fd00::/8 prefix, so an answer proves the gateway forwards and masquerades (NAT66).
+{ lib, ... }:
+
+let
+  wgPort = 51820;
+  # The page each web server serves; the test checks the right one arrives on each path.
+  page = name: "tfgateway VM test: ${name}";
+  webRoot =
+    pkgs: name:
+    pkgs.writeTextDir "index.html" ''
+      ${page name}
+    '';
+  # A self-signed certificate for the TLS-SNI route (passthrough: the backend terminates TLS).
+  cert =
+    pkgs:
+    pkgs.runCommand "web.gw.test-cert" { nativeBuildInputs = [ pkgs.openssl ]; } ''
+      mkdir $out
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj /CN=web.gw.test -addext subjectAltName=DNS:web.gw.test \
+        -keyout $out/key.pem -out $out/cert.pem
+    '';
+  ipOf = node: node.networking.primaryIPAddress;
+in
+{
+  name = "tfgateway";
+
+  defaults = {
+    documentation.enable = false;
+    networking.firewall.enable = lib.mkDefault true;
+  };
+
+  nodes = {
+    explorer =
+      { config, pkgs, ... }:
+      {
+        virtualisation.vlans = [ 1 ];
+        networking.firewall.allowedTCPPorts = [ 8080 ];
+        systemd.services.devexplorer = {
+          wantedBy = [ "multi-user.target" ];
+          after = [ "network.target" ];
+          serviceConfig = {
+            ExecStart = "${lib.getExe' config.services.tfgateway.package "tfgateway-devexplorer"} --host 0.0.0.0 --port 8080";
+            DynamicUser = true;
+          };
+        };
+        environment.systemPackages = [
+          pkgs.jq
+          # The agent's modules as a library, for workloads.py.
+          (pkgs.python3.withPackages (ps: [ (ps.toPythonModule config.services.tfgateway.package) ]))
+        ];
+        environment.etc."tfgw-test/workloads.py".source = ./workloads.py;
+      };
+
+    gateway =
+      { config, ... }:
+      {
+        virtualisation.vlans = [ 1 ];
+        virtualisation.memorySize = 1536;
+        services.tfgateway = {
+          enable = true;
+          openFirewall = true;
+          explorer = "http://explorer:8080/api/v1";
+          farm = 1;
+          domains = [ "gw.test" ];
+          nameservers = [ "ns1.gw.test" ];
+          endpoint = "${config.networking.primaryIPAddress}:${toString wgPort}";
+          # The test's backends live in private ranges.
+          allowPrivateBackends = true;
+          gatewayAddresses = [
+            config.networking.primaryIPAddress
+            config.networking.primaryIPv6Address
+          ];
+          debug = true;
+        };
+      };
+
+    backend =
+      { pkgs, ... }:
+      {
+        virtualisation.vlans = [ 1 ];
+        networking.firewall.allowedTCPPorts = [
+          80
+          443
+        ];
+        services.nginx = {
+          enable = true;
+          virtualHosts."web.gw.test" = {
+            default = true;
+            root = webRoot pkgs "backend";
+            addSSL = true;
+            sslCertificate = "${cert pkgs}/cert.pem";
+            sslCertificateKey = "${cert pkgs}/key.pem";
+          };
+        };
+      };
+
+    client =
+      { nodes, pkgs, ... }:
+      {
+        virtualisation.vlans = [ 1 ];
+        # IPv4 only: its IPv6 traffic can only go through the 4to6 tunnel.
+        networking.interfaces.eth1.ipv6.addresses = lib.mkForce [ ];
+        # Resolve through the gateway's DNS.
+        networking.nameservers = [ (ipOf nodes.gateway) ];
+        boot.kernelModules = [ "wireguard" ];
+        environment.systemPackages = [
+          pkgs.curl
+          pkgs.dnsutils
+          pkgs.wireguard-tools
+        ];
+        environment.etc."tfgw-test/ca.pem".source = "${cert pkgs}/cert.pem";
+      };
+
+    router =
+      { ... }:
+      {
+        virtualisation.vlans = [
+          1
+          2
+        ];
+        networking.nat = {
+          enable = true;
+          internalInterfaces = [ "eth2" ];
+          externalInterface = "eth1";
+        };
+      };
+
+    natted =
+      { nodes, pkgs, ... }:
+      let
+        tfgwPkgs = import ../../nix/packages { inherit (pkgs) callPackage; };
+      in
+      {
+        virtualisation.vlans = [ 2 ];
+        networking.defaultGateway = (lib.head nodes.router.networking.interfaces.eth2.ipv4.addresses).address;
+        services.nginx = {
+          enable = true;
+          virtualHosts.localhost = {
+            default = true;
+            listen = [
+              {
+                addr = "127.0.0.1";
+                port = 8000;
+              }
+            ];
+            root = webRoot pkgs "natted";
+          };
+        };
+        environment.systemPackages = [
+          pkgs.curl
+          tfgwPkgs.trc
+        ];
+      };
+  };
+
+  testScript =
+    { nodes, ... }:
+    let
+      gatewayIp = ipOf nodes.gateway;
+      backendV6 = nodes.backend.networking.primaryIPv6Address;
+    in
+    ''
+      import json
+
+      start_all()
+
+      with subtest("the gateway's services start, hardened"):
+          gateway.wait_for_unit("redis-tfgateway.service")
+          gateway.wait_for_unit("tfgateway-dns.service")
+          gateway.wait_for_unit("tfgateway-router.service")
+          gateway.wait_for_unit("tfgateway.service")
+          for port in (53, 80, 443, 18000):
+              gateway.wait_for_open_port(port)
+          # redis stays on loopback; the agent is not root and may only administer the network
+          gateway.succeed("ss -Hltn 'sport = :6379' | grep -q '127.0.0.1:6379'")
+          gateway.fail("ss -Hltn 'sport = :6379' | grep -v '127.0.0.1:6379' | grep -q .")
+          pid = gateway.succeed("systemctl show -p MainPID --value tfgateway.service").strip()
+          gateway.succeed(f"test $(stat -c %u /proc/{pid}) -ne 0")
+          caps = gateway.succeed(f"grep CapEff /proc/{pid}/status")
+          assert caps.split()[1] == "0000000000001000", f"agent capabilities: {caps}"  # CAP_NET_ADMIN only
+          gateway.succeed("redis-cli -p 6379 config get notify-keyspace-events | grep -q K")
+
+      with subtest("the gateway registers with the explorer"):
+          explorer.wait_for_unit("devexplorer.service")
+          explorer.wait_for_open_port(8080)
+          explorer.wait_until_succeeds(
+              "curl -sf http://localhost:8080/dev/state | jq -e '.gateways | length == 1'", timeout=180
+          )
+
+      with subtest("workloads are provisioned"):
+          client.wait_for_unit("multi-user.target")
+          client.succeed("umask 077; wg genkey > /root/wg.key")
+          wg_public = client.succeed("wg pubkey < /root/wg.key").strip()
+          out = explorer.succeed(
+              "python3 /etc/tfgw-test/workloads.py http://localhost:8080 ${gatewayIp} "
+              + "${ipOf nodes.backend} " + wg_public
+          )
+          deployed = json.loads(out.strip().splitlines()[-1])
+
+      with subtest("DNS: the client resolves the gateway's names through the gateway"):
+          client.wait_until_succeeds("dig +short web.gw.test A | grep -qx ${gatewayIp}", timeout=60)
+          client.succeed("dig +short @${gatewayIp} gw.test SOA | grep -q .")
+          client.succeed("dig +short @${gatewayIp} gw.test NS | grep -q ns1.gw.test")
+          client.succeed("dig @${gatewayIp} tcp-check.gw.test A +tcp | grep -q 'status: NXDOMAIN'")
+
+      with subtest("proxy: HTTP by Host and TLS by SNI reach the backend"):
+          client.wait_until_succeeds("curl -sf http://web.gw.test/ | grep -q '${page "backend"}'", timeout=60)
+          client.succeed(
+              "curl -sf --cacert /etc/tfgw-test/ca.pem https://web.gw.test/ | grep -q '${page "backend"}'"
+          )
+
+      with subtest("reverse proxy: the NATed node's page through trc"):
+          natted.wait_for_unit("nginx.service")
+          # behind NAT: the gateway cannot reach it, it can reach the gateway
+          gateway.fail("ping -c1 -W2 ${ipOf nodes.natted}")
+          natted.succeed("ping -c1 -W2 ${gatewayIp}")
+          natted.succeed(
+              "systemd-run --unit trc $(command -v trc) --remote ${gatewayIp}:18000 --local 127.0.0.1:8000 "
+              + "--secret " + deployed["trc_secret"]
+          )
+          client.wait_until_succeeds("curl -sf http://tunnel.gw.test/ | grep -q '${page "natted"}'", timeout=90)
+
+      with subtest("4to6: the IPv4-only client reaches an IPv6 host through WireGuard"):
+          gateway.wait_until_succeeds("wg show ${nodes.gateway.services.tfgateway.wireguardInterface} listen-port | grep -qx ${toString wgPort}")
+          peer = deployed["fourtosix"]["peers"][0]
+          client_ip = deployed["fourtosix"]["ips"][0]
+          assert peer["endpoint"] == "${gatewayIp}:${toString wgPort}", peer
+          client.succeed(
+              "ip link add wg0 type wireguard",
+              "wg set wg0 private-key /root/wg.key peer " + peer["public_key"]
+              + " endpoint " + peer["endpoint"] + " allowed-ips ::/0 persistent-keepalive 25",
+              "ip -6 address add " + client_ip + "/128 dev wg0",
+              "ip link set wg0 up",
+              "ip -6 route add default dev wg0",
+          )
+          client.wait_until_succeeds("ping -6 -c1 -W2 ${backendV6}", timeout=60)
+          client.succeed("curl -sf -g 'http://[${backendV6}]/' | grep -q '${page "backend"}'")
+          gateway.succeed("nft list table ip6 tfgateway-nat66 | grep -q masquerade")
+    '';
+}
