@@ -6,9 +6,11 @@ restart it, or that run the agent as a separate program against it.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,3 +82,19 @@ class DevExplorerProcess:
             self.proc.kill()
             self.proc.wait(5)
             self.proc = None
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline
+    interval: float = 0.02,
+    what: str = "",
+) -> None:
+    """`wait_until` for coroutines (for tests whose server runs on the same event loop)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate!r}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,139 @@
+"""`tfgateway-devexplorer` as a program: --load, --state across restarts, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.devexplorer import DevExplorerProcess
+from tests.support.processes import free_port
+
+NODE = "node-cli"
+SEED = {
+    "users": [{"id": 42, "name": "alice.3bot", "pubkey": "ab" * 32}],
+    "workloads": [
+        {"type": "subdomain", "node_id": NODE, "customer_tid": 42, "domain": "a.example.com",
+         "ips": ["185.69.166.1"]},
+        {"type": "domain_delegate", "node_id": NODE, "customer_tid": 42, "domain": "b.example.org"},
+        {"type": 5, "node_id": NODE, "customer_tid": 42, "domain": "p.example.com",
+         "addr": "185.69.166.2", "port": 80, "port_tls": 443},
+    ],
+}  # fmt: skip
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tfgateway.devexplorer", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def poll_ids(url: str) -> list[int]:
+    response = httpx.get(f"{url}/reservations/nodes/{NODE}/workloads", params={"from": 0})
+    assert response.status_code == 200
+    return [item["id"] for item in response.json() or []]
+
+
+def test_load_file_is_served(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(SEED))
+    server = DevExplorerProcess(load=[seed], log_file=tmp_path / "log")
+    server.start()
+    try:
+        assert poll_ids(server.url) == [43, 44, 45]  # user 42 moved the shared counter
+        user = httpx.get(f"{server.url}/users/42").json()
+        assert user["name"] == "alice.3bot"
+    finally:
+        server.stop()
+
+
+def test_state_file_survives_restart(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(SEED))
+    state = tmp_path / "state.json"
+    server = DevExplorerProcess(load=[seed], state=state, log_file=tmp_path / "log")
+    server.start()
+    try:
+        put = httpx.put(
+            f"{server.url}/reservations/nodes/{NODE}/workloads/43-1", content=b'{"state":0}'
+        )
+        assert put.status_code == 201
+        httpx.delete(f"{server.url}/reservations/nodes/{NODE}/workloads/43-1")
+        added = httpx.post(
+            f"{server.admin_url}/dev/workloads",
+            json={"type": "delegate", "node_id": NODE, "customer_tid": 42, "domain": "c.example"},
+        )
+        assert added.json()[0]["id"] == 46
+    finally:
+        server.kill()  # no clean shutdown: every acknowledged change must already be on disk
+    assert not list(tmp_path.glob(".devexplorer-*")), "temporary files left behind"
+    again = DevExplorerProcess(load=[seed], state=state, log_file=tmp_path / "log")
+    again.start()
+    try:
+        assert poll_ids(again.url) == [44, 45, 46]  # 43 deleted; --load not applied twice
+        info = httpx.get(f"{again.admin_url}/dev/workloads/43").json()
+        assert (info["next_action"], info["result"]["state"]) == (6, 2)
+        state_view = httpx.get(f"{again.admin_url}/dev/state").json()
+        assert [d["gwid"] for d in state_view["deletes"]] == ["43-1"]
+        nxt = httpx.post(
+            f"{again.admin_url}/dev/workloads",
+            json={"type": "delegate", "node_id": NODE, "customer_tid": 42, "domain": "d.example"},
+        )
+        assert nxt.json()[0]["id"] == 47
+    finally:
+        again.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        ("{not json", "invalid JSON at line 1 column 2"),
+        ('{"workloads": [{"type": "ftp", "node_id": "n"}]}', "workloads.0.type"),
+        ('{"workloads": [{"type": "proxy"}]}', "workloads.0.node_id"),
+        ('{"users": [{"id": 1, "pubkey": "00"}, {"id": 1, "pubkey": "00"}]}', "already used"),
+        ('{"wrkloads": []}', "wrkloads"),
+    ],
+)
+def test_bad_load_files_are_clear_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "seed.json"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli("--port", str(free_port()), "--load", str(path))
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_state_file_and_arguments_are_clear_errors(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"format": 99}')
+    result = run_cli("--port", str(free_port()), "--state", str(state))
+    assert result.returncode == 2
+    assert "not a usable state file" in result.stderr
+    result = run_cli("--port", "70000")
+    assert result.returncode == 2
+    assert "not a TCP port" in result.stderr
+    result = run_cli("--state", str(tmp_path / "missing-dir" / "s.json"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    server = DevExplorerProcess(log_file=tmp_path / "log")
+    server.start()
+    try:
+        result = run_cli("--port", str(server.port))
+        assert result.returncode == 1
+        assert "cannot listen" in result.stderr
+    finally:
+        server.stop()
