@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	yamux "github.com/libp2p/go-yamux"
+)
+
+const (
+	// magic opens the handshake stream, as tcprouter's MagicNr.
+	magic = 0x1111
+	// maxSecretLen keeps magic, length and secret within one yamux frame (64 KiB).
+	maxSecretLen = 65532
+	dialTimeout  = 10 * time.Second
+	// sniffTimeout bounds the wait for a forwarded connection's first byte; the router always
+	// replays the bytes it peeked, so they arrive at once.
+	sniffTimeout = 30 * time.Second
+	tlsHandshake = 0x16
+)
+
+// handshake is the single buffer the server expects on the first stream.
+func handshake(secret string) []byte {
+	b := make([]byte, 4+len(secret))
+	binary.BigEndian.PutUint16(b[0:2], magic)
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(secret)))
+	copy(b[4:], secret)
+	return b
+}
+
+type tunnel struct {
+	remote, secret  string
+	local, localTLS string
+	backoff         time.Duration
+	log             *slog.Logger
+	dial            func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// run keeps the tunnel up until ctx ends, reconnecting after backoff like trc.
+func (t *tunnel) run(ctx context.Context) {
+	for {
+		err := t.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		t.log.Warn("tunnel down, reconnecting", "err", err, "backoff", t.backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(t.backoff):
+		}
+	}
+}
+
+func (t *tunnel) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if t.dial != nil {
+		return t.dial
+	}
+	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	return d.DialContext
+}
+
+// session runs one connection to the gateway until it fails or ctx ends.
+func (t *tunnel) session(ctx context.Context) error {
+	conn, err := t.dialer()(ctx, "tcp", t.remote)
+	if err != nil {
+		return fmt.Errorf("dial gateway: %w", err)
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("start multiplexer: %w", err)
+	}
+	defer sess.Close()
+	stop := context.AfterFunc(ctx, func() { sess.Close() })
+	defer stop()
+
+	hs, err := sess.OpenStream()
+	if err != nil {
+		return fmt.Errorf("open handshake stream: %w", err)
+	}
+	if _, err := hs.Write(handshake(t.secret)); err != nil {
+		return fmt.Errorf("send handshake: %w", err)
+	}
+	hs.Close()
+	t.log.Info("tunnel registered")
+
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	for {
+		stream, err := sess.AcceptStream()
+		if err != nil {
+			if sess.IsClosed() && ctx.Err() == nil {
+				return errors.New("session closed by the gateway or keepalive failure")
+			}
+			return err
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			t.serve(ctx, stream)
+		}()
+	}
+}
+
+// serve connects one forwarded connection to the local service: TLS to --local-tls, anything
+// else to --local, as trc decides by the first byte.
+func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
+	defer stream.Close()
+	br := bufio.NewReader(stream)
+	_ = stream.SetReadDeadline(time.Now().Add(sniffTimeout))
+	first, err := br.Peek(1)
+	if err != nil {
+		t.log.Debug("forwarded connection sent nothing", "err", err)
+		_ = stream.Reset()
+		return
+	}
+	_ = stream.SetReadDeadline(time.Time{})
+	target := t.local
+	if first[0] == tlsHandshake {
+		target = t.localTLS
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	local, err := t.dialer()(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		t.log.Warn("local service unreachable", "target", target, "err", err)
+		_ = stream.Reset()
+		return
+	}
+	defer local.Close()
+	splice(local, stream, br)
+}
+
+// splice copies both ways, propagating each direction's end as a half-close.
+func splice(local net.Conn, stream *yamux.Stream, fromStream io.Reader) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(local, fromStream)
+		if tc, ok := local.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+	}()
+	_, _ = io.Copy(stream, local)
+	_ = stream.Close() // FIN: yamux's Close is a half-close
+	<-done
+}
