@@ -27,12 +27,12 @@ let
   ++ [ "}" ]
   ++ lib.optional (
     cfg.dns.upstreams != [ ]
-  ) "forward . ${lib.concatStringsSep " " cfg.dns.upstreams}";
+  ) "forward . ${lib.concatStringsSep " " cfg.dns.upstreams}"
+  ++ lib.optional (cfg.dns.extraConfig != "") cfg.dns.extraConfig;
 
   corefile = pkgs.writeText "Corefile" ''
     .:${toString cfg.dns.port} {
-    ${lib.concatMapStrings (line: "    ${line}\n") server}${cfg.dns.extraConfig}
-    }
+    ${lib.concatMapStrings (line: "    ${line}\n") server}}
   '';
 in
 {

@@ -245,8 +245,11 @@ in
               options = {
                 addr = mkOption {
                   type = types.str;
-                  default = "0.0.0.0";
-                  description = "Address the router listens on.";
+                  default = "::";
+                  description = ''
+                    Address the router listens on; `"::"` is every IPv4 and IPv6 address
+                    (trs's own default was `"0.0.0.0"`, IPv4 only).
+                  '';
                 };
                 port = mkOption {
                   type = types.port;

@@ -8,6 +8,7 @@
 #   tcprouter-source   hash of fetchFromGitHub for upstream tcprouter at the commit
 #                      dataplane/tcprouter-upstream/get-source.sh exports (a `git archive` tree).
 #
+# --head: hash the modules as committed (HEAD) instead of the work tree.
 # Runs offline apart from the Go module proxy; needs Go of the same minor version as nixpkgs' Go
 # (modules.txt can differ between minors) and `nix hash path` from Debian's nix-bin.
 # Rerun it whenever go.mod/go.sum of a wrapper module, the tcprouter pin or nixpkgs' Go changes.
@@ -15,11 +16,14 @@ source "$(dirname "$0")/lib.sh"
 cd "$TFGW_ROOT"
 
 mode=update
-case ${1:-} in
-  --check) mode=check ;;
-  "") ;;
-  *) die "usage: $0 [--check]" ;;
-esac
+from_head=
+for arg in "$@"; do
+  case $arg in
+    --check) mode=check ;;
+    --head) from_head=1 ;;
+    *) die "usage: $0 [--check] [--head]" ;;
+  esac
+done
 
 HASHES=nix/vendor-hashes.json
 # Nix package name -> wrapper Go module (the same modules scripts/build-go.sh builds for tests).
@@ -59,7 +63,12 @@ tcprouter_tree() {
 vendor_dir() {
   local mod=$1 name=$2 copy=$3
   mkdir -p "$copy"
-  (cd "$mod" && tar -c --exclude=./vendor .) | tar -x -C "$copy"
+  if [ -n "$from_head" ]; then
+    git archive HEAD "$mod" | tar -x -C "$copy" --strip-components="$(tr -cd / <<<"$mod/" | wc -c)"
+    rm -rf "$copy/vendor"
+  else
+    (cd "$mod" && tar -c --exclude=./vendor .) | tar -x -C "$copy"
+  fi
   if [ "$name" = trc ]; then
     tcprouter_tree "$copy/tcprouter-src"
     sed -i 's|^replace github.com/threefoldtech/tcprouter v0.1.0 => .*$|replace github.com/threefoldtech/tcprouter v0.1.0 => ./tcprouter-src|' "$copy/go.mod"
@@ -73,12 +82,13 @@ vendor_dir() {
 declare -A GOT=()
 for name in "${!MODULES[@]}"; do
   mod=${MODULES[$name]}
-  if [ ! -f "$mod/go.mod" ]; then
+  if { [ -n "$from_head" ] && ! git cat-file -e "HEAD:$mod/go.mod" 2>/dev/null; } \
+    || { [ -z "$from_head" ] && [ ! -f "$mod/go.mod" ]; }; then
     echo "skip $name: $mod/go.mod does not exist" >&2
     continue
   fi
-  if [ "$mode" = update ] && [ -n "$(git status --porcelain -- "$mod/go.mod" "$mod/go.sum")" ]; then
-    echo "warning: $mod/go.mod or go.sum has uncommitted changes; commit them with this hash" >&2
+  if [ "$mode" = update ] && [ -z "$from_head" ] && [ -n "$(git status --porcelain -- "$mod")" ]; then
+    echo "warning: $mod has uncommitted changes; commit them with this hash (or use --head)" >&2
   fi
   vendor_dir "$mod" "$name" "$work/$name"
   GOT[$name]=$(nar_hash "$work/$name/vendor")

@@ -29,51 +29,7 @@ let
     in
     map (a: a.message) (lib.filter (a: !a.assertion) host.config.assertions);
 
-  # name = { settings; expect = a piece of the message that must be among the failures; }
-  cases = {
-    seed-in-store = {
-      settings.services.tfgateway.seedFile = "${builtins.storeDir}/0000-identity.seed";
-      expect = "seedFile must be an absolute path outside the Nix store";
-    };
-    endpoint-without-port = {
-      settings.services.tfgateway.endpoint = "gw.example.com";
-      expect = "endpoint must be host:port";
-    };
-    endpoint-without-interface = {
-      settings.services.tfgateway = {
-        endpoint = "203.0.113.10:3443";
-        wireguardInterface = "";
-      };
-      expect = "needs services.tfgateway.wireguardInterface";
-    };
-    interface-name-too-long = {
-      settings.services.tfgateway.wireguardInterface = "wg-tfgateway-too-long";
-      expect = "must be a Linux interface name";
-    };
-    clients-port-on-tls-port = {
-      settings.services.tfgateway.router.settings.server.clientsport = 443;
-      expect = "TCP ports clash";
-    };
-    dns-port-on-redis = {
-      settings.services.tfgateway.dns.port = 6379;
-      expect = "TCP ports clash";
-    };
-    router-reads-other-redis = {
-      settings.services.tfgateway.router.settings.server.dbbackend.port = 6380;
-      expect = "dbbackend must be the gateway's redis";
-    };
-    fourtosix-without-nftables = {
-      settings = {
-        services.tfgateway.endpoint = "203.0.113.10:3443";
-        networking.nftables.enable = false;
-      };
-      expect = "masquerades IPv6 with nftables";
-    };
-    domains-without-nameservers = {
-      settings.services.tfgateway.domains = [ "gw.example.com" ];
-      expect = "domains needs services.tfgateway.nameservers";
-    };
-  };
+  cases = import ./assertion-cases.nix { inherit (builtins) storeDir; };
 
   problems =
     lib.concatLists (
@@ -84,17 +40,11 @@ let
         in
         lib.optional (!lib.any (lib.hasInfix case.expect) failed)
           "${name}: no failed assertion mentions \"${case.expect}\"; failed: ${builtins.toJSON failed}"
-      ) cases
+      ) cases.invalid
     )
     ++ (
       let
-        failed = failedAssertions {
-          services.tfgateway = {
-            domains = [ "gw.example.com" ];
-            nameservers = [ "ns1.gw.example.com" ];
-            endpoint = "203.0.113.10:3443";
-          };
-        };
+        failed = failedAssertions cases.valid;
       in
       lib.optional (failed != [ ]) "a valid configuration failed: ${builtins.toJSON failed}"
     );
@@ -103,5 +53,5 @@ if problems != [ ] then
   throw "module assertions:\n${lib.concatStringsSep "\n" problems}"
 else
   pkgs.runCommand "tfgateway-module-assertions" { } ''
-    echo "${toString (lib.length (lib.attrNames cases))} contradictory configurations rejected" > $out
+    echo "${toString (lib.length (lib.attrNames cases.invalid))} contradictory configurations rejected" > $out
   ''

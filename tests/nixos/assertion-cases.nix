@@ -1,0 +1,58 @@
+# Contradictory settings of services.tfgateway and a piece of the assertion message each must
+# produce. Used by assertions.nix (nix flake check) and offline-eval.nix (no nixpkgs needed).
+{ storeDir }:
+
+{
+  # A configuration that must fail no assertion.
+  valid.services.tfgateway = {
+    domains = [ "gw.example.com" ];
+    nameservers = [ "ns1.gw.example.com" ];
+    endpoint = "203.0.113.10:3443";
+  };
+
+  # name = { settings; expect = a piece of the message that must be among the failures; }
+  invalid = {
+    seed-in-store = {
+      settings.services.tfgateway.seedFile = "${storeDir}/0000-identity.seed";
+      expect = "seedFile must be an absolute path outside the Nix store";
+    };
+    endpoint-without-port = {
+      settings.services.tfgateway.endpoint = "gw.example.com";
+      expect = "endpoint must be host:port";
+    };
+    endpoint-without-interface = {
+      settings.services.tfgateway = {
+        endpoint = "203.0.113.10:3443";
+        wireguardInterface = "";
+      };
+      expect = "needs services.tfgateway.wireguardInterface";
+    };
+    interface-name-too-long = {
+      settings.services.tfgateway.wireguardInterface = "wg-tfgateway-too-long";
+      expect = "must be a Linux interface name";
+    };
+    clients-port-on-tls-port = {
+      settings.services.tfgateway.router.settings.server.clientsport = 443;
+      expect = "TCP ports clash";
+    };
+    dns-port-on-redis = {
+      settings.services.tfgateway.dns.port = 6379;
+      expect = "TCP ports clash";
+    };
+    router-reads-other-redis = {
+      settings.services.tfgateway.router.settings.server.dbbackend.port = 6380;
+      expect = "dbbackend must be the gateway's redis";
+    };
+    fourtosix-without-nftables = {
+      settings = {
+        services.tfgateway.endpoint = "203.0.113.10:3443";
+        networking.nftables.enable = false;
+      };
+      expect = "masquerades IPv6 with nftables";
+    };
+    domains-without-nameservers = {
+      settings.services.tfgateway.domains = [ "gw.example.com" ];
+      expect = "domains needs services.tfgateway.nameservers";
+    };
+  };
+}
