@@ -71,8 +71,13 @@ _TRANSIENT: Final = (RedisError, OSError, TimeoutError, TransientError)
 
 
 def _is_transient(exc: BaseException) -> bool:
+    """Infrastructure failures, including a ProvisionError caused by one (a primitive may wrap
+    a redis error in its message; the user must not get an error result for that)."""
     if isinstance(exc, ExplorerError):
         return exc.retryable
+    if isinstance(exc, ProvisionError):
+        cause = exc.__cause__
+        return cause is not None and cause is not exc and _is_transient(cause)
     return isinstance(exc, _TRANSIENT)
 
 
@@ -106,6 +111,9 @@ class Engine:
         self.cursor = 0
         self._attempts: dict[str, int] = {}
         self._wake = asyncio.Event()
+        self._replay = False
+        self.lock = asyncio.Lock()
+        """Held while a job or a re-application runs: one change at a time per gateway."""
         self.polls = 0
         self.jobs_done = 0
 
@@ -150,12 +158,11 @@ class Engine:
         if rewrite_cache:
             for r in live:
                 await self.cache.put(r)
-        by_type: dict[str, list[Reservation]] = {}
-        for r in live:
-            by_type.setdefault(r.type, []).append(r)
         for rtype, fn in self.converge.items():
-            await fn(by_type.get(rtype, []))
-            applied += len(by_type.get(rtype, []))
+            async with self.lock:
+                current = [r for r in self.live.values() if r.type == rtype]
+                await fn(current)
+            applied += len(current)
         for r in live:
             if r.type in self.converge:
                 continue
@@ -163,12 +170,16 @@ class Engine:
             if provisioner is None:
                 continue
             try:
-                async with asyncio.timeout(JOB_TIMEOUT):
-                    await provisioner.provision(r)
+                async with self.lock:
+                    if self.live.get(r.id) is not r:
+                        continue  # changed by a job meanwhile
+                    async with asyncio.timeout(JOB_TIMEOUT):
+                        await provisioner.provision(r)
                 applied += 1
-            except ProvisionError as exc:
-                log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
             except Exception as exc:
+                if isinstance(exc, ProvisionError) and not _is_transient(exc):
+                    log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
+                    continue
                 if _is_transient(exc):
                     raise
                 log.exception("reconcile: %s %s raised", r.type, r.id)
@@ -178,6 +189,11 @@ class Engine:
 
     def wake(self) -> None:
         """Poll now (tests, signals)."""
+        self._wake.set()
+
+    def request_replay(self) -> None:
+        """Ask the explorer for everything again from the start (redis lost its data)."""
+        self._replay = True
         self._wake.set()
 
     async def _pause(self, seconds: float) -> None:
@@ -195,7 +211,11 @@ class Engine:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            advanced = await self.poll_once()
+            try:
+                advanced = await self.poll_once()
+            except Exception:
+                log.exception("poll from %d failed unexpectedly; retrying", self.cursor)
+                advanced = None
             if advanced is None:  # failure: back off (at least a poll interval)
                 await self._pause(max(self.poll_interval, self._backoff.next_delay()))
                 continue
@@ -208,6 +228,9 @@ class Engine:
         """One poll and its batch. True: cursor moved past new items; False: nothing new;
         None: failed (the cursor is kept, the same batch will be asked for again)."""
         self.polls += 1
+        if self._replay:
+            self._replay = False
+            self.cursor = 0
         try:
             batch = await self.explorer.poll(self.cursor)
         except PollDecodeError as exc:
@@ -272,10 +295,11 @@ class Engine:
         started = time.monotonic()
         outcome = "error"
         try:
-            if action == "decommission":
-                outcome = await self._decommission(job)
-            else:
-                outcome = await self._provision(job)
+            async with self.lock:
+                if action == "decommission":
+                    outcome = await self._decommission(job)
+                else:
+                    outcome = await self._provision(job)
             return outcome
         except Exception as exc:
             outcome = "retry" if _is_transient(exc) else "crash"
@@ -347,11 +371,11 @@ class Engine:
         try:
             async with asyncio.timeout(JOB_TIMEOUT):
                 data = await provisioner.provision(r)
-        except ProvisionError as exc:
-            return await self._fail(job, str(exc))
         except Exception as exc:
             if _is_transient(exc):
                 raise
+            if isinstance(exc, ProvisionError):
+                return await self._fail(job, str(exc))
             log.exception("provisioner %s crashed on %s", r.type, job.real_id)
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
@@ -422,6 +446,8 @@ class Engine:
                 async with asyncio.timeout(JOB_TIMEOUT):
                     await provisioner.decommission(cached)
             except ProvisionError as exc:
+                if _is_transient(exc):
+                    raise
                 log.error("decommission of %s (%s) failed: %s; kept", job.key, cached.type, exc)
                 return "decommission-failed"
         await self.cache.remove(job.key)

@@ -270,6 +270,9 @@ class Outbox:
             except (RedisError, OSError) as exc:
                 log.warning("outbox: redis error during delivery: %s", exc)
                 ok = False
+            except Exception:
+                log.exception("outbox: delivery failed unexpectedly; retrying")
+                ok = False
             idle = self._stats is None or not (
                 self._stats_gate is None or self._stats_gate.is_set()
             )

@@ -1,0 +1,367 @@
+"""The `tfgateway` command: the Go daemon's flags and defaults, plus `identity` and `status`.
+
+`tfgateway [flags]` runs the gateway. Flags keep the Go names (`--seed`, `--explorer`, ...; the
+single-dash spelling Go's flag parsers accept works too; repeatable `--domains` and
+`--nameservers` also split on commas like urfave/cli). Every value is checked before anything
+starts: a bad one stops the program with exit status 2 and a message naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from tfgateway import __version__
+from tfgateway.config import Config
+from tfgateway.explorer import DEFAULT_EXPLORER, base_url
+from tfgateway.geoip import DEFAULT_GEOIP, LocationError, parse_location
+from tfgateway.identity import SeedError, load_or_create
+from tfgateway.metrics import parse_listen
+from tfgateway.redisurl import RedisURLError, parse_redis_url
+from tfgateway.validation import ValidationError, normalize_domain
+
+__all__ = ["build_parser", "main", "parse_config"]
+
+DEFAULT_REDIS = "tcp://localhost:6379"
+SUBCOMMANDS = ("identity", "status")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes", "on"):
+        return True
+    if value in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+
+
+def _names(option: str, dash: bool = True) -> list[str]:
+    """`--name` plus Go's single-dash `-name`."""
+    return [f"--{option}", f"-{option}"] if dash else [f"--{option}"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tfgateway",
+        allow_abbrev=False,
+        description=(
+            "ThreeFold Grid gateway agent: registers with the explorer, polls the workloads "
+            "reserved on this gateway and serves them (DNS subdomains and delegated zones, TCP "
+            "proxies and reverse proxies through the router, 4to6 WireGuard tunnels) by writing "
+            "redis. Subcommands: 'tfgateway identity --seed FILE [--json]' prints the identity; "
+            "'tfgateway status [--redis URL]' prints what this gateway serves."
+        ),
+    )
+    p.add_argument(
+        *_names("seed"),
+        default="identity.seed",
+        metavar="FILE",
+        help="identity seed file; created (mode 0400) when missing (default %(default)s)",
+    )
+    p.add_argument(
+        *_names("explorer"),
+        default=DEFAULT_EXPLORER,
+        metavar="URL",
+        help="explorer API; a URL whose path is not /api/v1 gets /api/v1 (default %(default)s)",
+    )
+    p.add_argument(
+        *_names("redis"),
+        default=DEFAULT_REDIS,
+        metavar="URL",
+        help="redis, tcp://[password@]host:port or unix:///path (default %(default)s)",
+    )
+    p.add_argument(
+        *_names("debug"),
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="debug logging",
+    )
+    p.add_argument(*_names("farm"), type=int, default=0, help="farm id (default %(default)s)")
+    p.add_argument(
+        *_names("nameservers"),
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="host names of this gateway's DNS servers, for NS/SOA records (repeatable)",
+    )
+    p.add_argument(
+        *_names("domains"),
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="domains this gateway manages; users get subdomains of them (repeatable)",
+    )
+    p.add_argument(
+        *_names("tcp-client-port"),
+        type=int,
+        default=18000,
+        metavar="PORT",
+        help="router port tunnel clients (trc) connect to, as registered (default %(default)s)",
+    )
+    p.add_argument(
+        *_names("endpoint"),
+        default="",
+        metavar="HOST:PORT",
+        help="public WireGuard endpoint; with --wg-iface it enables 4to6 (default off)",
+    )
+    p.add_argument(
+        *_names("wg-iface"),
+        default="wg-tfgateway",
+        metavar="NAME",
+        help="WireGuard interface for 4to6 (default %(default)s)",
+    )
+    p.add_argument(
+        *_names("free"),
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="register as free to use",
+    )
+    p.add_argument(
+        "--location",
+        metavar="LAT,LON[,CITY,COUNTRY,CONTINENT]",
+        help=f"location to register; default: asked from {DEFAULT_GEOIP} (3 s timeout; "
+        "not asked for a loopback explorer); if that fails 'Unknown' is registered",
+    )
+    p.add_argument("--geoip-url", default=DEFAULT_GEOIP, metavar="URL", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--allow-private-backends",
+        action="store_true",
+        help="accept proxy targets in private ranges (RFC 1918, ULA, CGNAT); default: refused",
+    )
+    p.add_argument(
+        "--gateway-address",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="an address of this gateway, never accepted as a proxy target (repeatable; the "
+        "host's interface addresses are added automatically)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        default="",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time between explorer polls (default %(default)s)",
+    )
+    p.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="re-apply every live workload to redis this often (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest wait between retries of explorer calls (default %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
+    return p
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [part.strip() for v in values for part in v.split(",") if part.strip()]
+
+
+def _error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.error(message)
+
+
+def parse_config(argv: Sequence[str]) -> Config:
+    """Daemon flags → Config; exits with status 2 and a clear message on any bad value."""
+    parser = build_parser()
+    a = parser.parse_args(list(argv))
+    domains: list[str] = []
+    for raw in _split(a.domains):
+        try:
+            domains.append(normalize_domain(raw))
+        except ValidationError as exc:
+            _error(parser, f"--domains {raw!r}: {exc}")
+    nameservers: list[str] = []
+    for raw in _split(a.nameservers):
+        try:
+            nameservers.append(normalize_domain(raw))
+        except ValidationError as exc:
+            _error(parser, f"--nameservers {raw!r}: {exc}")
+    try:
+        base_url(a.explorer)
+    except ValueError as exc:
+        _error(parser, f"--explorer: {exc}")
+    try:
+        parse_redis_url(a.redis)
+    except RedisURLError as exc:
+        _error(parser, f"--redis: {exc}")
+    if not 0 < a.tcp_client_port < 65536:
+        _error(parser, f"--tcp-client-port {a.tcp_client_port} is not a TCP port (1-65535)")
+    if a.endpoint and a.wg_iface:
+        from tfgateway.fourtosix import parse_endpoint
+
+        try:
+            parse_endpoint(a.endpoint)
+        except ValueError as exc:
+            _error(parser, f"--endpoint: {exc}")
+        if len(a.wg_iface) > 15 or "/" in a.wg_iface or a.wg_iface.strip() != a.wg_iface:
+            _error(parser, f"--wg-iface {a.wg_iface!r} is not a valid interface name")
+    location = None
+    if a.location is not None:
+        try:
+            location = parse_location(a.location)
+        except LocationError as exc:
+            _error(parser, str(exc))
+    addresses: list[str] = []
+    for raw in _split(a.gateway_address):
+        try:
+            addresses.append(str(ipaddress.ip_address(raw)))
+        except ValueError:
+            _error(parser, f"--gateway-address {raw!r} is not an IP address")
+    if a.metrics_listen:
+        try:
+            parse_listen(a.metrics_listen)
+        except ValueError as exc:
+            _error(parser, str(exc))
+    for flag, value in (
+        ("--poll-interval", a.poll_interval),
+        ("--reconcile-interval", a.reconcile_interval),
+        ("--max-backoff", a.max_backoff),
+    ):
+        if not value > 0:
+            _error(parser, f"{flag} must be a positive number of seconds")
+    return Config(
+        seed=a.seed,
+        explorer=a.explorer,
+        redis=a.redis,
+        debug=a.debug,
+        farm=a.farm,
+        nameservers=tuple(nameservers),
+        domains=tuple(domains),
+        tcp_client_port=a.tcp_client_port,
+        endpoint=a.endpoint,
+        wg_iface=a.wg_iface,
+        free=a.free,
+        location=location,
+        geoip_url=a.geoip_url,
+        allow_private_backends=a.allow_private_backends,
+        gateway_addresses=tuple(addresses),
+        metrics_listen=a.metrics_listen,
+        poll_interval=a.poll_interval,
+        reconcile_interval=a.reconcile_interval,
+        max_backoff=a.max_backoff,
+    )
+
+
+# -- subcommands ------------------------------------------------------------------------------
+
+
+def identity_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="tfgateway identity",
+        allow_abbrev=False,
+        description="Print this gateway's identity (the seed file is created when missing).",
+    )
+    p.add_argument(*_names("seed"), default="identity.seed", metavar="FILE",
+                   help="identity seed file (default %(default)s)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(list(argv))
+    from tfgateway.fourtosix import subnet, wireguard_public_key
+
+    try:
+        identity = load_or_create(a.seed)
+    except SeedError as exc:
+        print(f"tfgateway identity: {exc}", file=sys.stderr)
+        return 1
+    info = {
+        "node_id": identity.node_id,
+        "public_key_hex": identity.public_key_hex,
+        "wireguard_public_key": wireguard_public_key(identity.seed),
+        "ipv6_prefix": str(subnet(identity.seed)),
+    }
+    if a.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def status_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="tfgateway status",
+        allow_abbrev=False,
+        description="Print the workloads this gateway serves and the delivery backlog, from redis.",
+    )
+    p.add_argument(*_names("redis"), default=DEFAULT_REDIS, metavar="URL",
+                   help="redis URL (default %(default)s)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(list(argv))
+    try:
+        parse_redis_url(a.redis)
+    except RedisURLError as exc:
+        p.error(f"--redis: {exc}")
+    from redis.exceptions import RedisError
+
+    from tfgateway.redisurl import connect
+    from tfgateway.status import collect, render_table
+
+    async def fetch() -> Any:
+        client = connect(a.redis, socket_timeout=5.0)
+        try:
+            return await collect(client)
+        finally:
+            await client.aclose()
+
+    try:
+        status = asyncio.run(fetch())
+    except (RedisError, OSError) as exc:
+        print(f"tfgateway status: cannot read redis {a.redis}: {exc}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(status.to_json()))
+    else:
+        print(render_table(status))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "identity":
+        return identity_main(args[1:])
+    if args and args[0] == "status":
+        return status_main(args[1:])
+    if args and args[0] == "run":
+        args = args[1:]
+    config = parse_config(args)
+    from tfgateway.logging_setup import setup_logging
+
+    setup_logging(config.debug)
+    from tfgateway import app
+
+    try:
+        return asyncio.run(app.run(config))
+    except SeedError as exc:
+        print(f"tfgateway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""The daemon's settings, validated once at start-up (every bad value → a clear message)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tfgateway.models import Location
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: str = "identity.seed"
+    explorer: str = "https://explorer.grid.tf/api/v1"
+    redis: str = "tcp://localhost:6379"
+    debug: bool = False
+    farm: int = 0
+    nameservers: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    tcp_client_port: int = 18000
+    endpoint: str = ""
+    wg_iface: str = "wg-tfgateway"
+    free: bool = False
+    location: Location | None = None
+    geoip_url: str = "https://geoip.grid.tf"
+    allow_private_backends: bool = False
+    gateway_addresses: tuple[str, ...] = ()
+    detect_addresses: bool = True
+    metrics_listen: str = ""
+    poll_interval: float = 10.0
+    reconcile_interval: float = 60.0
+    uptime_interval: float = 600.0
+    max_backoff: float = 30.0
+    request_timeout: float = 15.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fourtosix_enabled(self) -> bool:
+        """As upstream: on only when both --endpoint and --wg-iface are non-empty."""
+        return bool(self.endpoint and self.wg_iface)
