@@ -1,0 +1,138 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"tfgateway.dev/dataplane/router/internal/config"
+	"tfgateway.dev/dataplane/router/internal/testutil"
+)
+
+func allowAll(string) error { return nil }
+
+type running struct {
+	*Router
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (r *running) http() string    { return r.Addr(ListenerHTTP).String() }
+func (r *running) tls() string     { return r.Addr(ListenerTLS).String() }
+func (r *running) trcAddr() string { return r.Addr(ListenerClient).String() }
+
+// startRouter runs a router in-process; extra is appended to a generated router.toml.
+func startRouter(t *testing.T, redisPort int, extra string, opt Options) *running {
+	t.Helper()
+	text := fmt.Sprintf("[server]\naddr = \"127.0.0.1\"\nport = %d\nhttpport = %d\nclientsport = %d\n",
+		testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t))
+	if redisPort != 0 {
+		text += fmt.Sprintf("[server.dbbackend]\ntype = \"redis\"\naddr = \"127.0.0.1\"\nport = %d\nrefresh = 1\n", redisPort)
+	}
+	cfg, err := config.Parse("test", text+extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.Log == nil {
+		level := slog.LevelWarn
+		if os.Getenv("TFROUTER_TEST_DEBUG") != "" {
+			level = slog.LevelDebug
+		}
+		opt.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	r := &running{Router: New(cfg, opt), done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- r.Run(ctx) }()
+	select {
+	case <-r.Ready():
+	case err := <-r.done:
+		t.Fatalf("router did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("router not ready")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(20 * time.Second):
+			t.Error("router did not stop")
+		}
+	})
+	return r
+}
+
+// named starts an HTTP backend that answers with its name and the Host it saw.
+func named(t *testing.T, name string) (*http.Server, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(w, "%s %s %s", name, req.Host, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, l.Addr().(*net.TCPAddr).Port
+}
+
+// get sends one HTTP/1.0 request with the given Host through addr and returns the body.
+func get(addr, host string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// closedWithin reports whether the server closes c within d without sending anything.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	n, err := c.Read(make([]byte, 1))
+	if n != 0 || err == nil {
+		return false
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return false
+	}
+	return true
+}
+
+// trc runs the real upstream client.
+func trc(t *testing.T, secret, remote, local, localTLS string) *exec.Cmd {
+	t.Helper()
+	args := []string{"--secret", secret, "--remote", remote, "--local", local, "--backoff", "1"}
+	if localTLS != "" {
+		args = append(args, "--local-tls", localTLS)
+	}
+	cmd := exec.Command(testutil.Binary(t, "trc"), args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}

@@ -1,0 +1,113 @@
+// Package testutil starts the real programs tests need (redis-server, trc) on free ports
+// and polls with deadlines. A missing program fails the test; nothing is skipped.
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitFor polls cond every 10 ms until it holds or timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Binary locates a program built by scripts/build-go.sh in $TFGW_BIN.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("TFGW_BIN")
+	if dir == "" {
+		dir = "/var/cache/tfgateway/bin"
+	}
+	p := filepath.Join(dir, name)
+	if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("required program %q not found in %s or PATH; run scripts/build-go.sh", name, dir)
+	return ""
+}
+
+// Redis is a redis-server started for one test.
+type Redis struct {
+	Port   int
+	Client *redis.Client
+	cmd    *exec.Cmd
+	t      testing.TB
+}
+
+// StartRedis runs /usr/bin/redis-server on a free port without persistence.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	r := &Redis{Port: FreePort(t), t: t}
+	r.Start()
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = r.Client.Close(); r.Stop() })
+	return r
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.Port) }
+
+// Start (re)starts the server on the same port.
+func (r *Redis) Start() {
+	r.t.Helper()
+	bin := "/usr/bin/redis-server"
+	if _, err := os.Stat(bin); err != nil {
+		r.t.Fatalf("redis-server missing at %s: install the redis-server package", bin)
+	}
+	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	defer c.Close()
+	WaitFor(r.t, 10*time.Second, "redis-server up", func() bool {
+		return c.Ping(context.Background()).Err() == nil
+	})
+}
+
+// Stop kills the server and reaps it.
+func (r *Redis) Stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+		r.cmd = nil
+	}
+}
+
+// ServiceValue builds the bytes tfgateway writes for /tcprouter/service/<host>.
+func ServiceValue(host, addr, secret string, tlsPort, httpPort int) string {
+	inner := fmt.Sprintf(`{"addr":%q,"clientsecret":%q,"tlsport":%d,"httpport":%d,"user":"1"}`, addr, secret, tlsPort, httpPort)
+	return fmt.Sprintf(`{"Key":"/tcprouter/service/%s","Value":%q}`, host, b64(inner))
+}
