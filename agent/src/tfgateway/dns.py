@@ -1,0 +1,569 @@
+"""DNS primitives: managed domains, subdomains and delegated zones in the coredns-redis layout.
+
+Layout (data-plane spec §0, §1.4-1.5), byte-compatible with the Go daemon:
+- `<zone>.` hash: field = owner name relative to the zone (`@` = apex), value = record-set JSON
+  (a Go map, so keys sorted: `a`, `aaaa`, `cname`, `ns`, `soa`, `txt`);
+- `zone` hash: zone name without dot → `{"Owner":"<user or gateway node id>"}`;
+- `managed_domains` hash: full subdomain name → owning user id;
+- `__owner__` TXT in each zone: `{"identity":..,"owner":..}`, TTL 600.
+
+Better than upstream: every zone gets an apex `@` with SOA and NS (resolvers need them; the SOA
+serial is derived by the DNS plugin from the zone content, so it changes whenever the zone
+does); removing a delegation deletes its zone hash; ownership is checked and written in one
+redis transaction (WATCH/MULTI), so one user can never take over or remove another user's
+name, zone, or a name inside another user's zone; nested delegations across users are refused.
+After each change the zone name is published on `tfgateway:dns`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio
+from redis.exceptions import RedisError, WatchError
+
+from tfgateway import gojson
+from tfgateway.provisioner import ProvisionError
+from tfgateway.reservation import Reservation
+from tfgateway.validation import (
+    IPAddress,
+    ValidationError,
+    normalize_domain,
+    validate_record_ips,
+)
+
+__all__ = [
+    "DNS_CHANNEL",
+    "MANAGED_DOMAINS_KEY",
+    "OWNER_FIELD",
+    "ZONE_OWNERS_KEY",
+    "DNSStore",
+    "DelegateProvisioner",
+    "SubdomainProvisioner",
+    "name_owner",
+    "owner_txt_value",
+    "record_set_value",
+    "zone_key",
+]
+
+log = logging.getLogger(__name__)
+
+ZONE_OWNERS_KEY = "zone"
+MANAGED_DOMAINS_KEY = "managed_domains"
+OWNER_FIELD = "__owner__"
+APEX_FIELD = "@"
+DNS_CHANNEL = "tfgateway:dns"
+
+RECORD_TTL = 3600
+OWNER_TXT_TTL = 600
+SOA_REFRESH = 7200
+SOA_RETRY = 1800
+SOA_EXPIRE = 1209600
+SOA_MINTTL = 300
+_MAX_ATTEMPTS = 50
+
+T = TypeVar("T")
+
+
+def zone_key(zone: str) -> str:
+    """The redis key of a zone hash: lowercase name with a trailing dot."""
+    return zone.rstrip(".") + "."
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _fqdn(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def record_set_value(records: dict[str, Any]) -> bytes:
+    """A record set as Go marshals its map: keys sorted, compact."""
+    return gojson.marshal({k: records[k] for k in sorted(records)})
+
+
+def owner_txt_value(identity: str, owner: str) -> bytes:
+    """The `__owner__` record set (Go daemon bytes)."""
+    text = gojson.marshal({"identity": identity, "owner": owner}).decode("utf-8")
+    return record_set_value({"txt": [{"text": text, "ttl": OWNER_TXT_TTL}]})
+
+
+def _zone_owner_value(owner: str) -> bytes:
+    return gojson.marshal({"Owner": owner})
+
+
+def _parse_zone_owner(value: bytes | str | None) -> str | None:
+    """Owner from a `zone` hash value; Go decodes the key case-insensitively."""
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    for key, val in doc.items():
+        if key.lower() == "owner" and isinstance(val, str):
+            return val
+    return None
+
+
+def _load_record_set(value: bytes | str | None) -> dict[str, Any]:
+    text = _text(value)
+    if not text:
+        return {}
+    try:
+        doc = gojson.loads_preserving_numbers(text)
+    except ValueError:
+        log.warning("replacing undecodable DNS record set %r", text[:200])
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k.lower(): v for k, v in doc.items()}
+
+
+def _ip_key(ip: IPAddress) -> str:
+    return "a" if ip.version == 4 else "aaaa"
+
+
+def _is_empty(records: dict[str, Any]) -> bool:
+    return all(not v for v in records.values())
+
+
+async def _zone_owner(client: Any, zone: str) -> str | None:
+    return _parse_zone_owner(await client.hget(ZONE_OWNERS_KEY, zone))
+
+
+async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
+    """(zone, owner) of the closest zone in `zone` that contains `domain` (or is it)."""
+    labels = domain.split(".")
+    candidates = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    if not candidates:
+        return None
+    values = await client.hmget(ZONE_OWNERS_KEY, candidates)
+    for zone, value in zip(candidates, values, strict=True):
+        owner = _parse_zone_owner(value)
+        if owner is not None:
+            return zone, owner
+    return None
+
+
+async def name_owner(client: Any, domain: str, gateway_identity: str) -> str | None:
+    """Who owns `domain` in this gateway's DNS: the subdomain's user, else the owner of the
+    delegated zone that contains it; None for unclaimed names (under a managed domain or
+    outside every zone). `client` may be a pipeline in WATCH mode."""
+    claimed = _text(await client.hget(MANAGED_DOMAINS_KEY, domain))
+    if claimed:
+        return claimed
+    found = await _closest_zone(client, domain)
+    if found is None:
+        return None
+    _, owner = found
+    return None if owner == gateway_identity else owner
+
+
+def _relative(domain: str, zone: str) -> str:
+    return APEX_FIELD if domain == zone else domain[: -(len(zone) + 1)]
+
+
+class DNSStore:
+    """Writes the DNS data of one gateway (identity = its node id) into redis."""
+
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        identity_node_id: str,
+        nameservers: Sequence[str] = (),
+        hostmaster: str | None = None,
+    ) -> None:
+        self._redis = redis_client
+        self.identity = identity_node_id
+        self.nameservers = [_fqdn(normalize_domain(ns)) for ns in nameservers]
+        self._hostmaster = _fqdn(hostmaster) if hostmaster else None
+
+    # ----- helpers -----
+
+    async def _transact(self, watch: Iterable[str], body: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `body` (reads, then `pipe.multi()` and queued writes) as a WATCH transaction,
+        retried when a watched key changed meanwhile."""
+        for _ in range(_MAX_ATTEMPTS):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*watch)
+                    result = await body(pipe)
+                    if pipe.explicit_transaction:
+                        await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+                except RedisError as exc:
+                    raise ProvisionError(f"DNS store error: {exc}") from exc
+        raise ProvisionError("DNS data is changing too fast; try again later")
+
+    def apex_records(self, zone: str, existing: dict[str, Any]) -> dict[str, Any]:
+        """The apex record set: existing data with SOA and NS (from --nameservers) set."""
+        records = dict(existing)
+        primary = self.nameservers[0] if self.nameservers else f"ns1.{zone}."
+        records["soa"] = {
+            "ns": primary,
+            "MBox": self._hostmaster or f"hostmaster.{zone}.",
+            "refresh": SOA_REFRESH,
+            "retry": SOA_RETRY,
+            "expire": SOA_EXPIRE,
+            "minttl": SOA_MINTTL,
+            "ttl": RECORD_TTL,
+        }
+        if self.nameservers:
+            records["ns"] = [{"host": ns, "ttl": RECORD_TTL} for ns in self.nameservers]
+        else:
+            records.pop("ns", None)
+        return records
+
+    async def _queue_zone_metadata(self, pipe: Any, zone: str, owner: str, identity: str) -> None:
+        """Read the apex (pipe in WATCH mode), then queue owner, `__owner__` and apex writes."""
+        apex = _load_record_set(await pipe.hget(zone_key(zone), APEX_FIELD))
+        pipe.multi()
+        pipe.hset(ZONE_OWNERS_KEY, zone, _zone_owner_value(owner))
+        pipe.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
+        pipe.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
+        pipe.publish(DNS_CHANNEL, zone_key(zone))
+
+    # ----- managed domains -----
+
+    async def setup_managed_domains(self, domains: Iterable[str]) -> list[str]:
+        """Claim the operator's `--domains` for this gateway and refresh every zone's apex.
+
+        Also gives zones delegated under the Go daemon their SOA/NS apex. Raises ValueError
+        (clear message) for an invalid domain or one delegated to a user.
+        """
+        managed = []
+        for raw in domains:
+            try:
+                domain = normalize_domain(raw)
+            except ValidationError as exc:
+                raise ValueError(f"invalid managed domain: {exc}") from exc
+
+            async def claim(pipe: Any, domain: str = domain) -> None:
+                owner = await _zone_owner(pipe, domain)
+                if owner is not None and owner != self.identity:
+                    raise ValueError(
+                        f"managed domain {domain} is delegated to user {owner}; remove that "
+                        "delegation first"
+                    )
+                await self._queue_zone_metadata(pipe, domain, self.identity, self.identity)
+
+            try:
+                await self._transact([ZONE_OWNERS_KEY, zone_key(domain)], claim)
+            except ProvisionError as exc:
+                raise ValueError(f"cannot set up managed domain {domain}: {exc}") from exc
+            log.info("gateway manages domain %s", domain)
+            managed.append(domain)
+        await self.refresh_apexes()
+        return managed
+
+    async def refresh_apexes(self) -> None:
+        """Rewrite the apex of every zone in `zone` (e.g. after --nameservers changed)."""
+        zones = await self._redis.hgetall(ZONE_OWNERS_KEY)
+        for raw_zone in zones:
+            zone = _text(raw_zone) or ""
+
+            async def refresh(pipe: Any, zone: str = zone) -> None:
+                if await _zone_owner(pipe, zone) is None:
+                    pipe.multi()
+                    return
+                apex = _load_record_set(await pipe.hget(zone_key(zone), APEX_FIELD))
+                new = record_set_value(self.apex_records(zone, apex))
+                pipe.multi()
+                pipe.hset(zone_key(zone), APEX_FIELD, new)
+                pipe.publish(DNS_CHANNEL, zone_key(zone))
+
+            try:
+                await self._transact([ZONE_OWNERS_KEY, zone_key(zone)], refresh)
+            except ProvisionError as exc:
+                log.error("cannot refresh the apex of zone %s: %s", zone, exc)
+
+    async def cleanup(self) -> int:
+        """Remove empty record sets (`""` or `{}`) from zone hashes, as the Go daemon did."""
+        removed = 0
+        async for key in self._redis.scan_iter(match="*.", count=500):
+            if await self._redis.type(key) not in (b"hash", "hash"):
+                continue
+            async for field, value in self._redis.hscan_iter(key, count=500):
+                if value in (b"", b"{}", "", "{}"):
+                    removed += await self._redis.hdel(key, field)
+        return removed
+
+    # ----- subdomains -----
+
+    async def add_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
+        """Point `domain` at `ips` for `user` (merged with the user's existing records)."""
+        from tfgateway.proxy import proxy_key, proxy_owner
+
+        async def body(pipe: Any) -> str:
+            found = await _closest_zone(pipe, domain)
+            if found is None:
+                raise ProvisionError(
+                    f"{domain} is not managed by this gateway; delegate the domain first"
+                )
+            zone, zone_owner = found
+            if zone_owner == self.identity:
+                if domain == zone or "." in _relative(domain, zone):
+                    raise ProvisionError(
+                        f"subdomain {domain} must be exactly one label under the managed "
+                        f"domain {zone}"
+                    )
+            elif zone_owner != user:
+                raise ProvisionError(
+                    f"cannot add subdomain {domain}: zone {zone} belongs to another user"
+                )
+            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+            if claimed and claimed != user:
+                raise ProvisionError(f"subdomain {domain} is already reserved by another user")
+            proxied_by = await proxy_owner(pipe, domain)
+            if proxied_by is not None and proxied_by != user:
+                raise ProvisionError(f"{domain} is used by another user's proxy")
+            field = _relative(domain, zone)
+            await pipe.watch(zone_key(zone))
+            records = _load_record_set(await pipe.hget(zone_key(zone), field))
+            for ip in ips:
+                kind = _ip_key(ip)
+                entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
+                if not any(e.get("ip") == str(ip) for e in entries):
+                    entries.append({"ip": str(ip), "ttl": RECORD_TTL})
+                records[kind] = entries
+            if field == APEX_FIELD:
+                records = self.apex_records(zone, records)
+            pipe.multi()
+            pipe.hset(MANAGED_DOMAINS_KEY, domain, user)
+            pipe.hset(zone_key(zone), field, record_set_value(records))
+            pipe.publish(DNS_CHANNEL, zone_key(zone))
+            return zone
+
+        zone = await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain)], body)
+        log.info("subdomain %s (zone %s) of user %s -> %s", domain, zone, user, list(map(str, ips)))
+
+    async def remove_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
+        """Remove `ips` from the user's `domain` (all its addresses if `ips` is empty).
+
+        Another user's name is left untouched (logged); a name already gone is fine.
+        """
+
+        async def body(pipe: Any) -> None:
+            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+            if claimed and claimed != user:
+                log.warning(
+                    "user %s cannot remove subdomain %s of another user; left untouched",
+                    user,
+                    domain,
+                )
+                pipe.multi()
+                return
+            found = await _closest_zone(pipe, domain)
+            if found is None:
+                pipe.multi()
+                if claimed:
+                    pipe.hdel(MANAGED_DOMAINS_KEY, domain)
+                return
+            zone, zone_owner = found
+            if not claimed and zone_owner != user:
+                pipe.multi()  # nobody's name, or a name in someone else's zone: not ours
+                return
+            field = _relative(domain, zone)
+            await pipe.watch(zone_key(zone))
+            records = _load_record_set(await pipe.hget(zone_key(zone), field))
+            drop = {str(ip) for ip in ips}
+            for kind in ("a", "aaaa"):
+                entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
+                kept = [e for e in entries if drop and e.get("ip") not in drop]
+                if kept:
+                    records[kind] = kept
+                else:
+                    records.pop(kind, None)
+            pipe.multi()
+            if field != APEX_FIELD and _is_empty(records):
+                pipe.hdel(zone_key(zone), field)
+                pipe.hdel(MANAGED_DOMAINS_KEY, domain)
+            else:
+                pipe.hset(zone_key(zone), field, record_set_value(records))
+                if field == APEX_FIELD and not (records.get("a") or records.get("aaaa")):
+                    pipe.hdel(MANAGED_DOMAINS_KEY, domain)
+                    pipe.hdel(zone_key(zone), "")  # where the Go daemon put apex names
+            pipe.publish(DNS_CHANNEL, zone_key(zone))
+
+        await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY], body)
+
+    # ----- delegated domains -----
+
+    async def add_delegation(self, user: str, domain: str, identity: str | None = None) -> None:
+        """Serve zone `domain` for `user` (owner entry, `__owner__` TXT, SOA/NS apex)."""
+        from tfgateway.proxy import proxy_key, proxy_owner
+
+        async def body(pipe: Any) -> None:
+            owner = await _zone_owner(pipe, domain)
+            if owner == self.identity:
+                raise ProvisionError(f"{domain} is a domain managed by this gateway")
+            if owner is not None and owner != user:
+                raise ProvisionError(f"cannot delegate domain {domain}: owned by another user")
+            labels = domain.split(".")
+            ancestors = [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
+            if ancestors:
+                for zone, value in zip(
+                    ancestors, await pipe.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
+                ):
+                    other = _parse_zone_owner(value)
+                    if other is not None and other != user:
+                        whose = "this gateway" if other == self.identity else "another user"
+                        raise ProvisionError(
+                            f"cannot delegate domain {domain}: it is inside {zone}, which "
+                            f"belongs to {whose}"
+                        )
+            suffix = "." + domain
+            for raw_zone, value in (await pipe.hgetall(ZONE_OWNERS_KEY)).items():
+                zone = _text(raw_zone) or ""
+                other = _parse_zone_owner(value)
+                if zone.endswith(suffix) and other is not None and other != user:
+                    raise ProvisionError(
+                        f"cannot delegate domain {domain}: {zone} inside it belongs to "
+                        "another user or to this gateway"
+                    )
+            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+            if claimed and claimed != user:
+                raise ProvisionError(f"cannot delegate domain {domain}: reserved by another user")
+            proxied_by = await proxy_owner(pipe, domain)
+            if proxied_by is not None and proxied_by != user:
+                raise ProvisionError(f"{domain} is used by another user's proxy")
+            await pipe.watch(zone_key(domain))
+            await self._queue_zone_metadata(pipe, domain, user, identity or self.identity)
+
+        await self._transact(
+            [ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain), zone_key(domain)], body
+        )
+        log.info("zone %s delegated to user %s", domain, user)
+
+    async def remove_delegation(self, user: str, domain: str) -> None:
+        """Stop serving the user's zone: delete `<domain>.`, its owner and its names' owners.
+
+        Another user's (or the gateway's) zone is left untouched (logged).
+        """
+
+        async def body(pipe: Any) -> bool:
+            owner = await _zone_owner(pipe, domain)
+            if owner is None:
+                # The Go daemon deleted the owner but left `<domain>.` (wrong key); clean up
+                # such a leftover when its __owner__ record says it is this user's.
+                txt = _load_record_set(await pipe.hget(zone_key(domain), OWNER_FIELD))
+                texts = [e.get("text") for e in txt.get("txt") or [] if isinstance(e, dict)]
+                mine = any(isinstance(t, str) and _owner_from_txt(t) == user for t in texts)
+                pipe.multi()
+                if mine:
+                    pipe.delete(zone_key(domain))
+                    pipe.publish(DNS_CHANNEL, zone_key(domain))
+                return mine
+            if owner != user:
+                log.warning(
+                    "user %s cannot remove zone %s of another owner; left untouched", user, domain
+                )
+                pipe.multi()
+                return False
+            names = [
+                _text(name) or ""
+                for name, who in (await pipe.hgetall(MANAGED_DOMAINS_KEY)).items()
+                if _text(who) == user
+            ]
+            stale = [n for n in names if n == domain or n.endswith("." + domain)]
+            pipe.multi()
+            pipe.delete(zone_key(domain))
+            pipe.hdel(ZONE_OWNERS_KEY, domain)
+            if stale:
+                pipe.hdel(MANAGED_DOMAINS_KEY, *stale)
+            pipe.publish(DNS_CHANNEL, zone_key(domain))
+            return True
+
+        if await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, zone_key(domain)], body):
+            log.info("zone %s of user %s removed", domain, user)
+
+
+def _owner_from_txt(text: str) -> str | None:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    owner = doc.get("owner") if isinstance(doc, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
+def _data(r: Reservation, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(r.data or b"null")
+    except ValueError as exc:
+        raise ProvisionError(f"invalid {what} data: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProvisionError(f"invalid {what} data: expected a JSON object")
+    return doc
+
+
+def _domain(doc: dict[str, Any]) -> str:
+    try:
+        return normalize_domain(doc.get("domain", ""))
+    except ValidationError as exc:
+        raise ProvisionError(str(exc)) from exc
+
+
+class SubdomainProvisioner:
+    """`subdomain` workloads: `{"domain", "destination": [ip, ...]}`."""
+
+    def __init__(self, store: DNSStore) -> None:
+        self.store = store
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        doc = _data(r, "subdomain")
+        domain = _domain(doc)
+        try:
+            ips = validate_record_ips(doc.get("destination"))
+        except ValidationError as exc:
+            raise ProvisionError(str(exc)) from exc
+        await self.store.add_subdomain(r.user_id, domain, ips)
+        return None
+
+    async def decommission(self, r: Reservation) -> None:
+        doc = _data(r, "subdomain")
+        try:
+            domain = normalize_domain(doc.get("domain", ""))
+        except ValidationError:
+            return  # never provisioned, nothing to remove
+        ips: list[IPAddress] = []
+        destination = doc.get("destination")
+        if isinstance(destination, list):
+            for value in destination:
+                try:
+                    ips.extend(validate_record_ips([value]))
+                except ValidationError:
+                    continue
+        await self.store.remove_subdomain(r.user_id, domain, ips)
+
+
+class DelegateProvisioner:
+    """`domain_delegate` workloads: `{"domain"}`."""
+
+    def __init__(self, store: DNSStore) -> None:
+        self.store = store
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        domain = _domain(_data(r, "domain delegation"))
+        await self.store.add_delegation(r.user_id, domain, r.node_id or None)
+        return None
+
+    async def decommission(self, r: Reservation) -> None:
+        doc = _data(r, "domain delegation")
+        try:
+            domain = normalize_domain(doc.get("domain", ""))
+        except ValidationError:
+            return
+        await self.store.remove_delegation(r.user_id, domain)

@@ -1,0 +1,308 @@
+"""Proxy and reverse-proxy primitives: tcprouter service records in redis (data-plane §2.4).
+
+Key `/tcprouter/service/<domain>` (lowercase), value = valkeyrie envelope
+`{"Key":"<key>","Value":"<base64 of {"addr","clientsecret","tlsport","httpport","user"}>"}`,
+byte-compatible with the Go daemon. Better than upstream: the target must be an IP literal
+that cannot reach the gateway itself (validation.validate_proxy_target); the domain may not be
+a name another user owns in the gateway's DNS; the owner check and the write happen in one
+redis transaction. After each change the domain is published on `tfgateway:proxy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import RedisError, WatchError
+
+from tfgateway import gojson
+from tfgateway.crypto import DecryptError, decrypt_secret
+from tfgateway.dns import MANAGED_DOMAINS_KEY, ZONE_OWNERS_KEY, name_owner
+from tfgateway.identity import Identity
+from tfgateway.provisioner import ProvisionError
+from tfgateway.reservation import Reservation
+from tfgateway.validation import (
+    IPAddress,
+    ValidationError,
+    normalize_domain,
+    validate_proxy_target,
+)
+
+__all__ = [
+    "PROXY_CHANNEL",
+    "ProxyProvisioner",
+    "ProxyStore",
+    "ReverseProxyProvisioner",
+    "decode_service",
+    "encode_service",
+    "proxy_key",
+    "proxy_owner",
+]
+
+log = logging.getLogger(__name__)
+
+PROXY_CHANNEL = "tfgateway:proxy"
+_KEY_PREFIX = "/tcprouter/service/"
+_MAX_ATTEMPTS = 50
+
+
+def proxy_key(domain: str) -> str:
+    return _KEY_PREFIX + domain
+
+
+def encode_service(
+    domain: str, *, addr: str = "", secret: str = "", tls_port: int = 0, http_port: int = 0,
+    user: str,
+) -> bytes:  # fmt: skip
+    """The Go daemon's bytes for one tcprouter service."""
+    inner = gojson.marshal(
+        {
+            "addr": addr,
+            "clientsecret": secret,
+            "tlsport": tls_port,
+            "httpport": http_port,
+            "user": user,
+        }
+    )
+    return gojson.marshal(
+        {"Key": proxy_key(domain), "Value": base64.b64encode(inner).decode("ascii")}
+    )
+
+
+def decode_service(value: bytes | str) -> dict[str, Any] | None:
+    """The inner service object of an envelope (keys lowercased), None if undecodable."""
+    try:
+        outer = json.loads(value)
+        if not isinstance(outer, dict):
+            return None
+        encoded = next((v for k, v in outer.items() if k.lower() == "value"), None)
+        if not isinstance(encoded, str):
+            return None
+        inner = json.loads(base64.b64decode(encoded, validate=True))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(inner, dict):
+        return None
+    return {k.lower(): v for k, v in inner.items()}
+
+
+async def proxy_owner(client: Any, domain: str) -> str | None:
+    """User of the proxy on `domain`; None if there is none. An unreadable entry counts as
+    owned by nobody we can name, so it is reported as the empty string (never ours)."""
+    value = await client.get(proxy_key(domain))
+    if value is None:
+        return None
+    service = decode_service(value)
+    user = service.get("user") if service else None
+    return user if isinstance(user, str) else ""
+
+
+class ProxyStore:
+    """Atomic, ownership-checked writes of tcprouter services."""
+
+    def __init__(self, redis_client: redis.asyncio.Redis, gateway_node_id: str) -> None:
+        self._redis = redis_client
+        self.gateway_node_id = gateway_node_id
+
+    async def put(self, user: str, domain: str, value: bytes) -> None:
+        """Set the service on `domain` for `user`, unless another user owns the name."""
+
+        async def body(pipe: Any) -> None:
+            current = await proxy_owner(pipe, domain)
+            if current is not None and current != user:
+                raise ProvisionError(f"cannot add proxy for {domain}: used by another user")
+            dns_owner = await name_owner(pipe, domain, self.gateway_node_id)
+            if dns_owner is not None and dns_owner != user:
+                raise ProvisionError(
+                    f"cannot add proxy for {domain}: the name belongs to another user"
+                )
+            pipe.multi()
+            pipe.set(proxy_key(domain), value)
+            pipe.publish(PROXY_CHANNEL, domain)
+
+        await self._transact(domain, body)
+
+    async def remove(self, user: str, domain: str) -> None:
+        """Delete the user's service on `domain`; another user's is left untouched."""
+
+        async def body(pipe: Any) -> None:
+            current = await proxy_owner(pipe, domain)
+            pipe.multi()
+            if current is None:
+                return
+            if current != user:
+                log.warning(
+                    "user %s cannot remove the proxy on %s of another user; left untouched",
+                    user,
+                    domain,
+                )
+                return
+            pipe.delete(proxy_key(domain))
+            pipe.publish(PROXY_CHANNEL, domain)
+
+        await self._transact(domain, body)
+
+    async def _transact(self, domain: str, body: Callable[[Any], Awaitable[None]]) -> None:
+        watch = [proxy_key(domain), ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY]
+        for _ in range(_MAX_ATTEMPTS):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*watch)
+                    await body(pipe)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+                except RedisError as exc:
+                    raise ProvisionError(f"proxy store error: {exc}") from exc
+        raise ProvisionError("proxy data is changing too fast; try again later")
+
+
+def _data(r: Reservation, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(r.data or b"null")
+    except ValueError as exc:
+        raise ProvisionError(f"invalid {what} data: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProvisionError(f"invalid {what} data: expected a JSON object")
+    return doc
+
+
+def _port(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ProvisionError(f"{key} must be a port number between 0 and 65535")
+    return value
+
+
+def _normalized(domain: object) -> str:
+    try:
+        return normalize_domain(domain)
+    except ValidationError as exc:
+        raise ProvisionError(str(exc)) from exc
+
+
+class ProxyProvisioner:
+    """`proxy` workloads: `{"domain","addr","port","port_tls"}` → a tcprouter service."""
+
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis,
+        gateway_node_id: str,
+        *,
+        own_addresses: Iterable[IPAddress | str] = (),
+        allow_private: bool = False,
+    ) -> None:
+        self.store = ProxyStore(redis_client, gateway_node_id)
+        self.own_addresses = list(own_addresses)
+        self.allow_private = allow_private
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        doc = _data(r, "proxy")
+        domain = _normalized(doc.get("domain", ""))
+        try:
+            addr = validate_proxy_target(
+                doc.get("addr", ""),
+                own_addresses=self.own_addresses,
+                allow_private=self.allow_private,
+            )
+        except ValidationError as exc:
+            raise ProvisionError(str(exc)) from exc
+        http_port = _port(doc, "port")
+        tls_port = _port(doc, "port_tls")
+        if not http_port and not tls_port:
+            raise ProvisionError("a proxy needs port or port_tls")
+        value = encode_service(
+            domain, addr=str(addr), tls_port=tls_port, http_port=http_port, user=r.user_id
+        )
+        await self.store.put(r.user_id, domain, value)
+        log.info("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
+                 http_port, tls_port)  # fmt: skip
+        return None
+
+    async def decommission(self, r: Reservation) -> None:
+        doc = _data(r, "proxy")
+        try:
+            domain = normalize_domain(doc.get("domain", ""))
+        except ValidationError:
+            return
+        await self.store.remove(r.user_id, domain)
+
+
+UserKey = Callable[[int], Awaitable[bytes]]
+
+
+class ReverseProxyProvisioner:
+    """`reverse_proxy` workloads: `{"domain","secret"}`, the secret encrypted to the gateway.
+
+    Version 0 secrets are sealed boxes; version ≥ 1 need the user's ed25519 key from the
+    phonebook (`user_key(tid)`). The plaintext must start with `<customer_tid>:`.
+    """
+
+    def __init__(
+        self, redis_client: redis.asyncio.Redis, identity: Identity, user_key: UserKey
+    ) -> None:
+        self.store = ProxyStore(redis_client, identity.node_id)
+        self.identity = identity
+        self.user_key = user_key
+
+    async def _decrypt(self, secret: str, r: Reservation) -> str:
+        user_public_key: bytes | None = None
+        if r.version != 0 and secret:
+            try:
+                tid = int(r.user_id)
+            except ValueError:
+                raise ProvisionError(
+                    f"failed to decrypt secret: invalid user id {r.user_id!r}"
+                ) from None
+            try:
+                user_public_key = await self.user_key(tid)
+            except ProvisionError:
+                raise
+            except Exception as exc:
+                raise ProvisionError(
+                    f"failed to decrypt secret: cannot get the public key of user {tid}: {exc}"
+                ) from exc
+        try:
+            plain = decrypt_secret(secret, r.version, self.identity, user_public_key)
+        except DecryptError as exc:
+            raise ProvisionError(f"failed to decrypt secret: {exc}") from exc
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProvisionError("failed to decrypt secret: secret is not valid UTF-8") from None
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        doc = _data(r, "reverse proxy")
+        raw_secret = doc.get("secret", "")
+        raw_domain = doc.get("domain", "")
+        if not isinstance(raw_secret, str):
+            raise ProvisionError("secret must be a string")
+        secret = await self._decrypt(raw_secret, r)
+        if not raw_domain:
+            raise ProvisionError("domain cannot be empty")
+        if not secret:
+            raise ProvisionError("secret cannot be empty")
+        if not secret.startswith(f"{r.user_id}:"):
+            raise ProvisionError("secret must follow the format 'threebotID:random'")
+        domain = _normalized(raw_domain)
+        await self.store.put(
+            r.user_id, domain, encode_service(domain, secret=secret, user=r.user_id)
+        )
+        log.info("reverse proxy %s of user %s", domain, r.user_id)
+        return None
+
+    async def decommission(self, r: Reservation) -> None:
+        doc = _data(r, "reverse proxy")
+        try:
+            domain = normalize_domain(doc.get("domain", ""))
+        except ValidationError:
+            return
+        await self.store.remove(r.user_id, domain)
