@@ -104,6 +104,9 @@ func (s *syncer) markFull() {
 func (s *syncer) subscribe(ctx context.Context) {
 	prefix := fmt.Sprintf("__keyspace@%d__:", s.cfg.db)
 	ps := s.client.Subscribe(ctx, AgentChannel)
+	// A blocked read does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	defer ps.Close()
 	if err := ps.PSubscribe(ctx, prefix+"*."); err != nil && ctx.Err() == nil {
 		log.Warningf("subscribe: %v", err)

@@ -1,0 +1,182 @@
+package gatewaydns
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
+)
+
+const redisServerPath = "/usr/bin/redis-server"
+
+// redisProc is a real redis-server owned by one test, on a free loopback port.
+type redisProc struct {
+	t    *testing.T
+	port int
+	dir  string
+	cmd  *exec.Cmd
+	cli  *redis.Client
+}
+
+// startRedis starts redis-server, failing the test loudly when it is missing: these tests
+// are about behaviour against a real redis and are never skipped.
+func startRedis(t *testing.T) *redisProc {
+	t.Helper()
+	if _, err := os.Stat(redisServerPath); err != nil {
+		t.Fatalf("redis-server is required at %s for these tests: %v", redisServerPath, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &redisProc{t: t, port: port, dir: t.TempDir()}
+	r.start()
+	r.cli = redis.NewClient(&redis.Options{Addr: r.addr(), Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() {
+		r.cli.Close()
+		r.stop()
+	})
+	return r
+}
+
+func (r *redisProc) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+func (r *redisProc) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(redisServerPath, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir,
+		"--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	eventually(r.t, 10*time.Second, "redis-server answers PING", func() error {
+		c, err := net.DialTimeout("tcp", r.addr(), 200*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("PING\r\n")); err != nil {
+			return err
+		}
+		buf := make([]byte, 7)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "+PONG\r\n" {
+			return fmt.Errorf("no PONG: %q %v", buf[:n], err)
+		}
+		return nil
+	})
+}
+
+func (r *redisProc) stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// restart kills redis (losing every key: no persistence) and starts it on the same port.
+func (r *redisProc) restart() {
+	r.stop()
+	r.start()
+}
+
+func (r *redisProc) hset(zone string, kv ...string) {
+	r.t.Helper()
+	args := make([]any, len(kv))
+	for i, v := range kv {
+		args[i] = v
+	}
+	if err := r.cli.HSet(context.Background(), zone, args...).Err(); err != nil {
+		r.t.Fatalf("HSET %s: %v", zone, err)
+	}
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testConfig is the configuration the tests run the plugin with.
+func testConfig(addr string) *config {
+	cfg := defaultConfig()
+	cfg.addr = addr
+	cfg.nameservers = []string{"ns1.gw.test.", "ns2.gw.test."}
+	cfg.hostmaster = "hostmaster.gw.test."
+	return cfg
+}
+
+// startPlugin runs a GatewayDNS with its syncer against redis until the test ends, and
+// waits for the first full load.
+func startPlugin(t *testing.T, cfg *config) (*GatewayDNS, *syncer) {
+	t.Helper()
+	g := &GatewayDNS{transferAll: cfg.transferAll, transferTo: cfg.transferTo}
+	s := newSyncer(cfg, g)
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := s.run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		s.client.Close()
+	})
+	select {
+	case <-s.loadedOnce:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first full load from redis did not happen within 10s")
+	}
+	return g, s
+}
+
+// ask sends one query through handler h, as CoreDNS's server would, and returns the reply.
+// A handler that only returns an rcode (REFUSED, SERVFAIL) gets the reply the server writes.
+func ask(t *testing.T, h plugin.Handler, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	req := new(dns.Msg)
+	req.SetQuestion(dns.Fqdn(name), qtype)
+	rec := dnstest.NewRecorder(&test.ResponseWriter{})
+	rc, err := h.ServeDNS(context.Background(), rec, req)
+	if err != nil {
+		t.Fatalf("%s %s: ServeDNS error %v", name, dns.TypeToString[qtype], err)
+	}
+	if rec.Msg != nil {
+		return rec.Msg
+	}
+	m := new(dns.Msg)
+	m.SetRcode(req, rc)
+	return m
+}
+
+// rrStrings renders a section for comparison, in a stable order.
+func rrStrings(rrs []dns.RR) []string {
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.String())
+	}
+	return out
+}
