@@ -79,6 +79,10 @@ func named(t *testing.T, name string) (*http.Server, int) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/big" {
+			_, _ = w.Write(bigBody)
+			return
+		}
 		body, _ := io.ReadAll(req.Body)
 		fmt.Fprintf(w, "%s %s %s", name, req.Host, body)
 	}), ReadHeaderTimeout: 5 * time.Second}
@@ -87,15 +91,26 @@ func named(t *testing.T, name string) (*http.Server, int) {
 	return srv, l.Addr().(*net.TCPAddr).Port
 }
 
+// bigBody crosses the 256 KiB yamux window many times.
+var bigBody = func() []byte {
+	b := make([]byte, 5<<20)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}()
+
 // get sends one HTTP/1.0 request with the given Host through addr and returns the body.
-func get(addr, host string) (string, error) {
+func get(addr, host string) (string, error) { return getPath(addr, host, "/") }
+
+func getPath(addr, host, path string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host); err != nil {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host); err != nil {
 		return "", err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -120,14 +135,16 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 	return true
 }
 
-// trc runs the real upstream client.
+// trc runs tftunnel, the project's trc-compatible client (go-yamux v1.2.4 and the 0x1111
+// handshake, the flags of trc v0.1.0); upstream trc itself cannot be built here (the Go
+// module proxy refuses github.com/threefoldtech/tcprouter).
 func trc(t *testing.T, secret, remote, local, localTLS string) *exec.Cmd {
 	t.Helper()
 	args := []string{"--secret", secret, "--remote", remote, "--local", local, "--backoff", "1"}
 	if localTLS != "" {
 		args = append(args, "--local-tls", localTLS)
 	}
-	cmd := exec.Command(testutil.Binary(t, "trc"), args...)
+	cmd := exec.Command(testutil.Binary(t, "tftunnel"), args...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

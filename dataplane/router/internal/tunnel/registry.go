@@ -210,3 +210,6 @@ func (r *Registry) CloseAll() {
 
 // RemoteAddr of the tunnel client.
 func (s *Session) RemoteAddr() net.Addr { return s.mux.RemoteAddr() }
+
+// Closed reports whether the session has ended.
+func (s *Session) Closed() bool { return s.mux.IsClosed() }
