@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from tfgateway.devexplorer.faults import (
     mangle_items,
     truncate_body,
 )
+from tfgateway.devexplorer.persistence import StateFile, StateFileError, apply_op, b64
 from tfgateway.devexplorer.signatures import CHALLENGE, Headers, SignatureError, verify
 from tfgateway.devexplorer.specs import (
     NEXT_DELETE,
@@ -41,7 +40,7 @@ from tfgateway.devexplorer.specs import (
     describe_validation_error,
 )
 from tfgateway.devexplorer.store import ExplorerError, Store, Workload
-from tfgateway.devexplorer.wire import encode, marshal
+from tfgateway.devexplorer.wire import encode
 
 log = logging.getLogger("tfgateway.devexplorer")
 
@@ -103,8 +102,7 @@ class DevExplorer:
         self.faults = FaultInjector()
         self.host = host
         self.port = port
-        self.state_file = state_file
-        self._saved_revision = self.store.revision
+        self.state = StateFile(state_file) if state_file is not None else None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._pause_task: asyncio.Task[None] | None = None
@@ -145,10 +143,12 @@ class DevExplorer:
             self._pause_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pause_task
-        self.save_state()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.save_state()
+        if self.state is not None:
+            self.state.close()
 
     async def pause(self, seconds: float) -> None:
         """Stop listening (connections refused, open ones closed) for `seconds`, then resume."""
@@ -169,40 +169,32 @@ class DevExplorer:
 
     # -- persistence ---------------------------------------------------------------------
 
-    def save_state(self) -> None:
-        """Write the whole state atomically when it changed (no-op without `--state`)."""
-        if self.state_file is None or self.store.revision == self._saved_revision:
-            return
-        data = marshal(self.store.snapshot())
-        directory = self.state_file.parent
-        fd, tmp = tempfile.mkstemp(prefix=".devexplorer-", dir=directory)
+    def _apply(self, op: str, **args: Any) -> Any:
+        """Apply one change to the store, journaling it first when `--state` is used."""
+        entry = {"op": op, "time": time.time(), "args": args}
+        if self.state is not None:
+            self.state.record(entry)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(tmp).replace(self.state_file)
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self._saved_revision = self.store.revision
+            return apply_op(self.store, entry)
+        finally:
+            if self.state is not None and self.state.needs_compaction:
+                self.state.compact(self.store)
 
     def load_state(self) -> bool:
-        """Restore from `--state` if the file exists; True when it did."""
-        if self.state_file is None or not self.state_file.exists():
+        """Restore from `--state` (snapshot + journal) if present; True when it did."""
+        if self.state is None:
             return False
         try:
-            data = json.loads(self.state_file.read_text())
-            self.store.restore(data)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LoadError(f"{self.state_file}: not a usable state file: {exc}") from None
-        self._saved_revision = self.store.revision
-        return True
+            found = self.state.restore(self.store)
+        except StateFileError as exc:
+            raise LoadError(str(exc)) from None
+        self.state.compact(self.store)
+        return found
+
+    def save_state(self) -> None:
+        """Write a full snapshot now (also done at stop; changes are journaled anyway)."""
+        if self.state is not None:
+            self.state.compact(self.store)
 
     def load_seed_file(self, path: Path) -> tuple[int, int]:
         """Add the users and workloads of a `--load` file; returns (users, workloads) added."""
@@ -222,9 +214,9 @@ class DevExplorer:
             raise LoadError(f"{path}: {describe_validation_error(exc)}") from None
         try:
             for user in seed.users:
-                self.store.add_user(user)
+                self._apply("add_user", spec=user.model_dump(mode="json", by_alias=True))
             for workload in seed.workloads:
-                self.store.add_workload(workload)
+                self._apply("add_workload", spec=workload.model_dump(mode="json", by_alias=True))
         except ExplorerError as exc:
             raise LoadError(f"{path}: {exc.message}") from None
         return len(seed.users), len(seed.workloads)
@@ -294,7 +286,6 @@ class DevExplorer:
                 if request.path.startswith("/dev/"):
                     raise
                 response = web.Response(status=405)
-            self.save_state()
             if decision.drop_after:
                 return _drop(request)
             if (decision.truncate or decision.malformed) and isinstance(response, web.Response):
@@ -316,7 +307,7 @@ class DevExplorer:
     async def _register(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            self.store.register_gateway(body)
+            self._apply("register", body=b64(body))
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         log.info("gateway registered")
@@ -347,7 +338,9 @@ class DevExplorer:
             return key_id
         body = await request.read()
         try:
-            self.store.gateway_uptime(request.match_info["node_id"], key_id, body)
+            self._apply(
+                "uptime", node_id=request.match_info["node_id"], key_id=key_id, body=b64(body)
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(None)
@@ -358,7 +351,12 @@ class DevExplorer:
             return key_id
         body = await request.read()
         try:
-            self.store.gateway_reserved_resources(request.match_info["node_id"], key_id, body)
+            self._apply(
+                "reserved_resources",
+                node_id=request.match_info["node_id"],
+                key_id=key_id,
+                body=b64(body),
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(None)
@@ -388,14 +386,23 @@ class DevExplorer:
     async def _put_result(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            self.store.put_result(request.match_info["node_id"], request.match_info["gwid"], body)
+            self._apply(
+                "put_result",
+                node_id=request.match_info["node_id"],
+                gwid=request.match_info["gwid"],
+                body=b64(body),
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(None, 201)
 
     async def _put_deleted(self, request: web.Request) -> web.Response:
         try:
-            self.store.put_deleted(request.match_info["node_id"], request.match_info["gwid"])
+            self._apply(
+                "put_deleted",
+                node_id=request.match_info["node_id"],
+                gwid=request.match_info["gwid"],
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(None)
@@ -432,7 +439,10 @@ class DevExplorer:
             body = await self._admin_body(request)
             items = body if isinstance(body, list) else [body]
             specs = [self._validate(UserSpec, item, f"[{i}]") for i, item in enumerate(items)]
-            users = [self.store.add_user(spec) for spec in specs]
+            users = [
+                self._apply("add_user", spec=spec.model_dump(mode="json", by_alias=True))
+                for spec in specs
+            ]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response([u.wire() for u in users], 201)
@@ -445,7 +455,10 @@ class DevExplorer:
             body = await self._admin_body(request)
             items = body if isinstance(body, list) else [body]
             specs = [self._validate(WorkloadSpec, item, f"[{i}]") for i, item in enumerate(items)]
-            workloads = [self.store.add_workload(spec) for spec in specs]
+            workloads = [
+                self._apply("add_workload", spec=spec.model_dump(mode="json", by_alias=True))
+                for spec in specs
+            ]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response([self.store.summary(w) for w in workloads], 201)
@@ -476,7 +489,9 @@ class DevExplorer:
 
     async def _admin_delete_workload(self, request: web.Request) -> web.Response:
         try:
-            workload = self.store.set_next_action(int(request.match_info["id"]), NEXT_DELETE)
+            workload = self._apply(
+                "set_next_action", id=int(request.match_info["id"]), next_action=NEXT_DELETE
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(self.store.summary(workload))
@@ -487,7 +502,9 @@ class DevExplorer:
             value = body.get("next_action") if isinstance(body, dict) else None
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
                 raise ExplorerError(400, 'body must be {"next_action": 0..255}')
-            workload = self.store.set_next_action(int(request.match_info["id"]), value)
+            workload = self._apply(
+                "set_next_action", id=int(request.match_info["id"]), next_action=value
+            )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(self.store.summary(workload))
@@ -531,8 +548,6 @@ class DevExplorer:
         return _json_response({"paused_for": seconds})
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
-        revision = self.store.revision
-        self.store = Store()
-        self.store.revision = revision + 1
+        self._apply("reset")
         self.faults.clear()
         return _json_response({"ok": True})

@@ -248,7 +248,12 @@ class Store:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.counter = 0  # one counter for workloads and users, as the brief requires
+        self.revision = 0  # bumped on every change
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (admin `/dev/reset`)."""
+        self.counter = 0  # one counter for workloads and users (the reservation counter)
         self.gateway_counter = 0
         self.users: dict[int, User] = {}
         self.workloads: dict[int, Workload] = {}
@@ -258,7 +263,7 @@ class Store:
         self.result_puts: list[dict[str, Any]] = []
         self.deletes: list[dict[str, Any]] = []
         self.polls: dict[str, dict[str, Any]] = {}
-        self.revision = 0  # bumped on every change; persistence writes when it moves
+        self._changed()
 
     def _now(self) -> int:
         return int(self.clock())
