@@ -2,16 +2,14 @@
 # Recompute the hashes the Nix packages of the Go data plane depend on, and write them to
 # nix/vendor-hashes.json (or, with --check, only compare and fail on any difference).
 #
-#   <package>          vendorHash of buildGoModule: the NAR hash (sha256, SRI) of the `vendor/`
-#                      directory that `go mod vendor` writes in the module, which is exactly what
-#                      nixpkgs' goModules fixed-output derivation copies to $out.
-#   tcprouter-source   hash of fetchFromGitHub for upstream tcprouter at the commit
-#                      dataplane/tcprouter-upstream/get-source.sh exports (a `git archive` tree).
+#   <package>   vendorHash of buildGoModule: the NAR hash (sha256, SRI) of the `vendor/` directory
+#               that `go mod vendor` writes in the module, which is exactly what nixpkgs'
+#               goModules fixed-output derivation copies to $out.
 #
 # --head: hash the modules as committed (HEAD) instead of the work tree.
 # Runs offline apart from the Go module proxy; needs Go of the same minor version as nixpkgs' Go
 # (modules.txt can differ between minors) and `nix hash path` from Debian's nix-bin.
-# Rerun it whenever go.mod/go.sum of a wrapper module, the tcprouter pin or nixpkgs' Go changes.
+# Rerun it whenever go.mod/go.sum of a wrapper module or nixpkgs' Go changes.
 source "$(dirname "$0")/lib.sh"
 cd "$TFGW_ROOT"
 
@@ -30,11 +28,8 @@ HASHES=nix/vendor-hashes.json
 declare -A MODULES=(
   [coredns]=dataplane/coredns
   [router]=dataplane/router
-  [trc]=dataplane/tcprouter-upstream
+  [trc]=dataplane/tftunnel
 )
-TCPROUTER_GET=dataplane/tcprouter-upstream/get-source.sh
-TCPROUTER_MIRROR=${TCPROUTER_MIRROR:-/work/.mirror/threefoldtech+tcprouter/repo}
-TCPROUTER_SRC=${TCPROUTER_SRC:-$TFGW_CACHE/src/tcprouter-v0.1.0}
 
 command -v go >/dev/null || die "go missing"
 command -v nix >/dev/null || die "nix missing (Debian package nix-bin)"
@@ -43,36 +38,15 @@ nar_hash() { nix --extra-experimental-features nix-command hash path --type sha2
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
-# Export upstream tcprouter at the pinned commit into $1 (a tree equal to GitHub's tarball).
-tcprouter_tree() {
-  local dest=$1 commit
-  commit=$(sed -n 's/^COMMIT=\([0-9a-f]\{40\}\)$/\1/p' "$TCPROUTER_GET")
-  [ -n "$commit" ] || die "no COMMIT=<40 hex> line in $TCPROUTER_GET"
-  mkdir -p "$dest"
-  if git -C "$TCPROUTER_MIRROR" cat-file -e "$commit^{commit}" 2>/dev/null; then
-    git -C "$TCPROUTER_MIRROR" archive "$commit" | tar -x -C "$dest"
-  elif [ -f "$TCPROUTER_SRC/.commit" ] && [ "$(cat "$TCPROUTER_SRC/.commit")" = "$commit" ]; then
-    (cd "$TCPROUTER_SRC" && tar -c --exclude=./.commit .) | tar -x -C "$dest"
-  else
-    die "tcprouter $commit not found: no git mirror at $TCPROUTER_MIRROR and no export at $TCPROUTER_SRC"
-  fi
-}
-
-# The vendor directory nixpkgs' buildGoModule would produce for module $1 (package $2), in $3.
-# Mirrors the package's postPatch (nix/packages/trc.nix) for the tcprouter replace.
+# The vendor directory nixpkgs' buildGoModule would produce for module $1, in $2.
 vendor_dir() {
-  local mod=$1 name=$2 copy=$3
+  local mod=$1 copy=$2
   mkdir -p "$copy"
   if [ -n "$from_head" ]; then
     git archive HEAD "$mod" | tar -x -C "$copy" --strip-components="$(tr -cd / <<<"$mod/" | wc -c)"
     rm -rf "$copy/vendor"
   else
     (cd "$mod" && tar -c --exclude=./vendor .) | tar -x -C "$copy"
-  fi
-  if [ "$name" = trc ]; then
-    tcprouter_tree "$copy/tcprouter-src"
-    sed -i 's|^replace github.com/threefoldtech/tcprouter v0.1.0 => .*$|replace github.com/threefoldtech/tcprouter v0.1.0 => ./tcprouter-src|' "$copy/go.mod"
-    grep -q '=> ./tcprouter-src$' "$copy/go.mod" || die "$mod/go.mod: no replace line for tcprouter v0.1.0"
   fi
   (cd "$copy" && GOFLAGS= GOWORK=off GO111MODULE=on GOTOOLCHAIN=local go mod vendor) \
     || die "go mod vendor failed in $mod"
@@ -84,19 +58,15 @@ for name in "${!MODULES[@]}"; do
   mod=${MODULES[$name]}
   if { [ -n "$from_head" ] && ! git cat-file -e "HEAD:$mod/go.mod" 2>/dev/null; } \
     || { [ -z "$from_head" ] && [ ! -f "$mod/go.mod" ]; }; then
-    echo "skip $name: $mod/go.mod does not exist" >&2
-    continue
+    die "$mod/go.mod does not exist, but nix/packages builds package $name from it"
   fi
   if [ "$mode" = update ] && [ -z "$from_head" ] && [ -n "$(git status --porcelain -- "$mod")" ]; then
     echo "warning: $mod has uncommitted changes; commit them with this hash (or use --head)" >&2
   fi
-  vendor_dir "$mod" "$name" "$work/$name"
+  vendor_dir "$mod" "$work/$name"
   GOT[$name]=$(nar_hash "$work/$name/vendor")
   echo "$name: ${GOT[$name]}" >&2
 done
-tcprouter_tree "$work/tcprouter-source"
-GOT[tcprouter-source]=$(nar_hash "$work/tcprouter-source")
-echo "tcprouter-source: ${GOT[tcprouter-source]}" >&2
 
 pairs=()
 for k in "${!GOT[@]}"; do pairs+=("$k=${GOT[$k]}"); done
