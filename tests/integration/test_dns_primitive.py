@@ -23,6 +23,9 @@ import redis
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from tfgateway import gojson
 from tfgateway.dns import (
     DNS_CHANNEL,
@@ -456,3 +459,57 @@ async def test_coredns_serves_what_the_agent_wrote(store: DNSStore, coredns: int
     await DelegateProvisioner(store).decommission(delegate("42", "example.org"))
     await _wait_answer(coredns, "www.example.org", "A", set())
     await _wait_answer(coredns, "app.gateway.example.com", "A", {"185.69.166.1"})
+
+
+async def test_nameserver_change_refreshes_every_apex(
+    store: DNSStore, aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    await DelegateProvisioner(store).provision(delegate("42", "example.org"))
+    await SubdomainProvisioner(store).provision(subdomain("42", "example.org", ["1.2.3.5"]))
+    other = DNSStore(aredis, GW, ["dns.other.net"], hostmaster="first.last@example.net")
+    await other.setup_managed_domains(["gateway.example.com"])
+    for zone in ("gateway.example.com", "example.org"):
+        apex = json.loads(redis_db.hget(f"{zone}.", "@") or b"")
+        assert apex["ns"] == [{"host": "dns.other.net.", "ttl": 3600}]
+        assert apex["soa"]["ns"] == "dns.other.net."
+        assert apex["soa"]["MBox"] == "first\\.last.example.net."
+    # the owner's apex address survives the refresh
+    apex = json.loads(redis_db.hget("example.org.", "@") or b"")
+    assert apex["a"] == [{"ip": "1.2.3.5", "ttl": 3600}]
+    # without nameservers there is no NS set, and the SOA names the zone's own ns1
+    bare = DNSStore(aredis, GW, [])
+    await bare.setup_managed_domains([])
+    apex = json.loads(redis_db.hget("example.org.", "@") or b"")
+    assert "ns" not in apex
+    assert apex["soa"]["ns"] == "ns1.example.org."
+    with pytest.raises(ValueError, match="hostmaster"):
+        DNSStore(aredis, GW, [], hostmaster="a b@example.com")
+
+
+async def test_cleanup_removes_empty_record_sets_only(
+    store: DNSStore, redis_db: redis.Redis
+) -> None:
+    redis_db.hset("gateway.example.com.", mapping={"empty": b"", "blank": b"{}", "ok": b'{"a":[]}'})
+    redis_db.set("notahash.", b"x")
+    assert await store.cleanup() == 2
+    fields = set(redis_db.hkeys("gateway.example.com."))
+    assert fields == {b"@", b"__owner__", b"ok"}
+    assert redis_db.get("notahash.") == b"x"
+
+
+async def test_redis_failure_is_a_transient_provision_error(redis_url: str) -> None:
+    """A ProvisionError caused by redis, chained so the engine retries instead of blaming."""
+    dead = connect(
+        f"tcp://127.0.0.1:{free_port()}", socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        store = DNSStore(dead, GW, NAMESERVERS)
+        with pytest.raises(ProvisionError) as info:
+            await SubdomainProvisioner(store).provision(
+                subdomain("42", "app.gateway.example.com", ["1.1.1.1"])
+            )
+        assert isinstance(info.value.__cause__, RedisError)
+        with pytest.raises(RedisError):
+            await store.setup_managed_domains(["gateway.example.com"])
+    finally:
+        await dead.aclose()

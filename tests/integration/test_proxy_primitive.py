@@ -304,3 +304,12 @@ async def test_hostile_proxies_never_crash_or_take_over(
         assert service is not None
         if service["addr"]:
             assert not service["addr"].startswith(("127.", "169.254.", "10.", "::1"))
+
+
+async def test_own_addresses_are_read_live(aredis: redis.asyncio.Redis) -> None:
+    own: list[str] = []
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, own_addresses=own)
+    await prov.provision(proxy("1234", "a.example.com", "185.69.166.7"))
+    own.append("185.69.166.7")  # the host gained this address after start-up
+    with pytest.raises(ProvisionError, match="address of this gateway"):
+        await prov.provision(proxy("1234", "b.example.com", "185.69.166.7"))

@@ -83,6 +83,16 @@ def _fqdn(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
+def _mailbox(hostmaster: str) -> str:
+    """SOA RNAME: `admin@example.com` → `admin.example.com.` (dots of the local part escaped)."""
+    local, at, domain = hostmaster.strip().rpartition("@")
+    if not at:
+        return _fqdn(normalize_domain(hostmaster, min_labels=1))
+    if not local or not local.isascii() or any(c in local for c in ' ;"\\()'):
+        raise ValidationError(f"invalid hostmaster address {hostmaster!r}")
+    return f"{local.replace('.', chr(92) + '.')}.{normalize_domain(domain, min_labels=1)}."
+
+
 def record_set_value(records: dict[str, Any]) -> bytes:
     """A record set as Go marshals its map: keys sorted, compact."""
     return gojson.marshal({k: records[k] for k in sorted(records)})
@@ -186,13 +196,20 @@ class DNSStore:
         self._redis = redis_client
         self.identity = identity_node_id
         self.nameservers = [_fqdn(normalize_domain(ns)) for ns in nameservers]
-        self._hostmaster = _fqdn(hostmaster) if hostmaster else None
+        self._hostmaster = _mailbox(hostmaster) if hostmaster else None
 
     # ----- helpers -----
 
-    async def _transact(self, watch: Iterable[str], body: Callable[[Any], Awaitable[T]]) -> T:
+    async def _transact(
+        self,
+        watch: Iterable[str],
+        body: Callable[[Any], Awaitable[T]],
+        *,
+        wrap_errors: bool = True,
+    ) -> T:
         """Run `body` (reads, then `pipe.multi()` and queued writes) as a WATCH transaction,
-        retried when a watched key changed meanwhile."""
+        retried when a watched key changed meanwhile. Redis errors become ProvisionError
+        (chained, so the engine sees they are transient) unless `wrap_errors` is false."""
         for _ in range(_MAX_ATTEMPTS):
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -204,6 +221,8 @@ class DNSStore:
                 except WatchError:
                     continue
                 except RedisError as exc:
+                    if not wrap_errors:
+                        raise
                     raise ProvisionError(f"DNS store error: {exc}") from exc
         raise ProvisionError("DNS data is changing too fast; try again later")
 
@@ -241,7 +260,8 @@ class DNSStore:
         """Claim the operator's `--domains` for this gateway and refresh every zone's apex.
 
         Also gives zones delegated under the Go daemon their SOA/NS apex. Raises ValueError
-        (clear message) for an invalid domain or one delegated to a user.
+        (clear message) for an invalid domain or one delegated to a user; redis errors are
+        raised as they are (the caller retries those).
         """
         managed = []
         for raw in domains:
@@ -259,10 +279,7 @@ class DNSStore:
                     )
                 await self._queue_zone_metadata(pipe, domain, self.identity, self.identity)
 
-            try:
-                await self._transact([ZONE_OWNERS_KEY, zone_key(domain)], claim)
-            except ProvisionError as exc:
-                raise ValueError(f"cannot set up managed domain {domain}: {exc}") from exc
+            await self._transact([ZONE_OWNERS_KEY, zone_key(domain)], claim, wrap_errors=False)
             log.info("gateway manages domain %s", domain)
             managed.append(domain)
         await self.refresh_apexes()
@@ -284,10 +301,7 @@ class DNSStore:
                 pipe.hset(zone_key(zone), APEX_FIELD, new)
                 pipe.publish(DNS_CHANNEL, zone_key(zone))
 
-            try:
-                await self._transact([ZONE_OWNERS_KEY, zone_key(zone)], refresh)
-            except ProvisionError as exc:
-                log.error("cannot refresh the apex of zone %s: %s", zone, exc)
+            await self._transact([ZONE_OWNERS_KEY, zone_key(zone)], refresh, wrap_errors=False)
 
     async def cleanup(self) -> int:
         """Remove empty record sets (`""` or `{}`) from zone hashes, as the Go daemon did."""

@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import redis.asyncio
@@ -197,11 +197,13 @@ class ProxyProvisioner:
         redis_client: redis.asyncio.Redis,
         gateway_node_id: str,
         *,
-        own_addresses: Iterable[IPAddress | str] = (),
+        own_addresses: Collection[IPAddress | str] = (),
         allow_private: bool = False,
     ) -> None:
+        """`own_addresses` is read at every provision, so a list the caller keeps up to date
+        (addresses added to the host later) is honoured without rebuilding the provisioner."""
         self.store = ProxyStore(redis_client, gateway_node_id)
-        self.own_addresses = list(own_addresses)
+        self.own_addresses = own_addresses
         self.allow_private = allow_private
 
     async def provision(self, r: Reservation) -> bytes | None:
