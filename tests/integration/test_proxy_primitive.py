@@ -313,3 +313,18 @@ async def test_own_addresses_are_read_live(aredis: redis.asyncio.Redis) -> None:
     own.append("185.69.166.7")  # the host gained this address after start-up
     with pytest.raises(ProvisionError, match="address of this gateway"):
         await prov.provision(proxy("1234", "b.example.com", "185.69.166.7"))
+
+
+async def test_entry_written_by_the_go_daemon(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    redis_db.set("/tcprouter/service/www.example.com", SPEC_VALUE)  # Go bytes, user 1234
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True)
+    with pytest.raises(ProvisionError, match="used by another user"):
+        await prov.provision(proxy("99", "www.example.com", "8.8.8.8"))
+    await prov.decommission(proxy("99", "www.example.com", "8.8.8.8"))
+    assert redis_db.get("/tcprouter/service/www.example.com") == SPEC_VALUE
+    await prov.provision(proxy("1234", "www.example.com", "10.0.0.5"))  # same bytes again
+    assert redis_db.get("/tcprouter/service/www.example.com") == SPEC_VALUE
+    await prov.decommission(proxy("1234", "www.example.com", "10.0.0.5"))
+    assert redis_db.exists("/tcprouter/service/www.example.com") == 0

@@ -285,3 +285,109 @@ def test_result_signature_4to6_vector() -> None:
         "bc51f8c190bd0795a83dc8836a09af9017bba7c40770e58af4c0770e29bbd1c5"
         "b12903a39df65839d3edcb066004a4f444707f4032f961ac6a5d5f909f26fb03"
     )
+
+
+# Produced by Go 1.26 encoding/json from structs with ZOS's json tags (HTML escaping, a
+# +05:30 zone, 1 ns, []byte signature, RawMessage compacted, non-ASCII kept raw).
+GO_HOSTILE = (
+    '{"id":"ref\\u003c\\u0026\\u003e","node_id":"n","user_id":"7","type":"reverse_proxy",'
+    '"data":{"domain":"a.example.com","secret":"\\u003cx\\u003e\\u2028"},'
+    '"created":"2021-01-07T11:43:20.12+05:30","duration":1500000000,"signature":"AP8B",'
+    '"to_delete":true,"reference":"é日本","result":{"type":"proxy","id":"1-1",'
+    '"created":"1970-01-01T00:00:00.000000001Z","state":2,"message":"bad \\"x\\"\\n",'
+    '"data_json":[1.50,2],"signature":"ab"},"version":3}\n'
+).encode()
+
+
+def test_unusual_values_encode_like_go() -> None:
+    created = GoTime.from_unix(1610000000, 120000000).astimezone(_tz(330))
+    r = Reservation(
+        id="ref<&>",
+        node_id="n",
+        user_id="7",
+        type="reverse_proxy",
+        data=b'{"domain": "a.example.com", "secret": "<x>\\u2028"}',
+        created=created,
+        duration=1_500_000_000,
+        signature=bytes([0, 255, 1]),
+        to_delete=True,
+        reference="é日本",
+        result=Result(
+            type="proxy",
+            id="1-1",
+            created=GoTime.from_unix(0, 1),
+            state=ResultState.DELETED,
+            message='bad "x"\n',
+            data_json=b"[1.50, 2]",
+            signature="ab",
+        ),
+        version=3,
+    )
+    assert encode_cache_value(r) == b'"1.0.0"' + GO_HOSTILE
+    back = decode_cache_value(GO_HOSTILE)
+    assert encode_cache_value(back) == b'"1.0.0"' + GO_HOSTILE
+    assert back.created == created
+    assert back.signature == bytes([0, 255, 1])
+
+
+_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _TEXT,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(_TEXT, c, max_size=3),
+    max_leaves=8,
+)
+_TIMES = st.builds(
+    GoTime.from_unix, st.integers(0, 253402300799 - 86400), st.integers(0, 999_999_999)
+)
+
+
+@given(
+    rid=_TEXT,
+    user=_TEXT,
+    data=st.one_of(st.just(b""), _JSON.map(gojson.marshal)),
+    created=_TIMES,
+    duration=st.integers(-(2**63), 2**63 - 1),
+    signature=st.binary(max_size=40),
+    result_data=st.one_of(st.just(b""), _JSON.map(gojson.marshal)),
+    result_created=_TIMES,
+    state=st.sampled_from(list(ResultState)),
+    message=_TEXT,
+    version=st.integers(0, 2**31),
+)
+def test_cache_codec_round_trips(
+    rid: str,
+    user: str,
+    data: bytes,
+    created: GoTime,
+    duration: int,
+    signature: bytes,
+    result_data: bytes,
+    result_created: GoTime,
+    state: ResultState,
+    message: str,
+    version: int,
+) -> None:
+    r = Reservation(
+        id=rid,
+        user_id=user,
+        type="proxy",
+        data=data,
+        created=created,
+        duration=duration,
+        signature=signature,
+        result=Result(
+            type="proxy",
+            id=rid,
+            created=result_created,
+            state=state,
+            message=message,
+            data_json=b"" if result_data == b"null" else result_data,
+        ),
+        version=version,
+    )
+    value = encode_cache_value(r)
+    back = decode_cache_value(value)
+    assert encode_cache_value(back) == value
+    assert back.id == rid
+    assert back.signature == signature
+    assert back.duration == duration
