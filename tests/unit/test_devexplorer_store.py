@@ -166,3 +166,18 @@ def test_seed_file_errors_name_the_field() -> None:
 def test_go_json_encoding(value: Any, expected: bytes) -> None:
     assert marshal(value) == expected
     assert encode(value) == expected + b"\n"
+
+
+def test_a_delete_is_queued_so_a_cursor_past_it_still_sees_it() -> None:
+    store = Store()
+    a = add(store)
+    later = add(store)
+    store.put_result(NODE, f"{a}-1", b'{"state":1}')
+    store.put_result(NODE, f"{later}-1", b'{"state":1}')
+    assert ids(store, later + 1) == ([], later)
+    store.set_next_action(a, 4)  # the user deletes it
+    found, last = store.poll(NODE, str(later + 1))
+    assert [(w.id, w.next_action) for w in found] == [(a, 4)]
+    assert last == later + 1
+    store.put_deleted(NODE, f"{a}-1")  # pops the queue entry
+    assert ids(store, later + 1) == ([], later)

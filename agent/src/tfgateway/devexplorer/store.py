@@ -335,9 +335,16 @@ class Store:
             raise ExplorerError(404, f"workload {workload_id} not found") from None
 
     def set_next_action(self, workload_id: int, next_action: int) -> Workload:
-        """Admin: what a user's delete (or the pool planner) does: next_action → 4, etc."""
+        """Admin: what a user's delete (or the pool planner) does: next_action → 4, etc.
+
+        Like the explorer (EX `setWorkloadDelete`, `WorkloadToDeploy`, capacity planner),
+        moving a workload to deploy or delete also pushes it onto its node's work queue: that
+        is how a gateway whose cursor is already past the workload's id learns about it.
+        """
         workload = self.workload(workload_id)
         workload.next_action = next_action
+        if next_action in (NEXT_DEPLOY, NEXT_DELETE):
+            workload.queued = True
         self._changed()
         return workload
 
