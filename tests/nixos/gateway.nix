@@ -79,7 +79,13 @@ in
             config.networking.primaryIPAddress
             config.networking.primaryIPv6Address
           ];
+          # No internet in the test: no geoip lookup.
+          location = "50.85,4.35";
           debug = true;
+          extraArgs = [
+            "--poll-interval"
+            "1"
+          ];
         };
       };
 
