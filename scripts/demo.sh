@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local run: set the machine up, then run the whole gateway (redis, CoreDNS with the gateway
 # plugin, the router, the development explorer with sample workloads, the agent, and a NATed
-# user running tcprouter's trc) in network namespaces, print what is served and dig/curl
+# user running the trc-compatible tftunnel) in network namespaces, print what is served and dig/curl
 # commands that work as printed, and stop cleanly on Ctrl-C, leaving nothing behind.
 #
 # Usage: scripts/demo.sh [--check] [--skip-setup] [--workdir DIR] [--timeout SECONDS]

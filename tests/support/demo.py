@@ -85,11 +85,11 @@ def create_samples(gw: Gateway) -> list[Sample]:
                gw.create("subdomain", user, domain=ZONE_HOST, ips=[ZONE_HOST_ADDR])),
         Sample("subdomain", HOME, f"A {GW_CLIENT_ADDR}",
                gw.create("subdomain", user, domain=HOME, ips=[GW_CLIENT_ADDR])),
-        Sample("reverse proxy", HOME, "→ trc in the NATed namespace → its local site",
+        Sample("reverse proxy", HOME, "→ tftunnel (trc-compatible) in the NATed home → its site",
                gw.create("reverse_proxy", user, domain=HOME, secret=encrypted)),
     ]  # fmt: skip
     gw.start_natc_site()
-    gw.start_trc(secret)
+    gw.start_tunnel(secret)
     return samples
 
 
@@ -111,13 +111,13 @@ def commands(gw: Gateway) -> list[Command]:
         Command("proxy, TLS by SNI (backend's certificate)",
                 f"{curl} --cacert {ca} --resolve {WEB}:443:{GW_CLIENT_ADDR} https://{WEB}/",
                 "backend https"),
-        Command("reverse tunnel (trc), HTTP",
+        Command("reverse tunnel (tftunnel), HTTP",
                 f"{curl} --resolve {HOME}:80:{GW_CLIENT_ADDR} http://{HOME}/", "natc-site http"),
-        Command("reverse tunnel (trc), TLS",
+        Command("reverse tunnel (tftunnel), TLS",
                 f"{curl} --cacert {ca} --resolve {HOME}:443:{GW_CLIENT_ADDR} https://{HOME}/",
                 "natc-site https"),
         Command("explorer admin state (host loopback)",
-                f"curl -sS --max-time 5 {gw.explorer_url}/dev/state", "workloads"),
+                f"curl -sS --max-time 5 {gw.explorer_url}/dev/state", "gateways"),
     ]  # fmt: skip
 
 

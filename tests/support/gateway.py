@@ -8,7 +8,8 @@ forward between its links, so the others reach nothing but the gateway):
                                     gw  (redis 127.0.0.1:6379 with persistence, CoreDNS :53,
     backend 10.71.2.2 ─── 10.71.2.1 ┤    router :80 :443 :18000, agent)
                                     │
-    natc 10.71.3.2 ────── 10.71.3.1 ┘   (accepts no incoming connection: a NATed home)
+    natc 10.71.3.2 ────── 10.71.3.1 ┘   (accepts no incoming connection: a NATed home running
+                                         the tunnel client `tftunnel`, trc-compatible)
 
 The development explorer runs in the host namespace on loopback, where tests drive its admin
 API; a relay (tests.support.nsforward) makes it reachable from inside `gw` at the same port.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import socket
@@ -37,8 +37,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import trustme
-from nacl.signing import SigningKey
-from tfgateway.devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway.devexplorer.admin_client import AdminClient
+from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
 from tfgateway.identity import Identity, load_or_create
 
 from tests.support.netns import Link, Namespace, NamespaceSet
@@ -121,7 +121,7 @@ class User:
     """A grid user of the development explorer, with the key only the user holds."""
 
     id: int
-    key: SigningKey
+    keys: UserKeys
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Result:
 
     state: str
     message: str
-    info: WorkloadInfo
+    data_json: str = "null"
 
 
 class AdminLoop:
@@ -167,9 +167,9 @@ class TlsReply:
 class Gateway:
     """Start with `start()` (or `with Gateway(...)`), stop with `close()`; both idempotent.
 
-    `dns_program` is `coredns-tfgw` (the gateway's plugin) or `coredns-redis-thirdparty`;
-    `router_program` is `tfrouter` or upstream `trs`. The agent is started by `start()` unless
-    `with_agent` is false (e.g. to test the data plane on its own).
+    `dns_program` (CoreDNS with the `gatewaydns` plugin) and `router_program` (trs-compatible
+    `--config router.toml`) name the data-plane binaries. The agent is started by `start()`
+    unless `with_agent` is false (e.g. to test the data plane on its own).
     """
 
     workdir: Path
@@ -344,15 +344,12 @@ class Gateway:
     def start_dns(self) -> None:
         self.log(f"starting CoreDNS ({self.dns_program})")
         ns_list = " ".join(self.nameservers)
-        if self.dns_program == "coredns-tfgw":
-            plugin = (
-                "    gatewaydns {\n"
-                f"        address 127.0.0.1:{REDIS_PORT}\n"
-                f"        nameservers {ns_list}\n"
-                "    }\n"
-            )
-        else:
-            plugin = f"    redis {{\n        address 127.0.0.1:{REDIS_PORT}\n    }}\n"
+        plugin = (
+            "    gatewaydns {\n"
+            f"        address 127.0.0.1:{REDIS_PORT}\n"
+            f"        nameservers {ns_list}\n"
+            "    }\n"
+        )
         corefile = self.workdir / "Corefile"
         corefile.write_text(
             f".:{DNS_PORT} {{\n    bind {' '.join(GW_ADDRESSES)}\n    errors\n    log\n"
@@ -397,13 +394,16 @@ class Gateway:
 
     def start_natc_site(self) -> None:
         """The NATed user's local website: listens on all its addresses, yet the NAT (firewall)
-        lets nothing in from outside, so only `trc`'s tunnel can reach it."""
+        lets nothing in from outside, so only the tunnel client's tunnel can reach it."""
         self._site("natc-site", self.natc, "0.0.0.0", NATC_HTTP_PORT, NATC_TLS_PORT, "natc")
 
-    def start_trc(self, secret: str, name: str = "trc") -> Process:
-        """tcprouter's own client in the NATed namespace, tunnelling to its local site."""
+    def start_tunnel(self, secret: str, name: str = "tunnel") -> Process:
+        """The user's tunnel client in the NATed namespace, tunnelling to its local site.
+
+        `tftunnel` is the project's trc v0.1.0 drop-in (same flags, same wire protocol); the
+        upstream `trc` cannot be built here (the Go module proxy refuses tcprouter)."""
         args = [
-            binary("trc"),
+            binary("tftunnel"),
             "--secret", secret,
             "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
             "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
@@ -462,7 +462,10 @@ class Gateway:
             "--seed", str(self.seed_path),
             "--explorer", self.explorer_url + "/api/v1",
             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
-            "--endpoint", GW_CLIENT_ADDR,
+            "--tcp-client-port", str(TUNNEL_PORT),
+            "--location", "50.85,4.35,Brussels,Belgium,Europe",  # never ask a geoip service
+            # The backend's address is private (10.71.2.2): everything here is inside namespaces.
+            "--allow-private-backends",
         ]  # fmt: skip
         if self.poll_interval is not None:
             args += ["--poll-interval", str(self.poll_interval)]
@@ -503,9 +506,9 @@ class Gateway:
     # ---- users and workloads, through the development explorer's admin API -----------------
 
     def add_user(self) -> User:
-        key = SigningKey.generate()
-        info = self.call(self.admin.create_user(bytes(key.verify_key).hex()))
-        return User(info.id, key)
+        keys = UserKeys.generate()
+        info = self.call(self.admin.create_user(keys.public_key_hex))
+        return User(info.id, keys)
 
     def create(self, kind: str, user: User, **fields: object) -> int:
         """Publish a workload of `kind` for this gateway; returns its id."""
@@ -515,26 +518,47 @@ class Gateway:
     def delete(self, workload_id: int) -> None:
         self.call(self.admin.delete_workload(workload_id))
 
-    def result(self, workload_id: int) -> Result | None:
-        info = self.call(self.admin.get_workload(workload_id))
-        return _result(info) if info.answered else None
+    def results_put(self, workload_id: int) -> list[Result]:
+        """Every result the gateway PUT for this workload, oldest first.
+
+        The explorer's current copy is not enough: an error result makes the explorer ask for
+        the workload's deletion, so it soon reads `deleted`; the PUT history keeps the answer."""
+        gwid = self.call(self.admin.get_workload(workload_id)).gwid
+        puts = self.call(self.admin.state())["result_puts"]
+        return [
+            Result(
+                RESULT_STATES.get(int(put["result"]["state"]), str(put["result"]["state"])),
+                str(put["result"].get("message", "")),
+                str(put["result"].get("data_json", "null")),
+            )
+            for put in puts
+            if put.get("gwid") == gwid and put.get("status") == 201 and "result" in put
+        ]
 
     def wait_result(self, workload_id: int, timeout: float = 20.0, state: str = "") -> Result:
-        """The gateway's answer to a workload (or, with `state`, until it reaches that state)."""
-
-        def done(info: WorkloadInfo) -> bool:
-            if state == "deleted":
-                return info.next_action == 6
-            return info.answered and (not state or _result(info).state == state)
-
-        info = self.call(self.admin.wait_for_result(workload_id, timeout, predicate=done),
-                         timeout + 10)  # fmt: skip
-        return _result(info)
+        """The gateway's first answer to a workload; with `state="deleted"`, wait until the
+        gateway reported the workload deleted (the explorer's next_action 6)."""
+        if state == "deleted":
+            self.call(self.admin.wait_for_deleted(workload_id, timeout), timeout + 10)
+            return Result("deleted", "")
+        deadline = time.monotonic() + timeout
+        while True:
+            results = self.results_put(workload_id)
+            if results and (not state or results[-1].state == state):
+                return results[-1] if state else results[0]
+            if time.monotonic() > deadline:
+                info = self.call(self.admin.get_workload(workload_id))
+                raise TimeoutError(
+                    f"workload {workload_id} ({info.type}) not answered after {timeout}s: "
+                    f"next_action={info.next_action}, result={info.result}\n"
+                    f"agent log:\n{self.procs['agent'].tail() if 'agent' in self.procs else ''}"
+                )
+            time.sleep(0.05)
 
     def encrypt_secret(self, user: User, secret: str) -> str:
         """A reverse-proxy secret as the user's tooling encrypts it for this gateway."""
-        user_crypto = importlib.import_module("tfgateway.devexplorer.user_crypto")
-        return str(user_crypto.encrypt_secret(secret.encode(), self.identity.public_key, user.key))
+        # Version 2 (the dev explorer's default workload version): ECDH with the user's key.
+        return encrypt_secret(secret, self.node_id, version=2, user=user.keys)
 
     def redis_keys(self, pattern: str) -> list[str]:
         out = self.gw.run("redis-cli", "-p", str(REDIS_PORT), "--raw", "KEYS", pattern)
@@ -584,13 +608,6 @@ class Gateway:
         except (OSError, ssl.SSLError):
             return True
         return False
-
-
-def _result(info: WorkloadInfo) -> Result:
-    state = RESULT_STATES.get(info.state, str(info.state))
-    if info.next_action == 6:
-        state = "deleted"
-    return Result(state, str(info.result.get("message", "")), info)
 
 
 def _exchange(sock: socket.socket, host: str) -> HttpReply:

@@ -1,0 +1,47 @@
+"""The local run cannot rot: `scripts/demo.sh --check` starts it, runs every printed command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.netns import NETNS_DIR
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_demo_check_runs_every_printed_command(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    proc = subprocess.run(
+        [str(REPO / "scripts/demo.sh"), "--check", "--skip-setup", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert proc.returncode == 0, f"demo --check failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "check: all printed commands work" in proc.stdout
+    for tool in ("dig @10.71.1.1", "curl -sS", "ip netns exec"):
+        assert tool in proc.stdout
+    match = re.search(r"^Namespaces: (.+)$", proc.stdout, re.MULTILINE)
+    assert match, proc.stdout
+    names = match.group(1).split(", ")
+    assert len(names) == 4
+    assert not [n for n in names if (NETNS_DIR / n).exists()], "namespaces left behind"
+    assert not processes_mentioning(str(workdir)), "processes left behind"

@@ -1,0 +1,44 @@
+"""Reverse tunnel: `tftunnel` (trc v0.1.0's drop-in), in a NATed namespace, serves a site.
+
+Upstream `trc` cannot be built here (the Go module proxy refuses tcprouter), so the user's
+client is the project's trc-compatible `tftunnel`: same flags, same yamux wire protocol.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from tests.support.gateway import (
+    GW_CLIENT_ADDR,
+    MANAGED_DOMAIN,
+    NATC_ADDR,
+    NATC_HTTP_PORT,
+    Gateway,
+    wait_for,
+)
+
+
+def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:
+    user = gateway.add_user()
+    name = f"{label}.{MANAGED_DOMAIN}"
+    sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
+    assert gateway.wait_result(sid).state == "ok"
+
+    secret = f"{user.id}:{secrets.token_hex(8)}"
+    rid = gateway.create(
+        "reverse_proxy", user, domain=name, secret=gateway.encrypt_secret(user, secret)
+    )
+    assert gateway.wait_result(rid).state == "ok"
+    gateway.start_natc_site()
+    # The NATed home really is unreachable from outside: only the tunnel gets in.
+    assert gateway.natc.port_open(NATC_ADDR, NATC_HTTP_PORT)
+    assert not gateway.gw.port_open(NATC_ADDR, NATC_HTTP_PORT)
+    gateway.start_tunnel(secret)
+
+    wait_for(lambda: gateway.http(name).status == 200, timeout=20, what=f"tunnel {name}")
+    reply = gateway.http(name)
+    assert reply.headers["x-site"] == "natc-site"
+    assert reply.body == f"natc-site http host={name}\n".encode()
+    tls = gateway.https(name)
+    assert tls.peer_cert_der == gateway.site_cert_der("natc")
+    assert tls.reply.body == f"natc-site https host={name}\n".encode()
