@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"tfgateway.dev/dataplane/router/internal/routes"
@@ -188,8 +189,14 @@ func copyConn(dst, src net.Conn) (int64, error) {
 			return io.Copy(d, s)
 		}
 	}
-	return io.Copy(dst, src)
+	// Tunnel streams: a large buffer means fewer, larger yamux frames (the window is
+	// 256 KiB). Wrapping hides WriterTo/ReaderFrom, which would pick a 32 KiB buffer.
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 func finish(dst, src net.Conn, err error) {
 	if err != nil {
