@@ -106,6 +106,7 @@ class DevExplorer:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._pause_task: asyncio.Task[None] | None = None
+        self._pause_starter: asyncio.Task[None] | None = None
         self.app = self._build_app()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -139,10 +140,12 @@ class DevExplorer:
         log.info("development explorer listening on %s", self.admin_url)
 
     async def stop(self) -> None:
-        if self._pause_task is not None:
-            self._pause_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pause_task
+        """Stop serving and write a final snapshot (when `--state` is used)."""
+        for task in (self._pause_starter, self._pause_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -152,6 +155,8 @@ class DevExplorer:
 
     async def pause(self, seconds: float) -> None:
         """Stop listening (connections refused, open ones closed) for `seconds`, then resume."""
+        if self._pause_task is not None and not self._pause_task.done():
+            self._pause_task.cancel()  # a new pause replaces the running one
         if self._site is not None:
             await self._site.stop()
             self._site = None
@@ -159,13 +164,19 @@ class DevExplorer:
             for connection in list(self._runner.server.connections):
                 connection.force_close()
         log.warning("listener paused for %.1f s", seconds)
+        self._pause_task = asyncio.create_task(self._resume_after(seconds))
 
-        async def resume() -> None:
-            await asyncio.sleep(seconds)
-            await self._listen()
+    async def _resume_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        while self._runner is not None:
+            try:
+                await self._listen()
+            except OSError as exc:  # someone took the port meanwhile: keep trying
+                log.error("cannot listen again on %s:%s: %s", self.host, self.port, exc)
+                await asyncio.sleep(1.0)
+                continue
             log.warning("listener resumed")
-
-        self._pause_task = asyncio.create_task(resume())
+            return
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -298,6 +309,8 @@ class DevExplorer:
                     content_type="application/json",
                 )
             return response
+        except web.HTTPException:
+            raise
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return _error(500, "internal error in the development explorer")
@@ -542,10 +555,12 @@ class DevExplorer:
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         # answer first, then stop listening
-        asyncio.get_running_loop().call_soon(
-            lambda: asyncio.ensure_future(self.pause(float(seconds)))
-        )
+        self._pause_starter = asyncio.create_task(self._pause_soon(float(seconds)))
         return _json_response({"paused_for": seconds})
+
+    async def _pause_soon(self, seconds: float) -> None:
+        await asyncio.sleep(0.05)  # let the admin answer reach the client
+        await self.pause(seconds)
 
     async def _admin_reset(self, request: web.Request) -> web.Response:
         self._apply("reset")
