@@ -126,6 +126,7 @@ class Agent:
             metrics=self.metrics,
             poll_interval=config.poll_interval,
             reconcile_interval=config.reconcile_interval,
+            replay_interval=config.replay_interval,
             backoff=_backoff_factory(max(config.max_backoff, config.poll_interval)),
         )
         self._stop = asyncio.Event()

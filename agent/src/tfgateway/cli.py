@@ -168,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-apply every live workload to redis this often (default %(default)s)",
     )
     p.add_argument(
+        "--replay-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="ask the explorer for all workloads again (as after a restart) this often, so no "
+        "delete is ever missed (default %(default)s)",
+    )
+    p.add_argument(
         "--max-backoff",
         type=float,
         default=30.0,
@@ -241,6 +249,7 @@ def parse_config(argv: Sequence[str]) -> Config:
     for flag, value in (
         ("--poll-interval", a.poll_interval),
         ("--reconcile-interval", a.reconcile_interval),
+        ("--replay-interval", a.replay_interval),
         ("--max-backoff", a.max_backoff),
     ):
         if not value > 0:
@@ -264,6 +273,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         metrics_listen=a.metrics_listen,
         poll_interval=a.poll_interval,
         reconcile_interval=a.reconcile_interval,
+        replay_interval=a.replay_interval,
         max_backoff=a.max_backoff,
     )
 

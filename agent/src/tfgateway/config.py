@@ -30,6 +30,7 @@ class Config:
     metrics_listen: str = ""
     poll_interval: float = 10.0
     reconcile_interval: float = 60.0
+    replay_interval: float = 600.0
     uptime_interval: float = 600.0
     max_backoff: float = 30.0
     request_timeout: float = 15.0

@@ -94,6 +94,7 @@ class Engine:
         metrics: Metrics | None = None,
         poll_interval: float = 10.0,
         reconcile_interval: float = 300.0,
+        replay_interval: float = 600.0,
         backoff: Callable[[], Backoff] = Backoff,
     ) -> None:
         self.identity = identity
@@ -105,6 +106,7 @@ class Engine:
         self.metrics = metrics
         self.poll_interval = poll_interval
         self.reconcile_interval = reconcile_interval
+        self.replay_interval = replay_interval
         self._backoff = backoff()
         self.live: dict[str, Reservation] = {}
         self.counters = Counters()
@@ -207,10 +209,19 @@ class Engine:
             pass
 
     async def run(self) -> None:
-        """Poll and process until cancelled."""
+        """Poll and process until cancelled.
+
+        Every `replay_interval` the cursor goes back to 0, as after a restart: a delete the
+        explorer failed to queue for us (or that we missed) is still seen, and results it has
+        not acknowledged are sent again.
+        """
         loop = asyncio.get_running_loop()
+        last_replay = loop.time()
         while True:
             started = loop.time()
+            if started - last_replay >= self.replay_interval:
+                last_replay = started
+                self._replay = True
             try:
                 advanced = await self.poll_once()
             except Exception:

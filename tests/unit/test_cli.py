@@ -1,0 +1,159 @@
+"""The `tfgateway` command line: Go defaults, validation with exit status 2, subcommands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from tfgateway.cache import RESERVATIONS_KEY
+from tfgateway.cli import build_parser, main, parse_config
+from tfgateway.models import Location
+from tfgateway.outbox import OUTBOX_KEY
+from tfgateway.reservation import GoTime, Reservation, Result, encode_cache_value
+
+
+def test_go_defaults() -> None:
+    c = parse_config([])
+    assert (c.seed, c.explorer, c.redis) == (
+        "identity.seed",
+        "https://explorer.grid.tf/api/v1",
+        "tcp://localhost:6379",
+    )
+    assert (c.farm, c.tcp_client_port, c.endpoint, c.wg_iface, c.free, c.debug) == (
+        0,
+        18000,
+        "",
+        "wg-tfgateway",
+        False,
+        False,
+    )
+    assert (c.domains, c.nameservers, c.location) == ((), (), None)
+    assert not c.fourtosix_enabled
+    assert c.poll_interval == 10.0
+    assert not c.allow_private_backends
+
+
+def test_go_spellings_repeat_and_commas() -> None:
+    c = parse_config(
+        [
+            "-seed", "/tmp/s", "--domains", "GW.Example.com",
+            "--domains=a.example.org,b.example.org",
+            "-nameservers", "ns1.example.com", "--free=false", "--debug", "-farm", "7",
+            "--endpoint", "gw.example.com:51820",
+        ]
+    )  # fmt: skip
+    assert c.seed == "/tmp/s"
+    assert c.domains == ("gw.example.com", "a.example.org", "b.example.org")
+    assert c.nameservers == ("ns1.example.com",)
+    assert (c.free, c.debug, c.farm) == (False, True, 7)
+    assert c.fourtosix_enabled
+
+
+def test_location_and_addresses() -> None:
+    c = parse_config(
+        ["--location", "51.05,3.72,Ghent,Belgium,Europe", "--gateway-address", "2a02::1,1.2.3.4"]
+    )
+    assert c.location == Location(
+        city="Ghent", country="Belgium", continent="Europe", latitude=51.05, longitude=3.72
+    )
+    assert c.gateway_addresses == ("2a02::1", "1.2.3.4")
+    assert parse_config(["--location", "1,2"]).location == Location(latitude=1, longitude=2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--domains", "bad domain"], "--domains 'bad domain'"),
+        (["--domains", "xn--zz--.example.com"], "--domains"),
+        (["--nameservers", "ns1"], "--nameservers 'ns1'"),
+        (["--redis", "http://x"], "--redis"),
+        (["--explorer", "explorer.grid.tf"], "--explorer"),
+        (["--tcp-client-port", "70000"], "--tcp-client-port"),
+        (["--endpoint", "nohost"], "--endpoint"),
+        (["--location", "north"], "--location"),
+        (["--location", "0,0"], "0,0"),
+        (["--gateway-address", "gw.example.com"], "--gateway-address"),
+        (["--metrics-listen", "9100"], "metrics listen"),
+        (["--poll-interval", "0"], "--poll-interval"),
+        (["--free=maybe"], "not a boolean"),
+    ],
+)
+def test_bad_values_exit_2_with_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_config(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_mentions_every_flag() -> None:
+    text = build_parser().format_help()
+    for flag in (
+        "--seed", "--explorer", "--redis", "--debug", "--farm", "--nameservers", "--domains",
+        "--tcp-client-port", "--endpoint", "--wg-iface", "--free", "--location",
+        "--allow-private-backends", "--gateway-address", "--metrics-listen", "--poll-interval",
+    ):  # fmt: skip
+        assert flag in text
+    assert "(default 18000)" in text
+
+
+def test_identity_json_matches_spec_vectors(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    seed.write_bytes(b'"1.0.0"' + b"a" * 32)
+    out = subprocess.run(
+        [sys.executable, "-m", "tfgateway", "identity", "--seed", str(seed), "--json"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout) == {
+        "node_id": "CnEDk9HrMnmiHXEV1WFgbVCRteYnPqsJwrTdcZaNhFVW",
+        "public_key_hex": "af06a3e3291714e4f356c19c9b15cd1951ec6e6662aa77be07547f289383341d",
+        "wireguard_public_key": "QElQLbksojQsP5LaxdbefIXbXfVAeltJls458u+36Cc=",
+        "ipv6_prefix": "fd5e:ca9b:d3eb:7c0::/64",
+    }
+
+
+def test_identity_bad_seed_is_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed = tmp_path / "seed"
+    seed.write_bytes(b'"9.9.9"xyz')
+    assert main(["identity", "--seed", str(seed)]) == 1
+    assert "unknown seed version" in capsys.readouterr().err
+
+
+def test_status_table_and_backlog(
+    redis_url: str, redis_db: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = Reservation(
+        id="4521-1",
+        user_id="42",
+        type="subdomain",
+        data=b'{"domain":"app.gw.example.com","destination":["1.2.3.4"]}',
+        created=GoTime.from_unix(1610000000),
+        result=Result(type="subdomain", id="4521-1", created=GoTime.now_utc(), state=1),
+    )
+    redis_db.hset(RESERVATIONS_KEY, r.id, encode_cache_value(r))
+    redis_db.hset(RESERVATIONS_KEY, "9-9", b"garbage")
+    redis_db.hset(OUTBOX_KEY, f"{7:020d}", json.dumps({"op": "delete", "id": "77-1", "queued": 1}))
+    assert main(["status", "--redis", redis_url]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["TYPE", "ID", "DOMAIN", "OWNER", "STATE", "AGE"]
+    assert lines[1].split()[:5] == ["subdomain", "4521-1", "app.gw.example.com", "42", "ok"]
+    assert "1 undecodable cache entries: 9-9" in out
+    assert "delivery backlog: 0 results, 1 deletes" in out
+    assert "delete 77-1" in out
+    assert main(["status", "--redis", redis_url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["workloads"][0]["domain"] == "app.gw.example.com"
+    assert doc["backlog"] == [{"op": "delete", "id": "77-1", "queued": 1.0}]
+
+
+def test_status_unreachable_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--redis", "tcp://127.0.0.1:1"]) == 1
+    assert "cannot read redis" in capsys.readouterr().err
