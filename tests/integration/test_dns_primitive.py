@@ -244,9 +244,15 @@ async def test_delegation_ownership(store: DNSStore, redis_db: redis.Redis) -> N
     await prov.decommission(delegate("99", "gateway.example.com"))
     await SubdomainProvisioner(store).decommission(subdomain("99", "www.example.org", []))
     assert snapshot(redis_db) == before
-    # the same user may nest a zone in its own zone
+    # the same user may nest a zone in its own zone; removing the outer one keeps the inner
     await prov.provision(delegate("42", "sub.example.org", "2-2"))
     assert redis_db.hget("zone", "sub.example.org") == b'{"Owner":"42"}'
+    await SubdomainProvisioner(store).provision(subdomain("42", "api.sub.example.org", ["1.1.1.1"]))
+    await prov.decommission(delegate("42", "example.org"))
+    assert redis_db.exists("example.org.") == 0
+    assert redis_db.hget("managed_domains", "www.example.org") is None
+    assert redis_db.hget("managed_domains", "api.sub.example.org") == b"42"
+    assert redis_db.hget("sub.example.org.", "api") == b'{"a":[{"ip":"1.1.1.1","ttl":3600}]}'
 
 
 async def test_concurrent_claims_have_exactly_one_winner(

@@ -491,7 +491,19 @@ class DNSStore:
                 for name, who in (await pipe.hgetall(MANAGED_DOMAINS_KEY)).items()
                 if _text(who) == user
             ]
-            stale = [n for n in names if n == domain or n.endswith("." + domain)]
+            nested = [
+                z
+                for z in (_text(k) or "" for k in await pipe.hkeys(ZONE_OWNERS_KEY))
+                if z.endswith("." + domain)
+            ]
+
+            def inside(name: str, zone: str) -> bool:
+                return name == zone or name.endswith("." + zone)
+
+            # names of this zone only: those in a nested zone of the user stay with it
+            stale = [
+                n for n in names if inside(n, domain) and not any(inside(n, z) for z in nested)
+            ]
             pipe.multi()
             pipe.delete(zone_key(domain))
             pipe.hdel(ZONE_OWNERS_KEY, domain)
