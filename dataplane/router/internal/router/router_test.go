@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"tfgateway.dev/dataplane/router/internal/config"
 	"tfgateway.dev/dataplane/router/internal/testutil"
 )
 
@@ -358,5 +360,79 @@ func TestListenErrorTyped(t *testing.T) {
 	var le *ListenError
 	if !errors.As(err, &le) || le.Listener != ListenerHTTP {
 		t.Fatalf("err = %v, want *ListenError for http", err)
+	}
+}
+
+// trs cannot AUTH to redis; tfrouter uses [server.dbbackend] password.
+func TestRedisPassword(t *testing.T) {
+	rd := testutil.StartRedisWithPassword(t, "s3cret")
+	_, p := named(t, "auth")
+	text := fmt.Sprintf("[server]\naddr = \"127.0.0.1\"\nport = %d\nhttpport = %d\nclientsport = %d\n"+
+		"[server.dbbackend]\ntype = \"redis\"\naddr = \"127.0.0.1\"\nport = %d\npassword = \"s3cret\"\n",
+		testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t), rd.Port)
+	cfg, err := config.Parse("auth", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(cfg, Options{TargetPolicy: allowAll, Log: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-r.Ready()
+	setRoute(t, rd, "auth.example", "127.0.0.1", "", 0, p)
+	testutil.WaitFor(t, 10*time.Second, "request via an authenticated redis feed", func() bool {
+		got, err := get(r.Addr(ListenerHTTP).String(), "auth.example")
+		return err == nil && strings.HasPrefix(got, "auth ")
+	})
+}
+
+// A backend whose accept queue is full never completes the TCP handshake: the dial must
+// give up after DialTimeout and close the client, not hang (trs has no dial timeout).
+func TestBackendDialTimeout(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	port := sa.(*syscall.SockaddrInet4).Port
+	// fill the accept queue (nobody accepts)
+	var fillers []net.Conn
+	defer func() {
+		for _, c := range fillers {
+			c.Close()
+		}
+	}()
+	for range 4 {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		fillers = append(fillers, c)
+	}
+	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"slow.example\"]\naddr = \"127.0.0.1\"\nhttpport = %d\n", port),
+		Options{DialTimeout: 300 * time.Millisecond})
+	c, err := net.Dial("tcp", r.http())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprint(c, "GET / HTTP/1.0\r\nHost: slow.example\r\n\r\n")
+	if !closedWithin(c, 5*time.Second) {
+		t.Fatal("client not closed after the backend dial timed out")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %v; DialTimeout is 300ms", d)
+	}
+	if v := promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerHTTP, "slow.example", kindDial)); v != 1 {
+		t.Fatalf("dial errors = %v", v)
 	}
 }

@@ -129,3 +129,42 @@ func TestTunnelPortRejectsJunk(t *testing.T) {
 		t.Fatal("junk registered")
 	}
 }
+
+// The client's FIN travels through the tunnel (yamux FIN) and the client side of the tunnel
+// passes it on to the local service, which answers only then.
+func TestTunnelHalfClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				fmt.Fprintf(c, "read %d bytes", len(b))
+			}()
+		}
+	}()
+	r := startRouter(t, 0, "[server.services.\"hc.example\"]\nclientsecret = \"9:hc\"\n", Options{})
+	trc(t, "9:hc", r.trcAddr(), l.Addr().String(), "")
+	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
+	c, err := net.Dial("tcp", r.http())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "POST / HTTP/1.1\r\nHost: hc.example\r\n\r\nbody"
+	fmt.Fprint(c, req)
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != fmt.Sprintf("read %d bytes", len(req)) {
+		t.Fatalf("got %q, %v", b, err)
+	}
+}

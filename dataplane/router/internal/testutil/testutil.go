@@ -59,18 +59,22 @@ func Binary(t testing.TB, name string) string {
 
 // Redis is a redis-server started for one test.
 type Redis struct {
-	Port   int
-	Client *redis.Client
-	cmd    *exec.Cmd
-	t      testing.TB
+	Port     int
+	Password string
+	Client   *redis.Client
+	cmd      *exec.Cmd
+	t        testing.TB
 }
 
 // StartRedis runs /usr/bin/redis-server on a free port without persistence.
-func StartRedis(t testing.TB) *Redis {
+func StartRedis(t testing.TB) *Redis { t.Helper(); return StartRedisWithPassword(t, "") }
+
+// StartRedisWithPassword is StartRedis with requirepass set (when not empty).
+func StartRedisWithPassword(t testing.TB, password string) *Redis {
 	t.Helper()
-	r := &Redis{Port: FreePort(t), t: t}
+	r := &Redis{Port: FreePort(t), Password: password, t: t}
 	r.Start()
-	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr()})
+	r.Client = redis.NewClient(&redis.Options{Addr: r.Addr(), Password: password})
 	t.Cleanup(func() { _ = r.Client.Close(); r.Stop() })
 	return r
 }
@@ -85,12 +89,16 @@ func (r *Redis) Start() {
 	if _, err := os.Stat(bin); err != nil {
 		r.t.Fatalf("redis-server missing at %s: install the redis-server package", bin)
 	}
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	args := []string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no"}
+	if r.Password != "" {
+		args = append(args, "--requirepass", r.Password)
+	}
+	r.cmd = exec.Command(bin, args...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), Password: r.Password, MaxRetries: -1})
 	defer c.Close()
 	WaitFor(r.t, 10*time.Second, "redis-server up", func() bool {
 		return c.Ping(context.Background()).Err() == nil
