@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tfgateway.devexplorer.__main__ import parse_args
+from tfgateway.devexplorer.server import DevExplorer, LoadError
 
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.processes import free_port
@@ -107,25 +109,45 @@ def test_bad_load_files_are_clear_errors(tmp_path: Path, content: str | None, me
     path = tmp_path / "seed.json"
     if content is not None:
         path.write_text(content)
+    with pytest.raises(LoadError) as err:
+        DevExplorer().load_seed_file(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert message in str(err.value)
+
+
+def test_bad_load_file_stops_the_program_with_a_message(tmp_path: Path) -> None:
+    path = tmp_path / "seed.json"
+    path.write_text('{"workloads": [{"type": "ftp", "node_id": "n"}]}')
     result = run_cli("--port", str(free_port()), "--load", str(path))
     assert result.returncode == 2
-    assert str(path) in result.stderr
-    assert message in result.stderr
+    assert f"{path}: workloads.0.type: " in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_bad_state_file_and_arguments_are_clear_errors(tmp_path: Path) -> None:
+def test_bad_state_file_is_a_clear_error(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     state.write_text('{"format": 99}')
     result = run_cli("--port", str(free_port()), "--state", str(state))
     assert result.returncode == 2
     assert "not a usable state file" in result.stderr
-    result = run_cli("--port", "70000")
-    assert result.returncode == 2
-    assert "not a TCP port" in result.stderr
-    result = run_cli("--state", str(tmp_path / "missing-dir" / "s.json"))
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "not a TCP port"),
+        (["--state", "/nonexistent-dir/s.json"], "does not exist"),
+        (["--log-level", "loud"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
