@@ -19,6 +19,9 @@ type Acceptor struct {
 	// OnRegister and OnReject, if set, observe outcomes (metrics).
 	OnRegister func(s *Session)
 	OnReject   func(err error)
+	// KeepAlive and WriteTimeout override go-yamux's 30 s and 10 s (tests only).
+	KeepAlive    time.Duration
+	WriteTimeout time.Duration
 }
 
 // MuxConfig is go-yamux v1.2.4's default as far as the wire is concerned (256 KiB window,
@@ -40,7 +43,14 @@ func MuxConfig(logOut io.Writer) *yamux.Config {
 // is registered or refused. The session then lives on its own goroutines.
 func (a *Acceptor) Handle(conn net.Conn) {
 	log := a.Log.With("remote", conn.RemoteAddr().String())
-	mux, err := yamux.Server(conn, MuxConfig(slogWriter{log}))
+	cfg := MuxConfig(slogWriter{log})
+	if a.KeepAlive > 0 {
+		cfg.KeepAliveInterval = a.KeepAlive
+	}
+	if a.WriteTimeout > 0 {
+		cfg.ConnectionWriteTimeout = a.WriteTimeout
+	}
+	mux, err := yamux.Server(conn, cfg)
 	if err != nil {
 		_ = conn.Close()
 		a.reject(log, err)

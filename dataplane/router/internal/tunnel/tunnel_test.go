@@ -297,3 +297,43 @@ func TestAcceptorHandshake(t *testing.T) {
 		t.Fatal("client not registered")
 	}
 }
+
+// A client that registers and then stops answering (frozen process, dead link without a
+// FIN) fails the keepalive ping and is removed at once.
+func TestKeepaliveFailureRemovesSession(t *testing.T) {
+	r := NewRegistry(testLimits)
+	acc := &Acceptor{Registry: r, HandshakeTimeout: 5 * time.Second, MaxSecret: 64,
+		Log: slog.New(slog.DiscardHandler), KeepAlive: 100 * time.Millisecond, WriteTimeout: 300 * time.Millisecond}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			acc.Handle(c)
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// yamux v0 frames by hand: open stream 1 (window update + SYN), the handshake as one
+	// data frame, FIN; then this client never reads or answers a ping again.
+	frame := func(typ byte, flags uint16, id uint32, body []byte) []byte {
+		h := []byte{0, typ, byte(flags >> 8), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id),
+			byte(len(body) >> 24), byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
+		return append(h, body...)
+	}
+	var hs bytes.Buffer
+	_ = WriteHandshake(&hs, "7:frozen")
+	msg := append(frame(1, 1, 1, nil), frame(0, 0, 1, hs.Bytes())...)
+	msg = append(msg, frame(1, 4, 1, nil)...)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registration", func() bool { return r.Len() == 1 })
+	waitFor(t, "frozen client removed after a missed keepalive", func() bool { return r.Len() == 0 })
+}
