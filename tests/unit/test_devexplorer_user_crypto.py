@@ -15,6 +15,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
+from tfgateway.crypto import decrypt_secret
 from tfgateway.devexplorer.user_crypto import (
     UserCryptoError,
     UserKeys,
@@ -24,6 +25,7 @@ from tfgateway.devexplorer.user_crypto import (
     seal_ecdh,
     seal_v0,
 )
+from tfgateway.identity import Identity
 
 GW_SEED_V0 = b"12345678901234567890123456789012"
 GW_SEED_V1 = b"2" * 32
@@ -94,3 +96,12 @@ def test_ecdh_without_user_keys_is_a_clear_error() -> None:
 def test_bad_gateway_keys_are_clear_errors(gateway: str | bytes) -> None:
     with pytest.raises(UserCryptoError):
         encrypt_secret("42:x", gateway, version=0)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_the_agents_decrypt_secret_reads_what_users_encrypt(version: int) -> None:
+    """Cross-check with the agent's own implementation (tfgateway.crypto)."""
+    gateway = Identity(b"g" * 32)
+    user = UserKeys(USER_SEED)
+    secret = encrypt_secret("42:s3cret", gateway.node_id, version=version, user=user)
+    assert decrypt_secret(secret, version, gateway, user.public_key) == b"42:s3cret"
