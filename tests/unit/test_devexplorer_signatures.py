@@ -7,6 +7,8 @@ import base64
 import pytest
 from nacl.signing import SigningKey
 from tfgateway.devexplorer.signatures import Headers, SignatureError, signing_string, verify
+from tfgateway.httpsig import sign_headers
+from tfgateway.identity import Identity
 
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
 DATE = "Thu, 07 Jan 2021 06:13:20 GMT"
@@ -84,3 +86,15 @@ def test_rejections_have_the_httpsig_reason(changes: dict[str, str | None], mess
 def test_no_freshness_check_like_upstream() -> None:
     # created/Date from 2021 still verify: the explorer has no replay window (spec F7)
     assert verify(headers()) == NODE
+
+
+def test_the_agents_signer_is_accepted() -> None:
+    """Cross-check with the agent's own signer (tfgateway.httpsig), fresh and at the vector."""
+    identity = Identity(b"helloworldhelloworldhelloworld12")
+    assert verify(Headers.from_mapping(sign_headers(identity))) == NODE
+    vector = sign_headers(identity, created=1610000000, date=DATE)
+    assert vector["Authorization"] == AUTH
+    other = Identity(b"a" * 32)
+    forged = {**sign_headers(other), "Threebot-Id": NODE}
+    with pytest.raises(SignatureError):
+        verify(Headers.from_mapping(forged))
