@@ -166,7 +166,7 @@ func TestBuildZoneLimits(t *testing.T) {
 	}
 	var logs []string
 	logf := func(f string, a ...any) { logs = append(logs, f) }
-	bz := buildZone("example.com.", fields, zoneDefaults{ttl: 300, nameservers: []string{"ns1.gw.test."}},
+	bz := buildZone("example.com.", fields, nil, zoneDefaults{ttl: 300, nameservers: []string{"ns1.gw.test."}},
 		zoneLimits{maxRecords: 4, maxValueBytes: 100}, logf)
 	n := 0
 	for _, e := range bz.zone.All() {

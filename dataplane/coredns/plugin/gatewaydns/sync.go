@@ -351,7 +351,7 @@ func (s *syncer) build(key string, fields map[string]string, old *builtZone) *bu
 	if old != nil && old.digest == contentDigest(fields) {
 		return old
 	}
-	return buildZone(name, fields, s.cfg.zoneDefaults(), s.cfg.limits(), log.Warningf)
+	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), log.Warningf)
 }
 
 func isWrongType(err error) bool {

@@ -41,6 +41,16 @@ type builtZone struct {
 	name   string
 	zone   *file.Zone
 	digest [32]byte
+	owners map[string]parsedOwner // by hash field, to reuse on the next rebuild
+}
+
+// parsedOwner keeps an owner's decoded records with the value they came from. A change to a
+// zone rebuilds its tree, but only owners whose value changed are decoded (and their
+// problems logged) again. The zone gets copies: file.Zone.Insert normalises the record it is
+// given in place, and the previous zone may still be answering queries with its own.
+type parsedOwner struct {
+	value string
+	recs  ownerRecords
 }
 
 // contentDigest hashes the hash fields in a canonical order: same content, same digest,
@@ -98,7 +108,8 @@ func ownerName(field, origin string) (string, bool) {
 
 // buildZone turns the fields of the redis hash `origin` into a CoreDNS file.Zone. Bad
 // owners and records are reported through logf and skipped; the rest of the zone is served.
-func buildZone(origin string, fields map[string]string, def zoneDefaults, lim zoneLimits,
+// prev, when not nil, is the previous build of the same zone with the same defaults.
+func buildZone(origin string, fields map[string]string, prev *builtZone, def zoneDefaults, lim zoneLimits,
 	logf func(format string, args ...any)) *builtZone {
 	digest := contentDigest(fields)
 	z := file.NewZone(origin, "")
@@ -118,6 +129,7 @@ func buildZone(origin string, fields map[string]string, def zoneDefaults, lim zo
 		return owners[i] < owners[j]
 	})
 
+	parsed := make(map[string]parsedOwner, len(fields))
 	var apexSOA *soaRecord
 	count := 0
 	truncated := false
@@ -133,10 +145,16 @@ func buildZone(origin string, fields map[string]string, def zoneDefaults, lim zo
 				origin, field, len(value), lim.maxValueBytes)
 			continue
 		}
-		recs := parseOwner(name, name == origin, []byte(value), def.ttl)
-		for _, p := range recs.problems {
-			logf("zone %s: owner %q: %s", origin, field, p)
+		var recs ownerRecords
+		if old, ok := prev.owner(field); ok && old.value == value {
+			recs = old.recs
+		} else {
+			recs = parseOwner(name, name == origin, []byte(value), def.ttl)
+			for _, p := range recs.problems {
+				logf("zone %s: owner %q: %s", origin, field, p)
+			}
 		}
+		parsed[field] = parsedOwner{value: value, recs: recs}
 		if recs.soa != nil {
 			apexSOA = recs.soa
 		}
@@ -145,7 +163,7 @@ func buildZone(origin string, fields map[string]string, def zoneDefaults, lim zo
 				truncated = true
 				break
 			}
-			if err := z.Insert(rr); err != nil {
+			if err := z.Insert(dns.Copy(rr)); err != nil {
 				logf("zone %s: owner %q: %v", origin, field, err)
 				continue
 			}
@@ -164,7 +182,15 @@ func buildZone(origin string, fields map[string]string, def zoneDefaults, lim zo
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
-	return &builtZone{name: origin, zone: z, digest: digest}
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed}
+}
+
+func (b *builtZone) owner(field string) (parsedOwner, bool) {
+	if b == nil {
+		return parsedOwner{}, false
+	}
+	o, ok := b.owners[field]
+	return o, ok
 }
 
 func isApexField(f string) bool { return f == "@" || f == "" }
