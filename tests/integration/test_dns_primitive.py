@@ -226,7 +226,10 @@ async def test_delegation_ownership(store: DNSStore, redis_db: redis.Redis) -> N
         (delegate("99", "sub.example.org"), "inside example.org"),
         (delegate("99", "gateway.example.com"), "managed by this gateway"),
         (delegate("99", "x.gateway.example.com"), "inside gateway.example.com"),
-        (delegate("99", "example.com"), "inside it belongs"),
+        (delegate("99", "example.com"), "nameserver of this gateway"),
+        (delegate("99", "ns1.gateway.example.com"), "nameserver of this gateway"),
+        (subdomain("99", "ns2.gateway.example.com", ["6.6.6.6"]), "nameserver of this gateway"),
+        (subdomain("42", "ns1.gateway.example.com", ["6.6.6.6"]), "nameserver of this gateway"),
         (subdomain("99", "evil.example.org", ["6.6.6.6"]), "belongs to another user"),
         (subdomain("99", "www.example.org", ["6.6.6.6"]), "another user"),
         (subdomain("99", "example.org", ["6.6.6.6"]), "another user"),
@@ -239,6 +242,10 @@ async def test_delegation_ownership(store: DNSStore, redis_db: redis.Redis) -> N
         )
         with pytest.raises(ProvisionError, match=message):
             await p.provision(r)
+    # a zone around another user's zone (here: around the gateway's managed domain)
+    plain = DNSStore(store._redis, GW, [])
+    with pytest.raises(ProvisionError, match="inside it belongs"):
+        await DelegateProvisioner(plain).provision(delegate("99", "example.com"))
     # another user's decommissions leave everything as it was
     await prov.decommission(delegate("99", "example.org"))
     await prov.decommission(delegate("99", "gateway.example.com"))

@@ -204,6 +204,8 @@ async def test_proxy_and_dns_ownership_are_one(
     with pytest.raises(ProvisionError, match="belongs to another user"):
         await prov.provision(proxy("99", "app.gw.example.com", "6.6.6.6"))
     await prov.provision(proxy("42", "app.gw.example.com", "8.8.8.8"))
+    with pytest.raises(ProvisionError, match="managed by this gateway"):
+        await prov.provision(proxy("42", "gw.example.com", "8.8.8.8"))
     # and the other way round: a name proxied by one user cannot become another's subdomain
     await prov.provision(proxy("7", "free.gw.example.com", "8.8.4.4"))
     with pytest.raises(ProvisionError, match="another user's proxy"):

@@ -47,6 +47,7 @@ __all__ = [
     "owner_txt_value",
     "record_set_value",
     "zone_key",
+    "zone_owner_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _zone_owner_value(owner: str) -> bytes:
     return gojson.marshal({"Owner": owner})
 
 
-def _parse_zone_owner(value: bytes | str | None) -> str | None:
+def zone_owner_of(value: bytes | str | None) -> str | None:
     """Owner from a `zone` hash value; Go decodes the key case-insensitively."""
     text = _text(value)
     if text is None:
@@ -148,7 +149,7 @@ def _is_empty(records: dict[str, Any]) -> bool:
 
 
 async def _zone_owner(client: Any, zone: str) -> str | None:
-    return _parse_zone_owner(await client.hget(ZONE_OWNERS_KEY, zone))
+    return zone_owner_of(await client.hget(ZONE_OWNERS_KEY, zone))
 
 
 async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
@@ -159,7 +160,7 @@ async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
         return None
     values = await client.hmget(ZONE_OWNERS_KEY, candidates)
     for zone, value in zip(candidates, values, strict=True):
-        owner = _parse_zone_owner(value)
+        owner = zone_owner_of(value)
         if owner is not None:
             return zone, owner
     return None
@@ -196,6 +197,9 @@ class DNSStore:
         self._redis = redis_client
         self.identity = identity_node_id
         self.nameservers = [_fqdn(normalize_domain(ns)) for ns in nameservers]
+        # the gateway's own nameserver names: whoever held their records could hijack every
+        # zone delegated to this gateway, so no user may have them or a zone around them
+        self.reserved_names = frozenset(ns.rstrip(".") for ns in self.nameservers)
         self._hostmaster = _mailbox(hostmaster) if hostmaster else None
 
     # ----- helpers -----
@@ -316,8 +320,14 @@ class DNSStore:
 
     # ----- subdomains -----
 
+    def _check_reserved(self, domain: str, *, zone: bool) -> None:
+        for name in self.reserved_names:
+            if name == domain or (zone and name.endswith("." + domain)):
+                raise ProvisionError(f"{domain} holds {name}, a nameserver of this gateway")
+
     async def add_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
         """Point `domain` at `ips` for `user` (merged with the user's existing records)."""
+        self._check_reserved(domain, zone=False)
         from tfgateway.proxy import proxy_key, proxy_owner
 
         async def body(pipe: Any) -> str:
@@ -423,6 +433,7 @@ class DNSStore:
             owner = await _zone_owner(pipe, domain)
             if owner == self.identity:
                 raise ProvisionError(f"{domain} is a domain managed by this gateway")
+            self._check_reserved(domain, zone=True)
             if owner is not None and owner != user:
                 raise ProvisionError(f"cannot delegate domain {domain}: owned by another user")
             labels = domain.split(".")
@@ -431,7 +442,7 @@ class DNSStore:
                 for zone, value in zip(
                     ancestors, await pipe.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
                 ):
-                    other = _parse_zone_owner(value)
+                    other = zone_owner_of(value)
                     if other is not None and other != user:
                         whose = "this gateway" if other == self.identity else "another user"
                         raise ProvisionError(
@@ -441,7 +452,7 @@ class DNSStore:
             suffix = "." + domain
             for raw_zone, value in (await pipe.hgetall(ZONE_OWNERS_KEY)).items():
                 zone = _text(raw_zone) or ""
-                other = _parse_zone_owner(value)
+                other = zone_owner_of(value)
                 if zone.endswith(suffix) and other is not None and other != user:
                     raise ProvisionError(
                         f"cannot delegate domain {domain}: {zone} inside it belongs to "

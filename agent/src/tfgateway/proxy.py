@@ -22,7 +22,7 @@ from redis.exceptions import RedisError, WatchError
 
 from tfgateway import gojson
 from tfgateway.crypto import DecryptError, decrypt_secret
-from tfgateway.dns import MANAGED_DOMAINS_KEY, ZONE_OWNERS_KEY, name_owner
+from tfgateway.dns import MANAGED_DOMAINS_KEY, ZONE_OWNERS_KEY, name_owner, zone_owner_of
 from tfgateway.identity import Identity
 from tfgateway.provisioner import ProvisionError
 from tfgateway.reservation import Reservation
@@ -116,6 +116,8 @@ class ProxyStore:
             current = await proxy_owner(pipe, domain)
             if current is not None and current != user:
                 raise ProvisionError(f"cannot add proxy for {domain}: used by another user")
+            if zone_owner_of(await pipe.hget(ZONE_OWNERS_KEY, domain)) == self.gateway_node_id:
+                raise ProvisionError(f"{domain} is a domain managed by this gateway")
             dns_owner = await name_owner(pipe, domain, self.gateway_node_id)
             if dns_owner is not None and dns_owner != user:
                 raise ProvisionError(
