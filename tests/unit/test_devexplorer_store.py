@@ -181,3 +181,22 @@ def test_a_delete_is_queued_so_a_cursor_past_it_still_sees_it() -> None:
     assert last == later + 1
     store.put_deleted(NODE, f"{a}-1")  # pops the queue entry
     assert ids(store, later + 1) == ([], later)
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        (b'{"state":1,"data_json":{ "x" : 1.0, "y": [1e2, "a b"] }}', '{"x":1.0,"y":[1e2,"a b"]}'),
+        (b'{"state":1,"data_json":"<&>"}', '"\\u003c\\u0026\\u003e"'),
+        (b'{"state":1,"DATA_JSON":{"\\u00e9":null}}', '{"\\u00e9":null}'),
+        (b'{"state":1,"data_json":null}', "null"),
+        (b'{"state":1}', "null"),
+    ],
+)
+def test_data_json_is_kept_raw_like_a_go_raw_message(sent: bytes, stored: str) -> None:
+    store = Store()
+    a = add(store)
+    store.put_result(NODE, f"{a}-1", sent)
+    assert store.workloads[a].result.data_json == stored
+    found, _ = store.poll(NODE, "0")
+    assert f'"data_json":{stored},'.encode() in render_poll(found)

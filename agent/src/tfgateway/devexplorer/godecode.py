@@ -42,10 +42,7 @@ def _json_kind(value: Any) -> str:
 
 def read_one_value(body: bytes) -> Any:
     """The first JSON value of the body, like `json.Decoder.Decode` (trailing data ignored)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 in body: {exc}") from None
+    text = body.decode("utf-8", "replace")  # Go replaces invalid UTF-8 with U+FFFD
     stripped = text.lstrip(" \t\r\n")
     if not stripped:
         raise DecodeError("EOF")
@@ -129,3 +126,66 @@ def decode_struct(
             if checked_value is not None:
                 out[name] = checked_value
     return out
+
+
+def raw_members(body: bytes) -> dict[str, str]:
+    """Raw text of each member of a top-level JSON object (as Go `json.RawMessage` keeps it).
+
+    Only called on bodies `read_one_value` accepted; returns {} when the value is no object.
+    """
+    text = body.decode("utf-8", "replace")
+    index = len(text) - len(text.lstrip(" \t\r\n"))
+    if not text.startswith("{", index):
+        return {}
+    members: dict[str, str] = {}
+    index += 1
+    while True:
+        index = _skip_space(text, index)
+        if text.startswith("}", index):
+            return members
+        key, index = _DECODER.raw_decode(text, index)
+        index = _skip_space(text, index) + 1  # the ':'
+        start = _skip_space(text, index)
+        _, index = _DECODER.raw_decode(text, start)
+        members[str(key)] = text[start:index]
+        index = _skip_space(text, index)
+        if text.startswith(",", index):
+            index += 1
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+_HTML_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def compact(raw: str) -> str:
+    """Go's `compact` with HTML escaping, as `json.Marshal` applies it to a RawMessage:
+    whitespace outside strings removed, `<>&` U+2028 U+2029 escaped, everything else verbatim."""
+    out: list[str] = []
+    in_string = False
+    escaped = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            out.append(_HTML_ESCAPES.get(char, char))
+        elif char == '"':
+            in_string = True
+            out.append(char)
+        elif char not in " \t\r\n":
+            out.append(_HTML_ESCAPES.get(char, char))
+    return "".join(out)

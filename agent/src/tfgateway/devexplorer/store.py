@@ -15,7 +15,13 @@ from typing import Any
 
 import base58
 
-from tfgateway.devexplorer.godecode import DecodeError, decode_struct, read_one_value
+from tfgateway.devexplorer.godecode import (
+    DecodeError,
+    compact,
+    decode_struct,
+    raw_members,
+    read_one_value,
+)
 from tfgateway.devexplorer.specs import (
     NEXT_DELETE,
     NEXT_DELETED,
@@ -26,7 +32,7 @@ from tfgateway.devexplorer.specs import (
     UserSpec,
     WorkloadSpec,
 )
-from tfgateway.devexplorer.wire import RawJSON, compact_raw, marshal
+from tfgateway.devexplorer.wire import RawJSON, marshal
 
 MAX_PAGE_SIZE = 200  # EX pkg/workloads/reservation.go `workloads` maxPageSize
 
@@ -226,6 +232,16 @@ def _decode(body: bytes, struct: str, fields: dict[str, str], nested: Any = None
         return decode_struct(read_one_value(body), struct, fields, nested or {})
     except DecodeError as exc:
         raise ExplorerError(400, str(exc)) from None
+
+
+def _raw_data_json(body: bytes) -> str:
+    """`data_json` exactly as the gateway sent it, compacted the way Go re-emits a RawMessage."""
+    members = raw_members(body)
+    key = "data_json" if "data_json" in members else None
+    if key is None:  # Go matches keys case-insensitively; the last match wins
+        matches = [k for k in members if k.lower() == "data_json"]
+        key = matches[-1] if matches else None
+    return compact(members[key]) if key is not None else "null"
 
 
 def _parse_id(text: str) -> int:
@@ -482,7 +498,7 @@ class Store:
         result = Result(
             category=decoded.get("category", 0),
             workload_id=gwid,
-            data_json=compact_raw(decoded["data_json"]).text if "data_json" in decoded else "null",
+            data_json=_raw_data_json(body) if "data_json" in decoded else "null",
             signature=decoded.get("signature", ""),
             state=decoded.get("state", 0),
             message=decoded.get("message", ""),

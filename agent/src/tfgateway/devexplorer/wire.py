@@ -104,7 +104,3 @@ def encode(value: Any) -> bytes:
     """Go `json.Encoder` output: `marshal` plus a newline, as every explorer body."""
     return marshal(value) + b"\n"
 
-
-def compact_raw(value: Any) -> RawJSON:
-    """Re-encode a decoded JSON value compactly for embedding as raw JSON (data_json)."""
-    return RawJSON(marshal(value).decode())
