@@ -20,8 +20,9 @@ mapfile -d '' files < <(git ls-files -z --cached --others --exclude-standard -- 
 step "parse ${#files[@]} nix files"
 for f in "${files[@]}"; do
   [ -f "$f" ] || continue
-  nix-instantiate --parse "$f" >/dev/null 2>"$TFGW_CACHE/nix-parse.err" \
-    || fail "$f does not parse: $(grep -v 'nixbld' "$TFGW_CACHE/nix-parse.err")"
+  if ! err=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then
+    fail "$f does not parse: $(grep -v nixbld <<<"$err")"
+  fi
 done
 
 step "deadnix $DEADNIX_VERSION"
