@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
@@ -28,6 +29,8 @@ from tfgateway.outbox import OUTBOX_KEY
 
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess, wait_until_async
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -344,3 +347,80 @@ async def test_kill_9_mid_burst_every_workload_live_once(
         return redis_db.hlen(OUTBOX_KEY) == 0
 
     await wait_until_async(drained, timeout=30, what="every result acknowledged")
+
+
+async def test_metrics_and_uptime(
+    tmp_path: Path, agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    port = free_port()
+    agent.extra += ["--metrics-listen", f"127.0.0.1:{port}", "--uptime-interval", "0.3"]
+    node = node_of(agent)
+    agent.start()
+    await registered(admin, node)
+    sub = await admin.subdomain(node, 42, f"app.{MANAGED}", ["185.69.166.1"])
+    await all_answered(admin, [sub], agent)
+    await admin.set_faults(endpoints=["poll"], error_requests=1)
+
+    async def scraped() -> bool:
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        return (
+            'tfgateway_workloads{state="live",type="subdomain"} 1.0' in text
+            and 'tfgateway_provision_seconds_count{action="provision",type="subdomain"} 1.0' in text
+            and 'tfgateway_jobs_total{outcome="ok",type="subdomain"} 1.0' in text
+            and 'tfgateway_explorer_errors_total{call="poll"}' in text
+            and "tfgateway_outbox_depth 0.0" in text
+        )
+
+    await wait_until_async(scraped, timeout=20, what="metrics")
+
+    async def uptimes() -> bool:
+        return len((await admin.state())["uptime_posts"]) >= 3
+
+    await wait_until_async(uptimes, timeout=20, what="repeated uptime reports")
+
+
+async def test_redis_restart_with_persistence(
+    tmp_path: Path, explorer: DevExplorerProcess, admin: AdminClient
+) -> None:
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    server.start()
+    try:
+        agent = AgentProcess(
+            seed=tmp_path / "identity.seed",
+            explorer_url=explorer.url,
+            redis_url=server.url,
+            log_file=tmp_path / "agent.log",
+        )
+        node = load_or_create(agent.seed).node_id
+        agent.start()
+        try:
+            await registered(admin, node)
+            first = await admin.subdomain(node, 42, f"a.{MANAGED}", ["185.69.166.1"])
+            await all_answered(admin, [first], agent)
+            r = server.client()
+            r.save()
+            server.stop()
+            # While redis is down a new workload arrives: it must wait, not be refused.
+            second = await admin.subdomain(node, 42, f"b.{MANAGED}", ["185.69.166.2"])
+            polls = (await admin.state())["polls"][node]["count"]
+
+            async def tried() -> bool:
+                return bool((await admin.state())["polls"][node]["count"] >= polls + 3)
+
+            await wait_until_async(tried, timeout=20, what="polls while redis is down")
+            assert agent.alive()
+            assert not (await admin.get_workload(second.id)).answered
+            server.start()
+            await all_answered(admin, [second], agent, deadline=30)
+            assert (await admin.get_workload(second.id)).state == 1
+            r = server.client()
+            assert r.hget("managed_domains", f"a.{MANAGED}") == b"42"
+            assert r.hget("managed_domains", f"b.{MANAGED}") == b"42"
+            assert agent.alive()
+            puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+            assert sorted(puts) == sorted([first.gwid, second.gwid])  # nothing sent twice
+        finally:
+            agent.stop()
+    finally:
+        server.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tfgateway.models import (
     ProxyWorkload,
     SubdomainWorkload,
@@ -12,6 +14,7 @@ from tfgateway.models import (
     WorkloadError,
     parse_workload,
 )
+from tfgateway.workloads import job_from_item
 
 
 def item(**kw: Any) -> dict[str, Any]:
@@ -113,3 +116,32 @@ def test_lone_surrogates_become_replacement_char() -> None:
     w = parse_workload(item(domain="a\ud800b.example.com"))
     assert isinstance(w, SubdomainWorkload)
     assert w.domain == "a\ufffdb.example.com"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_keys = st.sampled_from(
+    [
+        "id", "workload_id", "workload_type", "reference", "customer_tid", "next_action",
+        "epoch", "result", "domain", "ips", "addr", "port", "port_tls", "secret",
+        "public_key", "version", "customer_signature", "node_id",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _json | st.integers(-(2**70), 2**70), max_size=12))
+def test_any_json_object_is_a_job_or_a_workload_error(item: dict[str, Any]) -> None:
+    message = ""
+    try:
+        job = job_from_item(item)
+    except WorkloadError as exc:
+        message = exc.message
+        assert message  # noqa: PT017 - any other exception type fails the test
+    else:
+        assert job.real_id.count("-") >= 1

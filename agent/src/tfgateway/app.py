@@ -192,8 +192,7 @@ class Agent:
         if cfg.fourtosix_enabled:
             await self.setup_fourtosix()
         await self.redis.set(SENTINEL_KEY, self._token)
-        applied = await self.engine.reconcile()
-        log.info("re-applied %d live reservations", applied)
+        # Everything else is re-applied by the watch loop's first pass, while polling goes on.
 
     async def setup_fourtosix(self) -> None:
         from tfgateway.fourtosix import FourToSixProvisioner  # netlink only when 4to6 is on
@@ -218,6 +217,8 @@ class Agent:
             return
         self.fourtosix_ready = True
         self.engine.converge["gateway4to6"] = provisioner.converge
+        # Before any new gateway4to6 job: the peers must be those of the live workloads.
+        await provisioner.converge(self.engine.live_of_type("gateway4to6"))
 
     # -- background tasks --------------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class Agent:
         """Level-triggered safety net: notice redis coming back or losing its data, and
         re-apply everything periodically."""
         loop = asyncio.get_running_loop()
-        next_full = loop.time() + self.config.reconcile_interval
+        next_full = loop.time()  # the first pass right away: re-apply what the cache holds
         was_down = False
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
@@ -306,8 +307,10 @@ class Agent:
         self.refresh_own_addresses()
         if self.fourtosix is not None and not self.fourtosix_ready:
             await self.setup_fourtosix_retry()
+        started = asyncio.get_running_loop().time()
         applied = await self.engine.reconcile()
-        log.debug("reconcile: %d live reservations re-applied", applied)
+        elapsed = asyncio.get_running_loop().time() - started
+        log.info("reconcile: %d live reservations re-applied in %.2fs", applied, elapsed)
 
     async def setup_fourtosix_retry(self) -> None:
         try:
@@ -315,6 +318,8 @@ class Agent:
         except Exception as exc:
             log.debug("4to6: interface still not available: %s", exc)
             return
+        async with self.engine.lock:
+            await self.fourtosix.converge(self.engine.live_of_type("gateway4to6"))
         self.fourtosix_ready = True
         self.engine.converge["gateway4to6"] = self.fourtosix.converge
         log.info("4to6: interface %s is ready", self.config.wg_iface)

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait between retries of explorer calls (default %(default)s)",
     )
+    p.add_argument(
+        "--uptime-interval", type=float, default=600.0, help=argparse.SUPPRESS
+    )  # tests only: the explorer expects an uptime report every 10 minutes
     p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
     return p
 
@@ -251,6 +254,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         ("--reconcile-interval", a.reconcile_interval),
         ("--replay-interval", a.replay_interval),
         ("--max-backoff", a.max_backoff),
+        ("--uptime-interval", a.uptime_interval),
     ):
         if not value > 0:
             _error(parser, f"{flag} must be a positive number of seconds")
@@ -275,6 +279,7 @@ def parse_config(argv: Sequence[str]) -> Config:
         reconcile_interval=a.reconcile_interval,
         replay_interval=a.replay_interval,
         max_backoff=a.max_backoff,
+        uptime_interval=a.uptime_interval,
     )
 
 

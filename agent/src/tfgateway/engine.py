@@ -81,6 +81,15 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT)
 
 
+def _redis_trouble(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, RedisError | OSError):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
 class Engine:
     def __init__(
         self,
@@ -179,12 +188,14 @@ class Engine:
                         await provisioner.provision(r)
                 applied += 1
             except Exception as exc:
+                if _redis_trouble(exc):
+                    raise  # the caller retries the whole pass once redis is back
                 if isinstance(exc, ProvisionError) and not _is_transient(exc):
                     log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
-                    continue
-                if _is_transient(exc):
-                    raise
-                log.exception("reconcile: %s %s raised", r.type, r.id)
+                elif _is_transient(exc):
+                    log.info("reconcile: %s %s skipped this time: %s", r.type, r.id, exc)
+                else:
+                    log.exception("reconcile: %s %s raised", r.type, r.id)
         return applied
 
     # -- the poll loop ---------------------------------------------------------------------------
@@ -267,6 +278,10 @@ class Engine:
             try:
                 await self.handle(job)
             except Exception as exc:
+                if _redis_trouble(exc):
+                    # Our own storage is down: wait for it however long it takes.
+                    log.warning("job %s waits for redis: %s", job.real_id, exc)
+                    return None
                 attempts = self._attempts.get(job.real_id, 0) + 1
                 self._attempts[job.real_id] = attempts
                 if not _is_transient(exc):
