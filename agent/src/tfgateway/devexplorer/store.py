@@ -338,7 +338,7 @@ class Store:
             overrides=spec.overrides,
             remove=spec.remove,
             raw=spec.raw,
-            queued=spec.next_action == NEXT_DEPLOY,
+            queued=spec.next_action in (NEXT_DEPLOY, NEXT_DELETE),
         )
         self.workloads[workload_id] = workload
         self._changed()
