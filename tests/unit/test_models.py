@@ -142,6 +142,6 @@ def test_any_json_object_is_a_job_or_a_workload_error(item: dict[str, Any]) -> N
         job = job_from_item(item)
     except WorkloadError as exc:
         message = exc.message
-        assert message  # noqa: PT017 - any other exception type fails the test
+        assert message
     else:
         assert job.real_id.count("-") >= 1
