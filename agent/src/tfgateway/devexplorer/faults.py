@@ -48,9 +48,9 @@ class FaultPlan(BaseModel):
     error_rate: float = Rate
     latency: float = Field(default=0.0, ge=0.0, le=600.0)  # seconds added before handling
     latency_rate: float = Field(default=1.0, ge=0.0, le=1.0)
-    truncate_requests: int = Count  # next N: 200 with the body cut in half (handled)
+    truncate_requests: int = Count  # next N: handled, body cut in half
     truncate_rate: float = Rate
-    malformed_requests: int = Count  # next N: 200 with a corrupted, invalid JSON body (handled)
+    malformed_requests: int = Count  # next N: handled, body corrupted (invalid JSON)
     malformed_rate: float = Rate
     duplicate_rate: float = Rate  # poll answers: some items repeated
     shuffle_rate: float = Rate  # poll answers: items out of order

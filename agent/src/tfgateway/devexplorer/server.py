@@ -236,7 +236,7 @@ class DevExplorer:
 
     def _build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._faults_and_persistence],
+            middlewares=[self._faults_middleware],
             client_max_size=16 * 1024 * 1024,
         )
         r = app.router
@@ -271,7 +271,7 @@ class DevExplorer:
         return app
 
     @web.middleware
-    async def _faults_and_persistence(
+    async def _faults_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         route_name = request.match_info.route.name
@@ -304,7 +304,7 @@ class DevExplorer:
                 new = truncate_body(body) if decision.truncate else corrupt_body(body)
                 response = web.Response(
                     body=new,
-                    status=200,
+                    status=response.status,
                     headers={k: v for k, v in response.headers.items() if k.lower() == "x-last-id"},
                     content_type="application/json",
                 )

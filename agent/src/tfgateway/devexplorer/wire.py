@@ -103,4 +103,3 @@ def marshal(value: Any) -> bytes:
 def encode(value: Any) -> bytes:
     """Go `json.Encoder` output: `marshal` plus a newline, as every explorer body."""
     return marshal(value) + b"\n"
-
