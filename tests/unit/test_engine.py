@@ -226,3 +226,43 @@ async def test_reconcile_reapplies_live_without_results(
         assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
         await drain(stack)
         assert len((await admin.state())["result_puts"]) == puts
+
+
+async def test_reference_migration(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        old = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
+        await stack.engine.poll_once()
+        new = await admin.subdomain(
+            NODE, 42, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid
+        )
+        thief = await admin.subdomain(
+            NODE, 7, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid
+        )
+        await stack.engine.poll_once()
+        await drain(stack)
+        assert rec.calls == [("provision", old.gwid)]  # migrated, not provisioned again
+        assert redis_db.hkeys(RESERVATIONS_KEY) == [old.gwid.encode()]  # same cache key
+        assert (await admin.get_workload(new.id)).state == 1
+        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == thief.gwid]
+        assert puts[0]["result"]["state"] == 0
+        assert "another owner" in puts[0]["result"]["message"]
+        # the old workload coming back (replay) does not take it back or tear it down
+        stack.engine.request_replay()
+        await stack.engine.poll_once()
+        await admin.delete_workload(old.id)
+        stack.engine.request_replay()
+        await stack.engine.poll_once()
+        await drain(stack)
+        assert ("decommission", old.gwid) not in rec.calls
+        assert redis_db.hexists(RESERVATIONS_KEY, old.gwid)
+        # deleting the new workload removes the reservation
+        await admin.delete_workload(new.id)
+        stack.engine.request_replay()
+        await stack.engine.poll_once()
+        await drain(stack)
+        assert rec.calls[-1] == ("decommission", old.gwid)
+        assert redis_db.hlen(RESERVATIONS_KEY) == 0

@@ -424,7 +424,9 @@ class Engine:
                 f"reference {job.key} is served for another owner or with different data;"
                 " a migrated workload must be identical to the one it replaces",
             )
-        if cached.result.id and cached.result.id != job.real_id:
+        if not r.reference and cached.reference and cached.result.id != job.real_id:
+            return "superseded"  # the old workload of a migration: its successor owns it now
+        if r.reference and cached.result.id != job.real_id:
             # Migration to a new workload (reference): answer the new ID with our result.
             result = self._result(
                 job,
@@ -460,6 +462,10 @@ class Engine:
             # Someone else's reservation behind a reference: never tear it down.
             await self.outbox.delete(job.real_id)
             return "deleted-foreign-reference"
+        if not r.reference and cached.reference and cached.result.id != job.real_id:
+            # The old workload of a migration: the reservation lives on for its successor.
+            await self.outbox.delete(job.real_id)
+            return "deleted-superseded"
         provisioner = self.provisioners.get(cached.type)
         if cached.result.state == ResultState.ERROR:
             log.info("workload %s was never provisioned; only un-caching it", job.key)
