@@ -1,0 +1,435 @@
+"""DNS benchmark: the gateway's CoreDNS plugin against CoreDNS's file plugin and the
+third-party redis plugin, measured side by side in one run on loopback.
+
+Two numbers matter for the gateway (issue 3):
+  * queries per second of CoreDNS+gatewaydns relative to CoreDNS+file on the same zone
+    (goal >= 0.9x), measured with dnsperf in alternating rounds;
+  * change-to-visible latency: time from a redis write until DNS answers with it, for
+    gatewaydns and for the third-party plugin, each with and without `cache` (goal < 100 ms).
+
+Not a test: timings depend on the machine. Run it through run.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import redis
+from redis.typing import EncodableT, FieldT
+
+ZONE = "bench.test."
+# A zone of the size a gateway's managed domain typically has, for the latency probes.
+SMALL_ZONE = "small.test."
+SMALL_OWNERS = 100
+LOOPBACK = "127.0.0.1"
+LATENCY_SERVERS = ("gatewaydns", "gatewaydns+cache", "redis-3rdparty", "redis-3rdparty+cache")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on loopback, as CoreDNS listens on both."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind((LOOPBACK, 0))
+            port = int(t.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            return port
+
+
+def wait_for(pred: object, timeout: float, what: str) -> None:
+    """Poll pred() until true or fail with what."""
+    assert callable(pred)
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def query(
+    port: int, name: str, rdtype: str = "A", timeout: float = 0.5
+) -> dns.message.Message | None:
+    q = dns.message.make_query(name, rdtype)
+    try:
+        return dns.query.udp(q, LOOPBACK, port=port, timeout=timeout)
+    except (dns.exception.Timeout, OSError):
+        return None
+
+
+def answer_ips(msg: dns.message.Message | None) -> set[str]:
+    if msg is None:
+        return set()
+    return {rd.to_text() for rrset in msg.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset}
+
+
+@dataclass
+class Server:
+    """One CoreDNS process under test."""
+
+    label: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def coredns(binary: str, label: str, corefile: str, workdir: Path) -> Iterator[Server]:
+    port = free_port()
+    conf = workdir / f"Corefile.{label}"
+    conf.write_text(corefile.replace("PORT", str(port)))
+    log = workdir / f"{label}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    server = Server(label, port, proc, log)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or query(port, "h0." + ZONE) is not None,
+            15,
+            f"{label} to answer",
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def zone_fields(owners: int) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {}
+    for i in range(owners):
+        rec: dict[str, object] = {
+            "a": [{"ip": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}", "ttl": 3600}]
+        }
+        if i % 4 == 0:
+            rec["txt"] = [{"text": f"owner {i}", "ttl": 600}]
+        fields[f"h{i}"] = json.dumps(rec, separators=(",", ":"))
+    fields["probe"] = json.dumps({"a": [{"ip": "10.255.0.1", "ttl": 300}]})
+    return fields
+
+
+def zone_file(owners: int) -> str:
+    """The same zone as zone_fields, as the file plugin reads it (TTLs capped at 300 as the
+    plugins serve them)."""
+    lines = [
+        f"{ZONE} 300 IN SOA ns1.{ZONE} hostmaster.{ZONE} 1 7200 1800 1209600 60",
+        f"{ZONE} 300 IN NS ns1.{ZONE}",
+    ]
+    for i in range(owners):
+        lines.append(f"h{i}.{ZONE} 300 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}")
+        if i % 4 == 0:
+            lines.append(f'h{i}.{ZONE} 300 IN TXT "owner {i}"')
+    lines.append(f"probe.{ZONE} 300 IN A 10.255.0.1")
+    return "\n".join(lines) + "\n"
+
+
+def query_file(owners: int, path: Path) -> None:
+    """80 % existing A, 10 % names that do not exist, 10 % types the names lack (NODATA)."""
+    lines = []
+    for i in range(10000):
+        k = i % 10
+        if k < 8:
+            lines.append(f"h{(i * 7919) % owners}.{ZONE} A")
+        elif k == 8:
+            lines.append(f"missing{i}.{ZONE} A")
+        else:
+            lines.append(f"h{(i * 104729) % owners}.{ZONE} AAAA")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def dnsperf(port: int, qfile: Path, seconds: float) -> float:
+    out = subprocess.run(
+        [
+            "dnsperf",
+            "-s",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-d",
+            str(qfile),
+            "-l",
+            str(seconds),
+            "-c",
+            "4",
+            "-q",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"Queries per second:\s+([\d.]+)", out)
+    lost = re.search(r"Queries lost:\s+(\d+)", out)
+    if not m:
+        raise RuntimeError(f"dnsperf output not understood:\n{out}")
+    if lost and int(lost.group(1)) > 0:
+        print(f"  note: port {port}: {lost.group(1)} queries lost", file=sys.stderr)
+    return float(m.group(1))
+
+
+@dataclass
+class Latency:
+    samples_ms: list[float]
+    timeouts: int
+
+    def pct(self, p: float) -> float | None:
+        if not self.samples_ms:
+            return None
+        s = sorted(self.samples_ms)
+        return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def change_latency(
+    r: redis.Redis, port: int, probe: Probe, samples: int, deadline: float
+) -> Latency:
+    """Write to redis, then poll DNS until the new data is served.
+
+    change: the probe owner gets a new address (it was queried just before, so a cache in
+    front holds the old one). add: a new owner appears (queried before, so a cache holds
+    the NXDOMAIN)."""
+    out: list[float] = []
+    timeouts = 0
+    for i in range(samples):
+        ip = f"10.254.{i // 250}.{i % 250 + 1}"
+        field = "probe" if probe.kind == "change" else f"new{port}x{i}"
+        name = f"{field}.{probe.zone}"
+        query(port, name)  # the state before, as a client (and a cache) saw it
+        t0 = time.perf_counter()
+        r.hset(probe.zone, field, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
+        while True:
+            if ip in answer_ips(query(port, name)):
+                out.append((time.perf_counter() - t0) * 1000)
+                break
+            if time.perf_counter() - t0 > deadline:
+                timeouts += 1
+                break
+        if probe.kind == "add":
+            r.hdel(probe.zone, field)
+    return Latency(out, timeouts)
+
+
+@dataclass
+class Probe:
+    """A latency scenario: what changes, in which zone."""
+
+    kind: str  # "change" or "add"
+    zone: str
+    owners: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.owners} owners)"
+
+
+def fmt_ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:8.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", default=os.environ.get("TFGW_BIN", "/var/cache/tfgateway/bin"))
+    ap.add_argument("--owners", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument(
+        "--samples", type=int, default=100, help="latency samples per server without cache"
+    )
+    ap.add_argument("--cached-samples", type=int, default=10)
+    ap.add_argument(
+        "--cached-deadline",
+        type=float,
+        default=2.0,
+        help="seconds before a cached sample counts as a timeout",
+    )
+    args = ap.parse_args()
+
+    tfgw = Path(args.bin) / "coredns-tfgw"
+    third = Path(args.bin) / "coredns-redis-thirdparty"
+    if not tfgw.exists():
+        print(f"missing {tfgw}: run scripts/build-go.sh", file=sys.stderr)
+        return 2
+    have_third = third.exists()
+    if not have_third:
+        print(
+            f"note: {third} missing (see benchmarks/dns/README.md); third-party rows skipped",
+            file=sys.stderr,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="tfgw-dnsbench-") as tmp:
+        work = Path(tmp)
+        rport = free_port()
+        rproc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(rport),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+            wait_for(lambda: _ping(r), 10, "redis")
+            r.hset(ZONE, mapping=zone_fields(args.owners))
+            r.hset(SMALL_ZONE, mapping=zone_fields(SMALL_OWNERS))
+            (work / "db.bench").write_text(zone_file(args.owners))
+            qfile = work / "queries.txt"
+            query_file(args.owners, qfile)
+
+            gw_block = (
+                f"gatewaydns {{\n    address {LOOPBACK}:{rport}\n    nameservers ns1.{ZONE}\n"
+                f"    hostmaster hostmaster.{ZONE}\n  }}"
+            )
+            redis_block = (
+                f"redis {{\n    address {LOOPBACK}:{rport}\n    connect_timeout 200\n"
+                "    read_timeout 200\n  }"
+            )
+            corefiles = {
+                "gatewaydns": (tfgw, f".:PORT {{\n  bind {LOOPBACK}\n  {gw_block}\n}}\n"),
+                "file": (
+                    tfgw,
+                    f".:PORT {{\n  bind {LOOPBACK}\n  file {work / 'db.bench'} {ZONE}\n}}\n",
+                ),
+                "gatewaydns+cache": (
+                    tfgw,
+                    f".:PORT {{\n  bind {LOOPBACK}\n  cache\n  {gw_block}\n}}\n",
+                ),
+            }
+            if have_third:
+                corefiles["redis-3rdparty"] = (
+                    third,
+                    f".:PORT {{\n  bind {LOOPBACK}\n  {redis_block}\n}}\n",
+                )
+                corefiles["redis-3rdparty+cache"] = (
+                    third,
+                    f".:PORT {{\n  bind {LOOPBACK}\n  cache\n  {redis_block}\n}}\n",
+                )
+
+            servers: dict[str, Server] = {}
+            with _all(corefiles, work, servers):
+                # Sanity: both sides serve the same data before anything is timed.
+                for label in ("gatewaydns", "file"):
+                    got = answer_ips(query(servers[label].port, "h1." + ZONE))
+                    if got != {"10.0.0.1"}:
+                        raise RuntimeError(f"{label} answers {got} for h1")
+
+                print(
+                    f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
+                    f"{args.rounds} alternating rounds of {args.seconds}s"
+                )
+                qps: dict[str, list[float]] = {"gatewaydns": [], "file": []}
+                for _ in range(args.rounds):
+                    for label in qps:
+                        qps[label].append(dnsperf(servers[label].port, qfile, args.seconds))
+                if have_third:
+                    qps["redis-3rdparty"] = [
+                        dnsperf(servers["redis-3rdparty"].port, qfile, args.seconds)
+                    ]
+                med = {k: statistics.median(v) for k, v in qps.items()}
+                print("\nQueries per second (median; each round's value in brackets)")
+                print(f"{'server':24} {'QPS':>10}  {'vs file':>8}  rounds")
+                for label, v in med.items():
+                    print(
+                        f"{label:24} {v:10.0f}  {v / med['file']:7.2f}x  "
+                        f"{[round(x) for x in qps[label]]}"
+                    )
+
+                print(
+                    "\nChange-to-visible latency (write to redis -> DNS answers the new data), ms"
+                )
+                print(
+                    f"{'scenario':20} {'server':22} {'p50':>8} {'p99':>8} {'max':>8} "
+                    f"{'timeouts':>9} {'p50 ratio':>10}"
+                )
+                probes = [
+                    Probe("change", SMALL_ZONE, SMALL_OWNERS),
+                    Probe("add", SMALL_ZONE, SMALL_OWNERS),
+                    Probe("change", ZONE, args.owners),
+                ]
+                for probe in probes:
+                    base: float | None = None
+                    for label in LATENCY_SERVERS:
+                        if label not in servers:
+                            continue
+                        cached = label.endswith("+cache")
+                        lat = change_latency(
+                            r,
+                            servers[label].port,
+                            probe,
+                            args.cached_samples if cached else args.samples,
+                            args.cached_deadline if cached else 5.0,
+                        )
+                        p50 = lat.pct(50)
+                        if label == "gatewaydns":
+                            base = p50
+                        ratio = "-" if p50 is None or not base else f"{p50 / base:.2f}x"
+                        n = len(lat.samples_ms) + lat.timeouts
+                        peak = max(lat.samples_ms) if lat.samples_ms else None
+                        print(
+                            f"{probe.label:20} {label:22} {fmt_ms(p50)} {fmt_ms(lat.pct(99))} "
+                            f"{fmt_ms(peak)} {lat.timeouts:>4}/{n:<4} {ratio:>10}"
+                        )
+                print(
+                    f"\n(timeouts: not visible within {args.cached_deadline}s;"
+                    " with `cache` a change waits for the cached TTL, up to 300 s here;"
+                    " p50 ratio is against gatewaydns)"
+                )
+        finally:
+            rproc.terminate()
+            rproc.wait(5)
+    return 0
+
+
+def _ping(r: redis.Redis) -> bool:
+    try:
+        return bool(r.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+@contextmanager
+def _all(
+    corefiles: dict[str, tuple[Path, str]], work: Path, out: dict[str, Server]
+) -> Iterator[None]:
+    """Start every server; stop them all on exit."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for label, (binary, conf) in corefiles.items():
+            out[label] = stack.enter_context(coredns(str(binary), label, conf, work))
+        yield
+
+
+if __name__ == "__main__":
+    sys.exit(main())

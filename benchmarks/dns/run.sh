@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# DNS benchmark (not a test): CoreDNS+gatewaydns vs CoreDNS+file (QPS, dnsperf) and
+# change-to-visible latency vs the third-party redis plugin, with and without cache.
+# Loopback only. Usage: benchmarks/dns/run.sh [bench.py options]
+# The third-party rows need a coredns-redis-thirdparty binary in $TFGW_BIN built elsewhere
+# (see README.md); without it they are left out and the run says so.
+source "$(dirname "$0")/../../scripts/lib.sh"
+command -v dnsperf >/dev/null || die "dnsperf is required (apt-get install dnsperf)"
+command -v redis-server >/dev/null || die "redis-server is required"
+step "building coredns-tfgw"
+( cd "$TFGW_ROOT/dataplane/coredns" && CGO_ENABLED=0 go build -trimpath -o "$TFGW_BIN/coredns-tfgw" . )
+step "running the benchmark"
+exec "$TFGW_VENV/bin/python" "$(dirname "$0")/bench.py" --bin "$TFGW_BIN" "$@"
