@@ -82,8 +82,17 @@ def _backoff_factory(maximum: float) -> Callable[[], Backoff]:
 class Agent:
     """The running gateway; `run()` until `stop()`."""
 
-    def __init__(self, config: Config, identity: Identity) -> None:
+    def __init__(
+        self,
+        config: Config,
+        identity: Identity,
+        *,
+        fourtosix_factory: Callable[[bytes, str, str], Any] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
         self.config = config
+        self._fourtosix_factory = fourtosix_factory
+        self._handle_signals = handle_signals
         self.identity = identity
         self.redis: aioredis.Redis = connect(config.redis, socket_timeout=10.0)
         self.metrics = Metrics()
@@ -197,14 +206,13 @@ class Agent:
     async def setup_fourtosix(self) -> None:
         from tfgateway.fourtosix import FourToSixProvisioner  # netlink only when 4to6 is on
 
+        factory = self._fourtosix_factory or FourToSixProvisioner
         try:
-            provisioner = FourToSixProvisioner(
-                self.identity.seed, self.config.endpoint, self.config.wg_iface
-            )
+            provisioner = factory(self.identity.seed, self.config.endpoint, self.config.wg_iface)
         except ValueError as exc:
             raise SystemExit(f"tfgateway: --endpoint: {exc}") from None
         self.fourtosix = provisioner
-        self.provisioners["gateway4to6"] = provisioner
+        self.engine.provisioners["gateway4to6"] = provisioner
         try:
             await provisioner.setup()
         except Exception as exc:
@@ -339,7 +347,7 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if self._handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         if self.config.metrics_listen:
