@@ -177,3 +177,24 @@ def test_cannot_create_in_missing_directory(tmp_path: Path) -> None:
 def test_wrong_seed_size_for_identity() -> None:
     with pytest.raises(SeedError, match="wrong size"):
         Identity(b"short")
+
+
+def test_unversioned_symlinked_seed_is_read_not_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "secret"
+    target.write_bytes(b"y" * 32)
+    link = tmp_path / "seed"
+    link.symlink_to(target)
+    assert load_or_create(link).seed == b"y" * 32
+    assert link.is_symlink()
+    assert target.read_bytes() == b"y" * 32
+
+
+def test_world_readable_seed_file_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "seed"
+    f.write_bytes(b'"1.0.0"' + b"z" * 32)
+    f.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        load_or_create(f)
+    assert "readable by other users" in caplog.text

@@ -155,6 +155,9 @@ def load_seed(path: Path) -> bytes:
         raise
     except OSError as exc:
         raise SeedError(f"cannot read seed file {path}: {exc.strerror or exc}") from exc
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o077:
+            log.warning("seed file %s is readable by other users; chmod 0400 it", path)
     version, payload = split_versioned(data)
     if version is None:
         if len(data) != SEED_SIZE:
@@ -162,6 +165,9 @@ def load_seed(path: Path) -> bytes:
                 f"seed file {path}: seed has the wrong size: unversioned file of {len(data)} "
                 f"bytes, need {SEED_SIZE} raw bytes"
             )
+        if path.is_symlink():
+            log.info("seed file %s has no version header; left as is (symlink)", path)
+            return data
         try:
             _write_atomic(path, _HEADER_V100 + data, replace=True)
             log.info("seed file %s had no version header; rewrote it as version 1.0.0", path)
