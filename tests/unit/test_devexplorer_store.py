@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from tfgateway.devexplorer.specs import SeedFile, UserSpec, WorkloadSpec, workload_type_number
-from tfgateway.devexplorer.store import ExplorerError, Store, render_poll
+from tfgateway.devexplorer.store import ExplorerError, Store
 from tfgateway.devexplorer.wire import RawJSON, encode, marshal
 
 NODE = "node-a"
@@ -89,10 +89,10 @@ def test_result_ids_must_match_id_and_workload_id() -> None:
 
 def test_poll_body_is_null_when_empty_and_raw_items_are_verbatim() -> None:
     store = Store()
-    assert render_poll([]) == b"null"
+    assert store.render_poll([]) == b"null"
     add(store, raw='{"id": "not a number"}')
     found, _ = store.poll(NODE, "0")
-    assert render_poll(found) == b'[{"id": "not a number"}]'
+    assert store.render_poll(found) == b'[{"id": "not a number"}]'
 
 
 def test_overrides_and_remove_shape_hostile_workloads() -> None:
@@ -199,4 +199,4 @@ def test_data_json_is_kept_raw_like_a_go_raw_message(sent: bytes, stored: str) -
     store.put_result(NODE, f"{a}-1", sent)
     assert store.workloads[a].result.data_json == stored
     found, _ = store.poll(NODE, "0")
-    assert f'"data_json":{stored},'.encode() in render_poll(found)
+    assert f'"data_json":{stored},'.encode() in store.render_poll(found)

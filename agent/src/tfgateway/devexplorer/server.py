@@ -40,7 +40,7 @@ from tfgateway.devexplorer.specs import (
     describe_validation_error,
 )
 from tfgateway.devexplorer.store import ExplorerError, Store, Workload
-from tfgateway.devexplorer.wire import encode
+from tfgateway.devexplorer.wire import RawJSON, encode
 
 log = logging.getLogger("tfgateway.devexplorer")
 
@@ -70,6 +70,21 @@ def _json_response(
     return web.Response(
         body=encode(obj), status=status, headers=headers, content_type="application/json"
     )
+
+
+def _raw_for_admin(value: object) -> Any:
+    if isinstance(value, RawJSON):
+        try:
+            return json.loads(value.text)
+        except ValueError:
+            return value.text  # hostile raw items that are not JSON: shown as text
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _admin_response(obj: Any, status: int = 200) -> web.Response:
+    """Admin answers: plain JSON through the C encoder (large states, no Go fidelity needed)."""
+    body = json.dumps(obj, separators=(",", ":"), default=_raw_for_admin).encode() + b"\n"
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -386,7 +401,7 @@ class DevExplorer:
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         decision = request[_FAULT]
-        items: list[Any] = [w.poll_item() for w in workloads]
+        items: list[Any] = [self.store.poll_item(w) for w in workloads]
         items = mangle_items(items, decision)
         body = encode(items if items else None)
         return web.Response(
@@ -445,7 +460,7 @@ class DevExplorer:
             raise ExplorerError(400, prefix + describe_validation_error(exc)) from None
 
     async def _admin_health(self, request: web.Request) -> web.Response:
-        return _json_response({"ok": True, "explorer_url": self.url})
+        return _admin_response({"ok": True, "explorer_url": self.url})
 
     async def _admin_add_users(self, request: web.Request) -> web.Response:
         try:
@@ -458,10 +473,10 @@ class DevExplorer:
             ]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response([u.wire() for u in users], 201)
+        return _admin_response([u.wire() for u in users], 201)
 
     async def _admin_list_users(self, request: web.Request) -> web.Response:
-        return _json_response([u.wire() for u in self.store.users.values()])
+        return _admin_response([u.wire() for u in self.store.users.values()])
 
     async def _admin_add_workloads(self, request: web.Request) -> web.Response:
         try:
@@ -474,7 +489,7 @@ class DevExplorer:
             ]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response([self.store.summary(w) for w in workloads], 201)
+        return _admin_response([self.store.summary(w) for w in workloads], 201)
 
     def _selected(self, request: web.Request) -> list[Workload]:
         query = request.query
@@ -491,14 +506,14 @@ class DevExplorer:
         return selected
 
     async def _admin_list_workloads(self, request: web.Request) -> web.Response:
-        return _json_response([self.store.summary(w) for w in self._selected(request)])
+        return _admin_response([self.store.summary(w) for w in self._selected(request)])
 
     async def _admin_get_workload(self, request: web.Request) -> web.Response:
         try:
             workload = self.store.workload(int(request.match_info["id"]))
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(self.store.summary(workload))
+        return _admin_response(self.store.summary(workload))
 
     async def _admin_delete_workload(self, request: web.Request) -> web.Response:
         try:
@@ -507,7 +522,7 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(self.store.summary(workload))
+        return _admin_response(self.store.summary(workload))
 
     async def _admin_next_action(self, request: web.Request) -> web.Response:
         try:
@@ -520,16 +535,16 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(self.store.summary(workload))
+        return _admin_response(self.store.summary(workload))
 
     async def _admin_state(self, request: web.Request) -> web.Response:
         state = self.store.state()
         state["faults"] = self.faults.status()
         state["time"] = time.time()
-        return _json_response(state)
+        return _admin_response(state)
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
-        return _json_response(self.faults.status())
+        return _admin_response(self.faults.status())
 
     async def _admin_set_faults(self, request: web.Request) -> web.Response:
         try:
@@ -538,11 +553,11 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         self.faults.set_plan(plan)
         log.warning("fault plan set: %s", plan.model_dump(exclude_defaults=True))
-        return _json_response(self.faults.status())
+        return _admin_response(self.faults.status())
 
     async def _admin_clear_faults(self, request: web.Request) -> web.Response:
         self.faults.clear()
-        return _json_response(self.faults.status())
+        return _admin_response(self.faults.status())
 
     async def _admin_pause(self, request: web.Request) -> web.Response:
         try:
@@ -556,7 +571,7 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         # answer first, then stop listening
         self._pause_starter = asyncio.create_task(self._pause_soon(float(seconds)))
-        return _json_response({"paused_for": seconds})
+        return _admin_response({"paused_for": seconds})
 
     async def _pause_soon(self, seconds: float) -> None:
         await asyncio.sleep(0.05)  # let the admin answer reach the client
@@ -565,4 +580,4 @@ class DevExplorer:
     async def _admin_reset(self, request: web.Request) -> web.Response:
         self._apply("reset")
         self.faults.clear()
-        return _json_response({"ok": True})
+        return _admin_response({"ok": True})

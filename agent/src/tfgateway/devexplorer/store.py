@@ -137,10 +137,6 @@ class Workload:
             obj.pop(key, None)
         return obj
 
-    def poll_item(self) -> Any:
-        """What a poll response carries for this workload (verbatim `raw` for hostile tests)."""
-        return RawJSON(self.raw) if self.raw is not None else self.wire()
-
 
 @dataclass
 class User:
@@ -279,7 +275,26 @@ class Store:
         self.result_puts: list[dict[str, Any]] = []
         self.deletes: list[dict[str, Any]] = []
         self.polls: dict[str, dict[str, Any]] = {}
+        self._wire: dict[int, str] = {}  # encoded poll item per workload id
         self._changed()
+
+    def _touch(self, workload: Workload) -> None:
+        """Forget the cached poll encoding of a workload that changed."""
+        self._wire.pop(workload.id, None)
+
+    def poll_item(self, workload: Workload) -> RawJSON:
+        """The workload's poll JSON, encoded once per change (polls are frequent, changes few)."""
+        text = self._wire.get(workload.id)
+        if text is None:
+            text = workload.raw if workload.raw is not None else marshal(workload.wire()).decode()
+            self._wire[workload.id] = text
+        return RawJSON(text)
+
+    def render_poll(self, workloads: list[Workload]) -> bytes:
+        """Poll body without the newline: `null` for none (Go nil slice), else the array."""
+        if not workloads:
+            return b"null"
+        return marshal([self.poll_item(w) for w in workloads])
 
     def _now(self) -> int:
         return int(self.clock())
@@ -341,6 +356,7 @@ class Store:
             queued=spec.next_action in (NEXT_DEPLOY, NEXT_DELETE),
         )
         self.workloads[workload_id] = workload
+        self._touch(workload)
         self._changed()
         return workload
 
@@ -359,6 +375,7 @@ class Store:
         """
         workload = self.workload(workload_id)
         workload.next_action = next_action
+        self._touch(workload)
         if next_action in (NEXT_DEPLOY, NEXT_DELETE):
             workload.queued = True
         self._changed()
@@ -507,6 +524,7 @@ class Store:
         )
         workload.result = result
         workload.queued = False
+        self._touch(workload)
         if result.state == STATE_ERROR:
             workload.next_action = NEXT_DELETE
         self.result_puts.append(
@@ -536,6 +554,7 @@ class Store:
         workload.result.state = STATE_DELETED
         workload.queued = False
         workload.next_action = NEXT_DELETED
+        self._touch(workload)
         self.deletes.append({"node_id": node_id, "gwid": gwid, "status": 200, "time": now})
         self._changed()
 
@@ -559,7 +578,7 @@ class Store:
             "next_action": workload.next_action,
             "queued": workload.queued,
             "result": asdict(workload.result),
-            "wire": RawJSON(workload.raw) if workload.raw is not None else workload.wire(),
+            "wire": self.poll_item(workload),
         }
 
     def state(self) -> dict[str, Any]:
@@ -607,6 +626,7 @@ class Store:
             workload = Workload(**item)
             workloads[workload.id] = workload
         self.workloads = workloads
+        self._wire = {}
         self.gateways = dict(data["gateways"])
         self.uptime_posts = list(data["uptime_posts"])
         self.reserved_posts = list(data["reserved_posts"])
@@ -614,10 +634,3 @@ class Store:
         self.deletes = list(data["deletes"])
         self.polls = dict(data["polls"])
         self.revision += 1
-
-
-def render_poll(workloads: list[Workload]) -> bytes:
-    """Poll body without the newline: `null` for none (Go nil slice), else the array."""
-    if not workloads:
-        return b"null"
-    return marshal([w.poll_item() for w in workloads])
