@@ -157,7 +157,16 @@ func (r *Router) Run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	defer stopFeed()
 	if s.DBBackend.Type == "redis" {
-		r.startFeed(feedCtx, s.DBBackend)
+		synced := r.startFeed(feedCtx, s.DBBackend)
+		// Unlike trs (a GET per connection) routes come from memory, so hold the first
+		// connections in the listen backlog until the table is loaded (bounded: a dead
+		// redis must not keep static routes and tunnels down).
+		select {
+		case <-synced:
+		case <-time.After(firstSyncWait):
+			r.log.Warn("redis not synced yet; serving static routes meanwhile", "waited", firstSyncWait.String())
+		case <-ctx.Done():
+		}
 	}
 	acceptor := &tunnel.Acceptor{
 		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
@@ -192,7 +201,12 @@ func (r *Router) Run(ctx context.Context) error {
 	return nil
 }
 
-func (r *Router) startFeed(ctx context.Context, db config.DBBackend) {
+// firstSyncWait bounds how long Run waits for the first route resync before accepting.
+const firstSyncWait = 5 * time.Second
+
+func (r *Router) startFeed(ctx context.Context, db config.DBBackend) <-chan struct{} {
+	synced := make(chan struct{})
+	var once sync.Once
 	r.redis = redis.NewClient(&redis.Options{
 		Addr:         net.JoinHostPort(db.Addr, strconv.Itoa(int(db.Port))),
 		Username:     db.Username,
@@ -212,10 +226,12 @@ func (r *Router) startFeed(ctx context.Context, db config.DBBackend) {
 			}
 			r.Metrics.Resyncs.WithLabelValues("ok").Inc()
 			r.Metrics.Routes.Set(float64(r.Table.Len()))
+			once.Do(func() { close(synced) })
 		},
 		OnUpdate: func(string, bool) { r.Metrics.Routes.Set(float64(r.Table.Len())) },
 	}
 	go feed.Run(ctx)
+	return synced
 }
 
 func (r *Router) closeListeners() {

@@ -436,3 +436,15 @@ func TestBackendDialTimeout(t *testing.T) {
 		t.Fatalf("dial errors = %v", v)
 	}
 }
+
+// Routes already in redis are served from the very first connection: Run accepts only once
+// the first resync has loaded them.
+func TestRoutesLoadedBeforeServing(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	_, p := named(t, "early")
+	setRoute(t, rd, "early.example", "127.0.0.1", "", 0, p)
+	r := startRouter(t, rd.Port, "", Options{TargetPolicy: allowAll})
+	if got, err := get(r.http(), "early.example"); err != nil || !strings.HasPrefix(got, "early ") {
+		t.Fatalf("first request after Ready: %q, %v", got, err)
+	}
+}
