@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from aiohttp import web
+from tfgateway.app import host_addresses
 from tfgateway.cache import RESERVATIONS_KEY
 from tfgateway.cli import build_parser, main, parse_config
+from tfgateway.geoip import resolve_location
 from tfgateway.models import Location
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import GoTime, Reservation, Result, encode_cache_value
+
+from tests.support.processes import free_port
 
 
 def test_go_defaults() -> None:
@@ -157,3 +162,61 @@ def test_status_table_and_backlog(
 def test_status_unreachable_redis(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--redis", "tcp://127.0.0.1:1"]) == 1
     assert "cannot read redis" in capsys.readouterr().err
+
+
+async def _geoip_server(body: bytes, status: int = 200) -> tuple[web.AppRunner, str]:
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+async def test_geoip_keys_of_upstream() -> None:
+    runner, url = await _geoip_server(
+        b'{"city":"Ghent","country_name":"Belgium","continent":"Europe",'
+        b'"latitude":51.05,"longitude":3.7167,"ip":"x"}'
+    )
+    try:
+        location = await resolve_location(None, "https://explorer.example.org", url)
+    finally:
+        await runner.cleanup()
+    assert location == Location(
+        city="Ghent", country="Belgium", continent="Europe", latitude=51.05, longitude=3.7167
+    )
+
+
+async def test_geoip_failure_falls_back_with_a_clear_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner, url = await _geoip_server(b"oops", status=500)
+    try:
+        location = await resolve_location(None, "https://explorer.example.org", url)
+    finally:
+        await runner.cleanup()
+    assert location == Location()
+    assert "pass --location" in caplog.text
+    dead = await resolve_location(
+        None, "https://explorer.example.org", f"http://127.0.0.1:{free_port()}/"
+    )
+    assert dead == Location()
+
+
+async def test_no_geoip_for_a_local_explorer_and_location_wins() -> None:
+    # a geoip URL that would fail loudly if asked
+    assert await resolve_location(None, "http://127.0.0.1:8080/api/v1", "http://0.0.0.0:1/") == (
+        Location()
+    )
+    given = Location(latitude=1, longitude=2)
+    assert (
+        await resolve_location(given, "https://explorer.example.org", "http://0.0.0.0:1/") is given
+    )
+
+
+def test_host_addresses_include_loopback() -> None:
+    assert "127.0.0.1" in host_addresses()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final, Protocol
@@ -119,6 +120,7 @@ class Engine:
         self._backoff = backoff()
         self.live: dict[str, Reservation] = {}
         self.counters = Counters()
+        self._by_type: Counter[str] = Counter()
         self.cursor = 0
         self._attempts: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -140,7 +142,8 @@ class Engine:
                 ", ".join(bad[:5]),
             )
         self.live = {r.id: r for r in reservations}
-        self.counters = Counters.from_reservations(reservations)
+        self._by_type = Counter(r.type for r in self.live.values())
+        self.counters = Counters.from_reservations(self.live.values())
         self._publish_counts()
         log.info(
             "cache: %d live reservations (%s)",
@@ -152,8 +155,7 @@ class Engine:
         if self.metrics is None:
             return
         counts = dict.fromkeys(TYPE_RANK, 0)
-        for r in self.live.values():
-            counts[r.type] = counts.get(r.type, 0) + 1
+        counts.update(self._by_type)
         self.metrics.set_live(counts)
 
     # -- reconcile (level-triggered) -------------------------------------------------------------
@@ -408,6 +410,7 @@ class Engine:
         stored = replace(r, result=result)
         await self.cache.put(stored)
         self.live[job.key] = stored
+        self._by_type[r.type] += 1
         self.counters.increment(r.type)
         self._publish_counts()
         await self.outbox.put_result(job.real_id, wire_result(result, job.category))
@@ -416,6 +419,10 @@ class Engine:
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
         r = job.reservation
+        if job.key not in self.live:  # written behind our back (another process, a restore)
+            self._by_type[cached.type] += 1
+            self.counters.increment(cached.type)
+            self._publish_counts()
         self.live[job.key] = cached
         if cached.user_id != r.user_id or cached.data != r.data or cached.type != r.type:
             # Only possible through a reference (same explorer id means same workload).
@@ -483,8 +490,9 @@ class Engine:
                 log.error("decommission of %s (%s) failed: %s; kept", job.key, cached.type, exc)
                 return "decommission-failed"
         await self.cache.remove(job.key)
-        self.live.pop(job.key, None)
-        self.counters.decrement(cached.type)
+        if self.live.pop(job.key, None) is not None:
+            self._by_type[cached.type] -= 1
+            self.counters.decrement(cached.type)
         self._publish_counts()
         await self.outbox.delete(job.real_id)
         await self.outbox.stats(self.counters.as_dict())

@@ -94,6 +94,7 @@ class Outbox:
         self._explorer = explorer
         self._backoff = backoff()
         self._pending: dict[int, Message] = {}
+        self._index: dict[tuple[str, str], int] = {}  # (gwid, op) -> pending count
         self._stats: dict[str, int] | None = None
         self._stats_version = 0
         self._forget: set[str] = set()
@@ -123,7 +124,7 @@ class Outbox:
                 log.error("outbox: dropping undecodable entry %s: %s", name, exc)
                 await self._redis.hdel(OUTBOX_KEY, key)
                 continue
-            self._pending[message.seq] = message
+            self._add(message)
         if self._pending:
             # Never reuse a sequence number still in the hash (the counter may have been lost).
             await self._redis.eval(
@@ -140,7 +141,7 @@ class Outbox:
         seq = int(await self._redis.incr(SEQ_KEY))
         message = Message(seq=seq, op=op, gwid=gwid, body=body, queued=time.time())
         await self._redis.hset(OUTBOX_KEY, message.field, message.to_json())
-        self._pending[seq] = message
+        self._add(message)
         self._wake.set()
 
     async def put_result(self, gwid: str, body: bytes) -> None:
@@ -163,7 +164,24 @@ class Outbox:
         self._wake.set()
 
     def has_pending(self, gwid: str, op: Op | None = None) -> bool:
-        return any(m.gwid == gwid and (op is None or m.op == op) for m in self._pending.values())
+        if op is None:
+            return bool(self._index.get((gwid, "result")) or self._index.get((gwid, "delete")))
+        return bool(self._index.get((gwid, op)))
+
+    def _add(self, message: Message) -> None:
+        self._pending[message.seq] = message
+        key = (message.gwid, message.op)
+        self._index[key] = self._index.get(key, 0) + 1
+
+    def _forget_message(self, message: Message) -> None:
+        if self._pending.pop(message.seq, None) is None:
+            return
+        key = (message.gwid, message.op)
+        left = self._index.get(key, 1) - 1
+        if left:
+            self._index[key] = left
+        else:
+            self._index.pop(key, None)
 
     @property
     def depth(self) -> int:
@@ -234,7 +252,7 @@ class Outbox:
             else:
                 self.delivered += 1
                 log.debug("outbox: delivered %s for %s", message.op, message.gwid)
-            self._pending.pop(message.seq, None)
+            self._forget_message(message)
             await self._done(message.field)
             if self._on_delivered is not None:
                 maybe = self._on_delivered(message)
