@@ -246,7 +246,7 @@ class Probe:
 
 
 def fmt_ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:8.2f}"
+    return f"{'-':>8}" if v is None else f"{v:8.2f}"
 
 
 def main() -> int:

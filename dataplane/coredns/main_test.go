@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+	_ "github.com/coredns/coredns/core/dnsserver" // registers the "dns" server type
+	"github.com/miekg/dns"
+)
+
+func TestDirectiveOrder(t *testing.T) {
+	registered := map[string]bool{}
+	for _, names := range caddy.ListPlugins() {
+		for _, n := range names {
+			registered[strings.TrimPrefix(n, "dns.")] = true
+		}
+	}
+	for _, d := range directives {
+		if !registered[d] {
+			t.Errorf("directive %q is not registered by any imported plugin", d)
+		}
+	}
+	pos := func(name string) int { return slices.Index(directives, name) }
+	if !(pos("cache") < pos("gatewaydns") && pos("gatewaydns") < pos("forward")) {
+		t.Fatalf("order must be cache < gatewaydns < forward: %v", directives)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	for {
+		l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+}
+
+// TestCorefileEndToEnd runs the assembled server from a Corefile: gatewaydns answers the
+// names of its redis zones, forward (after it) gets everything else.
+func TestCorefileEndToEnd(t *testing.T) {
+	const redisServer = "/usr/bin/redis-server"
+	if _, err := os.Stat(redisServer); err != nil {
+		t.Fatalf("redis-server is required at %s: %v", redisServer, err)
+	}
+	rport := freePort(t)
+	sock := t.TempDir() + "/redis.sock"
+	redis := exec.Command(redisServer, "--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir(), "--unixsocket", sock, "--requirepass", "s3cret")
+	if err := redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
+	cli := func(args ...string) string {
+		out, err := exec.Command("redis-cli", append([]string{"-s", sock, "-a", "s3cret", "--no-auth-warning", "-n", "3"}, args...)...).CombinedOutput()
+		if err != nil {
+			return "error: " + string(out)
+		}
+		return string(out)
+	}
+	waitFor(t, "redis", func() error {
+		if out := cli("PING"); !strings.Contains(out, "PONG") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.5"}]}`)
+
+	// A stand-in upstream for forward: it answers every A query with 192.0.2.99.
+	up, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := &dns.Server{PacketConn: up, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
+			A: net.IPv4(192, 0, 2, 99)}}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = upstream.ActivateAndServe() }()
+	t.Cleanup(func() { _ = upstream.Shutdown() })
+
+	port := freePort(t)
+	readyPort := freePort(t)
+	t.Setenv("TFGW_TEST_REDIS_PASSWORD", "s3cret")
+	corefile := fmt.Sprintf(`.:%d {
+		bind 127.0.0.1
+		ready 127.0.0.1:%d
+		errors
+		gatewaydns {
+			unix %s
+			password {$TFGW_TEST_REDIS_PASSWORD}
+			db 3
+			nameservers ns1.gw.test.
+		}
+		forward . %s
+	}`, port, readyPort, sock, up.LocalAddr().String())
+	instance, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(corefile), ServerTypeName: "dns"})
+	if err != nil {
+		t.Fatalf("start CoreDNS: %v", err)
+	}
+	t.Cleanup(func() { instance.ShutdownCallbacks(); _ = instance.Stop() })
+
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	ask := func(name string) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		c := &dns.Client{Timeout: time.Second}
+		r, _, err := c.Exchange(m, addr)
+		return r, err
+	}
+	waitFor(t, "ready endpoint", func() error {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(readyPort), time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("GET /ready HTTP/1.0\r\n\r\n"))
+		buf := make([]byte, 64)
+		n, _ := conn.Read(buf)
+		if !strings.Contains(string(buf[:n]), " 200 ") {
+			return fmt.Errorf("ready says %q", buf[:n])
+		}
+		return nil
+	})
+	r, err := ask("www.example.com.")
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.0.0.5" || !r.Authoritative {
+		t.Fatalf("redis zone name: %v %v", r, err)
+	}
+	r, err = ask("nothere.example.com.")
+	if err != nil || r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 {
+		t.Fatalf("missing name in a redis zone must be NXDOMAIN with SOA, not forwarded: %v %v", r, err)
+	}
+	r, err = ask("www.elsewhere.org.")
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.99" {
+		t.Fatalf("name outside every zone must be forwarded: %v %v", r, err)
+	}
+	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.6"}]}`)
+	waitFor(t, "pushed change", func() error {
+		r, err := ask("www.example.com.")
+		if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.0.0.6" {
+			return fmt.Errorf("%v %v", r, err)
+		}
+		return nil
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
