@@ -6,6 +6,8 @@
 #               that `go mod vendor` writes in the module, which is exactly what nixpkgs'
 #               goModules fixed-output derivation copies to $out.
 #
+# --check also builds each package's subPackages from that vendor tree without the module proxy,
+# as buildGoModule does, so a moved main package or an inconsistent vendor tree fails here.
 # --head: hash the modules as committed (HEAD) instead of the work tree.
 # Runs offline apart from the Go module proxy; needs Go of the same minor version as nixpkgs' Go
 # (modules.txt can differ between minors) and `nix hash path` from Debian's nix-bin.
@@ -66,6 +68,16 @@ for name in "${!MODULES[@]}"; do
   vendor_dir "$mod" "$work/$name"
   GOT[$name]=$(nar_hash "$work/$name/vendor")
   echo "$name: ${GOT[$name]}" >&2
+  if [ "$mode" = check ]; then
+    # Build the package's subPackages the way buildGoModule does: from vendor/ only, no proxy.
+    subs=$(sed -n 's/^ *subPackages = \[ \(.*\) \];$/\1/p' "nix/packages/$name.nix" | tr -d '"')
+    [ -n "$subs" ] || die "nix/packages/$name.nix: no one-line subPackages = [ ... ];"
+    for sub in $subs; do
+      (cd "$work/$name" && GOFLAGS="-mod=vendor -trimpath" GOPROXY=off GOWORK=off GOTOOLCHAIN=local \
+        go build -o /dev/null "./$sub") || die "$name: ./$sub does not build from the vendor tree"
+    done
+    echo "$name: ./${subs// / ./} build from vendor/" >&2
+  fi
 done
 
 pairs=()

@@ -33,10 +33,7 @@ in
 {
   name = "tfgateway";
 
-  defaults = {
-    documentation.enable = false;
-    networking.firewall.enable = lib.mkDefault true;
-  };
+  defaults.documentation.enable = false;
 
   nodes = {
     explorer =
