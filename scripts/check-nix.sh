@@ -27,6 +27,7 @@ done
 
 step "deadnix $DEADNIX_VERSION"
 if [ ! -x "$CARGO_ROOT/bin/deadnix" ] || ! "$CARGO_ROOT/bin/deadnix" --version | grep -q " $DEADNIX_VERSION"; then
+  PATH=$PATH:$HOME/.cargo/bin
   command -v cargo >/dev/null || die "cargo missing: needed to install deadnix from crates.io"
   cargo install --quiet --locked --root "$CARGO_ROOT" deadnix --version "$DEADNIX_VERSION" \
     || die "cargo install deadnix failed"
