@@ -24,11 +24,29 @@ const (
 	kindDial        = "dial"
 	kindTunnel      = "tunnel"
 	kindWrite       = "write"
+	kindOverload    = "too_many_pending"
 )
 
+// enterPeek takes a pending slot; false means too many clients are mid-head right now.
+func (r *Router) enterPeek(listener string) bool {
+	select {
+	case r.pending <- struct{}{}:
+		return true
+	default:
+		r.fail(listener, NoRoute, kindOverload)
+		return false
+	}
+}
+
+func (r *Router) leavePeek() { <-r.pending }
+
 func (r *Router) handleHTTP(c net.Conn) {
+	if !r.enterPeek(ListenerHTTP) {
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
 	host, buf, err := sniff.HTTPHost(c, r.opt.HeaderLimit)
+	r.leavePeek()
 	if err != nil {
 		r.peekFailed(ListenerHTTP, c, err)
 		return
@@ -38,8 +56,12 @@ func (r *Router) handleHTTP(c net.Conn) {
 }
 
 func (r *Router) handleTLS(c net.Conn) {
+	if !r.enterPeek(ListenerTLS) {
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
 	host, buf, err := sniff.TLSServerName(c, r.opt.HeaderLimit)
+	r.leavePeek()
 	if err != nil && !errors.Is(err, sniff.ErrNotTLS) && !errors.Is(err, sniff.ErrBadHello) {
 		r.peekFailed(ListenerTLS, c, err)
 		return

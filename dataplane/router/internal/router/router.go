@@ -29,8 +29,11 @@ type Options struct {
 	HandshakeTimeout time.Duration // trc handshake
 	MaxSecret        int           // bytes
 	ShutdownGrace    time.Duration // how long shutdown waits for live connections
-	Tunnel           tunnel.Limits
-	Log              *slog.Logger
+	// MaxPending bounds connections still sending their HTTP head or ClientHello; above it
+	// new ones are closed at once, so a slowloris flood cannot pin unbounded memory.
+	MaxPending int
+	Tunnel     tunnel.Limits
+	Log        *slog.Logger
 	// TargetPolicy refuses direct targets from redis; routes.CheckTarget when nil. Tests
 	// replace it to reach backends on loopback.
 	TargetPolicy routes.TargetPolicy
@@ -53,6 +56,7 @@ func (o *Options) defaults() {
 	def(&o.HandshakeTimeout, 10*time.Second)
 	defi(&o.MaxSecret, 4096)
 	def(&o.ShutdownGrace, 10*time.Second)
+	defi(&o.MaxPending, 20000)
 	defi(&o.Tunnel.MaxTunnels, 100000)
 	defi(&o.Tunnel.MaxStreamsPerTunnel, 128)
 	defi(&o.Tunnel.MaxStreams, 16384)
@@ -99,6 +103,7 @@ type Router struct {
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
 	ready     chan struct{}
+	pending   chan struct{} // slots for connections in the peek phase
 }
 
 // New builds a router from a parsed router.toml.
@@ -118,6 +123,7 @@ func New(cfg *config.Config, opt Options) *Router {
 		listeners: map[string]net.Listener{},
 		conns:     map[net.Conn]struct{}{},
 		ready:     make(chan struct{}),
+		pending:   make(chan struct{}, opt.MaxPending),
 	}
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
 	return r

@@ -448,3 +448,34 @@ func TestRoutesLoadedBeforeServing(t *testing.T) {
 		t.Fatalf("first request after Ready: %q, %v", got, err)
 	}
 }
+
+// Clients still sending their head are bounded: beyond MaxPending new ones are closed at
+// once while the earlier ones keep their slot until their own deadline.
+func TestPendingLimit(t *testing.T) {
+	r := startRouter(t, 0, "", Options{MaxPending: 2, PeekTimeout: 5 * time.Second})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", r.http())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET / HTTP/1.1\r\n")
+		held = append(held, c)
+	}
+	testutil.WaitFor(t, 5*time.Second, "two clients pending", func() bool { return len(r.pending) == 2 })
+	c, err := net.Dial("tcp", r.tls())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !closedWithin(c, 2*time.Second) {
+		t.Fatal("client over the pending limit not closed at once")
+	}
+	if closedWithin(held[0], 100*time.Millisecond) {
+		t.Fatal("a pending client was dropped instead of the new one")
+	}
+	if v := promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerTLS, NoRoute, kindOverload)); v != 1 {
+		t.Fatalf("overload errors = %v", v)
+	}
+}
