@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/coredns/plugin/pkg/dnstest"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // gatewayZone is what the agent writes for a managed domain plus what a user may add.
@@ -413,7 +414,12 @@ func TestMalformedDataIsSkipped(t *testing.T) {
 	}
 	cfg := testConfig(r.addr())
 	cfg.maxValueBytes = 1000
+	skippedBefore := testutil.ToFloat64(skippedTotal)
 	g, _ := startPlugin(t, cfg)
+	// 6 owner problems in bad.test., the uppercase key and the root key
+	if got := testutil.ToFloat64(skippedTotal) - skippedBefore; got != 8 {
+		t.Errorf("skipped_data_total grew by %v, want 8", got)
+	}
 	if m := ask(t, g, "good.bad.test.", dns.TypeA); len(m.Answer) != 1 {
 		t.Fatalf("good owner: %v", m)
 	}

@@ -175,7 +175,8 @@ func (s *syncer) ensureKeyspaceEvents(ctx context.Context) {
 	log.Infof("notify-keyspace-events set to %q (was %q)", want, have)
 }
 
-func (s *syncer) logOnce(key, format string, args ...any) {
+// logOnce logs a problem the first time it is seen; it reports whether it did.
+func (s *syncer) logOnce(key, format string, args ...any) bool {
 	s.mu.Lock()
 	seen := s.errOnce[key]
 	s.errOnce[key] = true
@@ -183,6 +184,7 @@ func (s *syncer) logOnce(key, format string, args ...any) {
 	if !seen {
 		log.Warningf(format, args...)
 	}
+	return !seen
 }
 
 // unionFlags returns have plus every flag of need that have does not already imply. "A" is
@@ -231,13 +233,17 @@ func (s *syncer) load(ctx context.Context) {
 		if full {
 			// The full load reads redis after these zones were marked, so it covers them.
 			err = s.fullSync(ctx)
+			loadsTotal.WithLabelValues("full", result(err)).Inc()
 		} else {
 			for zone := range dirty {
-				if err = s.reloadZone(ctx, zone); err != nil {
+				err = s.reloadZone(ctx, zone)
+				loadsTotal.WithLabelValues("zone", result(err)).Inc()
+				if err != nil {
 					break
 				}
 			}
 		}
+		zonesServed.Set(float64(len(s.g.current().zones)))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -297,6 +303,7 @@ func (s *syncer) fullSync(ctx context.Context) error {
 		}
 	}
 	s.g.install(next)
+	lastFullSync.SetToCurrentTime()
 	if !s.g.loaded.Swap(true) {
 		log.Infof("loaded %d zones from redis", len(next.zones))
 	}
@@ -345,13 +352,25 @@ func (s *syncer) reloadZone(ctx context.Context, key string) error {
 func (s *syncer) build(key string, fields map[string]string, old *builtZone) *builtZone {
 	name, err := zoneName(key)
 	if err != nil {
-		s.logOnce("zone:"+key, "redis key %q not served: %v", key, err)
+		if s.logOnce("zone:"+key, "redis key %q not served: %v", key, err) {
+			skippedTotal.Inc()
+		}
 		return nil
 	}
 	if old != nil && old.digest == contentDigest(fields) {
 		return old
 	}
-	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), log.Warningf)
+	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), func(format string, args ...any) {
+		skippedTotal.Inc()
+		log.Warningf(format, args...)
+	})
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
 }
 
 func isWrongType(err error) bool {

@@ -1,0 +1,37 @@
+package gatewaydns
+
+import (
+	"github.com/coredns/coredns/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics, exported by the prometheus plugin when it is configured. They tell an operator
+// whether the zones in memory follow redis: how many are served, how loads go, and when
+// the last full resync succeeded.
+var (
+	zonesServed = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "zones",
+		Help:      "Number of zones served from redis.",
+	})
+	loadsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "loads_total",
+		Help:      "Loads from redis by kind (full, zone) and result (ok, error).",
+	}, []string{"kind", "result"})
+	lastFullSync = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "last_full_sync_timestamp_seconds",
+		Help:      "Unix time of the last successful full resync from redis.",
+	})
+	skippedTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "skipped_data_total",
+		Help:      "Malformed or oversized owners, records and zone keys that were logged and skipped.",
+	})
+)
