@@ -27,11 +27,12 @@ let
   router = cfg.router.settings.server;
   tcpPorts = {
     "services.tfgateway.dns.port" = cfg.dns.port;
-    "router.settings.server.port (TLS)" = router.port;
-    "router.settings.server.httpport" = router.httpport;
-    "router.settings.server.clientsport" = router.clientsport;
+    "services.tfgateway.router.settings.server.port" = router.port;
+    "services.tfgateway.router.settings.server.httpport" = router.httpport;
+    "services.tfgateway.router.settings.server.clientsport" = router.clientsport;
     "services.tfgateway.redis.port" = cfg.redis.port;
   };
+  wireguardPort = if cfg.endpoint == null then null else endpointPort cfg.endpoint;
   duplicatePorts = lib.filterAttrs (_: names: lib.length names > 1) (
     lib.groupBy (name: toString tcpPorts.${name}) (lib.attrNames tcpPorts)
   );
@@ -314,16 +315,16 @@ in
         message = "services.tfgateway.seedFile must be an absolute path outside the Nix store (the seed is the gateway's private key), got ${toString cfg.seedFile}.";
       }
       {
-        assertion = cfg.endpoint == null || endpointPort cfg.endpoint != null;
+        assertion = cfg.endpoint == null || wireguardPort != null;
         message = "services.tfgateway.endpoint must be host:port (the WireGuard listen port is its port), got ${toString cfg.endpoint}.";
       }
       {
-        assertion = cfg.endpoint == null || cfg.wireguardInterface != "";
-        message = "services.tfgateway.endpoint turns 4to6 on, which needs services.tfgateway.wireguardInterface.";
+        assertion = cfg.endpoint == null || builtins.match "[A-Za-z0-9_.-]{1,15}" cfg.wireguardInterface != null;
+        message = "services.tfgateway.endpoint turns 4to6 on, which needs services.tfgateway.wireguardInterface to be a Linux interface name (1-15 of A-Z a-z 0-9 _ . -), got \"${cfg.wireguardInterface}\".";
       }
       {
-        assertion = builtins.match "[A-Za-z0-9_.-]{1,15}" cfg.wireguardInterface != null;
-        message = "services.tfgateway.wireguardInterface must be a Linux interface name (1-15 of A-Z a-z 0-9 _ . -), got \"${cfg.wireguardInterface}\".";
+        assertion = wireguardPort != cfg.dns.port;
+        message = "services.tfgateway: the WireGuard port of services.tfgateway.endpoint and services.tfgateway.dns.port are both UDP ${toString cfg.dns.port}.";
       }
       {
         assertion = cfg.endpoint == null || config.networking.nftables.enable;

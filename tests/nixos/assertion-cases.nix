@@ -25,11 +25,18 @@
         endpoint = "203.0.113.10:3443";
         wireguardInterface = "";
       };
-      expect = "needs services.tfgateway.wireguardInterface";
+      expect = "needs services.tfgateway.wireguardInterface to be a Linux interface name";
     };
     interface-name-too-long = {
-      settings.services.tfgateway.wireguardInterface = "wg-tfgateway-too-long";
-      expect = "must be a Linux interface name";
+      settings.services.tfgateway = {
+        endpoint = "203.0.113.10:3443";
+        wireguardInterface = "wg-tfgateway-too-long";
+      };
+      expect = "needs services.tfgateway.wireguardInterface to be a Linux interface name";
+    };
+    wireguard-port-on-dns-port = {
+      settings.services.tfgateway.endpoint = "203.0.113.10:53";
+      expect = "are both UDP 53";
     };
     clients-port-on-tls-port = {
       settings.services.tfgateway.router.settings.server.clientsport = 443;
