@@ -30,7 +30,8 @@
       };
 
       nixosModules = {
-        tfgateway = ./nixos-modules;
+        # An attribute set, as `nix flake check` wants (nixos-modules/default.nix imports the parts).
+        tfgateway = import ./nixos-modules;
         default = self.nixosModules.tfgateway;
       };
 
