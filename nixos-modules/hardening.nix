@@ -1,5 +1,5 @@
-# systemd sandboxing shared by the gateway's daemons (modelled on nixpkgs' rathole and redis
-# modules). Each unit adds its own capabilities and address families.
+# Service settings shared by the gateway's daemons: the sandbox (modelled on nixpkgs' rathole
+# and redis modules) and the restart policy. Each unit adds its capabilities and address families.
 {
   DynamicUser = true;
   NoNewPrivileges = true;
