@@ -2,7 +2,7 @@
 # nixpkgs itself: the NixOS options the module sets are declared as free-form stubs and the
 # few packages it uses are fake derivations. Checks every case of assertion-cases.nix and
 # returns what the module renders (unit command lines, Corefile, router.toml, host settings)
-# for a person to read. Run by scripts/eval-nix-offline.sh; `nix flake check` does the real thing.
+# for a person to read, and the VM test's script for a linter. Run by scripts/eval-nix-offline.sh; `nix flake check` does the real thing.
 { lib }:
 
 let
@@ -103,6 +103,22 @@ else
     inherit (valid) boot environment networking;
     redis = valid.services.redis;
     resolved = valid.services.resolved;
+    # The VM test's Python, rendered with made-up node addresses, for a linter to read.
+    vmTestScript =
+      let
+        node = address: {
+          networking.primaryIPAddress = address;
+          networking.primaryIPv6Address = "2001:db8:1::99";
+          services.tfgateway.wireguardInterface = "wg-tfgateway";
+        };
+      in
+      (import ./gateway.nix { inherit lib; }).testScript {
+        nodes = {
+          gateway = node "192.168.1.4";
+          backend = node "192.168.1.1";
+          natted = node "192.168.2.5";
+        };
+      };
     # Without 4to6 the agent keeps no capability and the host no forwarding.
     without4to6 =
       let
