@@ -12,7 +12,7 @@ import base58
 import httpx
 import pytest
 from nacl.signing import SigningKey
-from tfgateway.devexplorer.admin_client import AdminClient
+from tfgateway.devexplorer.admin_client import AdminClient, AdminError
 from tfgateway.devexplorer.server import DevExplorer
 
 from tests.support.devexplorer import devexplorer_in_process
@@ -421,3 +421,54 @@ async def test_phonebook_user(http: httpx.AsyncClient, admin: AdminClient) -> No
     # explicit ids move the shared counter
     w = await admin.delegate(NODE, 42, "u.example.com")
     assert w.id == 43
+
+
+# -- admin API ---------------------------------------------------------------------------
+
+
+async def test_hostile_items_are_served_as_asked(
+    http: httpx.AsyncClient, admin: AdminClient
+) -> None:
+    await admin.create_workload("proxy", NODE, 42, domain=["x"], port="80", overrides={"id": "7"})
+    await admin.create_workload(42, NODE, 42, raw='{"workload_type": 42, "id": []}')
+    await admin.create_workload("subdomain", NODE, 42, remove=["ips", "domain"])
+    response = await http.get(f"/reservations/nodes/{NODE}/workloads", params={"from": 0})
+    first, second, third = response.json()
+    assert (first["domain"], first["port"], first["id"]) == (["x"], "80", "7")
+    assert second == {"workload_type": 42, "id": []}
+    assert "ips" not in third
+    assert "domain" not in third
+    assert response.headers["X-Last-Id"] == "3"
+
+
+async def test_admin_errors_name_the_problem(admin: AdminClient) -> None:
+    with pytest.raises(AdminError) as err:
+        await admin.create_workload("ftp", NODE, 1)
+    assert err.value.status == 400
+    assert err.value.message.startswith("type: unknown workload type 'ftp'")
+    with pytest.raises(AdminError) as err:
+        await admin.create_workloads([{"type": "proxy", "node_id": NODE}, {"type": "x"}])
+    assert "[1].type: unknown workload type 'x'" in err.value.message
+    assert "[1].node_id: Field required" in err.value.message
+    assert (await admin.list_workloads()) == []  # nothing added when one spec is bad
+    with pytest.raises(AdminError) as err:
+        await admin.create_workload("proxy", NODE, 1, colour="red")
+    assert "colour" in err.value.message
+    await admin.delegate(NODE, 1, "x.example.com", id=5)
+    with pytest.raises(AdminError) as err:
+        await admin.delegate(NODE, 1, "y.example.com", id=5)
+    assert err.value.status == 409
+    with pytest.raises(AdminError) as err:
+        await admin.get_workload(99)
+    assert err.value.status == 404
+    with pytest.raises(AdminError) as err:
+        await admin.set_faults(error_status=200)
+    assert err.value.status == 400
+
+
+async def test_reset_forgets_everything(http: httpx.AsyncClient, admin: AdminClient) -> None:
+    await admin.delegate(NODE, 1, "x.example.com")
+    await admin.set_faults(error_requests=5)
+    await admin.reset()
+    assert await poll(http, NODE, 0) == (None, 0)
+    assert (await admin.faults())["remaining"]["error"] == 0

@@ -456,8 +456,7 @@ class DevExplorer:
         try:
             return model.model_validate(value)
         except ValidationError as exc:
-            prefix = f"{where}: " if where else ""
-            raise ExplorerError(400, prefix + describe_validation_error(exc)) from None
+            raise ExplorerError(400, describe_validation_error(exc, where)) from None
 
     async def _admin_health(self, request: web.Request) -> web.Response:
         return _admin_response({"ok": True, "explorer_url": self.url})
@@ -465,8 +464,12 @@ class DevExplorer:
     async def _admin_add_users(self, request: web.Request) -> web.Response:
         try:
             body = await self._admin_body(request)
-            items = body if isinstance(body, list) else [body]
-            specs = [self._validate(UserSpec, item, f"[{i}]") for i, item in enumerate(items)]
+            many = isinstance(body, list)
+            items = body if many else [body]
+            specs = [
+                self._validate(UserSpec, item, f"[{i}]." if many else "")
+                for i, item in enumerate(items)
+            ]
             users = [
                 self._apply("add_user", spec=spec.model_dump(mode="json", by_alias=True))
                 for spec in specs
@@ -481,8 +484,12 @@ class DevExplorer:
     async def _admin_add_workloads(self, request: web.Request) -> web.Response:
         try:
             body = await self._admin_body(request)
-            items = body if isinstance(body, list) else [body]
-            specs = [self._validate(WorkloadSpec, item, f"[{i}]") for i, item in enumerate(items)]
+            many = isinstance(body, list)
+            items = body if many else [body]
+            specs = [
+                self._validate(WorkloadSpec, item, f"[{i}]." if many else "")
+                for i, item in enumerate(items)
+            ]
             workloads = [
                 self._apply("add_workload", spec=spec.model_dump(mode="json", by_alias=True))
                 for spec in specs

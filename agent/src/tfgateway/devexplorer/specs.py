@@ -153,10 +153,11 @@ class SeedFile(BaseModel):
     workloads: list[WorkloadSpec] = []
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable line per problem: `workloads.3.type: unknown workload type 'x'`."""
-    lines = []
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One readable part per problem: `workloads.3.type: unknown workload type 'x' …`."""
+    parts = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(root)"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
+        where = prefix + ".".join(str(part) for part in item["loc"]) or "(root)"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
