@@ -35,9 +35,6 @@ class AgentProcess:
             "--poll-interval", str(self.poll_interval),
             "--max-backoff", "0.5",
             "--reconcile-interval", "2",
-            # The dev explorer does not queue deletes of old workloads (the real one does):
-            # the periodic replay finds them.
-            "--replay-interval", "1",
         ]  # fmt: skip
         for d in self.domains:
             args += ["--domains", d]

@@ -6,12 +6,15 @@ tests/integration/test_agent_*.py.
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import Reservation
 
 from tests.support.agent_stack import RecordingProvisioner, dev_explorer, engine_stack
+from tests.support.devexplorer import wait_until_async
 
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
 
@@ -266,3 +269,28 @@ async def test_reference_migration(redis_url: str, redis_db: redis.Redis) -> Non
         await drain(stack)
         assert rec.calls[-1] == ("decommission", old.gwid)
         assert redis_db.hlen(RESERVATIONS_KEY) == 0
+
+
+async def test_periodic_replay_from_zero(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
+        stack.engine.replay_interval = 0.3
+        task = asyncio.create_task(stack.engine.run())
+        try:
+            froms: list[str] = []
+
+            async def replayed() -> bool:
+                poll = (await admin.state())["polls"].get(NODE, {})
+                if poll:
+                    froms.append(poll["last_from"])
+                advanced = [i for i, f in enumerate(froms) if f != "0"]
+                return bool(advanced) and "0" in froms[advanced[0] :]
+
+            await wait_until_async(replayed, timeout=20, what="a replay from 0")
+        finally:
+            task.cancel()
+        assert rec.calls == [("provision", w.gwid)]  # replays are cache hits
