@@ -1,12 +1,14 @@
 package gatewaydns
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/file"
@@ -348,40 +350,78 @@ func TestDifferentialAgainstFilePlugin(t *testing.T) {
 		t.Fatalf("plugin serves %d zones, want %d", got, len(all))
 	}
 
-	compared, mismatches := 0, 0
-	kinds := map[string]int{}
-	existing := map[string]bool{}
-	for _, z := range all {
-		existing[z.name] = true
-		for o := range z.owners {
-			existing[o+"."+z.name] = true
+	compare := func(phase string) {
+		compared, mismatches := 0, 0
+		kinds := map[string]int{}
+		existing := map[string]bool{}
+		for _, z := range all {
+			existing[z.name] = true
+			for o := range z.owners {
+				existing[o+"."+z.name] = true
+			}
 		}
-	}
-	for _, name := range queryNames(all) {
-		for _, qt := range diffTypes {
-			ref := ask(t, reference, name, qt)
-			kinds[answerKind(ref, existing)]++
-			want := normalise(t, ref)
-			got := normalise(t, ask(t, plugin.Handler(gw), name, qt))
-			compared++
-			if got != want {
-				mismatches++
-				if mismatches <= 5 {
-					t.Errorf("%s %s differs\nfile plugin: %s\ngatewaydns:  %s", name, dns.TypeToString[qt], want, got)
+		for _, name := range queryNames(all) {
+			for _, qt := range diffTypes {
+				ref := ask(t, reference, name, qt)
+				kinds[answerKind(ref, existing)]++
+				want := normalise(t, ref)
+				got := normalise(t, ask(t, plugin.Handler(gw), name, qt))
+				compared++
+				if got != want {
+					mismatches++
+					if mismatches <= 5 {
+						t.Errorf("%s: %s %s differs\nfile plugin: %s\ngatewaydns:  %s", phase, name,
+							dns.TypeToString[qt], want, got)
+					}
 				}
 			}
 		}
+		if mismatches > 0 {
+			t.Fatalf("%s: %d of %d queries differ", phase, mismatches, compared)
+		}
+		// The generated set must exercise every kind of answer, or the comparison proves little.
+		for _, k := range []string{"answer", "nodata", "nxdomain", "referral", "wildcard", "cname", "refused", "glue"} {
+			if kinds[k] == 0 {
+				t.Errorf("no query produced a %q answer: %v", k, kinds)
+			}
+		}
+		t.Logf("%s: %d queries over %d zones: identical answers; kinds %v", phase, compared, len(all), kinds)
 	}
-	if mismatches > 0 {
-		t.Fatalf("%d of %d queries differ", mismatches, compared)
+	compare("full load")
+
+	// The same zones again after each was changed and changed back by push: the rebuilt
+	// zones (which reuse decoded owners) must answer exactly as before.
+	first := map[string]*builtZone{}
+	for n, z := range gw.current().zones {
+		first[n] = z
 	}
-	// The generated set must exercise every kind of answer, or the comparison proves little.
-	for _, k := range []string{"answer", "nodata", "nxdomain", "referral", "wildcard", "cname", "refused", "glue"} {
-		if kinds[k] == 0 {
-			t.Errorf("no query produced a %q answer: %v", k, kinds)
+	ctx := context.Background()
+	for _, z := range all {
+		r.hset(z.name, "zz-extra", `{"a":[{"ip":"10.99.99.99"}]}`)
+	}
+	eventually(t, 10*time.Second, "every zone changed by push", func() error {
+		for _, z := range all {
+			if m := ask(t, gw, "zz-extra."+z.name, dns.TypeA); len(m.Answer) != 1 {
+				return fmt.Errorf("zz-extra.%s not served yet", z.name)
+			}
+		}
+		return nil
+	})
+	for _, z := range all {
+		if err := r.cli.HDel(ctx, z.name, "zz-extra").Err(); err != nil {
+			t.Fatal(err)
 		}
 	}
-	t.Logf("%d queries over %d zones: identical answers; kinds %v", compared, len(all), kinds)
+	eventually(t, 10*time.Second, "every zone rebuilt by push", func() error {
+		for _, z := range all {
+			cur := gw.current().zones[z.name]
+			if cur == nil || cur == first[z.name] || cur.digest != first[z.name].digest {
+				return fmt.Errorf("zone %s not rebuilt back to its content yet", z.name)
+			}
+		}
+		return nil
+	})
+	compare("after push updates")
 }
 
 // answerKind classifies a reference answer for the coverage check; existing holds the

@@ -35,9 +35,6 @@ type syncer struct {
 
 	loadedOnce chan struct{} // closed after the first successful full load
 	closeOnce  sync.Once
-
-	// hooks for tests: called after every applied change (zone name, or "" for a full load)
-	applied func(string)
 }
 
 func newSyncer(cfg *config, g *GatewayDNS) *syncer {
@@ -308,9 +305,6 @@ func (s *syncer) fullSync(ctx context.Context) error {
 		log.Infof("loaded %d zones from redis", len(next.zones))
 	}
 	s.closeOnce.Do(func() { close(s.loadedOnce) })
-	if s.applied != nil {
-		s.applied("")
-	}
 	return nil
 }
 
@@ -342,9 +336,6 @@ func (s *syncer) reloadZone(ctx context.Context, key string) error {
 		next.zones[key] = bz
 	}
 	s.g.install(next)
-	if s.applied != nil {
-		s.applied(key)
-	}
 	return nil
 }
 
