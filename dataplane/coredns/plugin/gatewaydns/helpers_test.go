@@ -22,16 +22,17 @@ const redisServerPath = "/usr/bin/redis-server"
 
 // redisProc is a real redis-server owned by one test, on a free loopback port.
 type redisProc struct {
-	t    *testing.T
-	port int
-	dir  string
-	cmd  *exec.Cmd
-	cli  *redis.Client
+	t     *testing.T
+	port  int
+	dir   string
+	extra []string // more redis-server arguments
+	cmd   *exec.Cmd
+	cli   *redis.Client
 }
 
 // startRedis starts redis-server, failing the test loudly when it is missing: these tests
 // are about behaviour against a real redis and are never skipped.
-func startRedis(t *testing.T) *redisProc {
+func startRedis(t *testing.T, extra ...string) *redisProc {
 	t.Helper()
 	if _, err := os.Stat(redisServerPath); err != nil {
 		t.Fatalf("redis-server is required at %s for these tests: %v", redisServerPath, err)
@@ -42,7 +43,7 @@ func startRedis(t *testing.T) *redisProc {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	r := &redisProc{t: t, port: port, dir: t.TempDir()}
+	r := &redisProc{t: t, port: port, dir: t.TempDir(), extra: extra}
 	r.start()
 	r.cli = redis.NewClient(&redis.Options{Addr: r.addr(), Protocol: 2, DisableIdentity: true})
 	t.Cleanup(func() {
@@ -59,6 +60,7 @@ func (r *redisProc) start() {
 	r.cmd = exec.Command(redisServerPath, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir,
 		"--logfile", filepath.Join(r.dir, "redis.log"))
+	r.cmd.Args = append(r.cmd.Args, r.extra...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}

@@ -310,6 +310,32 @@ func TestAgentChannel(t *testing.T) {
 	})
 }
 
+// A managed redis may forbid CONFIG: the plugin says so once and keeps working through the
+// agent's channel and the resync.
+func TestWorksWhereConfigIsForbidden(t *testing.T) {
+	r := startRedis(t, "--rename-command", "CONFIG", "")
+	loadExampleZone(r)
+	g, s := startPlugin(t, testConfig(r.addr()))
+	eventually(t, 2*time.Second, "CONFIG refusal noted", func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.errOnce["get"] {
+			return fmt.Errorf("no warning recorded")
+		}
+		return nil
+	})
+	r.hset("example.com.", "later", `{"a":[{"ip":"10.8.8.8"}]}`)
+	if err := r.cli.Publish(context.Background(), AgentChannel, "example.com.").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "change announced on "+AgentChannel, func() error {
+		if m := ask(t, g, "later.example.com.", dns.TypeA); len(m.Answer) != 1 {
+			return fmt.Errorf("answer %v", rrStrings(m.Answer))
+		}
+		return nil
+	})
+}
+
 func TestKeyspaceEventsAreEnabledKeepingOtherFlags(t *testing.T) {
 	r := startRedis(t)
 	ctx := context.Background()
