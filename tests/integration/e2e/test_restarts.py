@@ -66,6 +66,18 @@ def all_served(gateway: Gateway, s: Served) -> bool:
     )
 
 
+def provisions_and_serves(gateway: Gateway, name: str) -> None:
+    wid = gateway.create("subdomain", gateway.add_user(), domain=name, ips=["198.51.100.44"])
+    assert gateway.wait_result(wid).state == "ok"
+    wait_for(
+        lambda: (
+            {rd.to_text() for rrset in gateway.dns(name, "A").answer for rd in rrset}
+            == {"198.51.100.44"}
+        ),
+        what=f"A {name}",
+    )
+
+
 def test_everything_is_served_before_restarts(gateway: Gateway, served: Served) -> None:
     wait_for(lambda: all_served(gateway, served), timeout=30, what="all workloads served")
 
@@ -74,6 +86,9 @@ def test_redis_restart_keeps_everything_served(gateway: Gateway, served: Served)
     wait_for(lambda: all_served(gateway, served), timeout=30, what="served before")
     gateway.restart_redis()
     wait_for(lambda: all_served(gateway, served), timeout=30, what="served after redis restart")
+    # The data survived on disk (append-only file), and the agent is back on redis.
+    assert gateway.redis_keys("/tcprouter/service/*")
+    provisions_and_serves(gateway, f"after-redis.{MANAGED_DOMAIN}")
     gateway.check_alive()
 
 
@@ -82,8 +97,5 @@ def test_agent_restart_keeps_everything_served(gateway: Gateway, served: Served)
     gateway.restart_agent()
     wait_for(lambda: all_served(gateway, served), timeout=30, what="served after agent restart")
     # The restarted agent goes on provisioning.
-    user = gateway.add_user()
-    name = f"after-restart.{MANAGED_DOMAIN}"
-    wid = gateway.create("subdomain", user, domain=name, ips=["198.51.100.44"])
-    assert gateway.wait_result(wid).state == "ok"
+    provisions_and_serves(gateway, f"after-agent.{MANAGED_DOMAIN}")
     gateway.check_alive()
