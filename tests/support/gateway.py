@@ -497,6 +497,22 @@ class Gateway:
         self.stop("agent")
         self.start_agent()
 
+    def restart_dns(self) -> None:
+        self.stop("coredns")
+        self.start_dns()
+
+    def restart_router(self) -> None:
+        self.stop("router")
+        self.start_router()
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send `sig` to a component (default: an unclean death) and reap it; restart it with
+        its `start_*` method."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, sig)
+        proc.popen.wait(10)
+
     def check_alive(self) -> None:
         """Fail loudly (with its log) if a component died."""
         for proc in self.procs.values():

@@ -20,6 +20,7 @@ from tests.support.gateway import (
     Gateway,
 )
 from tests.support.netns import NETNS_DIR
+from tests.support.processes import wait_until
 
 
 def test_topology_isolation_and_clean_teardown(tmp_path: Path) -> None:
@@ -59,3 +60,22 @@ def test_start_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not [
         p for p in NETNS_DIR.iterdir() if p.name.startswith(gw.netns.prefix + gw.netns.run_id)
     ]
+
+
+def test_redis_keeps_its_data_across_restarts_like_the_appliance(tmp_path: Path) -> None:
+    with Gateway(tmp_path, with_agent=False) as gw:
+        gw.gw.run("redis-cli", "SET", "persisted", "yes")
+        gw.restart_redis()
+        assert gw.gw.run("redis-cli", "GET", "persisted").strip() == "yes"
+        gw.gw.run("redis-cli", "SET", "after-kill", "yes")
+        gw.gw.run("redis-cli", "BGREWRITEAOF")  # what everysec fsync gives within a second
+        wait_until(
+            lambda: (
+                "aof_rewrite_in_progress:0" in gw.gw.run("redis-cli", "INFO", "persistence")
+                and "aof_rewrite_scheduled:0" in gw.gw.run("redis-cli", "INFO", "persistence")
+            ),
+            what="AOF rewritten",
+        )
+        gw.kill("redis")
+        gw.start_redis()
+        assert gw.gw.run("redis-cli", "GET", "after-kill").strip() == "yes"
