@@ -79,7 +79,7 @@ async def test_retry_on_5xx_drop_on_404(redis_url: str, redis_db: redis.Redis) -
         outbox = Outbox(client, explorer, backoff=fast_backoff)
         await admin.set_faults(endpoints=["result"], error_requests=1, error_status=502)
         await outbox.put_result(w.gwid, BODY % w.gwid.encode())
-        await outbox.put_result("999-1", BODY % b"999-1")  # unknown to the explorer: 404
+        await outbox.delete("999-1")  # unknown to the explorer: 404 (faults hit PUTs only)
         assert not await outbox.deliver_once()  # 502 for ours (the 404 is dropped)
         assert outbox.dropped == 1
         assert [m.gwid for m in outbox.pending()] == [w.gwid]

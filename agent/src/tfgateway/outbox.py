@@ -89,7 +89,9 @@ class Outbox:
         backoff: Callable[[], Backoff] = Backoff,
         on_delivered: Callable[[Message], Awaitable[None] | None] | None = None,
         stats_gate: asyncio.Event | None = None,
+        concurrency: int = 16,
     ) -> None:
+        self.concurrency = concurrency
         self._redis = redis
         self._explorer = explorer
         self._backoff = backoff()
@@ -216,54 +218,78 @@ class Outbox:
         message delivered twice after a crash is harmless, one never delivered is not)."""
         if not self._forget:
             return
+        batch = set(self._forget)
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.hdel(OUTBOX_KEY, *self._forget)
-            self._forget.clear()
+            await self._redis.hdel(OUTBOX_KEY, *batch)
+            self._forget -= batch
 
     async def deliver_once(self) -> bool:
-        """One pass over everything pending; False if something must be retried later."""
-        ok = True
-        blocked: set[str] = set()
+        """One pass over everything pending; False if something must be retried later.
+
+        Workloads are served concurrently (a slow explorer must not make a backlog of
+        hundreds take hundreds of round trips in a row); the messages of one workload go
+        strictly in order, and a failed one holds back the rest of its workload.
+        """
+        groups: dict[str, list[Message]] = {}
         for message in self.pending():
-            if message.gwid in blocked:
-                continue
-            try:
-                await self._send(message)
-            except ExplorerError as exc:
-                if exc.retryable:
-                    ok = False
-                    blocked.add(message.gwid)
-                    if exc.status is None:  # explorer unreachable: the rest would fail too
-                        log.warning(
-                            "outbox: explorer unreachable (%s); %d pending", exc, self.depth
-                        )
-                        return False
-                    log.warning(
-                        "outbox: %s %s failed, will retry: %s", message.op, message.gwid, exc
-                    )
-                    continue
-                self.dropped += 1
-                log.error(
-                    "outbox: explorer refused %s for %s for good, dropping it: %s",
-                    message.op,
-                    message.gwid,
-                    exc,
-                )
-            else:
-                self.delivered += 1
-                log.debug("outbox: delivered %s for %s", message.op, message.gwid)
-            self._forget_message(message)
-            await self._done(message.field)
-            if self._on_delivered is not None:
-                maybe = self._on_delivered(message)
-                if maybe is not None:
-                    await maybe
+            groups.setdefault(message.gwid, []).append(message)
+        state = {"ok": True, "unreachable": False, "logged": 0}
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def deliver_group(messages: list[Message]) -> None:
+            async with limit:
+                for message in messages:
+                    if state["unreachable"]:
+                        state["ok"] = False
+                        return
+                    if not await self._deliver_one(message, state):
+                        return
+
+        await asyncio.gather(*(deliver_group(g) for g in groups.values()))
+        ok = bool(state["ok"])
         gate_open = self._stats_gate is None or self._stats_gate.is_set()
-        if self._stats is not None and not blocked and gate_open:
-            ok = await self._deliver_stats() and ok
+        if self._stats is not None and ok and gate_open:
+            ok = await self._deliver_stats()
         else:
             await self._flush_forget()
         return ok
+
+    async def _deliver_one(self, message: Message, state: dict[str, Any]) -> bool:
+        """Send one message; True when it is settled (acknowledged or refused for good)."""
+        try:
+            await self._send(message)
+        except ExplorerError as exc:
+            if exc.retryable:
+                state["ok"] = False
+                if exc.status is None:  # explorer unreachable: the rest would fail too
+                    state["unreachable"] = True
+                if state["logged"] < 3:
+                    state["logged"] += 1
+                    log.warning(
+                        "outbox: %s %s not delivered (%d pending), will retry: %s",
+                        message.op,
+                        message.gwid,
+                        len(self._pending),
+                        exc,
+                    )
+                return False
+            self.dropped += 1
+            log.error(
+                "outbox: explorer refused %s for %s for good, dropping it: %s",
+                message.op,
+                message.gwid,
+                exc,
+            )
+        else:
+            self.delivered += 1
+            log.debug("outbox: delivered %s for %s", message.op, message.gwid)
+        self._forget_message(message)
+        await self._done(message.field)
+        if self._on_delivered is not None:
+            maybe = self._on_delivered(message)
+            if maybe is not None:
+                await maybe
+        return True
 
     async def _deliver_stats(self) -> bool:
         version, counters = self._stats_version, dict(self._stats or {})
