@@ -163,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reconcile-interval",
         type=float,
-        default=60.0,
+        default=300.0,
         metavar="SECONDS",
-        help="re-apply every live workload to redis this often (default %(default)s)",
+        help="re-apply every live workload to redis this often; a redis that lost its data or "
+        "came back is noticed within a second regardless (default %(default)s)",
     )
     p.add_argument(
         "--replay-interval",

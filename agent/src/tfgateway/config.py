@@ -29,7 +29,7 @@ class Config:
     detect_addresses: bool = True
     metrics_listen: str = ""
     poll_interval: float = 10.0
-    reconcile_interval: float = 60.0
+    reconcile_interval: float = 300.0
     replay_interval: float = 600.0
     uptime_interval: float = 600.0
     max_backoff: float = 30.0

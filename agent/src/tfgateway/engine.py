@@ -18,10 +18,11 @@ are handed in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
@@ -80,6 +81,20 @@ def _is_transient(exc: BaseException) -> bool:
         cause = exc.__cause__
         return cause is not None and cause is not exc and _is_transient(cause)
     return isinstance(exc, _TRANSIENT)
+
+
+@contextlib.contextmanager
+def _quiet(provisioner: object) -> Iterator[None]:
+    """Re-applying unchanged state is routine: keep the primitive's info lines out of the log
+    (thousands per pass otherwise); warnings and errors still show."""
+    logger = logging.getLogger(type(provisioner).__module__)
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _redis_trouble(exc: BaseException | None) -> bool:
@@ -169,8 +184,9 @@ class Engine:
         applied = 0
         live = sorted(self.live.values(), key=lambda r: (TYPE_RANK.get(r.type, 0), r.id))
         if rewrite_cache:
-            for r in live:
-                await self.cache.put(r)
+            async with self.lock:  # a job must not remove an entry we then write back
+                for r in list(self.live.values()):
+                    await self.cache.put(r)
         for rtype, fn in self.converge.items():
             async with self.lock:
                 current = [r for r in self.live.values() if r.type == rtype]
@@ -186,8 +202,9 @@ class Engine:
                 async with self.lock:
                     if self.live.get(r.id) is not r:
                         continue  # changed by a job meanwhile
-                    async with asyncio.timeout(JOB_TIMEOUT):
-                        await provisioner.provision(r)
+                    with _quiet(provisioner):
+                        async with asyncio.timeout(JOB_TIMEOUT):
+                            await provisioner.provision(r)
                 applied += 1
             except Exception as exc:
                 if _redis_trouble(exc):
