@@ -1,0 +1,38 @@
+"""Fixtures of the fault suite (issue 8): one whole gateway per test module where the data plane
+must be observed from outside, and the agent as a program elsewhere.
+
+Every fault test runs against the real components (redis-server, the agent program, the
+development explorer over HTTP, coredns-tfgw, tfrouter, tftunnel) with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.gateway import Gateway
+
+pytestmark = pytest.mark.integration
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """redis, CoreDNS (gatewaydns), tfrouter, backend site, dev explorer and agent in netns."""
+    with Gateway(
+        tmp_path_factory.mktemp("gateway"),
+        poll_interval=0.1,
+        # Short retries and reconciles keep the suite fast; the behaviour is the same.
+        agent_extra_args=("--max-backoff", "1", "--reconcile-interval", "1"),
+    ) as gw:
+        yield gw
+
+
+@pytest.fixture
+def label(request: pytest.FixtureRequest) -> str:
+    """A DNS label unique to this test, so tests sharing a gateway never share names."""
+    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
+    return f"{name.removeprefix('test-')[:40]}-{next(_counter)}"
