@@ -161,7 +161,23 @@ def query_file(owners: int, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def dnsperf(port: int, qfile: Path, seconds: float) -> float:
+@dataclass
+class Round:
+    """One dnsperf run against one server."""
+
+    qps: float
+    cpu_us_per_query: float  # the server's user+system CPU time per completed query
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc (clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dnsperf(server: Server, qfile: Path, seconds: float) -> Round:
+    port = server.port
+    cpu0 = cpu_seconds(server.proc.pid)
     out = subprocess.run(
         [
             "dnsperf",
@@ -184,11 +200,13 @@ def dnsperf(port: int, qfile: Path, seconds: float) -> float:
     ).stdout
     m = re.search(r"Queries per second:\s+([\d.]+)", out)
     lost = re.search(r"Queries lost:\s+(\d+)", out)
-    if not m:
+    done = re.search(r"Queries completed:\s+(\d+)", out)
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    if not m or not done:
         raise RuntimeError(f"dnsperf output not understood:\n{out}")
     if lost and int(lost.group(1)) > 0:
-        print(f"  note: port {port}: {lost.group(1)} queries lost", file=sys.stderr)
-    return float(m.group(1))
+        print(f"  note: {server.label}: {lost.group(1)} queries lost", file=sys.stderr)
+    return Round(float(m.group(1)), cpu * 1e6 / max(1, int(done.group(1))))
 
 
 @dataclass
@@ -348,22 +366,38 @@ def main() -> int:
                     f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
                     f"{args.rounds} alternating rounds of {args.seconds}s"
                 )
-                qps: dict[str, list[float]] = {"gatewaydns": [], "file": []}
+                rounds: dict[str, list[Round]] = {"gatewaydns": [], "file": []}
                 for _ in range(args.rounds):
-                    for label in qps:
-                        qps[label].append(dnsperf(servers[label].port, qfile, args.seconds))
+                    for label in rounds:
+                        rounds[label].append(dnsperf(servers[label], qfile, args.seconds))
                 if have_third:
-                    qps["redis-3rdparty"] = [
-                        dnsperf(servers["redis-3rdparty"].port, qfile, args.seconds)
+                    rounds["redis-3rdparty"] = [
+                        dnsperf(servers["redis-3rdparty"], qfile, args.seconds)
                     ]
-                med = {k: statistics.median(v) for k, v in qps.items()}
-                print("\nQueries per second (median; each round's value in brackets)")
-                print(f"{'server':24} {'QPS':>10}  {'vs file':>8}  rounds")
-                for label, v in med.items():
+                qps = {k: statistics.median(r.qps for r in v) for k, v in rounds.items()}
+                cpu = {
+                    k: statistics.median(r.cpu_us_per_query for r in v) for k, v in rounds.items()
+                }
+                # Per-round ratios pair runs made seconds apart, so other load on the machine
+                # affects both sides of each ratio alike.
+                paired = statistics.median(
+                    g.qps / f.qps for g, f in zip(rounds["gatewaydns"], rounds["file"], strict=True)
+                )
+                print(
+                    "\nQueries per second (median over rounds) and server CPU time per query "
+                    "(median; lower is better)"
+                )
+                print(
+                    f"{'server':16} {'QPS':>8} {'vs file':>8} {'CPU us/q':>9} "
+                    f"{'file/this CPU':>14}  QPS per round"
+                )
+                for label in rounds:
                     print(
-                        f"{label:24} {v:10.0f}  {v / med['file']:7.2f}x  "
-                        f"{[round(x) for x in qps[label]]}"
+                        f"{label:16} {qps[label]:8.0f} {qps[label] / qps['file']:7.2f}x "
+                        f"{cpu[label]:9.1f} {cpu['file'] / cpu[label]:13.2f}x  "
+                        f"{[round(r.qps) for r in rounds[label]]}"
                     )
+                print(f"gatewaydns/file QPS, median of per-round ratios: {paired:.2f}x")
 
                 print(
                     "\nChange-to-visible latency (write to redis -> DNS answers the new data), ms"
