@@ -294,3 +294,26 @@ async def test_periodic_replay_from_zero(redis_url: str, redis_db: redis.Redis) 
         finally:
             task.cancel()
         assert rec.calls == [("provision", w.gwid)]  # replays are cache hits
+
+
+async def test_duplicated_and_shuffled_batches_apply_once(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        await admin.set_faults(endpoints=["poll"], seed=7, duplicate_rate=1.0, shuffle_rate=1.0)
+        ws = [
+            await admin.subdomain(NODE, 42, f"s{i}.gw.example.com", ["185.69.166.1"])
+            for i in range(6)
+        ]
+        ws.append(await admin.delegate(NODE, 42, "d.example.org"))
+        await stack.engine.poll_once()
+        await drain(stack)
+        assert (await admin.faults())["applied"], "the poll answer was not mangled"
+        assert sorted(rec.calls) == sorted(("provision", w.gwid) for w in ws)
+        assert rec.calls[0] == ("provision", ws[-1].gwid)  # delegations first, whatever the order
+        puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+        assert sorted(puts) == sorted(w.gwid for w in ws)
