@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # DNS benchmark (not a test): CoreDNS+gatewaydns vs CoreDNS+file (QPS, dnsperf) and
-# change-to-visible latency vs the third-party redis plugin, with and without cache.
-# Loopback only. Usage: benchmarks/dns/run.sh [bench.py options]
-# The third-party rows need a coredns-redis-thirdparty binary in $TFGW_BIN built elsewhere
-# (see README.md); without it they are left out and the run says so.
+# change-to-visible latency (gatewaydns with/without cache, file plugin with reload).
+# Loopback only. Usage: benchmarks/dns/run.sh [bench.py options]; see README.md.
 source "$(dirname "$0")/../../scripts/lib.sh"
 command -v dnsperf >/dev/null || die "dnsperf is required (apt-get install dnsperf)"
 command -v redis-server >/dev/null || die "redis-server is required"
