@@ -203,6 +203,18 @@ class Agent:
         await self.redis.set(SENTINEL_KEY, self._token)
         # Everything else is re-applied by the watch loop's first pass, while polling goes on.
 
+    async def prepare_until_ready(self) -> None:
+        """`prepare`, again after a redis failure half-way (every step is idempotent)."""
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while True:
+            try:
+                await self.prepare()
+                return
+            except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
+                log.warning("start-up interrupted by redis: %s; again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
     async def setup_fourtosix(self) -> None:
         from tfgateway.fourtosix import FourToSixProvisioner  # netlink only when 4to6 is on
 
@@ -352,7 +364,7 @@ class Agent:
                 loop.add_signal_handler(sig, self.stop)
         if self.config.metrics_listen:
             self.metrics.serve(self.config.metrics_listen)
-        preparing = asyncio.create_task(self.prepare())
+        preparing = asyncio.create_task(self.prepare_until_ready())
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({preparing, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not preparing.done():

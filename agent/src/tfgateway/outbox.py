@@ -171,6 +171,8 @@ class Outbox:
         return bool(self._index.get((gwid, op)))
 
     def _add(self, message: Message) -> None:
+        if message.seq in self._pending:
+            return  # loaded twice (start-up retried)
         self._pending[message.seq] = message
         key = (message.gwid, message.op)
         self._index[key] = self._index.get(key, 0) + 1
