@@ -110,8 +110,20 @@ async def test_every_type_end_to_end(
     secret = encrypt_secret(reverse_proxy_plaintext(tid, "s3cret"), node, version=2, user=user)
     rev = await admin.reverse_proxy(node, tid, f"tunnel.{MANAGED}", secret, version=2)
     bad = await admin.proxy(node, tid, f"evil.{MANAGED}", "127.0.0.1", 6379)
-    workloads = [sub, dele, prx, rev, bad]
+    # F2: a version >= 1 secret shorter than a nonce crashed the Go daemon in a loop
+    short = await admin.reverse_proxy(node, tid, f"short.{MANAGED}", "00ff", version=2)
+    alien = await admin.create_workload(
+        "subdomain", node, tid, domain=f"x.{MANAGED}", overrides={"workload_type": 99}
+    )
+    workloads = [sub, dele, prx, rev, bad, short, alien]
     await all_answered(admin, workloads, agent)
+    refused = {
+        p["gwid"]: p["result"]["message"]
+        for p in (await admin.state())["result_puts"]
+        if p.get("result", {}).get("state") == 0
+    }
+    assert refused[short.gwid].startswith("failed to decrypt secret"), refused
+    assert refused[alien.gwid] == "type of reservation not supported: UNKNOWN", refused
     state = await admin.state()
     results = state["results"]
     for w in (sub, dele, prx, rev):
