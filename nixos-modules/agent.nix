@@ -65,7 +65,7 @@ in
         "redis-tfgateway.service"
       ];
 
-      serviceConfig = import ./hardening.nix // {
+      serviceConfig = (import ./hardening.nix).common // {
         # The seed argument is added unescaped so that systemd expands %d.
         ExecStart = "${utils.escapeSystemdExecArgs ([ (lib.getExe cfg.package) ] ++ args)} --seed ${seed}";
         StateDirectory = "tfgateway";

@@ -51,19 +51,9 @@ in
       ];
       restartTriggers = [ corefile ];
 
-      serviceConfig = import ./hardening.nix // {
+      serviceConfig = (import ./hardening.nix).dataPlane // {
         ExecStart = "${lib.getExe cfg.dns.package} -conf ${corefile}";
         ExecReload = "${pkgs.coreutils}/bin/kill -SIGUSR1 $MAINPID";
-        AmbientCapabilities = "CAP_NET_BIND_SERVICE";
-        CapabilityBoundingSet = "CAP_NET_BIND_SERVICE";
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-        ];
-        MemoryDenyWriteExecute = true;
-        ProcSubset = "pid";
-        LimitNOFILE = 1048576;
       };
     };
   };

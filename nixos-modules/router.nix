@@ -33,18 +33,8 @@ in
         "redis-tfgateway.service"
       ];
 
-      serviceConfig = import ./hardening.nix // {
+      serviceConfig = (import ./hardening.nix).dataPlane // {
         ExecStart = utils.escapeSystemdExecArgs args;
-        AmbientCapabilities = "CAP_NET_BIND_SERVICE";
-        CapabilityBoundingSet = "CAP_NET_BIND_SERVICE";
-        RestrictAddressFamilies = [
-          "AF_UNIX"
-          "AF_INET"
-          "AF_INET6"
-        ];
-        MemoryDenyWriteExecute = true;
-        ProcSubset = "pid";
-        LimitNOFILE = 1048576;
       };
     };
   };

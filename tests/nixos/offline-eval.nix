@@ -96,9 +96,9 @@ else
     agentOrdering = {
       inherit (units.tfgateway) after requires wants;
     };
-    dns = units.tfgateway-dns.serviceConfig.ExecStart;
+    dns = units.tfgateway-dns.serviceConfig;
     corefile = (lib.head units.tfgateway-dns.restartTriggers).text;
-    router = units.tfgateway-router.serviceConfig.ExecStart;
+    router = units.tfgateway-router.serviceConfig;
     routerToml = valid.services.tfgateway.router.settings;
     inherit (valid) boot environment networking;
     redis = valid.services.redis;
