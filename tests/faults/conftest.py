@@ -25,8 +25,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with Gateway(
         tmp_path_factory.mktemp("gateway"),
         poll_interval=0.1,
-        # Short retries and reconciles keep the suite fast; the behaviour is the same.
-        agent_extra_args=("--max-backoff", "1", "--reconcile-interval", "1"),
+        # Short retries, reconciles and replays keep the suite fast; the behaviour is the same.
+        # The replay matters: a result re-sent after the user's delete pops the explorer's
+        # queue entry of that delete (see the H9 report), and only a replay finds it again.
+        agent_extra_args=(
+            "--max-backoff",
+            "1",
+            "--reconcile-interval",
+            "1",
+            "--replay-interval",
+            "3",
+        ),
     ) as gw:
         yield gw
 

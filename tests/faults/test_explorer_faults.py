@@ -162,7 +162,10 @@ def test_fault_keeps_serving_and_catches_up(
         assert len(puts) <= 3, puts
     for wid in (old.sub_id, old.proxy_id):
         g = gwid(gateway, wid)
-        assert not puts_for(state, g)[1:], "an old workload got a second result"
+        # its one result, possibly in identical copies, never a contradicting one
+        assert {(p["result"]["state"], p["result"]["signature"]) for p in puts_for(state, g)} == {
+            (1, puts_for(state, g)[0]["result"]["signature"])
+        }
         assert any(d["gwid"] == g and d["status"] == 200 for d in state["deletes"])
     # Nothing else was sent: only the new workloads got results during the fault.
     later = {p["gwid"] for p in state["result_puts"][puts_before:] if p["status"] == 201}
@@ -250,7 +253,7 @@ def test_duplicated_and_out_of_order_workloads_are_applied_once(
     for wid in doomed:
         g = gwid(gateway, wid)
         # a doomed workload may have been applied (then one ok result) before its delete
-        assert [p["result"]["state"] for p in puts_for(state, g)] in ([], [1])
+        assert {p["result"]["state"] for p in puts_for(state, g)} <= {1}
         assert any(d["gwid"] == g and d["status"] == 200 for d in state["deletes"])
     for i in range(4):
         wait_for(
