@@ -348,13 +348,18 @@ func (s *syncer) build(key string, fields map[string]string, old *builtZone) *bu
 		}
 		return nil
 	}
-	if old != nil && old.digest == contentDigest(fields) {
+	digest := contentDigest(fields)
+	if old != nil && old.digest == digest {
 		return old
 	}
-	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), func(format string, args ...any) {
+	logf := func(format string, args ...any) {
 		skippedTotal.Inc()
 		log.Warningf(format, args...)
-	})
+	}
+	if bz := updateZone(name, fields, old, digest, s.cfg.zoneDefaults(), s.cfg.limits(), logf); bz != nil {
+		return bz
+	}
+	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), logf)
 }
 
 func result(err error) string {

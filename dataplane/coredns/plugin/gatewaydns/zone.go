@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/coredns/coredns/plugin/file"
+	"github.com/coredns/coredns/plugin/file/tree"
 	"github.com/coredns/coredns/plugin/pkg/upstream"
 	"github.com/miekg/dns"
 )
@@ -42,6 +43,9 @@ type builtZone struct {
 	zone   *file.Zone
 	digest [32]byte
 	owners map[string]parsedOwner // by hash field, to reuse on the next rebuild
+
+	count     int  // records in the zone (apex SOA/NS not counted)
+	truncated bool // max_records_per_zone cut records away
 }
 
 // parsedOwner keeps an owner's decoded records with the value they came from. A change to a
@@ -49,8 +53,10 @@ type builtZone struct {
 // problems logged) again. The zone gets copies: file.Zone.Insert normalises the record it is
 // given in place, and the previous zone may still be answering queries with its own.
 type parsedOwner struct {
-	value string
-	recs  ownerRecords
+	value   string
+	name    string // owner FQDN; "" when the field is not a valid name
+	skipped bool   // invalid name or oversized value: nothing served
+	recs    ownerRecords
 }
 
 // contentDigest hashes the hash fields in a canonical order: same content, same digest,
@@ -135,26 +141,12 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 	truncated := false
 	for _, field := range owners {
 		value := fields[field]
-		name, ok := ownerName(field, origin)
-		if !ok {
-			logf("zone %s: owner %q is not a valid name; skipped", origin, field)
+		po := parseField(origin, field, value, prev, def, lim, logf)
+		parsed[field] = po
+		if po.skipped {
 			continue
 		}
-		if len(value) > lim.maxValueBytes {
-			logf("zone %s: owner %q: value of %d bytes exceeds max_value_bytes %d; skipped",
-				origin, field, len(value), lim.maxValueBytes)
-			continue
-		}
-		var recs ownerRecords
-		if old, ok := prev.owner(field); ok && old.value == value {
-			recs = old.recs
-		} else {
-			recs = parseOwner(name, name == origin, []byte(value), def.ttl)
-			for _, p := range recs.problems {
-				logf("zone %s: owner %q: %s", origin, field, p)
-			}
-		}
-		parsed[field] = parsedOwner{value: value, recs: recs}
+		recs := po.recs
 		if recs.soa != nil {
 			apexSOA = recs.soa
 		}
@@ -182,7 +174,142 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed}
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, count: count, truncated: truncated}
+}
+
+// parseField decodes one hash field, reusing prev's result when the value is unchanged.
+func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, lim zoneLimits,
+	logf func(format string, args ...any)) parsedOwner {
+	if old, ok := prev.owner(field); ok && old.value == value {
+		return old
+	}
+	name, ok := ownerName(field, origin)
+	if !ok {
+		logf("zone %s: owner %q is not a valid name; skipped", origin, field)
+		return parsedOwner{value: value, skipped: true}
+	}
+	if len(value) > lim.maxValueBytes {
+		logf("zone %s: owner %q: value of %d bytes exceeds max_value_bytes %d; skipped",
+			origin, field, len(value), lim.maxValueBytes)
+		return parsedOwner{value: value, name: name, skipped: true}
+	}
+	recs := parseOwner(name, name == origin, []byte(value), def.ttl)
+	for _, p := range recs.problems {
+		logf("zone %s: owner %q: %s", origin, field, p)
+	}
+	return parsedOwner{value: value, name: name, recs: recs}
+}
+
+// updateZone derives the new zone from prev when only a few non-apex owners changed, the
+// common case of a push. CoreDNS's zone tree must not change under readers, so the tree's
+// nodes are copied (no name comparisons, unlike building it again), the changed names are
+// removed from the copy and their records inserted anew; unchanged names share their
+// (never modified) elements with prev. It returns nil when a full build is needed: the apex
+// changed, the record limit is involved, or too much changed.
+func updateZone(origin string, fields map[string]string, prev *builtZone, digest [32]byte,
+	def zoneDefaults, lim zoneLimits, logf func(format string, args ...any)) *builtZone {
+	if prev == nil || prev.truncated || prev.zone.SOA == nil {
+		return nil
+	}
+	changed := map[string]bool{} // owner names whose records must be rebuilt
+	mark := func(field string, po parsedOwner, known bool) bool {
+		name := po.name
+		if !known {
+			var ok bool
+			if name, ok = ownerName(field, origin); !ok {
+				return true // not a name: nothing in the tree
+			}
+		}
+		if name == "" {
+			return true
+		}
+		if name == origin {
+			return false
+		}
+		changed[name] = true
+		return true
+	}
+	for f, v := range fields {
+		if old, ok := prev.owners[f]; !ok || old.value != v {
+			if !mark(f, parsedOwner{}, false) {
+				return nil
+			}
+		}
+	}
+	for f, old := range prev.owners {
+		if _, ok := fields[f]; !ok && !mark(f, old, true) {
+			return nil
+		}
+	}
+	if len(changed) > len(prev.owners)/4+8 {
+		return nil
+	}
+
+	parsed := make(map[string]parsedOwner, len(fields))
+	byName := map[string][]string{}
+	count := prev.count
+	for _, old := range prev.owners {
+		if !old.skipped && changed[old.name] {
+			count -= len(old.recs.rrs)
+		}
+	}
+	for f, v := range fields {
+		po := parseField(origin, f, v, prev, def, lim, logf)
+		parsed[f] = po
+		if !po.skipped && changed[po.name] {
+			byName[po.name] = append(byName[po.name], f)
+			count += len(po.recs.rrs)
+		}
+	}
+	if count > lim.maxRecords {
+		return nil
+	}
+
+	t := &tree.Tree{Root: cloneNodes(prev.zone.Tree.Root, changed), Count: prev.zone.Tree.Count}
+	names := make([]string, 0, len(changed))
+	for n := range changed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	z := file.NewZone(origin, "")
+	z.Upstream = upstream.New()
+	z.Tree = t
+	z.Apex = prev.zone.Apex
+	soa := dns.Copy(prev.zone.SOA).(*dns.SOA)
+	soa.Serial = serialFromDigest(digest)
+	z.SOA = soa
+	for _, n := range names {
+		t.Delete(placeholder(n)) // the copied node holds only the placeholder: it goes away
+		fs := byName[n]
+		sort.Strings(fs)
+		for _, f := range fs {
+			for _, rr := range parsed[f].recs.rrs {
+				if err := z.Insert(dns.Copy(rr)); err != nil {
+					logf("zone %s: owner %q: %v", origin, f, err)
+				}
+			}
+		}
+	}
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, count: count}
+}
+
+// cloneNodes copies a tree's nodes. The nodes of changed names get a fresh element holding
+// one placeholder record, so that deleting it from the copy never touches prev's element.
+func cloneNodes(n *tree.Node, changed map[string]bool) *tree.Node {
+	if n == nil {
+		return nil
+	}
+	c := &tree.Node{Elem: n.Elem, Color: n.Color, Left: cloneNodes(n.Left, changed), Right: cloneNodes(n.Right, changed)}
+	if name := n.Elem.Name(); changed[name] {
+		scratch := &tree.Tree{}
+		scratch.Insert(placeholder(name))
+		c.Elem = scratch.Root.Elem
+	}
+	return c
+}
+
+func placeholder(name string) dns.RR {
+	return &dns.NULL{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeNULL, Class: dns.ClassINET}}
 }
 
 func (b *builtZone) owner(field string) (parsedOwner, bool) {
