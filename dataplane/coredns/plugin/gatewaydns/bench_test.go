@@ -59,3 +59,19 @@ func BenchmarkServe(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUpdateZone is the push path: one owner of a 2000-owner zone changed.
+func BenchmarkUpdateZone(b *testing.B) {
+	f := benchFields()
+	def := zoneDefaults{ttl: 300}
+	lim := zoneLimits{maxRecords: 100000, maxValueBytes: 65536}
+	prev := buildZone("bench.test.", f, nil, def, lim, func(string, ...any) {})
+	f["h7"] = `{"a":[{"ip":"10.9.9.9"}]}`
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d := contentDigest(f)
+		if updateZone("bench.test.", f, prev, d, def, lim, func(string, ...any) {}) == nil {
+			b.Fatal("not incremental")
+		}
+	}
+}
