@@ -81,7 +81,7 @@ async def engine_stack(
     identity = Identity(SEED)
     redis = connect(redis_url)
     explorer = ExplorerClient(explorer_url, identity, timeout=5)
-    outbox = Outbox(redis, explorer, backoff=fast_backoff)
+    outbox = Outbox(redis, explorer, backoff=fast_backoff, stats_interval=0)
     await outbox.load()
     await explorer.register(
         gateway_body(

@@ -40,7 +40,7 @@ async def test_order_by_type_results_cache_and_stats(redis_url: str, redis_db: r
         p = await admin.proxy(NODE, 42, "p.gw.example.com", "185.69.166.1", 80)
         s = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
         d = await admin.delegate(NODE, 42, "d.example.org")
-        assert await stack.engine.poll_once() is True
+        assert await stack.engine.poll_once() is False  # done: no full page waiting
         assert list(rec.calls) == [
             ("provision", d.gwid),
             ("provision", s.gwid),
@@ -154,7 +154,7 @@ async def test_unknown_and_malformed_workloads_answered_rest_processed(
             "proxy", NODE, 42, domain="x.gw.example.com", overrides={"port": "eighty"}
         )
         good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
-        assert await stack.engine.poll_once() is True
+        assert await stack.engine.poll_once() is False  # done: no full page waiting
         await drain(stack)
         messages = {
             p["gwid"]: p["result"]["message"]
@@ -181,7 +181,7 @@ async def test_undecodable_poll_keeps_cursor(redis_url: str, redis_db: redis.Red
         await admin.set_faults(endpoints=["poll"], truncate_requests=1)
         assert await stack.engine.poll_once() is None
         assert stack.engine.cursor == cursor  # not rewound to 1 (F8)
-        assert await stack.engine.poll_once() is True
+        assert await stack.engine.poll_once() is False  # done: no full page waiting
         assert len(rec.applied) == 2
 
 
@@ -203,7 +203,7 @@ async def test_redis_down_is_not_blamed_on_the_user(redis_url: str, redis_db: re
         stack.engine.cache.put = flaky_put  # type: ignore[method-assign,assignment]
         assert await stack.engine.poll_once() is None
         assert stack.engine.cursor == 0
-        assert await stack.engine.poll_once() is True
+        assert await stack.engine.poll_once() is False  # done: no full page waiting
         await drain(stack)
         assert (await admin.get_workload(w.id)).state == 1
         puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
@@ -317,3 +317,20 @@ async def test_duplicated_and_shuffled_batches_apply_once(
         assert rec.calls[0] == ("provision", ws[-1].gwid)  # delegations first, whatever the order
         puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
         assert sorted(puts) == sorted(w.gwid for w in ws)
+
+
+async def test_full_page_polls_again_at_once(redis_url: str, redis_db: redis.Redis) -> None:
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        specs = [
+            {"type": "subdomain", "node_id": NODE, "customer_tid": 42,
+             "domain": f"s{i}.gw.example.com", "ips": ["185.69.166.1"]}
+            for i in range(201)
+        ]  # fmt: skip
+        await admin.create_workloads(specs)
+        assert await stack.engine.poll_once() is True  # a full page of 200: more may wait
+        assert await stack.engine.poll_once() is False  # the last one
+        assert len(rec.calls) == 201

@@ -50,6 +50,8 @@ __all__ = ["Engine", "Provisioner", "ReservationStore", "TransientError"]
 log = logging.getLogger(__name__)
 
 MAX_TRANSIENT_ATTEMPTS: Final = 5
+POLL_PAGE_SIZE: Final = 200
+"""The explorer answers at most this many workloads per poll."""
 JOB_TIMEOUT: Final = 60.0
 
 
@@ -266,8 +268,8 @@ class Engine:
             await self._pause(self.poll_interval - (loop.time() - started))
 
     async def poll_once(self) -> bool | None:
-        """One poll and its batch. True: cursor moved past new items; False: nothing new;
-        None: failed (the cursor is kept, the same batch will be asked for again)."""
+        """One poll and its batch. True: a full page was processed (poll again now); False:
+        done; None: failed (the cursor is kept, the same batch will be asked for again)."""
         self.polls += 1
         if self._replay:
             self._replay = False
@@ -329,7 +331,8 @@ class Engine:
             self._attempts.pop(job.real_id, None)
         previous = self.cursor
         self.cursor = batch.last_id + 1
-        return bool(batch.items) and self.cursor > previous
+        # A full page means more is waiting: poll again without the pause (catch-up).
+        return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous
 
     # -- one job ---------------------------------------------------------------------------------
 

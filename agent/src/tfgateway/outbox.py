@@ -90,8 +90,12 @@ class Outbox:
         on_delivered: Callable[[Message], Awaitable[None] | None] | None = None,
         stats_gate: asyncio.Event | None = None,
         concurrency: int = 16,
+        stats_interval: float = 1.0,
     ) -> None:
         self.concurrency = concurrency
+        self.stats_interval = stats_interval
+        """Stats are coalesced: at most one report per interval, always the latest counters."""
+        self._last_stats = float("-inf")
         self._redis = redis
         self._explorer = explorer
         self._backoff = backoff()
@@ -249,12 +253,18 @@ class Outbox:
 
         await asyncio.gather(*(deliver_group(g) for g in groups.values()))
         ok = bool(state["ok"])
-        gate_open = self._stats_gate is None or self._stats_gate.is_set()
-        if self._stats is not None and ok and gate_open:
+        if self._stats is not None and ok and self._stats_due() == 0:
             ok = await self._deliver_stats()
         else:
             await self._flush_forget()
         return ok
+
+    def _stats_due(self) -> float | None:
+        """Seconds until the pending stats may be sent (0: now); None: nothing to send yet."""
+        if self._stats is None or not (self._stats_gate is None or self._stats_gate.is_set()):
+            return None
+        wait = self._last_stats + self.stats_interval - asyncio.get_running_loop().time()
+        return max(0.0, wait)
 
     async def _deliver_one(self, message: Message, state: dict[str, Any]) -> bool:
         """Send one message; True when it is settled (acknowledged or refused for good)."""
@@ -294,6 +304,7 @@ class Outbox:
         return True
 
     async def _deliver_stats(self) -> bool:
+        self._last_stats = asyncio.get_running_loop().time()
         version, counters = self._stats_version, dict(self._stats or {})
         try:
             await self._explorer.update_reserved_resources(counters)
@@ -319,12 +330,14 @@ class Outbox:
             except Exception:
                 log.exception("outbox: delivery failed unexpectedly; retrying")
                 ok = False
-            idle = self._stats is None or not (
-                self._stats_gate is None or self._stats_gate.is_set()
-            )
-            if ok and not self._pending and idle:
+            if ok and not self._pending:
                 self._backoff.reset()
-                await self._wake.wait()
+                due = self._stats_due()
+                if due is None:
+                    await self._wake.wait()
+                elif due > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=due)
                 continue
             if ok:
                 self._backoff.reset()
