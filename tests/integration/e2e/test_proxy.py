@@ -8,6 +8,8 @@ from tests.support.gateway import (
     BACKEND_TLS_PORT,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
+    NATC_ADDR,
+    NATC_HTTP_PORT,
     REDIS_PORT,
     Gateway,
     User,
@@ -64,3 +66,19 @@ def test_forbidden_targets_get_an_error_and_no_route(gateway: Gateway, label: st
         assert result.message
         assert gateway.refused(name), f"{kind}: the router must not route {name}"
         assert not gateway.redis_keys(f"/tcprouter/service/{name}")
+
+
+def test_another_user_cannot_take_over_a_proxied_name(gateway: Gateway, label: str) -> None:
+    name = f"{label}.{MANAGED_DOMAIN}"
+    publish(gateway, gateway.add_user(), name)
+    wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
+
+    intruder = gateway.add_user()
+    pid = gateway.create("proxy", intruder, domain=name, addr=NATC_ADDR, port=NATC_HTTP_PORT)
+    result = gateway.wait_result(pid)
+    assert result.state == "error", result
+    assert result.message
+    # The error result makes the explorer ask for a delete; tearing the refused workload
+    # down must not remove the owner's route either.
+    gateway.wait_result(pid, state="deleted")
+    assert gateway.http(name).headers["x-site"] == "backend"
