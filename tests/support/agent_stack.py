@@ -36,10 +36,11 @@ class RecordingProvisioner:
 
     calls: list[tuple[str, str]] = field(default_factory=list)
     applied: dict[str, Reservation] = field(default_factory=dict)
+    refuse_users: set[str] = field(default_factory=set)
 
     async def provision(self, r: Reservation) -> bytes | None:
         self.calls.append(("provision", r.id))
-        if b"refuse" in r.data:
+        if b"refuse" in r.data or r.user_id in self.refuse_users:
             raise ProvisionError(f"domain of {r.id} refused by the test")
         self.applied[r.id] = r
         return None

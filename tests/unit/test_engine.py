@@ -334,3 +334,32 @@ async def test_full_page_polls_again_at_once(redis_url: str, redis_db: redis.Red
         assert await stack.engine.poll_once() is True  # a full page of 200: more may wait
         assert await stack.engine.poll_once() is False  # the last one
         assert len(rec.calls) == 201
+
+
+async def test_crash_before_caching_then_delete_cleans_up(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = RecordingProvisioner(refuse_users={"7"})
+    async with dev_explorer() as (server, admin):
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            live = await admin.subdomain(NODE, 42, "live.gw.example.com", ["185.69.166.1"])
+            lost = await admin.subdomain(NODE, 42, "lost.gw.example.com", ["185.69.166.1"])
+            await stack.engine.poll_once()
+            await drain(stack)
+        # as if killed after the primitive wrote redis but before the cache entry
+        redis_db.hdel(RESERVATIONS_KEY, lost.gwid)
+        await admin.delete_workload(lost.id)
+        # a never-provisioned workload on a live name, deleted: must not touch the live one
+        taken = await admin.subdomain(
+            NODE, 7, "live.gw.example.com", ["185.69.166.1"], next_action=4
+        )
+        rec.calls.clear()
+        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
+            await stack.engine.poll_once()
+            await drain(stack)
+        assert ("decommission", lost.gwid) in rec.calls  # the orphan is torn down
+        # the refused workload on a live name never tears down the live one
+        assert ("decommission", taken.gwid) not in rec.calls
+        assert live.gwid in rec.applied
+        assert (await admin.get_workload(lost.id)).next_action == 6
+        assert (await admin.get_workload(taken.id)).next_action == 6

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -97,6 +98,15 @@ def _quiet(provisioner: object) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _domain_of(r: Reservation) -> str | None:
+    try:
+        doc = json.loads(r.data)
+    except ValueError:
+        return None
+    domain = doc.get("domain") if isinstance(doc, dict) else None
+    return domain.strip().rstrip(".").lower() if isinstance(domain, str) and domain else None
 
 
 def _redis_trouble(exc: BaseException | None) -> bool:
@@ -481,6 +491,7 @@ class Engine:
         cached = await self._cached(job)
         if cached is None:
             await self.cache.remove(job.key)  # drops a corrupt entry, no-op otherwise
+            await self._clean_orphan(job)
             if not self.outbox.has_pending(job.real_id, "delete"):
                 await self.outbox.delete(job.real_id)
                 return "deleted-uncached"
@@ -517,6 +528,26 @@ class Engine:
         await self.outbox.delete(job.real_id)
         await self.outbox.stats(self.counters.as_dict())
         return "deleted"
+
+    async def _clean_orphan(self, job: Job) -> None:
+        """Tear down what a crash may have left: a workload provisioned but killed before it
+        was cached, then deleted. Primitives only ever remove their user's own entries; a name
+        another live reservation uses is left alone."""
+        r = job.reservation
+        provisioner = self.provisioners.get(r.type)
+        if provisioner is None or not r.data or r.type in self.converge:
+            return
+        name = _domain_of(r)
+        if name is None or any(_domain_of(other) == name for other in self.live.values()):
+            return
+        try:
+            with _quiet(provisioner):
+                async with asyncio.timeout(JOB_TIMEOUT):
+                    await provisioner.decommission(r)
+        except Exception as exc:
+            if _redis_trouble(exc):
+                raise
+            log.info("cleanup of uncached %s %s: %s", r.type, job.real_id, exc)
 
     async def _answer_malformed(self, item: Any, exc: WorkloadError) -> None:
         if exc.real_id is None:
