@@ -227,20 +227,20 @@ func TestPushUpdates(t *testing.T) {
 	}
 	// The resync period is 60s: everything below must arrive by push.
 	r.hset("example.com.", "new", `{"a":[{"ip":"10.1.1.1"}]}`)
-	eventually(t, 2*time.Second, "HSET of a new owner", visible("new.example.com.", dns.TypeA, "10.1.1.1"))
+	eventually(t, 5*time.Second, "HSET of a new owner", visible("new.example.com.", dns.TypeA, "10.1.1.1"))
 	r.hset("example.com.", "new", `{"a":[{"ip":"10.1.1.2"}]}`)
-	eventually(t, 2*time.Second, "HSET changing an owner", visible("new.example.com.", dns.TypeA, "10.1.1.2"))
+	eventually(t, 5*time.Second, "HSET changing an owner", visible("new.example.com.", dns.TypeA, "10.1.1.2"))
 	if err := r.cli.HDel(ctx, "example.com.", "new", "*").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "HDEL", visible("new.example.com.", dns.TypeA, ""))
+	eventually(t, 5*time.Second, "HDEL", visible("new.example.com.", dns.TypeA, ""))
 	r.hset("fresh.test.", "@", `{"a":[{"ip":"10.2.2.2"}]}`)
-	eventually(t, 2*time.Second, "a new zone", visible("fresh.test.", dns.TypeA, "10.2.2.2"))
+	eventually(t, 5*time.Second, "a new zone", visible("fresh.test.", dns.TypeA, "10.2.2.2"))
 	if err := r.cli.Rename(ctx, "fresh.test.", "renamed.test.").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "RENAME of a zone", visible("renamed.test.", dns.TypeA, "10.2.2.2"))
-	eventually(t, 2*time.Second, "old name gone", func() error {
+	eventually(t, 5*time.Second, "RENAME of a zone", visible("renamed.test.", dns.TypeA, "10.2.2.2"))
+	eventually(t, 5*time.Second, "old name gone", func() error {
 		if m := ask(t, g, "fresh.test.", dns.TypeA); m.Rcode != dns.RcodeRefused {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[m.Rcode])
 		}
@@ -250,7 +250,7 @@ func TestPushUpdates(t *testing.T) {
 	if err := r.cli.Set(ctx, "renamed.test.", "not a hash", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "SET over a zone", func() error {
+	eventually(t, 5*time.Second, "SET over a zone", func() error {
 		if m := ask(t, g, "renamed.test.", dns.TypeA); m.Rcode != dns.RcodeRefused {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[m.Rcode])
 		}
@@ -259,18 +259,18 @@ func TestPushUpdates(t *testing.T) {
 	if err := r.cli.Del(ctx, "example.com.").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "DEL of a zone", func() error {
+	eventually(t, 5*time.Second, "DEL of a zone", func() error {
 		if m := ask(t, g, "www.example.com.", dns.TypeA); m.Rcode != dns.RcodeRefused {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[m.Rcode])
 		}
 		return nil
 	})
 	r.hset("exp.test.", "@", `{"a":[{"ip":"10.3.3.3"}]}`)
-	eventually(t, 2*time.Second, "zone before expiry", visible("exp.test.", dns.TypeA, "10.3.3.3"))
+	eventually(t, 5*time.Second, "zone before expiry", visible("exp.test.", dns.TypeA, "10.3.3.3"))
 	if err := r.cli.PExpire(ctx, "exp.test.", 50*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "expired zone", func() error {
+	eventually(t, 5*time.Second, "expired zone", func() error {
 		if m := ask(t, g, "exp.test.", dns.TypeA); m.Rcode != dns.RcodeRefused {
 			return fmt.Errorf("rcode %s", dns.RcodeToString[m.Rcode])
 		}
@@ -292,7 +292,7 @@ func TestAgentChannel(t *testing.T) {
 	if err := r.cli.Publish(ctx, AgentChannel, "Example.COM").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "change announced on "+AgentChannel, func() error {
+	eventually(t, 5*time.Second, "change announced on "+AgentChannel, func() error {
 		if m := ask(t, g, "quiet.example.com.", dns.TypeA); len(m.Answer) != 1 {
 			return fmt.Errorf("answer %v", rrStrings(m.Answer))
 		}
@@ -302,7 +302,7 @@ func TestAgentChannel(t *testing.T) {
 	if err := r.cli.Publish(ctx, AgentChannel, "*").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "full resync asked on "+AgentChannel, func() error {
+	eventually(t, 5*time.Second, "full resync asked on "+AgentChannel, func() error {
 		if m := ask(t, g, "another.test.", dns.TypeA); len(m.Answer) != 1 {
 			return fmt.Errorf("answer %v", rrStrings(m.Answer))
 		}
@@ -316,7 +316,7 @@ func TestWorksWhereConfigIsForbidden(t *testing.T) {
 	r := startRedis(t, "--rename-command", "CONFIG", "")
 	loadExampleZone(r)
 	g, s := startPlugin(t, testConfig(r.addr()))
-	eventually(t, 2*time.Second, "CONFIG refusal noted", func() error {
+	eventually(t, 5*time.Second, "CONFIG refusal noted", func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if !s.errOnce["get"] {
@@ -328,7 +328,7 @@ func TestWorksWhereConfigIsForbidden(t *testing.T) {
 	if err := r.cli.Publish(context.Background(), AgentChannel, "example.com.").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "change announced on "+AgentChannel, func() error {
+	eventually(t, 5*time.Second, "change announced on "+AgentChannel, func() error {
 		if m := ask(t, g, "later.example.com.", dns.TypeA); len(m.Answer) != 1 {
 			return fmt.Errorf("answer %v", rrStrings(m.Answer))
 		}
@@ -343,7 +343,7 @@ func TestKeyspaceEventsAreEnabledKeepingOtherFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	startPlugin(t, testConfig(r.addr()))
-	eventually(t, 2*time.Second, "notify-keyspace-events extended", func() error {
+	eventually(t, 5*time.Second, "notify-keyspace-events extended", func() error {
 		v := r.cli.ConfigGet(ctx, "notify-keyspace-events").Val()["notify-keyspace-events"]
 		for _, c := range "lKgh$xe" {
 			if !strings.ContainsRune(v, c) {
