@@ -204,7 +204,11 @@ async def test_explorer_down_then_back_results_delivered(
     assert not any(results[str(w.id)]["workload_id"] for w in ws)
     # Everything down (polls fail too) for a while: the agent keeps running.
     await admin.set_faults(down=True)
-    polls_before = (await admin.state())["polls"]
+
+    async def refused_a_while() -> bool:
+        return bool(sum((await admin.faults())["applied"].values()) >= 5)
+
+    await wait_until_async(refused_a_while, timeout=30, what="requests refused while down")
     await admin.clear_faults()
     assert agent.alive()
     await all_answered(admin, ws, agent, deadline=30)
@@ -215,7 +219,6 @@ async def test_explorer_down_then_back_results_delivered(
         return redis_db.hlen(OUTBOX_KEY) == 0
 
     await wait_until_async(drained, timeout=20, what="outbox drained")
-    assert polls_before is not None
 
 
 async def test_redis_flushall_restores_without_new_results(
