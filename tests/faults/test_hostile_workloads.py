@@ -1,0 +1,260 @@
+"""More than 1,000 hostile workloads (tests.support.hostile) fed through the development
+explorer to the real agent program (issue 8 point 4): no crash, each answered with an error
+result carrying a clear message, nothing of the victim (another user) touched: every redis key
+of the data plane is byte-identical before and after. A property test (hypothesis, derandomized)
+checks the validation layer the same corpus exercises.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
+from tfgateway.identity import load_or_create
+from tfgateway.validation import ValidationError, normalize_domain, validate_proxy_target
+
+from tests.support.agent_process import AgentProcess
+from tests.support.devexplorer import DevExplorerProcess
+from tests.support.hostile import Setting, Victim, corpus, unanswerable
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+MANAGED = "gw.example.com"
+NAMESERVER = "ns1.gw.example.com"
+OWN_ADDRESS = "185.69.166.250"
+AGENT_KEYS = ("tfgateway",)  # the agent's own bookkeeping (cache, outbox, counters)
+
+
+@pytest.fixture
+def explorer(tmp_path: Path) -> Iterator[DevExplorerProcess]:
+    proc = DevExplorerProcess(log_file=tmp_path / "explorer.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def post(http: httpx.Client, path: str, body: Any) -> Any:
+    r = http.post(path, json=body)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def snapshot(r: redis.Redis) -> dict[bytes, Any]:
+    """Every data-plane key with its full value (the agent's bookkeeping left out)."""
+    out: dict[bytes, Any] = {}
+    for key in r.scan_iter(count=1000):
+        if key.decode(errors="replace").startswith(AGENT_KEYS):
+            continue
+        kind = r.type(key)
+        if kind == b"string":
+            out[key] = r.get(key)
+        elif kind == b"hash":
+            out[key] = r.hgetall(key)
+        elif kind == b"set":
+            out[key] = r.smembers(key)
+        elif kind == b"list":
+            out[key] = r.lrange(key, 0, -1)
+        else:
+            out[key] = (kind, r.dump(key))
+    return out
+
+
+def test_a_thousand_hostile_workloads(
+    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, redis_db: redis.Redis
+) -> None:
+    agent = AgentProcess(
+        seed=tmp_path / "identity.seed",
+        explorer_url=explorer.url,
+        redis_url=redis_url,
+        log_file=tmp_path / "agent.log",
+        domains=[MANAGED],
+        nameservers=[NAMESERVER],
+        poll_interval=0.05,
+        extra=["--gateway-address", OWN_ADDRESS],
+    )
+    node = load_or_create(agent.seed).node_id
+    http = httpx.Client(base_url=explorer.admin_url, timeout=60)
+    victim_keys, attacker_keys = UserKeys(b"v" * 32), UserKeys(b"a" * 32)
+    (victim,) = post(http, "/dev/users", {"pubkey": victim_keys.public_key_hex})
+    (attacker,) = post(http, "/dev/users", {"pubkey": attacker_keys.public_key_hex})
+    vt, at = int(victim["id"]), int(attacker["id"])
+    names = {k: f"{k}.{MANAGED}" for k in ("victim", "vdns", "vproxy", "vrev")}
+    vsecret = encrypt_secret(f"{vt}:victim-secret", node, version=2, user=victim_keys)
+    victim_specs: list[dict[str, Any]] = [
+        {"type": "subdomain", "domain": names["victim"], "ips": ["185.69.166.10"]},
+        {"type": "proxy", "domain": names["victim"], "addr": "185.69.166.11", "port": 80,
+         "port_tls": 443},
+        {"type": "subdomain", "domain": names["vdns"], "ips": ["185.69.166.12"]},
+        {"type": "proxy", "domain": names["vproxy"], "addr": "185.69.166.13", "port": 80},
+        {"type": "domain_delegate", "domain": "victim.example.org"},
+        {"type": "reverse_proxy", "domain": names["vrev"], "secret": vsecret},
+    ]  # fmt: skip
+    views = post(http, "/dev/workloads",
+                 [{"node_id": node, "customer_tid": vt, **s} for s in victim_specs])  # fmt: skip
+    agent.start()
+    try:
+
+        def answered(gwids: set[str]) -> bool:
+            assert agent.alive(), agent.log()[-3000:]
+            got = {p["gwid"] for p in http.get("/dev/state").json()["result_puts"]}
+            return gwids <= got
+
+        victim_gwids = {str(v["gwid"]) for v in views}
+        wait_until(lambda: answered(victim_gwids), timeout=30, what="the victim's workloads")
+        state = http.get("/dev/state").json()
+        assert all(p["result"]["state"] == 1 for p in state["result_puts"]), state["result_puts"]
+        before = snapshot(redis_db)
+        reservations_before = dict(redis_db.hgetall("tfgateway_reservations").items())
+        assert len(before) >= 5
+
+        setting = Setting(
+            node_id=node, managed=MANAGED, nameserver=NAMESERVER, own_address=OWN_ADDRESS,
+            attacker=at, attacker_keys=attacker_keys,
+            victim=Victim(vt, names["victim"], names["vdns"], names["vproxy"],
+                          "victim.example.org", names["vrev"],
+                          tuple(str(v["gwid"]) for v in views)),
+        )  # fmt: skip
+        cases = corpus(setting, seed=8, size=1000)
+        assert len(cases) >= 1000
+        started = time.monotonic()
+        specs = [{"node_id": node, "customer_tid": at, **c.spec} for c in cases]
+        hostile = post(http, "/dev/workloads", specs)
+        # Items a gateway cannot address, mixed in: skipped, the batch goes on.
+        for raw in unanswerable():
+            post(http, "/dev/workloads", {"type": "subdomain", "node_id": node,
+                                          "customer_tid": at, **raw})  # fmt: skip
+        # A well-behaved workload published after all of it is still served.
+        (last,) = post(http, "/dev/workloads", [{"type": "subdomain", "node_id": node,
+                       "customer_tid": at, "domain": f"fine.{MANAGED}",
+                       "ips": ["185.69.166.99"]}])  # fmt: skip
+        gwid_of = {str(v["gwid"]): case for v, case in zip(hostile, cases, strict=True)}
+        wait_until(
+            lambda: answered(set(gwid_of) | {str(last["gwid"])}),
+            timeout=150, interval=0.5, what="every hostile workload answered",
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        state = http.get("/dev/state").json()
+        by_gwid: dict[str, list[dict[str, Any]]] = {}
+        # (items without a usable id get a PUT to "0-0" that the explorer answers 404: harmless)
+        refused = [p for p in state["result_puts"] if p["status"] != 201 and p["gwid"] != "0-0"]
+        assert not refused, [
+            (p, gwid_of[p["gwid"]].why if p["gwid"] in gwid_of else "") for p in refused[:5]
+        ]
+        for put in state["result_puts"]:
+            if put["status"] == 201:
+                by_gwid.setdefault(put["gwid"], []).append(put["result"])
+        accepted = {g: gwid_of[g].why for g in gwid_of if any(r["state"] != 0 for r in by_gwid[g])}
+        assert not accepted, f"hostile workloads accepted: {Counter(accepted.values())}"
+        messages: dict[str, str] = {}
+        for g, case in gwid_of.items():
+            for result in by_gwid[g]:
+                msg = result["message"]
+                assert msg, case.why
+                assert msg.isprintable(), (case.why, msg[:800])
+                assert len(msg) <= 600, (case.why, msg[:800])
+                assert "Traceback" not in msg, (case.why, msg)
+                assert "Exception" not in msg, (case.why, msg)
+                messages.setdefault(case.why.split(" (+")[0], msg)
+        assert [r["state"] for r in by_gwid[str(last["gwid"])]] == [1]
+        assert agent.alive()
+        # Nothing of the victim changed: every data-plane key is byte-identical.
+        wait_until(lambda: redis_db.hlen("tfgateway:outbox") == 0, timeout=60,
+                   what="outbox drained")  # fmt: skip
+        after = snapshot(redis_db)
+        for key, value in before.items():
+            now = after.get(key)
+            if isinstance(value, dict) and isinstance(now, dict):
+                # a shared hash (zone, managed_domains): the victim's fields unchanged, the
+                # only new field the attacker's well-behaved subdomain
+                assert {f: now.get(f) for f in value} == value, key
+                assert all(b"fine" in f for f in set(now) - set(value)), (key, set(now))
+            else:
+                assert now == value, (key, value, now)
+        assert not set(after) - set(before), set(after) - set(before)
+        reservations_after: dict[bytes, bytes] = redis_db.hgetall("tfgateway_reservations")  # type: ignore[assignment]
+        for field, entry in reservations_before.items():
+            assert reservations_after.get(field) == entry, field  # type: ignore[arg-type]
+        print(f"\n{len(cases)} hostile workloads answered in {elapsed:.1f}s; messages:")
+        for why, msg in sorted(messages.items()):
+            print(f"  {why}: {msg[:110]}")
+    finally:
+        agent.stop()
+        http.close()
+
+
+# -- the validation layer, property-based -----------------------------------------------------
+
+LDH = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.from_regex(r"[a-zA-Z0-9._*\-]{0,80}", fullmatch=True)))
+def test_normalize_domain_accepts_only_canonical_ldh(value: str) -> None:
+    try:
+        out = normalize_domain(value)
+    except ValidationError as exc:
+        if not str(exc):
+            raise AssertionError("an empty error message") from exc
+        return
+    assert out.isascii()
+    assert out == out.lower()
+    assert len(out) <= 253
+    for label in out.split("."):
+        assert 1 <= len(label) <= 63, out
+        assert set(label) <= set(LDH), out
+        assert not label.startswith("-"), out
+        assert not label.endswith("-"), out
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.builds(lambda n: f"::ffff:{ipaddress.IPv4Address(n)}", st.integers(0, 2**32 - 1)),
+        st.text(max_size=50),
+    )
+)
+def test_proxy_targets_never_reach_the_gateway(value: str) -> None:
+    try:
+        ip = validate_proxy_target(value, own_addresses=[OWN_ADDRESS])
+    except ValidationError as exc:
+        if not str(exc):
+            raise AssertionError("an empty error message") from exc
+        return
+    inner = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    for candidate in (ip, inner):
+        if candidate is None:
+            continue
+        assert candidate.is_global, value
+        assert not (candidate.is_loopback)
+        assert not (candidate.is_link_local)
+        assert not (candidate.is_multicast)
+        assert str(candidate) != OWN_ADDRESS
+
+
+def test_corpus_is_deterministic() -> None:
+    from tfgateway.identity import Identity
+
+    node = Identity(b"n" * 32).node_id
+    s = Setting(node, MANAGED, NAMESERVER, OWN_ADDRESS, 9, UserKeys(b"a" * 32),
+                Victim(7, "a.x", "b.x", "c.x", "d.org", "e.x"))  # fmt: skip
+    first, second = corpus(s, seed=3), corpus(s, seed=3)
+    # encrypted secrets use fresh nonces; everything else is identical
+    strip = [json.dumps({k: v for k, v in c.spec.items() if k != "secret"}, sort_keys=True,
+                        default=str) for c in first]  # fmt: skip
+    again = [json.dumps({k: v for k, v in c.spec.items() if k != "secret"}, sort_keys=True,
+                        default=str) for c in second]  # fmt: skip
+    assert strip == again
+    assert len(first) >= 1000
