@@ -5,7 +5,8 @@
 #   scripts/kernel.sh fetch   download the current Debian kernel package (no install), extract it
 #                             into $TFGW_CACHE/kernel (cached), link its modules into /lib/modules,
 #                             check qemu, busybox and virtme-ng
-#   scripts/kernel.sh test    boot the kernel with virtme-ng (host root fs shared read-only) and run
+#   scripts/kernel.sh test [pytest args]
+#                             boot the kernel with virtme-ng (host root fs shared read-only) and run
 #                             `pytest tests/kernel` inside; the verdict comes from the exit-code and
 #                             junit files the guest writes into a shared rw directory, because vng's
 #                             own exit status is unreliable
@@ -100,6 +101,7 @@ cmd_test() {
   # host's, read-only; /tmp is the guest's own tmpfs; $results is shared read-write.
   local guest_cmd
   guest_cmd="exec '$TFGW_ROOT/scripts/kernel.sh' guest '$results'"
+  [ $# -eq 0 ] || guest_cmd+=$(printf ' %q' "$@")
   step "booting $rel under QEMU (TCG) and running tests/kernel"
   export PATH="$TFGW_VENV/bin:$PATH"  # vng runs virtme-run from the venv
   local start=$SECONDS
@@ -137,6 +139,7 @@ cmd_test() {
 # gateway's side; the tests add "client" and "inet" next to it) and leave the verdict in $1.
 cmd_guest() {
   local results=${1:?results directory}
+  shift
   export PATH="$TFGW_VENV/bin:/usr/sbin:/sbin:$PATH" PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
   export TFGW_KERNEL_GUEST=1
   cd "$TFGW_ROOT"
@@ -148,7 +151,8 @@ cmd_guest() {
     # Only the plugins the suite uses: every import is slow over 9p under TCG.
     PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 ip netns exec gw "$TFGW_VENV/bin/python" -m pytest \
       tests/kernel -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider \
-      --junitxml="$results/junit.xml" -o junit_family=xunit2 --basetemp=/tmp/pytest -ra || code=$?
+      --junitxml="$results/junit.xml" -o junit_family=xunit2 --basetemp=/tmp/pytest -ra "$@" ||
+      code=$?
   } >"$results/pytest.out" 2>&1 || code=$?
   echo "$code" >"$results/exit-code"
   sync
@@ -156,7 +160,7 @@ cmd_guest() {
 
 case ${1:-} in
   fetch) cmd_fetch ;;
-  test) cmd_test ;;
+  test) shift; cmd_test "$@" ;;
   guest) shift; cmd_guest "$@" ;;
   *) die "usage: scripts/kernel.sh fetch|test" ;;
 esac

@@ -56,7 +56,7 @@ def cidr(user: str) -> str:
 def topo() -> Iterator[Topology]:
     t = Topology()
     t.up()
-    t.nat66(fourtosix.subnet(SEED), IFACE)
+    t.nat66(IFACE)
     yield t
     t.down()
     run("ip", "link", "del", IFACE, check=False)

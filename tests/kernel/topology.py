@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Address
 from pathlib import Path
 
 GW_V4 = "10.77.0.1"
@@ -29,13 +29,14 @@ def run(*args: str, ns: str | None = None, check: bool = True, timeout: float = 
     return proc.stdout
 
 
-def nat66_ruleset(prefix: IPv6Network, wg_iface: str) -> str:
-    """What the appliance sets up: masquerade the 4to6 prefix on every way out but the tunnel."""
+def nat66_ruleset(wg_iface: str) -> str:
+    """What the appliance sets up: masquerade what comes out of the tunnel on every other way
+    out. It needs neither the seed-derived prefix nor the uplink's name."""
     return f"""
 table ip6 {NAT_TABLE} {{
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip6 saddr {prefix} oifname != "{wg_iface}" masquerade
+    iifname "{wg_iface}" oifname != "{wg_iface}" masquerade
   }}
 }}
 """
@@ -81,10 +82,8 @@ class Topology:
             run("ip", "netns", "del", ns, check=False)
         run("nft", "delete", "table", "ip6", NAT_TABLE, check=False)
 
-    def nat66(self, prefix: IPv6Network, wg_iface: str) -> None:
-        subprocess.run(
-            ["nft", "-f", "-"], input=nat66_ruleset(prefix, wg_iface), text=True, check=True
-        )
+    def nat66(self, wg_iface: str) -> None:
+        subprocess.run(["nft", "-f", "-"], input=nat66_ruleset(wg_iface), text=True, check=True)
 
     def client_tunnel(self, result_data: bytes, private_key_b64: str, tmp: Path) -> None:
         """Configure the client's wg0 from nothing but the result data the gateway returned."""

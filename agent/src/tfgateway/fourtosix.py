@@ -46,7 +46,7 @@ import nacl.bindings
 from tfgateway import gojson
 from tfgateway.provisioner import ProvisionError
 from tfgateway.reservation import Reservation
-from tfgateway.wireguard import Peer, WireGuardLink, decode_key
+from tfgateway.wireguard import Peer, WireGuardError, WireGuardLink, decode_key
 
 __all__ = [
     "PERSISTENT_KEEPALIVE",
@@ -176,6 +176,8 @@ class FourToSixProvisioner:
     Life cycle: `setup()` (interface, key, port, address, link up, IPv6 forwarding), then
     `converge(live)` with the live gateway4to6 reservations, then any number of
     `provision`/`decommission`, then `close()` on a clean stop. Operations are serialised.
+    Refusals of the workload are `ProvisionError`; trouble of the host (netlink, provision
+    before converge) is `WireGuardError`, an OSError, which the engine retries.
     """
 
     def __init__(
@@ -268,7 +270,7 @@ class FourToSixProvisioner:
         user, key = _check_user(r), user_public_key(r)
         async with self._lock:
             if not self._converged:
-                raise ProvisionError("4to6 gateway is not ready (the interface is not set up yet)")
+                raise WireGuardError(f"4to6 interface {self.link.name} is not set up yet")
             owner = self._owners.get(user)
             if owner is not None and owner.reservation_id != r.id:
                 raise ProvisionError(

@@ -37,8 +37,12 @@ KEY_SIZE = 32
 _T = TypeVar("_T")
 
 
-class WireGuardError(RuntimeError):
-    """A netlink operation on the WireGuard interface failed; the message says which and why."""
+class WireGuardError(OSError):
+    """A netlink operation on the WireGuard interface failed; the message says which and why.
+
+    An OSError on purpose: it is trouble of the host, not of the user's workload, so the engine
+    retries instead of sending the user an error result.
+    """
 
 
 def decode_key(text: str) -> bytes:
