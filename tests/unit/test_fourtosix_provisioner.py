@@ -109,6 +109,20 @@ async def test_setup_configures_key_port_address_up_and_forwarding(tmp_path: Pat
     assert (tmp_path / "fwd").read_text() == "1\n"
 
 
+async def test_forwarding_already_on_is_not_rewritten_and_failure_is_clear(
+    tmp_path: Path,
+) -> None:
+    on = tmp_path / "on"
+    on.write_text("1\n")
+    before = on.stat().st_mtime_ns
+    p = FourToSixProvisioner(SEED, ENDPOINT, "wg-test", MemoryLink(), on)
+    await p.setup()
+    assert on.stat().st_mtime_ns == before
+    broken = FourToSixProvisioner(SEED, ENDPOINT, "wg-test", MemoryLink(), tmp_path / "no" / "f")
+    with pytest.raises(WireGuardError, match="cannot enable IPv6 forwarding"):
+        await broken.setup()
+
+
 async def test_provision_adds_peer_and_returns_upstream_data(gw: FourToSixProvisioner) -> None:
     other = new_key()
     assert isinstance(gw.link, MemoryLink)

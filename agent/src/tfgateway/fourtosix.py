@@ -213,7 +213,7 @@ class FourToSixProvisioner:
             await self.link.configure(wireguard_private_key(self._seed), self.listen_port)
             await self.link.set_address(gateway_interface(self._seed))
             await self.link.up()
-            await asyncio.to_thread(self._forwarding.write_text, "1\n")
+            await asyncio.to_thread(self._enable_forwarding)
             log.info(
                 "4to6: %s interface %s, %s, port %d, public key %s",
                 "created" if created else "adopted",
@@ -322,6 +322,22 @@ class FourToSixProvisioner:
             log.info(
                 "4to6: agent stopping; %s kept with %d peers", self.link.name, len(self._owners)
             )
+
+    def _enable_forwarding(self) -> None:
+        """IPv6 forwarding on, as upstream does; a hardened service with a read-only /proc/sys
+        is fine when the system already turned it on."""
+        try:
+            if self._forwarding.read_text().strip() == "1":
+                return
+        except OSError:
+            pass
+        try:
+            self._forwarding.write_text("1\n")
+        except OSError as e:
+            raise WireGuardError(
+                f"cannot enable IPv6 forwarding ({self._forwarding}: {e.strerror or e});"
+                " set net.ipv6.conf.all.forwarding=1 or let the agent write it"
+            ) from None
 
     def _peer(self, user: str, key: str) -> Peer:
         return Peer(
