@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,37 +112,43 @@ def test_kill_9_twenty_times_during_a_burst_of_500(
     node = load_or_create(agent.seed).node_id
     admin = Admin(explorer.admin_url)
     all_specs = specs(node, rng)
-    # The burst arrives in 14 parts and deletes in three waves, while the agent keeps dying.
-    chunks = [all_specs[i::14] for i in range(14)]
-    order = [spec for chunk in chunks for spec in chunk]
-    all_specs = order
+    # The burst arrives in 22 parts and deletes in three waves, while the agent keeps dying.
+    chunks = [all_specs[i::KILLS] for i in range(KILLS)]
+    all_specs = [spec for chunk in chunks for spec in chunk]
     ids: list[int] = []
     gwids: dict[int, str] = {}
     doomed: list[int] = []
     busy_kills = 0
+
+    def progress() -> tuple[int, int]:
+        """(answers and deletes done, still to do)."""
+        state = admin.state()
+        results, nas = state["results"], state["next_actions"]
+        done = sum(1 for i in ids if results[str(i)]["workload_id"])
+        done += sum(1 for i in doomed if nas[str(i)] == 6)
+        return done, len(ids) + len(doomed) - done
+
     try:
         for k in range(KILLS):
             agent.start()
-            if k < len(chunks):
-                for v in admin.post("/dev/workloads", chunks[k]):
-                    ids.append(int(v["id"]))
-                    gwids[int(v["id"])] = str(v["gwid"])
+            for v in admin.post("/dev/workloads", chunks[k]):
+                ids.append(int(v["id"]))
+                gwids[int(v["id"])] = str(v["gwid"])
             if k in (5, 10, 16):
                 wave = rng.sample([i for i in ids if i not in doomed], 50)
                 for wid in wave:
                     admin.post(f"/dev/workloads/{wid}/delete", {})
                 doomed += wave
-            # A random point: from the middle of start-up to well into the work.
-            time.sleep(rng.uniform(0.3, 1.6))
+            # A random point in the work: after 0 to 15 more answers or deletes.
+            start_done, _ = progress()
+            target = start_done + rng.randrange(0, 16)
+            wait_until(lambda target=target: progress()[0] >= target, timeout=30,  # type: ignore[misc]
+                       interval=0.01, what="kill point")  # fmt: skip
             assert agent.alive(), agent.log()[-3000:]
             agent.kill9()
-            state = admin.state()
-            results, nas = state["results"], state["next_actions"]
-            undone = sum(1 for i in ids if not results[str(i)]["workload_id"])
-            undone += sum(1 for i in doomed if nas[str(i)] != 6)
-            busy_kills += undone > 0
+            busy_kills += progress()[1] > 0
         # The kills really fell during the burst, not after it.
-        assert busy_kills >= 15, busy_kills
+        assert busy_kills >= KILLS - 2, busy_kills
         agent.start()
         deleted = set(doomed)
 
