@@ -443,8 +443,9 @@ class Engine:
         self._by_type[r.type] += 1
         self.counters.increment(r.type)
         self._publish_counts()
-        await self.outbox.put_result(job.real_id, wire_result(result, job.category))
-        await self.outbox.stats(self.counters.as_dict())
+        await self.outbox.put_result(
+            job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
+        )
         return "ok"
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
@@ -525,8 +526,7 @@ class Engine:
             self._by_type[cached.type] -= 1
             self.counters.decrement(cached.type)
         self._publish_counts()
-        await self.outbox.delete(job.real_id)
-        await self.outbox.stats(self.counters.as_dict())
+        await self.outbox.delete(job.real_id, stats=self.counters.as_dict())
         return "deleted"
 
     async def _clean_orphan(self, job: Job) -> None:

@@ -36,6 +36,16 @@ STATS_FIELD: Final = "stats"
 
 Op = Literal["result", "delete"]
 
+# One round trip per queued message instead of two (INCR, then HSET): the engine queues a
+# message for every job, and on a loaded machine every round trip to redis costs a context
+# switch or two. ARGV[2], when not empty, is the latest stats entry, written in the same call.
+_ENQUEUE_LUA: Final = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], string.format('%020d', seq), ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[2]) end
+return seq
+"""
+
 
 @dataclass(frozen=True)
 class Message:
@@ -97,6 +107,7 @@ class Outbox:
         """Stats are coalesced: at most one report per interval, always the latest counters."""
         self._last_stats = float("-inf")
         self._redis = redis
+        self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._explorer = explorer
         self._backoff = backoff()
         self._pending: dict[int, Message] = {}
@@ -143,27 +154,47 @@ class Outbox:
         self.wake()
         return len(self._pending) + (1 if self._stats is not None else 0)
 
-    async def _enqueue(self, op: Op, gwid: str, body: bytes = b"") -> None:
-        seq = int(await self._redis.incr(SEQ_KEY))
-        message = Message(seq=seq, op=op, gwid=gwid, body=body, queued=time.time())
-        await self._redis.hset(OUTBOX_KEY, message.field, message.to_json())
-        self._add(message)
+    async def _enqueue(
+        self, op: Op, gwid: str, body: bytes = b"", stats: Mapping[str, int] | None = None
+    ) -> None:
+        queued = time.time()
+        value = Message(seq=0, op=op, gwid=gwid, body=body, queued=queued).to_json()
+        stats_value = dict(stats) if stats is not None else None
+        seq = int(
+            await self._enqueue_script(
+                keys=[SEQ_KEY, OUTBOX_KEY],
+                args=[
+                    value,
+                    json.dumps(stats_value) if stats_value is not None else "",
+                    STATS_FIELD,
+                ],
+            )
+        )
+        self._add(Message(seq=seq, op=op, gwid=gwid, body=body, queued=queued))
+        if stats_value is not None:
+            self._set_stats(stats_value)
         self._wake.set()
 
-    async def put_result(self, gwid: str, body: bytes) -> None:
-        """Queue a result PUT (body = Go-encoded `workloads.Result` with its newline)."""
-        await self._enqueue("result", gwid, body)
+    async def put_result(
+        self, gwid: str, body: bytes, *, stats: Mapping[str, int] | None = None
+    ) -> None:
+        """Queue a result PUT (body = Go-encoded `workloads.Result` with its newline); with
+        `stats`, the latest counters are queued in the same redis call (as `stats()` does)."""
+        await self._enqueue("result", gwid, body, stats)
 
-    async def delete(self, gwid: str) -> None:
-        await self._enqueue("delete", gwid)
+    async def delete(self, gwid: str, *, stats: Mapping[str, int] | None = None) -> None:
+        await self._enqueue("delete", gwid, stats=stats)
 
     async def stats(self, counters: Mapping[str, int]) -> None:
         """Queue the latest workload counters, replacing any not yet sent."""
         value = dict(counters)
         await self._redis.hset(OUTBOX_KEY, STATS_FIELD, json.dumps(value))
+        self._set_stats(value)
+        self._wake.set()
+
+    def _set_stats(self, value: dict[str, int]) -> None:
         self._stats = value
         self._stats_version += 1
-        self._wake.set()
 
     def wake(self) -> None:
         """Deliver now (e.g. once registration opened the stats gate)."""
