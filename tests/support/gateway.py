@@ -334,7 +334,14 @@ class Gateway:
             "--notify-keyspace-events", "KEA",
         ]  # fmt: skip
         proc = self.spawn("redis", args, self.gw)
-        self.wait_ready(proc, lambda: self.gw.port_open("127.0.0.1", REDIS_PORT))
+        # An open port is not enough: while redis loads its files it answers LOADING.
+        self.wait_ready(
+            proc,
+            lambda: (
+                self.gw.port_open("127.0.0.1", REDIS_PORT)
+                and self.gw.run("redis-cli", "PING", check=False).strip() == "PONG"
+            ),
+        )
 
     def restart_redis(self) -> None:
         """A clean restart (SIGTERM lets redis write its files), data kept on disk."""
