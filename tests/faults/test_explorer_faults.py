@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import dns.exception
 import dns.rcode
 import pytest
 
@@ -63,6 +64,19 @@ def served(gateway: Gateway, name: str) -> bool:
     return resolves(gateway, name) and gateway.http(name).headers.get("x-site") == "backend"
 
 
+def served_now(gateway: Gateway, name: str) -> bool:
+    """`served`, with one immediate retry: a single lost UDP datagram on a busy CI machine is
+    not what these tests are about, a name that stops resolving is."""
+    for attempt in range(2):
+        try:
+            if served(gateway, name):
+                return True
+        except (OSError, dns.exception.DNSException):
+            if attempt:
+                raise
+    return False
+
+
 def gone(gateway: Gateway, name: str) -> bool:
     return gateway.dns(name, "A").rcode() == dns.rcode.NXDOMAIN and gateway.refused(name)
 
@@ -97,7 +111,7 @@ def keep_serving_until(gateway: Gateway, site: Site, done: Any, timeout: float, 
     checks = 0
     while True:
         gateway.check_alive()
-        assert served(gateway, site.name), f"{site.name} not served during {what}"
+        assert served_now(gateway, site.name), f"{site.name} not served during {what}"
         checks += 1
         if done():
             return checks
@@ -187,7 +201,7 @@ def test_listener_refusing_connections_for_a_while(
     end = time.monotonic() + 4
     while time.monotonic() < end:
         gateway.check_alive()
-        assert served(gateway, steady.name)
+        assert served_now(gateway, steady.name)
         time.sleep(0.1)
     wait_until(
         lambda: port_open("127.0.0.1", gateway.explorer_port), timeout=20, what="explorer back"
