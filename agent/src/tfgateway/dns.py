@@ -69,6 +69,82 @@ _MAX_ATTEMPTS = 50
 T = TypeVar("T")
 
 
+Read = tuple[str, ...]
+"""A read command to prefetch: ("get", key), ("hget", key, field), ("hmget", key, f1, f2, ...)."""
+
+
+class PrefetchedReads:
+    """A pipeline in WATCH mode whose reads were fetched together, in one round trip.
+
+    Why: an ownership check reads 3-5 keys one after another, each a round trip, and bulk
+    provisioning does one check per workload. The reads are sent, pipelined, on another
+    connection only after every key they touch is WATCHed, so a change made between the read
+    and EXEC still aborts the transaction (WatchError, retried) exactly as before. The check
+    code is unchanged: it awaits `hget`/`hmget`/`get` here and gets the prefetched answer;
+    any other read or command goes to the pipeline itself.
+    """
+
+    def __init__(self, pipe: Any, watched: set[str], values: dict[Read, Any]) -> None:
+        self._pipe = pipe
+        self._watched = watched
+        self._values = values
+
+    @classmethod
+    async def fetch(
+        cls, redis_client: Any, pipe: Any, watched: Iterable[str], reads: Sequence[Read]
+    ) -> PrefetchedReads:
+        """`pipe` must already WATCH every key in `reads` (the caller's watch list)."""
+        keys = set(watched)
+        for read in reads:
+            if read[1] not in keys:
+                raise ValueError(f"prefetched key {read[1]!r} is not watched")
+        values: dict[Read, Any] = {}
+        if reads:
+            async with redis_client.pipeline(transaction=False) as reader:
+                for read in reads:
+                    if read[0] == "hmget":
+                        reader.hmget(read[1], list(read[2:]))
+                    else:
+                        getattr(reader, read[0])(*read[1:])
+                answers = await reader.execute()
+            values = dict(zip(reads, answers, strict=True))
+        return cls(pipe, keys, values)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    async def watch(self, *names: str) -> Any:
+        missing = [n for n in names if n not in self._watched]
+        if missing:
+            self._watched.update(missing)
+            return await self._pipe.watch(*missing)
+        return True
+
+    async def get(self, name: str) -> Any:
+        read: Read = ("get", name)
+        if read in self._values:
+            return self._values[read]
+        return await self._pipe.get(name)
+
+    async def hget(self, name: str, key: str) -> Any:
+        read: Read = ("hget", name, key)
+        if read in self._values:
+            return self._values[read]
+        return await self._pipe.hget(name, key)
+
+    async def hmget(self, name: str, keys: Sequence[str]) -> Any:
+        read: Read = ("hmget", name, *keys)
+        if read in self._values:
+            return self._values[read]
+        return await self._pipe.hmget(name, list(keys))
+
+
+def zone_candidates(domain: str) -> list[str]:
+    """The zones that may contain `domain` (itself first, never the top-level label alone)."""
+    labels = domain.split(".")
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
 def zone_key(zone: str) -> str:
     """The redis key of a zone hash: lowercase name with a trailing dot."""
     return zone.rstrip(".") + "."
@@ -154,8 +230,7 @@ async def _zone_owner(client: Any, zone: str) -> str | None:
 
 async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
     """(zone, owner) of the closest zone in `zone` that contains `domain` (or is it)."""
-    labels = domain.split(".")
-    candidates = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    candidates = zone_candidates(domain)
     if not candidates:
         return None
     values = await client.hmget(ZONE_OWNERS_KEY, candidates)
@@ -210,15 +285,21 @@ class DNSStore:
         body: Callable[[Any], Awaitable[T]],
         *,
         wrap_errors: bool = True,
+        prefetch: Sequence[Read] = (),
     ) -> T:
         """Run `body` (reads, then `pipe.multi()` and queued writes) as a WATCH transaction,
         retried when a watched key changed meanwhile. Redis errors become ProvisionError
-        (chained, so the engine sees they are transient) unless `wrap_errors` is false."""
+        (chained, so the engine sees they are transient) unless `wrap_errors` is false.
+        `prefetch`: reads of watched keys the body will make, fetched in one round trip."""
+        watch = list(watch)
         for _ in range(_MAX_ATTEMPTS):
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(*watch)
-                    result = await body(pipe)
+                    client: Any = pipe
+                    if prefetch:
+                        client = await PrefetchedReads.fetch(self._redis, pipe, watch, prefetch)
+                    result = await body(client)
                     if pipe.explicit_transaction:
                         await pipe.execute()
                     return result
@@ -370,7 +451,19 @@ class DNSStore:
             pipe.publish(DNS_CHANNEL, zone_key(zone))
             return zone
 
-        zone = await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain)], body)
+        # Every zone that may hold the name is watched up front, so the body's reads (the
+        # owners, the claim, the proxy, the record set) can all be fetched in one round trip.
+        candidates = zone_candidates(domain)
+        reads: list[Read] = [("hget", MANAGED_DOMAINS_KEY, domain), ("get", proxy_key(domain))]
+        if candidates:
+            reads.append(("hmget", ZONE_OWNERS_KEY, *candidates))
+        reads += [("hget", zone_key(c), _relative(domain, c)) for c in candidates]
+        zone = await self._transact(
+            [ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain)]
+            + [zone_key(c) for c in candidates],
+            body,
+            prefetch=reads,
+        )
         log.info("subdomain %s (zone %s) of user %s -> %s", domain, zone, user, list(map(str, ips)))
 
     async def remove_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:

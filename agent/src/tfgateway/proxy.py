@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import redis.asyncio
@@ -22,7 +22,15 @@ from redis.exceptions import RedisError, WatchError
 
 from tfgateway import gojson
 from tfgateway.crypto import DecryptError, decrypt_secret
-from tfgateway.dns import MANAGED_DOMAINS_KEY, ZONE_OWNERS_KEY, name_owner, zone_owner_of
+from tfgateway.dns import (
+    MANAGED_DOMAINS_KEY,
+    ZONE_OWNERS_KEY,
+    PrefetchedReads,
+    Read,
+    name_owner,
+    zone_candidates,
+    zone_owner_of,
+)
 from tfgateway.identity import Identity
 from tfgateway.provisioner import ProvisionError
 from tfgateway.reservation import Reservation
@@ -127,7 +135,16 @@ class ProxyStore:
             pipe.set(proxy_key(domain), value)
             pipe.publish(PROXY_CHANNEL, domain)
 
-        await self._transact(domain, body)
+        # The body's reads, fetched in one round trip once their keys are watched.
+        candidates = zone_candidates(domain)
+        reads: list[Read] = [
+            ("get", proxy_key(domain)),
+            ("hget", ZONE_OWNERS_KEY, domain),
+            ("hget", MANAGED_DOMAINS_KEY, domain),
+        ]
+        if candidates:
+            reads.append(("hmget", ZONE_OWNERS_KEY, *candidates))
+        await self._transact(domain, body, reads)
 
     async def remove(self, user: str, domain: str) -> None:
         """Delete the user's service on `domain`; another user's is left untouched."""
@@ -149,13 +166,18 @@ class ProxyStore:
 
         await self._transact(domain, body)
 
-    async def _transact(self, domain: str, body: Callable[[Any], Awaitable[None]]) -> None:
+    async def _transact(
+        self, domain: str, body: Callable[[Any], Awaitable[None]], prefetch: Sequence[Read] = ()
+    ) -> None:
         watch = [proxy_key(domain), ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY]
         for _ in range(_MAX_ATTEMPTS):
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(*watch)
-                    await body(pipe)
+                    client: Any = pipe
+                    if prefetch:
+                        client = await PrefetchedReads.fetch(self._redis, pipe, watch, prefetch)
+                    await body(client)
                     await pipe.execute()
                     return
                 except WatchError:
