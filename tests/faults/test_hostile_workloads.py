@@ -7,6 +7,7 @@ checks the validation layer the same corpus exercises.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import time
@@ -21,7 +22,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
+from tfgateway.fourtosix import user_public_key
 from tfgateway.identity import load_or_create
+from tfgateway.provisioner import ProvisionError
+from tfgateway.reservation import Reservation
 from tfgateway.validation import ValidationError, normalize_domain, validate_proxy_target
 
 from tests.support.agent_process import AgentProcess
@@ -258,3 +262,23 @@ def test_corpus_is_deterministic() -> None:
                         default=str) for c in second]  # fmt: skip
     assert strip == again
     assert len(first) >= 1000
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.binary(min_size=0, max_size=40).map(lambda b: base64.b64encode(b).decode()),
+        st.binary(min_size=32, max_size=32).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+    )
+)
+def test_wireguard_keys_are_32_bytes_of_standard_base64(key: str) -> None:
+    r = Reservation(id="1-1", user_id="42", type="gateway4to6",
+                    data=json.dumps({"public_key": key}).encode())  # fmt: skip
+    try:
+        out = user_public_key(r)
+    except ProvisionError as exc:
+        if not str(exc).startswith("invalid "):
+            raise AssertionError(f"unclear message: {exc}") from exc
+        return
+    assert len(base64.b64decode(out, validate=True)) == 32
