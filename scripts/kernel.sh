@@ -98,7 +98,9 @@ cmd_test() {
   local results
   results=$(mktemp -d /tmp/tfgw-kernel-results.XXXXXX)
   # Started inside the guest: the root fs (with the venv, redis-server, this checkout) is the
-  # host's, read-only; /tmp is the guest's own tmpfs; $results is shared read-write.
+  # host's, read-only; /tmp is an overlay whose writes stay in the guest; $results is shared
+  # read-write. /var/cache is a tmpfs in the guest, so the kernel cache (where /lib/modules/<rel>
+  # points) is shared read-only explicitly.
   local guest_cmd
   guest_cmd="exec '$TFGW_ROOT/scripts/kernel.sh' guest '$results'"
   [ $# -eq 0 ] || guest_cmd+=$(printf ' %q' "$@")
@@ -132,7 +134,8 @@ cmd_test() {
   if grep -q -E '<(failure|error|skipped)' "$results/junit.xml"; then
     die "junit.xml reports failures, errors or skips (results in $results)"
   fi
-  echo "kernel tests passed (results in $results)"
+  rm -rf "$results"
+  echo "kernel tests passed"
 }
 
 # Inside the guest (started by cmd_test): run the suite in a fresh network namespace "gw" (the
