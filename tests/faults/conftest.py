@@ -14,8 +14,6 @@ import pytest
 
 from tests.support.gateway import Gateway
 
-pytestmark = pytest.mark.integration
-
 _counter = itertools.count(1)
 
 

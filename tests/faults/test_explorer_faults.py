@@ -30,6 +30,8 @@ from tests.support.gateway import (
 )
 from tests.support.processes import port_open, wait_until
 
+pytestmark = pytest.mark.integration
+
 SEED = 8
 
 

@@ -25,6 +25,8 @@ from tests.support.gateway import (
     wait_for,
 )
 
+pytestmark = pytest.mark.integration
+
 SITES = 12
 ZONES = 4
 RESTORE_BOUND = 20.0  # seconds; the agent reconciles every second here (conftest)
