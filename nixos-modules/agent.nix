@@ -73,10 +73,6 @@ in
         LoadCredential = lib.optional (cfg.seedFile != null) "identity.seed:${cfg.seedFile}";
         AmbientCapabilities = capabilities;
         CapabilityBoundingSet = capabilities;
-        # With 4to6 the agent makes sure net.ipv6.conf.all.forwarding is 1 (also set by the
-        # module), which needs a writable /proc/sys. As a non-root user with only
-        # CAP_NET_ADMIN it can change network sysctls only: that is within its role anyway.
-        ProtectKernelTunables = !fourToSix;
         # AF_NETLINK: pyroute2 (WireGuard interface, peers, addresses).
         RestrictAddressFamilies = [
           "AF_UNIX"

@@ -36,8 +36,9 @@ in
         boot.kernelModules = [ "wireguard" ];
         environment.systemPackages = [ pkgs.wireguard-tools ];
 
-        # Forward users' IPv6; keep accepting router advertisements on the uplink (2 = even
-        # when forwarding), as nixpkgs' NAT module does.
+        # Forward users' IPv6 (set here because the agent's /proc/sys is read-only; it only
+        # checks); keep accepting router advertisements on the uplink (2 = even when
+        # forwarding), as nixpkgs' NAT module does.
         boot.kernel.sysctl = {
           "net.ipv6.conf.all.forwarding" = 1;
           "net.ipv6.conf.default.forwarding" = 1;
