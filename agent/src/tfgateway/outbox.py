@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 OUTBOX_KEY: Final = "tfgateway:outbox"
 SEQ_KEY: Final = "tfgateway:outbox:seq"
 STATS_FIELD: Final = "stats"
+FORGET_BATCH: Final = 64
+"""Delivered entries are removed from the hash in batches of at most this many."""
 
 Op = Literal["result", "delete"]
 
@@ -286,8 +288,7 @@ class Outbox:
         ok = bool(state["ok"])
         if self._stats is not None and ok and self._stats_due() == 0:
             ok = await self._deliver_stats()
-        else:
-            await self._flush_forget()
+        await self._flush_forget()
         return ok
 
     def _stats_due(self) -> float | None:
@@ -327,7 +328,11 @@ class Outbox:
             self.delivered += 1
             log.debug("outbox: delivered %s for %s", message.op, message.gwid)
         self._forget_message(message)
-        await self._done(message.field)
+        # HDEL in batches (one round trip per pass, or per FORGET_BATCH messages of a large
+        # backlog) rather than one per message; deliver_once flushes the rest at its end.
+        self._forget.add(message.field)
+        if len(self._forget) >= FORGET_BATCH:
+            await self._flush_forget()
         if self._on_delivered is not None:
             maybe = self._on_delivered(message)
             if maybe is not None:
