@@ -179,6 +179,21 @@ def _reject_constant(name: str) -> Any:
 
 
 def _encode(obj: Any, parts: list[str]) -> None:
+    # Fast paths for the exact built-in types that make up nearly every document (the ABC
+    # checks below are slow); each does exactly what its general branch further down does.
+    kind = type(obj)
+    if kind is str:
+        parts.append(_string(obj))
+        return
+    if kind is dict:
+        _encode_mapping(obj, parts)
+        return
+    if kind is int:
+        parts.append(int.__repr__(obj))
+        return
+    if kind is list:
+        _encode_sequence(obj, parts)
+        return
     if obj is None:
         parts.append("null")
     elif obj is True:
@@ -198,27 +213,35 @@ def _encode(obj: Any, parts: list[str]) -> None:
     elif isinstance(obj, bytes | bytearray | memoryview):
         parts.append('"' + base64.b64encode(bytes(obj)).decode("ascii") + '"')
     elif isinstance(obj, Mapping):
-        parts.append("{")
-        first = True
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise GoJSONError(f"json: unsupported key type {type(key).__name__}")
-            if not first:
-                parts.append(",")
-            first = False
-            parts.append(_string(key))
-            parts.append(":")
-            _encode(value, parts)
-        parts.append("}")
+        _encode_mapping(obj, parts)
     elif isinstance(obj, Sequence):
-        parts.append("[")
-        for i, item in enumerate(obj):
-            if i:
-                parts.append(",")
-            _encode(item, parts)
-        parts.append("]")
+        _encode_sequence(obj, parts)
     else:
         raise GoJSONError(f"json: unsupported type {type(obj).__name__}")
+
+
+def _encode_mapping(obj: Mapping[Any, Any], parts: list[str]) -> None:
+    parts.append("{")
+    first = True
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise GoJSONError(f"json: unsupported key type {type(key).__name__}")
+        if not first:
+            parts.append(",")
+        first = False
+        parts.append(_string(key))
+        parts.append(":")
+        _encode(value, parts)
+    parts.append("}")
+
+
+def _encode_sequence(obj: Sequence[Any], parts: list[str]) -> None:
+    parts.append("[")
+    for i, item in enumerate(obj):
+        if i:
+            parts.append(",")
+        _encode(item, parts)
+    parts.append("]")
 
 
 def marshal(obj: Any) -> bytes:
