@@ -270,7 +270,12 @@ class FourToSixProvisioner:
         user, key = _check_user(r), user_public_key(r)
         async with self._lock:
             if not self._converged:
-                raise WireGuardError(f"4to6 interface {self.link.name} is not set up yet")
+                # An error result, not a retry: a job that waited here would hold up every
+                # other workload until the interface appears (the agent keeps retrying setup).
+                raise ProvisionError(
+                    f"4to6 is not ready on this gateway: WireGuard interface {self.link.name}"
+                    " is not set up"
+                )
             owner = self._owners.get(user)
             if owner is not None and owner.reservation_id != r.id:
                 raise ProvisionError(
