@@ -175,9 +175,8 @@ def test_fault_keeps_serving_and_catches_up(
         assert puts, f"no result for {wid}"
         # Never contradictory: every copy the explorer stored says the same thing.
         assert {(p["result"]["state"], p["result"]["message"]) for p in puts} == {(1, "")}, puts
-        # An identical copy may be re-sent: when a PUT was handled but its answer lost, cut or
-        # garbled, and (engine race, see the H9 report) when a poll answer built just before
-        # the PUT was handled is processed just after it was delivered ("outcome=resent").
+        # An identical copy may be re-sent only when a PUT was handled but its answer was
+        # lost, cut or garbled (the agent cannot know it arrived).
         assert len(puts) <= 3, puts
     for wid in (old.sub_id, old.proxy_id):
         g = gwid(gateway, wid)
@@ -261,9 +260,9 @@ def test_duplicated_and_out_of_order_workloads_are_applied_once(
     state = history(gateway)
     for wid in [high, *late, *batch[4:]]:
         puts = puts_for(state, gwid(gateway, wid))
-        # one answer, ok (identical copies: see the race described above)
-        assert {p["result"]["state"] for p in puts} == {1}, (wid, puts)
-        assert len({p["result"]["signature"] for p in puts}) == 1, (wid, puts)
+        # exactly one answer, ok: duplicated and shuffled poll answers never make the agent
+        # send a result again (no fault here loses a PUT or its answer)
+        assert [p["result"]["state"] for p in puts] == [1], (wid, puts)
     for i in range(12):
         wait_for(
             lambda i=i: resolves(gateway, f"late{i}-{label}.{MANAGED_DOMAIN}"),  # type: ignore[misc]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
+from tfgateway.explorer import PollResult
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import Reservation
 
@@ -118,6 +120,33 @@ async def test_unacknowledged_result_is_resent_once(redis_url: str, redis_db: re
         cached = redis_db.hget(RESERVATIONS_KEY, w.gwid)
         assert info.state == 1
         assert info.result["signature"].encode() in cached  # type: ignore[operator]
+        assert rec.calls == [("provision", w.gwid)]
+
+
+async def test_result_delivered_while_a_poll_answer_was_in_flight_is_not_resent(
+    redis_url: str, redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll answer written before our PUT arrived must not make the engine send it again
+    (a re-sent result also pops the workload off the explorer's queue, hiding a delete)."""
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+        assert await stack.engine.poll_once() is False  # provisioned; its PUT is queued
+        real_poll = stack.engine.explorer.poll
+
+        async def stale_poll(from_id: int) -> PollResult:
+            answer = await real_poll(from_id)  # still without our result: the PUT is queued
+            await drain(stack)  # ... and arrives while the answer travels
+            return answer
+
+        monkeypatch.setattr(stack.engine.explorer, "poll", stale_poll)
+        await stack.engine.poll_once()
+        await drain(stack)
+        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
+        assert len(puts) == 1, puts
         assert rec.calls == [("provision", w.gwid)]
 
 

@@ -155,6 +155,7 @@ class Engine:
         self.lock = asyncio.Lock()
         """Held while a job or a re-application runs: one change at a time per gateway."""
         self.polls = 0
+        self._poll_started = float("inf")  # loop time the current poll was asked for
         self.jobs_done = 0
 
     # -- start-up ------------------------------------------------------------------------------
@@ -284,6 +285,9 @@ class Engine:
         if self._replay:
             self._replay = False
             self.cursor = 0
+        # A poll answer may have been written before a PUT we made meanwhile was handled;
+        # results acknowledged after this moment are not re-sent for it (see _cache_hit).
+        self._poll_started = asyncio.get_running_loop().time()
         try:
             batch = await self.explorer.poll(self.cursor)
         except PollDecodeError as exc:
@@ -481,6 +485,8 @@ class Engine:
             return "cached"
         if self.outbox.has_pending(job.real_id, "result"):
             return "cached-pending"
+        if self.outbox.acknowledged_since(job.real_id, "result", self._poll_started):
+            return "cached-delivered"  # the answer predates our PUT, which did arrive
         if cached.result.created.year <= 1970 and cached.result.data_json in (b"", b"null"):
             # Go's "nil result" (spec §6.2 step 3): nothing to send.
             return "cached"

@@ -34,6 +34,7 @@ OUTBOX_KEY: Final = "tfgateway:outbox"
 SEQ_KEY: Final = "tfgateway:outbox:seq"
 STATS_FIELD: Final = "stats"
 FORGET_BATCH: Final = 64
+ACK_MEMORY_MAX: Final = 100_000
 """Delivered entries are removed from the hash in batches of at most this many."""
 
 Op = Literal["result", "delete"]
@@ -122,6 +123,9 @@ class Outbox:
         self._stats_gate = stats_gate
         self.delivered = 0
         self.dropped = 0
+        # When each result/delete was last acknowledged (loop time), so the engine can tell a
+        # poll answer written before our PUT arrived from a PUT the explorer really lost.
+        self._acked_at: dict[tuple[str, str], float] = {}
 
     # -- queueing (called by the engine; raises RedisError if redis is down) ------------------
 
@@ -201,6 +205,19 @@ class Outbox:
     def wake(self) -> None:
         """Deliver now (e.g. once registration opened the stats gate)."""
         self._wake.set()
+
+    def acknowledged_since(self, gwid: str, op: Op, since: float) -> bool:
+        """True when the explorer acknowledged `op` for `gwid` at or after loop time `since`."""
+        acked = self._acked_at.get((gwid, op))
+        return acked is not None and acked >= since
+
+    def _remember_ack(self, message: Message) -> None:
+        now = asyncio.get_running_loop().time()
+        self._acked_at[(message.gwid, message.op)] = now
+        if len(self._acked_at) > ACK_MEMORY_MAX:  # bounded: the oldest half goes
+            oldest = sorted(self._acked_at.items(), key=lambda kv: kv[1])
+            for key, _ in oldest[: len(oldest) // 2]:
+                del self._acked_at[key]
 
     def has_pending(self, gwid: str, op: Op | None = None) -> bool:
         if op is None:
@@ -326,6 +343,7 @@ class Outbox:
             )
         else:
             self.delivered += 1
+            self._remember_ack(message)
             log.debug("outbox: delivered %s for %s", message.op, message.gwid)
         self._forget_message(message)
         # HDEL in batches (one round trip per pass, or per FORGET_BATCH messages of a large
