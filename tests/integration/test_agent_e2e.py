@@ -115,7 +115,9 @@ async def test_every_type_end_to_end(
     alien = await admin.create_workload(
         "subdomain", node, tid, domain=f"x.{MANAGED}", overrides={"workload_type": 99}
     )
-    workloads = [sub, dele, prx, rev, bad, short, alien]
+    # 4to6 is off (no --endpoint): a clear error result, as upstream's missing provisioner
+    no4to6 = await admin.gateway4to6(node, tid, base64.b64encode(b"k" * 32).decode())
+    workloads = [sub, dele, prx, rev, bad, short, alien, no4to6]
     await all_answered(admin, workloads, agent)
     refused = {
         p["gwid"]: p["result"]["message"]
@@ -124,6 +126,7 @@ async def test_every_type_end_to_end(
     }
     assert refused[short.gwid].startswith("failed to decrypt secret"), refused
     assert refused[alien.gwid] == "type of reservation not supported: UNKNOWN", refused
+    assert refused[no4to6.gwid] == "type of reservation not supported: gateway4to6", refused
     state = await admin.state()
     results = state["results"]
     for w in (sub, dele, prx, rev):
