@@ -42,6 +42,7 @@ ps.buildPythonApplication {
     ps.pynacl
     ps.pyroute2
     ps.redis
+    ps.sniffio # httpcore re-tries importing it on every lock/event without it
   ];
 
   nativeCheckInputs = [
