@@ -33,6 +33,28 @@ func (r *running) trcAddr() string { return r.Addr(ListenerClient).String() }
 // startRouter runs a router in-process; extra is appended to a generated router.toml.
 func startRouter(t *testing.T, redisPort int, extra string, opt Options) *running {
 	t.Helper()
+	if opt.Log == nil {
+		level := slog.LevelWarn
+		if os.Getenv("TFROUTER_TEST_DEBUG") != "" {
+			level = slog.LevelDebug
+		}
+		opt.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
+	// Free ports are picked, then bound by the router: a test in another package (go test runs
+	// packages in parallel) can take one in between, so a start that hits that race is retried.
+	for attempt := 1; ; attempt++ {
+		r, err := tryStartRouter(t, redisPort, extra, opt)
+		if err == nil {
+			return r
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			t.Fatalf("router did not start: %v", err)
+		}
+	}
+}
+
+func tryStartRouter(t *testing.T, redisPort int, extra string, opt Options) (*running, error) {
+	t.Helper()
 	text := fmt.Sprintf("[server]\naddr = \"127.0.0.1\"\nport = %d\nhttpport = %d\nclientsport = %d\n",
 		testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t))
 	if redisPort != 0 {
@@ -42,13 +64,6 @@ func startRouter(t *testing.T, redisPort int, extra string, opt Options) *runnin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opt.Log == nil {
-		level := slog.LevelWarn
-		if os.Getenv("TFROUTER_TEST_DEBUG") != "" {
-			level = slog.LevelDebug
-		}
-		opt.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	}
 	r := &running{Router: New(cfg, opt), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -56,8 +71,10 @@ func startRouter(t *testing.T, redisPort int, extra string, opt Options) *runnin
 	select {
 	case <-r.Ready():
 	case err := <-r.done:
-		t.Fatalf("router did not start: %v", err)
+		cancel()
+		return nil, err
 	case <-time.After(10 * time.Second):
+		cancel()
 		t.Fatal("router not ready")
 	}
 	t.Cleanup(func() {
@@ -68,7 +85,7 @@ func startRouter(t *testing.T, redisPort int, extra string, opt Options) *runnin
 			t.Error("router did not stop")
 		}
 	})
-	return r
+	return r, nil
 }
 
 // named starts an HTTP backend that answers with its name and the Host it saw.
