@@ -26,7 +26,7 @@ import redis.asyncio
 from redis.exceptions import RedisError, WatchError
 
 from tfgateway import gojson
-from tfgateway.provisioner import ProvisionError
+from tfgateway.provisioner import ProvisionError, reservation_data, reserved_domain
 from tfgateway.reservation import Reservation
 from tfgateway.validation import (
     IPAddress,
@@ -629,16 +629,6 @@ def _owner_from_txt(text: str) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def _data(r: Reservation, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(r.data or b"null")
-    except ValueError as exc:
-        raise ProvisionError(f"invalid {what} data: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ProvisionError(f"invalid {what} data: expected a JSON object")
-    return doc
-
-
 def _domain(doc: dict[str, Any]) -> str:
     try:
         return normalize_domain(doc.get("domain", ""))
@@ -653,7 +643,7 @@ class SubdomainProvisioner:
         self.store = store
 
     async def provision(self, r: Reservation) -> bytes | None:
-        doc = _data(r, "subdomain")
+        doc = reservation_data(r, "subdomain")
         domain = _domain(doc)
         try:
             ips = validate_record_ips(doc.get("destination"))
@@ -663,11 +653,10 @@ class SubdomainProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = _data(r, "subdomain")
-        try:
-            domain = normalize_domain(doc.get("domain", ""))
-        except ValidationError:
-            return  # never provisioned, nothing to remove
+        doc = reservation_data(r, "subdomain")
+        domain = reserved_domain(doc)
+        if domain is None:
+            return  # refused when provisioned: nothing to remove
         ips: list[IPAddress] = []
         destination = doc.get("destination")
         if isinstance(destination, list):
@@ -686,14 +675,13 @@ class DelegateProvisioner:
         self.store = store
 
     async def provision(self, r: Reservation) -> bytes | None:
-        domain = _domain(_data(r, "domain delegation"))
+        domain = _domain(reservation_data(r, "domain delegation"))
         await self.store.add_delegation(r.user_id, domain, r.node_id or None)
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = _data(r, "domain delegation")
-        try:
-            domain = normalize_domain(doc.get("domain", ""))
-        except ValidationError:
-            return
+        doc = reservation_data(r, "domain delegation")
+        domain = reserved_domain(doc)
+        if domain is None:
+            return  # refused when provisioned: nothing to remove
         await self.store.remove_delegation(r.user_id, domain)

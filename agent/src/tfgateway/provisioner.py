@@ -9,11 +9,13 @@ reservation and must not leak secrets.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import json
+from typing import Any, Protocol, runtime_checkable
 
 from tfgateway.reservation import Reservation
+from tfgateway.validation import ValidationError, normalize_domain
 
-__all__ = ["ProvisionError", "Provisioner"]
+__all__ = ["ProvisionError", "Provisioner", "reservation_data", "reserved_domain"]
 
 
 class ProvisionError(Exception):
@@ -38,3 +40,23 @@ class Provisioner(Protocol):
     async def decommission(self, r: Reservation) -> None:
         """Remove what `r` created; succeed if it is already gone."""
         ...
+
+
+def reservation_data(r: Reservation, what: str) -> dict[str, Any]:
+    """The reservation's data as a JSON object, or a clear refusal."""
+    try:
+        doc = json.loads(r.data or b"null")
+    except ValueError as exc:
+        raise ProvisionError(f"invalid {what} data: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProvisionError(f"invalid {what} data: expected a JSON object")
+    return doc
+
+
+def reserved_domain(doc: dict[str, Any]) -> str | None:
+    """The normalised `domain` of a reservation's data; None when it is not a valid name (such a
+    reservation was refused, so a decommission has nothing to remove)."""
+    try:
+        return normalize_domain(doc.get("domain", ""))
+    except ValidationError:
+        return None

@@ -32,7 +32,7 @@ from tfgateway.dns import (
     zone_owner_of,
 )
 from tfgateway.identity import Identity
-from tfgateway.provisioner import ProvisionError
+from tfgateway.provisioner import ProvisionError, reservation_data, reserved_domain
 from tfgateway.reservation import Reservation
 from tfgateway.validation import (
     IPAddress,
@@ -187,16 +187,6 @@ class ProxyStore:
         raise ProvisionError("proxy data is changing too fast; try again later")
 
 
-def _data(r: Reservation, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(r.data or b"null")
-    except ValueError as exc:
-        raise ProvisionError(f"invalid {what} data: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ProvisionError(f"invalid {what} data: expected a JSON object")
-    return doc
-
-
 def _port(doc: dict[str, Any], key: str) -> int:
     value = doc.get(key, 0)
     if value is None:
@@ -231,7 +221,7 @@ class ProxyProvisioner:
         self.allow_private = allow_private
 
     async def provision(self, r: Reservation) -> bytes | None:
-        doc = _data(r, "proxy")
+        doc = reservation_data(r, "proxy")
         domain = _normalized(doc.get("domain", ""))
         try:
             addr = validate_proxy_target(
@@ -254,11 +244,10 @@ class ProxyProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = _data(r, "proxy")
-        try:
-            domain = normalize_domain(doc.get("domain", ""))
-        except ValidationError:
-            return
+        doc = reservation_data(r, "proxy")
+        domain = reserved_domain(doc)
+        if domain is None:
+            return  # refused when provisioned: nothing to remove
         await self.store.remove(r.user_id, domain)
 
 
@@ -306,7 +295,7 @@ class ReverseProxyProvisioner:
             raise ProvisionError("failed to decrypt secret: secret is not valid UTF-8") from None
 
     async def provision(self, r: Reservation) -> bytes | None:
-        doc = _data(r, "reverse proxy")
+        doc = reservation_data(r, "reverse proxy")
         raw_secret = doc.get("secret", "")
         raw_domain = doc.get("domain", "")
         if not isinstance(raw_secret, str):
@@ -326,9 +315,8 @@ class ReverseProxyProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = _data(r, "reverse proxy")
-        try:
-            domain = normalize_domain(doc.get("domain", ""))
-        except ValidationError:
-            return
+        doc = reservation_data(r, "reverse proxy")
+        domain = reserved_domain(doc)
+        if domain is None:
+            return  # refused when provisioned: nothing to remove
         await self.store.remove(r.user_id, domain)
