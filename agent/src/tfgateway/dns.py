@@ -10,7 +10,7 @@ Layout (data-plane spec §0, §1.4-1.5), byte-compatible with the Go daemon:
 Better than upstream: every zone gets an apex `@` with SOA and NS (resolvers need them; the SOA
 serial is derived by the DNS plugin from the zone content, so it changes whenever the zone
 does); removing a delegation deletes its zone hash; ownership is checked and written in one
-redis transaction (WATCH/MULTI), so one user can never take over or remove another user's
+atomic check-and-set (redistxn), so one user can never take over or remove another user's
 name, zone, or a name inside another user's zone; nested delegations across users are refused.
 After each change the zone name is published on `tfgateway:dns`.
 """
@@ -23,10 +23,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from tfgateway import gojson
 from tfgateway.provisioner import ProvisionError, reservation_data, reserved_domain
+from tfgateway.redisbatch import AutoPipeline, as_batch
+from tfgateway.redistxn import Read, Transaction, TransactionConflictError, run_transaction
 from tfgateway.reservation import Reservation
 from tfgateway.validation import (
     IPAddress,
@@ -64,79 +66,8 @@ SOA_REFRESH = 7200
 SOA_RETRY = 1800
 SOA_EXPIRE = 1209600
 SOA_MINTTL = 300
-_MAX_ATTEMPTS = 50
 
 T = TypeVar("T")
-
-
-Read = tuple[str, ...]
-"""A read command to prefetch: ("get", key), ("hget", key, field), ("hmget", key, f1, f2, ...)."""
-
-
-class PrefetchedReads:
-    """A pipeline in WATCH mode whose reads were fetched together, in one round trip.
-
-    Why: an ownership check reads 3-5 keys one after another, each a round trip, and bulk
-    provisioning does one check per workload. The reads are sent, pipelined, on another
-    connection only after every key they touch is WATCHed, so a change made between the read
-    and EXEC still aborts the transaction (WatchError, retried) exactly as before. The check
-    code is unchanged: it awaits `hget`/`hmget`/`get` here and gets the prefetched answer;
-    any other read or command goes to the pipeline itself.
-    """
-
-    def __init__(self, pipe: Any, watched: set[str], values: dict[Read, Any]) -> None:
-        self._pipe = pipe
-        self._watched = watched
-        self._values = values
-
-    @classmethod
-    async def fetch(
-        cls, redis_client: Any, pipe: Any, watched: Iterable[str], reads: Sequence[Read]
-    ) -> PrefetchedReads:
-        """`pipe` must already WATCH every key in `reads` (the caller's watch list)."""
-        keys = set(watched)
-        for read in reads:
-            if read[1] not in keys:
-                raise ValueError(f"prefetched key {read[1]!r} is not watched")
-        values: dict[Read, Any] = {}
-        if reads:
-            async with redis_client.pipeline(transaction=False) as reader:
-                for read in reads:
-                    if read[0] == "hmget":
-                        reader.hmget(read[1], list(read[2:]))
-                    else:
-                        getattr(reader, read[0])(*read[1:])
-                answers = await reader.execute()
-            values = dict(zip(reads, answers, strict=True))
-        return cls(pipe, keys, values)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pipe, name)
-
-    async def watch(self, *names: str) -> Any:
-        missing = [n for n in names if n not in self._watched]
-        if missing:
-            self._watched.update(missing)
-            return await self._pipe.watch(*missing)
-        return True
-
-    async def get(self, name: str) -> Any:
-        read: Read = ("get", name)
-        if read in self._values:
-            return self._values[read]
-        return await self._pipe.get(name)
-
-    async def hget(self, name: str, key: str) -> Any:
-        read: Read = ("hget", name, key)
-        if read in self._values:
-            return self._values[read]
-        return await self._pipe.hget(name, key)
-
-    async def hmget(self, name: str, keys: Sequence[str]) -> Any:
-        read: Read = ("hmget", name, *keys)
-        if read in self._values:
-            return self._values[read]
-        return await self._pipe.hmget(name, list(keys))
 
 
 def zone_candidates(domain: str) -> list[str]:
@@ -224,16 +155,16 @@ def _is_empty(records: dict[str, Any]) -> bool:
     return all(not v for v in records.values())
 
 
-async def _zone_owner(client: Any, zone: str) -> str | None:
-    return zone_owner_of(await client.hget(ZONE_OWNERS_KEY, zone))
+async def _zone_owner(txn: Transaction, zone: str) -> str | None:
+    return zone_owner_of(await txn.hget(ZONE_OWNERS_KEY, zone))
 
 
-async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
+async def _closest_zone(txn: Transaction, domain: str) -> tuple[str, str] | None:
     """(zone, owner) of the closest zone in `zone` that contains `domain` (or is it)."""
     candidates = zone_candidates(domain)
     if not candidates:
         return None
-    values = await client.hmget(ZONE_OWNERS_KEY, candidates)
+    values = await txn.hmget(ZONE_OWNERS_KEY, candidates)
     for zone, value in zip(candidates, values, strict=True):
         owner = zone_owner_of(value)
         if owner is not None:
@@ -241,14 +172,14 @@ async def _closest_zone(client: Any, domain: str) -> tuple[str, str] | None:
     return None
 
 
-async def name_owner(client: Any, domain: str, gateway_identity: str) -> str | None:
+async def name_owner(txn: Transaction, domain: str, gateway_identity: str) -> str | None:
     """Who owns `domain` in this gateway's DNS: the subdomain's user, else the owner of the
     delegated zone that contains it; None for unclaimed names (under a managed domain or
-    outside every zone). `client` may be a pipeline in WATCH mode."""
-    claimed = _text(await client.hget(MANAGED_DOMAINS_KEY, domain))
+    outside every zone). `txn` records the reads."""
+    claimed = _text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
     if claimed:
         return claimed
-    found = await _closest_zone(client, domain)
+    found = await _closest_zone(txn, domain)
     if found is None:
         return None
     _, owner = found
@@ -264,12 +195,13 @@ class DNSStore:
 
     def __init__(
         self,
-        redis_client: redis.asyncio.Redis,
+        redis_client: redis.asyncio.Redis | AutoPipeline,
         identity_node_id: str,
         nameservers: Sequence[str] = (),
         hostmaster: str | None = None,
     ) -> None:
-        self._redis = redis_client
+        self._batch = as_batch(redis_client)
+        self._redis = self._batch.client
         self.identity = identity_node_id
         self.nameservers = [_fqdn(normalize_domain(ns)) for ns in nameservers]
         # the gateway's own nameserver names: whoever held their records could hijack every
@@ -281,35 +213,23 @@ class DNSStore:
 
     async def _transact(
         self,
-        watch: Iterable[str],
-        body: Callable[[Any], Awaitable[T]],
+        body: Callable[[Transaction], Awaitable[T]],
         *,
         wrap_errors: bool = True,
         prefetch: Sequence[Read] = (),
     ) -> T:
-        """Run `body` (reads, then `pipe.multi()` and queued writes) as a WATCH transaction,
-        retried when a watched key changed meanwhile. Redis errors become ProvisionError
-        (chained, so the engine sees they are transient) unless `wrap_errors` is false.
-        `prefetch`: reads of watched keys the body will make, fetched in one round trip."""
-        watch = list(watch)
-        for _ in range(_MAX_ATTEMPTS):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*watch)
-                    client: Any = pipe
-                    if prefetch:
-                        client = await PrefetchedReads.fetch(self._redis, pipe, watch, prefetch)
-                    result = await body(client)
-                    if pipe.explicit_transaction:
-                        await pipe.execute()
-                    return result
-                except WatchError:
-                    continue
-                except RedisError as exc:
-                    if not wrap_errors:
-                        raise
-                    raise ProvisionError(f"DNS store error: {exc}") from exc
-        raise ProvisionError("DNS data is changing too fast; try again later")
+        """Run `body` as an optimistic transaction (redistxn): its reads, then its writes
+        applied atomically if nothing it read changed meanwhile (else it runs again). Redis
+        errors become ProvisionError (chained, so the engine sees they are transient) unless
+        `wrap_errors` is false. `prefetch`: reads the body will make, fetched together."""
+        try:
+            return await run_transaction(self._batch, body, prefetch=prefetch)
+        except TransactionConflictError:
+            raise ProvisionError("DNS data is changing too fast; try again later") from None
+        except RedisError as exc:
+            if not wrap_errors:
+                raise
+            raise ProvisionError(f"DNS store error: {exc}") from exc
 
     def apex_records(self, zone: str, existing: dict[str, Any]) -> dict[str, Any]:
         """The apex record set: existing data with SOA and NS (from --nameservers) set."""
@@ -330,14 +250,16 @@ class DNSStore:
             records.pop("ns", None)
         return records
 
-    async def _queue_zone_metadata(self, pipe: Any, zone: str, owner: str, identity: str) -> None:
-        """Read the apex (pipe in WATCH mode), then queue owner, `__owner__` and apex writes."""
-        apex = _load_record_set(await pipe.hget(zone_key(zone), APEX_FIELD))
-        pipe.multi()
-        pipe.hset(ZONE_OWNERS_KEY, zone, _zone_owner_value(owner))
-        pipe.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
-        pipe.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
-        pipe.publish(DNS_CHANNEL, zone_key(zone))
+    async def _queue_zone_metadata(
+        self, txn: Transaction, zone: str, owner: str, identity: str
+    ) -> None:
+        """Read the apex, then queue owner, `__owner__` and apex writes."""
+        apex = _load_record_set(await txn.hget(zone_key(zone), APEX_FIELD))
+        txn.multi()
+        txn.hset(ZONE_OWNERS_KEY, zone, _zone_owner_value(owner))
+        txn.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
+        txn.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
+        txn.publish(DNS_CHANNEL, zone_key(zone))
 
     # ----- managed domains -----
 
@@ -355,16 +277,16 @@ class DNSStore:
             except ValidationError as exc:
                 raise ValueError(f"invalid managed domain: {exc}") from exc
 
-            async def claim(pipe: Any, domain: str = domain) -> None:
-                owner = await _zone_owner(pipe, domain)
+            async def claim(txn: Transaction, domain: str = domain) -> None:
+                owner = await _zone_owner(txn, domain)
                 if owner is not None and owner != self.identity:
                     raise ValueError(
                         f"managed domain {domain} is delegated to user {owner}; remove that "
                         "delegation first"
                     )
-                await self._queue_zone_metadata(pipe, domain, self.identity, self.identity)
+                await self._queue_zone_metadata(txn, domain, self.identity, self.identity)
 
-            await self._transact([ZONE_OWNERS_KEY, zone_key(domain)], claim, wrap_errors=False)
+            await self._transact(claim, wrap_errors=False)
             log.info("gateway manages domain %s", domain)
             managed.append(domain)
         await self.refresh_apexes()
@@ -372,21 +294,21 @@ class DNSStore:
 
     async def refresh_apexes(self) -> None:
         """Rewrite the apex of every zone in `zone` (e.g. after --nameservers changed)."""
-        zones = await self._redis.hgetall(ZONE_OWNERS_KEY)
+        zones = await self._batch.hgetall(ZONE_OWNERS_KEY)
         for raw_zone in zones:
             zone = _text(raw_zone) or ""
 
-            async def refresh(pipe: Any, zone: str = zone) -> None:
-                if await _zone_owner(pipe, zone) is None:
-                    pipe.multi()
+            async def refresh(txn: Transaction, zone: str = zone) -> None:
+                if await _zone_owner(txn, zone) is None:
+                    txn.multi()
                     return
-                apex = _load_record_set(await pipe.hget(zone_key(zone), APEX_FIELD))
+                apex = _load_record_set(await txn.hget(zone_key(zone), APEX_FIELD))
                 new = record_set_value(self.apex_records(zone, apex))
-                pipe.multi()
-                pipe.hset(zone_key(zone), APEX_FIELD, new)
-                pipe.publish(DNS_CHANNEL, zone_key(zone))
+                txn.multi()
+                txn.hset(zone_key(zone), APEX_FIELD, new)
+                txn.publish(DNS_CHANNEL, zone_key(zone))
 
-            await self._transact([ZONE_OWNERS_KEY, zone_key(zone)], refresh, wrap_errors=False)
+            await self._transact(refresh, wrap_errors=False)
 
     async def cleanup(self) -> int:
         """Remove empty record sets (`""` or `{}`) from zone hashes, as the Go daemon did."""
@@ -411,8 +333,8 @@ class DNSStore:
         self._check_reserved(domain, zone=False)
         from tfgateway.proxy import proxy_key, proxy_owner
 
-        async def body(pipe: Any) -> str:
-            found = await _closest_zone(pipe, domain)
+        async def body(txn: Transaction) -> str:
+            found = await _closest_zone(txn, domain)
             if found is None:
                 raise ProvisionError(
                     f"{domain} is not managed by this gateway; delegate the domain first"
@@ -428,15 +350,15 @@ class DNSStore:
                 raise ProvisionError(
                     f"cannot add subdomain {domain}: zone {zone} belongs to another user"
                 )
-            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+            claimed = _text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
             if claimed and claimed != user:
                 raise ProvisionError(f"subdomain {domain} is already reserved by another user")
-            proxied_by = await proxy_owner(pipe, domain)
+            proxied_by = await proxy_owner(txn, domain)
             if proxied_by is not None and proxied_by != user:
                 raise ProvisionError(f"{domain} is used by another user's proxy")
             field = _relative(domain, zone)
-            await pipe.watch(zone_key(zone))
-            records = _load_record_set(await pipe.hget(zone_key(zone), field))
+            await txn.watch(zone_key(zone))
+            records = _load_record_set(await txn.hget(zone_key(zone), field))
             for ip in ips:
                 kind = _ip_key(ip)
                 entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
@@ -445,25 +367,20 @@ class DNSStore:
                 records[kind] = entries
             if field == APEX_FIELD:
                 records = self.apex_records(zone, records)
-            pipe.multi()
-            pipe.hset(MANAGED_DOMAINS_KEY, domain, user)
-            pipe.hset(zone_key(zone), field, record_set_value(records))
-            pipe.publish(DNS_CHANNEL, zone_key(zone))
+            txn.multi()
+            txn.hset(MANAGED_DOMAINS_KEY, domain, user)
+            txn.hset(zone_key(zone), field, record_set_value(records))
+            txn.publish(DNS_CHANNEL, zone_key(zone))
             return zone
 
-        # Every zone that may hold the name is watched up front, so the body's reads (the
-        # owners, the claim, the proxy, the record set) can all be fetched in one round trip.
+        # The body's reads (the owners, the claim, the proxy, the record set of every zone that
+        # may hold the name) fetched together, in one pipeline.
         candidates = zone_candidates(domain)
         reads: list[Read] = [("hget", MANAGED_DOMAINS_KEY, domain), ("get", proxy_key(domain))]
         if candidates:
             reads.append(("hmget", ZONE_OWNERS_KEY, *candidates))
         reads += [("hget", zone_key(c), _relative(domain, c)) for c in candidates]
-        zone = await self._transact(
-            [ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain)]
-            + [zone_key(c) for c in candidates],
-            body,
-            prefetch=reads,
-        )
+        zone = await self._transact(body, prefetch=reads)
         log.info("subdomain %s (zone %s) of user %s -> %s", domain, zone, user, list(map(str, ips)))
 
     async def remove_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
@@ -472,29 +389,29 @@ class DNSStore:
         Another user's name is left untouched (logged); a name already gone is fine.
         """
 
-        async def body(pipe: Any) -> None:
-            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+        async def body(txn: Transaction) -> None:
+            claimed = _text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
             if claimed and claimed != user:
                 log.warning(
                     "user %s cannot remove subdomain %s of another user; left untouched",
                     user,
                     domain,
                 )
-                pipe.multi()
+                txn.multi()
                 return
-            found = await _closest_zone(pipe, domain)
+            found = await _closest_zone(txn, domain)
             if found is None:
-                pipe.multi()
+                txn.multi()
                 if claimed:
-                    pipe.hdel(MANAGED_DOMAINS_KEY, domain)
+                    txn.hdel(MANAGED_DOMAINS_KEY, domain)
                 return
             zone, zone_owner = found
             if not claimed and zone_owner != user:
-                pipe.multi()  # nobody's name, or a name in someone else's zone: not ours
+                txn.multi()  # nobody's name, or a name in someone else's zone: not ours
                 return
             field = _relative(domain, zone)
-            await pipe.watch(zone_key(zone))
-            records = _load_record_set(await pipe.hget(zone_key(zone), field))
+            await txn.watch(zone_key(zone))
+            records = _load_record_set(await txn.hget(zone_key(zone), field))
             drop = {str(ip) for ip in ips}
             for kind in ("a", "aaaa"):
                 entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
@@ -503,27 +420,27 @@ class DNSStore:
                     records[kind] = kept
                 else:
                     records.pop(kind, None)
-            pipe.multi()
+            txn.multi()
             if field != APEX_FIELD and _is_empty(records):
-                pipe.hdel(zone_key(zone), field)
-                pipe.hdel(MANAGED_DOMAINS_KEY, domain)
+                txn.hdel(zone_key(zone), field)
+                txn.hdel(MANAGED_DOMAINS_KEY, domain)
             else:
-                pipe.hset(zone_key(zone), field, record_set_value(records))
+                txn.hset(zone_key(zone), field, record_set_value(records))
                 if field == APEX_FIELD and not (records.get("a") or records.get("aaaa")):
-                    pipe.hdel(MANAGED_DOMAINS_KEY, domain)
-                    pipe.hdel(zone_key(zone), "")  # where the Go daemon put apex names
-            pipe.publish(DNS_CHANNEL, zone_key(zone))
+                    txn.hdel(MANAGED_DOMAINS_KEY, domain)
+                    txn.hdel(zone_key(zone), "")  # where the Go daemon put apex names
+            txn.publish(DNS_CHANNEL, zone_key(zone))
 
-        await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY], body)
+        await self._transact(body)
 
     # ----- delegated domains -----
 
     async def add_delegation(self, user: str, domain: str, identity: str | None = None) -> None:
         """Serve zone `domain` for `user` (owner entry, `__owner__` TXT, SOA/NS apex)."""
-        from tfgateway.proxy import proxy_key, proxy_owner
+        from tfgateway.proxy import proxy_owner
 
-        async def body(pipe: Any) -> None:
-            owner = await _zone_owner(pipe, domain)
+        async def body(txn: Transaction) -> None:
+            owner = await _zone_owner(txn, domain)
             if owner == self.identity:
                 raise ProvisionError(f"{domain} is a domain managed by this gateway")
             self._check_reserved(domain, zone=True)
@@ -533,7 +450,7 @@ class DNSStore:
             ancestors = [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
             if ancestors:
                 for zone, value in zip(
-                    ancestors, await pipe.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
+                    ancestors, await txn.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
                 ):
                     other = zone_owner_of(value)
                     if other is not None and other != user:
@@ -543,7 +460,7 @@ class DNSStore:
                             f"belongs to {whose}"
                         )
             suffix = "." + domain
-            for raw_zone, value in (await pipe.hgetall(ZONE_OWNERS_KEY)).items():
+            for raw_zone, value in (await txn.hgetall(ZONE_OWNERS_KEY)).items():
                 zone = _text(raw_zone) or ""
                 other = zone_owner_of(value)
                 if zone.endswith(suffix) and other is not None and other != user:
@@ -551,18 +468,16 @@ class DNSStore:
                         f"cannot delegate domain {domain}: {zone} inside it belongs to "
                         "another user or to this gateway"
                     )
-            claimed = _text(await pipe.hget(MANAGED_DOMAINS_KEY, domain))
+            claimed = _text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
             if claimed and claimed != user:
                 raise ProvisionError(f"cannot delegate domain {domain}: reserved by another user")
-            proxied_by = await proxy_owner(pipe, domain)
+            proxied_by = await proxy_owner(txn, domain)
             if proxied_by is not None and proxied_by != user:
                 raise ProvisionError(f"{domain} is used by another user's proxy")
-            await pipe.watch(zone_key(domain))
-            await self._queue_zone_metadata(pipe, domain, user, identity or self.identity)
+            await txn.watch(zone_key(domain))
+            await self._queue_zone_metadata(txn, domain, user, identity or self.identity)
 
-        await self._transact(
-            [ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, proxy_key(domain), zone_key(domain)], body
-        )
+        await self._transact(body)
         log.info("zone %s delegated to user %s", domain, user)
 
     async def remove_delegation(self, user: str, domain: str) -> None:
@@ -571,33 +486,33 @@ class DNSStore:
         Another user's (or the gateway's) zone is left untouched (logged).
         """
 
-        async def body(pipe: Any) -> bool:
-            owner = await _zone_owner(pipe, domain)
+        async def body(txn: Transaction) -> bool:
+            owner = await _zone_owner(txn, domain)
             if owner is None:
                 # The Go daemon deleted the owner but left `<domain>.` (wrong key); clean up
                 # such a leftover when its __owner__ record says it is this user's.
-                txt = _load_record_set(await pipe.hget(zone_key(domain), OWNER_FIELD))
+                txt = _load_record_set(await txn.hget(zone_key(domain), OWNER_FIELD))
                 texts = [e.get("text") for e in txt.get("txt") or [] if isinstance(e, dict)]
                 mine = any(isinstance(t, str) and _owner_from_txt(t) == user for t in texts)
-                pipe.multi()
+                txn.multi()
                 if mine:
-                    pipe.delete(zone_key(domain))
-                    pipe.publish(DNS_CHANNEL, zone_key(domain))
+                    txn.delete(zone_key(domain))
+                    txn.publish(DNS_CHANNEL, zone_key(domain))
                 return mine
             if owner != user:
                 log.warning(
                     "user %s cannot remove zone %s of another owner; left untouched", user, domain
                 )
-                pipe.multi()
+                txn.multi()
                 return False
             names = [
                 _text(name) or ""
-                for name, who in (await pipe.hgetall(MANAGED_DOMAINS_KEY)).items()
+                for name, who in (await txn.hgetall(MANAGED_DOMAINS_KEY)).items()
                 if _text(who) == user
             ]
             nested = [
                 z
-                for z in (_text(k) or "" for k in await pipe.hkeys(ZONE_OWNERS_KEY))
+                for z in (_text(k) or "" for k in await txn.hkeys(ZONE_OWNERS_KEY))
                 if z.endswith("." + domain)
             ]
 
@@ -608,15 +523,15 @@ class DNSStore:
             stale = [
                 n for n in names if inside(n, domain) and not any(inside(n, z) for z in nested)
             ]
-            pipe.multi()
-            pipe.delete(zone_key(domain))
-            pipe.hdel(ZONE_OWNERS_KEY, domain)
+            txn.multi()
+            txn.delete(zone_key(domain))
+            txn.hdel(ZONE_OWNERS_KEY, domain)
             if stale:
-                pipe.hdel(MANAGED_DOMAINS_KEY, *stale)
-            pipe.publish(DNS_CHANNEL, zone_key(domain))
+                txn.hdel(MANAGED_DOMAINS_KEY, *stale)
+            txn.publish(DNS_CHANNEL, zone_key(domain))
             return True
 
-        if await self._transact([ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY, zone_key(domain)], body):
+        if await self._transact(body):
             log.info("zone %s of user %s removed", domain, user)
 
 

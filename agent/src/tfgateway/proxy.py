@@ -18,21 +18,21 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from tfgateway import gojson
 from tfgateway.crypto import DecryptError, decrypt_secret
 from tfgateway.dns import (
     MANAGED_DOMAINS_KEY,
     ZONE_OWNERS_KEY,
-    PrefetchedReads,
-    Read,
     name_owner,
     zone_candidates,
     zone_owner_of,
 )
 from tfgateway.identity import Identity
 from tfgateway.provisioner import ProvisionError, reservation_data, reserved_domain
+from tfgateway.redisbatch import AutoPipeline, as_batch
+from tfgateway.redistxn import Read, Transaction, TransactionConflictError, run_transaction
 from tfgateway.reservation import Reservation
 from tfgateway.validation import (
     IPAddress,
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 PROXY_CHANNEL = "tfgateway:proxy"
 _KEY_PREFIX = "/tcprouter/service/"
-_MAX_ATTEMPTS = 50
 
 
 def proxy_key(domain: str) -> str:
@@ -99,10 +98,10 @@ def decode_service(value: bytes | str) -> dict[str, Any] | None:
     return {k.lower(): v for k, v in inner.items()}
 
 
-async def proxy_owner(client: Any, domain: str) -> str | None:
+async def proxy_owner(txn: Transaction, domain: str) -> str | None:
     """User of the proxy on `domain`; None if there is none. An unreadable entry counts as
     owned by nobody we can name, so it is reported as the empty string (never ours)."""
-    value = await client.get(proxy_key(domain))
+    value = await txn.get(proxy_key(domain))
     if value is None:
         return None
     service = decode_service(value)
@@ -113,27 +112,29 @@ async def proxy_owner(client: Any, domain: str) -> str | None:
 class ProxyStore:
     """Atomic, ownership-checked writes of tcprouter services."""
 
-    def __init__(self, redis_client: redis.asyncio.Redis, gateway_node_id: str) -> None:
-        self._redis = redis_client
+    def __init__(
+        self, redis_client: redis.asyncio.Redis | AutoPipeline, gateway_node_id: str
+    ) -> None:
+        self._batch = as_batch(redis_client)
         self.gateway_node_id = gateway_node_id
 
     async def put(self, user: str, domain: str, value: bytes) -> None:
         """Set the service on `domain` for `user`, unless another user owns the name."""
 
-        async def body(pipe: Any) -> None:
-            current = await proxy_owner(pipe, domain)
+        async def body(txn: Transaction) -> None:
+            current = await proxy_owner(txn, domain)
             if current is not None and current != user:
                 raise ProvisionError(f"cannot add proxy for {domain}: used by another user")
-            if zone_owner_of(await pipe.hget(ZONE_OWNERS_KEY, domain)) == self.gateway_node_id:
+            if zone_owner_of(await txn.hget(ZONE_OWNERS_KEY, domain)) == self.gateway_node_id:
                 raise ProvisionError(f"{domain} is a domain managed by this gateway")
-            dns_owner = await name_owner(pipe, domain, self.gateway_node_id)
+            dns_owner = await name_owner(txn, domain, self.gateway_node_id)
             if dns_owner is not None and dns_owner != user:
                 raise ProvisionError(
                     f"cannot add proxy for {domain}: the name belongs to another user"
                 )
-            pipe.multi()
-            pipe.set(proxy_key(domain), value)
-            pipe.publish(PROXY_CHANNEL, domain)
+            txn.multi()
+            txn.set(proxy_key(domain), value)
+            txn.publish(PROXY_CHANNEL, domain)
 
         # The body's reads, fetched in one round trip once their keys are watched.
         candidates = zone_candidates(domain)
@@ -144,14 +145,14 @@ class ProxyStore:
         ]
         if candidates:
             reads.append(("hmget", ZONE_OWNERS_KEY, *candidates))
-        await self._transact(domain, body, reads)
+        await self._transact(body, reads)
 
     async def remove(self, user: str, domain: str) -> None:
         """Delete the user's service on `domain`; another user's is left untouched."""
 
-        async def body(pipe: Any) -> None:
-            current = await proxy_owner(pipe, domain)
-            pipe.multi()
+        async def body(txn: Transaction) -> None:
+            current = await proxy_owner(txn, domain)
+            txn.multi()
             if current is None:
                 return
             if current != user:
@@ -161,30 +162,20 @@ class ProxyStore:
                     domain,
                 )
                 return
-            pipe.delete(proxy_key(domain))
-            pipe.publish(PROXY_CHANNEL, domain)
+            txn.delete(proxy_key(domain))
+            txn.publish(PROXY_CHANNEL, domain)
 
-        await self._transact(domain, body)
+        await self._transact(body)
 
     async def _transact(
-        self, domain: str, body: Callable[[Any], Awaitable[None]], prefetch: Sequence[Read] = ()
+        self, body: Callable[[Transaction], Awaitable[None]], prefetch: Sequence[Read] = ()
     ) -> None:
-        watch = [proxy_key(domain), ZONE_OWNERS_KEY, MANAGED_DOMAINS_KEY]
-        for _ in range(_MAX_ATTEMPTS):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*watch)
-                    client: Any = pipe
-                    if prefetch:
-                        client = await PrefetchedReads.fetch(self._redis, pipe, watch, prefetch)
-                    await body(client)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
-                except RedisError as exc:
-                    raise ProvisionError(f"proxy store error: {exc}") from exc
-        raise ProvisionError("proxy data is changing too fast; try again later")
+        try:
+            await run_transaction(self._batch, body, prefetch=prefetch)
+        except TransactionConflictError:
+            raise ProvisionError("proxy data is changing too fast; try again later") from None
+        except RedisError as exc:
+            raise ProvisionError(f"proxy store error: {exc}") from exc
 
 
 def _port(doc: dict[str, Any], key: str) -> int:
@@ -208,7 +199,7 @@ class ProxyProvisioner:
 
     def __init__(
         self,
-        redis_client: redis.asyncio.Redis,
+        redis_client: redis.asyncio.Redis | AutoPipeline,
         gateway_node_id: str,
         *,
         own_addresses: Collection[IPAddress | str] = (),
@@ -262,7 +253,10 @@ class ReverseProxyProvisioner:
     """
 
     def __init__(
-        self, redis_client: redis.asyncio.Redis, identity: Identity, user_key: UserKey
+        self,
+        redis_client: redis.asyncio.Redis | AutoPipeline,
+        identity: Identity,
+        user_key: UserKey,
     ) -> None:
         self.store = ProxyStore(redis_client, identity.node_id)
         self.identity = identity
