@@ -1,12 +1,20 @@
 // Package redisfeed keeps the route table equal to redis's /tcprouter/service/* keys by
-// push: keyspace notifications and the agent's tfgateway:proxy channel trigger a GET of one
-// key; a full SCAN resync runs after every (re)subscription and periodically. Connections
-// never wait for redis.
+// push: keyspace notifications and the agent's tfgateway:proxy channel name hosts to reread;
+// a full SCAN resync runs after every (re)subscription and periodically. Connections never
+// wait for redis.
+//
+// Every change arrives twice (the keyspace event and the agent's PUBLISH) and the agent
+// writes in bursts, so the feed does not answer each event with its own GET: it takes the
+// event that woke it plus every event already queued behind it, reads the distinct hosts
+// with one MGET and applies them to the table in one copy. An isolated change is read at
+// once (nothing waits for more events), and since the read happens after the events were
+// received it returns redis's current value: a host deleted and set again within a burst
+// ends as redis holds it.
 package redisfeed
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -24,6 +32,9 @@ const ProxyChannel = "tfgateway:proxy"
 // eviction (e).
 const requiredEvents = "K$gxe"
 
+// maxBatch bounds the hosts read in one MGET and applied in one table copy.
+const maxBatch = 512
+
 // Feed syncs a routes.Table from redis.
 type Feed struct {
 	Client *redis.Client
@@ -35,6 +46,9 @@ type Feed struct {
 	// Observers for metrics and tests (optional).
 	OnResync func(n int, err error)
 	OnUpdate func(host string, ok bool)
+	// OnFetch is called after each read of changed hosts (one redis round trip) with the
+	// number of hosts it read.
+	OnFetch func(hosts int, err error)
 }
 
 // Run blocks until ctx ends, reconnecting with backoff.
@@ -73,8 +87,10 @@ func (f *Feed) session(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(f.Resync)
 	defer ticker.Stop()
-	msgs := make(chan any, 256)
+	msgs := make(chan any, 2*maxBatch)
 	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop) // the receiver must not stay blocked on a full msgs after we return
 	go func() {
 		for {
 			m, err := ps.Receive(ctx)
@@ -82,7 +98,11 @@ func (f *Feed) session(ctx context.Context) error {
 				errc <- err
 				return
 			}
-			msgs <- m
+			select {
+			case msgs <- m:
+			case <-stop:
+				return
+			}
 		}
 	}()
 	for {
@@ -94,20 +114,63 @@ func (f *Feed) session(ctx context.Context) error {
 		case <-ticker.C:
 			f.resync(ctx)
 		case m := <-msgs:
-			switch m := m.(type) {
-			case *redis.Subscription:
-				if m.Count == 2 { // both subscriptions confirmed: nothing can be missed now
-					f.ensureNotifications(ctx)
-					f.resync(ctx)
-				}
-			case *redis.Message:
-				host, ok := f.hostOf(m, pattern)
-				if ok {
-					f.refresh(ctx, host)
-				}
-			}
+			f.handle(ctx, m, msgs, pattern)
 		}
 	}
+}
+
+// handle processes m and the messages queued behind it, up to maxBatch distinct hosts: the
+// hosts are collected and read in one round trip. A subscription confirmation first applies
+// the hosts collected so far, then resyncs.
+func (f *Feed) handle(ctx context.Context, m any, msgs <-chan any, pattern string) {
+	b := batch{seen: map[string]struct{}{}}
+	for {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			f.refresh(ctx, b.hosts)
+			b.reset()
+			if m.Count == 2 { // both subscriptions confirmed: nothing can be missed now
+				f.ensureNotifications(ctx)
+				f.resync(ctx)
+			}
+		case *redis.Message:
+			if host, ok := f.hostOf(m, pattern); ok {
+				b.add(host)
+			}
+		}
+		if len(b.hosts) >= maxBatch || !next(msgs, &m) {
+			break
+		}
+	}
+	f.refresh(ctx, b.hosts)
+}
+
+// next takes a message that is already queued, without waiting.
+func next(msgs <-chan any, m *any) bool {
+	select {
+	case *m = <-msgs:
+		return true
+	default:
+		return false
+	}
+}
+
+// batch is a set of hosts in arrival order.
+type batch struct {
+	hosts []string
+	seen  map[string]struct{}
+}
+
+func (b *batch) add(host string) {
+	if _, dup := b.seen[host]; !dup {
+		b.seen[host] = struct{}{}
+		b.hosts = append(b.hosts, host)
+	}
+}
+
+func (b *batch) reset() {
+	b.hosts = b.hosts[:0]
+	clear(b.seen)
 }
 
 func (f *Feed) hostOf(m *redis.Message, pattern string) (string, bool) {
@@ -122,26 +185,50 @@ func (f *Feed) hostOf(m *redis.Message, pattern string) (string, bool) {
 	return routes.HostFromKey(key)
 }
 
-// refresh rereads one key and applies it.
-func (f *Feed) refresh(ctx context.Context, host string) {
-	key := routes.KeyPrefix + host
-	raw, err := f.Client.Get(ctx, key).Bytes()
-	switch {
-	case errors.Is(err, redis.Nil):
-		f.Table.Delete(host)
-		f.updated(host, false)
-	case err != nil:
-		f.Log.Warn("redis GET failed; keeping the old route until the next resync", "key", key, "err", err)
-	default:
-		svc, derr := f.decode(key, raw)
+// refresh rereads the keys of hosts in one MGET (a consistent snapshot) and applies them to
+// the table in one update. On a redis error the old routes stay until the next resync (a
+// broken connection also ends the session, which resyncs).
+func (f *Feed) refresh(ctx context.Context, hosts []string) {
+	if len(hosts) == 0 {
+		return
+	}
+	keys := make([]string, len(hosts))
+	for i, h := range hosts {
+		keys[i] = routes.KeyPrefix + h
+	}
+	vals, err := f.Client.MGet(ctx, keys...).Result()
+	if f.OnFetch != nil {
+		f.OnFetch(len(hosts), err)
+	}
+	if err == nil && len(vals) != len(keys) {
+		err = fmt.Errorf("MGET of %d keys returned %d values", len(keys), len(vals))
+	}
+	if err != nil {
+		f.Log.Warn("redis MGET failed; keeping the old routes until the next resync", "keys", len(keys), "err", err)
+		return
+	}
+	set := make(map[string]routes.Service, len(hosts))
+	var del []string
+	for i, host := range hosts {
+		raw, ok := vals[i].(string)
+		if !ok { // missing (or not a string, which a resync would not load either)
+			del = append(del, host)
+			continue
+		}
+		svc, derr := f.decode(keys[i], []byte(raw))
 		if derr != nil {
 			f.Log.Warn("ignoring redis route", "err", derr)
-			f.Table.Delete(host)
-			f.updated(host, false)
-			return
+			del = append(del, host)
+			continue
 		}
-		f.Table.Set(host, svc)
-		f.updated(host, true)
+		set[host] = svc
+	}
+	f.Table.Apply(set, del)
+	if f.OnUpdate != nil {
+		for _, host := range hosts {
+			_, ok := set[host]
+			f.OnUpdate(host, ok)
+		}
 	}
 }
 
@@ -160,12 +247,6 @@ func (f *Feed) decode(key string, raw []byte) (routes.Service, error) {
 		}
 	}
 	return svc, nil
-}
-
-func (f *Feed) updated(host string, ok bool) {
-	if f.OnUpdate != nil {
-		f.OnUpdate(host, ok)
-	}
 }
 
 // resync rebuilds the whole table with SCAN + MGET.

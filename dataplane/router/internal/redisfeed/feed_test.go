@@ -19,6 +19,8 @@ func allowAll(string) error { return nil }
 type feedRun struct {
 	table   *routes.Table
 	resyncs atomic.Int64
+	fetches atomic.Int64 // round trips reading changed hosts
+	fetched atomic.Int64 // hosts they read
 }
 
 func startFeed(t *testing.T, rd *testutil.Redis, period time.Duration, check routes.TargetPolicy) *feedRun {
@@ -26,7 +28,8 @@ func startFeed(t *testing.T, rd *testutil.Redis, period time.Duration, check rou
 	fr := &feedRun{table: routes.NewTable(nil, "CATCH_ALL")}
 	client := redis.NewClient(&redis.Options{Addr: rd.Addr(), DialTimeout: time.Second, MaxRetries: 1})
 	f := &Feed{Client: client, Table: fr.table, Resync: period, Log: slog.New(slog.DiscardHandler), Check: check,
-		OnResync: func(int, error) { fr.resyncs.Add(1) }}
+		OnResync: func(int, error) { fr.resyncs.Add(1) },
+		OnFetch:  func(n int, _ error) { fr.fetches.Add(1); fr.fetched.Add(int64(n)) }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { f.Run(ctx); close(done) }()

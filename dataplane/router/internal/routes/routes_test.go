@@ -114,3 +114,28 @@ func TestTableConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestTableApply(t *testing.T) {
+	tb := NewTable(nil, "CATCH_ALL")
+	tb.Set("keep.example", Service{Addr: "10.0.0.1"})
+	tb.Set("gone.example", Service{Addr: "10.0.0.2"})
+	tb.Apply(map[string]Service{
+		"New.Example":  {Addr: "10.0.0.3"},
+		"keep.example": {Addr: "10.0.0.4"},
+		"both.example": {Addr: "10.0.0.5"},
+	}, []string{"GONE.example", "both.example", "never.example"})
+	want := map[string]string{"keep.example": "10.0.0.4", "new.example": "10.0.0.3"}
+	if tb.Len() != len(want) {
+		t.Fatalf("Len = %d, want %d", tb.Len(), len(want))
+	}
+	for h, addr := range want {
+		if s, name, ok := tb.Lookup(h); !ok || name != h || s.Addr != addr {
+			t.Fatalf("Lookup(%s) = %+v %q %v, want %s", h, s, name, ok, addr)
+		}
+	}
+	before := tb.dynamic.Load()
+	tb.Apply(nil, nil)
+	if tb.dynamic.Load() != before {
+		t.Fatal("an empty Apply copied the table")
+	}
+}

@@ -54,12 +54,29 @@ func (t *Table) Lookup(host string) (Service, string, bool) {
 
 // Set adds or replaces the dynamic route for host.
 func (t *Table) Set(host string, s Service) {
-	t.update(func(m map[string]Service) { m[strings.ToLower(host)] = s })
+	t.update(1, func(m map[string]Service) { m[strings.ToLower(host)] = s })
 }
 
 // Delete removes the dynamic route for host.
 func (t *Table) Delete(host string) {
-	t.update(func(m map[string]Service) { delete(m, strings.ToLower(host)) })
+	t.update(0, func(m map[string]Service) { delete(m, strings.ToLower(host)) })
+}
+
+// Apply sets the routes in set and removes the hosts in del with a single copy of the
+// dynamic map, so a burst of changes costs one copy instead of one per host. A host in both
+// is removed.
+func (t *Table) Apply(set map[string]Service, del []string) {
+	if len(set) == 0 && len(del) == 0 {
+		return
+	}
+	t.update(len(set), func(m map[string]Service) {
+		for k, v := range set {
+			m[strings.ToLower(k)] = v
+		}
+		for _, k := range del {
+			delete(m, strings.ToLower(k))
+		}
+	})
 }
 
 // Replace swaps in a complete dynamic table (full resync).
@@ -76,11 +93,13 @@ func (t *Table) Replace(all map[string]Service) {
 // Len is the number of dynamic routes.
 func (t *Table) Len() int { return len(*t.dynamic.Load()) }
 
-func (t *Table) update(f func(map[string]Service)) {
+// update copies the dynamic map (room for grow more entries), lets f change the copy and
+// publishes it: readers never see a map being written.
+func (t *Table) update(grow int, f func(map[string]Service)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := *t.dynamic.Load()
-	m := make(map[string]Service, len(old)+1)
+	m := make(map[string]Service, len(old)+grow)
 	for k, v := range old {
 		m[k] = v
 	}
