@@ -28,6 +28,12 @@ var (
 		Name:      "last_full_sync_timestamp_seconds",
 		Help:      "Unix time of the last successful full resync from redis.",
 	})
+	oversizedZones = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace,
+		Subsystem: pluginName,
+		Name:      "oversized_zones",
+		Help:      "Zone hashes not loaded because they have more fields than max_fields_per_zone.",
+	})
 	skippedTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: plugin.Namespace,
 		Subsystem: pluginName,

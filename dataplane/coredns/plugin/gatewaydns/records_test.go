@@ -3,6 +3,7 @@ package gatewaydns
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/miekg/dns"
@@ -192,6 +193,8 @@ func TestSetupParsing(t *testing.T) {
 		resync 5s
 		max_records_per_zone 100
 		max_value_bytes 2048
+		max_fields_per_zone 300
+		coalesce 40ms
 		transfer to 127.0.0.1 10.0.0.0/8
 	}`
 	cfg, err := parseConfig(caddy.NewTestController("dns", good))
@@ -200,32 +203,44 @@ func TestSetupParsing(t *testing.T) {
 	}
 	if cfg.addr != "127.0.0.1:6390" || cfg.password != "secret" || cfg.db != 2 || cfg.ttl != 120 ||
 		strings.Join(cfg.nameservers, " ") != "ns1.gw.test. ns2.gw.test." || cfg.hostmaster != "hostmaster.gw.test." ||
-		cfg.resync.Seconds() != 5 || cfg.maxRecords != 100 || cfg.maxValueBytes != 2048 || len(cfg.transferTo) != 2 {
+		cfg.resync.Seconds() != 5 || cfg.maxRecords != 100 || cfg.maxValueBytes != 2048 || len(cfg.transferTo) != 2 ||
+		cfg.maxFields != 300 || cfg.coalesce != 40*time.Millisecond {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	def, err := parseConfig(caddy.NewTestController("dns", "gatewaydns"))
-	if err != nil || def.addr != "127.0.0.1:6379" || def.transferAll || len(def.transferTo) != 0 || def.resync.Seconds() != 60 {
+	if err != nil || def.addr != "127.0.0.1:6379" || def.transferAll || len(def.transferTo) != 0 || def.resync.Seconds() != 60 ||
+		def.maxFields != 50000 || def.coalesce != 25*time.Millisecond {
 		t.Fatalf("defaults: %+v %v", def, err)
+	}
+	for _, off := range []string{"0", "off", "0s"} {
+		c, err := parseConfig(caddy.NewTestController("dns", "gatewaydns {\n coalesce "+off+"\n}"))
+		if err != nil || c.coalesce != 0 {
+			t.Fatalf("coalesce %s: %+v %v", off, c, err)
+		}
 	}
 	unix, err := parseConfig(caddy.NewTestController("dns", "gatewaydns {\n unix /run/redis.sock\n}"))
 	if err != nil || unix.network != "unix" || unix.addr != "/run/redis.sock" {
 		t.Fatalf("unix: %+v %v", unix, err)
 	}
 	bad := map[string]string{
-		"gatewaydns example.com":               "takes no arguments",
-		"gatewaydns {\n address nohost\n}":     "HOST:PORT",
-		"gatewaydns {\n unix relative\n}":      "absolute",
-		"gatewaydns {\n db x\n}":               "database number",
-		"gatewaydns {\n ttl 0\n}":              "between 1",
-		"gatewaydns {\n resync 1ms\n}":         "at least 100ms",
-		"gatewaydns {\n nameservers\n}":        "at least one",
-		"gatewaydns {\n nameservers a..b\n}":   "not a host name",
-		"gatewaydns {\n transfer from x\n}":    "transfer to",
-		"gatewaydns {\n transfer to nope\n}":   "IP address or CIDR",
-		"gatewaydns {\n prefix x\n}":           "unknown option",
-		"gatewaydns {\n password\n}":           "exactly one value",
-		"gatewaydns\ngatewaydns":               "only once",
-		"gatewaydns {\n max_value_bytes -1\n}": "between 1",
+		"gatewaydns example.com":                  "takes no arguments",
+		"gatewaydns {\n address nohost\n}":        "HOST:PORT",
+		"gatewaydns {\n unix relative\n}":         "absolute",
+		"gatewaydns {\n db x\n}":                  "database number",
+		"gatewaydns {\n ttl 0\n}":                 "between 1",
+		"gatewaydns {\n resync 1ms\n}":            "at least 100ms",
+		"gatewaydns {\n nameservers\n}":           "at least one",
+		"gatewaydns {\n nameservers a..b\n}":      "not a host name",
+		"gatewaydns {\n transfer from x\n}":       "transfer to",
+		"gatewaydns {\n transfer to nope\n}":      "IP address or CIDR",
+		"gatewaydns {\n prefix x\n}":              "unknown option",
+		"gatewaydns {\n password\n}":              "exactly one value",
+		"gatewaydns\ngatewaydns":                  "only once",
+		"gatewaydns {\n max_value_bytes -1\n}":    "between 1",
+		"gatewaydns {\n max_fields_per_zone 0\n}": "between 1",
+		"gatewaydns {\n coalesce 20\n}":           "between 0 and 10s",
+		"gatewaydns {\n coalesce -1s\n}":          "between 0 and 10s",
+		"gatewaydns {\n coalesce 1m\n}":           "between 0 and 10s",
 	}
 	for input, want := range bad {
 		_, err := parseConfig(caddy.NewTestController("dns", input))

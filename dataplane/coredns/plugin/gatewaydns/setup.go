@@ -28,6 +28,8 @@ type config struct {
 	resync        time.Duration
 	maxRecords    int
 	maxValueBytes int
+	maxFields     int           // a zone hash with more fields is not loaded
+	coalesce      time.Duration // minimum pause between two reloads of one zone; 0 = none
 	transferAll   bool
 	transferTo    []*net.IPNet
 	startupWait   time.Duration
@@ -41,6 +43,8 @@ func defaultConfig() *config {
 		resync:        60 * time.Second,
 		maxRecords:    20000,
 		maxValueBytes: 64 * 1024,
+		maxFields:     50000,
+		coalesce:      25 * time.Millisecond,
 		startupWait:   3 * time.Second,
 	}
 }
@@ -220,6 +224,25 @@ func (cfg *config) apply(opt string, args []string) error {
 			return err
 		}
 		cfg.maxValueBytes = n
+	case "max_fields_per_zone":
+		n, err := positive(100_000_000)
+		if err != nil {
+			return err
+		}
+		cfg.maxFields = n
+	case "coalesce":
+		v, err := one()
+		if err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(v)
+		if v == "off" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 || d > 10*time.Second {
+			return fmt.Errorf("%q is not a duration between 0 and 10s (0 or off: no pacing)", v)
+		}
+		cfg.coalesce = d
 	case "transfer":
 		if len(args) < 2 || args[0] != "to" {
 			return fmt.Errorf("expects `transfer to * | ADDRESS|CIDR ...`")
@@ -248,7 +271,7 @@ func (cfg *config) apply(opt string, args []string) error {
 		}
 	default:
 		return fmt.Errorf("unknown option (known: address, unix, password, db, nameservers, hostmaster, " +
-			"ttl, resync, max_records_per_zone, max_value_bytes, transfer)")
+			"ttl, resync, max_records_per_zone, max_value_bytes, max_fields_per_zone, coalesce, transfer)")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,6 +33,12 @@ type syncer struct {
 	full    bool                // a full resync is wanted
 	wake    chan struct{}
 	errOnce map[string]bool // log keyspace-config problems once per message
+
+	tooBig map[string]bool // zone keys refused for max_fields_per_zone (loader goroutine only)
+
+	// For tests and benchmarks (the metrics are process-wide): loads done, zones refused.
+	zoneLoads, fullLoads atomic.Int64
+	oversized            atomic.Int64
 
 	loadedOnce chan struct{} // closed after the first successful full load
 	closeOnce  sync.Once
@@ -60,6 +67,7 @@ func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 		full:       true,
 		wake:       make(chan struct{}, 1),
 		errOnce:    map[string]bool{},
+		tooBig:     map[string]bool{},
 		loadedOnce: make(chan struct{}),
 	}
 }
@@ -202,10 +210,15 @@ func unionFlags(have, need string) string {
 }
 
 // load applies pending work: full resyncs (at start, on reconnect, every resync period, and
-// after errors) and single-zone reloads. It is the only writer of the zone set.
+// after errors) and single-zone reloads, paced by a reloadPacer. It is the only writer of
+// the zone set.
 func (s *syncer) load(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.resync)
 	defer ticker.Stop()
+	paced := time.NewTimer(time.Hour)
+	paced.Stop()
+	defer paced.Stop()
+	pacer := newReloadPacer(s.cfg.coalesce)
 	backoff := newBackoff()
 	var retry <-chan time.Time
 	for {
@@ -213,6 +226,7 @@ func (s *syncer) load(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
+		case <-paced.C: // a zone's pause is over
 		case <-ticker.C:
 			s.markFull()
 			continue
@@ -228,16 +242,28 @@ func (s *syncer) load(ctx context.Context) {
 
 		var err error
 		if full {
-			// The full load reads redis after these zones were marked, so it covers them.
+			// The full load reads redis after these zones were marked, so it covers them; if
+			// it fails, the retry is a full load again.
+			pacer.clear()
 			err = s.fullSync(ctx)
 			loadsTotal.WithLabelValues("full", result(err)).Inc()
+			s.fullLoads.Add(1)
 		} else {
-			for zone := range dirty {
+			pacer.add(dirty)
+			zones, wait := pacer.due(time.Now())
+			for _, zone := range zones {
+				start := time.Now()
 				err = s.reloadZone(ctx, zone)
+				pacer.done(zone, start, time.Now())
 				loadsTotal.WithLabelValues("zone", result(err)).Inc()
+				s.zoneLoads.Add(1)
 				if err != nil {
+					pacer.clear() // the retry is a full load
 					break
 				}
+			}
+			if err == nil && wait > 0 {
+				paced.Reset(wait)
 			}
 		}
 		zonesServed.Set(float64(len(s.g.current().zones)))
@@ -277,28 +303,35 @@ func (s *syncer) fullSync(ctx context.Context) error {
 	}
 	old := s.g.current()
 	next := &zoneSet{zones: make(map[string]*builtZone, len(keys))}
+	tooBig := map[string]bool{}
 	const perPipeline = 100
 	for start := 0; start < len(keys); start += perPipeline {
 		chunk := keys[start:min(start+perPipeline, len(keys))]
-		cmds := make([]*redis.MapStringStringCmd, len(chunk))
-		pipe := s.client.Pipeline()
-		for i, k := range chunk {
-			cmds[i] = pipe.HGetAll(ctx, k)
+		reads, err := s.readZones(ctx, chunk)
+		if err != nil {
+			return err
 		}
-		_, _ = pipe.Exec(ctx) // errors are per command, below
 		for i, k := range chunk {
-			fields, err := cmds[i].Result()
-			if err != nil && !isWrongType(err) {
-				return fmt.Errorf("read zone %s: %w", k, err)
-			}
-			if err != nil || len(fields) == 0 {
-				continue // replaced by another type or deleted since SCAN
-			}
-			if bz := s.build(k, fields, old.zones[k]); bz != nil {
-				next.zones[bz.name] = bz
+			switch rd := reads[i]; {
+			case rd.fields > 0:
+				tooBig[k] = true
+				if bz := s.refuse(k, rd.fields, old.zones[k]); bz != nil {
+					next.zones[k] = bz
+				}
+			case len(rd.hash) > 0: // else replaced by another type or deleted since SCAN
+				if bz := s.build(k, rd.hash, old.zones[k]); bz != nil {
+					next.zones[bz.name] = bz
+				}
 			}
 		}
 	}
+	for k := range s.tooBig {
+		if !tooBig[k] {
+			s.fits(k)
+		}
+	}
+	s.tooBig = tooBig
+	s.countOversized()
 	s.g.install(next)
 	lastFullSync.SetToCurrentTime()
 	if !s.g.loaded.Swap(true) {
@@ -308,17 +341,107 @@ func (s *syncer) fullSync(ctx context.Context) error {
 	return nil
 }
 
+// zoneRead is what reading one zone key found.
+type zoneRead struct {
+	hash   map[string]string // the hash; empty when the key is gone or not a hash
+	fields int64             // > 0: the hash has this many fields, more than max_fields_per_zone, and was not read
+}
+
+// readZones reads zone hashes: one round trip asks their sizes (HLEN), a second reads those
+// within max_fields_per_zone (HGETALL), so an oversized hash is never transferred. A hash
+// that grew past the limit between the two is refused as well.
+func (s *syncer) readZones(ctx context.Context, keys []string) ([]zoneRead, error) {
+	out := make([]zoneRead, len(keys))
+	lens := make([]*redis.IntCmd, len(keys))
+	pipe := s.client.Pipeline()
+	for i, k := range keys {
+		lens[i] = pipe.HLen(ctx, k)
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command, below
+	gets := make([]*redis.MapStringStringCmd, len(keys))
+	pipe = s.client.Pipeline()
+	for i, k := range keys {
+		n, err := lens[i].Result()
+		if err != nil && !isWrongType(err) {
+			return nil, fmt.Errorf("read zone %s: %w", k, err)
+		}
+		switch {
+		case err != nil || n == 0:
+		case n > int64(s.cfg.maxFields):
+			out[i].fields = n
+		default:
+			gets[i] = pipe.HGetAll(ctx, k)
+		}
+	}
+	if pipe.Len() == 0 {
+		return out, nil
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, k := range keys {
+		if gets[i] == nil {
+			continue
+		}
+		hash, err := gets[i].Result()
+		if err != nil && !isWrongType(err) {
+			return nil, fmt.Errorf("read zone %s: %w", k, err)
+		}
+		if len(hash) > s.cfg.maxFields {
+			out[i].fields = int64(len(hash))
+			continue
+		}
+		out[i].hash = hash
+	}
+	return out, nil
+}
+
+// refuse handles a zone hash with more fields than max_fields_per_zone: it is not loaded;
+// the version served before, if any, stays in service. It returns that version.
+func (s *syncer) refuse(key string, fields int64, old *builtZone) *builtZone {
+	if !s.tooBig[key] {
+		kept := "it is not served"
+		if old != nil {
+			kept = "the version loaded before keeps being served"
+		}
+		log.Warningf("zone %s: hash has %d fields, more than max_fields_per_zone %d: not loaded; %s",
+			key, fields, s.cfg.maxFields, kept)
+	}
+	return old
+}
+
+func (s *syncer) countOversized() {
+	oversizedZones.Set(float64(len(s.tooBig)))
+	s.oversized.Store(int64(len(s.tooBig)))
+}
+
+// fits notes that a zone refused before is no longer over max_fields_per_zone (it shrank or
+// is gone).
+func (s *syncer) fits(key string) {
+	log.Infof("zone %s: no longer over max_fields_per_zone %d", key, s.cfg.maxFields)
+}
+
 // reloadZone rereads one zone hash and swaps it in (or out, when it is gone).
 func (s *syncer) reloadZone(ctx context.Context, key string) error {
-	fields, err := s.client.HGetAll(ctx, key).Result()
-	if err != nil && !isWrongType(err) {
-		return fmt.Errorf("read zone %s: %w", key, err)
+	reads, err := s.readZones(ctx, []string{key})
+	if err != nil {
+		return err
 	}
+	rd := reads[0]
 	cur := s.g.current()
 	old := cur.zones[key]
+	if rd.fields > 0 {
+		s.refuse(key, rd.fields, old)
+		s.tooBig[key] = true
+		s.countOversized()
+		return nil
+	}
+	if s.tooBig[key] {
+		s.fits(key)
+		delete(s.tooBig, key)
+		s.countOversized()
+	}
 	var bz *builtZone
-	if err == nil && len(fields) > 0 {
-		bz = s.build(key, fields, old)
+	if len(rd.hash) > 0 {
+		bz = s.build(key, rd.hash, old)
 		if bz == old && bz != nil {
 			return nil
 		}
