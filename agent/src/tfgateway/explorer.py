@@ -1,24 +1,34 @@
-"""The explorer's HTTP API as the gateway uses it (explorer spec §1-3), over httpx.
+"""The explorer's HTTP API as the gateway uses it (explorer spec §1-3), over aiohttp.
 
 Same paths, bodies (Go `json.Encoder` bytes) and accepted status codes as the Go client, with
-what the Go client lacks: a timeout on every request and a clear split between errors worth
-retrying (transport failures, 5xx, 429) and errors that will never succeed. Retry policy lives
-with the callers (`Backoff`, `retrying`): the poll loop, the outbox and registration differ.
+what the Go client lacks: a total timeout on every request, bounded reads of every answer, and a
+clear split between errors worth retrying (transport failures, timeouts, 5xx, 408, 429) and
+errors that will never succeed. Retry policy lives with the callers (`Backoff`, `retrying`): the
+poll loop, the outbox and registration differ.
+
+aiohttp rather than httpx because the outbox sends thousands of result PUTs, up to 16 at a time,
+over a keep-alive pool: measured in `benchmarks/agent/bench_explorer_client.py`, httpx costs
+about ten times the CPU per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import logging
+import math
+import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 from pydantic import ValidationError
+from yarl import URL
 
 from tfgateway import gojson
 from tfgateway.httpsig import Signer, sign_headers
@@ -27,6 +37,7 @@ from tfgateway.models import Location, User
 __all__ = [
     "COUNTER_KEYS",
     "DEFAULT_EXPLORER",
+    "DEFAULT_TIMEOUT",
     "Backoff",
     "ExplorerClient",
     "ExplorerError",
@@ -56,6 +67,16 @@ COUNTER_KEYS: Final = (
     "delegate_domain",
 )
 MAX_POLL_BODY: Final = 64 * 1024 * 1024
+"""Largest poll answer accepted (decoded bytes); enforced while reading."""
+MAX_BODY: Final = 1024 * 1024
+"""Largest other answer read (a phonebook user, an ignored `null`): they are tiny."""
+ERROR_HEAD: Final = 4096
+"""Bytes of a failed answer read for its `{"error": ...}` text."""
+DEFAULT_TIMEOUT: Final = 15.0
+POOL_SIZE: Final = 32
+"""Keep-alive connections to the explorer: the outbox's 16 PUTs plus poll, stats and uptime."""
+USER_AGENT: Final = "tfgateway/2"
+_CHUNK: Final = 64 * 1024
 
 T = TypeVar("T")
 
@@ -184,42 +205,121 @@ async def retrying(
             await asyncio.sleep(delay)
 
 
-def _error_text(response: httpx.Response) -> str:
+def _reason(status: int, reason: str | None) -> str:
+    """The standard phrase of a status (what httpx reported), else the server's own."""
     try:
-        doc = json.loads(response.content[:4096])
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return reason or ""
+
+
+def _error_text(status: int, reason: str | None, head: bytes) -> str:
+    """The `{"error": ...}` text of a failed answer, else its first bytes, else the reason."""
+    try:
+        doc = json.loads(head[:ERROR_HEAD])
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
             return str(doc["error"])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         pass
-    text = response.content[:200].decode("utf-8", "replace").strip()
-    return text or response.reason_phrase
+    text = head[:200].decode("utf-8", "replace").strip()
+    return text or _reason(status, reason)
+
+
+def _content_encoded(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The (decoded) body, or None as soon as it is known to exceed `limit` bytes.
+
+    Never holds more than `limit` + one chunk in memory: a declared plain length is checked
+    before reading, anything else (chunked, compressed, until-close) is read chunk by chunk.
+    """
+    length = response.content_length
+    if length is not None and not _content_encoded(response):
+        return None if length > limit else await response.read()
+    body = bytearray()
+    while chunk := await response.content.read(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read an ignored answer (`null`) so its connection goes back to the pool; a huge one is
+    abandoned instead (its connection is then closed, not reused)."""
+    await _read_limited(response, MAX_BODY)
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes | None:
+    return await _read_limited(response, MAX_BODY)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The trust store httpx used (SSL_CERT_FILE, SSL_CERT_DIR, else certifi's bundle), so the
+    move to aiohttp changes no gateway's idea of which explorer certificates are valid."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with httpx, a dependency
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class ExplorerClient:
-    """Signed calls to one explorer. `transport` lets tests inject an httpx mock transport."""
+    """Signed calls to one explorer over a keep-alive connection pool.
+
+    The aiohttp session is opened on first use, inside the running event loop (aiohttp binds a
+    session to the loop that creates it); `aclose()` closes it and the client for good.
+    """
 
     def __init__(
         self,
         url: str,
         identity: Signer,
         *,
-        timeout: float = 15.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
         on_error: Callable[[str], None] | None = None,
+        pool_size: int = POOL_SIZE,
     ) -> None:
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"explorer timeout {timeout!r} must be a positive number of seconds")
         self.base = base_url(url)
         self.identity = identity
+        self.timeout = float(timeout)
         self._node = quote(identity.node_id, safe="")
         self._on_error = on_error
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": "tfgateway/2"},
-        )
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise RuntimeError("explorer client is closed")
+            https = self.base.startswith("https:")
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._pool_size, ssl=_ssl_context() if https else True
+                ),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": USER_AGENT},
+                # the Go client sends bodies without a Content-Type (spec §1)
+                skip_auto_headers=("Content-Type",),
+                # as httpx did: HTTPS_PROXY / NO_PROXY from the environment are honoured
+                trust_env=True,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     def url(self, *segments: str) -> str:
         return self.base + "".join("/" + quote(s, safe="") for s in segments)
@@ -229,34 +329,58 @@ class ExplorerClient:
         call: str,
         method: str,
         segments: Sequence[str],
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         *,
         expect: int,
         body: Any = None,
         raw: bytes | None = None,
         signed: bool = True,
-        params: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
-        headers = sign_headers(self.identity) if signed else {}
+        query: str = "",
+    ) -> T:
+        """One request; `read` turns the expected answer into the result, inside the timeout.
+
+        The URL goes out exactly as built here (`encoded=True`: no re-quoting, no dot-segment
+        folding), with no redirect followed.
+        """
+        url = self.url(*segments)
+        headers = sign_headers(self.identity) if signed else None
         content = gojson.encode(body) if body is not None else raw
+        session = self._open()
         try:
-            response = await self._http.request(
-                method, self.url(*segments), content=content, headers=headers, params=params
-            )
-        except httpx.HTTPError as exc:
+            async with session.request(
+                method,
+                URL(url + query, encoded=True),
+                data=content,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                if response.status != expect:
+                    raise await self._status_error(call, method, url, response)
+                return await read(response)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._count(call)
-            detail = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                detail = f"no complete answer within {self.timeout:g} s"
+            else:
+                detail = str(exc) or type(exc).__name__
             raise ExplorerError(
-                f"{method} {self.url(*segments)}: request failure: {detail}", retryable=True
+                f"{method} {url}: request failure: {detail}", retryable=True
             ) from exc
-        if response.status_code != expect:
-            self._count(call)
-            status = response.status_code
-            raise ExplorerError(
-                f"{method} {self.url(*segments)}: HTTP {status}: {_error_text(response)}",
-                status=status,
-                retryable=status >= 500 or status in (408, 429),
-            )
-        return response
+
+    async def _status_error(
+        self, call: str, method: str, url: str, response: aiohttp.ClientResponse
+    ) -> ExplorerError:
+        self._count(call)
+        status = response.status
+        try:
+            head = await response.content.read(ERROR_HEAD)
+        except (aiohttp.ClientError, TimeoutError):
+            head = b""
+        return ExplorerError(
+            f"{method} {url}: HTTP {status}: {_error_text(status, response.reason, head)}",
+            status=status,
+            retryable=status >= 500 or status in (408, 429),
+        )
 
     def _count(self, call: str) -> None:
         if self._on_error is not None:
@@ -264,13 +388,14 @@ class ExplorerClient:
 
     async def register(self, gateway: Mapping[str, Any]) -> None:
         """POST /gateways (201): unauthenticated upsert of the gateway record."""
-        await self._request("register", "POST", ["gateways"], expect=201, body=gateway)
+        await self._request("register", "POST", ["gateways"], _drain, expect=201, body=gateway)
 
     async def update_uptime(self, uptime: int) -> None:
         await self._request(
             "uptime",
             "POST",
             ["gateways", self.identity.node_id, "uptime"],
+            _drain,
             expect=200,
             body={"uptime": int(uptime)},
         )
@@ -280,32 +405,43 @@ class ExplorerClient:
             "reserved_resources",
             "POST",
             ["gateways", self.identity.node_id, "reserved_resources"],
+            _drain,
             expect=200,
             body=reserved_resources_body(counters),
         )
 
     async def poll(self, from_id: int) -> PollResult:
         """GET the node's workloads from `from_id` (unsigned, as the Go client does)."""
-        response = await self._request(
+        return await self._request(
             "poll",
             "GET",
             ["reservations", "nodes", self.identity.node_id, "workloads"],
+            self._read_poll,
             expect=200,
             signed=False,
-            params={"from": str(from_id)},
+            query=f"?from={int(from_id)}",
         )
+
+    async def _read_poll(self, response: aiohttp.ClientResponse) -> PollResult:
         raw_last = response.headers.get("X-Last-Id")
-        try:
-            last_id = int(raw_last) if raw_last is not None else 0
-        except ValueError:
+        last_id = 0
+        if raw_last is not None:
+            try:
+                last_id = int(raw_last)
+            except ValueError:
+                self._count("poll")
+                raise PollDecodeError(
+                    f"poll: X-Last-Id {raw_last[:40]!r} is not a number"
+                ) from None
+        content = await _read_limited(response, MAX_POLL_BODY)
+        if content is None:
             self._count("poll")
-            raise PollDecodeError(f"poll: X-Last-Id {raw_last[:40]!r} is not a number") from None
-        if len(response.content) > MAX_POLL_BODY:
-            self._count("poll")
-            raise PollDecodeError(f"poll: body of {len(response.content)} bytes is too large")
+            size = response.content_length
+            what = f"{size} bytes" if size is not None else f"more than {MAX_POLL_BODY} bytes"
+            raise PollDecodeError(f"poll: body of {what} is too large (limit {MAX_POLL_BODY})")
         try:
-            doc = json.loads(response.content.decode("utf-8", "replace"))
-        except ValueError as exc:
+            doc = json.loads(content.decode("utf-8", "replace"))
+        except (ValueError, RecursionError) as exc:
             self._count("poll")
             raise PollDecodeError(f"poll: body is not valid JSON: {exc}") from None
         if doc is None:
@@ -321,6 +457,7 @@ class ExplorerClient:
             "put_result",
             "PUT",
             ["reservations", "nodes", self.identity.node_id, "workloads", gwid],
+            _drain,
             expect=201,
             raw=body,
         )
@@ -330,12 +467,17 @@ class ExplorerClient:
             "delete",
             "DELETE",
             ["reservations", "nodes", self.identity.node_id, "workloads", gwid],
+            _drain,
             expect=200,
         )
 
     async def get_user(self, tid: int) -> User:
-        response = await self._request("get_user", "GET", ["users", str(tid)], expect=200)
+        content = await self._request("get_user", "GET", ["users", str(tid)], _body, expect=200)
+        if content is None:
+            raise ExplorerError(
+                f"user {tid}: answer larger than {MAX_BODY} bytes", status=200, retryable=False
+            )
         try:
-            return User.model_validate(json.loads(response.content))
-        except (ValueError, ValidationError) as exc:
+            return User.model_validate(json.loads(content))
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise ExplorerError(f"user {tid}: malformed answer: {exc}", retryable=False) from None
