@@ -133,9 +133,29 @@ func TestTableApply(t *testing.T) {
 			t.Fatalf("Lookup(%s) = %+v %q %v, want %s", h, s, name, ok, addr)
 		}
 	}
-	before := tb.dynamic.Load()
+	var before [shards]*map[string]Service
+	for i := range tb.dynamic {
+		before[i] = tb.dynamic[i].Load()
+	}
 	tb.Apply(nil, nil)
-	if tb.dynamic.Load() != before {
-		t.Fatal("an empty Apply copied the table")
+	tb.Set("one.example", Service{Addr: "10.0.0.6"})
+	copied := 0
+	for i := range tb.dynamic {
+		if tb.dynamic[i].Load() != before[i] {
+			copied++
+		}
+	}
+	if copied != 1 {
+		t.Fatalf("one change copied %d shards", copied)
+	}
+	if tb.Len() != 3 {
+		t.Fatalf("Len = %d after adding a third route", tb.Len())
+	}
+	tb.Replace(map[string]Service{"R.example": {Addr: "10.0.0.7"}})
+	if s, _, ok := tb.Lookup("r.EXAMPLE"); !ok || s.Addr != "10.0.0.7" || tb.Len() != 1 {
+		t.Fatalf("after Replace: %+v %v, Len %d", s, ok, tb.Len())
+	}
+	if _, _, ok := tb.Lookup("keep.example"); ok {
+		t.Fatal("Replace kept an old route")
 	}
 }

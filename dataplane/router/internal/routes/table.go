@@ -1,24 +1,32 @@
 package routes
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
 )
 
-// Table answers lookups from an immutable snapshot (one atomic load per connection) and
-// takes updates under a mutex that copies the dynamic map (updates are rare, lookups hot).
+// shards splits the dynamic routes so that a change copies one shard, not the whole table:
+// with thousands of routes and changes arriving one at a time, copying everything per
+// change was most of the route feed's CPU time.
+const shards = 64
+
+// Table answers lookups from immutable snapshots (one atomic load per connection) and takes
+// updates under a mutex that copies the shards they touch (updates are rare, lookups hot).
 type Table struct {
 	static   map[string]Service
 	catchAll *Service
 
+	seed    maphash.Seed
 	mu      sync.Mutex // serialises writers
-	dynamic atomic.Pointer[map[string]Service]
+	dynamic [shards]atomic.Pointer[map[string]Service]
+	n       atomic.Int64 // dynamic routes over all shards
 }
 
 // NewTable builds a table from the static services of router.toml.
 func NewTable(static map[string]Service, catchAllName string) *Table {
-	t := &Table{static: map[string]Service{}}
+	t := &Table{static: map[string]Service{}, seed: maphash.MakeSeed()}
 	for k, v := range static {
 		v.Static = true
 		if k == catchAllName {
@@ -28,13 +36,17 @@ func NewTable(static map[string]Service, catchAllName string) *Table {
 		}
 		t.static[strings.ToLower(k)] = v
 	}
-	empty := map[string]Service{}
-	t.dynamic.Store(&empty)
+	empty := map[string]Service{} // never written: every update stores a fresh map
+	for i := range t.dynamic {
+		t.dynamic[i].Store(&empty)
+	}
 	return t
 }
 
 // CatchAllRoute names the route of connections served by the static CATCH_ALL entry.
 const CatchAllRoute = "CATCH_ALL"
+
+func (t *Table) shard(host string) int { return int(maphash.String(t.seed, host) % shards) }
 
 // Lookup finds the service for host in trs's order: static map, redis, static CATCH_ALL.
 // It also returns the name of the matched route (the host, or CatchAllRoute).
@@ -43,7 +55,7 @@ func (t *Table) Lookup(host string) (Service, string, bool) {
 	if s, ok := t.static[host]; ok {
 		return s, host, true
 	}
-	if s, ok := (*t.dynamic.Load())[host]; ok {
+	if s, ok := (*t.dynamic[t.shard(host)].Load())[host]; ok {
 		return s, host, true
 	}
 	if t.catchAll != nil {
@@ -53,56 +65,77 @@ func (t *Table) Lookup(host string) (Service, string, bool) {
 }
 
 // Set adds or replaces the dynamic route for host.
-func (t *Table) Set(host string, s Service) {
-	t.update(1, func(m map[string]Service) { m[strings.ToLower(host)] = s })
-}
+func (t *Table) Set(host string, s Service) { t.Apply(map[string]Service{host: s}, nil) }
 
 // Delete removes the dynamic route for host.
-func (t *Table) Delete(host string) {
-	t.update(0, func(m map[string]Service) { delete(m, strings.ToLower(host)) })
-}
+func (t *Table) Delete(host string) { t.Apply(nil, []string{host}) }
 
-// Apply sets the routes in set and removes the hosts in del with a single copy of the
-// dynamic map, so a burst of changes costs one copy instead of one per host. A host in both
-// is removed.
+// Apply sets the routes in set and removes the hosts in del, copying each shard they touch
+// once, so a burst of changes costs about one copy of the table instead of one per host. A
+// host in both is removed.
 func (t *Table) Apply(set map[string]Service, del []string) {
 	if len(set) == 0 && len(del) == 0 {
 		return
 	}
-	t.update(len(set), func(m map[string]Service) {
-		for k, v := range set {
-			m[strings.ToLower(k)] = v
-		}
-		for _, k := range del {
-			delete(m, strings.ToLower(k))
-		}
-	})
-}
-
-// Replace swaps in a complete dynamic table (full resync).
-func (t *Table) Replace(all map[string]Service) {
+	type change struct {
+		host string
+		svc  Service
+		del  bool
+	}
+	var byShard [shards][]change
+	for k, v := range set {
+		k = strings.ToLower(k)
+		i := t.shard(k)
+		byShard[i] = append(byShard[i], change{host: k, svc: v})
+	}
+	for _, k := range del {
+		k = strings.ToLower(k)
+		i := t.shard(k)
+		byShard[i] = append(byShard[i], change{host: k, del: true})
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m := make(map[string]Service, len(all))
-	for k, v := range all {
-		m[strings.ToLower(k)] = v
+	for i, changes := range byShard {
+		if len(changes) == 0 {
+			continue
+		}
+		old := *t.dynamic[i].Load()
+		m := make(map[string]Service, len(old)+len(changes))
+		for k, v := range old {
+			m[k] = v
+		}
+		for _, c := range changes { // deletes come last: a host in both ends removed
+			if c.del {
+				delete(m, c.host)
+			} else {
+				m[c.host] = c.svc
+			}
+		}
+		t.n.Add(int64(len(m) - len(old)))
+		t.dynamic[i].Store(&m)
 	}
-	t.dynamic.Store(&m)
+}
+
+// Replace swaps in a complete dynamic table (full resync). Each shard is swapped on its
+// own: a lookup sees its host's old or new route, never a half-built map.
+func (t *Table) Replace(all map[string]Service) {
+	var next [shards]map[string]Service
+	for i := range next {
+		next[i] = make(map[string]Service, len(all)/shards+1)
+	}
+	for k, v := range all {
+		k = strings.ToLower(k)
+		next[t.shard(k)][k] = v
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for i := range next {
+		n += len(next[i])
+		t.dynamic[i].Store(&next[i])
+	}
+	t.n.Store(int64(n))
 }
 
 // Len is the number of dynamic routes.
-func (t *Table) Len() int { return len(*t.dynamic.Load()) }
-
-// update copies the dynamic map (room for grow more entries), lets f change the copy and
-// publishes it: readers never see a map being written.
-func (t *Table) update(grow int, f func(map[string]Service)) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old := *t.dynamic.Load()
-	m := make(map[string]Service, len(old)+grow)
-	for k, v := range old {
-		m[k] = v
-	}
-	f(m)
-	t.dynamic.Store(&m)
-}
+func (t *Table) Len() int { return int(t.n.Load()) }
