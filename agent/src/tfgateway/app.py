@@ -37,6 +37,7 @@ from tfgateway.metrics import Metrics
 from tfgateway.outbox import Outbox
 from tfgateway.provisioner import Provisioner, ProvisionError
 from tfgateway.proxy import ProxyProvisioner, ReverseProxyProvisioner
+from tfgateway.redisbatch import AutoPipeline
 from tfgateway.redisurl import connect
 
 __all__ = ["SENTINEL_KEY", "Agent", "host_addresses", "host_uptime", "run"]
@@ -95,6 +96,8 @@ class Agent:
         self._handle_signals = handle_signals
         self.identity = identity
         self.redis: aioredis.Redis = connect(config.redis, socket_timeout=10.0)
+        # Every writer shares one auto-pipeline: the commands of concurrent jobs travel together.
+        self.batch = AutoPipeline(self.redis)
         self.metrics = Metrics()
         self.explorer = ExplorerClient(
             config.explorer,
@@ -104,16 +107,16 @@ class Agent:
         )
         self.registered = asyncio.Event()
         self.outbox = Outbox(
-            self.redis,
+            self.batch,
             self.explorer,
             backoff=_backoff_factory(config.max_backoff),
             stats_gate=self.registered,
         )
         self.metrics.track_outbox(lambda: self.outbox.depth)
-        self.dns = DNSStore(self.redis, identity.node_id, config.nameservers)
+        self.dns = DNSStore(self.batch, identity.node_id, config.nameservers)
         self.own_addresses: list[str] = []
         self.proxy = ProxyProvisioner(
-            self.redis,
+            self.batch,
             identity.node_id,
             own_addresses=self.own_addresses,
             allow_private=config.allow_private_backends,
@@ -122,14 +125,14 @@ class Agent:
             "subdomain": SubdomainProvisioner(self.dns),
             "domain_delegate": DelegateProvisioner(self.dns),
             "proxy": self.proxy,
-            "reverse_proxy": ReverseProxyProvisioner(self.redis, identity, self.user_key),
+            "reverse_proxy": ReverseProxyProvisioner(self.batch, identity, self.user_key),
         }
         self.fourtosix: Any = None
         self.fourtosix_ready = False
         self.engine = Engine(
             identity=identity,
             explorer=self.explorer,
-            cache=ReservationCache(self.redis),
+            cache=ReservationCache(self.batch),
             outbox=self.outbox,
             provisioners=self.provisioners,
             metrics=self.metrics,

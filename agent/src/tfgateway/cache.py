@@ -11,6 +11,7 @@ import logging
 
 import redis.asyncio
 
+from tfgateway.redisbatch import AutoPipeline, as_batch
 from tfgateway.reservation import (
     CacheDecodeError,
     Reservation,
@@ -32,13 +33,16 @@ def _as_bytes(value: bytes | str) -> bytes:
 class ReservationCache:
     """Async access to the cached reservations (the live state the gateway has applied)."""
 
-    def __init__(self, redis_client: redis.asyncio.Redis, key: str = RESERVATIONS_KEY) -> None:
-        self._redis = redis_client
+    def __init__(
+        self, redis_client: redis.asyncio.Redis | AutoPipeline, key: str = RESERVATIONS_KEY
+    ) -> None:
+        self._batch = as_batch(redis_client)  # single reads and writes of concurrent jobs
+        self._redis = self._batch.client
         self._key = key
 
     async def get(self, reservation_id: str) -> Reservation | None:
         """The cached reservation, None if absent; CacheDecodeError if the entry is corrupt."""
-        value = await self._redis.hget(self._key, reservation_id)
+        value = await self._batch.hget(self._key, reservation_id)
         if value is None:
             return None
         try:
@@ -47,10 +51,10 @@ class ReservationCache:
             raise CacheDecodeError(f"cache entry {reservation_id!r}: {exc}") from exc
 
     async def put(self, reservation: Reservation) -> None:
-        await self._redis.hset(self._key, reservation.id, encode_cache_value(reservation))
+        await self._batch.hset(self._key, reservation.id, encode_cache_value(reservation))
 
     async def remove(self, reservation_id: str) -> None:
-        await self._redis.hdel(self._key, reservation_id)
+        await self._batch.hdel(self._key, reservation_id)
 
     async def exists(self, reservation_id: str) -> bool:
         return bool(await self._redis.hexists(self._key, reservation_id))

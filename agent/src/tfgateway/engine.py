@@ -9,7 +9,11 @@ Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
   workload: the batch stops and is retried from the same cursor;
 - level-triggered reconcile: every live reservation is applied again (idempotently) at start,
   periodically and when redis lost its data, so DNS and proxy entries come back without new
-  events and without sending new results.
+  events and without sending new results;
+- the jobs of a poll page run concurrently, one type rank after the other (the Go daemon's
+  order), so their redis commands share pipelines (redisbatch) and their results are sent
+  together: jobs on the same workload or the same name run one after another in the
+  explorer's order, and so do all delegations and all 4to6 jobs.
 
 The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
 are handed in.
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -50,10 +55,17 @@ __all__ = ["Engine", "Provisioner", "ReservationStore", "TransientError"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_TRANSIENT_ATTEMPTS: Final = 5
 POLL_PAGE_SIZE: Final = 200
 """The explorer answers at most this many workloads per poll."""
 JOB_TIMEOUT: Final = 60.0
+MAX_CONCURRENT_JOBS: Final = 256
+"""Chains of jobs (or re-applications) in flight at once."""
+SERIAL_TYPES: Final = frozenset({"domain_delegate", "gateway4to6"})
+"""Types whose jobs run one at a time: delegations nest inside each other across names, and
+4to6 jobs share one WireGuard interface."""
 
 
 class ReservationStore(Protocol):
@@ -116,6 +128,60 @@ def _redis_trouble(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__, seen + 1
     return False
+
+
+def _chain_keys(r: Reservation) -> list[Hashable]:
+    """What orders two jobs: the same workload, the same name, or a serial type."""
+    if r.type in SERIAL_TYPES:
+        return [("type", r.type)]
+    domain = _domain_of(r)
+    return [("id", r.id)] if domain is None else [("id", r.id), ("name", domain)]
+
+
+def chains(reservations: Sequence[Reservation]) -> list[list[int]]:
+    """Partition indexes of `reservations` into chains: two that share a chain key are in the
+    same chain (transitively), each chain in the given order. Chains may run concurrently."""
+    parent = list(range(len(reservations)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[Hashable, int] = {}
+    for i, r in enumerate(reservations):
+        for key in _chain_keys(r):
+            j = first.setdefault(key, i)
+            parent[root(i)] = root(j)
+    grouped: dict[int, list[int]] = {}
+    for i in range(len(reservations)):
+        grouped.setdefault(root(i), []).append(i)
+    return list(grouped.values())
+
+
+async def _run_chains(
+    groups: Sequence[Sequence[T]], step: Callable[[T], Awaitable[bool]], limit: int
+) -> bool:
+    """Run each group's steps in order, groups concurrently (at most `limit` at once); a
+    step returning False stops its group. True when every step returned True. An exception
+    stops its group and is raised once every group has finished (none is left running)."""
+    gate = asyncio.Semaphore(limit)
+    ok = True
+
+    async def run(group: Sequence[T]) -> None:
+        nonlocal ok
+        async with gate:
+            for item in group:
+                if not await step(item):
+                    ok = False
+                    return
+
+    outcomes = await asyncio.gather(*(run(g) for g in groups), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return ok
 
 
 class Engine:
@@ -198,37 +264,47 @@ class Engine:
         live = sorted(self.live.values(), key=lambda r: (TYPE_RANK.get(r.type, 0), r.id))
         if rewrite_cache:
             async with self.lock:  # a job must not remove an entry we then write back
-                for r in list(self.live.values()):
-                    await self.cache.put(r)
+                await asyncio.gather(*(self.cache.put(r) for r in list(self.live.values())))
         for rtype, fn in self.converge.items():
             async with self.lock:
                 current = [r for r in self.live.values() if r.type == rtype]
                 await fn(current)
             applied += len(current)
-        for r in live:
-            if r.type in self.converge:
-                continue
-            provisioner = self.provisioners.get(r.type)
-            if provisioner is None:
-                continue
-            try:
-                async with self.lock:
-                    if self.live.get(r.id) is not r:
-                        continue  # changed by a job meanwhile
-                    with _quiet(provisioner):
-                        async with asyncio.timeout(JOB_TIMEOUT):
-                            await provisioner.provision(r)
-                applied += 1
-            except Exception as exc:
-                if _redis_trouble(exc):
-                    raise  # the caller retries the whole pass once redis is back
-                if isinstance(exc, ProvisionError) and not _is_transient(exc):
-                    log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
-                elif _is_transient(exc):
-                    log.info("reconcile: %s %s skipped this time: %s", r.type, r.id, exc)
-                else:
-                    log.exception("reconcile: %s %s raised", r.type, r.id)
+        live = [r for r in live if r.type not in self.converge and r.type in self.provisioners]
+        counted = [0]
+        for _, wave in itertools.groupby(live, key=lambda r: TYPE_RANK.get(r.type, 0)):
+            items = list(wave)
+            groups = [[items[i] for i in chain] for chain in chains(items)]
+            for start in range(0, len(groups), MAX_CONCURRENT_JOBS):
+                async with self.lock:  # jobs get their turn between two slices
+                    await _run_chains(
+                        groups[start : start + MAX_CONCURRENT_JOBS],
+                        lambda r: self._reapply(r, counted),
+                        MAX_CONCURRENT_JOBS,
+                    )
+        applied += counted[0]
         return applied
+
+    async def _reapply(self, r: Reservation, counted: list[int]) -> bool:
+        """Provision `r` again (the caller holds the lock); redis trouble is raised."""
+        provisioner = self.provisioners[r.type]
+        if self.live.get(r.id) is not r:
+            return True  # changed by a job meanwhile
+        try:
+            with _quiet(provisioner):
+                async with asyncio.timeout(JOB_TIMEOUT):
+                    await provisioner.provision(r)
+            counted[0] += 1
+        except Exception as exc:
+            if _redis_trouble(exc):
+                raise  # the caller retries the whole pass once redis is back
+            if isinstance(exc, ProvisionError) and not _is_transient(exc):
+                log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
+            elif _is_transient(exc):
+                log.info("reconcile: %s %s skipped this time: %s", r.type, r.id, exc)
+            else:
+                log.exception("reconcile: %s %s raised", r.type, r.id)
+        return True
 
     # -- the poll loop ---------------------------------------------------------------------------
 
@@ -309,59 +385,77 @@ class Engine:
                     log.warning("batch from %d interrupted: %s", self.cursor, inner)
                     return None
         jobs.sort(key=rank)  # stable: equal ranks keep the explorer's order
-        for job in jobs:
-            try:
-                await self.handle(job)
-            except Exception as exc:
-                if _redis_trouble(exc):
-                    # Our own storage is down: wait for it however long it takes.
-                    log.warning("job %s waits for redis: %s", job.real_id, exc)
-                    return None
-                attempts = self._attempts.get(job.real_id, 0) + 1
-                self._attempts[job.real_id] = attempts
-                if not _is_transient(exc):
-                    log.exception("job %s (%s) raised", job.real_id, job.reservation.type)
-                if attempts < MAX_TRANSIENT_ATTEMPTS:
-                    log.warning(
-                        "job %s (%s) interrupted (attempt %d): %s; batch from %d will be retried",
-                        job.real_id,
-                        job.reservation.type,
-                        attempts,
-                        exc,
-                        self.cursor,
-                    )
-                    return None
-                log.error(
-                    "job %s failed %d times: %s; answering with an error",
-                    job.real_id,
-                    attempts,
-                    exc,
-                )
-                try:
-                    await self._fail(job, f"gateway could not apply the workload: {exc}")
-                except Exception as inner:
-                    log.warning("cannot answer %s yet: %s", job.real_id, inner)
-                    return None
-            self._attempts.pop(job.real_id, None)
+        for _, wave in itertools.groupby(jobs, key=rank):
+            if not await self._run_wave(list(wave)):
+                return None  # the batch is asked for again; what was done is cached
         previous = self.cursor
         self.cursor = batch.last_id + 1
         # A full page means more is waiting: poll again without the pause (catch-up).
         return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous
 
+    async def _run_wave(self, jobs: list[Job]) -> bool:
+        """Run jobs of one rank concurrently, in chains (see `chains`); False when one must
+        be retried (its chain stopped there; the other chains went on)."""
+        groups = [[jobs[i] for i in chain] for chain in chains([j.reservation for j in jobs])]
+        async with self.lock:
+            return await _run_chains(groups, self._attempt, MAX_CONCURRENT_JOBS)
+
+    async def _attempt(self, job: Job) -> bool:
+        """Handle one job; False if it must be retried with its batch."""
+        try:
+            await self._handle(job)
+        except Exception as exc:
+            if _redis_trouble(exc):
+                # Our own storage is down: wait for it however long it takes.
+                log.warning("job %s waits for redis: %s", job.real_id, exc)
+                return False
+            attempts = self._attempts.get(job.real_id, 0) + 1
+            self._attempts[job.real_id] = attempts
+            if not _is_transient(exc):
+                log.exception("job %s (%s) raised", job.real_id, job.reservation.type)
+            if attempts < MAX_TRANSIENT_ATTEMPTS:
+                log.warning(
+                    "job %s (%s) interrupted (attempt %d): %s; batch from %d will be retried",
+                    job.real_id,
+                    job.reservation.type,
+                    attempts,
+                    exc,
+                    self.cursor,
+                )
+                return False
+            log.error(
+                "job %s failed %d times: %s; answering with an error",
+                job.real_id,
+                attempts,
+                exc,
+            )
+            try:
+                await self._fail(job, f"gateway could not apply the workload: {exc}")
+            except Exception as inner:
+                log.warning("cannot answer %s yet: %s", job.real_id, inner)
+                return False
+        self._attempts.pop(job.real_id, None)
+        return True
+
     # -- one job ---------------------------------------------------------------------------------
 
     async def handle(self, job: Job) -> str:
-        """Provision or decommission one workload; logs one line and returns the outcome."""
+        """Provision or decommission one workload on its own (takes the lock)."""
+        async with self.lock:
+            return await self._handle(job)
+
+    async def _handle(self, job: Job) -> str:
+        """Provision or decommission one workload; logs one line and returns the outcome.
+        The caller holds the lock (concurrent jobs of one wave share it)."""
         r = job.reservation
         action = "decommission" if r.to_delete or r.expired() else "provision"
         started = time.monotonic()
         outcome = "error"
         try:
-            async with self.lock:
-                if action == "decommission":
-                    outcome = await self._decommission(job)
-                else:
-                    outcome = await self._provision(job)
+            if action == "decommission":
+                outcome = await self._decommission(job)
+            else:
+                outcome = await self._provision(job)
             return outcome
         except Exception as exc:
             outcome = "retry" if _is_transient(exc) else "crash"

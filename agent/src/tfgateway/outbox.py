@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError
+from tfgateway.redisbatch import AutoPipeline, LuaScript, as_batch
 
 __all__ = ["OUTBOX_KEY", "SEQ_KEY", "STATS_FIELD", "Message", "Outbox"]
 
@@ -42,12 +43,14 @@ Op = Literal["result", "delete"]
 # One round trip per queued message instead of two (INCR, then HSET): the engine queues a
 # message for every job, and on a loaded machine every round trip to redis costs a context
 # switch or two. ARGV[2], when not empty, is the latest stats entry, written in the same call.
-_ENQUEUE_LUA: Final = """
+_ENQUEUE: Final = LuaScript(
+    """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], string.format('%020d', seq), ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[2]) end
 return seq
 """
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Outbox:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | AutoPipeline,
         explorer: ExplorerClient,
         *,
         backoff: Callable[[], Backoff] = Backoff,
@@ -109,8 +112,8 @@ class Outbox:
         self.stats_interval = stats_interval
         """Stats are coalesced: at most one report per interval, always the latest counters."""
         self._last_stats = float("-inf")
-        self._redis = redis
-        self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
+        self._batch = as_batch(redis)  # the enqueues of concurrent jobs travel together
+        self._redis = self._batch.client
         self._explorer = explorer
         self._backoff = backoff()
         self._pending: dict[int, Message] = {}
@@ -167,13 +170,10 @@ class Outbox:
         value = Message(seq=0, op=op, gwid=gwid, body=body, queued=queued).to_json()
         stats_value = dict(stats) if stats is not None else None
         seq = int(
-            await self._enqueue_script(
-                keys=[SEQ_KEY, OUTBOX_KEY],
-                args=[
-                    value,
-                    json.dumps(stats_value) if stats_value is not None else "",
-                    STATS_FIELD,
-                ],
+            await self._batch.eval(
+                _ENQUEUE,
+                [SEQ_KEY, OUTBOX_KEY],
+                [value, json.dumps(stats_value) if stats_value is not None else "", STATS_FIELD],
             )
         )
         self._add(Message(seq=seq, op=op, gwid=gwid, body=body, queued=queued))
@@ -276,7 +276,7 @@ class Outbox:
             return
         batch = set(self._forget)
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.hdel(OUTBOX_KEY, *batch)
+            await self._batch.hdel(OUTBOX_KEY, *batch)
             self._forget -= batch
 
     async def deliver_once(self) -> bool:
