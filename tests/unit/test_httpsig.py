@@ -48,3 +48,33 @@ def test_default_created_and_date_are_consistent_now() -> None:
     date_seconds = parsedate_to_datetime(headers["Date"]).timestamp()
     assert abs(date_seconds - created) <= 1
     assert f'expires="%!q(int64={created + 60})"' in headers["Authorization"]
+
+
+class CountingSigner:
+    def __init__(self) -> None:
+        self.identity = Identity(SEED)
+        self.signed = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    def sign(self, message: bytes) -> bytes:
+        self.signed += 1
+        return self.identity.sign(message)
+
+
+def test_headers_of_one_second_are_signed_once() -> None:
+    """Only the second and the key id are signed: every request of one second carries the same
+    headers, so they are made once (a signature per result PUT cost more than the PUT)."""
+    signer = CountingSigner()
+    date = http_date(1610000000)
+    first = sign_headers(signer, created=1610000000, date=date)
+    first["Date"] = "mutated by a caller"
+    again = sign_headers(signer, created=1610000000, date=date)
+    assert signer.signed == 1
+    assert again["Date"] == date  # callers get their own copy
+    later = sign_headers(signer, created=1610000001, date=http_date(1610000001))
+    assert signer.signed == 2
+    assert later["Authorization"] != again["Authorization"]
+    assert sign_headers(CountingSigner(), created=1610000001, date=http_date(1610000001)) == later
