@@ -11,6 +11,7 @@ import asyncio
 import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
+from tfgateway.engine import chains
 from tfgateway.explorer import PollResult
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import Reservation
@@ -392,3 +393,103 @@ async def test_crash_before_caching_then_delete_cleans_up(
         assert live.gwid in rec.applied
         assert (await admin.get_workload(lost.id)).next_action == 6
         assert (await admin.get_workload(taken.id)).next_action == 6
+
+
+class GatedProvisioner(RecordingProvisioner):
+    """Records when each provision starts and ends; `gate` holds provisions until `release`
+    calls are in flight together (a sequential engine would never get there)."""
+
+    def __init__(self, release: int = 0) -> None:
+        super().__init__()
+        self.release = release
+        self.in_flight = 0
+        self.peak = 0
+        self.events: list[tuple[str, str]] = []
+        self.gate = asyncio.Event()
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        self.events.append(("start", r.id))
+        if self.in_flight >= self.release:
+            self.gate.set()
+        try:
+            async with asyncio.timeout(5):
+                await self.gate.wait()
+            await asyncio.sleep(0)  # let another job of the wave start meanwhile, if it may
+            return await super().provision(r)
+        finally:
+            self.in_flight -= 1
+            self.events.append(("end", r.id))
+
+
+async def test_jobs_of_a_page_run_concurrently_but_one_name_in_order(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = GatedProvisioner(release=20)
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        others = [
+            await admin.subdomain(NODE, 42, f"n{i}.gw.example.com", ["185.69.166.2"])
+            for i in range(20)
+        ]
+        first = await admin.subdomain(NODE, 42, "same.gw.example.com", ["185.69.166.2"])
+        second = await admin.subdomain(NODE, 43, "same.gw.example.com", ["185.69.166.3"])
+        assert await stack.engine.poll_once() is False
+        assert rec.peak >= 20  # the 20 different names were in flight together
+        assert {r for _, r in rec.calls} == {w.gwid for w in [*others, first, second]}
+        same = [(e, r) for e, r in rec.events if r in (first.gwid, second.gwid)]
+        assert same == [
+            ("start", first.gwid),
+            ("end", first.gwid),
+            ("start", second.gwid),
+            ("end", second.gwid),
+        ]
+
+
+async def test_answered_items_awaiting_delivery_are_not_handled_again(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """The explorer serves unanswered workloads again on every poll once nothing newer is
+    left; while their results wait in the outbox, polls must not redo (or re-parse) them."""
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        works = [
+            await admin.subdomain(NODE, 42, f"w{i}.gw.example.com", ["185.69.166.2"])
+            for i in range(5)
+        ]
+        assert await stack.engine.poll_once() is False
+        done = stack.engine.jobs_done
+        assert done == 5
+        for _ in range(3):  # nothing delivered yet: the same five come back each time
+            await stack.engine.poll_once()
+        assert stack.engine.jobs_done == done
+        await drain(stack)
+        puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+        assert sorted(puts) == sorted(w.gwid for w in works)
+        assert len(rec.calls) == 5
+
+
+def test_chains_group_same_workload_same_name_and_serial_types() -> None:
+    def res(rid: str, rtype: str, domain: str | None) -> Reservation:
+        data = b"{}" if domain is None else f'{{"domain":"{domain}"}}'.encode()
+        return Reservation(id=rid, user_id="1", type=rtype, data=data)
+
+    items = [
+        res("1-1", "subdomain", "a.gw.example.com"),  # 0
+        res("2-1", "subdomain", "B.gw.example.com."),  # 1: same name as 4, once normalised
+        res("3-1", "subdomain", "c.gw.example.com"),  # 2
+        res("1-1", "subdomain", "x.gw.example.com"),  # 3: same workload as 0
+        res("4-1", "proxy", "b.gw.example.com"),  # 4
+        res("5-1", "gateway4to6", None),  # 5
+        res("6-1", "gateway4to6", None),  # 6: serial type, with 5
+        res("7-1", "domain_delegate", "one.org"),  # 7
+        res("8-1", "domain_delegate", "two.org"),  # 8: serial type, with 7
+        res("9-1", "proxy", "x.gw.example.com"),  # 9: same name as 3, so with 0 too
+    ]
+    assert sorted(chains(items)) == [[0, 3, 9], [1, 4], [2], [5, 6], [7, 8]]

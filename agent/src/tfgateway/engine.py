@@ -38,7 +38,7 @@ from tfgateway.counters import Counters
 from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError, PollDecodeError
 from tfgateway.identity import Identity
 from tfgateway.metrics import Metrics
-from tfgateway.models import NEXT_ACTION_DELETE, WORKLOAD_TYPES, WorkloadError
+from tfgateway.models import NEXT_ACTION_DELETE, WORKLOAD_TYPES, WorkloadError, item_real_id
 from tfgateway.outbox import Outbox
 from tfgateway.provisioner import Provisioner, ProvisionError
 from tfgateway.reservation import (
@@ -376,6 +376,8 @@ class Engine:
             return None
         jobs: list[Job] = []
         for item in batch.items:
+            if self._awaiting_delivery(item):
+                continue
             try:
                 jobs.append(job_from_item(item))
             except WorkloadError as exc:
@@ -392,6 +394,18 @@ class Engine:
         self.cursor = batch.last_id + 1
         # A full page means more is waiting: poll again without the pause (catch-up).
         return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous
+
+    def _awaiting_delivery(self, item: Any) -> bool:
+        """An item we answered in this run whose result is still on its way: nothing to do.
+
+        Once nothing newer qualifies, the explorer serves every unanswered workload again on
+        each poll, so while a large backlog of results is being delivered the same items come
+        back poll after poll; they are skipped before parsing. (An expiry noticed this way
+        waits for the next poll, once the result is delivered.)"""
+        if not isinstance(item, dict) or item.get("next_action") == NEXT_ACTION_DELETE:
+            return False
+        real_id = item_real_id(item)
+        return real_id is not None and self.outbox.has_pending(real_id, "result")
 
     async def _run_wave(self, jobs: list[Job]) -> bool:
         """Run jobs of one rank concurrently, in chains (see `chains`); False when one must

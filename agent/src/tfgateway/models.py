@@ -223,6 +223,14 @@ def _int_field(item: dict[str, Any], key: str) -> int | None:
     return None
 
 
+def item_real_id(item: Any) -> str | None:
+    """`<id>-<workload_id>` of a raw poll item, without parsing the rest; None if absent."""
+    if not isinstance(item, dict):
+        return None
+    wid, sub = _int_field(item, "id"), _int_field(item, "workload_id")
+    return f"{wid}-{sub}" if wid is not None and sub is not None else None
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
@@ -239,8 +247,7 @@ def parse_workload(item: Any) -> Workload:
             f"workload is a JSON {type(item).__name__}, not an object", real_id=None, category=0
         )
     item = scrub(item)
-    wid, sub = _int_field(item, "id"), _int_field(item, "workload_id")
-    real_id = f"{wid}-{sub}" if wid is not None and sub is not None else None
+    real_id = item_real_id(item)
     raw_type = item.get("workload_type", 0)
     category = raw_type if isinstance(raw_type, int) and 0 <= raw_type <= 0xFF else 0
     tid = _int_field(item, "customer_tid")
