@@ -424,6 +424,23 @@ async def test_transport_error_is_retryable() -> None:
     assert errors == ["uptime"]
 
 
+async def test_proxy_from_the_environment_is_used(
+    explorer: Explorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As httpx did (and Go's default transport): HTTP_PROXY/HTTPS_PROXY are honoured."""
+    proxy = explorer.base.removesuffix("/api/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("NO_PROXY", "")
+    c = ExplorerClient("http://explorer.test/api/v1", Identity(SEED), timeout=3)
+    await c.update_uptime(5)
+    await c.aclose()
+    (req,) = explorer.seen
+    assert req.target == f"http://explorer.test/api/v1/gateways/{NODE}/uptime"
+    assert req.headers["Host"] == "explorer.test"
+    assert req.body == b'{"uptime":5}\n'
+    assert_signed(req)
+
+
 async def never_answer(request: web.BaseRequest) -> web.StreamResponse:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")

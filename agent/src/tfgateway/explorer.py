@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import ValidationError
 from yarl import URL
 
@@ -270,6 +271,19 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def _env_proxy(base: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy httpx took from the environment (HTTP(S)_PROXY, NO_PROXY) for the explorer.
+
+    Looked up once: every request goes to the same origin, and aiohttp's `trust_env` would
+    look it up (and read ~/.netrc, whose credentials clash with the signature header) on a
+    worker thread for every request.
+    """
+    try:
+        return get_env_proxy_for_url(URL(base))
+    except LookupError:
+        return None, None
+
+
 class ExplorerClient:
     """Signed calls to one explorer over a keep-alive connection pool.
 
@@ -302,6 +316,7 @@ class ExplorerClient:
             if self._closed:
                 raise RuntimeError("explorer client is closed")
             https = self.base.startswith("https:")
+            proxy, proxy_auth = _env_proxy(self.base)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=self._pool_size, ssl=_ssl_context() if https else True
@@ -310,8 +325,8 @@ class ExplorerClient:
                 headers={"User-Agent": USER_AGENT},
                 # the Go client sends bodies without a Content-Type (spec §1)
                 skip_auto_headers=("Content-Type",),
-                # as httpx did: HTTPS_PROXY / NO_PROXY from the environment are honoured
-                trust_env=True,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
         return self._session
 
