@@ -8,13 +8,16 @@ import asyncio
 import base64
 import gzip
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nacl.signing
 import pytest
 import tfgateway.explorer as explorer_module
+import trustme
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from tfgateway.explorer import (
@@ -439,6 +442,32 @@ async def test_proxy_from_the_environment_is_used(
     assert req.headers["Host"] == "explorer.test"
     assert req.body == b'{"uptime":5}\n'
     assert_signed(req)
+
+
+async def test_https_trusts_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS with the trust store httpx used: SSL_CERT_FILE when set (else certifi's bundle)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = Explorer()
+    runner = web.ServerRunner(web.Server(server.handle, handler_cancellation=True))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        untrusted = ExplorerClient(url, Identity(SEED), timeout=3)
+        with pytest.raises(ExplorerError, match="request failure") as info:
+            await untrusted.update_uptime(1)
+        await untrusted.aclose()
+        assert info.value.retryable
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        trusted = ExplorerClient(url, Identity(SEED), timeout=3)
+        await trusted.update_uptime(2)
+        await trusted.aclose()
+    finally:
+        await runner.cleanup()
+    assert [r.body for r in server.seen] == [b'{"uptime":2}\n']
 
 
 async def never_answer(request: web.BaseRequest) -> web.StreamResponse:
