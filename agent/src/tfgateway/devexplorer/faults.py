@@ -56,6 +56,11 @@ class FaultPlan(BaseModel):
     shuffle_rate: float = Rate  # poll answers: items out of order
 
 
+# Plan keys that only parametrise faults set by other keys.
+_PARAMETERS = {"seed", "endpoints", "error_status", "latency_rate"}
+_NO_FAULTS = FaultPlan().model_dump(exclude=_PARAMETERS)
+
+
 @dataclass
 class Decision:
     """The faults one request meets."""
@@ -81,10 +86,14 @@ class FaultInjector:
         self.plan = FaultPlan()
         self._remaining: dict[str, int] = {}
         self._rng = random.Random(0)
+        self._inert = True
         self.applied: Counter[str] = Counter()
 
     def set_plan(self, plan: FaultPlan) -> None:
         self.plan = plan
+        # A plan that sets no fault decides nothing whatever it draws, and a new plan reseeds
+        # the generator: such a plan skips the draws (every request of a normal run).
+        self._inert = plan.model_dump(exclude=_PARAMETERS) == _NO_FAULTS
         self._rng = random.Random(plan.seed)
         self._remaining = {
             "drop": plan.drop_requests,
@@ -111,6 +120,8 @@ class FaultInjector:
         return False
 
     def decide(self, endpoint: Endpoint) -> Decision:
+        if self._inert:
+            return Decision()
         plan = self.plan
         if plan.endpoints is not None and endpoint not in plan.endpoints:
             return Decision()

@@ -55,6 +55,15 @@ def read_one_value(body: bytes) -> Any:
 
 def _check(value: Any, kind: str, where: str) -> Any:
     """Validate one field value against a Go kind; returns the value (None → zero value)."""
+    # The common valid cases first, without building any message; the rules below decide
+    # everything else (and give the same answer for these).
+    value_type = type(value)
+    if value_type is str and (kind == "string" or kind == "date"):
+        return value
+    if value_type is int and kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        if low <= value <= high:
+            return value
     actual = _json_kind(value)
     if value is None:
         return None
@@ -95,6 +104,25 @@ def _check(value: Any, kind: str, where: str) -> Any:
     raise AssertionError(f"unknown Go kind {kind}")
 
 
+_CANONICAL: dict[tuple[int, int], tuple[object, object, dict[str, str]]] = {}
+
+
+def _canonical_keys(
+    fields: dict[str, str], nested: dict[str, tuple[str, dict[str, str]]]
+) -> dict[str, str]:
+    """Lower-case key → field name, built once per struct description. The descriptions are
+    module constants; the cache holds them (so their ids stay theirs) and stays small."""
+    key = (id(fields), id(nested) if nested else 0)
+    cached = _CANONICAL.get(key)
+    if cached is not None and cached[0] is fields and (not nested or cached[1] is nested):
+        return cached[2]
+    canonical = {name.lower(): name for name in (*fields, *nested)}
+    if len(_CANONICAL) >= 64:
+        _CANONICAL.clear()
+    _CANONICAL[key] = (fields, nested if nested else None, canonical)
+    return canonical
+
+
 def decode_struct(
     value: Any, struct: str, fields: dict[str, str], nested: dict[str, tuple[str, dict[str, str]]]
 ) -> dict[str, Any]:
@@ -109,14 +137,15 @@ def decode_struct(
         raise DecodeError(
             f"json: cannot unmarshal {_json_kind(value)} into Go value of type {struct}"
         )
-    canonical = {key.lower(): key for key in (*fields, *nested)}
+    canonical = _canonical_keys(fields, nested)
+    short = struct.split(".")[-1]
     out: dict[str, Any] = {}
     # Go prefers an exact key match, then a case-insensitive one; the last occurrence wins.
     for key, item in value.items():
         name = key if key in fields or key in nested else canonical.get(key.lower())
         if name is None:
             continue
-        where = f"{struct.split('.')[-1]}.{name}"
+        where = f"{short}.{name}"
         if name in nested:
             sub_struct, sub_fields = nested[name]
             checked = decode_struct(item, sub_struct, sub_fields, {})

@@ -29,8 +29,9 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text)
+def _unb64(text: str | bytes) -> bytes:
+    """A journaled body (base64 text), or a live one (already bytes)."""
+    return text if isinstance(text, bytes) else base64.b64decode(text)
 
 
 def apply_op(store: Store, entry: dict[str, Any]) -> Any:

@@ -40,7 +40,7 @@ from tfgateway.devexplorer.specs import (
     describe_validation_error,
 )
 from tfgateway.devexplorer.store import ExplorerError, Store, Workload
-from tfgateway.devexplorer.wire import RawJSON, encode
+from tfgateway.devexplorer.wire import encode
 
 log = logging.getLogger("tfgateway.devexplorer")
 
@@ -72,19 +72,21 @@ def _json_response(
     )
 
 
-def _raw_for_admin(value: object) -> Any:
-    if isinstance(value, RawJSON):
-        try:
-            return json.loads(value.text)
-        except ValueError:
-            return value.text  # hostile raw items that are not JSON: shown as text
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def _admin_response(obj: Any, status: int = 200) -> web.Response:
     """Admin answers: plain JSON through the C encoder (large states, no Go fidelity needed)."""
-    body = json.dumps(obj, separators=(",", ":"), default=_raw_for_admin).encode() + b"\n"
+    body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
     return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _views_response(store: Store, workloads: list[Workload], status: int = 200) -> web.Response:
+    """Admin workload views (a list): each one's poll item spliced in as already-encoded text."""
+    body = "[" + ",".join(store.summary_json(w) for w in workloads) + "]\n"
+    return web.Response(body=body.encode(), status=status, content_type="application/json")
+
+
+def _view_response(store: Store, workload: Workload) -> web.Response:
+    body = store.summary_json(workload) + "\n"
+    return web.Response(body=body.encode(), content_type="application/json")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -196,10 +198,13 @@ class DevExplorer:
     # -- persistence ---------------------------------------------------------------------
 
     def _apply(self, op: str, **args: Any) -> Any:
-        """Apply one change to the store, journaling it first when `--state` is used."""
+        """Apply one change to the store, journaling it first when `--state` is used.
+
+        Request bodies are passed as bytes; the journal holds them as base64 text."""
         entry = {"op": op, "time": time.time(), "args": args}
         if self.state is not None:
-            self.state.record(entry)
+            journaled = {k: b64(v) if isinstance(v, bytes) else v for k, v in args.items()}
+            self.state.record({**entry, "args": journaled})
         try:
             return apply_op(self.store, entry)
         finally:
@@ -335,7 +340,7 @@ class DevExplorer:
     async def _register(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            self._apply("register", body=b64(body))
+            self._apply("register", body=body)
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         log.info("gateway registered")
@@ -366,9 +371,7 @@ class DevExplorer:
             return key_id
         body = await request.read()
         try:
-            self._apply(
-                "uptime", node_id=request.match_info["node_id"], key_id=key_id, body=b64(body)
-            )
+            self._apply("uptime", node_id=request.match_info["node_id"], key_id=key_id, body=body)
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _json_response(None)
@@ -383,7 +386,7 @@ class DevExplorer:
                 "reserved_resources",
                 node_id=request.match_info["node_id"],
                 key_id=key_id,
-                body=b64(body),
+                body=body,
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
@@ -418,7 +421,7 @@ class DevExplorer:
                 "put_result",
                 node_id=request.match_info["node_id"],
                 gwid=request.match_info["gwid"],
-                body=b64(body),
+                body=body,
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
@@ -496,7 +499,7 @@ class DevExplorer:
             ]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _admin_response([self.store.summary(w) for w in workloads], 201)
+        return _views_response(self.store, workloads, 201)
 
     def _selected(self, request: web.Request) -> list[Workload]:
         query = request.query
@@ -513,14 +516,14 @@ class DevExplorer:
         return selected
 
     async def _admin_list_workloads(self, request: web.Request) -> web.Response:
-        return _admin_response([self.store.summary(w) for w in self._selected(request)])
+        return _views_response(self.store, self._selected(request))
 
     async def _admin_get_workload(self, request: web.Request) -> web.Response:
         try:
             workload = self.store.workload(int(request.match_info["id"]))
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _admin_response(self.store.summary(workload))
+        return _view_response(self.store, workload)
 
     async def _admin_delete_workload(self, request: web.Request) -> web.Response:
         try:
@@ -529,7 +532,7 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _admin_response(self.store.summary(workload))
+        return _view_response(self.store, workload)
 
     async def _admin_next_action(self, request: web.Request) -> web.Response:
         try:
@@ -542,13 +545,15 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _admin_response(self.store.summary(workload))
+        return _view_response(self.store, workload)
 
     async def _admin_state(self, request: web.Request) -> web.Response:
-        state = self.store.state()
-        state["faults"] = self.faults.status()
-        state["time"] = time.time()
-        return _admin_response(state)
+        # store.state() plus `faults` and `time`, its large parts encoded once (store.state_json)
+        extra = json.dumps(
+            {"faults": self.faults.status(), "time": time.time()}, separators=(",", ":")
+        )
+        body = self.store.state_json()[:-1] + "," + extra[1:] + "\n"
+        return web.Response(body=body.encode(), content_type="application/json")
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
         return _admin_response(self.faults.status())

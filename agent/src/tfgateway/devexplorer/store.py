@@ -8,6 +8,7 @@ which makes every operation atomic.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from tfgateway.devexplorer.specs import (
     UserSpec,
     WorkloadSpec,
 )
-from tfgateway.devexplorer.wire import RawJSON, marshal
+from tfgateway.devexplorer.wire import RawJSON, go_string, marshal, marshal_text
 
 MAX_PAGE_SIZE = 200  # EX pkg/workloads/reservation.go `workloads` maxPageSize
 
@@ -58,6 +59,19 @@ class Result:
     message: str = ""
     epoch: int = 0
     node_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """`dataclasses.asdict(self)` (every field is a scalar), without its deep copy."""
+        return {
+            "category": self.category,
+            "workload_id": self.workload_id,
+            "data_json": self.data_json,
+            "signature": self.signature,
+            "state": self.state,
+            "message": self.message,
+            "epoch": self.epoch,
+            "node_id": self.node_id,
+        }
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -136,6 +150,61 @@ class Workload:
         for key in self.remove or ():
             obj.pop(key, None)
         return obj
+
+    def _plain(self) -> bool:
+        """Every value of `wire()` has its usual type and nothing rewrites its keys."""
+        r = self.result
+        ints = (
+            self.workload_id, self.pool_id, self.id, self.customer_tid, self.next_action,
+            self.epoch, self.workload_type, self.version, r.category, r.state, r.epoch,
+        )  # fmt: skip
+        strs = (
+            self.node_id, self.reference, self.description, self.json_text,
+            self.customer_signature, self.metadata, r.workload_id, r.data_json,
+            r.signature, r.message, r.node_id,
+        )  # fmt: skip
+        return (
+            not self.overrides
+            and not self.remove
+            and all(type(v) is int for v in ints)
+            and all(type(v) is str for v in strs)
+            and _COMMON_KEYS.isdisjoint(self.type_fields)
+        )
+
+    def wire_text(self) -> str:
+        """`marshal(self.wire())` as text, the usual workload through one format string
+        (about 5x faster; a 5,000-workload run encodes each one at least once). Workloads
+        with `overrides`, `remove` or unusual values take the general path."""
+        if not self._plain():
+            return marshal_text(self.wire())
+        r = self.result
+        s = go_string
+        result = (
+            f'{{"category":{r.category},"workload_id":{s(r.workload_id)},'
+            f'"data_json":{r.data_json},"signature":{s(r.signature)},"state":{r.state},'
+            f'"message":{s(r.message)},"epoch":{r.epoch},"node_id":{s(r.node_id)}}}'
+        )
+        text = (
+            f'{{"workload_id":{self.workload_id},"node_id":{s(self.node_id)},'
+            f'"pool_id":{self.pool_id},"reference":{s(self.reference)},'
+            f'"description":{s(self.description)},'
+            '"signing_request_provision":{"signers":[],"quorum_min":0},'
+            '"signing_request_delete":{"signers":[],"quorum_min":0},'
+            f'"id":{self.id},"json":{s(self.json_text)},"customer_tid":{self.customer_tid},'
+            f'"customer_signature":{s(self.customer_signature)},'
+            f'"next_action":{self.next_action},"signatures_provision":[],'
+            '"signature_farmer":{"tid":0,"signature":"","epoch":0},"signatures_delete":[],'
+            f'"epoch":{self.epoch},"metadata":{s(self.metadata)},"result":{result},'
+            f'"workload_type":{self.workload_type},"version":{self.version}'
+        )
+        if not self.type_fields:
+            return text + "}"
+        return text + "," + marshal_text(self.type_fields)[1:]
+
+
+_COMMON_KEYS = frozenset(
+    Workload(id=1, workload_id=1, node_id="", workload_type=0, customer_tid=0).wire()
+)
 
 
 @dataclass
@@ -240,6 +309,32 @@ def _raw_data_json(body: bytes) -> str:
     return compact(members[key]) if key is not None else "null"
 
 
+def _dumps(value: Any) -> str:
+    """Admin JSON: compact, through the C encoder (no Go fidelity needed there)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+class _EncodedHistory:
+    """JSON text of a history list (`result_puts`, …), each entry encoded once.
+
+    The lists are append-only and their entries never change once appended; a list that is
+    replaced (reset, restore) or shorter than what was encoded starts the encoding over.
+    """
+
+    def __init__(self) -> None:
+        self._source: list[dict[str, Any]] | None = None
+        self._parts: list[str] = []
+
+    def text(self, items: list[dict[str, Any]]) -> str:
+        if self._source is not items or len(self._parts) > len(items):
+            self._source = items
+            self._parts = []
+        parts = self._parts
+        for item in items[len(parts) :]:
+            parts.append(_dumps(item))
+        return "[" + ",".join(parts) + "]"
+
+
 def _parse_id(text: str) -> int:
     """Go `strconv.ParseInt(text, 10, 64)` as the explorer's parseID uses it."""
     try:
@@ -275,20 +370,42 @@ class Store:
         self.result_puts: list[dict[str, Any]] = []
         self.deletes: list[dict[str, Any]] = []
         self.polls: dict[str, dict[str, Any]] = {}
-        self._wire: dict[int, str] = {}  # encoded poll item per workload id
+        self._wire: dict[int, RawJSON] = {}  # encoded poll item per workload id
+        self._admin_wire: dict[int, str] = {}  # the same, as the admin API shows it
+        self._admin_result: dict[int, str] = {}  # `"id":{result}` of GET /dev/state
+        self._histories = {
+            name: _EncodedHistory()
+            for name in ("uptime_posts", "reserved_posts", "result_puts", "deletes")
+        }
         self._changed()
 
     def _touch(self, workload: Workload) -> None:
-        """Forget the cached poll encoding of a workload that changed."""
+        """Forget the cached encodings of a workload that changed."""
         self._wire.pop(workload.id, None)
+        self._admin_wire.pop(workload.id, None)
+        self._admin_result.pop(workload.id, None)
 
     def poll_item(self, workload: Workload) -> RawJSON:
         """The workload's poll JSON, encoded once per change (polls are frequent, changes few)."""
-        text = self._wire.get(workload.id)
+        item = self._wire.get(workload.id)
+        if item is None:
+            text = workload.raw if workload.raw is not None else workload.wire_text()
+            item = self._wire[workload.id] = RawJSON(text)
+        return item
+
+    def admin_wire(self, workload: Workload) -> str:
+        """The poll item as JSON text for admin answers: the item itself when it is JSON (every
+        encoded one; a hostile `raw` one may not be), else a JSON string holding its text."""
+        text = self._admin_wire.get(workload.id)
         if text is None:
-            text = workload.raw if workload.raw is not None else marshal(workload.wire()).decode()
-            self._wire[workload.id] = text
-        return RawJSON(text)
+            text = self.poll_item(workload).text
+            if workload.raw is not None:
+                try:
+                    json.loads(text)
+                except ValueError:
+                    text = json.dumps(text)
+            self._admin_wire[workload.id] = text
+        return text
 
     def render_poll(self, workloads: list[Workload]) -> bytes:
         """Poll body without the newline: `null` for none (Go nil slice), else the array."""
@@ -533,7 +650,7 @@ class Store:
                 "gwid": gwid,
                 "status": 201,
                 "time": now,
-                "result": asdict(result),
+                "result": result.as_dict(),
                 "body": body.decode("utf-8", "replace"),
             }
         )
@@ -577,9 +694,16 @@ class Store:
             "customer_tid": workload.customer_tid,
             "next_action": workload.next_action,
             "queued": workload.queued,
-            "result": asdict(workload.result),
+            "result": workload.result.as_dict(),
             "wire": self.poll_item(workload),
         }
+
+    def summary_json(self, workload: Workload) -> str:
+        """`summary` as compact JSON, the wire item spliced in as text (no decode/encode)."""
+        head = dict(self.summary(workload))
+        del head["wire"]
+        text = json.dumps(head, separators=(",", ":"))
+        return f'{text[:-1]},"wire":{self.admin_wire(workload)}}}'
 
     def state(self) -> dict[str, Any]:
         """Everything a test wants to assert on, for `GET /dev/state`."""
@@ -591,10 +715,50 @@ class Store:
             "result_puts": self.result_puts,
             "deletes": self.deletes,
             "polls": self.polls,
-            "results": {str(w.id): asdict(w.result) for w in self.workloads.values()},
+            "results": {str(w.id): w.result.as_dict() for w in self.workloads.values()},
             "next_actions": {str(w.id): w.next_action for w in self.workloads.values()},
             "users": [u.wire() for u in self.users.values()],
         }
+
+    def _result_member(self, workload: Workload) -> str:
+        text = self._admin_result.get(workload.id)
+        if text is None:
+            text = f'"{workload.id}":{_dumps(workload.result.as_dict())}'
+            self._admin_result[workload.id] = text
+        return text
+
+    def state_json(self) -> str:
+        """`state()` as compact JSON text (the same text `json.dumps` gives), without
+        re-encoding what did not change: history entries and unchanged results are kept
+        encoded, so polling `/dev/state` during a 5,000-workload run stays cheap."""
+        history = self._histories
+        results = ",".join(self._result_member(w) for w in self.workloads.values())
+        next_actions = {str(w.id): w.next_action for w in self.workloads.values()}
+        return "".join(
+            (
+                '{"counter":',
+                _dumps(self.counter),
+                ',"gateways":',
+                _dumps(self.gateways),
+                ',"uptime_posts":',
+                history["uptime_posts"].text(self.uptime_posts),
+                ',"reserved_resources_posts":',
+                history["reserved_posts"].text(self.reserved_posts),
+                ',"result_puts":',
+                history["result_puts"].text(self.result_puts),
+                ',"deletes":',
+                history["deletes"].text(self.deletes),
+                ',"polls":',
+                _dumps(self.polls),
+                ',"results":{',
+                results,
+                '},"next_actions":',
+                _dumps(next_actions),
+                ',"users":',
+                _dumps([u.wire() for u in self.users.values()]),
+                "}",
+            )
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Full state as plain JSON values (for `--state`)."""
@@ -627,6 +791,8 @@ class Store:
             workloads[workload.id] = workload
         self.workloads = workloads
         self._wire = {}
+        self._admin_wire = {}
+        self._admin_result = {}
         self.gateways = dict(data["gateways"])
         self.uptime_posts = list(data["uptime_posts"])
         self.reserved_posts = list(data["reserved_posts"])

@@ -7,10 +7,11 @@ bytes from this server, so every body goes through `encode` here.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 _GO_ESCAPES = {
@@ -20,6 +21,7 @@ _GO_ESCAPES = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ def _go_float(value: float) -> str:
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"unsupported float value {value!r}")
     if value == 0:
-        return "0"
+        return "-0" if math.copysign(1.0, value) < 0 else "0"  # Go keeps the sign of -0
     shortest = repr(value)  # shortest round-trip digits
     absolute = abs(value)
     if absolute < 1e-6 or absolute >= 1e21:
@@ -48,15 +50,55 @@ def _go_float(value: float) -> str:
     return format(Decimal(shortest), "f").removesuffix(".0")
 
 
+def _go_escape(match: re.Match[str]) -> str:
+    return _GO_ESCAPES[match.group()]
+
+
 def _escape_string(value: str) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    if any(ch in text for ch in _GO_ESCAPES):
-        for raw, escaped in _GO_ESCAPES.items():
-            text = text.replace(raw, escaped)
+    # `json.dumps(value, ensure_ascii=False)` without building an encoder per call
+    text: str = encode_basestring(value)
+    if _GO_ESCAPE_RE.search(text) is not None:
+        text = _GO_ESCAPE_RE.sub(_go_escape, text)
     return text
 
 
 def _emit(value: Any, out: list[str]) -> None:
+    # Exact types first (nearly every value), then the general rules for subclasses and
+    # the rest; both give the same bytes.
+    kind = type(value)
+    if kind is str:
+        out.append(_escape_string(value))
+        return
+    if kind is int:
+        out.append(int.__repr__(value))
+        return
+    if kind is dict:
+        if not value:
+            out.append("{}")
+            return
+        sep = "{"
+        for key, item in value.items():
+            out.append(sep)
+            out.append(_escape_string(key if type(key) is str else str(key)))
+            out.append(":")
+            _emit(item, out)
+            sep = ","
+        out.append("}")
+        return
+    if kind is list:
+        if not value:
+            out.append("[]")
+            return
+        sep = "["
+        for item in value:
+            out.append(sep)
+            _emit(item, out)
+            sep = ","
+        out.append("]")
+        return
+    if kind is RawJSON:
+        out.append(value.text)
+        return
     if value is None:
         out.append("null")
     elif value is True:
@@ -93,11 +135,21 @@ def _emit(value: Any, out: list[str]) -> None:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def marshal(value: Any) -> bytes:
-    """Compact Go-style JSON (`json.Marshal`)."""
+def go_string(value: str) -> str:
+    """One string as Go's encoder writes it (quoted, escaped, `<>&` U+2028 U+2029 as \\u)."""
+    return _escape_string(value)
+
+
+def marshal_text(value: Any) -> str:
+    """`marshal` as text."""
     out: list[str] = []
     _emit(value, out)
-    return "".join(out).encode()
+    return "".join(out)
+
+
+def marshal(value: Any) -> bytes:
+    """Compact Go-style JSON (`json.Marshal`)."""
+    return marshal_text(value).encode()
 
 
 def encode(value: Any) -> bytes:
