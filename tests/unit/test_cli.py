@@ -40,6 +40,14 @@ def test_go_defaults() -> None:
     assert not c.fourtosix_enabled
     assert c.poll_interval == 10.0
     assert not c.allow_private_backends
+    assert c.request_timeout == 15.0
+    assert c.log_format == "text"
+
+
+def test_explorer_timeout_and_log_format() -> None:
+    c = parse_config(["--explorer-timeout", "2.5", "--log-format", "json"])
+    assert (c.request_timeout, c.log_format) == (2.5, "json")
+    assert parse_config(["--explorer-timeout=30", "--log-format=text"]).request_timeout == 30.0
 
 
 def test_go_spellings_repeat_and_commas() -> None:
@@ -84,6 +92,13 @@ def test_location_and_addresses() -> None:
         (["--gateway-address", "gw.example.com"], "--gateway-address"),
         (["--metrics-listen", "9100"], "metrics listen"),
         (["--poll-interval", "0"], "--poll-interval"),
+        (["--poll-interval", "inf"], "--poll-interval must be a finite number of seconds"),
+        (["--explorer-timeout", "0"], "--explorer-timeout must be a finite number of seconds"),
+        (["--explorer-timeout", "-3"], "above 0, not -3.0"),
+        (["--explorer-timeout", "nan"], "--explorer-timeout must be"),
+        (["--explorer-timeout", "inf"], "--explorer-timeout must be"),
+        (["--explorer-timeout", "soon"], "--explorer-timeout: 'soon' is not a number of seconds"),
+        (["--log-format", "xml"], "--log-format: invalid choice: 'xml'"),
         (["--free=maybe"], "not a boolean"),
     ],
 )
@@ -102,9 +117,12 @@ def test_help_mentions_every_flag() -> None:
         "--seed", "--explorer", "--redis", "--debug", "--farm", "--nameservers", "--domains",
         "--tcp-client-port", "--endpoint", "--wg-iface", "--free", "--location",
         "--allow-private-backends", "--gateway-address", "--metrics-listen", "--poll-interval",
+        "--explorer-timeout", "--log-format",
     ):  # fmt: skip
         assert flag in text
     assert "(default 18000)" in text
+    assert "{text,json}" in text
+    assert " ".join(text.split()).count("(default 15.0)") == 1  # --explorer-timeout
 
 
 def test_identity_json_matches_spec_vectors(tmp_path: Path) -> None:

@@ -12,15 +12,17 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from tfgateway import __version__
 from tfgateway.config import Config
-from tfgateway.explorer import DEFAULT_EXPLORER, base_url
+from tfgateway.explorer import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
 from tfgateway.geoip import DEFAULT_GEOIP, LocationError, parse_location
 from tfgateway.identity import SeedError, load_or_create
+from tfgateway.logging_setup import LOG_FORMATS
 from tfgateway.metrics import parse_listen
 from tfgateway.redisurl import RedisURLError, parse_redis_url
 from tfgateway.validation import ValidationError, normalize_domain
@@ -38,6 +40,13 @@ def _bool(text: str) -> bool:
     if value in ("0", "f", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def _names(option: str, dash: bool = True) -> list[str]:
@@ -155,14 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--poll-interval",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="time between explorer polls (default %(default)s)",
     )
     p.add_argument(
         "--reconcile-interval",
-        type=float,
+        type=_seconds,
         default=300.0,
         metavar="SECONDS",
         help="re-apply every live workload to redis this often; a redis that lost its data or "
@@ -170,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--replay-interval",
-        type=float,
+        type=_seconds,
         default=600.0,
         metavar="SECONDS",
         help="ask the explorer for all workloads again (as after a restart) this often, so no "
@@ -178,10 +187,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-backoff",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="longest wait between retries of explorer calls (default %(default)s)",
+    )
+    p.add_argument(
+        "--explorer-timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="total time one explorer request may take (connect, send, answer); a request "
+        "that takes longer fails and is retried like any transport error "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text: '<time> <LEVEL> <logger> <message>' lines; json: one JSON object per line "
+        "(time, level, logger, message; the fields of structured lines as keys of their own) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--uptime-interval", type=float, default=600.0, help=argparse.SUPPRESS
@@ -256,9 +282,10 @@ def parse_config(argv: Sequence[str]) -> Config:
         ("--replay-interval", a.replay_interval),
         ("--max-backoff", a.max_backoff),
         ("--uptime-interval", a.uptime_interval),
+        ("--explorer-timeout", a.explorer_timeout),
     ):
-        if not value > 0:
-            _error(parser, f"{flag} must be a positive number of seconds")
+        if not (value > 0 and math.isfinite(value)):
+            _error(parser, f"{flag} must be a finite number of seconds above 0, not {value!r}")
     return Config(
         seed=a.seed,
         explorer=a.explorer,
@@ -281,6 +308,8 @@ def parse_config(argv: Sequence[str]) -> Config:
         replay_interval=a.replay_interval,
         max_backoff=a.max_backoff,
         uptime_interval=a.uptime_interval,
+        request_timeout=a.explorer_timeout,
+        log_format=a.log_format,
     )
 
 
@@ -367,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(args)
     from tfgateway.logging_setup import setup_logging
 
-    setup_logging(config.debug)
+    setup_logging(config.debug, config.log_format)
     from tfgateway import app
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tfgateway.logging_setup import LogFormat
 from tfgateway.models import Location
 
 __all__ = ["Config"]
@@ -34,6 +35,8 @@ class Config:
     uptime_interval: float = 600.0
     max_backoff: float = 30.0
     request_timeout: float = 15.0
+    """Total time allowed for one explorer request (`--explorer-timeout`)."""
+    log_format: LogFormat = "text"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
