@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
-# Router benchmark on loopback: iperf3 throughput and connect-to-first-byte latency, direct
-# path vs tfrouter's direct proxy vs tfrouter's reverse tunnel (tftunnel client), side by side.
-# Usage: benchmarks/router/run.sh [--rounds R] [--seconds S] [--latency-n N]
+# Router benchmarks on loopback, each printing its figures side by side:
+#   throughput: iperf3 throughput and connect-to-first-byte latency, direct path vs tfrouter's
+#               direct proxy vs tfrouter's reverse tunnel (tftunnel client)  [bench_router.py]
+#   feed:       tfrouter's CPU time and redis reads while 2,500 proxy services are written,
+#               the previous one-GET-per-event feed vs the current build     [bench_feed.py]
+# Usage: benchmarks/router/run.sh [throughput|feed] [options of that benchmark]
+#        benchmarks/router/run.sh [--rounds R] [--seconds S] [--latency-n N]   (both; options
+#        go to the throughput benchmark, the feed one runs with its defaults)
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$TFGW_ROOT"
-command -v iperf3 >/dev/null || die "iperf3 missing: apt-get install iperf3"
 export PYTHONPATH="$TFGW_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$TFGW_VENV/bin/python" benchmarks/router/bench_router.py "$@"
+py="$TFGW_VENV/bin/python"
+throughput() {
+  command -v iperf3 >/dev/null || die "iperf3 missing: apt-get install iperf3"
+  "$py" benchmarks/router/bench_router.py "$@"
+}
+feed() {
+  command -v go >/dev/null || die "go missing: the feed benchmark builds the 'before' tfrouter"
+  "$py" benchmarks/router/bench_feed.py "$@"
+}
+case ${1:-} in
+  throughput) shift; throughput "$@" ;;
+  feed) shift; feed "$@" ;;
+  *) throughput "$@"; feed ;;
+esac

@@ -6,7 +6,7 @@
 // Every change arrives twice (the keyspace event and the agent's PUBLISH) and the agent
 // writes in bursts, so the feed does not answer each event with its own GET: it takes the
 // event that woke it plus every event already queued behind it, reads the distinct hosts
-// with one MGET and applies them to the table in one copy. An isolated change is read at
+// with one MGET and applies them to the table in one update. An isolated change is read at
 // once (nothing waits for more events), and since the read happens after the events were
 // received it returns redis's current value: a host deleted and set again within a burst
 // ends as redis holds it.
