@@ -24,10 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import dns.message
 import dns.query
@@ -41,6 +43,9 @@ ZONE = "bench.test."
 SMALL_ZONE = "small.test."
 SMALL_OWNERS = 100
 LOOPBACK = "127.0.0.1"
+AGENT_CHANNEL = "tfgateway:dns"
+# The zone the bulk section fills, as the agent fills a managed domain's zone.
+BULK_ZONE = "bulk.test."
 LATENCY_SERVERS = ("gatewaydns", "gatewaydns+cache", "file+reload")
 # Servers whose changes are not pushed: few samples, each may wait up to --slow-deadline.
 SLOW_SERVERS = ("gatewaydns+cache", "file+reload")
@@ -166,6 +171,33 @@ class RedisWriter:
         self.r.hdel(zone, owner)
 
 
+class AgentWriter(RedisWriter):
+    """Changes data exactly as the agent does: one transaction that sets the field and names
+    the zone on the agent's channel, so the plugin hears of it twice (keyspace event and
+    PUBLISH)."""
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        agent_writes(self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))])
+
+    def remove(self, zone: str, owner: str) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hdel(zone, owner)
+            pipe.publish(AGENT_CHANNEL, zone)
+            pipe.execute()
+
+
+def agent_writes(r: redis.Redis, zone: str, items: list[tuple[str, str]]) -> None:
+    """Send len(items) agent transactions (MULTI, HSET, PUBLISH, EXEC) in one pipeline."""
+    pipe = r.pipeline(transaction=False)
+    send = cast(Callable[..., object], pipe.execute_command)  # untyped in redis-py
+    for field, value in items:
+        send("MULTI")
+        send("HSET", zone, field, value)
+        send("PUBLISH", AGENT_CHANNEL, zone)
+        send("EXEC")
+    pipe.execute()
+
+
 class ZoneFileWriter:
     """Changes data the stock way: rewrite the zone file with a higher serial (atomically)."""
 
@@ -266,16 +298,23 @@ class Latency:
 
 
 def change_latency(
-    writer: RedisWriter | ZoneFileWriter, port: int, probe: Probe, samples: int, deadline: float
+    writer: RedisWriter | ZoneFileWriter,
+    port: int,
+    probe: Probe,
+    samples: int,
+    deadline: float,
+    quiet: float,
 ) -> Latency:
     """Write, then poll DNS until the new data is served.
 
     change: the probe owner gets a new address (it was queried just before, so a cache in
     front holds the old one). add: a new owner appears (queried before, so a cache holds
-    the NXDOMAIN)."""
+    the NXDOMAIN). Each sample is an isolated change: `quiet` seconds pass before it, longer
+    than gatewaydns's pause between two reloads of a zone."""
     out: list[float] = []
     timeouts = 0
     for i in range(samples):
+        time.sleep(quiet)
         ip = f"10.254.{i // 250}.{i % 250 + 1}"
         field = "probe" if probe.kind == "change" else f"new{port}x{i}"
         name = f"{field}.{probe.zone}"
@@ -307,8 +346,240 @@ class Probe:
         return f"{self.kind} ({self.owners} owners)"
 
 
+@dataclass
+class BulkRun:
+    """One fill of BULK_ZONE as seen from one server."""
+
+    cpu_s: float  # server CPU (user+system) from the first write until the end of the window
+    reloads: int  # zone reloads the server made meanwhile (its loads_total metric)
+    visible_s: float  # first write -> the last name is answered
+
+
+def zone_reloads(metrics_port: int) -> int:
+    """Sum of coredns_gatewaydns_loads_total{kind="zone"} from the server's prometheus."""
+    url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("coredns_gatewaydns_loads_total{") and 'kind="zone"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def bulk_ip(i: int) -> str:
+    return f"10.77.{i // 250}.{i % 250 + 1}"
+
+
+def bulk_fill(
+    r: redis.Redis,
+    server: Server,
+    metrics_port: int,
+    names: int,
+    batch: int,
+    every: float,
+    settle: float,
+) -> BulkRun:
+    """Add `names` owners to an empty BULK_ZONE with agent transactions, `batch` per pipeline
+    every `every` seconds (batch 1, every 0: one at a time, back to back), and measure the
+    server until the last is answered plus `settle` seconds (a paced reload may follow)."""
+    r.delete(BULK_ZONE)
+    wait_for(
+        lambda: (
+            (m := query(server.port, f"b0.{BULK_ZONE}")) is not None
+            and m.rcode() != dns.rcode.NOERROR
+        ),
+        10,
+        f"{BULK_ZONE} emptied",
+    )
+    time.sleep(settle)  # the reloads of the DEL are not part of the measurement
+    items = [
+        (f"b{i}", json.dumps({"a": [{"ip": bulk_ip(i), "ttl": 300}]}, separators=(",", ":")))
+        for i in range(names)
+    ]
+    last = f"b{names - 1}.{BULK_ZONE}"
+    cpu0, loads0 = cpu_seconds(server.proc.pid), zone_reloads(metrics_port)
+    t0 = time.perf_counter()
+    for k, start in enumerate(range(0, names, batch)):
+        agent_writes(r, BULK_ZONE, items[start : start + batch])
+        if every > 0:
+            time.sleep(max(0.0, t0 + (k + 1) * every - time.perf_counter()))
+    deadline = time.perf_counter() + 60
+    while bulk_ip(names - 1) not in answer_ips(query(server.port, last)):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"{server.label}: {last} not answered 60 s after the writes")
+        time.sleep(0.005)
+    visible = time.perf_counter() - t0
+    time.sleep(settle)
+    run = BulkRun(cpu_seconds(server.proc.pid) - cpu0, zone_reloads(metrics_port) - loads0, visible)
+    for i in range(0, names, max(1, names // 50)):
+        if bulk_ip(i) not in answer_ips(query(server.port, f"b{i}.{BULK_ZONE}")):
+            raise RuntimeError(f"{server.label}: b{i}.{BULK_ZONE} not served after the fill")
+    return run
+
+
+def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -> None:
+    """CPU cost of filling one zone with many names, with reload pacing off and on, run one
+    server at a time (each server would react to the others' writes), plus the latency of an
+    isolated change in the filled zone."""
+    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+    settings = {"coalesce 0 (off)": "0", f"coalesce {args.coalesce}": args.coalesce}
+    scenarios = {
+        f"bursts of {args.bulk_batch} every {args.bulk_every * 1000:.0f} ms": (
+            args.bulk_batch,
+            args.bulk_every,
+        ),
+        f"one every {args.bulk_steady_ms} ms": (1, args.bulk_steady_ms / 1000),
+        "one at a time, no pause": (1, 0.0),
+    }
+    runs: dict[tuple[str, str], BulkRun] = {}
+    lats: dict[str, Latency] = {}
+    for label, coalesce in settings.items():
+        mport = free_port()
+        conf = (
+            f".:PORT {{\n  bind {LOOPBACK}\n  prometheus {LOOPBACK}:{mport}\n"
+            f"  gatewaydns {{\n    address {LOOPBACK}:{rport}\n    nameservers ns1.{ZONE}\n"
+            f"    coalesce {coalesce}\n  }}\n}}\n"
+        )
+        with coredns(str(tfgw), f"bulk-{coalesce}", conf, work) as server:
+            for scenario, (batch, every) in scenarios.items():
+                runs[(scenario, label)] = bulk_fill(
+                    r, server, mport, args.bulk_names, batch, every, settle=0.3
+                )
+            lats[label] = change_latency(
+                AgentWriter(r),
+                server.port,
+                Probe("change", BULK_ZONE, args.bulk_names),
+                args.samples,
+                5.0,
+                quiet=args.quiet_ms / 1000,
+            )
+    r.delete(BULK_ZONE)
+
+    off, on = settings
+    print(
+        f"\nBulk writes into one zone: {args.bulk_names} names added to an empty {BULK_ZONE} by "
+        "agent transactions\n(MULTI/HSET/PUBLISH/EXEC, so 2 events per name); one server at a time"
+    )
+    print(
+        f"{'scenario':30} {'setting':18} {'CPU s':>7} {'reloads':>8} {'visible s':>10}"
+        f" {'CPU ms/name':>12}"
+    )
+    for scenario in scenarios:
+        for label in settings:
+            b = runs[(scenario, label)]
+            print(
+                f"{scenario:30} {label:18} {b.cpu_s:7.2f} {b.reloads:8d} {b.visible_s:10.2f}"
+                f" {b.cpu_s * 1000 / args.bulk_names:12.3f}"
+            )
+        a, b = runs[(scenario, off)], runs[(scenario, on)]
+        print(
+            f"{'':30} {'off/on':18} {a.cpu_s / max(b.cpu_s, 0.01):6.1f}x "
+            f"{a.reloads / max(b.reloads, 1):7.1f}x"
+        )
+    print(
+        f"\nIsolated change in the filled zone ({args.bulk_names} names; agent transaction, "
+        f"{args.quiet_ms} ms quiet before each), ms"
+    )
+    print(f"{'setting':18} {'p50':>8} {'p99':>8} {'max':>8} {'timeouts':>9}")
+    for label, lat in lats.items():
+        peak = max(lat.samples_ms) if lat.samples_ms else None
+        print(
+            f"{label:18} {fmt_ms(lat.pct(50))} {fmt_ms(lat.pct(99))} {fmt_ms(peak)} "
+            f"{lat.timeouts:>9}"
+        )
+    print(
+        "(CPU s: the server's user+system time from the first write until the last name is "
+        "answered plus 0.3 s;\n reloads: zone reloads it made; visible s: first write -> last "
+        "name answered)"
+    )
+
+
 def fmt_ms(v: float | None) -> str:
     return f"{'-':>8}" if v is None else f"{v:8.2f}"
+
+
+def qps_section(servers: dict[str, Server], qfile: Path, args: argparse.Namespace) -> None:
+    """dnsperf against gatewaydns and file in alternating rounds."""
+    print(
+        f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
+        f"{args.rounds} alternating rounds of {args.seconds}s"
+    )
+    rounds: dict[str, list[Round]] = {"gatewaydns": [], "file": []}
+    for _ in range(args.rounds):
+        for label in rounds:
+            rounds[label].append(dnsperf(servers[label], qfile, args.seconds))
+    qps = {k: statistics.median(r.qps for r in v) for k, v in rounds.items()}
+    cpu = {k: statistics.median(r.cpu_us_per_query for r in v) for k, v in rounds.items()}
+    # Per-round ratios pair runs made seconds apart, so other load on the machine
+    # affects both sides of each ratio alike.
+    paired = statistics.median(
+        g.qps / f.qps for g, f in zip(rounds["gatewaydns"], rounds["file"], strict=True)
+    )
+    print(
+        "\nQueries per second (median over rounds) and server CPU time per query "
+        "(median; lower is better)"
+    )
+    print(
+        f"{'server':16} {'QPS':>8} {'vs file':>8} {'CPU us/q':>9} "
+        f"{'file/this CPU':>14}  QPS per round"
+    )
+    for label in rounds:
+        print(
+            f"{label:16} {qps[label]:8.0f} {qps[label] / qps['file']:7.2f}x "
+            f"{cpu[label]:9.1f} {cpu['file'] / cpu[label]:13.2f}x  "
+            f"{[round(r.qps) for r in rounds[label]]}"
+        )
+    print(f"gatewaydns/file QPS, median of per-round ratios: {paired:.2f}x")
+
+
+def latency_section(
+    servers: dict[str, Server],
+    writers: dict[str, RedisWriter | ZoneFileWriter],
+    r: redis.Redis,
+    args: argparse.Namespace,
+) -> None:
+    """Change-to-visible latency of isolated changes, per server and scenario."""
+    print("\nChange-to-visible latency (write -> DNS answers the new data), ms")
+    print(
+        f"{'scenario':20} {'server':22} {'p50':>8} {'p99':>8} {'max':>8} "
+        f"{'timeouts':>9} {'p50 ratio':>10}"
+    )
+    probes = [
+        Probe("change", SMALL_ZONE, SMALL_OWNERS),
+        Probe("add", SMALL_ZONE, SMALL_OWNERS),
+        Probe("change", ZONE, args.owners),
+    ]
+    for probe in probes:
+        base: float | None = None
+        for label in LATENCY_SERVERS:
+            if label not in servers:
+                continue
+            cached = label in SLOW_SERVERS
+            lat = change_latency(
+                writers.get(label, RedisWriter(r)),
+                servers[label].port,
+                probe,
+                args.slow_samples if cached else args.samples,
+                args.slow_deadline if cached else 5.0,
+                quiet=args.quiet_ms / 1000,
+            )
+            p50 = lat.pct(50)
+            if label == "gatewaydns":
+                base = p50
+            ratio = "-" if p50 is None or not base else f"{p50 / base:.2f}x"
+            n = len(lat.samples_ms) + lat.timeouts
+            peak = max(lat.samples_ms) if lat.samples_ms else None
+            print(
+                f"{probe.label:20} {label:22} {fmt_ms(p50)} {fmt_ms(lat.pct(99))} "
+                f"{fmt_ms(peak)} {lat.timeouts:>4}/{n:<4} {ratio:>10}"
+            )
+    print(
+        f"\n(timeouts: not visible within {args.slow_deadline}s;"
+        " with `cache` a change waits for the cached TTL, up to 300 s here;"
+        " file+reload: the zone file is rewritten, file rereads it every 1 s;"
+        " p50 ratio is against gatewaydns)"
+    )
 
 
 def main() -> int:
@@ -327,7 +598,41 @@ def main() -> int:
         default=3.0,
         help="seconds before a sample of a server without push counts as a timeout",
     )
+    ap.add_argument(
+        "--quiet-ms",
+        type=int,
+        default=60,
+        help="pause before each latency sample, so each is an isolated change (longer than"
+        " gatewaydns's pause between two reloads of a zone)",
+    )
+    ap.add_argument(
+        "--sections",
+        default="qps,latency,bulk",
+        help="comma-separated: qps (dnsperf), latency (change-to-visible), bulk (many writes"
+        " into one zone, reload pacing off vs on)",
+    )
+    ap.add_argument("--bulk-names", type=int, default=2500)
+    ap.add_argument(
+        "--bulk-batch",
+        type=int,
+        default=40,
+        help="agent transactions per burst (4 commands each: MULTI, HSET, PUBLISH, EXEC)",
+    )
+    ap.add_argument("--bulk-every", type=float, default=0.05, help="seconds between bursts")
+    ap.add_argument(
+        "--bulk-steady-ms",
+        type=int,
+        default=5,
+        help="ms between single agent transactions in the steady scenario (the agent's pace"
+        " in the whole-gateway benchmark)",
+    )
+    ap.add_argument(
+        "--coalesce", default="25ms", help="gatewaydns coalesce setting of the bulk 'on' server"
+    )
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections <= {"qps", "latency", "bulk"}:
+        ap.error(f"unknown sections {sorted(sections - {'qps', 'latency', 'bulk'})}")
 
     tfgw = Path(args.bin) / "coredns-tfgw"
     if not tfgw.exists():
@@ -391,86 +696,21 @@ def main() -> int:
             )
             writers: dict[str, RedisWriter | ZoneFileWriter] = {"file+reload": file_writer}
 
-            servers: dict[str, Server] = {}
-            with _all(corefiles, work, servers):
-                # Sanity: both sides serve the same data before anything is timed.
-                for label in ("gatewaydns", "file"):
-                    got = answer_ips(query(servers[label].port, "h1." + ZONE))
-                    if got != {"10.0.0.1"}:
-                        raise RuntimeError(f"{label} answers {got} for h1")
+            if sections & {"qps", "latency"}:
+                servers: dict[str, Server] = {}
+                with _all(corefiles, work, servers):
+                    # Sanity: both sides serve the same data before anything is timed.
+                    for label in ("gatewaydns", "file"):
+                        got = answer_ips(query(servers[label].port, "h1." + ZONE))
+                        if got != {"10.0.0.1"}:
+                            raise RuntimeError(f"{label} answers {got} for h1")
 
-                print(
-                    f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
-                    f"{args.rounds} alternating rounds of {args.seconds}s"
-                )
-                rounds: dict[str, list[Round]] = {"gatewaydns": [], "file": []}
-                for _ in range(args.rounds):
-                    for label in rounds:
-                        rounds[label].append(dnsperf(servers[label], qfile, args.seconds))
-                qps = {k: statistics.median(r.qps for r in v) for k, v in rounds.items()}
-                cpu = {
-                    k: statistics.median(r.cpu_us_per_query for r in v) for k, v in rounds.items()
-                }
-                # Per-round ratios pair runs made seconds apart, so other load on the machine
-                # affects both sides of each ratio alike.
-                paired = statistics.median(
-                    g.qps / f.qps for g, f in zip(rounds["gatewaydns"], rounds["file"], strict=True)
-                )
-                print(
-                    "\nQueries per second (median over rounds) and server CPU time per query "
-                    "(median; lower is better)"
-                )
-                print(
-                    f"{'server':16} {'QPS':>8} {'vs file':>8} {'CPU us/q':>9} "
-                    f"{'file/this CPU':>14}  QPS per round"
-                )
-                for label in rounds:
-                    print(
-                        f"{label:16} {qps[label]:8.0f} {qps[label] / qps['file']:7.2f}x "
-                        f"{cpu[label]:9.1f} {cpu['file'] / cpu[label]:13.2f}x  "
-                        f"{[round(r.qps) for r in rounds[label]]}"
-                    )
-                print(f"gatewaydns/file QPS, median of per-round ratios: {paired:.2f}x")
-
-                print("\nChange-to-visible latency (write -> DNS answers the new data), ms")
-                print(
-                    f"{'scenario':20} {'server':22} {'p50':>8} {'p99':>8} {'max':>8} "
-                    f"{'timeouts':>9} {'p50 ratio':>10}"
-                )
-                probes = [
-                    Probe("change", SMALL_ZONE, SMALL_OWNERS),
-                    Probe("add", SMALL_ZONE, SMALL_OWNERS),
-                    Probe("change", ZONE, args.owners),
-                ]
-                for probe in probes:
-                    base: float | None = None
-                    for label in LATENCY_SERVERS:
-                        if label not in servers:
-                            continue
-                        cached = label in SLOW_SERVERS
-                        lat = change_latency(
-                            writers.get(label, RedisWriter(r)),
-                            servers[label].port,
-                            probe,
-                            args.slow_samples if cached else args.samples,
-                            args.slow_deadline if cached else 5.0,
-                        )
-                        p50 = lat.pct(50)
-                        if label == "gatewaydns":
-                            base = p50
-                        ratio = "-" if p50 is None or not base else f"{p50 / base:.2f}x"
-                        n = len(lat.samples_ms) + lat.timeouts
-                        peak = max(lat.samples_ms) if lat.samples_ms else None
-                        print(
-                            f"{probe.label:20} {label:22} {fmt_ms(p50)} {fmt_ms(lat.pct(99))} "
-                            f"{fmt_ms(peak)} {lat.timeouts:>4}/{n:<4} {ratio:>10}"
-                        )
-                print(
-                    f"\n(timeouts: not visible within {args.slow_deadline}s;"
-                    " with `cache` a change waits for the cached TTL, up to 300 s here;"
-                    " file+reload: the zone file is rewritten, file rereads it every 1 s;"
-                    " p50 ratio is against gatewaydns)"
-                )
+                    if "qps" in sections:
+                        qps_section(servers, qfile, args)
+                    if "latency" in sections:
+                        latency_section(servers, writers, r, args)
+            if "bulk" in sections:
+                bulk_section(args, tfgw, rport, work)
         finally:
             rproc.terminate()
             rproc.wait(5)

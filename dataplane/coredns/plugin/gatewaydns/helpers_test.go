@@ -22,7 +22,7 @@ const redisServerPath = "/usr/bin/redis-server"
 
 // redisProc is a real redis-server owned by one test, on a free loopback port.
 type redisProc struct {
-	t     *testing.T
+	t     testing.TB
 	port  int
 	dir   string
 	extra []string // more redis-server arguments
@@ -32,7 +32,7 @@ type redisProc struct {
 
 // startRedis starts redis-server, failing the test loudly when it is missing: these tests
 // are about behaviour against a real redis and are never skipped.
-func startRedis(t *testing.T, extra ...string) *redisProc {
+func startRedis(t testing.TB, extra ...string) *redisProc {
 	t.Helper()
 	if _, err := os.Stat(redisServerPath); err != nil {
 		t.Fatalf("redis-server is required at %s for these tests: %v", redisServerPath, err)
@@ -110,7 +110,7 @@ func (r *redisProc) hset(zone string, kv ...string) {
 }
 
 // eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() error) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var err error
@@ -136,7 +136,7 @@ func testConfig(addr string) *config {
 
 // startPlugin runs a GatewayDNS with its syncer against redis until the test ends, and
 // waits for the first full load.
-func startPlugin(t *testing.T, cfg *config) (*GatewayDNS, *syncer) {
+func startPlugin(t testing.TB, cfg *config) (*GatewayDNS, *syncer) {
 	t.Helper()
 	g := &GatewayDNS{transferAll: cfg.transferAll, transferTo: cfg.transferTo}
 	s := newSyncer(cfg, g)
@@ -157,7 +157,7 @@ func startPlugin(t *testing.T, cfg *config) (*GatewayDNS, *syncer) {
 
 // ask sends one query through handler h, as CoreDNS's server would, and returns the reply.
 // A handler that only returns an rcode (REFUSED, SERVFAIL) gets the reply the server writes.
-func ask(t *testing.T, h plugin.Handler, name string, qtype uint16) *dns.Msg {
+func ask(t testing.TB, h plugin.Handler, name string, qtype uint16) *dns.Msg {
 	t.Helper()
 	req := new(dns.Msg)
 	req.SetQuestion(dns.Fqdn(name), qtype)

@@ -21,7 +21,7 @@ func agentWrite(ctx context.Context, pipe redis.Pipeliner, zone, field, value st
 	pipe.Do(ctx, "EXEC")
 }
 
-func answersA(t *testing.T, g *GatewayDNS, name, ip string) func() error {
+func answersA(t testing.TB, g *GatewayDNS, name, ip string) func() error {
 	return func() error {
 		m := ask(t, g, name, dns.TypeA)
 		if got := strings.Join(rrStrings(m.Answer), "|"); !strings.Contains(got, "\t"+ip) {
