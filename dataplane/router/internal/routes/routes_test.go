@@ -112,7 +112,19 @@ func TestTableConcurrent(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { // resyncs meanwhile
+		defer wg.Done()
+		for i := range 50 {
+			tb.Replace(map[string]Service{fmt.Sprintf("r%d", i): {Addr: "10.0.0.2"}})
+			_ = tb.Len()
+		}
+	}()
 	wg.Wait()
+	tb.Replace(map[string]Service{"last": {Addr: "10.0.0.3"}})
+	if tb.Len() != 1 {
+		t.Fatalf("Len = %d after a Replace with one route", tb.Len())
+	}
 }
 
 func TestTableApply(t *testing.T) {
