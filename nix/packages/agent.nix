@@ -35,6 +35,7 @@ ps.buildPythonApplication {
   dependencies = [
     ps.aiohttp
     ps.base58
+    ps.hiredis # packs and parses the auto-pipeline's redis commands in C
     ps.httpx
     ps.mnemonic
     ps.prometheus-client

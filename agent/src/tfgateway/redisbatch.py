@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import hiredis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 __all__ = ["AutoPipeline", "LuaScript", "as_batch"]
 
@@ -61,8 +62,9 @@ class AutoPipeline:
         self.commands = 0
 
     async def execute(self, *args: Arg) -> Any:
-        """Run one command in the next pipeline; its reply (after redis-py's response
-        callback), or its error raised here."""
+        """Run one command in the next pipeline; its raw reply (RESP3 as hiredis decodes it:
+        bytes, int, list, dict for maps; no redis-py response callbacks), or its error
+        raised here."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((args, future))
         if not self._flushing:
@@ -91,10 +93,7 @@ class AutoPipeline:
         self.pipelines += 1
         self.commands += len(live)
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for args, _ in live:
-                    pipe.execute_command(*args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._round_trip([args for args, _ in live])
         except asyncio.CancelledError:
             for _, future in live:
                 future.cancel()
@@ -114,6 +113,28 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _round_trip(self, commands: list[tuple[Arg, ...]]) -> list[Any]:
+        """Write every command at once (packed by hiredis, in C: redis-py's packer cost more
+        than everything else the agent does per command) and read the replies in order; an
+        error reply is returned as its exception, in its place."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            packed = [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
+            await conn.send_packed_command(packed)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            await pool.release(conn)
 
     # -- the commands the agent uses, typed ------------------------------------------------------
 
