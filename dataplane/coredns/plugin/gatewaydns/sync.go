@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,10 +35,6 @@ type syncer struct {
 	errOnce map[string]bool // log keyspace-config problems once per message
 
 	tooBig map[string]bool // zone keys refused for max_fields_per_zone (loader goroutine only)
-
-	ps       *redis.PubSub // the subscription, for the loader's barrier PINGs (under mu)
-	pongs    chan string   // payloads of PONGs received on the subscription
-	barriers uint64        // loader goroutine only
 
 	// For tests and benchmarks (the metrics are process-wide): loads done, zones refused.
 	zoneLoads, fullLoads atomic.Int64
@@ -73,7 +68,6 @@ func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 		wake:       make(chan struct{}, 1),
 		errOnce:    map[string]bool{},
 		tooBig:     map[string]bool{},
-		pongs:      make(chan string, 4),
 		loadedOnce: make(chan struct{}),
 	}
 }
@@ -115,9 +109,6 @@ func (s *syncer) markFull() {
 func (s *syncer) subscribe(ctx context.Context) {
 	prefix := fmt.Sprintf("__keyspace@%d__:", s.cfg.db)
 	ps := s.client.Subscribe(ctx, AgentChannel)
-	s.mu.Lock()
-	s.ps = ps
-	s.mu.Unlock()
 	// A blocked read does not watch ctx; closing the subscription ends it.
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer stop()
@@ -146,13 +137,6 @@ func (s *syncer) subscribe(ctx context.Context) {
 		}
 		backoff.reset()
 		switch m := msg.(type) {
-		case *redis.Pong:
-			if m.Payload != "" {
-				select {
-				case s.pongs <- m.Payload:
-				default: // nobody waits for it any more
-				}
-			}
 		case *redis.Subscription:
 			if m.Kind == "psubscribe" {
 				s.ensureKeyspaceEvents(ctx)
@@ -267,21 +251,6 @@ func (s *syncer) load(ctx context.Context) {
 		} else {
 			pacer.add(dirty)
 			zones, wait := pacer.due(time.Now())
-			if len(zones) > 0 && s.cfg.coalesce > 0 {
-				// Every event received before a zone is read is covered by that read (its
-				// write came first). The barrier lets the events already on their way arrive,
-				// above all the agent's PUBLISH that follows the keyspace event of the same
-				// transaction, so that one change costs one reload, not two.
-				s.barrier(ctx)
-				s.mu.Lock()
-				more := s.dirty
-				s.dirty = map[string]struct{}{}
-				s.mu.Unlock()
-				for _, z := range zones {
-					delete(more, z)
-				}
-				pacer.add(more) // and the wake channel holds a poke for them
-			}
 			for _, zone := range zones {
 				start := time.Now()
 				err = s.reloadZone(ctx, zone)
@@ -307,36 +276,6 @@ func (s *syncer) load(ctx context.Context) {
 			continue
 		}
 		backoff.reset()
-	}
-}
-
-// barrier waits until every message redis sent on the subscription before now has been
-// received: it sends a PING with a fresh payload on the subscription connection and waits
-// for its PONG, which redis queues behind those messages. It gives up after 250 ms (a broken
-// connection is the subscriber's business; the reload goes ahead either way).
-func (s *syncer) barrier(ctx context.Context) {
-	s.mu.Lock()
-	ps := s.ps
-	s.mu.Unlock()
-	if ps == nil {
-		return
-	}
-	s.barriers++
-	token := "gatewaydns-barrier-" + strconv.FormatUint(s.barriers, 10)
-	ctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-	defer cancel()
-	if err := ps.Ping(ctx, token); err != nil {
-		return
-	}
-	for {
-		select {
-		case got := <-s.pongs:
-			if got == token {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
 	}
 }
 
