@@ -396,6 +396,24 @@ async def test_error_text_extraction(explorer: Explorer, body: bytes, text: str)
     assert str(info.value) == f"POST {explorer.base}/gateways/{NODE}/uptime: {text}"
 
 
+async def test_error_text_arriving_in_pieces(explorer: Explorer) -> None:
+    async def split(request: web.BaseRequest) -> web.StreamResponse:
+        response = web.StreamResponse(status=503)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"error":"maint')
+        await asyncio.sleep(0.05)  # a slow link: the rest comes in a later segment
+        await response.write(b'enance window"}\n')
+        return response
+
+    explorer.queue(split)
+    c = client(explorer)
+    with pytest.raises(ExplorerError, match=r"HTTP 503: maintenance window$") as info:
+        await c.update_uptime(1)
+    await c.aclose()
+    assert info.value.retryable
+
+
 async def test_wrong_success_code_is_an_error(explorer: Explorer) -> None:
     explorer.queue(reply(200))
     c = client(explorer)

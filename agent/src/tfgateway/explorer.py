@@ -387,12 +387,16 @@ class ExplorerClient:
     ) -> ExplorerError:
         self._count(call)
         status = response.status
+        head = bytearray()
         try:
-            head = await response.content.read(ERROR_HEAD)
+            while len(head) < ERROR_HEAD and (
+                chunk := await response.content.read(ERROR_HEAD - len(head))
+            ):
+                head += chunk
         except (aiohttp.ClientError, TimeoutError):
-            head = b""
+            pass  # the status says enough; the text is a courtesy
         return ExplorerError(
-            f"{method} {url}: HTTP {status}: {_error_text(status, response.reason, head)}",
+            f"{method} {url}: HTTP {status}: {_error_text(status, response.reason, bytes(head))}",
             status=status,
             retryable=status >= 500 or status in (408, 429),
         )
