@@ -327,3 +327,28 @@ async def test_a_cancelled_command_does_not_disturb_the_others(
     doomed.cancel()
     assert await kept == b"OK"
     assert await aredis.get("a") is None
+
+
+async def test_a_redis_that_stops_answering_fails_the_pipeline_after_its_timeout() -> None:
+    """A peer that accepts and reads but never answers must not hang the agent's writers."""
+    received = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            received.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(port=port, protocol=2, socket_connect_timeout=1.0)
+    batch = AutoPipeline(client, timeout=0.5)
+    try:
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(
+                batch.execute("SET", "a", 1), batch.get("a"), return_exceptions=True
+            )
+    finally:
+        await client.aclose()
+        server.close()
+    assert received.is_set()
+    assert all(isinstance(r, RedisError) for r in results), results

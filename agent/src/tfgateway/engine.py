@@ -486,8 +486,7 @@ class Engine:
             )
             self.jobs_done += 1
             if self.metrics is not None:
-                self.metrics.jobs.labels(type=r.type, outcome=outcome).inc()
-                self.metrics.provision_seconds.labels(type=r.type, action=action).observe(elapsed)
+                self.metrics.job_done(r.type, action, outcome, elapsed)
 
     def _result(self, job: Job, state: ResultState, message: str = "", data: bytes = b"") -> Result:
         return sign_result(
@@ -692,7 +691,7 @@ class Engine:
             exc.message,
         )
         if self.metrics is not None:
-            self.metrics.jobs.labels(type=type_name, outcome="malformed").inc()
+            self.metrics.job_malformed(type_name)
 
     def live_of_type(self, rtype: str) -> list[Reservation]:
         return [r for r in self.live.values() if r.type == rtype]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -54,13 +55,31 @@ class Metrics:
             "Results, deletes and stats waiting for the explorer",
             registry=self.registry,
         )
+        # Labelled children, looked up once: `labels()` costs more than the update itself, and
+        # the engine updates these for every job.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def job_done(self, rtype: str, action: str, outcome: str, seconds: float) -> None:
+        """Count one engine job (`tfgateway_jobs`) and time it (`tfgateway_provision_seconds`)."""
+        self._child(self.jobs, rtype, outcome).inc()
+        self._child(self.provision_seconds, rtype, action).observe(seconds)
+
+    def job_malformed(self, rtype: str) -> None:
+        self._child(self.jobs, rtype, "malformed").inc()
 
     def explorer_error(self, call: str) -> None:
         self.explorer_errors.labels(call=call).inc()
 
     def set_live(self, counts: dict[str, int]) -> None:
         for rtype, n in counts.items():
-            self.workloads.labels(type=rtype, state="live").set(n)
+            self._child(self.workloads, rtype, "live").set(n)
 
     def track_outbox(self, depth: Callable[[], int]) -> None:
         self.outbox_depth.set_function(lambda: float(depth()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -210,6 +211,18 @@ class ProxyProvisioner:
         self.store = ProxyStore(redis_client, gateway_node_id)
         self.own_addresses = own_addresses
         self.allow_private = allow_private
+        self._own: tuple[tuple[IPAddress | str, ...], frozenset[IPAddress]] = ((), frozenset())
+
+    def _own_parsed(self) -> frozenset[IPAddress]:
+        """`own_addresses` parsed, again only when the list changed (parsing them for every
+        proxy cost more than the rest of the check)."""
+        current = tuple(self.own_addresses)
+        if current != self._own[0]:
+            parsed = frozenset(
+                ipaddress.ip_address(a) if isinstance(a, str) else a for a in current
+            )
+            self._own = (current, parsed)
+        return self._own[1]
 
     async def provision(self, r: Reservation) -> bytes | None:
         doc = reservation_data(r, "proxy")
@@ -217,7 +230,7 @@ class ProxyProvisioner:
         try:
             addr = validate_proxy_target(
                 doc.get("addr", ""),
-                own_addresses=self.own_addresses,
+                own_addresses=self._own_parsed(),
                 allow_private=self.allow_private,
             )
         except ValidationError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -34,6 +35,8 @@ __all__ = ["AutoPipeline", "LuaScript", "as_batch"]
 
 MAX_BATCH: Final = 1000
 """Commands per pipeline; a larger backlog goes out as several pipelines in a row."""
+
+DEFAULT_TIMEOUT: Final = 10.0
 
 Arg = bytes | str | int | float
 
@@ -52,9 +55,18 @@ class LuaScript:
 class AutoPipeline:
     """Coalesces concurrent single commands into pipelines on one redis client."""
 
-    def __init__(self, client: redis.asyncio.Redis, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        max_batch: int = MAX_BATCH,
+        timeout: float | None = None,
+    ) -> None:
         self.client = client
         self.max_batch = max_batch
+        configured = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self.timeout: float = timeout or configured or DEFAULT_TIMEOUT
+        """Seconds one pipeline may take, sending and reading (the client's socket timeout)."""
         self._queue: list[tuple[tuple[Arg, ...], asyncio.Future[Any]]] = []
         self._flushing = False
         self.pipelines = 0
@@ -119,22 +131,25 @@ class AutoPipeline:
         than everything else the agent does per command) and read the replies in order; an
         error reply is returned as its exception, in its place."""
         pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            packed = [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
-            await conn.send_packed_command(packed)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
-            await pool.release(conn)
+        # One deadline for the whole round trip (connecting, with its handshake, included)
+        # rather than one per reply.
+        async with asyncio.timeout(self.timeout):
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                packed = [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
+                await conn.send_packed_command(packed)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:
+                        replies.append(exc)
+                return replies
+            except BaseException:
+                await conn.disconnect()  # replies may be left unread on it
+                raise
+            finally:
+                await pool.release(conn)
 
     # -- the commands the agent uses, typed ------------------------------------------------------
 
