@@ -10,10 +10,11 @@ Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
 - level-triggered reconcile: every live reservation is applied again (idempotently) at start,
   periodically and when redis lost its data, so DNS and proxy entries come back without new
   events and without sending new results;
-- the jobs of a poll page run concurrently, one type rank after the other (the Go daemon's
-  order), so their redis commands share pipelines (redisbatch) and their results are sent
-  together: jobs on the same workload or the same name run one after another in the
-  explorer's order, and so do all delegations and all 4to6 jobs.
+- the jobs of a poll page run concurrently, so their redis commands share pipelines
+  (redisbatch) and their results are sent together, in two waves: delegations first (the
+  zones other names live in), then everything else. Jobs on the same workload or the same
+  name run one after another in the Go daemon's type order (a subdomain before a proxy on
+  its name) and then the explorer's, and so do all delegations and all 4to6 jobs.
 
 The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
 are handed in.
@@ -128,6 +129,13 @@ def _redis_trouble(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__, seen + 1
     return False
+
+
+def _wave(type_rank: int) -> int:
+    """Delegations (rank 0, with unknown types) make the zones the other names live in, so
+    they run before every other job of a page; the other ranks only order jobs on the same
+    name, which their chains already do (jobs are sorted by rank before chaining)."""
+    return 0 if type_rank == 0 else 1
 
 
 def _chain_keys(r: Reservation) -> list[Hashable]:
@@ -272,7 +280,7 @@ class Engine:
             applied += len(current)
         live = [r for r in live if r.type not in self.converge and r.type in self.provisioners]
         counted = [0]
-        for _, wave in itertools.groupby(live, key=lambda r: TYPE_RANK.get(r.type, 0)):
+        for _, wave in itertools.groupby(live, key=lambda r: _wave(TYPE_RANK.get(r.type, 0))):
             items = list(wave)
             groups = [[items[i] for i in chain] for chain in chains(items)]
             for start in range(0, len(groups), MAX_CONCURRENT_JOBS):
@@ -387,7 +395,7 @@ class Engine:
                     log.warning("batch from %d interrupted: %s", self.cursor, inner)
                     return None
         jobs.sort(key=rank)  # stable: equal ranks keep the explorer's order
-        for _, wave in itertools.groupby(jobs, key=rank):
+        for _, wave in itertools.groupby(jobs, key=lambda job: _wave(rank(job))):
             if not await self._run_wave(list(wave)):
                 return None  # the batch is asked for again; what was done is cached
         previous = self.cursor
@@ -408,7 +416,7 @@ class Engine:
         return real_id is not None and self.outbox.has_pending(real_id, "result")
 
     async def _run_wave(self, jobs: list[Job]) -> bool:
-        """Run jobs of one rank concurrently, in chains (see `chains`); False when one must
+        """Run jobs of one wave concurrently, in chains (see `chains`); False when one must
         be retried (its chain stopped there; the other chains went on)."""
         groups = [[jobs[i] for i in chain] for chain in chains([j.reservation for j in jobs])]
         async with self.lock:
@@ -549,14 +557,21 @@ class Engine:
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
         stored = replace(r, result=result)
-        await self.cache.put(stored)
+        self.counters.increment(r.type)
+        try:
+            # Cached, then queued, in this order in the same pipeline: one round trip.
+            await asyncio.gather(
+                self.cache.put(stored),
+                self.outbox.put_result(
+                    job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
+                ),
+            )
+        except BaseException:
+            self.counters.decrement(r.type)
+            raise
         self.live[job.key] = stored
         self._by_type[r.type] += 1
-        self.counters.increment(r.type)
         self._publish_counts()
-        await self.outbox.put_result(
-            job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
-        )
         return "ok"
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
