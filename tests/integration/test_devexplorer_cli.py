@@ -13,7 +13,8 @@ from tfgateway.devexplorer.__main__ import parse_args
 from tfgateway.devexplorer.server import DevExplorer, LoadError
 
 from tests.support.devexplorer import DevExplorerProcess
-from tests.support.processes import free_port
+from tests.support.netns import Namespace, NamespaceSet
+from tests.support.processes import free_port, port_open, stop, wait_until
 
 NODE = "node-cli"
 SEED = {
@@ -139,6 +140,7 @@ def test_bad_state_file_is_a_clear_error(tmp_path: Path) -> None:
         (["--port", "70000"], "not a TCP port"),
         (["--state", "/nonexistent-dir/s.json"], "does not exist"),
         (["--log-level", "loud"], "invalid choice"),
+        (["--netns", "tfgw-no-such-namespace"], "no such network namespace"),
     ],
 )
 def test_bad_arguments_are_clear_errors(
@@ -159,3 +161,60 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         assert "cannot listen" in result.stderr
     finally:
         server.stop()
+
+
+def http_get_inside(ns: Namespace, port: int, path: str) -> tuple[int, bytes]:
+    """GET 127.0.0.1:port/path from inside a network namespace (one connection, closed)."""
+    with ns.connect("127.0.0.1", port, timeout=5.0) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_netns_listens_on_the_same_port_inside_the_namespace(tmp_path: Path) -> None:
+    """`--netns NAME`: one explorer, served on host loopback and on the namespace's loopback
+    (how the end-to-end harness lets the gateway in its namespace reach it with no relay);
+    a listener pause refuses connections in both places, then both come back."""
+    namespaces = NamespaceSet(prefix="tx")
+    port = free_port()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        ns = namespaces.add("gw")
+        assert not ns.port_open("127.0.0.1", port)
+        with (tmp_path / "log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tfgateway.devexplorer", "--port", str(port),
+                 "--netns", ns.name],
+                stdout=log, stderr=log,
+            )  # fmt: skip
+
+        def both_open() -> bool:
+            return port_open("127.0.0.1", port) and ns.port_open("127.0.0.1", port)
+
+        wait_until(both_open, timeout=15, what="explorer on host and namespace loopback")
+        admin = f"http://127.0.0.1:{port}"
+        created = httpx.post(f"{admin}/dev/workloads", json=SEED["workloads"][0]).json()
+        status, body = http_get_inside(
+            ns, port, f"/api/v1/reservations/nodes/{NODE}/workloads?from=0"
+        )
+        assert status == 200
+        assert [item["id"] for item in json.loads(body)] == [created[0]["id"]]
+        # the same server: the poll from inside is in the state the host sees
+        assert httpx.get(f"{admin}/dev/state").json()["polls"][NODE]["count"] == 1
+        assert httpx.post(f"{admin}/dev/listener/pause", json={"seconds": 2}).status_code == 200
+        wait_until(
+            lambda: not port_open("127.0.0.1", port) and not ns.port_open("127.0.0.1", port),
+            timeout=5, interval=0.02, what="both listeners paused",
+        )  # fmt: skip
+        wait_until(both_open, timeout=15, what="both listeners back")
+        status, body = http_get_inside(ns, port, "/dev/health")
+        assert status == 200
+        assert json.loads(body)["ok"] is True
+    finally:
+        if proc is not None:
+            stop(proc)
+        namespaces.close()
+    assert proc.returncode == 0

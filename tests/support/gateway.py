@@ -12,7 +12,8 @@ forward between its links, so the others reach nothing but the gateway):
                                          the tunnel client `tftunnel`, trc-compatible)
 
 The development explorer runs in the host namespace on loopback, where tests drive its admin
-API; a relay (tests.support.nsforward) makes it reachable from inside `gw` at the same port.
+API, and also listens on the same address and port inside `gw` (`--netns`: a second listening
+socket opened in that namespace), so the agent reaches it on its own loopback with no relay.
 """
 
 from __future__ import annotations
@@ -423,19 +424,20 @@ class Gateway:
         self.explorer_port = free_port()
         state = self.workdir / "explorer"
         state.mkdir(exist_ok=True)
+        # One process, two listening sockets on 127.0.0.1:port: the host's (tests, admin API)
+        # and one inside gw (the agent), so no relay copies the agent's traffic.
         proc = self.spawn(
             "explorer",
             [agent_program("tfgateway-devexplorer"), "--host", "127.0.0.1",
-             "--port", str(self.explorer_port)],
+             "--port", str(self.explorer_port), "--netns", self.gw.name],
         )  # fmt: skip
-        self.wait_ready(proc, lambda: port_open("127.0.0.1", self.explorer_port))
-        relay = self.spawn(
-            "explorer-relay",
-            [PYTHON, "-m", "tests.support.nsforward", "--netns", self.gw.name,
-             "--listen", f"127.0.0.1:{self.explorer_port}",
-             "--to", f"127.0.0.1:{self.explorer_port}"],
-        )  # fmt: skip
-        self.wait_ready(relay, lambda: self.gw.port_open("127.0.0.1", self.explorer_port))
+        self.wait_ready(
+            proc,
+            lambda: (
+                port_open("127.0.0.1", self.explorer_port)
+                and self.gw.port_open("127.0.0.1", self.explorer_port)
+            ),
+        )
         self._loop = AdminLoop()
         self._admin = self._loop.run(self._make_admin())
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tfgateway.devexplorer.netns import NetnsError, namespace_path
 from tfgateway.devexplorer.server import API, DevExplorer, LoadError
 
 log = logging.getLogger("tfgateway.devexplorer")
@@ -43,6 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "restore it at start",
     )
     parser.add_argument(
+        "--netns",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also listen on the same address and port inside network namespace NAME "
+        "(/run/netns/NAME as `ip netns` makes it, or a path such as /proc/PID/ns/net; "
+        "repeatable; needs CAP_SYS_ADMIN): a gateway in that namespace reaches the explorer "
+        "on its own loopback",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -53,11 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--port {args.port} is not a TCP port (0..65535)")
     if args.state is not None and not args.state.parent.is_dir():
         parser.error(f"--state {args.state}: directory {args.state.parent} does not exist")
+    for name in args.netns:
+        if not namespace_path(name).exists():
+            parser.error(f"--netns {name}: no such network namespace ({namespace_path(name)})")
     return args
 
 
 async def serve(args: argparse.Namespace) -> int:
-    explorer = DevExplorer(host=args.host, port=args.port, state_file=args.state)
+    explorer = DevExplorer(host=args.host, port=args.port, state_file=args.state, netns=args.netns)
     try:
         restored = explorer.load_state()
         if restored:
@@ -72,11 +86,16 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         await explorer.start()
+    except NetnsError as exc:
+        print(f"tfgateway-devexplorer: {exc.strerror}", file=sys.stderr)
+        await explorer.stop()
+        return 1
     except OSError as exc:
         print(
             f"tfgateway-devexplorer: cannot listen on {args.host}:{args.port}: {exc.strerror}",
             file=sys.stderr,
         )
+        await explorer.stop()
         return 1
     # one line on stdout that scripts can wait for and parse
     print(f"devexplorer listening on {explorer.admin_url} explorer={explorer.url}", flush=True)

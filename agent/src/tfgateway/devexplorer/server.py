@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from tfgateway.devexplorer.faults import (
     mangle_items,
     truncate_body,
 )
+from tfgateway.devexplorer.netns import listening_socket
 from tfgateway.devexplorer.persistence import StateFile, StateFileError, apply_op, b64
 from tfgateway.devexplorer.signatures import CHALLENGE, Headers, SignatureError, verify
 from tfgateway.devexplorer.specs import (
@@ -114,14 +115,16 @@ class DevExplorer:
         host: str = "127.0.0.1",
         port: int = 0,
         state_file: Path | None = None,
+        netns: Sequence[str] = (),
     ) -> None:
         self.store = store or Store()
         self.faults = FaultInjector()
         self.host = host
         self.port = port
+        self.netns = tuple(netns)  # also listen on host:port inside these network namespaces
         self.state = StateFile(state_file) if state_file is not None else None
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._sites: list[web.BaseSite] = []
         self._pause_task: asyncio.Task[None] | None = None
         self._pause_starter: asyncio.Task[None] | None = None
         self.app = self._build_app()
@@ -147,14 +150,36 @@ class DevExplorer:
         await self._listen()
 
     async def _listen(self) -> None:
+        """Listen on host:port, then on the same address and port in each `netns`."""
         assert self._runner is not None
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await self._site.start()
-        if self.port == 0:
-            server = self._site._server
-            assert isinstance(server, asyncio.Server)
-            self.port = int(server.sockets[0].getsockname()[1])
-        log.info("development explorer listening on %s", self.admin_url)
+        try:
+            site: web.BaseSite = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            self._sites.append(site)
+            if self.port == 0:
+                server = site._server
+                assert isinstance(server, asyncio.Server)
+                self.port = int(server.sockets[0].getsockname()[1])
+            for name in self.netns:
+                sock = listening_socket(name, self.host, self.port)
+                site = web.SockSite(self._runner, sock)
+                try:
+                    await site.start()
+                except BaseException:
+                    sock.close()
+                    raise
+                self._sites.append(site)
+        except BaseException:
+            await self._stop_listening()  # all or nothing
+            raise
+        where = "".join(f" and in network namespace {name}" for name in self.netns)
+        log.info("development explorer listening on %s%s", self.admin_url, where)
+
+    async def _stop_listening(self) -> None:
+        sites, self._sites = self._sites, []
+        for site in sites:
+            with contextlib.suppress(Exception):
+                await site.stop()
 
     async def stop(self) -> None:
         """Stop serving and write a final snapshot (when `--state` is used)."""
@@ -174,9 +199,7 @@ class DevExplorer:
         """Stop listening (connections refused, open ones closed) for `seconds`, then resume."""
         if self._pause_task is not None and not self._pause_task.done():
             self._pause_task.cancel()  # a new pause replaces the running one
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        await self._stop_listening()
         if self._runner is not None and self._runner.server is not None:
             for connection in list(self._runner.server.connections):
                 connection.force_close()
