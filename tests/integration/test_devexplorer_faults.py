@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -141,3 +142,34 @@ async def test_paused_listener_refuses_connections_then_comes_back(
     await wait_until_async(serving, timeout=10, what="listener resumed")
     state = await admin.state()
     assert state["counter"] == 1  # nothing lost
+
+
+async def test_slow_answer_after_handling_stores_then_answers_late(
+    http: httpx.AsyncClient, admin: AdminClient
+) -> None:
+    """The result PUT is stored at once but answered seconds later: a client that gives up
+    first believes it failed, while the explorer already has the result."""
+    w = await admin.delegate(NODE, 1, "slow.example.com")
+    status = await admin.set_faults(
+        slow_answer_requests=2, slow_answer_seconds=2.0, endpoints=["result"]
+    )
+    assert status["plan"]["slow_answer_seconds"] == 2.0
+    with pytest.raises(httpx.ReadTimeout):
+        await http.put(f"{POLL}/{w.gwid}", content=b'{"state":1}', timeout=0.3)
+    # the client gave up, yet the PUT was handled before the answer was held back
+    assert (await admin.get_workload(w.id)).result["state"] == 1
+    assert [p["status"] for p in (await admin.state())["result_puts"]] == [201]
+    # a patient client gets the real answer, late
+    started = time.monotonic()
+    response = await http.put(f"{POLL}/{w.gwid}", content=b'{"state":1}', timeout=10)
+    assert response.status_code == 201
+    assert response.content == b"null\n"
+    assert time.monotonic() - started >= 2.0
+    # the count is used up: answers are prompt again, and polls were never affected
+    assert (
+        await http.put(f"{POLL}/{w.gwid}", content=b'{"state":1}', timeout=1)
+    ).status_code == 201
+    assert (await http.get(POLL, params={"from": 0}, timeout=1)).status_code == 200
+    faults = await admin.faults()
+    assert faults["applied"] == {"slow_answer": 2}
+    assert faults["remaining"]["slow_answer"] == 0

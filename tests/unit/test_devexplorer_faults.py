@@ -82,3 +82,38 @@ def test_plan_validation() -> None:
         FaultPlan.model_validate({"error_rate": 2})
     with pytest.raises(ValidationError):
         FaultPlan.model_validate({"endpoints": ["nope"]})
+
+
+def test_slow_answer_counted_only_on_handled_requests() -> None:
+    """A slow answer follows handling: a request refused with an injected 5xx does not use
+    up the count, the next handled one does."""
+    plan = FaultPlan(
+        endpoints=["result"], error_requests=1, slow_answer_requests=2, slow_answer_seconds=20
+    )
+    injector = FaultInjector()
+    injector.set_plan(plan)
+    out = [injector.decide("result") for _ in range(5)]
+    assert [d.error_status for d in out] == [503, None, None, None, None]
+    assert [d.slow_answer for d in out] == [0, 20, 20, 0, 0]
+    assert not injector.decide("poll").any
+    assert injector.status()["applied"] == {"error": 1, "slow_answer": 2}
+    assert injector.status()["remaining"]["slow_answer"] == 0
+
+
+def test_slow_answer_rate_and_older_plans_keep_their_sequences() -> None:
+    everything = decisions(FaultPlan(slow_answer_rate=1.0, slow_answer_seconds=3), 20)
+    assert all(d.slow_answer == 3 for d in everything)
+    some = [d.slow_answer > 0 for d in decisions(FaultPlan(seed=3, slow_answer_rate=0.5), 400)]
+    assert 120 < sum(some) < 280
+    # a counted slow answer draws nothing more: the other faults meet the same draws
+    base = FaultPlan(seed=5, error_rate=0.3, truncate_rate=0.3, duplicate_rate=0.5)
+    with_slow = base.model_copy(update={"slow_answer_requests": 3})
+    strip = [Decision(**{**vars(d), "slow_answer": 0.0}) for d in decisions(with_slow)]
+    assert strip == decisions(base)
+
+
+def test_slow_answer_plan_validation() -> None:
+    for bad in ({"slow_answer_seconds": 0}, {"slow_answer_seconds": 601},
+                {"slow_answer_rate": 1.5}, {"slow_answer_requests": -1}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            FaultPlan.model_validate(bad)

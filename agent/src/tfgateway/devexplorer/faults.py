@@ -1,9 +1,10 @@
 """Deterministic fault injection for the development explorer (issue 8, point 1).
 
 A `FaultPlan` says what goes wrong; the `FaultInjector` decides per request, drawing from one
-`random.Random(seed)` a fixed number of values per affected request, so the same request sequence
-always meets the same faults. Counted faults (`*_requests`) hit the next N affected requests;
-rates hit a fraction of them. Only explorer endpoints are affected, never `/dev/`.
+`random.Random(seed)` a fixed number of values per affected request (one more when the plan uses
+`slow_answer_rate`), so the same request sequence always meets the same faults. Counted faults
+(`*_requests`) hit the next N affected requests; rates hit a fraction of them. Only explorer
+endpoints are affected, never `/dev/`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class FaultPlan(BaseModel):
     error_rate: float = Rate
     latency: float = Field(default=0.0, ge=0.0, le=600.0)  # seconds added before handling
     latency_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # next N / a fraction: handled (state changes), then the answer waits slow_answer_seconds,
+    # so a client that gives up sooner believes the request failed
+    slow_answer_requests: int = Count
+    slow_answer_rate: float = Rate
+    slow_answer_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
     truncate_requests: int = Count  # next N: handled, body cut in half
     truncate_rate: float = Rate
     malformed_requests: int = Count  # next N: handled, body corrupted (invalid JSON)
@@ -57,7 +63,7 @@ class FaultPlan(BaseModel):
 
 
 # Plan keys that only parametrise faults set by other keys.
-_PARAMETERS = {"seed", "endpoints", "error_status", "latency_rate"}
+_PARAMETERS = {"seed", "endpoints", "error_status", "latency_rate", "slow_answer_seconds"}
 _NO_FAULTS = FaultPlan().model_dump(exclude=_PARAMETERS)
 
 
@@ -69,6 +75,7 @@ class Decision:
     drop_after: bool = False
     error_status: int | None = None
     latency: float = 0.0
+    slow_answer: float = 0.0  # seconds the answer waits once the request was handled
     truncate: bool = False
     malformed: bool = False
     duplicate_seed: int | None = None
@@ -101,6 +108,7 @@ class FaultInjector:
             "error": plan.error_requests,
             "truncate": plan.truncate_requests,
             "malformed": plan.malformed_requests,
+            "slow_answer": plan.slow_answer_requests,
         }
 
     def clear(self) -> None:
@@ -127,6 +135,8 @@ class FaultInjector:
             return Decision()
         draws = [self._rng.random() for _ in range(7)]
         sub_seeds = (self._rng.getrandbits(64), self._rng.getrandbits(64))
+        # drawn only by plans that use it, so older plans keep their exact sequences
+        slow_draw = self._rng.random() if plan.slow_answer_rate > 0 else 1.0
         decision = Decision()
         if plan.down or self._take("drop"):
             decision.drop_before = True
@@ -144,6 +154,8 @@ class FaultInjector:
                     decision.duplicate_seed = sub_seeds[0]
                 if draws[5] < plan.shuffle_rate:
                     decision.shuffle_seed = sub_seeds[1]
+            if self._take("slow_answer") or slow_draw < plan.slow_answer_rate:
+                decision.slow_answer = plan.slow_answer_seconds
         if plan.latency > 0 and (plan.latency_rate >= 1.0 or draws[6] < plan.latency_rate):
             decision.latency = plan.latency
         for name, hit in (
@@ -151,6 +163,7 @@ class FaultInjector:
             ("drop_after", decision.drop_after),
             ("error", decision.error_status is not None),
             ("latency", decision.latency > 0),
+            ("slow_answer", decision.slow_answer > 0),
             ("truncate", decision.truncate),
             ("malformed", decision.malformed),
             ("duplicate", decision.duplicate_seed is not None),

@@ -340,6 +340,9 @@ class DevExplorer:
                 if request.path.startswith("/dev/"):
                     raise
                 response = web.Response(status=405)
+            if decision.slow_answer:
+                # handled and stored: only the answer is late (the client may have given up)
+                await asyncio.sleep(decision.slow_answer)
             if decision.drop_after:
                 return _drop(request)
             if (decision.truncate or decision.malformed) and isinstance(response, web.Response):
