@@ -471,15 +471,11 @@ func (s *syncer) build(key string, fields map[string]string, old *builtZone) *bu
 		}
 		return nil
 	}
-	digest := contentDigest(fields)
-	if old != nil && old.digest == digest {
-		return old
-	}
 	logf := func(format string, args ...any) {
 		skippedTotal.Inc()
 		log.Warningf(format, args...)
 	}
-	if bz := updateZone(name, fields, old, digest, s.cfg.zoneDefaults(), s.cfg.limits(), logf); bz != nil {
+	if bz := updateFrom(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), logf); bz != nil {
 		return bz
 	}
 	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), logf)

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -42,7 +44,9 @@ type builtZone struct {
 	name   string
 	zone   *file.Zone
 	digest [32]byte
-	owners map[string]parsedOwner // by hash field, to reuse on the next rebuild
+	owners map[string]*parsedOwner // by hash field, to reuse on the next rebuild (never modified)
+	keys   []string                // the hash fields, sorted (the digest's order)
+	mixed  []string                // fields that are not lowercase: they may share a name with another field
 
 	count     int  // records in the zone (apex SOA/NS not counted)
 	truncated bool // max_records_per_zone cut records away
@@ -62,25 +66,100 @@ type parsedOwner struct {
 // contentDigest hashes the hash fields in a canonical order: same content, same digest,
 // whatever order redis returned the fields in.
 func contentDigest(fields map[string]string) [32]byte {
+	return digestSorted(sortedFields(fields), fields)
+}
+
+func sortedFields(fields map[string]string) []string {
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	return keys
+}
+
+// digestSorted is contentDigest with the fields already sorted.
+func digestSorted(keys []string, fields map[string]string) [32]byte {
 	h := sha256.New()
-	var n [8]byte
+	buf := make([]byte, 0, 32*1024) // the same bytes as one Write per item, in fewer calls
 	for _, k := range keys {
-		binary.BigEndian.PutUint64(n[:], uint64(len(k)))
-		h.Write(n[:])
-		h.Write([]byte(k))
-		binary.BigEndian.PutUint64(n[:], uint64(len(fields[k])))
-		h.Write(n[:])
-		h.Write([]byte(fields[k]))
+		v := fields[k]
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(k)))
+		buf = append(buf, k...)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(len(v)))
+		buf = append(buf, v...)
+		if len(buf) >= 28*1024 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
 	}
+	h.Write(buf)
 	var d [32]byte
 	copy(d[:], h.Sum(nil))
 	return d
 }
+
+// ownerDiff is how a zone hash differs from the fields a zone was built from.
+type ownerDiff struct {
+	changed []string // fields that are new or have another value
+	added   []string // the new ones among them
+	removed []string // fields that are gone
+}
+
+func (d ownerDiff) empty() bool { return len(d.changed) == 0 && len(d.removed) == 0 }
+
+// diffOwners compares a zone hash with prev's fields: one map lookup per field.
+func diffOwners(fields map[string]string, prev *builtZone) ownerDiff {
+	var d ownerDiff
+	present := 0
+	for f, v := range fields {
+		old, ok := prev.owners[f]
+		if ok {
+			present++
+		} else {
+			d.added = append(d.added, f)
+		}
+		if !ok || old.value != v {
+			d.changed = append(d.changed, f)
+		}
+	}
+	if present < len(prev.owners) {
+		for f := range prev.owners {
+			if _, ok := fields[f]; !ok {
+				d.removed = append(d.removed, f)
+			}
+		}
+	}
+	return d
+}
+
+// nextKeys returns the sorted fields after d, from prev's sorted fields without sorting
+// them again.
+func nextKeys(prev *builtZone, d ownerDiff) []string {
+	if len(d.added) == 0 && len(d.removed) == 0 {
+		return prev.keys
+	}
+	added := slices.Clone(d.added)
+	sort.Strings(added)
+	gone := make(map[string]bool, len(d.removed))
+	for _, f := range d.removed {
+		gone[f] = true
+	}
+	out := make([]string, 0, len(prev.keys)+len(added)-len(d.removed))
+	i := 0
+	for _, k := range prev.keys {
+		for i < len(added) && added[i] < k {
+			out = append(out, added[i])
+			i++
+		}
+		if !gone[k] {
+			out = append(out, k)
+		}
+	}
+	return append(out, added[i:]...)
+}
+
+func isLower(f string) bool { return f == strings.ToLower(f) }
 
 // serialFromDigest derives the SOA serial from the zone content. It is stable across
 // restarts and replicas (unlike the clock-based serial of the Go plugins, which changed on
@@ -135,7 +214,7 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 		return owners[i] < owners[j]
 	})
 
-	parsed := make(map[string]parsedOwner, len(fields))
+	parsed := make(map[string]*parsedOwner, len(fields))
 	var apexSOA *soaRecord
 	count := 0
 	truncated := false
@@ -174,103 +253,162 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, count: count, truncated: truncated}
+	var mixed []string
+	for f := range fields {
+		if !isLower(f) {
+			mixed = append(mixed, f)
+		}
+	}
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: sortedFields(fields), mixed: mixed,
+		count: count, truncated: truncated}
 }
 
 // parseField decodes one hash field, reusing prev's result when the value is unchanged.
 func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, lim zoneLimits,
-	logf func(format string, args ...any)) parsedOwner {
-	if old, ok := prev.owner(field); ok && old.value == value {
+	logf func(format string, args ...any)) *parsedOwner {
+	if old := prev.owner(field); old != nil && old.value == value {
 		return old
 	}
 	name, ok := ownerName(field, origin)
 	if !ok {
 		logf("zone %s: owner %q is not a valid name; skipped", origin, field)
-		return parsedOwner{value: value, skipped: true}
+		return &parsedOwner{value: value, skipped: true}
 	}
 	if len(value) > lim.maxValueBytes {
 		logf("zone %s: owner %q: value of %d bytes exceeds max_value_bytes %d; skipped",
 			origin, field, len(value), lim.maxValueBytes)
-		return parsedOwner{value: value, name: name, skipped: true}
+		return &parsedOwner{value: value, name: name, skipped: true}
 	}
 	recs := parseOwner(name, name == origin, []byte(value), def.ttl)
 	for _, p := range recs.problems {
 		logf("zone %s: owner %q: %s", origin, field, p)
 	}
-	return parsedOwner{value: value, name: name, recs: recs}
+	return &parsedOwner{value: value, name: name, recs: recs}
+}
+
+// updateFrom derives the zone for fields from prev: prev itself when nothing changed, an
+// incremental update when updateZone can make one, else nil (a full build is needed).
+func updateFrom(origin string, fields map[string]string, prev *builtZone, def zoneDefaults, lim zoneLimits,
+	logf func(format string, args ...any)) *builtZone {
+	if prev == nil {
+		return nil
+	}
+	d := diffOwners(fields, prev)
+	if d.empty() {
+		return prev
+	}
+	return updateZone(origin, fields, prev, d, def, lim, logf)
 }
 
 // updateZone derives the new zone from prev when only a few non-apex owners changed, the
 // common case of a push. CoreDNS's zone tree must not change under readers, so the tree's
 // nodes are copied (no name comparisons, unlike building it again), the changed names are
 // removed from the copy and their records inserted anew; unchanged names share their
-// (never modified) elements with prev. It returns nil when a full build is needed: the apex
-// changed, the record limit is involved, or too much changed.
-func updateZone(origin string, fields map[string]string, prev *builtZone, digest [32]byte,
+// (never modified) elements with prev. Apart from the copy of the nodes and of the owner
+// map, the work is proportional to what changed. It returns nil when a full build is
+// needed: the apex changed, the record limit is involved, or too much changed.
+func updateZone(origin string, fields map[string]string, prev *builtZone, d ownerDiff,
 	def zoneDefaults, lim zoneLimits, logf func(format string, args ...any)) *builtZone {
-	if prev == nil || prev.truncated || prev.zone.SOA == nil {
+	if prev == nil || prev.truncated || prev.zone.SOA == nil || origin == "." {
 		return nil
 	}
 	changed := map[string]bool{} // owner names whose records must be rebuilt
-	mark := func(field string, po parsedOwner, known bool) bool {
-		name := po.name
-		if !known {
-			var ok bool
-			if name, ok = ownerName(field, origin); !ok {
-				return true // not a name: nothing in the tree
-			}
-		}
-		if name == "" {
-			return true
+	for _, f := range d.changed {
+		name, ok := ownerName(f, origin)
+		if !ok {
+			continue // not a name: nothing in the tree
 		}
 		if name == origin {
-			return false
-		}
-		changed[name] = true
-		return true
-	}
-	for f, v := range fields {
-		if old, ok := prev.owners[f]; !ok || old.value != v {
-			if !mark(f, parsedOwner{}, false) {
-				return nil
-			}
-		}
-	}
-	for f, old := range prev.owners {
-		if _, ok := fields[f]; !ok && !mark(f, old, true) {
 			return nil
 		}
+		changed[name] = true
+	}
+	for _, f := range d.removed {
+		old := prev.owners[f]
+		if old.name == "" {
+			continue
+		}
+		if old.name == origin {
+			return nil
+		}
+		changed[old.name] = true
 	}
 	if len(changed) > len(prev.owners)/4+8 {
 		return nil
 	}
 
-	parsed := make(map[string]parsedOwner, len(fields))
-	byName := map[string][]string{}
-	count := prev.count
-	for _, old := range prev.owners {
-		if !old.skipped && changed[old.name] {
-			count -= len(old.recs.rrs)
+	// The fields of each changed name, before and after: the name's own relative label,
+	// plus the fields that differ from it only in case (rare: kept in a list).
+	mixed := prev.mixed
+	if touchesMixed(d) {
+		mixed = nil
+		for _, f := range prev.mixed {
+			if _, ok := fields[f]; ok {
+				mixed = append(mixed, f)
+			}
+		}
+		for _, f := range d.added {
+			if !isLower(f) {
+				mixed = append(mixed, f)
+			}
 		}
 	}
-	for f, v := range fields {
-		po := parseField(origin, f, v, prev, def, lim, logf)
-		parsed[f] = po
-		if !po.skipped && changed[po.name] {
-			byName[po.name] = append(byName[po.name], f)
-			count += len(po.recs.rrs)
+	fieldsOf := func(name string, in func(string) bool, oldMixed bool) []string {
+		rel := strings.TrimSuffix(name, "."+origin)
+		var out []string
+		if in(rel) {
+			out = append(out, rel)
+		}
+		list := mixed
+		if oldMixed {
+			list = prev.mixed
+		}
+		for _, f := range list {
+			if strings.ToLower(f) == rel && in(f) {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	inNew := func(f string) bool { _, ok := fields[f]; return ok }
+	inOld := func(f string) bool { _, ok := prev.owners[f]; return ok }
+
+	parsed := maps.Clone(prev.owners)
+	for _, f := range d.removed {
+		delete(parsed, f)
+	}
+	for _, f := range d.changed {
+		parsed[f] = parseField(origin, f, fields[f], prev, def, lim, logf)
+	}
+	names := make([]string, 0, len(changed))
+	for n := range changed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	byName := make(map[string][]string, len(names))
+	count := prev.count
+	for _, n := range names {
+		for _, f := range fieldsOf(n, inOld, true) {
+			if old := prev.owners[f]; !old.skipped && old.name == n {
+				count -= len(old.recs.rrs)
+			}
+		}
+		fs := fieldsOf(n, inNew, false)
+		sort.Strings(fs)
+		for _, f := range fs {
+			if po := parsed[f]; !po.skipped && po.name == n {
+				byName[n] = append(byName[n], f)
+				count += len(po.recs.rrs)
+			}
 		}
 	}
 	if count > lim.maxRecords {
 		return nil
 	}
 
-	t := &tree.Tree{Root: cloneNodes(prev.zone.Tree.Root, changed), Count: prev.zone.Tree.Count}
-	names := make([]string, 0, len(changed))
-	for n := range changed {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	keys := nextKeys(prev, d)
+	digest := digestSorted(keys, fields)
+	t := &tree.Tree{Root: cloneNodes(prev.zone.Tree.Root, prev.zone.Tree.Count, changed), Count: prev.zone.Tree.Count}
 	z := file.NewZone(origin, "")
 	z.Upstream = upstream.New()
 	z.Tree = t
@@ -280,9 +418,7 @@ func updateZone(origin string, fields map[string]string, prev *builtZone, digest
 	z.SOA = soa
 	for _, n := range names {
 		t.Delete(placeholder(n)) // the copied node holds only the placeholder: it goes away
-		fs := byName[n]
-		sort.Strings(fs)
-		for _, f := range fs {
+		for _, f := range byName[n] {
 			for _, rr := range parsed[f].recs.rrs {
 				if err := z.Insert(dns.Copy(rr)); err != nil {
 					logf("zone %s: owner %q: %v", origin, f, err)
@@ -290,34 +426,75 @@ func updateZone(origin string, fields map[string]string, prev *builtZone, digest
 			}
 		}
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, count: count}
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: keys, mixed: mixed, count: count}
 }
 
-// cloneNodes copies a tree's nodes. The nodes of changed names get a fresh element holding
-// one placeholder record, so that deleting it from the copy never touches prev's element.
-func cloneNodes(n *tree.Node, changed map[string]bool) *tree.Node {
-	if n == nil {
-		return nil
+// touchesMixed reports whether a diff adds or removes a field that is not lowercase.
+func touchesMixed(d ownerDiff) bool {
+	for _, f := range d.added {
+		if !isLower(f) {
+			return true
+		}
 	}
-	c := &tree.Node{Elem: n.Elem, Color: n.Color, Left: cloneNodes(n.Left, changed), Right: cloneNodes(n.Right, changed)}
-	if name := n.Elem.Name(); changed[name] {
-		scratch := &tree.Tree{}
-		scratch.Insert(placeholder(name))
-		c.Elem = scratch.Root.Elem
+	for _, f := range d.removed {
+		if !isLower(f) {
+			return true
+		}
 	}
-	return c
+	return false
+}
+
+// cloneNodes copies a tree's nodes, in one allocation when count is right. The nodes of
+// changed names then get a fresh element holding one placeholder record, so that deleting
+// it from the copy never touches prev's element.
+func cloneNodes(root *tree.Node, count int, changed map[string]bool) *tree.Node {
+	slab := make([]tree.Node, 0, count)
+	var cp func(n *tree.Node) *tree.Node
+	cp = func(n *tree.Node) *tree.Node {
+		if n == nil {
+			return nil
+		}
+		var c *tree.Node
+		if len(slab) < cap(slab) {
+			slab = slab[:len(slab)+1]
+			c = &slab[len(slab)-1]
+		} else {
+			c = &tree.Node{}
+		}
+		c.Elem, c.Color = n.Elem, n.Color
+		c.Left, c.Right = cp(n.Left), cp(n.Right)
+		return c
+	}
+	out := cp(root)
+	for name := range changed {
+		for n := out; n != nil; {
+			c := tree.Less(n.Elem, name)
+			if c == 0 {
+				scratch := &tree.Tree{}
+				scratch.Insert(placeholder(name))
+				n.Elem = scratch.Root.Elem
+				break
+			}
+			if c < 0 {
+				n = n.Left
+			} else {
+				n = n.Right
+			}
+		}
+	}
+	return out
 }
 
 func placeholder(name string) dns.RR {
 	return &dns.NULL{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeNULL, Class: dns.ClassINET}}
 }
 
-func (b *builtZone) owner(field string) (parsedOwner, bool) {
+// owner returns the decoded field of b (nil when b or the field does not exist).
+func (b *builtZone) owner(field string) *parsedOwner {
 	if b == nil {
-		return parsedOwner{}, false
+		return nil
 	}
-	o, ok := b.owners[field]
-	return o, ok
+	return b.owners[field]
 }
 
 func isApexField(f string) bool { return f == "@" || f == "" }
