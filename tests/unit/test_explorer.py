@@ -473,6 +473,8 @@ async def test_https_trusts_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.Mo
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context).start()
     url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)  # Nix builders set one
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     try:
         untrusted = ExplorerClient(url, Identity(SEED), timeout=3)
         with pytest.raises(ExplorerError, match="request failure") as info:
@@ -486,6 +488,16 @@ async def test_https_trusts_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         await runner.cleanup()
     assert [r.body for r in server.seen] == [b'{"uptime":2}\n']
+
+
+def test_unusable_ssl_cert_file_is_a_clear_start_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"SSL_CERT_FILE=.*missing\.pem: no usable CA"):
+        ExplorerClient("https://explorer.grid.tf", Identity(SEED))
+    # plain HTTP needs no trust store
+    ExplorerClient("http://127.0.0.1:1", Identity(SEED))
 
 
 async def never_answer(request: web.BaseRequest) -> web.StreamResponse:

@@ -260,10 +260,14 @@ async def _body(response: aiohttp.ClientResponse) -> bytes | None:
 def _ssl_context() -> ssl.SSLContext:
     """The trust store httpx used (SSL_CERT_FILE, SSL_CERT_DIR, else certifi's bundle), so the
     move to aiohttp changes no gateway's idea of which explorer certificates are valid."""
-    if cafile := os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=cafile)
-    if capath := os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=capath)
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        if where := os.environ.get(variable):
+            try:
+                if variable == "SSL_CERT_FILE":
+                    return ssl.create_default_context(cafile=where)
+                return ssl.create_default_context(capath=where)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"{variable}={where}: no usable CA certificates: {exc}") from None
     try:
         import certifi
     except ImportError:  # pragma: no cover - certifi comes with httpx, a dependency
@@ -308,6 +312,10 @@ class ExplorerClient:
         self._node = quote(identity.node_id, safe="")
         self._on_error = on_error
         self._pool_size = pool_size
+        # built now, as httpx did, so a broken trust store stops the start, not every request
+        self._ssl: ssl.SSLContext | bool = (
+            _ssl_context() if self.base.startswith("https:") else True
+        )
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -315,12 +323,9 @@ class ExplorerClient:
         if self._session is None:
             if self._closed:
                 raise RuntimeError("explorer client is closed")
-            https = self.base.startswith("https:")
             proxy, proxy_auth = _env_proxy(self.base)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._pool_size, ssl=_ssl_context() if https else True
-                ),
+                connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": USER_AGENT},
                 # the Go client sends bodies without a Content-Type (spec §1)
