@@ -11,7 +11,7 @@ import asyncio
 import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
-from tfgateway.engine import chains
+from tfgateway.engine import POLL_PAGE_SIZE, chains
 from tfgateway.explorer import PollResult
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import Reservation
@@ -493,3 +493,28 @@ def test_chains_group_same_workload_same_name_and_serial_types() -> None:
         res("9-1", "proxy", "x.gw.example.com"),  # 9: same name as 3, so with 0 too
     ]
     assert sorted(chains(items)) == [[0, 3, 9], [1, 4], [2], [5, 6], [7, 8]]
+
+
+async def test_a_full_page_of_items_awaiting_delivery_is_no_reason_to_rush(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """Once nothing newer qualifies the explorer serves its queue (unanswered workloads) with
+    X-Last-Id = `from`: the cursor creeps by one. A full page of it whose results are all
+    still being delivered must not make the engine poll again at once (it did, over and over,
+    while 5,000 results were being delivered)."""
+    rec = RecordingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        specs = [
+            {"type": "subdomain", "node_id": NODE, "customer_tid": 42,
+             "domain": f"q{i}.gw.example.com", "ips": ["185.69.166.2"]}
+            for i in range(POLL_PAGE_SIZE)
+        ]  # fmt: skip
+        await admin.create_workloads(specs)
+        assert await stack.engine.poll_once() is True  # a full page of new work: catch up
+        cursor = stack.engine.cursor
+        assert await stack.engine.poll_once() is False  # the queue: all awaiting delivery
+        assert stack.engine.cursor == cursor + 1  # X-Last-Id = from, as the real explorer
+        assert len(rec.calls) == POLL_PAGE_SIZE

@@ -383,8 +383,10 @@ class Engine:
             log.warning("poll from %d failed: %s", self.cursor, exc)
             return None
         jobs: list[Job] = []
+        waiting = 0
         for item in batch.items:
             if self._awaiting_delivery(item):
+                waiting += 1
                 continue
             try:
                 jobs.append(job_from_item(item))
@@ -400,8 +402,13 @@ class Engine:
                 return None  # the batch is asked for again; what was done is cached
         previous = self.cursor
         self.cursor = batch.last_id + 1
-        # A full page means more is waiting: poll again without the pause (catch-up).
-        return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous
+        # A full page of new work means more is waiting: poll again without the pause
+        # (catch-up). Not for a page of items we answered already: once nothing newer
+        # qualifies the explorer serves its queue of unanswered workloads with X-Last-Id =
+        # `from`, so the cursor creeps by one and, while 200 results wait for delivery,
+        # rushing would fetch the same page again and again.
+        new_work = len(batch.items) > waiting
+        return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous and new_work
 
     def _awaiting_delivery(self, item: Any) -> bool:
         """An item we answered in this run whose result is still on its way: nothing to do.
