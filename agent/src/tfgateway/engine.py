@@ -564,21 +564,16 @@ class Engine:
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
         stored = replace(r, result=result)
-        self.counters.increment(r.type)
-        try:
-            # Cached, then queued, in this order in the same pipeline: one round trip.
-            await asyncio.gather(
-                self.cache.put(stored),
-                self.outbox.put_result(
-                    job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
-                ),
-            )
-        except BaseException:
-            self.counters.decrement(r.type)
-            raise
+        # Cached before queued, each waiting for the other: a result must never go out for a
+        # workload whose cache write failed (it would be provisioned and answered again).
+        await self.cache.put(stored)
         self.live[job.key] = stored
         self._by_type[r.type] += 1
+        self.counters.increment(r.type)
         self._publish_counts()
+        await self.outbox.put_result(
+            job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
+        )
         return "ok"
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
