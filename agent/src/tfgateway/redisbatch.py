@@ -77,12 +77,18 @@ class AutoPipeline:
         """Run one command in the next pipeline; its raw reply (RESP3 as hiredis decodes it:
         bytes, int, list, dict for maps; no redis-py response callbacks), or its error
         raised here."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return await self.submit(*args)
+
+    def submit(self, *args: Arg) -> asyncio.Future[Any]:
+        """Queue one command for the next pipeline; the future gets its reply. Several
+        commands can be submitted and awaited together without a task each."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((args, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
-        return await future
+            loop.call_soon(self._start_flush)
+        return future
 
     def _start_flush(self) -> None:
         asyncio.get_running_loop().create_task(self._flush(), name="redis-autopipeline")

@@ -104,17 +104,24 @@ class Transaction:
 
     async def prefetch(self, reads: Sequence[Read]) -> None:
         """Fetch reads the body will make, all in the same pipeline."""
-        await asyncio.gather(*(self._prefetch_one(read) for read in reads))
-
-    async def _prefetch_one(self, read: Read) -> None:
-        if read[0] == "get":
-            await self.get(read[1])
-        elif read[0] == "hget":
-            await self.hget(read[1], read[2])
-        elif read[0] == "hmget":
-            await self.hmget(read[1], list(read[2:]))
-        else:
-            raise ValueError(f"cannot prefetch {read[0]!r}")
+        fetches: list[tuple[Read, asyncio.Future[Any]]] = []
+        for read in reads:
+            kind, key, fields = read[0], read[1], read[2:]
+            if kind == "get":
+                fetches.append((read, self._batch.submit("GET", key)))
+            elif kind in ("hget", "hmget") and fields:
+                fetches.append((read, self._batch.submit("HMGET", key, *fields)))
+            else:
+                raise ValueError(f"cannot prefetch {read!r}")
+        outcomes = await asyncio.gather(*(f for _, f in fetches), return_exceptions=True)
+        for (read, _), outcome in zip(fetches, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if read[0] == "get":
+                self._keys.setdefault(read[1], _b(outcome))
+            else:
+                for field, value in zip(read[2:], outcome, strict=True):
+                    self._fields.setdefault((read[1], field), _b(value))
 
     async def get(self, key: str) -> bytes | None:
         if key not in self._keys:
