@@ -9,6 +9,9 @@ Two numbers matter for the gateway (issue 3):
     is rewritten (file plugin, `reload 1s`). The third-party redis plugin cannot be built
     here (the Go module proxy refuses it), so it is not compared.
 
+A third section (--sections bulk) measures what filling one zone with many names costs the
+plugin, with its reload pacing off and on (CPU seconds, zone reloads, isolated-change latency).
+
 Not a test: timings depend on the machine. Run it through run.sh.
 """
 
@@ -623,8 +626,7 @@ def main() -> int:
         "--bulk-steady-ms",
         type=int,
         default=5,
-        help="ms between single agent transactions in the steady scenario (the agent's pace"
-        " in the whole-gateway benchmark)",
+        help="ms between single agent transactions in the steady scenario",
     )
     ap.add_argument(
         "--coalesce", default="25ms", help="gatewaydns coalesce setting of the bulk 'on' server"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# DNS benchmark (not a test): CoreDNS+gatewaydns vs CoreDNS+file (QPS, dnsperf) and
-# change-to-visible latency (gatewaydns with/without cache, file plugin with reload).
+# DNS benchmark (not a test): CoreDNS+gatewaydns vs CoreDNS+file (QPS, dnsperf),
+# change-to-visible latency (gatewaydns with/without cache, file plugin with reload) and the
+# cost of bulk writes into one zone (reload pacing off vs on).
 # Loopback only. Usage: benchmarks/dns/run.sh [bench.py options]; see README.md.
 source "$(dirname "$0")/../../scripts/lib.sh"
 command -v dnsperf >/dev/null || die "dnsperf is required (apt-get install dnsperf)"
