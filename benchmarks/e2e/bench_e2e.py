@@ -249,7 +249,7 @@ def run_setting(poll_interval: float | None, args: argparse.Namespace) -> PlaneR
     label = setting_label(poll_interval)
     for round_no in range(args.rounds):
         workdir = Path(tempfile.mkdtemp(prefix="tfgw-bench-"))
-        with Gateway(workdir, poll_interval=poll_interval) as gw:
+        with Gateway(workdir, poll_interval=poll_interval, dns_query_log=False) as gw:
             print(f"[{label}] round {round_no + 1}/{args.rounds}: latency", flush=True)
             bench_latency(gw, args.latency_n, round_no, out)
             print(f"[{label}] round {round_no + 1}/{args.rounds}: bulk", flush=True)

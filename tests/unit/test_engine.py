@@ -7,12 +7,14 @@ tests/integration/test_agent_*.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
 from tfgateway.engine import POLL_PAGE_SIZE, chains
 from tfgateway.explorer import PollResult
+from tfgateway.logging_setup import Fields
 from tfgateway.outbox import OUTBOX_KEY
 from tfgateway.reservation import Reservation
 
@@ -518,3 +520,28 @@ async def test_a_full_page_of_items_awaiting_delivery_is_no_reason_to_rush(
         assert await stack.engine.poll_once() is False  # the queue: all awaiting delivery
         assert stack.engine.cursor == cursor + 1  # X-Last-Id = from, as the real explorer
         assert len(rec.calls) == POLL_PAGE_SIZE
+
+
+async def test_each_job_logs_one_structured_line(
+    redis_url: str, redis_db: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One `job` line per job with its fields as data (keys of their own in --log-format json),
+    text unchanged: `job id=… type=… action=… outcome=… duration_ms=…`."""
+    rec = RecordingProvisioner()
+    caplog.set_level(logging.INFO, logger="tfgateway.engine")
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        ok = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
+        bad = await admin.subdomain(NODE, 42, "refuse.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+    jobs = {r.msg.fields["id"]: r for r in caplog.records if isinstance(r.msg, Fields)}
+    assert set(jobs) == {ok.gwid, bad.gwid}
+    fields = jobs[ok.gwid].msg.fields  # type: ignore[union-attr]
+    assert (fields["type"], fields["action"], fields["outcome"]) == ("subdomain", "provision", "ok")
+    assert isinstance(fields["duration_ms"], float)
+    assert jobs[bad.gwid].msg.fields["outcome"] == "failed"  # type: ignore[union-attr]
+    assert (
+        jobs[ok.gwid].getMessage().startswith(f"job id={ok.gwid} type=subdomain action=provision")
+    )

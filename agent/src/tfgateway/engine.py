@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from tfgateway.counters import Counters
 from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError, PollDecodeError
 from tfgateway.identity import Identity
+from tfgateway.logging_setup import Fields
 from tfgateway.metrics import Metrics
 from tfgateway.models import NEXT_ACTION_DELETE, WORKLOAD_TYPES, WorkloadError, item_real_id
 from tfgateway.outbox import Outbox
@@ -492,12 +493,14 @@ class Engine:
         finally:
             elapsed = time.monotonic() - started
             log.info(
-                "job id=%s type=%s action=%s outcome=%s duration_ms=%.1f",
-                job.real_id if job.key == job.real_id else f"{job.real_id} (ref {job.key})",
-                r.type,
-                action,
-                outcome,
-                elapsed * 1000,
+                Fields(
+                    "job",
+                    id=job.real_id if job.key == job.real_id else f"{job.real_id} (ref {job.key})",
+                    type=r.type,
+                    action=action,
+                    outcome=outcome,
+                    duration_ms=round(elapsed * 1000, 1),
+                )
             )
             self.jobs_done += 1
             if self.metrics is not None:
@@ -701,11 +704,14 @@ class Engine:
             await self.outbox.put_result(exc.real_id, wire_result(result, exc.category))
         await self.outbox.delete(exc.real_id)
         log.warning(
-            "job id=%s type=%s action=%s outcome=malformed message=%r",
-            exc.real_id,
-            type_name,
-            "decommission" if wants_delete else "provision",
-            exc.message,
+            Fields(
+                "job",
+                id=exc.real_id,
+                type=type_name,
+                action="decommission" if wants_delete else "provision",
+                outcome="malformed",
+                reason=exc.message,
+            )
         )
         if self.metrics is not None:
             self.metrics.job_malformed(type_name)
