@@ -48,6 +48,12 @@ let
     cfg.metricsListen
   ]
   ++ lib.optional cfg.debug "--debug"
+  ++ [
+    "--log-format"
+    cfg.logFormat
+    "--explorer-timeout"
+    (toString cfg.explorerTimeout)
+  ]
   ++ cfg.extraArgs;
 
   # "" is an empty set: without 4to6 the agent has no capability at all.

@@ -160,6 +160,24 @@ in
       description = "Verbose logging of the agent (`--debug`).";
     };
 
+    logFormat = mkOption {
+      type = types.enum [
+        "text"
+        "json"
+      ];
+      default = "text";
+      description = ''
+        Log line format of the agent (`--log-format`): `key=value` text, or one JSON object per
+        line (with the fields of each job as keys) for log shippers.
+      '';
+    };
+
+    explorerTimeout = mkOption {
+      type = types.ints.positive;
+      default = 15;
+      description = "Seconds one explorer request may take, answer included (`--explorer-timeout`).";
+    };
+
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];

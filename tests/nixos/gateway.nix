@@ -79,6 +79,7 @@ in
           # No internet in the test: no geoip lookup.
           location = "50.85,4.35";
           debug = true;
+          logFormat = "json";
           extraArgs = [
             "--poll-interval"
             "1"
@@ -211,6 +212,11 @@ in
 
       with subtest("DNS: the client resolves the gateway's names through the gateway"):
           client.wait_until_succeeds("dig +short web.gw.test A | grep -qx ${gatewayIp}", timeout=60)
+          # logFormat = "json": each job is a JSON line with its fields as keys.
+          job = gateway.succeed(
+              "journalctl -u tfgateway.service -o cat | grep -m1 '\"outcome\": *\"ok\"'"
+          )
+          assert json.loads(job)["event"] == "job", job
           client.succeed("dig +short @${gatewayIp} gw.test SOA | grep -q .")
           client.succeed("dig +short @${gatewayIp} gw.test NS | grep -q ns1.gw.test")
           client.succeed("dig @${gatewayIp} tcp-check.gw.test A +tcp | grep -q 'status: NXDOMAIN'")
