@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
+from tfgateway.redisurl import connect
 
 from tests.support.redis_server import RedisServer
 
@@ -33,6 +35,14 @@ def redis_db(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def redis_url(redis_server: RedisServer, redis_db: redis.Redis) -> str:
     """URL (agent syntax, tcp://host:port) of an empty database."""
     return redis_server.url
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """An asyncio client (the agent's) on the same empty database."""
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +27,6 @@ GO_EXAMPLE = (
     b'"result":{"type":"subdomain","id":"4521-1","created":"2021-01-07T06:13:25.123456789Z",'
     b'"state":1,"message":"","data_json":null,"signature":"420a"},"version":2}\n'
 )
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 def _reservation(rid: str, user: str = "7") -> Reservation:

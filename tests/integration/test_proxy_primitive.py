@@ -6,7 +6,6 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import nacl.bindings
@@ -29,7 +28,6 @@ from tfgateway.proxy import (
     decode_service,
     encode_service,
 )
-from tfgateway.redisurl import connect
 from tfgateway.reservation import Reservation
 
 pytestmark = pytest.mark.integration
@@ -40,13 +38,6 @@ SPEC_VALUE = (
     b'{"Key":"/tcprouter/service/www.example.com","Value":"eyJhZGRyIjoiMTAuMC4wLjUiLCJjbGllbnRz'
     b'ZWNyZXQiOiIiLCJ0bHNwb3J0Ijo0NDMsImh0dHBwb3J0Ijo4MCwidXNlciI6IjEyMzQifQ=="}'
 )
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 def proxy(

@@ -37,13 +37,6 @@ ZONE = "gw.example.com"
 
 
 @pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client = connect(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def rival_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
     """A second client: the rival is another writer (another process in real life)."""
     client = connect(redis_url)

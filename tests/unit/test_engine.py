@@ -28,6 +28,15 @@ def provisioners(rec: RecordingProvisioner) -> dict[str, RecordingProvisioner]:
     return dict.fromkeys(("proxy", "reverse_proxy", "subdomain", "domain_delegate"), rec)
 
 
+def subdomain_specs(prefix: str, n: int) -> list[dict[str, object]]:
+    """`n` subdomain workloads of user 42 for the admin API's bulk create."""
+    return [
+        {"type": "subdomain", "node_id": NODE, "customer_tid": 42,
+         "domain": f"{prefix}{i}.gw.example.com", "ips": ["185.69.166.1"]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 async def drain(stack: object) -> None:
     outbox = stack.outbox  # type: ignore[attr-defined]
     for _ in range(50):
@@ -357,12 +366,7 @@ async def test_full_page_polls_again_at_once(redis_url: str, redis_db: redis.Red
         dev_explorer() as (server, admin),
         engine_stack(redis_url, server.url, provisioners(rec)) as stack,
     ):
-        specs = [
-            {"type": "subdomain", "node_id": NODE, "customer_tid": 42,
-             "domain": f"s{i}.gw.example.com", "ips": ["185.69.166.1"]}
-            for i in range(201)
-        ]  # fmt: skip
-        await admin.create_workloads(specs)
+        await admin.create_workloads(subdomain_specs("s", 201))
         assert await stack.engine.poll_once() is True  # a full page of 200: more may wait
         assert await stack.engine.poll_once() is False  # the last one
         assert len(rec.calls) == 201
@@ -509,12 +513,7 @@ async def test_a_full_page_of_items_awaiting_delivery_is_no_reason_to_rush(
         dev_explorer() as (server, admin),
         engine_stack(redis_url, server.url, provisioners(rec)) as stack,
     ):
-        specs = [
-            {"type": "subdomain", "node_id": NODE, "customer_tid": 42,
-             "domain": f"q{i}.gw.example.com", "ips": ["185.69.166.2"]}
-            for i in range(POLL_PAGE_SIZE)
-        ]  # fmt: skip
-        await admin.create_workloads(specs)
+        await admin.create_workloads(subdomain_specs("q", POLL_PAGE_SIZE))
         assert await stack.engine.poll_once() is True  # a full page of new work: catch up
         cursor = stack.engine.cursor
         assert await stack.engine.poll_once() is False  # the queue: all awaiting delivery
