@@ -6,6 +6,8 @@
 2. bulk: 5,000 workloads (2,500 names, each a subdomain + a proxy) created at once → all
    results acknowledged, and all names live (every name resolves, a sample of routes answers).
 3. memory: the agent's peak RSS (VmHWM) with those 5,000 workloads live.
+4. restart: the agent restarted with those 5,000 live: the time to re-apply every cached
+   workload, and the results it sends again (none: they are all acknowledged).
 
 The data plane is the gateway's own (coredns-tfgw + tfrouter). Upstream's (the third-party
 redis plugin + tcprouter's trs) cannot be built here (the Go module proxy refuses both), so the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import select
 import socket
 import statistics
@@ -124,6 +127,9 @@ class PlaneResult:
     bulk_resolved_s: list[float] = field(default_factory=list)
     bulk_live_s: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    restart_reapply_s: list[float] = field(default_factory=list)
+    restart_ready_s: list[float] = field(default_factory=list)
+    restart_puts: list[float] = field(default_factory=list)
     agent_cpu_s: list[float] = field(default_factory=list)
     explorer_cpu_s: list[float] = field(default_factory=list)
 
@@ -242,6 +248,40 @@ def bench_bulk(gw: Gateway, names_n: int, out: PlaneResult) -> None:
     out.rss_mb.append(peak_rss_mb(agent_pid))
     out.agent_cpu_s.append(cpu_seconds(agent_pid) - cpu0)
     out.explorer_cpu_s.append(cpu_seconds(explorer_pid) - explorer_cpu0)
+    bench_restart(gw, gwids, out)
+
+
+RECONCILED = re.compile(rb"reconcile: (\d+) live reservations re-applied in ([0-9.]+)s")
+
+
+def bench_restart(gw: Gateway, gwids: set[str], out: PlaneResult) -> None:
+    """Restart the agent with everything live: how long it takes to re-apply every cached
+    workload (its own log line), and how many results it sends again (none should be)."""
+    state = gw.call(gw.admin.state())
+    puts_before, polls_before = len(state["result_puts"]), state["polls"][gw.node_id]["count"]
+    log_path = gw.procs["agent"].log
+    offset = log_path.stat().st_size
+    t0 = time.monotonic()
+    gw.restart_agent()
+
+    def reconciled() -> bool:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            found = RECONCILED.search(f.read())
+        if found is None or int(found.group(1)) < len(gwids):
+            return False
+        out.restart_reapply_s.append(float(found.group(2)))
+        return True
+
+    poll(reconciled, timeout=120, interval=0.05)
+    out.restart_ready_s.append(time.monotonic() - t0)
+
+    def polled_through() -> bool:  # from 0: acknowledged workloads no longer qualify
+        polls = gw.call(gw.admin.state())["polls"][gw.node_id]["count"]
+        return bool(polls - polls_before >= 2)
+
+    poll(polled_through, timeout=120, interval=0.2)
+    out.restart_puts.append(len(gw.call(gw.admin.state())["result_puts"]) - puts_before)
 
 
 def run_setting(poll_interval: float | None, args: argparse.Namespace) -> PlaneResult:
@@ -291,6 +331,12 @@ def report(results: dict[str, PlaneResult], args: argparse.Namespace) -> None:
         ("dev explorer CPU time meanwhile, s (not the gateway)",
          [med(results[p].explorer_cpu_s) for p in planes]),
         (f"agent peak RSS, MB (goal ≤ {RSS_GOAL_MB:g})", [med(results[p].rss_mb) for p in planes]),
+        (f"agent restart: {2 * args.bulk_names} re-applied, s (its log)",
+         [med(results[p].restart_reapply_s) for p in planes]),
+        ("agent restart → all re-applied, s (process start included)",
+         [med(results[p].restart_ready_s) for p in planes]),
+        ("agent restart: results sent again (should be 0)",
+         [med(results[p].restart_puts) for p in planes]),
     ]  # fmt: skip
     for label, cells in rows:
         print(f"{label:52}" + "".join(f"{c:>14}" for c in cells))

@@ -7,12 +7,13 @@ tests/integration/test_agent_*.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
 import redis
 from tfgateway.cache import RESERVATIONS_KEY
-from tfgateway.engine import POLL_PAGE_SIZE, chains
+from tfgateway.engine import POLL_PAGE_SIZE, Engine, chains
 from tfgateway.explorer import PollResult
 from tfgateway.logging_setup import Fields
 from tfgateway.outbox import OUTBOX_KEY
@@ -270,6 +271,40 @@ async def test_reconcile_reapplies_live_without_results(
         assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
         await drain(stack)
         assert len((await admin.state())["result_puts"]) == puts
+
+
+class ReplacingProvisioner(RecordingProvisioner):
+    """On its first provision, swaps another live entry for an equal copy, as a poll's cache
+    hit does while a reconcile pass runs (right after a restart, the poll from 0 does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine: Engine | None = None
+        self.victim = ""
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        if self.engine is not None and self.victim in self.engine.live:
+            live = self.engine.live
+            live[self.victim] = dataclasses.replace(live[self.victim])
+            self.engine = None
+        return await super().provision(r)
+
+
+async def test_reconcile_reapplies_entries_a_job_replaced_during_the_pass(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    rec = ReplacingProvisioner()
+    async with (
+        dev_explorer() as (server, admin),
+        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
+    ):
+        a = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+        b = await admin.subdomain(NODE, 42, "b.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        rec.calls.clear()
+        rec.engine, rec.victim = stack.engine, b.gwid
+        assert await stack.engine.reconcile() == 2
+        assert sorted(rec.calls) == sorted([("provision", a.gwid), ("provision", b.gwid)])
 
 
 async def test_reference_migration(redis_url: str, redis_db: redis.Redis) -> None:

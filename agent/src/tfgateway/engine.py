@@ -294,11 +294,14 @@ class Engine:
         applied += counted[0]
         return applied
 
-    async def _reapply(self, r: Reservation, counted: list[int]) -> bool:
-        """Provision `r` again (the caller holds the lock); redis trouble is raised."""
-        provisioner = self.provisioners[r.type]
-        if self.live.get(r.id) is not r:
-            return True  # changed by a job meanwhile
+    async def _reapply(self, listed: Reservation, counted: list[int]) -> bool:
+        """Provision the live reservation with `listed`'s id again (the caller holds the lock;
+        a job may have replaced the entry since the pass listed it, e.g. the cache hit of a
+        poll from 0 right after a restart, or removed it); redis trouble is raised."""
+        r = self.live.get(listed.id)
+        provisioner = None if r is None else self.provisioners.get(r.type)
+        if r is None or provisioner is None or r.type in self.converge:
+            return True  # decommissioned (or changed type) meanwhile
         try:
             with _quiet(provisioner):
                 async with asyncio.timeout(JOB_TIMEOUT):
