@@ -49,6 +49,8 @@ let
   ]
   ++ lib.optional cfg.debug "--debug"
   ++ [
+    "--poll-interval"
+    (toString cfg.pollInterval)
     "--log-format"
     cfg.logFormat
     "--explorer-timeout"

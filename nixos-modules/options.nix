@@ -172,6 +172,17 @@ in
       '';
     };
 
+    pollInterval = mkOption {
+      type = types.ints.positive;
+      default = 10;
+      example = 1;
+      description = ''
+        Seconds between two polls of the explorer when there is nothing more to fetch
+        (`--poll-interval`; the Go daemon's fixed 10 s). A workload is served about half of it
+        after its creation on average; 1 costs the explorer one small request a second.
+      '';
+    };
+
     explorerTimeout = mkOption {
       type = types.ints.positive;
       default = 15;

@@ -80,10 +80,7 @@ in
           location = "50.85,4.35";
           debug = true;
           logFormat = "json";
-          extraArgs = [
-            "--poll-interval"
-            "1"
-          ];
+          pollInterval = 1;
         };
       };
 
