@@ -345,3 +345,21 @@ async def test_a_redis_that_stops_answering_fails_the_pipeline_after_its_timeout
         server.close()
     assert received.is_set()
     assert all(isinstance(r, RedisError) for r in results), results
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_replies_are_the_same_over_resp2_and_resp3(
+    redis_url: str, redis_db: redis.Redis, protocol: int
+) -> None:
+    """The agent's client speaks RESP3; a redis without it (RESP2) must give the same values."""
+    redis_db.hset("h", mapping={"a": b"1", "b": b"\x00"})
+    client = connect(redis_url, protocol=protocol)
+    batch = AutoPipeline(client)
+    try:
+        assert await batch.hgetall("h") == {b"a": b"1", b"b": b"\x00"}
+        assert await batch.hgetall("missing") == {}
+        assert await batch.hmget("h", ["a", "zz"]) == [b"1", None]
+        assert await batch.hget("h", "b") == b"\x00"
+        assert await batch.hset("h", "c", b"3") == 1
+    finally:
+        await client.aclose()

@@ -20,6 +20,7 @@ goes out at once. A failed pipeline (connection lost) fails exactly the commands
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -47,7 +48,7 @@ class LuaScript:
 
     source: str
 
-    @property
+    @functools.cached_property
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode("utf-8")).hexdigest()  # noqa: S324 (redis' id)
 
@@ -172,8 +173,10 @@ class AutoPipeline:
         return values
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
-        values: dict[bytes, bytes] = await self.execute("HGETALL", key)
-        return values
+        values = await self.execute("HGETALL", key)
+        if isinstance(values, list):  # a RESP2 connection: field, value, field, value, ...
+            return dict(zip(values[::2], values[1::2], strict=True))
+        return dict(values)
 
     async def hset(self, key: str, field: str, value: bytes | str) -> int:
         return int(await self.execute("HSET", key, field, value))
