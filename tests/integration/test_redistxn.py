@@ -363,3 +363,18 @@ async def test_replies_are_the_same_over_resp2_and_resp3(
         assert await batch.hset("h", "c", b"3") == 1
     finally:
         await client.aclose()
+
+
+async def test_a_field_read_before_its_whole_hash_is_still_checked(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """A decision may rest on a field read first; if it changed before the whole hash was read,
+    the whole-hash snapshot matches redis but the decision does not: no commit."""
+    redis_db.hset("h", "f", b"first")
+    txn = Transaction(AutoPipeline(aredis))
+    assert await txn.hget("h", "f") == b"first"
+    redis_db.hset("h", "f", b"second")
+    assert await txn.hgetall("h") == {b"f": b"second"}
+    txn.set("written", b"yes")
+    assert await txn.commit() is False
+    assert redis_db.get("written") is None

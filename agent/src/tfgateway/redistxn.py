@@ -162,7 +162,7 @@ class Transaction:
     def multi(self) -> None:
         """Nothing to do: writes are queued from the start."""
 
-    # -- writes (applied by the commit, all or none) ------------------------------------------
+    # -- writes (applied by the commit, in order, only if no read changed) ---------------------
 
     def hset(self, key: str, field: str, value: bytes | str) -> None:
         self.writes.append(("HSET", key, field, value))
@@ -187,9 +187,9 @@ class Transaction:
         """ARGV of `CAS_SCRIPT` for what was read and what is queued."""
         checks: list[Arg] = []
         count = 0
+        # A field read before its whole hash is checked on its own as well: the decision may
+        # rest on that earlier value, which the whole-hash read may no longer show.
         for (key, field), value in self._fields.items():
-            if key in self._hashes:
-                continue  # covered by the whole-hash check
             checks += ["h", key, field, "0", ""] if value is None else ["h", key, field, "1", value]
             count += 1
         for key, value in self._keys.items():
