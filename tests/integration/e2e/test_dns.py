@@ -90,3 +90,29 @@ def test_second_user_cannot_take_a_taken_subdomain(gateway: Gateway, label: str)
     # decommissioning it must leave the first user's name alone.
     gateway.wait_result(other, state="deleted")
     assert resolves(gateway, name, "A", {"198.51.100.11"})
+
+
+def test_rivals_in_one_poll_page_first_created_wins(gateway: Gateway, label: str) -> None:
+    """The agent runs a page's jobs concurrently; jobs on one name still run in the explorer's
+    order. Three users claim one name in a single explorer call (so in one poll page), with
+    ten other names around them: the first creation wins, the later ones are refused, and the
+    unrelated names are all served."""
+    users = [gateway.add_user() for _ in range(3)]
+    name = f"{label}.{MANAGED_DOMAIN}"
+    specs: list[dict[str, object]] = [
+        {"type": "subdomain", "node_id": gateway.node_id, "customer_tid": user.id,
+         "domain": name, "ips": [f"198.51.100.{20 + i}"]}
+        for i, user in enumerate(users)
+    ]  # fmt: skip
+    others = [f"{label}-n{i}.{MANAGED_DOMAIN}" for i in range(10)]
+    specs += [
+        {"type": "subdomain", "node_id": gateway.node_id, "customer_tid": users[1].id,
+         "domain": other, "ips": ["198.51.100.30"]}
+        for other in others
+    ]  # fmt: skip
+    infos = gateway.call(gateway.admin.create_workloads(specs))
+    states = [gateway.wait_result(info.id).state for info in infos]
+    assert states == ["ok", "error", "error"] + ["ok"] * 10
+    wait_for(lambda: resolves(gateway, name, "A", {"198.51.100.20"}), what=f"A {name}")
+    for other in others:
+        assert resolves(gateway, other, "A", {"198.51.100.30"}), other
