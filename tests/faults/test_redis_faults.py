@@ -139,3 +139,37 @@ def test_restart_with_lost_data_is_restored(gateway: Gateway, live: list[str]) -
     assert history_counts(gateway) == before
     gateway.check_alive()
     print(f"\nredis restarted empty: everything served again after {took:.1f}s")
+
+
+def test_redis_killed_while_bursts_are_applied(gateway: Gateway, live: list[str]) -> None:
+    """redis dies (SIGKILL: the last second of its append-only file may be lost) right after
+    bursts of workloads arrive, while the agent's concurrent jobs have pipelines in flight:
+    a pipeline whose connection breaks fails every command it carried, though redis may
+    have applied some of them. Everything still converges: every workload answered ok (an
+    error result would be a transient failure blamed on the user), every name served."""
+    users = [gateway.add_user() for _ in range(2)]
+    names: list[str] = []
+    ids: list[int] = []
+    for burst in range(3):
+        specs: list[dict[str, object]] = []
+        for i in range(40):
+            name = f"burst{burst}-{i}.{MANAGED_DOMAIN}"
+            base = {"node_id": gateway.node_id, "customer_tid": users[i % 2].id, "domain": name}
+            specs.append({**base, "type": "subdomain", "ips": [GW_CLIENT_ADDR]})
+            specs.append({**base, "type": "proxy", "addr": BACKEND_ADDR,
+                          "port": BACKEND_HTTP_PORT, "port_tls": BACKEND_TLS_PORT})  # fmt: skip
+            names.append(name)
+        ids += [info.id for info in gateway.call(gateway.admin.create_workloads(specs))]
+        # Killed as soon as the agent has written the burst's first name: mid-burst.
+        first = specs[0]["domain"]
+        wait_for(lambda first=first: gateway.gw.run(  # type: ignore[misc]
+            "redis-cli", "-p", "6379", "HEXISTS", "managed_domains", first).strip() == "1",
+            timeout=20, interval=0.002, what="the burst under way")  # fmt: skip
+        gateway.kill("redis")
+        gateway.start_redis()
+    states = {gateway.wait_result(wid, timeout=60).state for wid in ids}
+    assert states == {"ok"}
+    wait_for(everything_served(gateway, live + names), timeout=60, what="bursts served")
+    gateway.check_alive()
+    log = gateway.procs["agent"].log.read_text(errors="replace")
+    print(f"\nredis killed 3 times mid-burst: {log.count('waits for redis')} jobs waited for it")

@@ -656,7 +656,9 @@ def _exchange(sock: socket.socket, host: str) -> HttpReply:
     return HttpReply(status, headers, body)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 15.0, what: str = "", interval: float = 0.05
+) -> None:
     """Poll with a deadline, treating network errors as 'not yet'."""
 
     def guarded() -> bool:
@@ -665,4 +667,4 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "
         except (OSError, ssl.SSLError, dns.exception.DNSException, ValueError):
             return False
 
-    wait_until(guarded, timeout=timeout, interval=0.05, what=what)
+    wait_until(guarded, timeout=timeout, interval=interval, what=what)
