@@ -253,8 +253,10 @@ def test_duplicated_and_out_of_order_workloads_are_applied_once(
         assert gateway.wait_result(wid, timeout=40).state == "ok"
     for wid in doomed:
         gateway.wait_result(wid, timeout=40, state="deleted")
-    assert applied(gateway, "duplicate") >= dup_base + 3
-    assert applied(gateway, "shuffle") >= dup_base_shuffle + 3
+    # At least the answer that carried `high` and one carrying the others were mangled (the
+    # agent may take all the rest in a single poll: it answers them within one poll period).
+    assert applied(gateway, "duplicate") >= dup_base + 2
+    assert applied(gateway, "shuffle") >= dup_base_shuffle + 2
     gateway.call(gateway.admin.clear_faults())
 
     state = history(gateway)
