@@ -440,3 +440,43 @@ async def test_redis_restart_with_persistence(
             agent.stop()
     finally:
         server.stop()
+
+
+async def test_redis_coming_back_wakes_the_engine(
+    tmp_path: Path, explorer: DevExplorerProcess, admin: AdminClient
+) -> None:
+    """A workload that arrived while redis was down is applied as soon as redis is back, not
+    after the engine's back-off or poll interval (60 s here, longer than the deadline)."""
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    server.start()
+    try:
+        agent = AgentProcess(
+            seed=tmp_path / "identity.seed",
+            explorer_url=explorer.url,
+            redis_url=server.url,
+            log_file=tmp_path / "agent.log",
+            poll_interval=60,
+        )
+        node = load_or_create(agent.seed).node_id
+        agent.start()
+        try:
+            await registered(admin, node)
+            await wait_until_async(
+                lambda: _log_has(agent, "reconcile: 0 live"), timeout=20, what="agent ready"
+            )
+            server.stop()
+            await wait_until_async(
+                lambda: _log_has(agent, "redis unreachable"), timeout=20, what="redis noticed"
+            )
+            late = await admin.subdomain(node, 42, f"late.{MANAGED}", ["185.69.166.3"])
+            server.start()
+            await all_answered(admin, [late], agent, deadline=20)
+            assert (await admin.get_workload(late.id)).state == 1
+        finally:
+            agent.stop()
+    finally:
+        server.stop()
+
+
+async def _log_has(agent: AgentProcess, text: str) -> bool:
+    return text in agent.log_file.read_text(errors="replace")

@@ -321,6 +321,10 @@ class Agent:
                         log.info("redis is back: re-applying every live workload")
                     await self.reconcile()
                     next_full = loop.time() + self.config.reconcile_interval
+                if was_down:
+                    # Jobs stopped for redis would otherwise wait out the engine's back-off
+                    # (up to --max-backoff) or the poll interval: poll now.
+                    self.engine.wake()
                 was_down = False
             except (RedisError, OSError) as exc:
                 log.warning("reconcile interrupted: %s", exc)
