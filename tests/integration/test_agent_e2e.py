@@ -479,4 +479,4 @@ async def test_redis_coming_back_wakes_the_engine(
 
 
 async def _log_has(agent: AgentProcess, text: str) -> bool:
-    return text in agent.log_file.read_text(errors="replace")
+    return text in agent.log()
