@@ -4,7 +4,8 @@
 //
 // It is a drop-in for tcprouter's `trc` v0.1.0, whose module the Go proxy does not serve: the
 // same flags and environment variables, and the same wire protocol (go-yamux v1.2.4 with its
-// default configuration, then a handshake stream carrying 0x1111, a 16-bit length and the
+// default configuration except a 1 MiB stream receive window, which yamux grants with an
+// ordinary window update, then a handshake stream carrying 0x1111, a 16-bit length and the
 // secret). It fixes trc's defects: streams are served concurrently (a slow local service
 // stalls only its own stream), a failed local dial closes only that stream, dead sessions are
 // closed before reconnecting, and --local-tls has its own environment variable.

@@ -108,7 +108,7 @@ func named(t *testing.T, name string) (*http.Server, int) {
 	return srv, l.Addr().(*net.TCPAddr).Port
 }
 
-// bigBody crosses the 256 KiB yamux window many times.
+// bigBody crosses the yamux stream windows (256 KiB initial, 1 MiB granted) many times.
 var bigBody = func() []byte {
 	b := make([]byte, 5<<20)
 	for i := range b {
