@@ -212,15 +212,16 @@ func copyConn(dst, src net.Conn) (int64, error) {
 		}
 	}
 	// Tunnel streams: a large buffer means fewer, larger yamux frames and fewer hand-offs
-	// to yamux's send loop, each of which costs a goroutine switch (benchmarks/router:
-	// 512 KiB carried about 1.2x what 128 KiB did, 1 MiB no more). Wrapping hides
-	// WriterTo/ReaderFrom, which would pick a 32 KiB buffer.
+	// to yamux's send loop, each of which costs a goroutine switch. Wrapping hides
+	// WriterTo/ReaderFrom, which would pick a 32 KiB buffer. 128 KiB, not the 512 KiB that
+	// carried about 1.2x more in benchmarks/router: every live tunnel connection holds two
+	// for its whole life (128 streams per tunnel, 16,384 in all), so memory bounds it.
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 512<<10); return &b }}
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 func finish(dst, src net.Conn, err error) {
 	if err != nil {
