@@ -11,6 +11,7 @@ import json
 import random
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -396,9 +397,12 @@ async def test_metrics_and_uptime(
     await wait_until_async(uptimes, timeout=20, what="repeated uptime reports")
 
 
-async def test_redis_restart_with_persistence(
-    tmp_path: Path, explorer: DevExplorerProcess, admin: AdminClient
-) -> None:
+@asynccontextmanager
+async def agent_on_persistent_redis(
+    tmp_path: Path, explorer: DevExplorerProcess, admin: AdminClient, poll_interval: float = 0.1
+) -> AsyncIterator[tuple[RedisServer, AgentProcess, str]]:
+    """A registered agent on its own redis with the appliance's persistence (both stopped at
+    the end): (redis, agent, node id)."""
     server = RedisServer(tmp_path / "redis", persistent=True)
     server.start()
     try:
@@ -407,39 +411,47 @@ async def test_redis_restart_with_persistence(
             explorer_url=explorer.url,
             redis_url=server.url,
             log_file=tmp_path / "agent.log",
+            poll_interval=poll_interval,
         )
         node = load_or_create(agent.seed).node_id
         agent.start()
         try:
             await registered(admin, node)
-            first = await admin.subdomain(node, 42, f"a.{MANAGED}", ["185.69.166.1"])
-            await all_answered(admin, [first], agent)
-            r = server.client()
-            r.save()
-            server.stop()
-            # While redis is down a new workload arrives: it must wait, not be refused.
-            second = await admin.subdomain(node, 42, f"b.{MANAGED}", ["185.69.166.2"])
-            polls = (await admin.state())["polls"][node]["count"]
-
-            async def tried() -> bool:
-                return bool((await admin.state())["polls"][node]["count"] >= polls + 3)
-
-            await wait_until_async(tried, timeout=20, what="polls while redis is down")
-            assert agent.alive()
-            assert not (await admin.get_workload(second.id)).answered
-            server.start()
-            await all_answered(admin, [second], agent, deadline=30)
-            assert (await admin.get_workload(second.id)).state == 1
-            r = server.client()
-            assert r.hget("managed_domains", f"a.{MANAGED}") == b"42"
-            assert r.hget("managed_domains", f"b.{MANAGED}") == b"42"
-            assert agent.alive()
-            puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
-            assert sorted(puts) == sorted([first.gwid, second.gwid])  # nothing sent twice
+            yield server, agent, node
         finally:
             agent.stop()
     finally:
         server.stop()
+
+
+async def test_redis_restart_with_persistence(
+    tmp_path: Path, explorer: DevExplorerProcess, admin: AdminClient
+) -> None:
+    async with agent_on_persistent_redis(tmp_path, explorer, admin) as (server, agent, node):
+        first = await admin.subdomain(node, 42, f"a.{MANAGED}", ["185.69.166.1"])
+        await all_answered(admin, [first], agent)
+        r = server.client()
+        r.save()
+        server.stop()
+        # While redis is down a new workload arrives: it must wait, not be refused.
+        second = await admin.subdomain(node, 42, f"b.{MANAGED}", ["185.69.166.2"])
+        polls = (await admin.state())["polls"][node]["count"]
+
+        async def tried() -> bool:
+            return bool((await admin.state())["polls"][node]["count"] >= polls + 3)
+
+        await wait_until_async(tried, timeout=20, what="polls while redis is down")
+        assert agent.alive()
+        assert not (await admin.get_workload(second.id)).answered
+        server.start()
+        await all_answered(admin, [second], agent, deadline=30)
+        assert (await admin.get_workload(second.id)).state == 1
+        r = server.client()
+        assert r.hget("managed_domains", f"a.{MANAGED}") == b"42"
+        assert r.hget("managed_domains", f"b.{MANAGED}") == b"42"
+        assert agent.alive()
+        puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+        assert sorted(puts) == sorted([first.gwid, second.gwid])  # nothing sent twice
 
 
 async def test_redis_coming_back_wakes_the_engine(
@@ -447,35 +459,22 @@ async def test_redis_coming_back_wakes_the_engine(
 ) -> None:
     """A workload that arrived while redis was down is applied as soon as redis is back, not
     after the engine's back-off or poll interval (60 s here, longer than the deadline)."""
-    server = RedisServer(tmp_path / "redis", persistent=True)
-    server.start()
-    try:
-        agent = AgentProcess(
-            seed=tmp_path / "identity.seed",
-            explorer_url=explorer.url,
-            redis_url=server.url,
-            log_file=tmp_path / "agent.log",
-            poll_interval=60,
+    async with agent_on_persistent_redis(tmp_path, explorer, admin, poll_interval=60) as (
+        server,
+        agent,
+        node,
+    ):
+        await wait_until_async(
+            lambda: _log_has(agent, "reconcile: 0 live"), timeout=20, what="agent ready"
         )
-        node = load_or_create(agent.seed).node_id
-        agent.start()
-        try:
-            await registered(admin, node)
-            await wait_until_async(
-                lambda: _log_has(agent, "reconcile: 0 live"), timeout=20, what="agent ready"
-            )
-            server.stop()
-            await wait_until_async(
-                lambda: _log_has(agent, "redis unreachable"), timeout=20, what="redis noticed"
-            )
-            late = await admin.subdomain(node, 42, f"late.{MANAGED}", ["185.69.166.3"])
-            server.start()
-            await all_answered(admin, [late], agent, deadline=20)
-            assert (await admin.get_workload(late.id)).state == 1
-        finally:
-            agent.stop()
-    finally:
         server.stop()
+        await wait_until_async(
+            lambda: _log_has(agent, "redis unreachable"), timeout=20, what="redis noticed"
+        )
+        late = await admin.subdomain(node, 42, f"late.{MANAGED}", ["185.69.166.3"])
+        server.start()
+        await all_answered(admin, [late], agent, deadline=20)
+        assert (await admin.get_workload(late.id)).state == 1
 
 
 async def _log_has(agent: AgentProcess, text: str) -> bool:
