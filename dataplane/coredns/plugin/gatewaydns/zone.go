@@ -312,14 +312,40 @@ func updateZone(origin string, fields map[string]string, prev *builtZone, d owne
 	if prev == nil || prev.truncated || prev.zone.SOA == nil || origin == "." {
 		return nil
 	}
-	changed := map[string]bool{} // owner names whose records must be rebuilt
+	changed, ok := changedNames(origin, prev, d)
+	if !ok || len(changed) > len(prev.owners)/4+8 {
+		return nil
+	}
+	parsed := maps.Clone(prev.owners)
+	for _, f := range d.removed {
+		delete(parsed, f)
+	}
+	for _, f := range d.changed {
+		parsed[f] = parseField(origin, f, fields[f], prev, def, lim, logf)
+	}
+	u := &zoneUpdate{origin: origin, fields: fields, prev: prev, parsed: parsed, mixed: nextMixed(prev, fields, d)}
+	names := slices.Sorted(maps.Keys(changed))
+	byName, count := u.regroup(names)
+	if count > lim.maxRecords {
+		return nil
+	}
+	keys := nextKeys(prev, d)
+	digest := digestSorted(keys, fields)
+	z := u.zone(changed, names, byName, serialFromDigest(digest), logf)
+	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: keys, mixed: u.mixed, count: count}
+}
+
+// changedNames lists the owner names whose records must be rebuilt; false when the apex
+// changed (a full build is needed then).
+func changedNames(origin string, prev *builtZone, d ownerDiff) (map[string]bool, bool) {
+	changed := map[string]bool{}
 	for _, f := range d.changed {
 		name, ok := ownerName(f, origin)
 		if !ok {
 			continue // not a name: nothing in the tree
 		}
 		if name == origin {
-			return nil
+			return nil, false
 		}
 		changed[name] = true
 	}
@@ -329,104 +355,105 @@ func updateZone(origin string, fields map[string]string, prev *builtZone, d owne
 			continue
 		}
 		if old.name == origin {
-			return nil
+			return nil, false
 		}
 		changed[old.name] = true
 	}
-	if len(changed) > len(prev.owners)/4+8 {
-		return nil
-	}
+	return changed, true
+}
 
-	// The fields of each changed name, before and after: the name's own relative label,
-	// plus the fields that differ from it only in case (rare: kept in a list).
-	mixed := prev.mixed
-	if touchesMixed(d) {
-		mixed = nil
-		for _, f := range prev.mixed {
-			if _, ok := fields[f]; ok {
-				mixed = append(mixed, f)
-			}
-		}
-		for _, f := range d.added {
-			if !isLower(f) {
-				mixed = append(mixed, f)
-			}
+// nextMixed returns the fields that are not lowercase after d (rare: kept in a list).
+func nextMixed(prev *builtZone, fields map[string]string, d ownerDiff) []string {
+	if !touchesMixed(d) {
+		return prev.mixed
+	}
+	var mixed []string
+	for _, f := range prev.mixed {
+		if _, ok := fields[f]; ok {
+			mixed = append(mixed, f)
 		}
 	}
-	fieldsOf := func(name string, in func(string) bool, oldMixed bool) []string {
-		rel := strings.TrimSuffix(name, "."+origin)
-		var out []string
-		if in(rel) {
-			out = append(out, rel)
+	for _, f := range d.added {
+		if !isLower(f) {
+			mixed = append(mixed, f)
 		}
-		list := mixed
-		if oldMixed {
-			list = prev.mixed
-		}
-		for _, f := range list {
-			if strings.ToLower(f) == rel && in(f) {
-				out = append(out, f)
-			}
-		}
-		return out
 	}
-	inNew := func(f string) bool { _, ok := fields[f]; return ok }
-	inOld := func(f string) bool { _, ok := prev.owners[f]; return ok }
+	return mixed
+}
 
-	parsed := maps.Clone(prev.owners)
-	for _, f := range d.removed {
-		delete(parsed, f)
+// zoneUpdate is the state of one incremental update.
+type zoneUpdate struct {
+	origin string
+	fields map[string]string
+	prev   *builtZone
+	parsed map[string]*parsedOwner // the owners after the update
+	mixed  []string                // the fields that are not lowercase after the update
+}
+
+// fieldsOf returns the fields of name present per in: the name's own relative label, plus
+// the fields that differ from it only in case, taken from list.
+func (u *zoneUpdate) fieldsOf(name string, in func(string) bool, list []string) []string {
+	rel := strings.TrimSuffix(name, "."+u.origin)
+	var out []string
+	if in(rel) {
+		out = append(out, rel)
 	}
-	for _, f := range d.changed {
-		parsed[f] = parseField(origin, f, fields[f], prev, def, lim, logf)
+	for _, f := range list {
+		if strings.ToLower(f) == rel && in(f) {
+			out = append(out, f)
+		}
 	}
-	names := make([]string, 0, len(changed))
-	for n := range changed {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	return out
+}
+
+// regroup returns the fields that now serve each changed name, and the zone's record count
+// after the update.
+func (u *zoneUpdate) regroup(names []string) (map[string][]string, int) {
+	inNew := func(f string) bool { _, ok := u.fields[f]; return ok }
+	inOld := func(f string) bool { _, ok := u.prev.owners[f]; return ok }
 	byName := make(map[string][]string, len(names))
-	count := prev.count
+	count := u.prev.count
 	for _, n := range names {
-		for _, f := range fieldsOf(n, inOld, true) {
-			if old := prev.owners[f]; !old.skipped && old.name == n {
+		for _, f := range u.fieldsOf(n, inOld, u.prev.mixed) {
+			if old := u.prev.owners[f]; !old.skipped && old.name == n {
 				count -= len(old.recs.rrs)
 			}
 		}
-		fs := fieldsOf(n, inNew, false)
+		fs := u.fieldsOf(n, inNew, u.mixed)
 		sort.Strings(fs)
 		for _, f := range fs {
-			if po := parsed[f]; !po.skipped && po.name == n {
+			if po := u.parsed[f]; !po.skipped && po.name == n {
 				byName[n] = append(byName[n], f)
 				count += len(po.recs.rrs)
 			}
 		}
 	}
-	if count > lim.maxRecords {
-		return nil
-	}
+	return byName, count
+}
 
-	keys := nextKeys(prev, d)
-	digest := digestSorted(keys, fields)
-	t := &tree.Tree{Root: cloneNodes(prev.zone.Tree.Root, prev.zone.Tree.Count, changed), Count: prev.zone.Tree.Count}
-	z := file.NewZone(origin, "")
+// zone copies prev's tree and rebuilds the changed names in the copy.
+func (u *zoneUpdate) zone(changed map[string]bool, names []string, byName map[string][]string, serial uint32,
+	logf func(format string, args ...any)) *file.Zone {
+	prev := u.prev.zone
+	t := &tree.Tree{Root: cloneNodes(prev.Tree.Root, prev.Tree.Count, changed), Count: prev.Tree.Count}
+	z := file.NewZone(u.origin, "")
 	z.Upstream = upstream.New()
 	z.Tree = t
-	z.Apex = prev.zone.Apex
-	soa := dns.Copy(prev.zone.SOA).(*dns.SOA)
-	soa.Serial = serialFromDigest(digest)
+	z.Apex = prev.Apex
+	soa := dns.Copy(prev.SOA).(*dns.SOA)
+	soa.Serial = serial
 	z.SOA = soa
 	for _, n := range names {
 		t.Delete(placeholder(n)) // the copied node holds only the placeholder: it goes away
 		for _, f := range byName[n] {
-			for _, rr := range parsed[f].recs.rrs {
+			for _, rr := range u.parsed[f].recs.rrs {
 				if err := z.Insert(dns.Copy(rr)); err != nil {
-					logf("zone %s: owner %q: %v", origin, f, err)
+					logf("zone %s: owner %q: %v", u.origin, f, err)
 				}
 			}
 		}
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: keys, mixed: mixed, count: count}
+	return z
 }
 
 // touchesMixed reports whether a diff adds or removes a field that is not lowercase.
