@@ -216,7 +216,7 @@ func TestSetupParsing(t *testing.T) {
 	}
 	def, err := parseConfig(caddy.NewTestController("dns", "gatewaydns"))
 	if err != nil || def.addr != "127.0.0.1:6379" || def.transferAll || len(def.transferTo) != 0 || def.resync.Seconds() != 60 ||
-		def.maxFields != 50000 || def.coalesce != 25*time.Millisecond {
+		def.maxFields != 100000 || def.maxRecords != 200000 || def.coalesce != 25*time.Millisecond {
 		t.Fatalf("defaults: %+v %v", def, err)
 	}
 	for _, off := range []string{"0", "off", "0s"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ type config struct {
 	network       string // "tcp" or "unix"
 	addr          string
 	password      string
+	passwordFrom  string // "password" or "password_file PATH": which option set it
 	db            int
 	nameservers   []string
 	hostmaster    string
@@ -41,9 +43,9 @@ func defaultConfig() *config {
 		addr:          "127.0.0.1:6379",
 		ttl:           300,
 		resync:        60 * time.Second,
-		maxRecords:    20000,
+		maxRecords:    200000,
 		maxValueBytes: 64 * 1024,
-		maxFields:     50000,
+		maxFields:     100000,
 		coalesce:      25 * time.Millisecond,
 		startupWait:   3 * time.Second,
 	}
@@ -68,6 +70,12 @@ func setup(c *caddy.Controller) error {
 	var stop func()
 
 	c.OnStartup(func() error {
+		// A wrong password is a configuration mistake: refuse to start rather than answer
+		// SERVFAIL forever. A redis that is not up yet is waited for.
+		if err := s.checkAuth(ctx); err != nil {
+			cancel()
+			return plugin.Error(pluginName, err)
+		}
 		wg := s.run(ctx)
 		stop = func() { cancel(); wg.Wait() }
 		// Give the first load a moment so a fresh server answers from the start; if redis is
@@ -132,6 +140,7 @@ var directiveParsers = map[string]func(*config, []string) error{
 	"address":              parseAddress,
 	"unix":                 parseUnix,
 	"password":             parsePassword,
+	"password_file":        parsePasswordFile,
 	"db":                   parseDB,
 	"nameservers":          parseNameservers,
 	"hostmaster":           parseHostmaster,
@@ -145,7 +154,7 @@ var directiveParsers = map[string]func(*config, []string) error{
 }
 
 // directiveNames lists the options in the order the README documents them.
-var directiveNames = []string{"address", "unix", "password", "db", "nameservers", "hostmaster", "ttl",
+var directiveNames = []string{"address", "unix", "password", "password_file", "db", "nameservers", "hostmaster", "ttl",
 	"resync", "max_records_per_zone", "max_value_bytes", "max_fields_per_zone", "coalesce", "transfer"}
 
 // parseBlock applies one option of the block.
@@ -207,7 +216,33 @@ func parsePassword(cfg *config, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg.password = v // {$ENV} is expanded by the Corefile parser
+	return setPassword(cfg, v, "password") // {$ENV} is expanded by the Corefile parser
+}
+
+// parsePasswordFile reads the redis password from a file at start (a systemd credential,
+// so that it is never on a command line, in the environment or in the Nix store). One
+// trailing newline is not part of the password.
+func parsePasswordFile(cfg *config, args []string) error {
+	path, err := oneArg(args)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("cannot read the redis password: %v", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if pw == "" {
+		return fmt.Errorf("%s is empty: no redis password in it", path)
+	}
+	return setPassword(cfg, pw, "password_file "+path)
+}
+
+func setPassword(cfg *config, pw, from string) error {
+	if cfg.passwordFrom != "" {
+		return fmt.Errorf("the redis password is already set by %s; use either password or password_file", cfg.passwordFrom)
+	}
+	cfg.password, cfg.passwordFrom = pw, from
 	return nil
 }
 

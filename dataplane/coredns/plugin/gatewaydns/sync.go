@@ -97,6 +97,26 @@ func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 	return s
 }
 
+// checkAuth fails when redis answers but refuses the configured credentials.
+func (s *syncer) checkAuth(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.startupWait)
+	defer cancel()
+	err := s.client.Ping(ctx).Err()
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, refusal := range []string{"WRONGPASS", "NOAUTH", "invalid password", "invalid username-password", "AUTH"} {
+		if strings.Contains(msg, refusal) {
+			if s.cfg.passwordFrom == "" {
+				return fmt.Errorf("redis at %s wants a password and none is configured: %v", s.cfg.addr, err)
+			}
+			return fmt.Errorf("redis at %s refuses the password of %s: %v", s.cfg.addr, s.cfg.passwordFrom, err)
+		}
+	}
+	return nil
+}
+
 // run starts the subscriber and the loader; both stop when ctx ends.
 func (s *syncer) run(ctx context.Context) *sync.WaitGroup {
 	var wg sync.WaitGroup
@@ -616,8 +636,8 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 		if len(m.fields) == 0 {
 			continue
 		}
-		if m.whole || s.tooBig[zone] || s.g.current().get(zone) == nil {
-			whole = append(whole, zone) // read whole anyway: it covers the fields
+		if s.tooBig[zone] || s.g.current().get(zone) == nil {
+			whole = append(whole, zone)
 			continue
 		}
 		fields := slices.Sorted(maps.Keys(m.fields))
