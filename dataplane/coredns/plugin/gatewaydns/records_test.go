@@ -1,6 +1,7 @@
 package gatewaydns
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -248,6 +249,21 @@ func TestSetupParsing(t *testing.T) {
 		"gatewaydns {\n coalesce 20\n}":           "between 0 and 10s",
 		"gatewaydns {\n coalesce -1s\n}":          "between 0 and 10s",
 		"gatewaydns {\n coalesce 1m\n}":           "between 0 and 10s",
+	}
+	empty := t.TempDir() + "/empty"
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := t.TempDir() + "/pw"
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad["gatewaydns {\n password_file "+empty+"\n}"] = "is empty"
+	bad["gatewaydns {\n password_file /nonexistent/pw\n}"] = "cannot read the redis password"
+	bad["gatewaydns {\n password x\n password_file "+pwFile+"\n}"] = "either password or password_file"
+	if c, err := parseConfig(caddy.NewTestController("dns", "gatewaydns {\n password_file "+pwFile+"\n}")); err != nil ||
+		c.password != "s3cret" {
+		t.Fatalf("password_file: %+v %v", c, err)
 	}
 	for input, want := range bad {
 		_, err := parseConfig(caddy.NewTestController("dns", input))
