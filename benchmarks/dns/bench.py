@@ -105,7 +105,9 @@ class Server:
 
 
 @contextmanager
-def coredns(binary: str, label: str, corefile: str, workdir: Path) -> Iterator[Server]:
+def coredns(
+    binary: str, label: str, corefile: str, workdir: Path, probe: str = ZONE
+) -> Iterator[Server]:
     port = free_port()
     conf = workdir / f"Corefile.{label}"
     conf.write_text(corefile.replace("PORT", str(port)))
@@ -115,8 +117,11 @@ def coredns(binary: str, label: str, corefile: str, workdir: Path) -> Iterator[S
     server = Server(label, port, proc, log)
     try:
         wait_for(
-            lambda: proc.poll() is not None or query(port, "h0." + ZONE) is not None,
-            15,
+            lambda: (
+                proc.poll() is not None
+                or ((m := query(port, "h0." + probe)) is not None and len(m.answer) > 0)
+            ),
+            60,
             f"{label} to answer",
         )
         if proc.poll() is not None:
@@ -498,6 +503,202 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
     )
 
 
+SCALE_ZONE = "scale.test."
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a process, MiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def scale_zone_file(owners: int, path: Path) -> None:
+    """SCALE_ZONE as zone_fields(owners) renders it, for the file plugin."""
+    path.write_text(zone_file(SCALE_ZONE, owners).replace(f".{ZONE}", f".{SCALE_ZONE}"))
+
+
+def scale_queries(owners: int, path: Path) -> None:
+    path.write_text(
+        "".join(
+            f"h{(i * 7919) % owners}.{SCALE_ZONE} A\n"
+            if i % 10 < 8
+            else f"missing{i}.{SCALE_ZONE} A\n"
+            if i % 10 == 8
+            else f"h{(i * 104729) % owners}.{SCALE_ZONE} AAAA\n"
+            for i in range(10000)
+        )
+    )
+
+
+def stream_changes(
+    rport: int, owners: int, rate: float, seconds: float, hints: bool, stop: list[bool]
+) -> int:
+    """Agent transactions at `rate` per second into SCALE_ZONE, each changing one existing
+    owner's address; with hints the PUBLISH names the field (`ZONE FIELD`), else the zone
+    only (the agent's format before issue 17). Returns the number written."""
+    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+    t0 = time.perf_counter()
+    n = 0
+    while not stop[0] and time.perf_counter() - t0 < seconds:
+        field = f"h{(n * 7919) % owners}"
+        value = json.dumps({"a": [{"ip": bulk_ip(n % 60000), "ttl": 3600}]}, separators=(",", ":"))
+        pipe = r.pipeline(transaction=True)
+        pipe.hset(SCALE_ZONE, field, value)
+        pipe.publish(AGENT_CHANNEL, f"{SCALE_ZONE} {field}" if hints else SCALE_ZONE)
+        pipe.execute()
+        n += 1
+        time.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
+    return n
+
+
+@dataclass
+class ScaleRun:
+    label: str
+    rss_mib: float
+    load_s: float
+    lat: Latency
+    written: int
+    wall_s: float
+    cpu: dict[str, float]  # process -> CPU seconds over the streaming window
+
+
+def scale_stream(
+    server: Server, rport: int, rpid: int, args: argparse.Namespace, hints: bool
+) -> tuple[Latency, int, float, dict[str, float]]:
+    """Stream changes into SCALE_ZONE and meanwhile measure isolated probe changes."""
+    import threading
+
+    stop = [False]
+    written: list[int] = []
+    th = threading.Thread(
+        target=lambda: written.append(
+            stream_changes(
+                rport, args.scale_owners, args.scale_rate, args.scale_seconds, hints, stop
+            )
+        )
+    )
+    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+    writer: RedisWriter = HintingWriter(r) if hints else AgentWriter(r)
+    pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    t0 = time.perf_counter()
+    th.start()
+    samples, timeouts, i = [], 0, 0
+    while time.perf_counter() - t0 < args.scale_seconds - 0.5:
+        time.sleep(0.05)
+        i += 1
+        ip = f"10.254.{i // 250}.{i % 250 + 1}"
+        t1 = time.perf_counter()
+        writer.set(SCALE_ZONE, "probe", ip)
+        while ip not in answer_ips(query(server.port, f"probe.{SCALE_ZONE}")):
+            if time.perf_counter() - t1 > 5:
+                timeouts += 1
+                break
+            time.sleep(0.001)  # poll every ~1 ms: a busy loop would take a core from the server
+        else:
+            samples.append((time.perf_counter() - t1) * 1000)
+    stop[0] = True
+    th.join()
+    wall = time.perf_counter() - t0
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    return Latency(samples, timeouts), written[0] if written else 0, wall, cpu
+
+
+class HintingWriter(RedisWriter):
+    """An agent transaction whose PUBLISH names the changed field (`ZONE FIELD`)."""
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(zone, owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
+            pipe.publish(AGENT_CHANNEL, f"{zone} {owner}")
+            pipe.execute()
+
+
+def scale_section(
+    args: argparse.Namespace, binaries: dict[str, Path], rport: int, rpid: int, work: Path
+) -> None:
+    """One zone of --scale-owners names: memory, QPS against the file plugin, and change ->
+    visible latency while changes stream in at --scale-rate per second."""
+    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+    r.delete(SCALE_ZONE)
+    fields = zone_fields(args.scale_owners)
+    items = list(fields.items())
+    for i in range(0, len(items), 5000):
+        r.hset(SCALE_ZONE, mapping=dict(items[i : i + 5000]))
+    records = sum(2 if i % 4 == 0 else 1 for i in range(args.scale_owners)) + 1
+    zfile, qfile = work / "db.scale", work / "queries.scale"
+    scale_zone_file(args.scale_owners, zfile)
+    scale_queries(args.scale_owners, qfile)
+    limits = "    max_fields_per_zone 100000\n    max_records_per_zone 200000\n"
+    file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
+    runs: list[ScaleRun] = []
+    qps_rows: list[tuple[str, float, float, float]] = []
+    with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
+        file_rss = rss_mib(fsrv.proc.pid)
+        for label, binary in binaries.items():
+            conf = (
+                f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
+                f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
+            )
+            t0 = time.perf_counter()
+            with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
+                load_s = time.perf_counter() - t0
+                rss = rss_mib(srv.proc.pid)
+                rounds = [
+                    (dnsperf(srv, qfile, args.seconds), dnsperf(fsrv, qfile, args.seconds))
+                    for _ in range(args.rounds)
+                ]
+                qps_rows.append(
+                    (
+                        label,
+                        statistics.median(g.qps for g, _ in rounds),
+                        statistics.median(f.qps for _, f in rounds),
+                        statistics.median(g.qps / f.qps for g, f in rounds),
+                    )
+                )
+                modes = (
+                    [("field hints", True), ("zone only", False)]
+                    if label == "after"
+                    else [("zone only", False)]
+                )
+                for mode, hints in modes:
+                    lat, written, wall, cpu = scale_stream(srv, rport, rpid, args, hints)
+                    runs.append(ScaleRun(f"{label}, {mode}", rss, load_s, lat, written, wall, cpu))
+    print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
+    print(
+        f"{'binary':10} {'QPS':>8} {'file QPS':>9} {'ratio':>6}"
+        f" (median of {args.rounds} paired rounds)"
+    )
+    for label, g, f, ratio in qps_rows:
+        print(f"{label:10} {g:8.0f} {f:9.0f} {ratio:5.2f}x")
+    print(f"memory: file plugin RSS {file_rss:.0f} MiB")
+    for run in runs[:1] + [x for x in runs if x.label.startswith("before")][:1]:
+        print(
+            f"  {run.label.split(',')[0]}: coredns RSS {run.rss_mib:.0f} MiB after load "
+            f"({run.rss_mib * 1024 * 1024 / records:.0f} bytes per record, all included); "
+            f"start to first answer {run.load_s:.2f} s"
+        )
+    print(
+        f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
+        "(probe every 50 ms), ms; CPU seconds per process over the window"
+    )
+    print(
+        f"{'server, writer':26} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
+        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}"
+    )
+    for run in runs:
+        peak = max(run.lat.samples_ms) if run.lat.samples_ms else None
+        print(
+            f"{run.label:26} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
+            f"{run.lat.timeouts:>4} {run.written:>8} {run.wall_s:7.1f} "
+            f"{run.cpu['coredns']:8.2f} {run.cpu['redis-server']:7.2f}"
+            f" {run.cpu['bench (this)']:7.2f}"
+        )
+    r.delete(SCALE_ZONE)
+
+
 def fmt_ms(v: float | None) -> str:
     return f"{'-':>8}" if v is None else f"{v:8.2f}"
 
@@ -610,9 +811,9 @@ def main() -> int:
     )
     ap.add_argument(
         "--sections",
-        default="qps,latency,bulk",
+        default="qps,latency,bulk,scale",
         help="comma-separated: qps (dnsperf), latency (change-to-visible), bulk (many writes"
-        " into one zone, reload pacing off vs on)",
+        " into one zone, reload pacing off vs on), scale (one zone of --scale-owners names)",
     )
     ap.add_argument("--bulk-names", type=int, default=2500)
     ap.add_argument(
@@ -631,10 +832,21 @@ def main() -> int:
     ap.add_argument(
         "--coalesce", default="25ms", help="gatewaydns coalesce setting of the bulk 'on' server"
     )
+    ap.add_argument("--scale-owners", type=int, default=50000, help="names in the scale zone")
+    ap.add_argument(
+        "--scale-rate", type=float, default=200, help="agent changes per second while measuring"
+    )
+    ap.add_argument("--scale-seconds", type=float, default=10, help="length of each stream")
+    ap.add_argument(
+        "--baseline",
+        help="another coredns-tfgw binary (e.g. built from main by run.sh --baseline REV) to"
+        " measure side by side in the scale section",
+    )
     args = ap.parse_args()
+    known = {"qps", "latency", "bulk", "scale"}
     sections = set(args.sections.split(","))
-    if not sections <= {"qps", "latency", "bulk"}:
-        ap.error(f"unknown sections {sorted(sections - {'qps', 'latency', 'bulk'})}")
+    if not sections <= known:
+        ap.error(f"unknown sections {sorted(sections - known)}")
 
     tfgw = Path(args.bin) / "coredns-tfgw"
     if not tfgw.exists():
@@ -713,6 +925,11 @@ def main() -> int:
                         latency_section(servers, writers, r, args)
             if "bulk" in sections:
                 bulk_section(args, tfgw, rport, work)
+            if "scale" in sections:
+                binaries = {"after": tfgw}
+                if args.baseline:
+                    binaries["before"] = Path(args.baseline)
+                scale_section(args, binaries, rport, rproc.pid, work)
         finally:
             rproc.terminate()
             rproc.wait(5)

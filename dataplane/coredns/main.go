@@ -16,13 +16,15 @@ import (
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/secondary"
 
 	_ "tfgateway.dev/dataplane/coredns/plugin/gatewaydns"
 )
 
 // directives is the execution order of the plugins in a server block. gatewaydns comes
 // before forward so that names in a redis zone never leave the gateway; file sits next to
-// it so the benchmark and the differential test can serve the same data from a zone file.
+// it so the benchmark and the differential test can serve the same data from a zone file;
+// secondary lets a gateway (or the tests) follow another's zones by transfer (AXFR/IXFR).
 var directives = []string{
 	"bind",
 	"ready",
@@ -33,6 +35,7 @@ var directives = []string{
 	"cache",
 	"gatewaydns",
 	"file",
+	"secondary",
 	"forward",
 }
 

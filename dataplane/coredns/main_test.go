@@ -54,31 +54,7 @@ func freePort(t *testing.T) int {
 // TestCorefileEndToEnd runs the assembled server from a Corefile: gatewaydns answers the
 // names of its redis zones, forward (after it) gets everything else.
 func TestCorefileEndToEnd(t *testing.T) {
-	const redisServer = "/usr/bin/redis-server"
-	if _, err := os.Stat(redisServer); err != nil {
-		t.Fatalf("redis-server is required at %s: %v", redisServer, err)
-	}
-	rport := freePort(t)
-	sock := t.TempDir() + "/redis.sock"
-	redis := exec.Command(redisServer, "--port", strconv.Itoa(rport), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", t.TempDir(), "--unixsocket", sock, "--requirepass", "s3cret")
-	if err := redis.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
-	cli := func(args ...string) string {
-		out, err := exec.Command("redis-cli", append([]string{"-s", sock, "-a", "s3cret", "--no-auth-warning", "-n", "3"}, args...)...).CombinedOutput()
-		if err != nil {
-			return "error: " + string(out)
-		}
-		return string(out)
-	}
-	waitFor(t, "redis", func() error {
-		if out := cli("PING"); !strings.Contains(out, "PONG") {
-			return fmt.Errorf("%s", out)
-		}
-		return nil
-	})
+	sock, cli := startRedis(t, "s3cret", 3)
 	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.5"}]}`)
 
 	// A stand-in upstream for forward: it answers every A query with 192.0.2.99.
@@ -159,6 +135,144 @@ func TestCorefileEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startRedis runs a redis-server with requirepass on a unix socket (and a loopback port)
+// until the test ends; cli runs redis-cli against database db.
+func startRedis(t *testing.T, password string, db int) (string, func(args ...string) string) {
+	t.Helper()
+	const redisServer = "/usr/bin/redis-server"
+	if _, err := os.Stat(redisServer); err != nil {
+		t.Fatalf("redis-server is required at %s: %v", redisServer, err)
+	}
+	sock := t.TempDir() + "/redis.sock"
+	redis := exec.Command(redisServer, "--port", strconv.Itoa(freePort(t)), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir(), "--unixsocket", sock, "--requirepass", password)
+	if err := redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
+	cli := func(args ...string) string {
+		out, err := exec.Command("redis-cli", append([]string{"-s", sock, "-a", password, "--no-auth-warning", "-n",
+			strconv.Itoa(db)}, args...)...).CombinedOutput()
+		if err != nil {
+			return "error: " + string(out)
+		}
+		return string(out)
+	}
+	waitFor(t, "redis", func() error {
+		if out := cli("PING"); !strings.Contains(out, "PONG") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	return sock, cli
+}
+
+// startCoreDNS starts a CoreDNS instance from corefile until the test ends.
+func startCoreDNS(t *testing.T, corefile string) (*caddy.Instance, error) {
+	t.Helper()
+	instance, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(corefile), ServerTypeName: "dns"})
+	if err == nil {
+		t.Cleanup(func() { instance.ShutdownCallbacks(); _ = instance.Stop() })
+	}
+	return instance, err
+}
+
+// askA sends an A query to addr.
+func askA(addr, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	c := &dns.Client{Timeout: time.Second}
+	r, _, err := c.Exchange(m, addr)
+	return r, err
+}
+
+// TestRedisPasswordFile: the password comes from a file (a systemd credential); a wrong or
+// missing file stops CoreDNS from starting, with an error that says why.
+func TestRedisPasswordFile(t *testing.T) {
+	sock, cli := startRedis(t, "fromfile", 0)
+	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.7"}]}`)
+	dir := t.TempDir()
+	good, wrong := dir+"/good", dir+"/wrong"
+	if err := os.WriteFile(good, []byte("fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrong, []byte("nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	corefile := func(port int, file string) string {
+		return fmt.Sprintf(".:%d {\n bind 127.0.0.1\n gatewaydns {\n  unix %s\n  password_file %s\n }\n}", port, sock, file)
+	}
+	for file, want := range map[string]string{wrong: "refuses the password of password_file " + wrong,
+		dir + "/missing": "cannot read the redis password"} {
+		if _, err := startCoreDNS(t, corefile(freePort(t), file)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("password_file %s: start error %v, want one saying %q", file, err, want)
+		}
+	}
+	port := freePort(t)
+	if _, err := startCoreDNS(t, corefile(port, good)); err != nil {
+		t.Fatalf("start with the right password file: %v", err)
+	}
+	waitFor(t, "answer from redis", func() error {
+		r, err := askA("127.0.0.1:"+strconv.Itoa(port), "www.example.com.", dns.TypeA)
+		if err != nil || len(r.Answer) != 1 {
+			return fmt.Errorf("%v %v", r, err)
+		}
+		return nil
+	})
+}
+
+// TestSecondaryFollowsTransfers: a real secondary (CoreDNS's secondary plugin) transfers a
+// redis zone from gatewaydns and follows its changes, because the serial only increases.
+func TestSecondaryFollowsTransfers(t *testing.T) {
+	sock, cli := startRedis(t, "pw", 0)
+	// A 1 s refresh so the secondary polls the SOA quickly.
+	cli("HSET", "example.com.", "@", `{"soa":{"ns":"ns1.gw.test.","mbox":"hostmaster.gw.test.","refresh":1,"retry":1,"expire":3600,"minttl":60}}`,
+		"www", `{"a":[{"ip":"10.0.0.1"}]}`)
+	primary := freePort(t)
+	if _, err := startCoreDNS(t, fmt.Sprintf(".:%d {\n bind 127.0.0.1\n gatewaydns {\n  unix %s\n  password pw\n"+
+		"  nameservers ns1.gw.test.\n  transfer to 127.0.0.1\n }\n}", primary, sock)); err != nil {
+		t.Fatal(err)
+	}
+	secondary := freePort(t)
+	if _, err := startCoreDNS(t, fmt.Sprintf("example.com:%d {\n bind 127.0.0.1\n secondary {\n  transfer from 127.0.0.1:%d\n }\n}",
+		secondary, primary)); err != nil {
+		t.Fatal(err)
+	}
+	serial := func(addr int) uint32 {
+		r, err := askA("127.0.0.1:"+strconv.Itoa(addr), "example.com.", dns.TypeSOA)
+		if err != nil || len(r.Answer) != 1 {
+			return 0
+		}
+		return r.Answer[0].(*dns.SOA).Serial
+	}
+	follows := func(ip string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r, err := askA("127.0.0.1:"+strconv.Itoa(secondary), "www.example.com.", dns.TypeA)
+			if err == nil && len(r.Answer) == 1 && r.Answer[0].(*dns.A).A.String() == ip && serial(secondary) == serial(primary) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("secondary does not serve %s with the primary's serial %d: %v %v (its serial %d)", ip,
+					serial(primary), r, err, serial(secondary))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	follows("10.0.0.1")
+	prev := serial(primary)
+	for _, ip := range []string{"10.0.0.2", "10.0.0.3"} {
+		cli("HSET", "example.com.", "www", fmt.Sprintf(`{"a":[{"ip":"%s"}]}`, ip))
+		follows(ip)
+		if s := serial(primary); int32(s-prev) <= 0 {
+			t.Fatalf("serial went from %d to %d", prev, s)
+		} else {
+			prev = s
+		}
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() error) {

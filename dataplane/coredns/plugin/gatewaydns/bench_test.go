@@ -44,7 +44,7 @@ func BenchmarkServe(b *testing.B) {
 	bz := buildZone("bench.test.", benchFields(), nil, zoneDefaults{ttl: 300, nameservers: []string{"ns1.bench.test."}},
 		zoneLimits{maxRecords: 100000, maxValueBytes: 65536}, func(string, ...any) {})
 	g := &GatewayDNS{}
-	g.install(&zoneSet{zones: map[string]*builtZone{bz.name: bz}})
+	g.install(&zoneSet{zones: map[string]*zoneRef{bz.name: newZoneRef(bz)}})
 	g.loaded.Store(true)
 	f := file.File{Zones: file.Zones{Z: map[string]*file.Zone{bz.name: bz.zone}, Names: []string{bz.name}}}
 	req := new(dns.Msg)

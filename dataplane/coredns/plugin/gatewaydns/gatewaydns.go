@@ -11,6 +11,7 @@ package gatewaydns
 import (
 	"context"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -26,10 +27,32 @@ const pluginName = "gatewaydns"
 
 var log = clog.NewWithPlugin(pluginName)
 
-// zoneSet is an immutable snapshot of every served zone. Updates build a new set and swap
-// the pointer, so queries never lock and never see a half-built zone.
+// zoneSet is the set of served zones. Which zones exist is immutable: adding or removing a
+// zone builds a new set and swaps the pointer. A new version of an existing zone is swapped
+// into its zoneRef, without copying the set. Queries never lock and never see a half-built
+// zone.
 type zoneSet struct {
-	zones map[string]*builtZone
+	zones map[string]*zoneRef
+}
+
+// zoneRef holds the version of one zone in service.
+type zoneRef struct{ p atomic.Pointer[builtZone] }
+
+func newZoneRef(bz *builtZone) *zoneRef {
+	r := &zoneRef{}
+	r.p.Store(bz)
+	return r
+}
+
+// get returns the version of zone name in service (nil when it is not served).
+func (s *zoneSet) get(name string) *builtZone {
+	if s == nil {
+		return nil
+	}
+	if r := s.zones[name]; r != nil {
+		return r.p.Load()
+	}
+	return nil
 }
 
 // match returns the zone with the longest name that contains qname (an FQDN, lowercase).
@@ -38,8 +61,8 @@ func (s *zoneSet) match(qname string) *builtZone {
 		return nil
 	}
 	for off, end := 0, false; !end; off, end = dns.NextLabel(qname, off) {
-		if z, ok := s.zones[qname[off:]]; ok {
-			return z
+		if r, ok := s.zones[qname[off:]]; ok {
+			return r.p.Load()
 		}
 	}
 	return nil
@@ -107,7 +130,7 @@ func (g *GatewayDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	m.Answer, m.Ns, m.Extra = answer, ns, extra
+	m.Answer, m.Ns, m.Extra = answer, negativeSOA(ns, bz.negSOA), extra
 	switch result {
 	case file.NameError:
 		m.Rcode = dns.RcodeNameError
@@ -128,6 +151,21 @@ func (g *GatewayDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 		log.Debugf("write reply: %v", err)
 	}
 	return dns.RcodeSuccess, nil
+}
+
+// negativeSOA gives the SOA of a negative answer the TTL RFC 2308 §3 asks for, min(SOA TTL,
+// SOA MINIMUM): the file plugin's Lookup sends the zone's SOA record itself. Only negative
+// answers (NXDOMAIN, NODATA, also at the end of a CNAME chain) carry the SOA in the
+// authority section.
+func negativeSOA(ns []dns.RR, neg *dns.SOA) []dns.RR {
+	for i, rr := range ns {
+		if _, ok := rr.(*dns.SOA); ok && neg != nil {
+			out := slices.Clone(ns)
+			out[i] = neg
+			return out
+		}
+	}
+	return ns
 }
 
 // transfer answers AXFR/IXFR for an exact zone name from an allowed client; everything
@@ -197,5 +235,5 @@ func (g *GatewayDNS) current() *zoneSet {
 	if s := g.zones.Load(); s != nil {
 		return s
 	}
-	return &zoneSet{zones: map[string]*builtZone{}}
+	return &zoneSet{zones: map[string]*zoneRef{}}
 }

@@ -7,17 +7,10 @@ import (
 	"time"
 )
 
-func changed(zones ...string) map[string]struct{} {
-	m := map[string]struct{}{}
-	for _, z := range zones {
-		m[z] = struct{}{}
-	}
-	return m
-}
-
-// The pacer's decisions on a made-up clock: an isolated change is due at once, changes
-// during a zone's pause are folded into one reload when the pause ends, other zones are not
-// held back, and a slow reload lengthens its zone's pause.
+// The pacer's decisions on a made-up clock: an isolated change is due at once (also right
+// after a slow reload: the delay is bounded by the reload itself), changes during a zone's
+// pause are folded into one reload, other zones are not held back, sustained changes cost at
+// most about a fifth of the time, and a zone may be deferred.
 func TestReloadPacer(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
@@ -31,52 +24,84 @@ func TestReloadPacer(t *testing.T) {
 	}
 
 	// Isolated change: at once.
-	p.add(changed("a."))
+	p.add("a.", at(0))
 	expect(0, "a.", 0)
-	p.done("a.", at(0), at(2)) // 2 ms reload: pause max(25, 4*2) = 25 ms, until 27
+	p.done("a.", at(0), at(2)) // 2 ms reload; the next one not before 27 ms (coalesce)
 
-	// Two events of one change and further changes during the pause wait, folded.
-	p.add(changed("a."))
+	// Changes during the pause wait and are folded; another zone is not held back.
+	p.add("a.", at(3))
 	expect(3, "", 24*time.Millisecond)
-	p.add(changed("a.", "b."))
-	expect(10, "b.", 17*time.Millisecond) // another zone is not held back
+	p.add("a.", at(10))
+	p.add("b.", at(10))
+	expect(10, "b.", 17*time.Millisecond)
 	p.done("b.", at(10), at(11))
-	p.add(changed("a."))
-	expect(20, "", 7*time.Millisecond)
-	expect(27, "a.", 0)          // one reload for the three changes of a.
-	p.done("a.", at(27), at(47)) // 20 ms reload: pause 80 ms, until 127
-	expect(30, "", 0)
+	expect(27, "a.", 0) // one reload for the changes of a.
+	p.done("a.", at(27), at(29))
 
-	// A slow zone gets a longer pause, capped at maxAdaptivePause.
-	p.add(changed("a."))
-	expect(100, "", 27*time.Millisecond)
-	expect(127, "a.", 0)
-	p.done("a.", at(127), at(1127))
-	p.add(changed("a."))
-	expect(1200, "", time.Second-73*time.Millisecond)
+	// A slow reload (600 ms, as seen with the old pacer) does not delay an isolated change
+	// that comes after it: only the reload itself did.
+	p.add("a.", at(1000))
+	expect(1000, "a.", 0)
+	p.done("a.", at(1000), at(1600))
+	p.add("a.", at(1630))
+	expect(1630, "a.", 0)
+	// But sustained slow reloads are paced: the debt (5 x 600 ms x 2, minus the time passed)
+	// is over the burst allowance, so the next waits until it is paid down to it.
+	p.done("a.", at(1630), at(2230))
+	p.add("a.", at(2240))
+	zones, wait := p.due(at(2240))
+	if len(zones) != 0 || wait < time.Second {
+		t.Fatalf("after two slow reloads back to back: due %v wait %s, want a pause of over 1s", zones, wait)
+	}
 
-	// A full load covers waiting zones.
+	// Sustained changes of a zone whose reload takes 10 ms: at most ~1/5 of the time reloading.
+	q := newReloadPacer(25 * time.Millisecond)
+	busy, now := time.Duration(0), at(10000)
+	for now.Before(at(20000)) {
+		q.add("c.", now)
+		if zones, wait := q.due(now); len(zones) == 1 {
+			q.done("c.", now, now.Add(10*time.Millisecond))
+			busy += 10 * time.Millisecond
+			now = now.Add(10 * time.Millisecond)
+		} else {
+			now = now.Add(wait)
+		}
+	}
+	if frac := busy.Seconds() / 10; frac > 0.2+0.1 {
+		t.Fatalf("sustained changes: %.2f of the time reloading, want about 0.2 at most", frac)
+	}
+
+	// A full load covers waiting zones; old debts are forgotten.
 	p.clear()
 	if p.pending() != 0 {
 		t.Fatal("clear left zones waiting")
 	}
-	expect(2200, "", 0)
-
-	// After a quiet period a change is due at once again, and old pauses are forgotten.
-	p.add(changed("a.", "b."))
-	expect(5000, "a.,b.", 0)
-	if len(p.notUntil) != 0 {
-		t.Fatalf("pauses kept after they ended: %v", p.notUntil)
+	p.add("a.", at(60000))
+	p.add("b.", at(60000))
+	expect(60000, "a.,b.", 0)
+	if len(p.debts) != 0 {
+		t.Fatalf("debts kept after they were paid: %v", p.debts)
 	}
+
+	// A deferred zone waits for its deferral.
+	p.deferUntil = func(zone string, changed time.Time) time.Time {
+		if zone == "d." {
+			return changed.Add(time.Second)
+		}
+		return changed
+	}
+	p.add("d.", at(70000))
+	expect(70000, "", time.Second)
+	expect(71000, "d.", 0)
 
 	// coalesce 0: no pacing at all.
 	off := newReloadPacer(0)
 	for i := 0; i < 3; i++ {
-		off.add(changed("a."))
+		off.add("a.", at(i))
 		zones, wait := off.due(at(i))
 		if fmt.Sprint(zones) != "[a.]" || wait != 0 {
 			t.Fatalf("unpaced: due %v wait %s", zones, wait)
 		}
-		off.done("a.", at(i), at(i+1))
+		off.done("a.", at(i), at(i+500))
 	}
 }

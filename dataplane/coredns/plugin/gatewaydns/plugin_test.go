@@ -174,7 +174,7 @@ func TestZoneTransferIsOffByDefault(t *testing.T) {
 func mustCIDRs(t *testing.T, cidrs ...string) []*net.IPNet {
 	t.Helper()
 	cfg := defaultConfig()
-	if err := cfg.apply("transfer", append([]string{"to"}, cidrs...)); err != nil {
+	if err := parseTransfer(cfg, append([]string{"to"}, cidrs...)); err != nil {
 		t.Fatal(err)
 	}
 	return cfg.transferTo

@@ -83,155 +83,170 @@ type ownerRecords struct {
 // configured ttl: it is the TTL of records without one and the upper bound of all others,
 // as in the third-party plugin, so that a change reaches resolvers within that time.
 func parseOwner(owner string, apex bool, value []byte, ttlCap uint32) ownerRecords {
-	var out ownerRecords
+	p := &ownerParser{owner: owner, ttlCap: ttlCap}
 	var set recordSet
 	if err := json.Unmarshal(value, &set); err != nil {
-		out.problems = append(out.problems, fmt.Sprintf("value is not a JSON record-set object: %v", err))
-		return out
+		p.problem("value is not a JSON record-set object: %v", err)
+		return p.out
 	}
-	hdr := func(t uint16, ttl uint32) dns.RR_Header {
-		return dns.RR_Header{Name: owner, Rrtype: t, Class: dns.ClassINET, Ttl: effectiveTTL(ttl, ttlCap)}
-	}
-	bad := func(kind string, i int, why string) {
-		out.problems = append(out.problems, fmt.Sprintf("%s[%d]: %s", kind, i, why))
-	}
+	p.addresses(set.A, "a")
+	p.addresses(set.AAAA, "aaaa")
+	p.texts(set.TXT)
+	p.hosts(set.NS, "ns")
+	p.mailExchangers(set.MX)
+	p.services(set.SRV)
+	p.authorizations(set.CAA)
+	p.aliases(set.CNAME, apex)
+	p.startOfAuthority(set.SOA, apex)
+	return p.out
+}
 
-	eachElem(set.A, "a", &out, func(i int, raw json.RawMessage) {
-		var r addrRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("a", i, err.Error())
+// ownerParser collects one owner's records and problems, one method per record type.
+type ownerParser struct {
+	owner  string
+	ttlCap uint32
+	out    ownerRecords
+}
+
+func (p *ownerParser) problem(format string, args ...any) {
+	p.out.problems = append(p.out.problems, fmt.Sprintf(format, args...))
+}
+
+func (p *ownerParser) hdr(t uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: p.owner, Rrtype: t, Class: dns.ClassINET, Ttl: effectiveTTL(ttl, p.ttlCap)}
+}
+
+// each decodes every element of the array raw into a fresh T and hands it to fn, which
+// returns the record to serve or why the element is skipped ("" and nil: skipped silently).
+func each[T any](p *ownerParser, raw json.RawMessage, kind string, fn func(r *T) (dns.RR, string)) []dns.RR {
+	var rrs []dns.RR
+	eachElem(raw, kind, &p.out, func(i int, elem json.RawMessage) {
+		var r T
+		if err := json.Unmarshal(elem, &r); err != nil {
+			p.problem("%s[%d]: %s", kind, i, err.Error())
 			return
 		}
-		if r.IP == "" {
-			return // the Go plugins skipped empty addresses silently too
+		rr, why := fn(&r)
+		if why != "" {
+			p.problem("%s[%d]: %s", kind, i, why)
 		}
-		ip, err := netip.ParseAddr(r.IP)
-		if err != nil || !ip.Is4() {
-			bad("a", i, fmt.Sprintf("%q is not an IPv4 address", r.IP))
-			return
+		if rr != nil {
+			rrs = append(rrs, rr)
 		}
-		out.rrs = append(out.rrs, &dns.A{Hdr: hdr(dns.TypeA, r.TTL), A: ip.AsSlice()})
 	})
-	eachElem(set.AAAA, "aaaa", &out, func(i int, raw json.RawMessage) {
-		var r addrRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("aaaa", i, err.Error())
-			return
-		}
+	return rrs
+}
+
+// addresses decodes `a` (IPv4) or `aaaa` (IPv6). An empty address is skipped silently, as
+// the Go plugins did.
+func (p *ownerParser) addresses(raw json.RawMessage, kind string) {
+	p.out.rrs = append(p.out.rrs, each(p, raw, kind, func(r *addrRecord) (dns.RR, string) {
 		if r.IP == "" {
-			return
+			return nil, ""
 		}
 		ip, err := netip.ParseAddr(r.IP)
+		if kind == "a" {
+			if err != nil || !ip.Is4() {
+				return nil, fmt.Sprintf("%q is not an IPv4 address", r.IP)
+			}
+			return &dns.A{Hdr: p.hdr(dns.TypeA, r.TTL), A: ip.AsSlice()}, ""
+		}
 		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
-			bad("aaaa", i, fmt.Sprintf("%q is not an IPv6 address", r.IP))
-			return
+			return nil, fmt.Sprintf("%q is not an IPv6 address", r.IP)
 		}
-		out.rrs = append(out.rrs, &dns.AAAA{Hdr: hdr(dns.TypeAAAA, r.TTL), AAAA: ip.AsSlice()})
-	})
-	eachElem(set.TXT, "txt", &out, func(i int, raw json.RawMessage) {
-		var r txtRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("txt", i, err.Error())
-			return
-		}
-		out.rrs = append(out.rrs, &dns.TXT{Hdr: hdr(dns.TypeTXT, r.TTL), Txt: splitTXT(r.Text)})
-	})
-	eachElem(set.NS, "ns", &out, func(i int, raw json.RawMessage) {
-		var r hostRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("ns", i, err.Error())
-			return
-		}
+		return &dns.AAAA{Hdr: p.hdr(dns.TypeAAAA, r.TTL), AAAA: ip.AsSlice()}, ""
+	})...)
+}
+
+func (p *ownerParser) texts(raw json.RawMessage) {
+	p.out.rrs = append(p.out.rrs, each(p, raw, "txt", func(r *txtRecord) (dns.RR, string) {
+		return &dns.TXT{Hdr: p.hdr(dns.TypeTXT, r.TTL), Txt: splitTXT(r.Text)}, ""
+	})...)
+}
+
+// hostRRs decodes an array of {host, ttl} into records made by mk (NS here, CNAME below).
+func (p *ownerParser) hostRRs(raw json.RawMessage, kind string, mk func(dns.RR_Header, string) dns.RR, t uint16) []dns.RR {
+	return each(p, raw, kind, func(r *hostRecord) (dns.RR, string) {
 		host, err := targetName(r.Host)
 		if err != nil {
-			bad("ns", i, err.Error())
-			return
+			return nil, err.Error()
 		}
-		out.rrs = append(out.rrs, &dns.NS{Hdr: hdr(dns.TypeNS, r.TTL), Ns: host})
+		return mk(p.hdr(t, r.TTL), host), ""
 	})
-	eachElem(set.MX, "mx", &out, func(i int, raw json.RawMessage) {
-		var r mxRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("mx", i, err.Error())
-			return
-		}
+}
+
+func (p *ownerParser) hosts(raw json.RawMessage, kind string) {
+	p.out.rrs = append(p.out.rrs, p.hostRRs(raw, kind, func(h dns.RR_Header, host string) dns.RR {
+		return &dns.NS{Hdr: h, Ns: host}
+	}, dns.TypeNS)...)
+}
+
+func (p *ownerParser) mailExchangers(raw json.RawMessage) {
+	p.out.rrs = append(p.out.rrs, each(p, raw, "mx", func(r *mxRecord) (dns.RR, string) {
 		host, err := targetName(r.Host)
 		if err != nil {
-			bad("mx", i, err.Error())
-			return
+			return nil, err.Error()
 		}
-		out.rrs = append(out.rrs, &dns.MX{Hdr: hdr(dns.TypeMX, r.TTL), Preference: r.Preference, Mx: host})
-	})
-	eachElem(set.SRV, "srv", &out, func(i int, raw json.RawMessage) {
-		var r srvRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("srv", i, err.Error())
-			return
-		}
+		return &dns.MX{Hdr: p.hdr(dns.TypeMX, r.TTL), Preference: r.Preference, Mx: host}, ""
+	})...)
+}
+
+func (p *ownerParser) services(raw json.RawMessage) {
+	p.out.rrs = append(p.out.rrs, each(p, raw, "srv", func(r *srvRecord) (dns.RR, string) {
 		target, err := targetName(r.Target)
 		if err != nil {
-			bad("srv", i, err.Error())
-			return
+			return nil, err.Error()
 		}
-		out.rrs = append(out.rrs, &dns.SRV{Hdr: hdr(dns.TypeSRV, r.TTL), Priority: r.Priority,
-			Weight: r.Weight, Port: r.Port, Target: target})
-	})
-	eachElem(set.CAA, "caa", &out, func(i int, raw json.RawMessage) {
-		var r caaRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("caa", i, err.Error())
-			return
-		}
+		return &dns.SRV{Hdr: p.hdr(dns.TypeSRV, r.TTL), Priority: r.Priority, Weight: r.Weight,
+			Port: r.Port, Target: target}, ""
+	})...)
+}
+
+func (p *ownerParser) authorizations(raw json.RawMessage) {
+	p.out.rrs = append(p.out.rrs, each(p, raw, "caa", func(r *caaRecord) (dns.RR, string) {
 		if !isCAATag(r.Tag) {
-			bad("caa", i, fmt.Sprintf("tag %q must be 1-15 letters or digits", r.Tag))
-			return
+			return nil, fmt.Sprintf("tag %q must be 1-15 letters or digits", r.Tag)
 		}
-		out.rrs = append(out.rrs, &dns.CAA{Hdr: hdr(dns.TypeCAA, r.TTL), Flag: r.Flag,
-			Tag: r.Tag, Value: escapeText(r.Value)})
-	})
+		return &dns.CAA{Hdr: p.hdr(dns.TypeCAA, r.TTL), Flag: r.Flag, Tag: r.Tag, Value: escapeText(r.Value)}, ""
+	})...)
+}
 
-	var cnames []dns.RR
-	eachElem(set.CNAME, "cname", &out, func(i int, raw json.RawMessage) {
-		var r hostRecord
-		if err := json.Unmarshal(raw, &r); err != nil {
-			bad("cname", i, err.Error())
-			return
-		}
-		host, err := targetName(r.Host)
-		if err != nil {
-			bad("cname", i, err.Error())
-			return
-		}
-		cnames = append(cnames, &dns.CNAME{Hdr: hdr(dns.TypeCNAME, r.TTL), Target: host})
-	})
-	if len(cnames) > 0 {
-		switch {
-		case apex:
-			out.problems = append(out.problems, "cname at the zone apex is not allowed; ignored")
-		default:
-			// RFC 1034 §3.6.2: a CNAME owner has no other data, and one CNAME only.
-			if len(cnames) > 1 {
-				out.problems = append(out.problems, "more than one cname; only the first is served")
-			}
-			if len(out.rrs) > 0 {
-				out.problems = append(out.problems, "cname next to other records; only the cname is served")
-			}
-			out.rrs = cnames[:1]
-		}
+// aliases applies RFC 1034 §3.6.2: a CNAME owner has no other data, and one CNAME only; the
+// apex (which has SOA and NS) cannot be an alias.
+func (p *ownerParser) aliases(raw json.RawMessage, apex bool) {
+	cnames := p.hostRRs(raw, "cname", func(h dns.RR_Header, host string) dns.RR {
+		return &dns.CNAME{Hdr: h, Target: host}
+	}, dns.TypeCNAME)
+	if len(cnames) == 0 {
+		return
 	}
+	if apex {
+		p.problem("cname at the zone apex is not allowed; ignored")
+		return
+	}
+	if len(cnames) > 1 {
+		p.problem("more than one cname; only the first is served")
+	}
+	if len(p.out.rrs) > 0 {
+		p.problem("cname next to other records; only the cname is served")
+	}
+	p.out.rrs = cnames[:1]
+}
 
-	if len(bytesTrim(set.SOA)) > 0 && string(bytesTrim(set.SOA)) != "null" {
-		var r soaRecord
-		switch {
-		case !apex:
-			out.problems = append(out.problems, "soa outside the zone apex is ignored")
-		case json.Unmarshal(set.SOA, &r) != nil:
-			out.problems = append(out.problems, "soa is not a valid SOA object; a synthesised SOA is served")
-		default:
-			out.soa = &r
-		}
+// startOfAuthority keeps the stored SOA object of the apex; makeSOA completes it.
+func (p *ownerParser) startOfAuthority(raw json.RawMessage, apex bool) {
+	if t := bytesTrim(raw); len(t) == 0 || string(t) == "null" {
+		return
 	}
-	return out
+	var r soaRecord
+	switch {
+	case !apex:
+		p.problem("soa outside the zone apex is ignored")
+	case json.Unmarshal(raw, &r) != nil:
+		p.problem("soa is not a valid SOA object; a synthesised SOA is served")
+	default:
+		p.out.soa = &r
+	}
 }
 
 // eachElem decodes raw as a JSON array and calls fn per element. A value that is not an

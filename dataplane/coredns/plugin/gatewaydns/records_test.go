@@ -1,6 +1,7 @@
 package gatewaydns
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -144,19 +145,26 @@ func TestZoneNames(t *testing.T) {
 	}
 }
 
-func TestSerialIsStableAndContentDerived(t *testing.T) {
+// The content digest ignores field order, sees field/value boundaries, and follows changes
+// incrementally (sub then add gives the digest of the new content).
+func TestContentDigest(t *testing.T) {
 	a := map[string]string{"www": `{"a":[{"ip":"10.0.0.1"}]}`, "@": `{}`}
 	b := map[string]string{"@": `{}`, "www": `{"a":[{"ip":"10.0.0.1"}]}`}
 	c := map[string]string{"@": `{}`, "www": `{"a":[{"ip":"10.0.0.2"}]}`}
-	if serialFromDigest(contentDigest(a)) != serialFromDigest(contentDigest(b)) {
-		t.Fatal("same content, different serial")
+	if contentDigest(a) != contentDigest(b) {
+		t.Fatal("same content, different digest")
 	}
-	if serialFromDigest(contentDigest(a)) == serialFromDigest(contentDigest(c)) {
-		t.Fatal("different content, same serial")
+	if contentDigest(a) == contentDigest(c) {
+		t.Fatal("different content, same digest")
 	}
-	// field/value boundaries are part of the digest
 	if contentDigest(map[string]string{"ab": "c"}) == contentDigest(map[string]string{"a": "bc"}) {
 		t.Fatal("digest ignores field boundaries")
+	}
+	d := contentDigest(a)
+	d.sub("www", a["www"])
+	d.add("www", c["www"])
+	if d != contentDigest(c) {
+		t.Fatal("incremental digest differs from the digest of the content")
 	}
 }
 
@@ -209,7 +217,7 @@ func TestSetupParsing(t *testing.T) {
 	}
 	def, err := parseConfig(caddy.NewTestController("dns", "gatewaydns"))
 	if err != nil || def.addr != "127.0.0.1:6379" || def.transferAll || len(def.transferTo) != 0 || def.resync.Seconds() != 60 ||
-		def.maxFields != 50000 || def.coalesce != 25*time.Millisecond {
+		def.maxFields != 100000 || def.maxRecords != 200000 || def.coalesce != 25*time.Millisecond {
 		t.Fatalf("defaults: %+v %v", def, err)
 	}
 	for _, off := range []string{"0", "off", "0s"} {
@@ -241,6 +249,21 @@ func TestSetupParsing(t *testing.T) {
 		"gatewaydns {\n coalesce 20\n}":           "between 0 and 10s",
 		"gatewaydns {\n coalesce -1s\n}":          "between 0 and 10s",
 		"gatewaydns {\n coalesce 1m\n}":           "between 0 and 10s",
+	}
+	empty := t.TempDir() + "/empty"
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pwFile := t.TempDir() + "/pw"
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad["gatewaydns {\n password_file "+empty+"\n}"] = "is empty"
+	bad["gatewaydns {\n password_file /nonexistent/pw\n}"] = "cannot read the redis password"
+	bad["gatewaydns {\n password x\n password_file "+pwFile+"\n}"] = "either password or password_file"
+	if c, err := parseConfig(caddy.NewTestController("dns", "gatewaydns {\n password_file "+pwFile+"\n}")); err != nil ||
+		c.password != "s3cret" {
+		t.Fatalf("password_file: %+v %v", c, err)
 	}
 	for input, want := range bad {
 		_, err := parseConfig(caddy.NewTestController("dns", input))

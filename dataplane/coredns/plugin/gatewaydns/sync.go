@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,23 +24,43 @@ const AgentChannel = "tfgateway:dns"
 // that replace a zone key ($), expiry (x) and eviction (e).
 const keyspaceFlags = "Kgh$xe"
 
+// hintedCheck is how long after a writer named the fields it changed in a zone the zone is
+// read whole once more, to catch changes by writers that name nothing (keyspace events do
+// not say which field changed, and the hinted writer's own events cannot be told apart from
+// theirs). hintGrace is how long a keyspace event waits for the hint of the same
+// transaction, which redis sends right after it.
+const (
+	hintedCheck = time.Second
+	hintGrace   = 2 * time.Millisecond
+)
+
+// zoneMark is what is known about a change to one zone.
+type zoneMark struct {
+	whole  bool                // changed in unknown fields: read the whole hash
+	fields map[string]struct{} // fields named by the writer
+	at     time.Time           // when the first unknown change was heard of
+}
+
 // syncer keeps a GatewayDNS's zones equal to redis.
 type syncer struct {
-	cfg    *config
-	g      *GatewayDNS
-	client *redis.Client
+	cfg     *config
+	g       *GatewayDNS
+	client  *redis.Client
+	serials *serialKeeper
 
 	mu      sync.Mutex
-	dirty   map[string]struct{} // zones to reload
-	full    bool                // a full resync is wanted
+	dirty   map[string]*zoneMark // zones to reload
+	full    bool                 // a full resync is wanted
 	wake    chan struct{}
 	errOnce map[string]bool // log keyspace-config problems once per message
 
-	tooBig map[string]bool // zone keys refused for max_fields_per_zone (loader goroutine only)
+	// Loader goroutine only:
+	tooBig map[string]bool      // zone keys refused for max_fields_per_zone
+	hinted map[string]time.Time // zones with hinted changes since their last whole read: first hint
 
 	// For tests and benchmarks (the metrics are process-wide): loads done, zones refused.
-	zoneLoads, fullLoads atomic.Int64
-	oversized            atomic.Int64
+	zoneLoads, fullLoads, fieldLoads atomic.Int64
+	oversized                        atomic.Int64
 
 	loadedOnce chan struct{} // closed after the first successful full load
 	closeOnce  sync.Once
@@ -59,17 +81,40 @@ func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 		Protocol:        2,
 		DisableIdentity: true,
 	}
-	return &syncer{
+	s := &syncer{
 		cfg:        cfg,
 		g:          g,
 		client:     redis.NewClient(opt),
-		dirty:      map[string]struct{}{},
+		dirty:      map[string]*zoneMark{},
 		full:       true,
 		wake:       make(chan struct{}, 1),
 		errOnce:    map[string]bool{},
 		tooBig:     map[string]bool{},
+		hinted:     map[string]time.Time{},
 		loadedOnce: make(chan struct{}),
 	}
+	s.serials = newSerialKeeper(s.client, s.logOnce)
+	return s
+}
+
+// checkAuth fails when redis answers but refuses the configured credentials.
+func (s *syncer) checkAuth(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.startupWait)
+	defer cancel()
+	err := s.client.Ping(ctx).Err()
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, refusal := range []string{"WRONGPASS", "NOAUTH", "invalid password", "invalid username-password", "AUTH"} {
+		if strings.Contains(msg, refusal) {
+			if s.cfg.passwordFrom == "" {
+				return fmt.Errorf("redis at %s wants a password and none is configured: %v", s.cfg.addr, err)
+			}
+			return fmt.Errorf("redis at %s refuses the password of %s: %v", s.cfg.addr, s.cfg.passwordFrom, err)
+		}
+	}
+	return nil
 }
 
 // run starts the subscriber and the loader; both stop when ctx ends.
@@ -89,9 +134,29 @@ func (s *syncer) poke() {
 	}
 }
 
-func (s *syncer) markZone(zone string) {
+// markZone notes a change of zone in unknown fields.
+func (s *syncer) markZone(zone string) { s.mark(zone, nil) }
+
+// mark notes a change of zone in fields (none: unknown fields).
+func (s *syncer) mark(zone string, fields []string) {
 	s.mu.Lock()
-	s.dirty[zone] = struct{}{}
+	m := s.dirty[zone]
+	if m == nil {
+		m = &zoneMark{}
+		s.dirty[zone] = m
+	}
+	if len(fields) == 0 {
+		if !m.whole {
+			m.whole, m.at = true, time.Now()
+		}
+	} else {
+		if m.fields == nil {
+			m.fields = map[string]struct{}{}
+		}
+		for _, f := range fields {
+			m.fields[f] = struct{}{}
+		}
+	}
 	s.mu.Unlock()
 	s.poke()
 }
@@ -144,17 +209,25 @@ func (s *syncer) subscribe(ctx context.Context) {
 			s.markFull()
 		case *redis.Message:
 			if m.Channel == AgentChannel {
-				zone := strings.ToLower(strings.TrimSpace(m.Payload))
-				if zone == "" || zone == "*" {
-					s.markFull()
-				} else {
-					s.markZone(strings.TrimSuffix(zone, ".") + ".")
-				}
+				s.agentMessage(m.Payload)
 				continue
 			}
 			s.markZone(strings.TrimPrefix(m.Channel, prefix))
 		}
 	}
+}
+
+// agentMessage handles a message on AgentChannel: `ZONE [FIELD...]` (the zone's trailing dot
+// optional; the fields, if given, are the hash fields the writer changed, so that only they
+// are read), or empty or `*` for a full resync.
+func (s *syncer) agentMessage(payload string) {
+	words := strings.Fields(payload)
+	if len(words) == 0 || words[0] == "*" {
+		s.markFull()
+		return
+	}
+	zone := strings.TrimSuffix(strings.ToLower(words[0]), ".") + "."
+	s.mark(zone, words[1:])
 }
 
 // ensureKeyspaceEvents adds the flags the plugin needs to notify-keyspace-events, keeping
@@ -210,8 +283,8 @@ func unionFlags(have, need string) string {
 }
 
 // load applies pending work: full resyncs (at start, on reconnect, every resync period, and
-// after errors) and single-zone reloads, paced by a reloadPacer. It is the only writer of
-// the zone set.
+// after errors), reads of the fields writers named (at once), and whole-zone reloads, paced
+// by a reloadPacer. It is the only writer of the zone set.
 func (s *syncer) load(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.resync)
 	defer ticker.Stop()
@@ -219,6 +292,7 @@ func (s *syncer) load(ctx context.Context) {
 	paced.Stop()
 	defer paced.Stop()
 	pacer := newReloadPacer(s.cfg.coalesce)
+	pacer.deferUntil = s.deferWholeRead
 	backoff := newBackoff()
 	var retry <-chan time.Time
 	for {
@@ -237,7 +311,7 @@ func (s *syncer) load(ctx context.Context) {
 		}
 		s.mu.Lock()
 		full, dirty := s.full, s.dirty
-		s.full, s.dirty = false, map[string]struct{}{}
+		s.full, s.dirty = false, map[string]*zoneMark{}
 		s.mu.Unlock()
 
 		var err error
@@ -249,20 +323,11 @@ func (s *syncer) load(ctx context.Context) {
 			loadsTotal.WithLabelValues("full", result(err)).Inc()
 			s.fullLoads.Add(1)
 		} else {
-			pacer.add(dirty)
-			zones, wait := pacer.due(time.Now())
-			for _, zone := range zones {
-				start := time.Now()
-				err = s.reloadZone(ctx, zone)
-				pacer.done(zone, start, time.Now())
-				loadsTotal.WithLabelValues("zone", result(err)).Inc()
-				s.zoneLoads.Add(1)
-				if err != nil {
-					pacer.clear() // the retry is a full load
-					break
-				}
-			}
-			if err == nil && wait > 0 {
+			var wait time.Duration
+			wait, err = s.loadChanges(ctx, pacer, dirty)
+			if err != nil {
+				pacer.clear() // the retry is a full load
+			} else if wait > 0 {
 				paced.Reset(wait)
 			}
 		}
@@ -277,6 +342,54 @@ func (s *syncer) load(ctx context.Context) {
 		}
 		backoff.reset()
 	}
+}
+
+// loadChanges reads the named fields of changed zones, then reloads the zones changed in
+// unknown fields that the pacer lets through. It returns how long until the next paced
+// zone is due.
+func (s *syncer) loadChanges(ctx context.Context, pacer *reloadPacer, dirty map[string]*zoneMark) (time.Duration, error) {
+	now := time.Now()
+	whole, err := s.readFields(ctx, dirty)
+	for _, zone := range whole {
+		pacer.add(zone, now)
+	}
+	for zone, m := range dirty {
+		if m.whole {
+			pacer.add(zone, m.at)
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	for {
+		// Reloading takes time: after each round, ask the pacer again.
+		zones, wait := pacer.due(time.Now())
+		if len(zones) == 0 {
+			return wait, nil
+		}
+		for _, zone := range zones {
+			start := time.Now()
+			delete(s.hinted, zone) // this read covers the hinted writes so far
+			err = s.reloadZone(ctx, zone)
+			pacer.done(zone, start, time.Now())
+			loadsTotal.WithLabelValues("zone", result(err)).Inc()
+			s.zoneLoads.Add(1)
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// deferWholeRead is when a zone changed in unknown fields at `changed` may be read whole:
+// a moment after the change, so that the field names of the same transaction arrive first,
+// and not before hintedCheck after the first hint that no whole read has covered yet.
+func (s *syncer) deferWholeRead(zone string, changed time.Time) time.Time {
+	at := changed.Add(hintGrace)
+	if h, ok := s.hinted[zone]; ok {
+		at = laterOf(at, h.Add(hintedCheck))
+	}
+	return at
 }
 
 // fullSync reads every zone hash and replaces the zone set. Zones whose content did not
@@ -302,7 +415,7 @@ func (s *syncer) fullSync(ctx context.Context) error {
 		cursor = next
 	}
 	old := s.g.current()
-	next := &zoneSet{zones: make(map[string]*builtZone, len(keys))}
+	built := make(map[string]*builtZone, len(keys))
 	tooBig := map[string]bool{}
 	const perPipeline = 100
 	for start := 0; start < len(keys); start += perPipeline {
@@ -315,12 +428,12 @@ func (s *syncer) fullSync(ctx context.Context) error {
 			switch rd := reads[i]; {
 			case rd.fields > 0:
 				tooBig[k] = true
-				if bz := s.refuse(k, rd.fields, old.zones[k]); bz != nil {
-					next.zones[k] = bz
+				if bz := s.refuse(k, rd.fields, old.get(k)); bz != nil {
+					built[k] = bz
 				}
 			case len(rd.hash) > 0: // else replaced by another type or deleted since SCAN
-				if bz := s.build(k, rd.hash, old.zones[k]); bz != nil {
-					next.zones[bz.name] = bz
+				if bz := s.build(k, rd.hash, old.get(k)); bz != nil {
+					built[bz.name] = bz
 				}
 			}
 		}
@@ -332,10 +445,10 @@ func (s *syncer) fullSync(ctx context.Context) error {
 	}
 	s.tooBig = tooBig
 	s.countOversized()
-	s.g.install(next)
+	s.publish(ctx, old, built)
 	lastFullSync.SetToCurrentTime()
 	if !s.g.loaded.Swap(true) {
-		log.Infof("loaded %d zones from redis", len(next.zones))
+		log.Infof("loaded %d zones from redis", len(built))
 	}
 	s.closeOnce.Do(func() { close(s.loadedOnce) })
 	return nil
@@ -419,6 +532,60 @@ func (s *syncer) fits(key string) {
 	log.Infof("zone %s: no longer over max_fields_per_zone %d", key, s.cfg.maxFields)
 }
 
+// publish serves the zones of a full load: new versions get their serials, zones that
+// stay keep their zoneRef, and the set is replaced.
+func (s *syncer) publish(ctx context.Context, old *zoneSet, built map[string]*builtZone) {
+	var fresh []*builtZone
+	for name, bz := range built {
+		if bz != old.get(name) {
+			fresh = append(fresh, bz)
+		}
+	}
+	s.serials.assign(ctx, fresh)
+	next := &zoneSet{zones: make(map[string]*zoneRef, len(built))}
+	for name, bz := range built {
+		if r := old.zones[name]; r != nil {
+			r.p.Store(bz)
+			next.zones[name] = r
+		} else {
+			next.zones[name] = newZoneRef(bz)
+		}
+	}
+	for name := range old.zones {
+		if built[name] == nil {
+			s.serials.forget(name)
+		}
+	}
+	s.g.install(next)
+}
+
+// swap serves bz (a new version, not yet serial-numbered) as zone key, or stops serving
+// the zone when bz is nil. Only adding or removing a zone copies the zone set.
+func (s *syncer) swap(ctx context.Context, key string, bz *builtZone) {
+	cur := s.g.current()
+	r := cur.zones[key]
+	if bz != nil {
+		s.serials.assign(ctx, []*builtZone{bz})
+		if r != nil {
+			r.p.Store(bz)
+			return
+		}
+	} else {
+		s.serials.forget(key)
+		if r == nil {
+			return
+		}
+	}
+	next := &zoneSet{zones: make(map[string]*zoneRef, len(cur.zones)+1)}
+	maps.Copy(next.zones, cur.zones)
+	if bz == nil {
+		delete(next.zones, key)
+	} else {
+		next.zones[key] = newZoneRef(bz)
+	}
+	s.g.install(next)
+}
+
 // reloadZone rereads one zone hash and swaps it in (or out, when it is gone).
 func (s *syncer) reloadZone(ctx context.Context, key string) error {
 	reads, err := s.readZones(ctx, []string{key})
@@ -426,8 +593,7 @@ func (s *syncer) reloadZone(ctx context.Context, key string) error {
 		return err
 	}
 	rd := reads[0]
-	cur := s.g.current()
-	old := cur.zones[key]
+	old := s.g.current().get(key)
 	if rd.fields > 0 {
 		s.refuse(key, rd.fields, old)
 		s.tooBig[key] = true
@@ -449,17 +615,95 @@ func (s *syncer) reloadZone(ctx context.Context, key string) error {
 	if bz == nil && old == nil {
 		return nil
 	}
-	next := &zoneSet{zones: make(map[string]*builtZone, len(cur.zones)+1)}
-	for n, z := range cur.zones {
-		next.zones[n] = z
-	}
-	if bz == nil {
-		delete(next.zones, key)
-	} else {
-		next.zones[key] = bz
-	}
-	s.g.install(next)
+	s.swap(ctx, key, bz)
 	return nil
+}
+
+// readFields applies the changes whose writers named the fields: one round trip reads those
+// fields of every such zone (HMGET), and each zone gets a new version holding just them. It
+// returns the zones that must be read whole instead: not served yet, refused for their
+// size, no longer a hash, emptied, or changed too much for an incremental update.
+func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]string, error) {
+	type read struct {
+		zone   string
+		fields []string
+		cmd    *redis.SliceCmd
+	}
+	var reads []read
+	var whole []string
+	pipe := s.client.Pipeline()
+	for zone, m := range dirty {
+		if len(m.fields) == 0 {
+			continue
+		}
+		if s.tooBig[zone] || s.g.current().get(zone) == nil {
+			whole = append(whole, zone)
+			continue
+		}
+		fields := slices.Sorted(maps.Keys(m.fields))
+		reads = append(reads, read{zone, fields, pipe.HMGet(ctx, zone, fields...)})
+	}
+	if len(reads) == 0 {
+		return whole, nil
+	}
+	_, _ = pipe.Exec(ctx) // errors per command, below
+	for _, rd := range reads {
+		values, err := rd.cmd.Result()
+		if err != nil && !isWrongType(err) {
+			return whole, fmt.Errorf("read zone %s: %w", rd.zone, err)
+		}
+		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values) {
+			whole = append(whole, rd.zone)
+		}
+		if _, ok := s.hinted[rd.zone]; !ok {
+			s.hinted[rd.zone] = time.Now()
+		}
+	}
+	return whole, nil
+}
+
+// applyFields serves the version of zone with fields set to values (nil: the field is
+// gone). It reports false when the zone must be read whole instead.
+func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any) bool {
+	s.fieldLoads.Add(1)
+	old := s.g.current().get(zone)
+	changes := map[string]*string{}
+	for i, f := range fields {
+		v, _ := values[i].(string)
+		cur := old.owner(f)
+		switch {
+		case values[i] == nil && cur != nil:
+			changes[f] = nil
+		case values[i] != nil && (cur == nil || cur.value != v):
+			changes[f] = &v
+		}
+	}
+	if len(changes) == 0 {
+		return true
+	}
+	added := 0
+	for f, v := range changes {
+		if v != nil && old.owner(f) == nil {
+			added++
+		} else if v == nil {
+			added--
+		}
+	}
+	if n := len(old.owners) + added; n == 0 || n > s.cfg.maxFields {
+		return false
+	}
+	bz := applyChanges(old, changes, s.cfg.zoneDefaults(), s.cfg.limits(), s.logData)
+	if bz == nil {
+		return false
+	}
+	s.swap(ctx, zone, bz)
+	return true
+}
+
+// logData reports malformed or oversized data that is skipped.
+func (s *syncer) logData(format string, args ...any) {
+	skippedTotal.Inc()
+	log.Warningf(format, args...)
 }
 
 // build validates the key and builds its zone, reusing old when the content is unchanged.
@@ -471,14 +715,10 @@ func (s *syncer) build(key string, fields map[string]string, old *builtZone) *bu
 		}
 		return nil
 	}
-	logf := func(format string, args ...any) {
-		skippedTotal.Inc()
-		log.Warningf(format, args...)
-	}
-	if bz := updateFrom(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), logf); bz != nil {
+	if bz := updateFrom(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), s.logData); bz != nil {
 		return bz
 	}
-	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), logf)
+	return buildZone(name, fields, old, s.cfg.zoneDefaults(), s.cfg.limits(), s.logData)
 }
 
 func result(err error) string {

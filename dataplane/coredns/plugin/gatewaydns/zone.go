@@ -38,24 +38,25 @@ type zoneDefaults struct {
 	ttl         uint32
 }
 
-// builtZone is one zone as served, with the digest of the redis content it came from so
-// that a resync can skip zones that did not change.
+// builtZone is one version of a zone as served. Queries read only name, zone and negSOA;
+// the rest is the loader's bookkeeping, handed on to the next version of the zone (an
+// update moves it instead of copying it, so a change costs what changed, not the zone size).
 type builtZone struct {
 	name   string
 	zone   *file.Zone
-	digest [32]byte
-	owners map[string]*parsedOwner // by hash field, to reuse on the next rebuild (never modified)
-	keys   []string                // the hash fields, sorted (the digest's order)
-	mixed  []string                // fields that are not lowercase: they may share a name with another field
+	negSOA *dns.SOA // the SOA as negative answers carry it: TTL min(TTL, MINIMUM), RFC 2308 §3
+	digest digest   // of the hash content, to agree on serials with other replicas
 
-	count     int  // records in the zone (apex SOA/NS not counted)
-	truncated bool // max_records_per_zone cut records away
+	owners    map[string]*parsedOwner // by hash field (loader only; moved to the next version)
+	mixed     []string                // fields that are not lowercase: they may share a name with another field
+	count     int                     // records in the zone (apex SOA/NS not counted)
+	truncated bool                    // max_records_per_zone cut records away
 }
 
-// parsedOwner keeps an owner's decoded records with the value they came from. A change to a
-// zone rebuilds its tree, but only owners whose value changed are decoded (and their
-// problems logged) again. The zone gets copies: file.Zone.Insert normalises the record it is
-// given in place, and the previous zone may still be answering queries with its own.
+// parsedOwner keeps an owner's decoded records with the value they came from. Only owners
+// whose value changed are decoded (and their problems logged) again. The zone gets copies:
+// file.Zone.Insert normalises the record it is given in place, and an earlier version of the
+// zone may still be answering queries with its own.
 type parsedOwner struct {
 	value   string
 	name    string // owner FQDN; "" when the field is not a valid name
@@ -63,114 +64,84 @@ type parsedOwner struct {
 	recs    ownerRecords
 }
 
-// contentDigest hashes the hash fields in a canonical order: same content, same digest,
-// whatever order redis returned the fields in.
-func contentDigest(fields map[string]string) [32]byte {
-	return digestSorted(sortedFields(fields), fields)
-}
+// served reports whether the owner contributes records to name.
+func (po *parsedOwner) serves(name string) bool { return po != nil && !po.skipped && po.name == name }
 
-func sortedFields(fields map[string]string) []string {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
+// records is the number of records the owner contributes to the zone.
+func (po *parsedOwner) records() int {
+	if po == nil || po.skipped {
+		return 0
 	}
-	sort.Strings(keys)
-	return keys
+	return len(po.recs.rrs)
 }
 
-// digestSorted is contentDigest with the fields already sorted.
-func digestSorted(keys []string, fields map[string]string) [32]byte {
+// digest is an order-independent digest of a zone hash: the sum, lane by lane, of a hash of
+// every field and value. It is updated per changed field in O(1), and equal content gives
+// the same digest on every replica.
+type digest [2]uint64
+
+func fieldHash(field, value string) digest {
 	h := sha256.New()
-	buf := make([]byte, 0, 32*1024) // the same bytes as one Write per item, in fewer calls
-	for _, k := range keys {
-		v := fields[k]
-		buf = binary.BigEndian.AppendUint64(buf, uint64(len(k)))
-		buf = append(buf, k...)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(len(v)))
-		buf = append(buf, v...)
-		if len(buf) >= 28*1024 {
-			h.Write(buf)
-			buf = buf[:0]
-		}
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(field)))
+	h.Write(n[:])
+	h.Write([]byte(field))
+	binary.BigEndian.PutUint64(n[:], uint64(len(value)))
+	h.Write(n[:])
+	h.Write([]byte(value))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return digest{binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:16])}
+}
+
+func (d *digest) add(field, value string) {
+	h := fieldHash(field, value)
+	d[0] += h[0]
+	d[1] += h[1]
+}
+
+func (d *digest) sub(field, value string) {
+	h := fieldHash(field, value)
+	d[0] -= h[0]
+	d[1] -= h[1]
+}
+
+func (d digest) String() string { return fmt.Sprintf("%016x%016x", d[0], d[1]) }
+
+// contentDigest is the digest of a whole zone hash.
+func contentDigest(fields map[string]string) digest {
+	var d digest
+	for k, v := range fields {
+		d.add(k, v)
 	}
-	h.Write(buf)
-	var d [32]byte
-	copy(d[:], h.Sum(nil))
 	return d
 }
 
-// ownerDiff is how a zone hash differs from the fields a zone was built from.
-type ownerDiff struct {
-	changed []string // fields that are new or have another value
-	added   []string // the new ones among them
-	removed []string // fields that are gone
-}
-
-func (d ownerDiff) empty() bool { return len(d.changed) == 0 && len(d.removed) == 0 }
-
-// diffOwners compares a zone hash with prev's fields: one map lookup per field.
-func diffOwners(fields map[string]string, prev *builtZone) ownerDiff {
-	var d ownerDiff
+// diffOwners returns the fields of a zone hash that differ from prev's: the new value, or
+// nil for a field that is gone. One map lookup per field.
+func diffOwners(fields map[string]string, prev *builtZone) map[string]*string {
+	changes := map[string]*string{}
 	present := 0
 	for f, v := range fields {
 		old, ok := prev.owners[f]
 		if ok {
 			present++
-		} else {
-			d.added = append(d.added, f)
 		}
 		if !ok || old.value != v {
-			d.changed = append(d.changed, f)
+			changes[f] = &v
 		}
 	}
 	if present < len(prev.owners) {
 		for f := range prev.owners {
 			if _, ok := fields[f]; !ok {
-				d.removed = append(d.removed, f)
+				changes[f] = nil
 			}
 		}
 	}
-	return d
-}
-
-// nextKeys returns the sorted fields after d, from prev's sorted fields without sorting
-// them again.
-func nextKeys(prev *builtZone, d ownerDiff) []string {
-	if len(d.added) == 0 && len(d.removed) == 0 {
-		return prev.keys
-	}
-	added := slices.Clone(d.added)
-	sort.Strings(added)
-	gone := make(map[string]bool, len(d.removed))
-	for _, f := range d.removed {
-		gone[f] = true
-	}
-	out := make([]string, 0, len(prev.keys)+len(added)-len(d.removed))
-	i := 0
-	for _, k := range prev.keys {
-		for i < len(added) && added[i] < k {
-			out = append(out, added[i])
-			i++
-		}
-		if !gone[k] {
-			out = append(out, k)
-		}
-	}
-	return append(out, added[i:]...)
+	return changes
 }
 
 func isLower(f string) bool { return f == strings.ToLower(f) }
-
-// serialFromDigest derives the SOA serial from the zone content. It is stable across
-// restarts and replicas (unlike the clock-based serial of the Go plugins, which changed on
-// every query) and changes whenever the content changes.
-func serialFromDigest(d [32]byte) uint32 {
-	s := binary.BigEndian.Uint32(d[:4])
-	if s == 0 {
-		s = 1
-	}
-	return s
-}
 
 // ownerName maps a hash field to an FQDN in zone origin. `@` and the empty field written by
 // the Go daemon for two-label names are the apex.
@@ -193,74 +164,77 @@ func ownerName(field, origin string) (string, bool) {
 
 // buildZone turns the fields of the redis hash `origin` into a CoreDNS file.Zone. Bad
 // owners and records are reported through logf and skipped; the rest of the zone is served.
-// prev, when not nil, is the previous build of the same zone with the same defaults.
+// prev, when not nil, is the previous build of the same zone with the same defaults: owners
+// whose value did not change are not decoded again. The serial is set by setSerial.
 func buildZone(origin string, fields map[string]string, prev *builtZone, def zoneDefaults, lim zoneLimits,
 	logf func(format string, args ...any)) *builtZone {
-	digest := contentDigest(fields)
 	z := file.NewZone(origin, "")
 	z.Upstream = upstream.New()
-
-	owners := make([]string, 0, len(fields))
-	for f := range fields {
-		owners = append(owners, f)
-	}
 	// The apex goes first so the record limit never cuts away SOA or NS; then a fixed order
 	// so that a truncated zone is the same zone every time.
-	sort.Slice(owners, func(i, j int) bool {
-		ai, aj := isApexField(owners[i]), isApexField(owners[j])
-		if ai != aj {
-			return ai
+	owners := slices.SortedFunc(maps.Keys(fields), func(a, b string) int {
+		if ai, bi := isApexField(a), isApexField(b); ai != bi {
+			if ai {
+				return -1
+			}
+			return 1
 		}
-		return owners[i] < owners[j]
+		return strings.Compare(a, b)
 	})
-
-	parsed := make(map[string]*parsedOwner, len(fields))
+	bz := &builtZone{name: origin, zone: z, owners: make(map[string]*parsedOwner, len(fields))}
 	var apexSOA *soaRecord
-	count := 0
-	truncated := false
 	for _, field := range owners {
 		value := fields[field]
+		bz.digest.add(field, value)
+		if !isLower(field) {
+			bz.mixed = append(bz.mixed, field)
+		}
 		po := parseField(origin, field, value, prev, def, lim, logf)
-		parsed[field] = po
+		bz.owners[field] = po
 		if po.skipped {
 			continue
 		}
-		recs := po.recs
-		if recs.soa != nil {
-			apexSOA = recs.soa
+		if po.recs.soa != nil {
+			apexSOA = po.recs.soa
 		}
-		for _, rr := range recs.rrs {
-			if count >= lim.maxRecords {
-				truncated = true
-				break
-			}
-			if err := z.Insert(dns.Copy(rr)); err != nil {
-				logf("zone %s: owner %q: %v", origin, field, err)
-				continue
-			}
-			count++
-		}
+		bz.insert(field, po.recs.rrs, lim, logf)
 	}
-	if truncated {
+	if bz.truncated {
 		logf("zone %s: more than max_records_per_zone %d records; the rest is not served",
 			origin, lim.maxRecords)
 	}
-
-	z.SOA = makeSOA(origin, apexSOA, def, serialFromDigest(digest))
+	z.SOA = makeSOA(origin, apexSOA, def, 0)
 	if len(z.NS) == 0 {
 		for _, ns := range def.nameservers {
 			z.NS = append(z.NS, &dns.NS{Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeNS,
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
-	var mixed []string
-	for f := range fields {
-		if !isLower(f) {
-			mixed = append(mixed, f)
+	bz.setSerial(0)
+	return bz
+}
+
+// insert adds an owner's records to a zone being built, within max_records_per_zone.
+func (bz *builtZone) insert(field string, rrs []dns.RR, lim zoneLimits, logf func(format string, args ...any)) {
+	for _, rr := range rrs {
+		if bz.count >= lim.maxRecords {
+			bz.truncated = true
+			return
 		}
+		if err := bz.zone.Insert(dns.Copy(rr)); err != nil {
+			logf("zone %s: owner %q: %v", bz.name, field, err)
+			continue
+		}
+		bz.count++
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: sortedFields(fields), mixed: mixed,
-		count: count, truncated: truncated}
+}
+
+// setSerial sets the serial of a version not yet served, and the SOA of its negative answers.
+func (bz *builtZone) setSerial(serial uint32) {
+	bz.zone.SOA.Serial = serial
+	neg := dns.Copy(bz.zone.SOA).(*dns.SOA)
+	neg.Hdr.Ttl = min(neg.Hdr.Ttl, neg.Minttl)
+	bz.negSOA = neg
 }
 
 // parseField decodes one hash field, reusing prev's result when the value is unchanged.
@@ -286,207 +260,143 @@ func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, 
 	return &parsedOwner{value: value, name: name, recs: recs}
 }
 
-// updateFrom derives the zone for fields from prev: prev itself when nothing changed, an
-// incremental update when updateZone can make one, else nil (a full build is needed).
+// updateFrom derives the zone for a whole zone hash from prev: prev itself when nothing
+// changed, an incremental update when applyChanges can make one, else nil (a full build is
+// needed).
 func updateFrom(origin string, fields map[string]string, prev *builtZone, def zoneDefaults, lim zoneLimits,
 	logf func(format string, args ...any)) *builtZone {
 	if prev == nil {
 		return nil
 	}
-	d := diffOwners(fields, prev)
-	if d.empty() {
+	changes := diffOwners(fields, prev)
+	if len(changes) == 0 {
 		return prev
 	}
-	return updateZone(origin, fields, prev, d, def, lim, logf)
+	return applyChanges(prev, changes, def, lim, logf)
 }
 
-// updateZone derives the new zone from prev when only a few non-apex owners changed, the
-// common case of a push. CoreDNS's zone tree must not change under readers, so the tree's
-// nodes are copied (no name comparisons, unlike building it again), the changed names are
-// removed from the copy and their records inserted anew; unchanged names share their
-// (never modified) elements with prev. Apart from the copy of the nodes and of the owner
-// map, the work is proportional to what changed. It returns nil when a full build is
-// needed: the apex changed, the record limit is involved, or too much changed.
-func updateZone(origin string, fields map[string]string, prev *builtZone, d ownerDiff,
-	def zoneDefaults, lim zoneLimits, logf func(format string, args ...any)) *builtZone {
-	if prev == nil || prev.truncated || prev.zone.SOA == nil || origin == "." {
+// applyChanges derives the next version of a zone from prev and the fields that changed
+// (new value, or nil: removed), the common case of a push. Unchanged names share their
+// (never modified) tree nodes and elements with prev; only the paths to changed names are
+// copied, and prev's bookkeeping is moved to the new version. The work is proportional to
+// what changed (times log of the zone size). It returns nil, having changed nothing, when
+// a full build is needed: the apex changed, the record limit is involved, or much changed.
+func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults, lim zoneLimits,
+	logf func(format string, args ...any)) *builtZone {
+	origin := prev.name
+	if prev.truncated || origin == "." || len(changes) > len(prev.owners)/4+8 {
 		return nil
 	}
-	changed := map[string]bool{} // owner names whose records must be rebuilt
-	for _, f := range d.changed {
-		name, ok := ownerName(f, origin)
-		if !ok {
-			continue // not a name: nothing in the tree
+	names := map[string]bool{} // owner names whose records must be rebuilt
+	for f, v := range changes {
+		if old := prev.owners[f]; old != nil && old.name != "" {
+			names[old.name] = true
 		}
-		if name == origin {
-			return nil
+		if name, ok := ownerName(f, origin); ok && v != nil {
+			names[name] = true
 		}
-		changed[name] = true
 	}
-	for _, f := range d.removed {
-		old := prev.owners[f]
-		if old.name == "" {
-			continue
-		}
-		if old.name == origin {
-			return nil
-		}
-		changed[old.name] = true
-	}
-	if len(changed) > len(prev.owners)/4+8 {
+	if names[origin] {
 		return nil
 	}
-
-	// The fields of each changed name, before and after: the name's own relative label,
-	// plus the fields that differ from it only in case (rare: kept in a list).
-	mixed := prev.mixed
-	if touchesMixed(d) {
-		mixed = nil
-		for _, f := range prev.mixed {
-			if _, ok := fields[f]; ok {
-				mixed = append(mixed, f)
-			}
-		}
-		for _, f := range d.added {
-			if !isLower(f) {
-				mixed = append(mixed, f)
-			}
-		}
-	}
-	fieldsOf := func(name string, in func(string) bool, oldMixed bool) []string {
-		rel := strings.TrimSuffix(name, "."+origin)
-		var out []string
-		if in(rel) {
-			out = append(out, rel)
-		}
-		list := mixed
-		if oldMixed {
-			list = prev.mixed
-		}
-		for _, f := range list {
-			if strings.ToLower(f) == rel && in(f) {
-				out = append(out, f)
-			}
-		}
-		return out
-	}
-	inNew := func(f string) bool { _, ok := fields[f]; return ok }
-	inOld := func(f string) bool { _, ok := prev.owners[f]; return ok }
-
-	parsed := maps.Clone(prev.owners)
-	for _, f := range d.removed {
-		delete(parsed, f)
-	}
-	for _, f := range d.changed {
-		parsed[f] = parseField(origin, f, fields[f], prev, def, lim, logf)
-	}
-	names := make([]string, 0, len(changed))
-	for n := range changed {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	byName := make(map[string][]string, len(names))
+	parsed := make(map[string]*parsedOwner, len(changes))
 	count := prev.count
-	for _, n := range names {
-		for _, f := range fieldsOf(n, inOld, true) {
-			if old := prev.owners[f]; !old.skipped && old.name == n {
-				count -= len(old.recs.rrs)
-			}
-		}
-		fs := fieldsOf(n, inNew, false)
-		sort.Strings(fs)
-		for _, f := range fs {
-			if po := parsed[f]; !po.skipped && po.name == n {
-				byName[n] = append(byName[n], f)
-				count += len(po.recs.rrs)
-			}
+	for f, v := range changes {
+		count -= prev.owners[f].records()
+		if v != nil {
+			parsed[f] = parseField(origin, f, *v, prev, def, lim, logf)
+			count += parsed[f].records()
 		}
 	}
 	if count > lim.maxRecords {
 		return nil
 	}
-
-	keys := nextKeys(prev, d)
-	digest := digestSorted(keys, fields)
-	t := &tree.Tree{Root: cloneNodes(prev.zone.Tree.Root, prev.zone.Tree.Count, changed), Count: prev.zone.Tree.Count}
-	z := file.NewZone(origin, "")
-	z.Upstream = upstream.New()
-	z.Tree = t
-	z.Apex = prev.zone.Apex
-	soa := dns.Copy(prev.zone.SOA).(*dns.SOA)
-	soa.Serial = serialFromDigest(digest)
-	z.SOA = soa
-	for _, n := range names {
-		t.Delete(placeholder(n)) // the copied node holds only the placeholder: it goes away
-		for _, f := range byName[n] {
-			for _, rr := range parsed[f].recs.rrs {
-				if err := z.Insert(dns.Copy(rr)); err != nil {
-					logf("zone %s: owner %q: %v", origin, f, err)
-				}
-			}
+	next := &builtZone{name: origin, owners: prev.owners, digest: prev.digest, count: count,
+		mixed: nextMixed(prev, changes)}
+	for f, v := range changes {
+		if old := prev.owners[f]; old != nil {
+			next.digest.sub(f, old.value)
 		}
+		if v == nil {
+			delete(next.owners, f)
+			continue
+		}
+		next.digest.add(f, *v)
+		next.owners[f] = parsed[f]
 	}
-	return &builtZone{name: origin, zone: z, digest: digest, owners: parsed, keys: keys, mixed: mixed, count: count}
+	prev.owners = nil // moved: prev stays served, but is never updated again
+	next.zone = next.rebuildNames(prev.zone, slices.Sorted(maps.Keys(names)), logf)
+	next.setSerial(prev.zone.SOA.Serial)
+	return next
 }
 
-// touchesMixed reports whether a diff adds or removes a field that is not lowercase.
-func touchesMixed(d ownerDiff) bool {
-	for _, f := range d.added {
-		if !isLower(f) {
-			return true
+// nextMixed returns the fields that are not lowercase after changes (rare: kept in a list).
+func nextMixed(prev *builtZone, changes map[string]*string) []string {
+	touched := false
+	for f := range changes {
+		touched = touched || !isLower(f)
+	}
+	if !touched {
+		return prev.mixed
+	}
+	var mixed []string
+	for _, f := range prev.mixed {
+		if _, changed := changes[f]; !changed {
+			mixed = append(mixed, f)
 		}
 	}
-	for _, f := range d.removed {
-		if !isLower(f) {
-			return true
+	for f, v := range changes {
+		if v != nil && !isLower(f) {
+			mixed = append(mixed, f)
 		}
 	}
-	return false
+	return mixed
 }
 
-// cloneNodes copies a tree's nodes, in one allocation when count is right. The nodes of
-// changed names then get a fresh element holding one placeholder record, so that deleting
-// it from the copy never touches prev's element.
-func cloneNodes(root *tree.Node, count int, changed map[string]bool) *tree.Node {
-	slab := make([]tree.Node, 0, count)
-	var cp func(n *tree.Node) *tree.Node
-	cp = func(n *tree.Node) *tree.Node {
-		if n == nil {
-			return nil
-		}
-		var c *tree.Node
-		if len(slab) < cap(slab) {
-			slab = slab[:len(slab)+1]
-			c = &slab[len(slab)-1]
-		} else {
-			c = &tree.Node{}
-		}
-		c.Elem, c.Color = n.Elem, n.Color
-		c.Left, c.Right = cp(n.Left), cp(n.Right)
-		return c
+// fieldsOf returns the fields that serve name, in the order a full build inserts them: the
+// name's own relative label and the fields that differ from it only in case.
+func (bz *builtZone) fieldsOf(name string) []string {
+	rel := strings.TrimSuffix(name, "."+bz.name)
+	var out []string
+	if bz.owners[rel].serves(name) {
+		out = append(out, rel)
 	}
-	out := cp(root)
-	for name := range changed {
-		for n := out; n != nil; {
-			c := tree.Less(n.Elem, name)
-			if c == 0 {
-				scratch := &tree.Tree{}
-				scratch.Insert(placeholder(name))
-				n.Elem = scratch.Root.Elem
-				break
-			}
-			if c < 0 {
-				n = n.Left
-			} else {
-				n = n.Right
-			}
+	for _, f := range bz.mixed {
+		if strings.ToLower(f) == rel && bz.owners[f].serves(name) {
+			out = append(out, f)
 		}
 	}
+	sort.Strings(out)
 	return out
 }
 
-func placeholder(name string) dns.RR {
-	return &dns.NULL{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeNULL, Class: dns.ClassINET}}
+// rebuildNames returns a zone that shares prev's tree except for names, whose elements are
+// built anew from bz's owners (or removed when no owner serves them any more).
+func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(format string, args ...any)) *file.Zone {
+	p := newPathCopier(prev.Tree.Count)
+	root := prev.Tree.Root
+	scratch := file.NewZone(bz.name, "")
+	for _, n := range names {
+		scratch.Tree = &tree.Tree{}
+		for _, f := range bz.fieldsOf(n) {
+			for _, rr := range bz.owners[f].recs.rrs {
+				if err := scratch.Insert(dns.Copy(rr)); err != nil {
+					logf("zone %s: owner %q: %v", bz.name, f, err)
+				}
+			}
+		}
+		if scratch.Tree.Root == nil {
+			root = p.remove(root, n)
+		} else {
+			root = p.put(root, scratch.Tree.Root.Elem)
+		}
+	}
+	z := file.NewZone(bz.name, "")
+	z.Upstream = prev.Upstream
+	z.Tree = &tree.Tree{Root: root, Count: p.count}
+	z.Apex = prev.Apex
+	z.SOA = dns.Copy(prev.SOA).(*dns.SOA)
+	return z
 }
 
 // owner returns the decoded field of b (nil when b or the field does not exist).
