@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
-from tfgateway.redisurl import connect
+from tfgateway.store.url import connect
 
 from tests.support.redis_server import RedisServer
 

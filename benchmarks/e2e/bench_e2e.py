@@ -37,7 +37,7 @@ from typing import Any
 
 import dns.message
 import dns.rdatatype
-from tfgateway.devexplorer.admin_client import WorkloadInfo
+from tfgateway_devexplorer.admin_client import WorkloadInfo
 
 from tests.support.gateway import (
     BACKEND_ADDR,

@@ -33,7 +33,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 import redis
-from tfgateway.proxy import encode_service, proxy_key
+from tfgateway.primitives.tcprouter import encode_service, proxy_key
 
 from tests.support.processes import binary, free_port, port_open, stop, wait_until
 from tests.support.redis_server import RedisServer

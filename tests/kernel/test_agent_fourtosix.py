@@ -15,10 +15,10 @@ from pathlib import Path
 
 import nacl.public
 import pytest
-from tfgateway import fourtosix
-from tfgateway.devexplorer.admin_client import AdminClient, WorkloadInfo
-from tfgateway.devexplorer.server import DevExplorer
-from tfgateway.identity import load_or_create
+from tfgateway.node.identity import load_or_create
+from tfgateway.primitives import fourtosix
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway_devexplorer.server import DevExplorer
 
 from tests.kernel.topology import GW_V4, Topology, run, wg_dump
 from tests.support.agent_process import AgentProcess

@@ -19,13 +19,13 @@ from typing import Any, NoReturn
 
 from tfgateway import __version__
 from tfgateway.config import Config
-from tfgateway.explorer import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
-from tfgateway.geoip import DEFAULT_GEOIP, LocationError, parse_location
-from tfgateway.identity import SeedError, load_or_create
-from tfgateway.logging_setup import LOG_FORMATS
-from tfgateway.metrics import parse_listen
-from tfgateway.redisurl import RedisURLError, parse_redis_url
-from tfgateway.validation import ValidationError, normalize_domain
+from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
+from tfgateway.node.identity import SeedError, load_or_create
+from tfgateway.node.location import DEFAULT_GEOIP, LocationError, parse_location
+from tfgateway.primitives.validation import ValidationError, normalize_domain
+from tfgateway.store.url import RedisURLError, parse_redis_url
+from tfgateway.telemetry.logs import LOG_FORMATS
+from tfgateway.telemetry.metrics import parse_listen
 
 __all__ = ["build_parser", "main", "parse_config"]
 
@@ -251,7 +251,7 @@ def parse_config(argv: Sequence[str]) -> Config:
     if not 0 < a.tcp_client_port < 65536:
         _error(parser, f"--tcp-client-port {a.tcp_client_port} is not a TCP port (1-65535)")
     if a.endpoint and a.wg_iface:
-        from tfgateway.fourtosix import parse_endpoint
+        from tfgateway.primitives.fourtosix import parse_endpoint
 
         try:
             parse_endpoint(a.endpoint)
@@ -326,7 +326,7 @@ def identity_main(argv: Sequence[str]) -> int:
                    help="identity seed file (default %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(list(argv))
-    from tfgateway.fourtosix import subnet, wireguard_public_key
+    from tfgateway.primitives.fourtosix import subnet, wireguard_public_key
 
     try:
         identity = load_or_create(a.seed)
@@ -363,8 +363,8 @@ def status_main(argv: Sequence[str]) -> int:
         p.error(f"--redis: {exc}")
     from redis.exceptions import RedisError
 
-    from tfgateway.redisurl import connect
     from tfgateway.status import collect, render_table
+    from tfgateway.store.url import connect
 
     async def fetch() -> Any:
         client = connect(a.redis, socket_timeout=5.0)
@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "run":
         args = args[1:]
     config = parse_config(args)
-    from tfgateway.logging_setup import setup_logging
+    from tfgateway.telemetry.logs import setup_logging
 
     setup_logging(config.debug, config.log_format)
     from tfgateway import app
