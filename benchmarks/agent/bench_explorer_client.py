@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import httpx
+
 from tfgateway.explorer.client import ExplorerClient, ExplorerError, base_url
 from tfgateway.explorer.signatures import sign_headers
 from tfgateway.node.identity import Identity

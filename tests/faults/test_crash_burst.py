@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 import redis
-from tfgateway.engine.cache import RESERVATIONS_KEY
-from tfgateway.engine.outbox import OUTBOX_KEY
-from tfgateway.node.identity import load_or_create
-from tfgateway_devexplorer.user_crypto import encrypt_secret, reverse_proxy_plaintext
 
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tfgateway.engine.cache import RESERVATIONS_KEY
+from tfgateway.engine.outbox import OUTBOX_KEY
+from tfgateway.node.identity import load_or_create
+from tfgateway_devexplorer.user_crypto import encrypt_secret, reverse_proxy_plaintext
 
 pytestmark = pytest.mark.integration
 

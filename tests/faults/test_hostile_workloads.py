@@ -20,18 +20,18 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tfgateway.model.reservation import Reservation
-from tfgateway.node.identity import load_or_create
-from tfgateway.primitives.fourtosix import user_public_key
-from tfgateway.primitives.provisioner import ProvisionError
-from tfgateway.primitives.validation import ValidationError, normalize_domain, validate_proxy_target
-from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
 
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.hostile import Setting, Victim, corpus, unanswerable
 from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tfgateway.model.reservation import Reservation
+from tfgateway.node.identity import load_or_create
+from tfgateway.primitives.fourtosix import user_public_key
+from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.validation import ValidationError, normalize_domain, validate_proxy_target
+from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,12 @@ from typing import Any
 
 import pytest
 import redis
+
+from tests.support.agent_process import AgentProcess
+from tests.support.devexplorer import DevExplorerProcess, wait_until_async
+from tests.support.http import AsyncHTTP
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.node.identity import load_or_create
@@ -26,12 +32,6 @@ from tfgateway_devexplorer.user_crypto import (
     encrypt_secret,
     reverse_proxy_plaintext,
 )
-
-from tests.support.agent_process import AgentProcess
-from tests.support.devexplorer import DevExplorerProcess, wait_until_async
-from tests.support.http import AsyncHTTP
-from tests.support.processes import free_port
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

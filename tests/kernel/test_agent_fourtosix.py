@@ -15,14 +15,14 @@ from pathlib import Path
 
 import nacl.public
 import pytest
-from tfgateway.node.identity import load_or_create
-from tfgateway.primitives import fourtosix
-from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
-from tfgateway_devexplorer.server import DevExplorer
 
 from tests.kernel.topology import GW_V4, Topology, run, wg_dump
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import devexplorer_in_process, wait_until_async
+from tfgateway.node.identity import load_or_create
+from tfgateway.primitives import fourtosix
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway_devexplorer.server import DevExplorer
 
 IFACE = "wg-tfgateway"
 ENDPOINT = f"{GW_V4}:51820"

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox

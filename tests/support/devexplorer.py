@@ -15,10 +15,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.processes import free_port, port_open, stop, wait_until
 from tfgateway_devexplorer.server import DevExplorer
 from tfgateway_devexplorer.store import Store
-
-from tests.support.processes import free_port, port_open, stop, wait_until
 
 
 @asynccontextmanager

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tfgateway_devexplorer.__main__ import parse_args
-from tfgateway_devexplorer.server import DevExplorer, LoadError
 
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.http import SyncHTTP
 from tests.support.netns import Namespace, NamespaceSet
 from tests.support.processes import free_port, port_open, stop, wait_until
+from tfgateway_devexplorer.__main__ import parse_args
+from tfgateway_devexplorer.server import DevExplorer, LoadError
 
 NODE = "node-cli"
 http = SyncHTTP()

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from tfgateway_devexplorer.admin_client import AdminClient
-from tfgateway_devexplorer.server import DevExplorer
 
 from tests.support.devexplorer import devexplorer_in_process, wait_until_async
 from tests.support.http import AsyncHTTP, SyncHTTP
+from tfgateway_devexplorer.admin_client import AdminClient
+from tfgateway_devexplorer.server import DevExplorer
 
 NODE = "node-f"
 POLL = f"/reservations/nodes/{NODE}/workloads"

@@ -11,11 +11,11 @@ from typing import Any
 import base58
 import pytest
 from nacl.signing import SigningKey
-from tfgateway_devexplorer.admin_client import AdminClient, AdminError
-from tfgateway_devexplorer.server import DevExplorer
 
 from tests.support.devexplorer import devexplorer_in_process
 from tests.support.http import AsyncHTTP
+from tfgateway_devexplorer.admin_client import AdminClient, AdminError
+from tfgateway_devexplorer.server import DevExplorer
 
 SEED = b"helloworldhelloworldhelloworld12"
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"

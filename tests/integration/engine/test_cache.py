@@ -11,11 +11,11 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from tests.support.processes import binary, stop, wait_until
 from tfgateway.engine.cache import RESERVATIONS_KEY, ReservationCache
 from tfgateway.model.reservation import GoTime, Reservation, Result, ResultState, encode_cache_value
 from tfgateway.store.url import connect
-
-from tests.support.processes import binary, stop, wait_until
 
 pytestmark = pytest.mark.integration
 

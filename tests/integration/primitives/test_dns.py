@@ -26,14 +26,14 @@ from hypothesis import strategies as st
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from tests.support.processes import binary, free_port, port_open, wait_until
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import DNS_CHANNEL
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.store.url import connect
-
-from tests.support.processes import binary, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.integration
 

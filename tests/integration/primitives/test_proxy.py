@@ -16,6 +16,7 @@ import redis
 import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import ed25519_private_to_curve25519, ed25519_public_to_curve25519

@@ -16,6 +16,7 @@ import pytest
 import redis
 import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
+
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import record_set_value

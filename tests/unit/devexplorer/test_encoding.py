@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tfgateway_devexplorer.specs import WorkloadSpec
 from tfgateway_devexplorer.store import ExplorerError, Result, Store, Workload
 from tfgateway_devexplorer.wire import RawJSON, marshal

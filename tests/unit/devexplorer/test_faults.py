@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
+
 from tfgateway_devexplorer.faults import (
     ENDPOINTS,
     Decision,

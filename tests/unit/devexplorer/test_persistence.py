@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tfgateway_devexplorer.persistence import StateFile, StateFileError, apply_op, b64
 from tfgateway_devexplorer.store import ExplorerError, Store
 

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 from nacl.signing import SigningKey
+
 from tfgateway.explorer.signatures import sign_headers
 from tfgateway.node.identity import Identity
 from tfgateway_devexplorer.signatures import Headers, SignatureError, signing_string, verify

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from tfgateway_devexplorer.specs import SeedFile, UserSpec, WorkloadSpec, workload_type_number
 from tfgateway_devexplorer.store import ExplorerError, Store
 from tfgateway_devexplorer.wire import RawJSON, encode, marshal

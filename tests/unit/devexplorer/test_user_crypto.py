@@ -15,6 +15,7 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
+
 from tfgateway.node.crypto import decrypt_secret
 from tfgateway.node.identity import Identity
 from tfgateway_devexplorer.user_crypto import (

@@ -12,15 +12,15 @@ import logging
 
 import pytest
 import redis
+
+from tests.support.agent_stack import RecordingProvisioner, dev_explorer, engine_stack
+from tests.support.devexplorer import wait_until_async
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.engine import POLL_PAGE_SIZE, Engine, chains
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.explorer.client import PollResult
 from tfgateway.model.reservation import Reservation
 from tfgateway.telemetry.logs import Fields
-
-from tests.support.agent_stack import RecordingProvisioner, dev_explorer, engine_stack
-from tests.support.devexplorer import wait_until_async
 
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
 

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from tests.support.agent_stack import dev_explorer
+from tests.support.devexplorer import wait_until_async
+from tests.unit.primitives.test_fourtosix_provisioner import MemoryLink, new_key
 from tfgateway.app import Agent
 from tfgateway.config import Config
 from tfgateway.engine.cache import RESERVATIONS_KEY
@@ -19,10 +23,6 @@ from tfgateway.node.identity import Identity
 from tfgateway.node.location import Location
 from tfgateway.primitives.fourtosix import FourToSixProvisioner, user_address
 from tfgateway.primitives.wireguard import Peer
-
-from tests.support.agent_stack import dev_explorer
-from tests.support.devexplorer import wait_until_async
-from tests.unit.primitives.test_fourtosix_provisioner import MemoryLink, new_key
 
 SEED = b"a" * 32
 ENDPOINT = "gw.example.com:51820"

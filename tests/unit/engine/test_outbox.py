@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import redis
+
+from tests.support.agent_stack import SEED, dev_explorer, fast_backoff
+from tests.support.devexplorer import wait_until_async
 from tfgateway.engine.outbox import OUTBOX_KEY, STATS_FIELD, Outbox
 from tfgateway.explorer.client import ExplorerClient, gateway_body
 from tfgateway.node.identity import Identity
 from tfgateway.node.location import Location
 from tfgateway.store.url import connect
-
-from tests.support.agent_stack import SEED, dev_explorer, fast_backoff
-from tests.support.devexplorer import wait_until_async
 
 NODE = Identity(SEED).node_id
 BODY = (

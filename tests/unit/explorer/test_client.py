@@ -16,10 +16,12 @@ from pathlib import Path
 
 import nacl.signing
 import pytest
-import tfgateway.explorer.client as explorer_module
 import trustme
 from aiohttp import web
 from multidict import CIMultiDictProxy
+
+import tfgateway.explorer.client as explorer_module
+from tests.support.processes import free_port
 from tfgateway.explorer.client import (
     Backoff,
     ExplorerClient,
@@ -32,8 +34,6 @@ from tfgateway.explorer.client import (
 from tfgateway.explorer.signatures import signing_string
 from tfgateway.node.identity import Identity
 from tfgateway.node.location import Location
-
-from tests.support.processes import free_port
 
 SEED = b"helloworldhelloworldhelloworld12"
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"

@@ -6,6 +6,7 @@ import base64
 from email.utils import parsedate_to_datetime
 
 import nacl.signing
+
 from tfgateway.explorer.signatures import http_date, sign_headers, signing_string
 from tfgateway.node.identity import Identity
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+
 from tfgateway.explorer.models import WorkloadError
 from tfgateway.explorer.workloads import go_ip_string, job_from_item, rank, wire_result
 from tfgateway.model.reservation import (

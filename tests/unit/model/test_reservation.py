@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tfgateway.model import gojson
 from tfgateway.model.reservation import (
     MAX_DURATION_NS,

@@ -10,6 +10,7 @@ import nacl.secret
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tfgateway.node.crypto import (
     DecryptError,
     decrypt_secret,

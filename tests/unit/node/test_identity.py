@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tfgateway.node.identity import Identity, SeedError, load_or_create, load_seed
 
 MNEMONIC = (

@@ -7,6 +7,7 @@ import json
 
 import nacl.signing
 import pytest
+
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives import fourtosix
 from tfgateway.primitives.provisioner import ProvisionError

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nacl.public
 import pytest
+
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives import fourtosix
 from tfgateway.primitives.fourtosix import FourToSixProvisioner

@@ -8,6 +8,7 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tfgateway.primitives.validation import (
     ValidationError,
     normalize_domain,

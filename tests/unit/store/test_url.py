@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tfgateway.store.url import RedisTarget, RedisURLError, parse_redis_url
 
 

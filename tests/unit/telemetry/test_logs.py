@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+
 from tfgateway.telemetry.logs import Fields, JSONFormatter, TextFormatter, setup_logging
 
 TEXT_LINE = re.compile(

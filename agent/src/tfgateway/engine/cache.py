@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio
+
 from tfgateway.model.reservation import (
     CacheDecodeError,
     Reservation,

@@ -34,6 +34,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import RedisError
+
 from tfgateway.engine.counters import Counters
 from tfgateway.engine.outbox import Outbox
 from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, PollDecodeError

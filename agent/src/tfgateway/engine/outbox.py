@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
 from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError
 from tfgateway.store.batch import AutoPipeline, LuaScript, as_batch
 

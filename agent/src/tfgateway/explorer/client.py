@@ -29,11 +29,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import ValidationError
+from yarl import URL
+
 from tfgateway.explorer.models import User
 from tfgateway.explorer.signatures import Signer, sign_headers
 from tfgateway.model import gojson
 from tfgateway.node.location import Location
-from yarl import URL
 
 __all__ = [
     "COUNTER_KEYS",

@@ -14,6 +14,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.public
 import nacl.secret
+
 from tfgateway.node.identity import Identity
 
 __all__ = [

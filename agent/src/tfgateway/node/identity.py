@@ -21,6 +21,7 @@ import base58
 import nacl.exceptions
 import nacl.signing
 from mnemonic import Mnemonic
+
 from tfgateway.model.gojson import split_versioned
 
 __all__ = ["SEED_SIZE", "Identity", "SeedError", "load_or_create", "load_seed", "node_id_of"]

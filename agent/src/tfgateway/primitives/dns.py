@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.exceptions import RedisError
+
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import (
     APEX_FIELD,

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nacl.bindings
+
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.provisioner import ProvisionError

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis.asyncio
 from redis.exceptions import RedisError
+
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import DecryptError, decrypt_secret
 from tfgateway.node.identity import Identity
