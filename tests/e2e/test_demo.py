@@ -13,7 +13,7 @@ import pytest
 from tests.support.netns import NETNS_DIR
 from tests.support.processes import wait_until
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def processes_mentioning(text: str) -> list[int]:
