@@ -10,7 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_DECODER = json.JSONDecoder()
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's decoder takes NaN and ±Infinity; Go not
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# Go's decoder turns each invalid UTF-8 byte of a string into U+FFFD; Python's "replace" makes
+# one of a whole broken sequence, so the bytes are kept (surrogateescape) and replaced here.
+_INVALID_BYTES = dict.fromkeys(range(0xDC80, 0xDD00), "\ufffd")
 
 # Go field kinds understood here, with their integer ranges.
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -42,7 +50,7 @@ def _json_kind(value: Any) -> str:
 
 def read_one_value(body: bytes) -> Any:
     """The first JSON value of the body, like `json.Decoder.Decode` (trailing data ignored)."""
-    text = body.decode("utf-8", "replace")  # Go replaces invalid UTF-8 with U+FFFD
+    text = body.decode("utf-8", "surrogateescape").translate(_INVALID_BYTES)
     stripped = text.lstrip(" \t\r\n")
     if not stripped:
         raise DecodeError("EOF")
@@ -50,6 +58,8 @@ def read_one_value(body: bytes) -> Any:
         value, _ = _DECODER.raw_decode(stripped)
     except json.JSONDecodeError as exc:
         raise DecodeError(f"invalid JSON: {exc.msg} at offset {exc.pos}") from None
+    except ValueError as exc:  # NaN, Infinity
+        raise DecodeError(f"invalid JSON: {exc}") from None
     return value
 
 
@@ -161,8 +171,10 @@ def raw_members(body: bytes) -> dict[str, str]:
     """Raw text of each member of a top-level JSON object (as Go `json.RawMessage` keeps it).
 
     Only called on bodies `read_one_value` accepted; returns {} when the value is no object.
+    Invalid UTF-8 stays in the text as lone surrogates (surrogateescape): Go keeps the bytes of
+    a RawMessage as they came, and `wire.marshal` writes them back.
     """
-    text = body.decode("utf-8", "replace")
+    text = body.decode("utf-8", "surrogateescape")
     index = len(text) - len(text.lstrip(" \t\r\n"))
     if not text.startswith("{", index):
         return {}

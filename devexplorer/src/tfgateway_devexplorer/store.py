@@ -9,6 +9,7 @@ which makes every operation atomic.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from tfgateway_devexplorer.specs import (
 from tfgateway_devexplorer.wire import RawJSON, go_string, marshal, marshal_text
 
 MAX_PAGE_SIZE = 200  # EX pkg/workloads/reservation.go `workloads` maxPageSize
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ExplorerError(Exception):
@@ -395,7 +397,9 @@ class Store:
 
     def admin_wire(self, workload: Workload) -> str:
         """The poll item as JSON text for admin answers: the item itself when it is JSON (every
-        encoded one; a hostile `raw` one may not be), else a JSON string holding its text."""
+        encoded one; a hostile `raw` one may not be), else a JSON string holding its text.
+        Invalid UTF-8 a gateway sent in `data_json` (lone surrogates here, raw bytes on the
+        wire) is shown as `\\udcXX` escapes, admin answers being UTF-8."""
         text = self._admin_wire.get(workload.id)
         if text is None:
             text = self.poll_item(workload).text
@@ -404,6 +408,8 @@ class Store:
                     json.loads(text)
                 except ValueError:
                     text = json.dumps(text)
+            if _SURROGATE.search(text) is not None:
+                text = _dumps(json.loads(text))
             self._admin_wire[workload.id] = text
         return text
 

@@ -3,10 +3,20 @@
 The real explorer answers through Go's `json.Encoder`: compact, struct field order, `<>&` and
 U+2028/U+2029 escaped, a trailing newline. Clients (the agent, the Go daemon) must see the same
 bytes from this server, so every body goes through `encode` here.
+
+Target: Go before 1.22, the Go of the real explorer's binaries (built with Go 1.14, like the
+daemon's): U+0008 and U+000C are `\\u0008`/`\\u000c` (Go 1.22 made them `\\b`/`\\f`), a lone
+surrogate (an invalid byte decoded with `surrogateescape`) is `\\ufffd` as Go writes each
+invalid byte, `bytes` are base64 (Go `[]byte`), and invalid bytes inside a `RawJSON` (kept by
+the decoder as lone surrogates) are written back as the bytes they were, as Go copies a
+RawMessage. Held to tests/vectors/gojson/go1.15.15.json, the vectors the agent's encoder is
+held to; this encoder is written separately on purpose (an independent implementation of the
+other side of the protocol, kept apart from the agent by an import contract).
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from dataclasses import dataclass
@@ -14,14 +24,21 @@ from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
 
+# What `encode_basestring` (Python's JSON string escaping) writes unlike Go: found in the input,
+# then fixed in its output, where every backslash starts an escape, so a left-to-right scan that
+# takes `\\` whole meets `\b` and `\f` only where they are escapes.
+_NOT_AS_GO = re.compile("[\x08\x0c<>&\u2028\u2029\ud800-\udfff]")
+_FIX_RE = re.compile(r"\\[\\bf]|[<>&\u2028\u2029\ud800-\udfff]")
 _GO_ESCAPES = {
+    "\\\\": "\\\\",
+    "\\b": "\\u0008",
+    "\\f": "\\u000c",
     "<": "\\u003c",
     ">": "\\u003e",
     "&": "\\u0026",
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
-_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -51,14 +68,14 @@ def _go_float(value: float) -> str:
 
 
 def _go_escape(match: re.Match[str]) -> str:
-    return _GO_ESCAPES[match.group()]
+    return _GO_ESCAPES.get(match.group(), "\\ufffd")  # the rest: lone surrogates
 
 
 def _escape_string(value: str) -> str:
     # `json.dumps(value, ensure_ascii=False)` without building an encoder per call
     text: str = encode_basestring(value)
-    if _GO_ESCAPE_RE.search(text) is not None:
-        text = _GO_ESCAPE_RE.sub(_go_escape, text)
+    if _NOT_AS_GO.search(value) is not None:
+        text = _FIX_RE.sub(_go_escape, text)
     return text
 
 
@@ -113,6 +130,8 @@ def _emit(value: Any, out: list[str]) -> None:
         out.append(str(value))
     elif isinstance(value, float):
         out.append(_go_float(value))
+    elif isinstance(value, bytes | bytearray):
+        out.append('"' + base64.b64encode(value).decode("ascii") + '"')
     elif isinstance(value, dict):
         out.append("{")
         first = True
@@ -149,7 +168,8 @@ def marshal_text(value: Any) -> str:
 
 def marshal(value: Any) -> bytes:
     """Compact Go-style JSON (`json.Marshal`)."""
-    return marshal_text(value).encode()
+    # Lone surrogates left in the text are invalid bytes of a RawJSON: their bytes again.
+    return marshal_text(value).encode("utf-8", "surrogateescape")
 
 
 def encode(value: Any) -> bytes:

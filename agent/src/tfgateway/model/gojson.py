@@ -9,8 +9,13 @@ surrogates become U+FFFD like invalid UTF-8 in Go), `bytes` → base64 (Go `[]by
 `str` keys in insertion order (Go structs; sort the keys yourself where Go marshals a map),
 `list`/`tuple`, `RawJSON` (Go `json.RawMessage`), `Number` (Go `json.Number`).
 
-The control characters U+0008 and U+000C are written as `\\u0008`/`\\u000c` as Go up to 1.21 did
-(the Go daemon was built with Go 1.14); readers treat both forms alike.
+Target: Go before 1.22, because the output must equal what the Go daemon (release binaries
+built with Go 1.14) writes: the redis values and caches the agent shares with it, result
+signatures, request bodies to the explorer. The one difference from newer Go: U+0008 and
+U+000C are written `\\u0008`/`\\u000c` (Go 1.22 made them `\\b`/`\\f`); readers treat both
+alike. Held to the vectors Go 1.15.15 wrote (tests/vectors/gojson/go1.15.15.json, the oldest
+Go reachable; Go 1.21.13 wrote the same bytes; what is known of 1.14:
+tests/vectors/gojson/README.md).
 """
 
 from __future__ import annotations
@@ -131,10 +136,15 @@ _WS = b" \t\r\n"
 
 
 def compact(raw: bytes) -> bytes:
-    """Go `json.Compact` with HTML escaping, after checking the bytes are one valid JSON value."""
+    """Go `json.Compact` with HTML escaping, after checking the bytes are one valid JSON value.
+
+    Like Go's scanner, any byte from 0x20 up is accepted inside a string and kept as it is,
+    invalid UTF-8 included (decoded with `surrogateescape` only to be checked); a byte order
+    mark is refused, as Go does.
+    """
     try:
-        json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        json.loads(raw.decode("utf-8", "surrogateescape"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python goes
         raise GoJSONError(f"json: error calling MarshalJSON for raw message: {exc}") from exc
     out = bytearray()
     in_string = False
@@ -209,7 +219,7 @@ def _encode(obj: Any, parts: list[str]) -> None:
     elif isinstance(obj, float):
         parts.append(format_float(obj))
     elif isinstance(obj, RawJSON):
-        parts.append(compact(obj.raw).decode("utf-8", "replace") if obj.raw else "null")
+        parts.append(compact(obj.raw).decode("utf-8", "surrogateescape") if obj.raw else "null")
     elif isinstance(obj, bytes | bytearray | memoryview):
         parts.append('"' + base64.b64encode(bytes(obj)).decode("ascii") + '"')
     elif isinstance(obj, Mapping):
@@ -248,7 +258,9 @@ def marshal(obj: Any) -> bytes:
     """Go `json.Marshal(obj)`."""
     parts: list[str] = []
     _encode(obj, parts)
-    return "".join(parts).encode("utf-8", "surrogatepass")
+    # Strings have no surrogates left (they became \ufffd); any left are the invalid bytes of
+    # a RawJSON, which Go copies through: surrogateescape gives those bytes back.
+    return "".join(parts).encode("utf-8", "surrogateescape")
 
 
 def encode(obj: Any) -> bytes:
