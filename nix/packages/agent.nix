@@ -26,6 +26,7 @@ ps.buildPythonApplication {
       ../../tests/conftest.py
       ../../tests/support
       ../../tests/unit
+      ../../tests/vectors
     ];
   };
   sourceRoot = "source/agent";
@@ -63,6 +64,7 @@ ps.buildPythonApplication {
   disabledTestPaths = [
     "tests/unit/devexplorer" # the development explorer's tests run in its own package
     "tests/unit/test_layers.py" # import-linter, a lint step of scripts/lint.sh
+    "tests/unit/test_gojson_vectors.py" # runs the vector generator with Go (scripts/test.sh)
   ];
 
   pythonImportsCheck = [

@@ -24,6 +24,9 @@ ps.buildPythonApplication {
       ../../tests/__init__.py
       ../../tests/unit/__init__.py
       ../../tests/unit/devexplorer
+      ../../tests/support/__init__.py
+      ../../tests/support/gojson_vectors.py
+      ../../tests/vectors
     ];
   };
   sourceRoot = "source/devexplorer";

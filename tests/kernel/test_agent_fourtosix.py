@@ -83,7 +83,10 @@ async def answered(admin: AdminClient, agent: AgentProcess, w: WorkloadInfo) -> 
         assert agent.alive(), agent.log()[-3000:]
         return (await admin.get_workload(w.id)).answered
 
-    await wait_until_async(check, timeout=START, interval=0.2, what=f"result of {w.id}")
+    try:
+        await wait_until_async(check, timeout=START, interval=0.2, what=f"result of {w.id}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; agent log:\n{agent.log()[-3000:]}") from None
     return await admin.get_workload(w.id)
 
 
