@@ -51,8 +51,8 @@
           inherit lib pkgs;
           module = self.nixosModules.default;
         };
-        # The agent's package runs the unit tests in its check phase.
-        inherit (self.packages.${system}) agent coredns router trc;
+        # The agent's and the dev explorer's packages run their unit tests in their check phase.
+        inherit (self.packages.${system}) agent devexplorer coredns router trc;
         # Both hosts evaluate and build.
         host-digitalocean = self.nixosConfigurations.digitalocean.config.system.build.toplevel;
         host-qemu = self.nixosConfigurations.qemu.config.system.build.toplevel;

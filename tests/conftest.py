@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
-from tfgateway.redisurl import connect
 
 from tests.support.redis_server import RedisServer
+from tfgateway.store.url import connect
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import httpx
-from tfgateway.explorer import ExplorerClient, ExplorerError, base_url
-from tfgateway.httpsig import sign_headers
-from tfgateway.identity import Identity
+
+from tfgateway.explorer.client import ExplorerClient, ExplorerError, base_url
+from tfgateway.explorer.signatures import sign_headers
+from tfgateway.node.identity import Identity
 
 SEED = b"helloworldhelloworldhelloworld12"
 BODY = b'{"workload_id":"4521-1","category":6,"data_json":null,"state":1,"message":""}\n'

@@ -37,7 +37,6 @@ from typing import Any
 
 import dns.message
 import dns.rdatatype
-from tfgateway.devexplorer.admin_client import WorkloadInfo
 
 from tests.support.gateway import (
     BACKEND_ADDR,
@@ -48,6 +47,7 @@ from tests.support.gateway import (
     MANAGED_DOMAIN,
     Gateway,
 )
+from tfgateway_devexplorer.admin_client import WorkloadInfo
 
 BULK_GOAL_S = 10.0
 RSS_GOAL_MB = 80.0

@@ -17,17 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
-from tfgateway.cache import RESERVATIONS_KEY
-from tfgateway.devexplorer.user_crypto import encrypt_secret, reverse_proxy_plaintext
-from tfgateway.identity import load_or_create
-from tfgateway.outbox import OUTBOX_KEY
 
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess
+from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tfgateway.engine.cache import RESERVATIONS_KEY
+from tfgateway.engine.outbox import OUTBOX_KEY
+from tfgateway.node.identity import load_or_create
+from tfgateway_devexplorer.user_crypto import encrypt_secret, reverse_proxy_plaintext
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ class Admin:
     """Synchronous admin calls (the kill loop is synchronous)."""
 
     def __init__(self, root: str) -> None:
-        self.http = httpx.Client(base_url=root, timeout=30)
+        self.http = SyncHTTP(root, timeout=30)
 
     def post(self, path: str, body: Any) -> Any:
         r = self.http.post(path, json=body)
@@ -58,7 +58,7 @@ class Admin:
 
     def state(self) -> dict[str, Any]:
         r = self.http.get("/dev/state")
-        r.raise_for_status()
+        assert r.status_code == 200, r.text
         data: dict[str, Any] = r.json()
         return data
 

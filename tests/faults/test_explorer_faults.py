@@ -5,7 +5,7 @@ and out-of-order poll items.
 During each fault the names and routes already live keep being served by the real coredns-tfgw
 and tfrouter (asked from the client namespace), the agent never exits; when the fault ends the
 agent catches up, and the explorer's history shows exactly the results and deletes expected.
-The in-process outage and kill -9 cases of tests/integration/test_agent_e2e.py are not repeated.
+The in-process outage and kill -9 cases of tests/integration/test_agent.py are not repeated.
 """
 
 from __future__ import annotations

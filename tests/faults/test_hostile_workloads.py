@@ -16,22 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
-from tfgateway.fourtosix import user_public_key
-from tfgateway.identity import load_or_create
-from tfgateway.provisioner import ProvisionError
-from tfgateway.reservation import Reservation
-from tfgateway.validation import ValidationError, normalize_domain, validate_proxy_target
 
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.hostile import Setting, Victim, corpus, unanswerable
+from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tfgateway.model.reservation import Reservation
+from tfgateway.node.identity import load_or_create
+from tfgateway.primitives.fourtosix import user_public_key
+from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.validation import ValidationError, normalize_domain, validate_proxy_target
+from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def explorer(tmp_path: Path) -> Iterator[DevExplorerProcess]:
     proc.stop()
 
 
-def post(http: httpx.Client, path: str, body: Any) -> Any:
+def post(http: SyncHTTP, path: str, body: Any) -> Any:
     r = http.post(path, json=body)
     assert r.status_code in (200, 201), r.text
     return r.json()
@@ -89,7 +89,7 @@ def test_a_thousand_hostile_workloads(
         extra=["--gateway-address", OWN_ADDRESS],
     )
     node = load_or_create(agent.seed).node_id
-    http = httpx.Client(base_url=explorer.admin_url, timeout=60)
+    http = SyncHTTP(explorer.admin_url, timeout=60)
     victim_keys, attacker_keys = UserKeys(b"v" * 32), UserKeys(b"a" * 32)
     (victim,) = post(http, "/dev/users", {"pubkey": victim_keys.public_key_hex})
     (attacker,) = post(http, "/dev/users", {"pubkey": attacker_keys.public_key_hex})
@@ -195,7 +195,6 @@ def test_a_thousand_hostile_workloads(
             print(f"  {why}: {msg[:110]}")
     finally:
         agent.stop()
-        http.close()
 
 
 # -- the validation layer, property-based -----------------------------------------------------
@@ -249,7 +248,7 @@ def test_proxy_targets_never_reach_the_gateway(value: str) -> None:
 
 
 def test_corpus_is_deterministic() -> None:
-    from tfgateway.identity import Identity
+    from tfgateway.node.identity import Identity
 
     node = Identity(b"n" * 32).node_id
     s = Setting(node, MANAGED, NAMESERVER, OWN_ADDRESS, 9, UserKeys(b"a" * 32),

@@ -33,10 +33,10 @@ import dns.query
 import dns.rdatatype
 import pytest
 import redis
-from tfgateway.proxy import encode_service, proxy_key
 
 from tests.support.processes import binary, free_port, port_open, stop, wait_until
 from tests.support.redis_server import RedisServer
+from tfgateway.primitives.tcprouter import encode_service, proxy_key
 
 pytestmark = pytest.mark.integration
 

@@ -2,8 +2,8 @@
 (issue 8 point 2): the agent restores every live workload's DNS and proxy entries by reconciling
 what should exist against what does (level-triggered: no new explorer event is involved), the
 real coredns-tfgw and tfrouter serve them again within a bounded time, and the explorer sees no
-new result and no delete. The restart that keeps the data is in tests/integration/e2e and
-tests/integration/test_agent_e2e.py.
+new result and no delete. The restart that keeps the data is in tests/e2e and
+tests/integration/test_agent.py.
 """
 
 from __future__ import annotations

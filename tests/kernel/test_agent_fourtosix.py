@@ -15,14 +15,14 @@ from pathlib import Path
 
 import nacl.public
 import pytest
-from tfgateway import fourtosix
-from tfgateway.devexplorer.admin_client import AdminClient, WorkloadInfo
-from tfgateway.devexplorer.server import DevExplorer
-from tfgateway.identity import load_or_create
 
 from tests.kernel.topology import GW_V4, Topology, run, wg_dump
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import devexplorer_in_process, wait_until_async
+from tfgateway.node.identity import load_or_create
+from tfgateway.primitives import fourtosix
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway_devexplorer.server import DevExplorer
 
 IFACE = "wg-tfgateway"
 ENDPOINT = f"{GW_V4}:51820"
@@ -83,7 +83,10 @@ async def answered(admin: AdminClient, agent: AgentProcess, w: WorkloadInfo) -> 
         assert agent.alive(), agent.log()[-3000:]
         return (await admin.get_workload(w.id)).answered
 
-    await wait_until_async(check, timeout=START, interval=0.2, what=f"result of {w.id}")
+    try:
+        await wait_until_async(check, timeout=START, interval=0.2, what=f"result of {w.id}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; agent log:\n{agent.log()[-3000:]}") from None
     return await admin.get_workload(w.id)
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import nacl.public
 import pytest
-from tfgateway import fourtosix
-from tfgateway.fourtosix import FourToSixProvisioner
-from tfgateway.provisioner import ProvisionError
-from tfgateway.reservation import Reservation
-from tfgateway.wireguard import Peer, WireGuardLink
 
 from tests.kernel.topology import GW_V4, Topology, run, wg_dump
 from tests.support.processes import wait_until
+from tfgateway.model.reservation import Reservation
+from tfgateway.primitives import fourtosix
+from tfgateway.primitives.fourtosix import FourToSixProvisioner
+from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.wireguard import Peer, WireGuardLink
 
 SEED = bytes(range(1, 33))
 IFACE = "wg-tfgw-test"

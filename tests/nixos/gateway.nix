@@ -38,6 +38,12 @@ in
   nodes = {
     explorer =
       { config, pkgs, ... }:
+      let
+        # A test double, never part of the appliance: built from the repository here.
+        devexplorer = pkgs.callPackage ../../nix/packages/devexplorer.nix {
+          tfgateway-agent = config.services.tfgateway.package;
+        };
+      in
       {
         virtualisation.vlans = [ 1 ];
         networking.firewall.allowedTCPPorts = [ 8080 ];
@@ -45,14 +51,14 @@ in
           wantedBy = [ "multi-user.target" ];
           after = [ "network.target" ];
           serviceConfig = {
-            ExecStart = "${lib.getExe' config.services.tfgateway.package "tfgateway-devexplorer"} --host 0.0.0.0 --port 8080";
+            ExecStart = "${lib.getExe devexplorer} --host 0.0.0.0 --port 8080";
             DynamicUser = true;
           };
         };
         environment.systemPackages = [
           pkgs.jq
-          # The agent's modules as a library, for workloads.py.
-          (pkgs.python3.withPackages (ps: [ (ps.toPythonModule config.services.tfgateway.package) ]))
+          # The dev explorer's admin client as a library, for workloads.py.
+          (pkgs.python3.withPackages (ps: [ (ps.toPythonModule devexplorer) ]))
         ];
         environment.etc."tfgw-test/workloads.py".source = ./workloads.py;
       };

@@ -14,8 +14,8 @@ import secrets
 import sys
 from typing import Any
 
-from tfgateway.devexplorer.admin_client import AdminClient, WorkloadInfo
-from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret, reverse_proxy_plaintext
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
+from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret, reverse_proxy_plaintext
 
 RESULT_OK = 1
 

@@ -1,7 +1,7 @@
 """In-process pieces of the agent against a real redis and the development explorer over HTTP.
 
 Owned by the agent's sync side (engine/outbox tests); the whole agent as a subprocess is in
-tests/integration/test_agent_*.py.
+tests/integration/test_agent.py.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from tfgateway.cache import ReservationCache
-from tfgateway.devexplorer.admin_client import AdminClient
-from tfgateway.devexplorer.server import DevExplorer
-from tfgateway.engine import Engine
-from tfgateway.explorer import Backoff, ExplorerClient, gateway_body
-from tfgateway.identity import Identity
-from tfgateway.models import Location
-from tfgateway.outbox import Outbox
-from tfgateway.provisioner import Provisioner, ProvisionError
-from tfgateway.redisurl import connect
-from tfgateway.reservation import Reservation
+
+from tfgateway.engine.cache import ReservationCache
+from tfgateway.engine.engine import Engine
+from tfgateway.engine.outbox import Outbox
+from tfgateway.explorer.client import Backoff, ExplorerClient, gateway_body
+from tfgateway.model.reservation import Reservation
+from tfgateway.node.identity import Identity
+from tfgateway.node.location import Location
+from tfgateway.primitives.provisioner import Provisioner, ProvisionError
+from tfgateway.store.url import connect
+from tfgateway_devexplorer.admin_client import AdminClient
+from tfgateway_devexplorer.server import DevExplorer
 
 SEED = b"helloworldhelloworldhelloworld12"
 

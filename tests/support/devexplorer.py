@@ -15,10 +15,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfgateway.devexplorer.server import DevExplorer
-from tfgateway.devexplorer.store import Store
-
 from tests.support.processes import free_port, port_open, stop, wait_until
+from tfgateway_devexplorer.server import DevExplorer
+from tfgateway_devexplorer.store import Store
 
 
 @asynccontextmanager
@@ -53,7 +52,7 @@ class DevExplorerProcess:
         return f"{self.admin_url}/api/v1"
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "tfgateway.devexplorer", "--port", str(self.port)]
+        args = [sys.executable, "-m", "tfgateway_devexplorer", "--port", str(self.port)]
         for path in self.load:
             args += ["--load", str(path)]
         if self.state is not None:

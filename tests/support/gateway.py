@@ -38,12 +38,12 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import trustme
-from tfgateway.devexplorer.admin_client import AdminClient
-from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
-from tfgateway.identity import Identity, load_or_create
 
 from tests.support.netns import Link, Namespace, NamespaceSet
 from tests.support.processes import binary, free_port, port_open, wait_until
+from tfgateway.node.identity import Identity, load_or_create
+from tfgateway_devexplorer.admin_client import AdminClient
+from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfgateway.devexplorer.user_crypto import UserKeys, encrypt_secret
+from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
 
 WRONG_TYPES: tuple[Any, ...] = (42, -1, 4.5, True, False, None, [], {}, ["x"], {"a": 1})
 

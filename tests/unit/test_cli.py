@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 from aiohttp import web
-from tfgateway.app import host_addresses
-from tfgateway.cache import RESERVATIONS_KEY
-from tfgateway.cli import build_parser, main, parse_config
-from tfgateway.geoip import resolve_location
-from tfgateway.models import Location
-from tfgateway.outbox import OUTBOX_KEY
-from tfgateway.reservation import GoTime, Reservation, Result, encode_cache_value
 
 from tests.support.processes import free_port
+from tfgateway.app import host_addresses
+from tfgateway.cli import build_parser, main, parse_config
+from tfgateway.engine.cache import RESERVATIONS_KEY
+from tfgateway.engine.outbox import OUTBOX_KEY
+from tfgateway.model.reservation import GoTime, Reservation, Result, encode_cache_value
+from tfgateway.node.location import Location, resolve_location
 
 
 def test_go_defaults() -> None:

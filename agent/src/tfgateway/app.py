@@ -26,19 +26,19 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tfgateway import __version__
-from tfgateway.cache import ReservationCache
 from tfgateway.config import Config
-from tfgateway.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
-from tfgateway.engine import Engine
-from tfgateway.explorer import Backoff, ExplorerClient, ExplorerError, gateway_body, retrying
-from tfgateway.geoip import resolve_location
-from tfgateway.identity import Identity, load_or_create
-from tfgateway.metrics import Metrics
-from tfgateway.outbox import Outbox
-from tfgateway.provisioner import Provisioner, ProvisionError
-from tfgateway.proxy import ProxyProvisioner, ReverseProxyProvisioner
-from tfgateway.redisbatch import AutoPipeline
-from tfgateway.redisurl import connect
+from tfgateway.engine.cache import ReservationCache
+from tfgateway.engine.engine import Engine
+from tfgateway.engine.outbox import Outbox
+from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, gateway_body, retrying
+from tfgateway.node.identity import Identity, load_or_create
+from tfgateway.node.location import resolve_location
+from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
+from tfgateway.primitives.provisioner import Provisioner, ProvisionError
+from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
+from tfgateway.store.batch import AutoPipeline
+from tfgateway.store.url import connect
+from tfgateway.telemetry.metrics import Metrics
 
 __all__ = ["SENTINEL_KEY", "Agent", "host_addresses", "host_uptime", "run"]
 
@@ -219,7 +219,9 @@ class Agent:
                 await asyncio.sleep(delay)
 
     async def setup_fourtosix(self) -> None:
-        from tfgateway.fourtosix import FourToSixProvisioner  # netlink only when 4to6 is on
+        from tfgateway.primitives.fourtosix import (
+            FourToSixProvisioner,  # netlink only when 4to6 is on
+        )
 
         factory = self._fourtosix_factory or FourToSixProvisioner
         try:

@@ -15,17 +15,17 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 from tfgateway import __version__
 from tfgateway.config import Config
-from tfgateway.explorer import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
-from tfgateway.geoip import DEFAULT_GEOIP, LocationError, parse_location
-from tfgateway.identity import SeedError, load_or_create
-from tfgateway.logging_setup import LOG_FORMATS
-from tfgateway.metrics import parse_listen
-from tfgateway.redisurl import RedisURLError, parse_redis_url
-from tfgateway.validation import ValidationError, normalize_domain
+from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
+from tfgateway.node.identity import SeedError, load_or_create
+from tfgateway.node.location import DEFAULT_GEOIP, Location, LocationError, parse_location
+from tfgateway.primitives.validation import ValidationError, normalize_domain
+from tfgateway.store.url import RedisURLError, parse_redis_url
+from tfgateway.telemetry.logs import LOG_FORMATS
+from tfgateway.telemetry.metrics import parse_listen
 
 __all__ = ["build_parser", "main", "parse_config"]
 
@@ -66,68 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
             "'tfgateway status [--redis URL]' prints what this gateway serves."
         ),
     )
-    p.add_argument(
+    _node_flags(p.add_argument_group("node"))
+    _explorer_flags(p.add_argument_group("explorer"))
+    _dns_flags(p.add_argument_group("DNS"))
+    _proxy_flags(p.add_argument_group("proxies and reverse tunnels"))
+    _fourtosix_flags(p.add_argument_group("4to6 (WireGuard)"))
+    _operation_flags(p.add_argument_group("operation"))
+    p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
+    return p
+
+
+def _node_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
         *_names("seed"),
         default="identity.seed",
         metavar="FILE",
         help="identity seed file; created (mode 0400) when missing (default %(default)s)",
     )
-    p.add_argument(
-        *_names("explorer"),
-        default=DEFAULT_EXPLORER,
-        metavar="URL",
-        help="explorer API; a URL whose path is not /api/v1 gets /api/v1 (default %(default)s)",
-    )
-    p.add_argument(
+    g.add_argument(
         *_names("redis"),
         default=DEFAULT_REDIS,
         metavar="URL",
         help="redis, tcp://[password@]host:port or unix:///path (default %(default)s)",
     )
-    p.add_argument(
-        *_names("debug"),
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="BOOL",
-        help="debug logging",
+
+
+def _explorer_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        *_names("explorer"),
+        default=DEFAULT_EXPLORER,
+        metavar="URL",
+        help="explorer API; a URL whose path is not /api/v1 gets /api/v1 (default %(default)s)",
     )
-    p.add_argument(*_names("farm"), type=int, default=0, help="farm id (default %(default)s)")
-    p.add_argument(
-        *_names("nameservers"),
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="host names of this gateway's DNS servers, for NS/SOA records (repeatable)",
-    )
-    p.add_argument(
-        *_names("domains"),
-        action="append",
-        default=[],
-        metavar="DOMAIN",
-        help="domains this gateway manages; users get subdomains of them (repeatable)",
-    )
-    p.add_argument(
-        *_names("tcp-client-port"),
-        type=int,
-        default=18000,
-        metavar="PORT",
-        help="router port tunnel clients (trc) connect to, as registered (default %(default)s)",
-    )
-    p.add_argument(
-        *_names("endpoint"),
-        default="",
-        metavar="HOST:PORT",
-        help="public WireGuard endpoint; with --wg-iface it enables 4to6 (default off)",
-    )
-    p.add_argument(
-        *_names("wg-iface"),
-        default="wg-tfgateway",
-        metavar="NAME",
-        help="WireGuard interface for 4to6 (default %(default)s)",
-    )
-    p.add_argument(
+    g.add_argument(*_names("farm"), type=int, default=0, help="farm id (default %(default)s)")
+    g.add_argument(
         *_names("free"),
         type=_bool,
         nargs="?",
@@ -136,19 +108,64 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOOL",
         help="register as free to use",
     )
-    p.add_argument(
+    g.add_argument(
         "--location",
         metavar="LAT,LON[,CITY,COUNTRY,CONTINENT]",
         help=f"location to register; default: asked from {DEFAULT_GEOIP} (3 s timeout; "
         "not asked for a loopback explorer); if that fails 'Unknown' is registered",
     )
-    p.add_argument("--geoip-url", default=DEFAULT_GEOIP, metavar="URL", help=argparse.SUPPRESS)
-    p.add_argument(
+    g.add_argument("--geoip-url", default=DEFAULT_GEOIP, metavar="URL", help=argparse.SUPPRESS)
+    _seconds_flag(g, "--poll-interval", 10.0, "time between explorer polls")
+    _seconds_flag(
+        g,
+        "--replay-interval",
+        600.0,
+        "ask the explorer for all workloads again (as after a restart) this often, so no "
+        "delete is ever missed",
+    )
+    _seconds_flag(g, "--max-backoff", 30.0, "longest wait between retries of explorer calls")
+    _seconds_flag(
+        g,
+        "--explorer-timeout",
+        DEFAULT_TIMEOUT,
+        "total time one explorer request may take (connect, send, answer); a request that "
+        "takes longer fails and is retried like any transport error",
+    )
+    # tests only: the explorer expects an uptime report every 10 minutes
+    g.add_argument("--uptime-interval", type=float, default=600.0, help=argparse.SUPPRESS)
+
+
+def _dns_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        *_names("domains"),
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="domains this gateway manages; users get subdomains of them (repeatable)",
+    )
+    g.add_argument(
+        *_names("nameservers"),
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="host names of this gateway's DNS servers, for NS/SOA records (repeatable)",
+    )
+
+
+def _proxy_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        *_names("tcp-client-port"),
+        type=int,
+        default=18000,
+        metavar="PORT",
+        help="router port tunnel clients (trc) connect to, as registered (default %(default)s)",
+    )
+    g.add_argument(
         "--allow-private-backends",
         action="store_true",
         help="accept proxy targets in private ranges (RFC 1918, ULA, CGNAT); default: refused",
     )
-    p.add_argument(
+    g.add_argument(
         "--gateway-address",
         action="append",
         default=[],
@@ -156,52 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="an address of this gateway, never accepted as a proxy target (repeatable; the "
         "host's interface addresses are added automatically)",
     )
-    p.add_argument(
-        "--metrics-listen",
+
+
+def _fourtosix_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        *_names("endpoint"),
         default="",
         metavar="HOST:PORT",
-        help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)",
+        help="public WireGuard endpoint; with --wg-iface it enables 4to6 (default off)",
     )
-    p.add_argument(
-        "--poll-interval",
-        type=_seconds,
-        default=10.0,
-        metavar="SECONDS",
-        help="time between explorer polls (default %(default)s)",
+    g.add_argument(
+        *_names("wg-iface"),
+        default="wg-tfgateway",
+        metavar="NAME",
+        help="WireGuard interface for 4to6 (default %(default)s)",
     )
-    p.add_argument(
-        "--reconcile-interval",
-        type=_seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="re-apply every live workload to redis this often; a redis that lost its data or "
-        "came back is noticed within a second regardless (default %(default)s)",
+
+
+def _operation_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        *_names("debug"),
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="debug logging",
     )
-    p.add_argument(
-        "--replay-interval",
-        type=_seconds,
-        default=600.0,
-        metavar="SECONDS",
-        help="ask the explorer for all workloads again (as after a restart) this often, so no "
-        "delete is ever missed (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-backoff",
-        type=_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="longest wait between retries of explorer calls (default %(default)s)",
-    )
-    p.add_argument(
-        "--explorer-timeout",
-        type=_seconds,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help="total time one explorer request may take (connect, send, answer); a request "
-        "that takes longer fails and is retried like any transport error "
-        "(default %(default)s)",
-    )
-    p.add_argument(
+    g.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="text",
@@ -209,99 +208,68 @@ def build_parser() -> argparse.ArgumentParser:
         "(time, level, logger, message; the fields of structured lines as keys of their own) "
         "(default %(default)s)",
     )
-    p.add_argument(
-        "--uptime-interval", type=float, default=600.0, help=argparse.SUPPRESS
-    )  # tests only: the explorer expects an uptime report every 10 minutes
-    p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
-    return p
+    g.add_argument(
+        "--metrics-listen",
+        default="",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)",
+    )
+    _seconds_flag(
+        g,
+        "--reconcile-interval",
+        300.0,
+        "re-apply every live workload to redis this often; a redis that lost its data or "
+        "came back is noticed within a second regardless",
+    )
+
+
+def _seconds_flag(g: argparse._ArgumentGroup, flag: str, default: float, text: str) -> None:
+    g.add_argument(
+        flag,
+        type=_seconds,
+        default=default,
+        metavar="SECONDS",
+        help=f"{text} (default %(default)s)",
+    )
 
 
 def _split(values: Sequence[str]) -> list[str]:
     return [part.strip() for v in values for part in v.split(",") if part.strip()]
 
 
-def _error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    parser.error(message)
+class _FlagError(Exception):
+    """A flag value that cannot be used; the message names the flag."""
 
 
 def parse_config(argv: Sequence[str]) -> Config:
     """Daemon flags → Config; exits with status 2 and a clear message on any bad value."""
     parser = build_parser()
     a = parser.parse_args(list(argv))
-    domains: list[str] = []
-    for raw in _split(a.domains):
-        try:
-            domains.append(normalize_domain(raw))
-        except ValidationError as exc:
-            _error(parser, f"--domains {raw!r}: {exc}")
-    nameservers: list[str] = []
-    for raw in _split(a.nameservers):
-        try:
-            nameservers.append(normalize_domain(raw))
-        except ValidationError as exc:
-            _error(parser, f"--nameservers {raw!r}: {exc}")
     try:
-        base_url(a.explorer)
-    except ValueError as exc:
-        _error(parser, f"--explorer: {exc}")
-    try:
-        parse_redis_url(a.redis)
-    except RedisURLError as exc:
-        _error(parser, f"--redis: {exc}")
-    if not 0 < a.tcp_client_port < 65536:
-        _error(parser, f"--tcp-client-port {a.tcp_client_port} is not a TCP port (1-65535)")
-    if a.endpoint and a.wg_iface:
-        from tfgateway.fourtosix import parse_endpoint
+        return _config(a)
+    except _FlagError as exc:
+        parser.error(str(exc))
 
-        try:
-            parse_endpoint(a.endpoint)
-        except ValueError as exc:
-            _error(parser, f"--endpoint: {exc}")
-        if len(a.wg_iface) > 15 or "/" in a.wg_iface or a.wg_iface.strip() != a.wg_iface:
-            _error(parser, f"--wg-iface {a.wg_iface!r} is not a valid interface name")
-    location = None
-    if a.location is not None:
-        try:
-            location = parse_location(a.location)
-        except LocationError as exc:
-            _error(parser, str(exc))
-    addresses: list[str] = []
-    for raw in _split(a.gateway_address):
-        try:
-            addresses.append(str(ipaddress.ip_address(raw)))
-        except ValueError:
-            _error(parser, f"--gateway-address {raw!r} is not an IP address")
-    if a.metrics_listen:
-        try:
-            parse_listen(a.metrics_listen)
-        except ValueError as exc:
-            _error(parser, str(exc))
-    for flag, value in (
-        ("--poll-interval", a.poll_interval),
-        ("--reconcile-interval", a.reconcile_interval),
-        ("--replay-interval", a.replay_interval),
-        ("--max-backoff", a.max_backoff),
-        ("--uptime-interval", a.uptime_interval),
-        ("--explorer-timeout", a.explorer_timeout),
-    ):
-        if not (value > 0 and math.isfinite(value)):
-            _error(parser, f"{flag} must be a finite number of seconds above 0, not {value!r}")
+
+def _config(a: argparse.Namespace) -> Config:
+    _check_endpoints(a)
+    _check_seconds(a)
     return Config(
         seed=a.seed,
         explorer=a.explorer,
         redis=a.redis,
         debug=a.debug,
         farm=a.farm,
-        nameservers=tuple(nameservers),
-        domains=tuple(domains),
+        nameservers=_domain_list("--nameservers", a.nameservers),
+        domains=_domain_list("--domains", a.domains),
         tcp_client_port=a.tcp_client_port,
         endpoint=a.endpoint,
         wg_iface=a.wg_iface,
         free=a.free,
-        location=location,
+        location=_location(a.location),
         geoip_url=a.geoip_url,
         allow_private_backends=a.allow_private_backends,
-        gateway_addresses=tuple(addresses),
+        gateway_addresses=_addresses(a.gateway_address),
         metrics_listen=a.metrics_listen,
         poll_interval=a.poll_interval,
         reconcile_interval=a.reconcile_interval,
@@ -311,6 +279,76 @@ def parse_config(argv: Sequence[str]) -> Config:
         request_timeout=a.explorer_timeout,
         log_format=a.log_format,
     )
+
+
+def _domain_list(flag: str, values: Sequence[str]) -> tuple[str, ...]:
+    names = []
+    for raw in _split(values):
+        try:
+            names.append(normalize_domain(raw))
+        except ValidationError as exc:
+            raise _FlagError(f"{flag} {raw!r}: {exc}") from None
+    return tuple(names)
+
+
+def _check_endpoints(a: argparse.Namespace) -> None:
+    """--explorer, --redis, --tcp-client-port, --endpoint/--wg-iface, --metrics-listen."""
+    try:
+        base_url(a.explorer)
+    except ValueError as exc:
+        raise _FlagError(f"--explorer: {exc}") from None
+    try:
+        parse_redis_url(a.redis)
+    except RedisURLError as exc:
+        raise _FlagError(f"--redis: {exc}") from None
+    if not 0 < a.tcp_client_port < 65536:
+        raise _FlagError(f"--tcp-client-port {a.tcp_client_port} is not a TCP port (1-65535)")
+    if a.endpoint and a.wg_iface:
+        from tfgateway.primitives.fourtosix import parse_endpoint
+
+        try:
+            parse_endpoint(a.endpoint)
+        except ValueError as exc:
+            raise _FlagError(f"--endpoint: {exc}") from None
+        if len(a.wg_iface) > 15 or "/" in a.wg_iface or a.wg_iface.strip() != a.wg_iface:
+            raise _FlagError(f"--wg-iface {a.wg_iface!r} is not a valid interface name")
+    if a.metrics_listen:
+        try:
+            parse_listen(a.metrics_listen)
+        except ValueError as exc:
+            raise _FlagError(str(exc)) from None
+
+
+def _check_seconds(a: argparse.Namespace) -> None:
+    for flag, value in (
+        ("--poll-interval", a.poll_interval),
+        ("--reconcile-interval", a.reconcile_interval),
+        ("--replay-interval", a.replay_interval),
+        ("--max-backoff", a.max_backoff),
+        ("--uptime-interval", a.uptime_interval),
+        ("--explorer-timeout", a.explorer_timeout),
+    ):
+        if not (value > 0 and math.isfinite(value)):
+            raise _FlagError(f"{flag} must be a finite number of seconds above 0, not {value!r}")
+
+
+def _location(text: str | None) -> Location | None:
+    if text is None:
+        return None
+    try:
+        return parse_location(text)
+    except LocationError as exc:
+        raise _FlagError(str(exc)) from None
+
+
+def _addresses(values: Sequence[str]) -> tuple[str, ...]:
+    addresses = []
+    for raw in _split(values):
+        try:
+            addresses.append(str(ipaddress.ip_address(raw)))
+        except ValueError:
+            raise _FlagError(f"--gateway-address {raw!r} is not an IP address") from None
+    return tuple(addresses)
 
 
 # -- subcommands ------------------------------------------------------------------------------
@@ -326,7 +364,7 @@ def identity_main(argv: Sequence[str]) -> int:
                    help="identity seed file (default %(default)s)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(list(argv))
-    from tfgateway.fourtosix import subnet, wireguard_public_key
+    from tfgateway.primitives.fourtosix import subnet, wireguard_public_key
 
     try:
         identity = load_or_create(a.seed)
@@ -363,8 +401,8 @@ def status_main(argv: Sequence[str]) -> int:
         p.error(f"--redis: {exc}")
     from redis.exceptions import RedisError
 
-    from tfgateway.redisurl import connect
     from tfgateway.status import collect, render_table
+    from tfgateway.store.url import connect
 
     async def fetch() -> Any:
         client = connect(a.redis, socket_timeout=5.0)
@@ -394,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "run":
         args = args[1:]
     config = parse_config(args)
-    from tfgateway.logging_setup import setup_logging
+    from tfgateway.telemetry.logs import setup_logging
 
     setup_logging(config.debug, config.log_format)
     from tfgateway import app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tfgateway.logging_setup import LogFormat
-from tfgateway.models import Location
+from tfgateway.node.location import Location
+from tfgateway.telemetry.logs import LogFormat
 
 __all__ = ["Config"]
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tfgateway.cache import ReservationCache
-from tfgateway.outbox import OUTBOX_KEY, STATS_FIELD, Message
-from tfgateway.reservation import Reservation, ResultState
+from tfgateway.engine.cache import ReservationCache
+from tfgateway.engine.outbox import OUTBOX_KEY, STATS_FIELD, Message
+from tfgateway.model.reservation import Reservation, ResultState
 
 __all__ = ["Row", "Status", "collect", "format_age", "render_table"]
 

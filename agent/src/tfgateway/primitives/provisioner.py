@@ -1,0 +1,62 @@
+"""The contract between the engine and the primitives (DNS, proxy, 4to6).
+
+A primitive turns a live reservation into data-plane state and back. Both directions are
+idempotent: provisioning the same reservation again restores exactly its state, decommissioning
+something already gone succeeds. Refusals are `ProvisionError`; its text becomes the `message`
+of the error result sent to the explorer, so it must be clear to the user who made the
+reservation and must not leak secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol, runtime_checkable
+
+from tfgateway.model.reservation import Reservation
+from tfgateway.primitives.validation import ValidationError, normalize_domain
+
+__all__ = ["ProvisionError", "Provisioner", "reservation_data", "reserved_domain"]
+
+
+class ProvisionError(Exception):
+    """A reservation cannot be applied (or removed); `message` is for the explorer result."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """What the engine calls for each reservation type."""
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        """Apply `r`; return raw JSON result data (or None for `null`)."""
+        ...
+
+    async def decommission(self, r: Reservation) -> None:
+        """Remove what `r` created; succeed if it is already gone."""
+        ...
+
+
+def reservation_data(r: Reservation, what: str) -> dict[str, Any]:
+    """The reservation's data as a JSON object, or a clear refusal."""
+    try:
+        doc = json.loads(r.data or b"null")
+    except ValueError as exc:
+        raise ProvisionError(f"invalid {what} data: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProvisionError(f"invalid {what} data: expected a JSON object")
+    return doc
+
+
+def reserved_domain(doc: dict[str, Any]) -> str | None:
+    """The normalised `domain` of a reservation's data; None when it is not a valid name (such a
+    reservation was refused, so a decommission has nothing to remove)."""
+    try:
+        return normalize_domain(doc.get("domain", ""))
+    except ValidationError:
+        return None

@@ -1,0 +1,159 @@
+"""Workload → Reservation conversion (spec §5) and the wire result (spec §7)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tfgateway.explorer.models import WorkloadError
+from tfgateway.explorer.workloads import go_ip_string, job_from_item, rank, wire_result
+from tfgateway.model.reservation import (
+    MAX_DURATION_NS,
+    Result,
+    encode_cache_value,
+    parse_go_time,
+    sign_result,
+)
+from tfgateway.node.identity import Identity
+
+SEED = b"helloworldhelloworldhelloworld12"
+NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
+
+
+def item(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "workload_id": 1,
+        "node_id": NODE,
+        "reference": "",
+        "id": 4521,
+        "customer_tid": 42,
+        "customer_signature": "abcd01",
+        "next_action": 3,
+        "epoch": 1610000000,
+        "result": {"category": 0, "workload_id": "", "data_json": None, "state": 0, "epoch": 0},
+        "workload_type": 7,
+        "version": 2,
+        "domain": "app.gateway.example.com",
+        "ips": ["185.69.166.1", "2a02:1802:005e:0000::1"],
+    }
+    base.update(kw)
+    return base
+
+
+def test_subdomain_matches_spec_cache_example_byte_for_byte() -> None:
+    job = job_from_item(item())
+    result = Result(
+        type="subdomain",
+        id="4521-1",
+        created=parse_go_time("2021-01-07T06:13:25.123456789Z"),
+        state=1,
+        signature="420a",
+    )
+    value = encode_cache_value(replace(job.reservation, result=result))
+    assert value == (
+        b'"1.0.0"{"id":"4521-1","node_id":"FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85",'
+        b'"user_id":"42","type":"subdomain","data":{"domain":"app.gateway.example.com",'
+        b'"destination":["185.69.166.1","2a02:1802:5e::1"]},"created":"2021-01-07T06:13:20Z",'
+        b'"duration":9223372036854775807,"signature":"YWJjZDAx","to_delete":false,'
+        b'"reference":"","result":{"type":"subdomain","id":"4521-1",'
+        b'"created":"2021-01-07T06:13:25.123456789Z","state":1,"message":"","data_json":null,'
+        b'"signature":"420a"},"version":2}\n'
+    )
+    assert job.reservation.duration == MAX_DURATION_NS
+    assert (job.real_id, job.key, job.category) == ("4521-1", "4521-1", 7)
+
+
+@pytest.mark.parametrize(
+    ("override", "data"),
+    [
+        (
+            {"workload_type": 5, "addr": "1.2.3.4", "port": 80, "port_tls": 443},
+            b'{"domain":"app.gateway.example.com","addr":"1.2.3.4","port":80,"port_tls":443}',
+        ),
+        (
+            {"workload_type": 6, "secret": "abcd"},
+            b'{"domain":"app.gateway.example.com","secret":"abcd"}',
+        ),
+        ({"workload_type": 8}, b'{"domain":"app.gateway.example.com"}'),
+        ({"workload_type": 9, "public_key": "k<&>"}, b'{"public_key":"k\\u003c\\u0026\\u003e"}'),
+        ({"workload_type": 1}, b""),
+    ],
+)
+def test_data_per_type_in_gateway_key_order(override: dict[str, Any], data: bytes) -> None:
+    job = job_from_item(item(**override))
+    assert job.reservation.data == data
+
+
+def test_type_names_and_node_id() -> None:
+    assert job_from_item(item(workload_type=8)).reservation.type == "domain_delegate"
+    container = job_from_item(item(workload_type=1)).reservation
+    assert (container.type, container.node_id) == ("container", "")
+    assert job_from_item(item(workload_type=77)).reservation.type == "UNKNOWN"
+
+
+def test_reference_is_cache_key_but_results_go_to_real_id() -> None:
+    job = job_from_item(item(reference="100-1"))
+    assert (job.key, job.real_id, job.reservation.reference) == ("100-1", "4521-1", "100-1")
+
+
+def test_hostile_reference_is_an_error_result() -> None:
+    with pytest.raises(WorkloadError, match="invalid reference") as info:
+        job_from_item(item(reference="../../gateways"))
+    assert info.value.real_id == "4521-1"
+
+
+def test_delete_flag_only_for_next_action_4() -> None:
+    assert job_from_item(item(next_action=4)).reservation.to_delete
+    assert not job_from_item(item(next_action=6)).reservation.to_delete
+
+
+def test_epoch_out_of_range_is_an_error() -> None:
+    with pytest.raises(WorkloadError, match="epoch"):
+        job_from_item(item(epoch=2**62))
+
+
+@pytest.mark.parametrize(
+    ("given", "printed"),
+    [
+        ("185.69.166.1", "185.69.166.1"),
+        ("2A02:1802:005E::0001", "2a02:1802:5e::1"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
+        ("::1.2.3.4", "::102:304"),
+        ("fe80::1%eth0", ""),
+        ("not an ip", ""),
+        ("", ""),
+    ],
+)
+def test_go_parse_ip_reprint(given: str, printed: str) -> None:
+    assert go_ip_string(given) == printed
+
+
+def test_rank_orders_types() -> None:
+    jobs = [job_from_item(item(workload_type=t)) for t in (9, 6, 5, 7, 8, 1)]
+    assert [j.reservation.type for j in sorted(jobs, key=rank)] == [
+        "domain_delegate",
+        "container",
+        "subdomain",
+        "proxy",
+        "reverse_proxy",
+        "gateway4to6",
+    ]
+
+
+def test_wire_result_matches_spec_put_body() -> None:
+    result = sign_result(
+        Result(
+            type="subdomain",
+            id="4521-1",
+            created=parse_go_time("2021-01-07T06:13:25Z"),
+            state=1,
+        ),
+        Identity(SEED),
+    )
+    assert wire_result(result, 7) == (
+        b'{"category":7,"workload_id":"4521-1","data_json":null,"signature":"420a7b1afdcda375e65a'
+        b"8cadd643d7ef99fd774159417e2bdc37ad1c9fb696891c4af07efc6dc73749e1cc928c08cc379841c1d8"
+        b'32da99383dcf7ba5e888100b","state":1,"message":"","epoch":1610000005,"node_id":""}\n'
+    )

@@ -1,0 +1,3 @@
+module tfgateway/tests/vectors/gojson
+
+go 1.15
