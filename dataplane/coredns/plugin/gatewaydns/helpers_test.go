@@ -135,11 +135,15 @@ func testConfig(addr string) *config {
 }
 
 // startPlugin runs a GatewayDNS with its syncer against redis until the test ends, and
-// waits for the first full load.
-func startPlugin(t testing.TB, cfg *config) (*GatewayDNS, *syncer) {
+// waits for the first full load. hook, if given, is called by every whole read before it
+// reports (in the reading goroutine).
+func startPlugin(t testing.TB, cfg *config, hook ...func(*wholeResult)) (*GatewayDNS, *syncer) {
 	t.Helper()
 	g := &GatewayDNS{transferAll: cfg.transferAll, transferTo: cfg.transferTo}
 	s := newSyncer(cfg, g)
+	if len(hook) > 0 {
+		s.readHook = hook[0]
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := s.run(ctx)
 	t.Cleanup(func() {

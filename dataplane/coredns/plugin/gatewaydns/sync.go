@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,9 +34,9 @@ const (
 
 // zoneMark is what is known about a change to one zone.
 type zoneMark struct {
-	whole  bool                // changed in unknown fields: read the whole hash
-	fields map[string]struct{} // fields named by the writer
-	at     time.Time           // when the first unknown change was heard of
+	whole  bool      // changed in unknown fields: read the whole hash
+	fields fieldSet  // fields named by the writer
+	at     time.Time // when the first unknown change was heard of
 }
 
 // syncer keeps a GatewayDNS's zones equal to redis.
@@ -55,16 +53,22 @@ type syncer struct {
 	errOnce map[string]bool // log keyspace-config problems once per message
 
 	// Loader goroutine only:
-	tooBig map[string]bool      // zone keys refused for max_fields_per_zone
-	hinted map[string]time.Time // zones with hinted changes since their last whole read: first hint
+	tooBig  map[string]bool      // zone keys refused for max_fields_per_zone
+	hinted  map[string]time.Time // zones with hinted changes since their last whole read: first hint
+	job     *wholeJob            // the whole read in flight; nil when none
+	touched map[string]fieldSet  // while a job runs: fields read by name since it began, per zone
 
 	// For tests and benchmarks (the metrics are process-wide): loads done, zones refused.
 	zoneLoads, fullLoads, fieldLoads atomic.Int64
 	oversized                        atomic.Int64
+	readHook                         func(*wholeResult) // tests: called by a whole read before it reports
 
 	loadedOnce chan struct{} // closed after the first successful full load
 	closeOnce  sync.Once
 }
+
+// fieldSet is a set of hash fields.
+type fieldSet map[string]struct{}
 
 func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 	opt := &redis.Options{
@@ -151,7 +155,7 @@ func (s *syncer) mark(zone string, fields []string) {
 		}
 	} else {
 		if m.fields == nil {
-			m.fields = map[string]struct{}{}
+			m.fields = fieldSet{}
 		}
 		for _, f := range fields {
 			m.fields[f] = struct{}{}
@@ -280,424 +284,6 @@ func unionFlags(have, need string) string {
 		}
 	}
 	return out
-}
-
-// load applies pending work: full resyncs (at start, on reconnect, every resync period, and
-// after errors), reads of the fields writers named (at once), and whole-zone reloads, paced
-// by a reloadPacer. It is the only writer of the zone set.
-func (s *syncer) load(ctx context.Context) {
-	ticker := time.NewTicker(s.cfg.resync)
-	defer ticker.Stop()
-	paced := time.NewTimer(time.Hour)
-	paced.Stop()
-	defer paced.Stop()
-	pacer := newReloadPacer(s.cfg.coalesce)
-	pacer.deferUntil = s.deferWholeRead
-	backoff := newBackoff()
-	var retry <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-paced.C: // a zone's pause is over
-		case <-ticker.C:
-			s.markFull()
-			continue
-		case <-retry:
-			retry = nil
-			s.markFull()
-			continue
-		}
-		s.mu.Lock()
-		full, dirty := s.full, s.dirty
-		s.full, s.dirty = false, map[string]*zoneMark{}
-		s.mu.Unlock()
-
-		var err error
-		if full {
-			// The full load reads redis after these zones were marked, so it covers them; if
-			// it fails, the retry is a full load again.
-			pacer.clear()
-			err = s.fullSync(ctx)
-			loadsTotal.WithLabelValues("full", result(err)).Inc()
-			s.fullLoads.Add(1)
-		} else {
-			var wait time.Duration
-			wait, err = s.loadChanges(ctx, pacer, dirty)
-			if err != nil {
-				pacer.clear() // the retry is a full load
-			} else if wait > 0 {
-				paced.Reset(wait)
-			}
-		}
-		zonesServed.Set(float64(len(s.g.current().zones)))
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Warningf("redis load: %v (full resync in %s)", err, backoff.next)
-			retry = time.After(backoff.step())
-			continue
-		}
-		backoff.reset()
-	}
-}
-
-// loadChanges reads the named fields of changed zones, then reloads the zones changed in
-// unknown fields that the pacer lets through. It returns how long until the next paced
-// zone is due.
-func (s *syncer) loadChanges(ctx context.Context, pacer *reloadPacer, dirty map[string]*zoneMark) (time.Duration, error) {
-	now := time.Now()
-	whole, err := s.readFields(ctx, dirty)
-	for _, zone := range whole {
-		pacer.add(zone, now)
-	}
-	for zone, m := range dirty {
-		if m.whole {
-			pacer.add(zone, m.at)
-		}
-	}
-	if err != nil {
-		return 0, err
-	}
-	for {
-		// Reloading takes time: after each round, ask the pacer again.
-		zones, wait := pacer.due(time.Now())
-		if len(zones) == 0 {
-			return wait, nil
-		}
-		for _, zone := range zones {
-			start := time.Now()
-			delete(s.hinted, zone) // this read covers the hinted writes so far
-			err = s.reloadZone(ctx, zone)
-			pacer.done(zone, start, time.Now())
-			loadsTotal.WithLabelValues("zone", result(err)).Inc()
-			s.zoneLoads.Add(1)
-			if err != nil {
-				return 0, err
-			}
-		}
-	}
-}
-
-// deferWholeRead is when a zone changed in unknown fields at `changed` may be read whole:
-// a moment after the change, so that the field names of the same transaction arrive first,
-// and not before hintedCheck after the first hint that no whole read has covered yet.
-func (s *syncer) deferWholeRead(zone string, changed time.Time) time.Time {
-	at := changed.Add(hintGrace)
-	if h, ok := s.hinted[zone]; ok {
-		at = laterOf(at, h.Add(hintedCheck))
-	}
-	return at
-}
-
-// fullSync reads every zone hash and replaces the zone set. Zones whose content did not
-// change keep their built zone.
-func (s *syncer) fullSync(ctx context.Context) error {
-	var keys []string
-	seen := map[string]bool{}
-	var cursor uint64
-	for {
-		batch, next, err := s.client.ScanType(ctx, cursor, "*.", 1000, "hash").Result()
-		if err != nil {
-			return fmt.Errorf("scan zones: %w", err)
-		}
-		for _, k := range batch {
-			if !seen[k] {
-				seen[k] = true
-				keys = append(keys, k)
-			}
-		}
-		if next == 0 {
-			break
-		}
-		cursor = next
-	}
-	old := s.g.current()
-	built := make(map[string]*builtZone, len(keys))
-	tooBig := map[string]bool{}
-	const perPipeline = 100
-	for start := 0; start < len(keys); start += perPipeline {
-		chunk := keys[start:min(start+perPipeline, len(keys))]
-		reads, err := s.readZones(ctx, chunk)
-		if err != nil {
-			return err
-		}
-		for i, k := range chunk {
-			switch rd := reads[i]; {
-			case rd.fields > 0:
-				tooBig[k] = true
-				if bz := s.refuse(k, rd.fields, old.get(k)); bz != nil {
-					built[k] = bz
-				}
-			case len(rd.hash) > 0: // else replaced by another type or deleted since SCAN
-				if bz := s.build(k, rd.hash, old.get(k)); bz != nil {
-					built[bz.name] = bz
-				}
-			}
-		}
-	}
-	for k := range s.tooBig {
-		if !tooBig[k] {
-			s.fits(k)
-		}
-	}
-	s.tooBig = tooBig
-	s.countOversized()
-	s.publish(ctx, old, built)
-	lastFullSync.SetToCurrentTime()
-	if !s.g.loaded.Swap(true) {
-		log.Infof("loaded %d zones from redis", len(built))
-	}
-	s.closeOnce.Do(func() { close(s.loadedOnce) })
-	return nil
-}
-
-// zoneRead is what reading one zone key found.
-type zoneRead struct {
-	hash   map[string]string // the hash; empty when the key is gone or not a hash
-	fields int64             // > 0: the hash has this many fields, more than max_fields_per_zone, and was not read
-}
-
-// readZones reads zone hashes: one round trip asks their sizes (HLEN), a second reads those
-// within max_fields_per_zone (HGETALL), so an oversized hash is never transferred. A hash
-// that grew past the limit between the two is refused as well.
-func (s *syncer) readZones(ctx context.Context, keys []string) ([]zoneRead, error) {
-	out := make([]zoneRead, len(keys))
-	lens := make([]*redis.IntCmd, len(keys))
-	pipe := s.client.Pipeline()
-	for i, k := range keys {
-		lens[i] = pipe.HLen(ctx, k)
-	}
-	_, _ = pipe.Exec(ctx) // errors are per command, below
-	gets := make([]*redis.MapStringStringCmd, len(keys))
-	pipe = s.client.Pipeline()
-	for i, k := range keys {
-		n, err := lens[i].Result()
-		if err != nil && !isWrongType(err) {
-			return nil, fmt.Errorf("read zone %s: %w", k, err)
-		}
-		switch {
-		case err != nil || n == 0:
-		case n > int64(s.cfg.maxFields):
-			out[i].fields = n
-		default:
-			gets[i] = pipe.HGetAll(ctx, k)
-		}
-	}
-	if pipe.Len() == 0 {
-		return out, nil
-	}
-	_, _ = pipe.Exec(ctx)
-	for i, k := range keys {
-		if gets[i] == nil {
-			continue
-		}
-		hash, err := gets[i].Result()
-		if err != nil && !isWrongType(err) {
-			return nil, fmt.Errorf("read zone %s: %w", k, err)
-		}
-		if len(hash) > s.cfg.maxFields {
-			out[i].fields = int64(len(hash))
-			continue
-		}
-		out[i].hash = hash
-	}
-	return out, nil
-}
-
-// refuse handles a zone hash with more fields than max_fields_per_zone: it is not loaded;
-// the version served before, if any, stays in service. It returns that version.
-func (s *syncer) refuse(key string, fields int64, old *builtZone) *builtZone {
-	if !s.tooBig[key] {
-		kept := "it is not served"
-		if old != nil {
-			kept = "the version loaded before keeps being served"
-		}
-		log.Warningf("zone %s: hash has %d fields, more than max_fields_per_zone %d: not loaded; %s",
-			key, fields, s.cfg.maxFields, kept)
-	}
-	return old
-}
-
-func (s *syncer) countOversized() {
-	oversizedZones.Set(float64(len(s.tooBig)))
-	s.oversized.Store(int64(len(s.tooBig)))
-}
-
-// fits notes that a zone refused before is no longer over max_fields_per_zone (it shrank or
-// is gone).
-func (s *syncer) fits(key string) {
-	log.Infof("zone %s: no longer over max_fields_per_zone %d", key, s.cfg.maxFields)
-}
-
-// publish serves the zones of a full load: new versions get their serials, zones that
-// stay keep their zoneRef, and the set is replaced.
-func (s *syncer) publish(ctx context.Context, old *zoneSet, built map[string]*builtZone) {
-	var fresh []*builtZone
-	for name, bz := range built {
-		if bz != old.get(name) {
-			fresh = append(fresh, bz)
-		}
-	}
-	s.serials.assign(ctx, fresh)
-	next := &zoneSet{zones: make(map[string]*zoneRef, len(built))}
-	for name, bz := range built {
-		if r := old.zones[name]; r != nil {
-			r.p.Store(bz)
-			next.zones[name] = r
-		} else {
-			next.zones[name] = newZoneRef(bz)
-		}
-	}
-	for name := range old.zones {
-		if built[name] == nil {
-			s.serials.forget(name)
-		}
-	}
-	s.g.install(next)
-}
-
-// swap serves bz (a new version, not yet serial-numbered) as zone key, or stops serving
-// the zone when bz is nil. Only adding or removing a zone copies the zone set.
-func (s *syncer) swap(ctx context.Context, key string, bz *builtZone) {
-	cur := s.g.current()
-	r := cur.zones[key]
-	if bz != nil {
-		s.serials.assign(ctx, []*builtZone{bz})
-		if r != nil {
-			r.p.Store(bz)
-			return
-		}
-	} else {
-		s.serials.forget(key)
-		if r == nil {
-			return
-		}
-	}
-	next := &zoneSet{zones: make(map[string]*zoneRef, len(cur.zones)+1)}
-	maps.Copy(next.zones, cur.zones)
-	if bz == nil {
-		delete(next.zones, key)
-	} else {
-		next.zones[key] = newZoneRef(bz)
-	}
-	s.g.install(next)
-}
-
-// reloadZone rereads one zone hash and swaps it in (or out, when it is gone).
-func (s *syncer) reloadZone(ctx context.Context, key string) error {
-	reads, err := s.readZones(ctx, []string{key})
-	if err != nil {
-		return err
-	}
-	rd := reads[0]
-	old := s.g.current().get(key)
-	if rd.fields > 0 {
-		s.refuse(key, rd.fields, old)
-		s.tooBig[key] = true
-		s.countOversized()
-		return nil
-	}
-	if s.tooBig[key] {
-		s.fits(key)
-		delete(s.tooBig, key)
-		s.countOversized()
-	}
-	var bz *builtZone
-	if len(rd.hash) > 0 {
-		bz = s.build(key, rd.hash, old)
-		if bz == old && bz != nil {
-			return nil
-		}
-	}
-	if bz == nil && old == nil {
-		return nil
-	}
-	s.swap(ctx, key, bz)
-	return nil
-}
-
-// readFields applies the changes whose writers named the fields: one round trip reads those
-// fields of every such zone (HMGET), and each zone gets a new version holding just them. It
-// returns the zones that must be read whole instead: not served yet, refused for their
-// size, no longer a hash, emptied, or changed too much for an incremental update.
-func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]string, error) {
-	type read struct {
-		zone   string
-		fields []string
-		cmd    *redis.SliceCmd
-	}
-	var reads []read
-	var whole []string
-	pipe := s.client.Pipeline()
-	for zone, m := range dirty {
-		if len(m.fields) == 0 {
-			continue
-		}
-		if s.tooBig[zone] || s.g.current().get(zone) == nil {
-			whole = append(whole, zone)
-			continue
-		}
-		fields := slices.Sorted(maps.Keys(m.fields))
-		reads = append(reads, read{zone, fields, pipe.HMGet(ctx, zone, fields...)})
-	}
-	if len(reads) == 0 {
-		return whole, nil
-	}
-	_, _ = pipe.Exec(ctx) // errors per command, below
-	for _, rd := range reads {
-		values, err := rd.cmd.Result()
-		if err != nil && !isWrongType(err) {
-			return whole, fmt.Errorf("read zone %s: %w", rd.zone, err)
-		}
-		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values) {
-			whole = append(whole, rd.zone)
-		}
-		if _, ok := s.hinted[rd.zone]; !ok {
-			s.hinted[rd.zone] = time.Now()
-		}
-	}
-	return whole, nil
-}
-
-// applyFields serves the version of zone with fields set to values (nil: the field is
-// gone). It reports false when the zone must be read whole instead.
-func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any) bool {
-	s.fieldLoads.Add(1)
-	old := s.g.current().get(zone)
-	changes := map[string]*string{}
-	for i, f := range fields {
-		v, _ := values[i].(string)
-		cur := old.owner(f)
-		switch {
-		case values[i] == nil && cur != nil:
-			changes[f] = nil
-		case values[i] != nil && (cur == nil || cur.value != v):
-			changes[f] = &v
-		}
-	}
-	if len(changes) == 0 {
-		return true
-	}
-	added := 0
-	for f, v := range changes {
-		if v != nil && old.owner(f) == nil {
-			added++
-		} else if v == nil {
-			added--
-		}
-	}
-	if n := len(old.owners) + added; n == 0 || n > s.cfg.maxFields {
-		return false
-	}
-	bz := applyChanges(old, changes, s.cfg.zoneDefaults(), s.cfg.limits(), s.logData)
-	if bz == nil {
-		return false
-	}
-	s.swap(ctx, zone, bz)
-	return true
 }
 
 // logData reports malformed or oversized data that is skipped.
