@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import DNS_CHANNEL
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
 from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.validation import validate_record_ips as validate_ips
 from tfgateway.store.url import connect
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,7 @@ async def test_subdomain_bytes_owner_and_publish(
     assert redis_db.hget("managed_domains", "app.gateway.example.com") == b"42"
     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert msg is not None
-    assert msg["data"] == b"gateway.example.com."
+    assert msg["data"] == b"gateway.example.com. app"  # ZONE FIELD: the plugin reads just `app`
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     before = snapshot(redis_db)
@@ -116,6 +117,65 @@ async def test_subdomain_bytes_owner_and_publish(
     after = snapshot(redis_db)
     await prov.decommission(r)  # idempotent
     assert snapshot(redis_db) == after
+
+
+def changed_fields(before: dict[Any, Any], after: dict[Any, Any], zone: bytes) -> set[str]:
+    """The fields of hash `zone` whose value differs between two snapshots."""
+    a, b = before.get(zone) or {}, after.get(zone) or {}
+    return {f.decode() for f in set(a) | set(b) if a.get(f) != b.get(f)}
+
+
+async def test_published_changes_name_every_changed_field(
+    store: DNSStore, aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """Each transaction publishes `ZONE FIELD...` naming every field of the zone it changed
+    (the plugin reads only those: a field left out would be served stale until its periodic
+    whole read); the zone alone where a field cannot be named (the Go daemon's empty apex
+    field) or the zone is deleted."""
+    pubsub = aredis.pubsub()
+    await pubsub.subscribe(DNS_CHANNEL, "test:fence")
+    sub, dele = SubdomainProvisioner(store), DelegateProvisioner(store)
+    web, org = "web.gateway.example.com", "user.example.org"
+    # the Go daemon wrote a two-label name's records in the empty field
+    redis_db.hset(f"{org}.", "", b'{"a":[{"ip":"10.0.0.4","ttl":3600}]}')
+    steps: list[tuple[Callable[[], Awaitable[Any]], bytes]] = [
+        (lambda: sub.provision(subdomain("7", web, ["10.0.0.1"])), b"gateway.example.com. web"),
+        (lambda: sub.provision(subdomain("7", web, ["10.0.0.2"])), b"gateway.example.com. web"),
+        (
+            lambda: store.remove_subdomain("7", web, validate_ips(["10.0.0.1"])),
+            b"gateway.example.com. web",
+        ),
+        (lambda: store.remove_subdomain("7", web, []), b"gateway.example.com. web"),
+        (lambda: dele.provision(delegate("7", org)), b"user.example.org. __owner__ @"),
+        (lambda: sub.provision(subdomain("7", org, ["10.0.0.3"])), b"user.example.org. @"),
+        (store.refresh_apexes, b"gateway.example.com. @"),
+        (lambda: store.remove_subdomain("7", org, []), b"user.example.org."),  # deletes ""
+        (lambda: dele.decommission(delegate("7", org)), b"user.example.org."),  # DEL
+    ]
+    for i, (operation, payload) in enumerate(steps):
+        before = snapshot(redis_db)
+        await operation()
+        after = snapshot(redis_db)
+        # messages arrive in the order redis sent them: all of the step's before the fence
+        redis_db.publish("test:fence", b"")
+        msgs: list[bytes] = []
+        async with asyncio.timeout(5):
+            while True:
+                m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if m is None:
+                    continue  # a subscribe confirmation, or nothing yet
+                if m["channel"] == b"test:fence":
+                    break
+                msgs.append(m["data"])
+        assert payload in msgs, (i, msgs)
+        for data in msgs:
+            zone, *named = data.decode().split(" ")
+            changed = changed_fields(before, after, zone.encode())
+            if named:
+                assert changed <= set(named), (i, data, changed)
+            else:
+                assert zone.encode() not in after or "" in changed, (i, data, changed)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_subdomain_takeover_is_refused(store: DNSStore, redis_db: redis.Redis) -> None:

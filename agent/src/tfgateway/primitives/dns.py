@@ -1,11 +1,11 @@
 """DNS primitives: managed domains, subdomains and delegated zones (`coredns_redis.py` layout).
 
 Better than upstream: every zone gets an apex `@` with SOA and NS (resolvers need them; the SOA
-serial is derived by the DNS plugin from the zone content, so it changes whenever the zone
-does); removing a delegation deletes its zone hash; ownership (`ownership.py`) is checked and
-written in one atomic check-and-set (`store.transaction`), so one user can never take over or
-remove another user's name, zone, or a name inside another user's zone; nested delegations
-across users are refused.
+serial is set by the DNS plugin and increases whenever the zone changes); removing a delegation
+deletes its zone hash; ownership (`ownership.py`) is checked and written in one atomic
+check-and-set (`store.transaction`), so one user can never take over or remove another user's
+name, zone, or a name inside another user's zone; nested delegations across users are refused.
+Each transaction names the fields it changed on `tfgateway:dns` (`dns_change`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tfgateway.primitives.coredns_redis import (
     SOA_RETRY,
     ZONE_OWNERS_KEY,
     as_text,
+    dns_change,
     load_record_set,
     owner_from_txt,
     owner_txt_value,
@@ -154,7 +155,7 @@ class DNSStore:
         txn.hset(ZONE_OWNERS_KEY, zone, zone_owner_value(owner))
         txn.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
         txn.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
-        txn.publish(DNS_CHANNEL, zone_key(zone))
+        txn.publish(DNS_CHANNEL, dns_change(zone, OWNER_FIELD, APEX_FIELD))
 
     # ----- managed domains -----
 
@@ -201,7 +202,7 @@ class DNSStore:
                 new = record_set_value(self.apex_records(zone, apex))
                 txn.multi()
                 txn.hset(zone_key(zone), APEX_FIELD, new)
-                txn.publish(DNS_CHANNEL, zone_key(zone))
+                txn.publish(DNS_CHANNEL, dns_change(zone, APEX_FIELD))
 
             await self._transact(refresh, wrap_errors=False)
 
@@ -262,7 +263,7 @@ class DNSStore:
             txn.multi()
             txn.hset(MANAGED_DOMAINS_KEY, domain, user)
             txn.hset(zone_key(zone), field, record_set_value(records))
-            txn.publish(DNS_CHANNEL, zone_key(zone))
+            txn.publish(DNS_CHANNEL, dns_change(zone, field))
             return zone
 
         # The body's reads (the owners, the claim, the proxy, the record set of every zone that
@@ -310,6 +311,7 @@ class DNSStore:
                 else:
                     records.pop(kind, None)
             txn.multi()
+            changed = [field]
             if field != APEX_FIELD and _is_empty(records):
                 txn.hdel(zone_key(zone), field)
                 txn.hdel(MANAGED_DOMAINS_KEY, domain)
@@ -318,7 +320,8 @@ class DNSStore:
                 if field == APEX_FIELD and not (records.get("a") or records.get("aaaa")):
                     txn.hdel(MANAGED_DOMAINS_KEY, domain)
                     txn.hdel(zone_key(zone), "")  # where the Go daemon put apex names
-            txn.publish(DNS_CHANNEL, zone_key(zone))
+                    changed.append("")
+            txn.publish(DNS_CHANNEL, dns_change(zone, *changed))
 
         await self._transact(body)
 
