@@ -181,8 +181,8 @@ class RedisWriter:
 
 class AgentWriter(RedisWriter):
     """Changes data exactly as the agent does: one transaction that sets the field and names
-    the zone on the agent's channel, so the plugin hears of it twice (keyspace event and
-    PUBLISH)."""
+    it on the agent's channel (`ZONE FIELD`), so the plugin reads just that field. The
+    plugin hears of it twice: keyspace event and PUBLISH."""
 
     def set(self, zone: str, owner: str, ip: str) -> None:
         agent_writes(self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))])
@@ -190,18 +190,32 @@ class AgentWriter(RedisWriter):
     def remove(self, zone: str, owner: str) -> None:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hdel(zone, owner)
-            pipe.publish(AGENT_CHANNEL, zone)
+            pipe.publish(AGENT_CHANNEL, f"{zone} {owner}")
             pipe.execute()
 
 
-def agent_writes(r: redis.Redis, zone: str, items: list[tuple[str, str]]) -> None:
-    """Send len(items) agent transactions (MULTI, HSET, PUBLISH, EXEC) in one pipeline."""
+class ZoneOnlyWriter(RedisWriter):
+    """The agent's transactions before issue 17: the PUBLISH names the zone only, so the
+    plugin reads the whole zone hash (paced)."""
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        agent_writes(
+            self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))], fields=False
+        )
+
+
+def agent_writes(
+    r: redis.Redis, zone: str, items: list[tuple[str, str]], fields: bool = True
+) -> None:
+    """Send len(items) agent transactions (MULTI, HSET, PUBLISH, EXEC) in one pipeline; the
+    PUBLISH names the field (`ZONE FIELD`, the agent's format) or, fields=False, the zone
+    only."""
     pipe = r.pipeline(transaction=False)
     send = cast(Callable[..., object], pipe.execute_command)  # untyped in redis-py
     for field, value in items:
         send("MULTI")
         send("HSET", zone, field, value)
-        send("PUBLISH", AGENT_CHANNEL, zone)
+        send("PUBLISH", AGENT_CHANNEL, f"{zone} {field}" if fields else zone)
         send("EXEC")
     pipe.execute()
 
@@ -251,6 +265,56 @@ class Round:
 
     qps: float
     cpu_us_per_query: float  # the server's user+system CPU time per completed query
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Queries answered per CPU-second of the server: unlike QPS, barely moved by other
+        jobs on the machine (they take wall time from the server, not CPU per query)."""
+        return 1e6 / self.cpu_us_per_query if self.cpu_us_per_query > 0 else 0.0
+
+
+@dataclass
+class Paired:
+    """dnsperf rounds of two servers, a and b, taken in alternating order (a b, b a, ...), so
+    that a drift in the machine's load falls on both alike."""
+
+    a: list[Round]
+    b: list[Round]
+
+    def median_qps(self) -> tuple[float, float]:
+        return statistics.median(r.qps for r in self.a), statistics.median(r.qps for r in self.b)
+
+    def qps_ratio(self) -> float:
+        """Median of the per-round a/b QPS ratios (runs seconds apart)."""
+        return statistics.median(x.qps / y.qps for x, y in zip(self.a, self.b, strict=True))
+
+    def median_per_cpu_s(self) -> tuple[float, float]:
+        return (
+            statistics.median(r.per_cpu_s for r in self.a),
+            statistics.median(r.per_cpu_s for r in self.b),
+        )
+
+    def cpu_ratio(self) -> float:
+        """Median of the per-round ratios of queries per CPU-second, a/b."""
+        return statistics.median(
+            x.per_cpu_s / y.per_cpu_s for x, y in zip(self.a, self.b, strict=True)
+        )
+
+
+def paired_rounds(a: Server, b: Server, qfile: Path, seconds: float, rounds: int) -> Paired:
+    out = Paired([], [])
+    for k in range(rounds):
+        first, second = (a, b) if k % 2 == 0 else (b, a)
+        r1, r2 = dnsperf(first, qfile, seconds), dnsperf(second, qfile, seconds)
+        out.a.append(r1 if first is a else r2)
+        out.b.append(r2 if first is a else r1)
+    return out
+
+
+def load_note() -> str:
+    """The machine's load average, printed next to timings taken on a shared machine."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -409,7 +473,7 @@ def bulk_fill(
     cpu0, loads0 = cpu_seconds(server.proc.pid), zone_reloads(metrics_port)
     t0 = time.perf_counter()
     for k, start in enumerate(range(0, names, batch)):
-        agent_writes(r, BULK_ZONE, items[start : start + batch])
+        agent_writes(r, BULK_ZONE, items[start : start + batch], fields=False)
         if every > 0:
             time.sleep(max(0.0, t0 + (k + 1) * every - time.perf_counter()))
     deadline = time.perf_counter() + 60
@@ -455,7 +519,7 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
                     r, server, mport, args.bulk_names, batch, every, settle=0.3
                 )
             lats[label] = change_latency(
-                AgentWriter(r),
+                ZoneOnlyWriter(r),
                 server.port,
                 Probe("change", BULK_ZONE, args.bulk_names),
                 args.samples,
@@ -467,7 +531,8 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
     off, on = settings
     print(
         f"\nBulk writes into one zone: {args.bulk_names} names added to an empty {BULK_ZONE} by "
-        "agent transactions\n(MULTI/HSET/PUBLISH/EXEC, so 2 events per name); one server at a time"
+        "transactions naming the zone only\n(MULTI/HSET/PUBLISH ZONE/EXEC, the agent before "
+        "issue 17: every change a whole read, what pacing is for); one server at a time"
     )
     print(
         f"{'scenario':30} {'setting':18} {'CPU s':>7} {'reloads':>8} {'visible s':>10}"
@@ -486,7 +551,7 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
             f"{a.reloads / max(b.reloads, 1):7.1f}x"
         )
     print(
-        f"\nIsolated change in the filled zone ({args.bulk_names} names; agent transaction, "
+        f"\nIsolated change in the filled zone ({args.bulk_names} names; zone-only transaction, "
         f"{args.quiet_ms} ms quiet before each), ms"
     )
     print(f"{'setting':18} {'p50':>8} {'p99':>8} {'max':>8} {'timeouts':>9}")
@@ -533,11 +598,12 @@ def scale_queries(owners: int, path: Path) -> None:
 
 
 def stream_changes(
-    rport: int, owners: int, rate: float, seconds: float, hints: bool, stop: list[bool]
+    rport: int, owners: int, rate: float, seconds: float, names: bool, stop: list[bool]
 ) -> int:
     """Agent transactions at `rate` per second into SCALE_ZONE, each changing one existing
-    owner's address; with hints the PUBLISH names the field (`ZONE FIELD`), else the zone
-    only (the agent's format before issue 17). Returns the number written."""
+    owner's address; the PUBLISH names the field (`ZONE FIELD`, the agent's format), or with
+    names=False the zone only (the agent's format before issue 17). Returns the number
+    written."""
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
     t0 = time.perf_counter()
     n = 0
@@ -546,7 +612,7 @@ def stream_changes(
         value = json.dumps({"a": [{"ip": bulk_ip(n % 60000), "ttl": 3600}]}, separators=(",", ":"))
         pipe = r.pipeline(transaction=True)
         pipe.hset(SCALE_ZONE, field, value)
-        pipe.publish(AGENT_CHANNEL, f"{SCALE_ZONE} {field}" if hints else SCALE_ZONE)
+        pipe.publish(AGENT_CHANNEL, f"{SCALE_ZONE} {field}" if names else SCALE_ZONE)
         pipe.execute()
         n += 1
         time.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
@@ -562,10 +628,11 @@ class ScaleRun:
     written: int
     wall_s: float
     cpu: dict[str, float]  # process -> CPU seconds over the streaming window
+    load: str  # the machine's load when the stream began
 
 
 def scale_stream(
-    server: Server, rport: int, rpid: int, args: argparse.Namespace, hints: bool
+    server: Server, rport: int, rpid: int, args: argparse.Namespace, names: bool
 ) -> tuple[Latency, int, float, dict[str, float]]:
     """Stream changes into SCALE_ZONE and meanwhile measure isolated probe changes."""
     import threading
@@ -575,12 +642,12 @@ def scale_stream(
     th = threading.Thread(
         target=lambda: written.append(
             stream_changes(
-                rport, args.scale_owners, args.scale_rate, args.scale_seconds, hints, stop
+                rport, args.scale_owners, args.scale_rate, args.scale_seconds, names, stop
             )
         )
     )
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
-    writer: RedisWriter = HintingWriter(r) if hints else AgentWriter(r)
+    writer: RedisWriter = AgentWriter(r) if names else ZoneOnlyWriter(r)
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.perf_counter()
@@ -606,16 +673,6 @@ def scale_stream(
     return Latency(samples, timeouts), written[0] if written else 0, wall, cpu
 
 
-class HintingWriter(RedisWriter):
-    """An agent transaction whose PUBLISH names the changed field (`ZONE FIELD`)."""
-
-    def set(self, zone: str, owner: str, ip: str) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(zone, owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
-            pipe.publish(AGENT_CHANNEL, f"{zone} {owner}")
-            pipe.execute()
-
-
 def scale_section(
     args: argparse.Namespace, binaries: dict[str, Path], rport: int, rpid: int, work: Path
 ) -> None:
@@ -634,7 +691,7 @@ def scale_section(
     limits = "    max_fields_per_zone 100000\n    max_records_per_zone 200000\n"
     file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
     runs: list[ScaleRun] = []
-    qps_rows: list[tuple[str, float, float, float]] = []
+    qps_rows: list[tuple[str, Paired]] = []
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
         for label, binary in binaries.items():
@@ -646,33 +703,19 @@ def scale_section(
             with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
                 load_s = time.perf_counter() - t0
                 rss = rss_mib(srv.proc.pid)
-                rounds = [
-                    (dnsperf(srv, qfile, args.seconds), dnsperf(fsrv, qfile, args.seconds))
-                    for _ in range(args.rounds)
-                ]
-                qps_rows.append(
-                    (
-                        label,
-                        statistics.median(g.qps for g, _ in rounds),
-                        statistics.median(f.qps for _, f in rounds),
-                        statistics.median(g.qps / f.qps for g, f in rounds),
+                qps_rows.append((label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds)))
+                for mode, names in (("names fields", True), ("zone only", False)):
+                    note = load_note()
+                    lat, written, wall, cpu = scale_stream(srv, rport, rpid, args, names)
+                    runs.append(
+                        ScaleRun(f"{label}, {mode}", rss, load_s, lat, written, wall, cpu, note)
                     )
-                )
-                modes = (
-                    [("field hints", True), ("zone only", False)]
-                    if label == "after"
-                    else [("zone only", False)]
-                )
-                for mode, hints in modes:
-                    lat, written, wall, cpu = scale_stream(srv, rport, rpid, args, hints)
-                    runs.append(ScaleRun(f"{label}, {mode}", rss, load_s, lat, written, wall, cpu))
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
     print(
-        f"{'binary':10} {'QPS':>8} {'file QPS':>9} {'ratio':>6}"
-        f" (median of {args.rounds} paired rounds)"
+        f"Queries per second against the file plugin on that zone: dnsperf -c 4, {args.rounds} "
+        f"alternating rounds of {args.seconds}s per binary"
     )
-    for label, g, f, ratio in qps_rows:
-        print(f"{label:10} {g:8.0f} {f:9.0f} {ratio:5.2f}x")
+    print_qps_table(qps_rows)
     print(f"memory: file plugin RSS {file_rss:.0f} MiB")
     for run in runs[:1] + [x for x in runs if x.label.startswith("before")][:1]:
         print(
@@ -686,7 +729,7 @@ def scale_section(
     )
     print(
         f"{'server, writer':26} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
-        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}"
+        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}  machine at start"
     )
     for run in runs:
         peak = max(run.lat.samples_ms) if run.lat.samples_ms else None
@@ -694,8 +737,12 @@ def scale_section(
             f"{run.label:26} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
             f"{run.lat.timeouts:>4} {run.written:>8} {run.wall_s:7.1f} "
             f"{run.cpu['coredns']:8.2f} {run.cpu['redis-server']:7.2f}"
-            f" {run.cpu['bench (this)']:7.2f}"
+            f" {run.cpu['bench (this)']:7.2f}  {run.load}"
         )
+    print(
+        "(names fields: PUBLISH `ZONE FIELD`, the agent's format; zone only: PUBLISH `ZONE`, "
+        "the agent before issue 17)"
+    )
     r.delete(SCALE_ZONE)
 
 
@@ -707,34 +754,30 @@ def qps_section(servers: dict[str, Server], qfile: Path, args: argparse.Namespac
     """dnsperf against gatewaydns and file in alternating rounds."""
     print(
         f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
-        f"{args.rounds} alternating rounds of {args.seconds}s"
+        f"{args.rounds} alternating rounds of {args.seconds}s; {load_note()}"
     )
-    rounds: dict[str, list[Round]] = {"gatewaydns": [], "file": []}
-    for _ in range(args.rounds):
-        for label in rounds:
-            rounds[label].append(dnsperf(servers[label], qfile, args.seconds))
-    qps = {k: statistics.median(r.qps for r in v) for k, v in rounds.items()}
-    cpu = {k: statistics.median(r.cpu_us_per_query for r in v) for k, v in rounds.items()}
-    # Per-round ratios pair runs made seconds apart, so other load on the machine
-    # affects both sides of each ratio alike.
-    paired = statistics.median(
-        g.qps / f.qps for g, f in zip(rounds["gatewaydns"], rounds["file"], strict=True)
-    )
+    p = paired_rounds(servers["gatewaydns"], servers["file"], qfile, args.seconds, args.rounds)
+    print_qps_table([("gatewaydns", p)])
+
+
+def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
+    """QPS (wall clock) and queries per CPU-second of the server, each against the file
+    plugin measured in the same alternating rounds; medians."""
     print(
-        "\nQueries per second (median over rounds) and server CPU time per query "
-        "(median; lower is better)"
+        f"{'server':12} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
+        f"{'file q/CPU-s':>12} {'ratio':>6}  QPS per round (server / file)"
     )
-    print(
-        f"{'server':16} {'QPS':>8} {'vs file':>8} {'CPU us/q':>9} "
-        f"{'file/this CPU':>14}  QPS per round"
-    )
-    for label in rounds:
+    for label, p in rows:
+        (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
+        per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
         print(
-            f"{label:16} {qps[label]:8.0f} {qps[label] / qps['file']:7.2f}x "
-            f"{cpu[label]:9.1f} {cpu['file'] / cpu[label]:13.2f}x  "
-            f"{[round(r.qps) for r in rounds[label]]}"
+            f"{label:12} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
+            f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
-    print(f"gatewaydns/file QPS, median of per-round ratios: {paired:.2f}x")
+    print(
+        "(ratios: medians of per-round ratios; q/CPU-s: queries answered per CPU-second of the "
+        "DNS process, user+system from /proc)"
+    )
 
 
 def latency_section(
