@@ -18,6 +18,7 @@ Not a test: timings depend on the machine. Run it through run.sh.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -569,6 +570,10 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
 
 
 SCALE_ZONE = "scale.test."
+# The same stream into a small zone, on the same server in the same run: what this machine
+# gives any change at that moment, next to which the large zone's figures are read.
+CONTROL_ZONE = "control.test."
+CONTROL_OWNERS = 100
 
 
 def rss_mib(pid: int) -> float:
@@ -598,10 +603,10 @@ def scale_queries(owners: int, path: Path) -> None:
 
 
 def stream_changes(
-    rport: int, owners: int, rate: float, seconds: float, names: bool, stop: list[bool]
+    rport: int, zone: str, owners: int, rate: float, seconds: float, names: bool, stop: list[bool]
 ) -> int:
-    """Agent transactions at `rate` per second into SCALE_ZONE, each changing one existing
-    owner's address; the PUBLISH names the field (`ZONE FIELD`, the agent's format), or with
+    """Agent transactions at `rate` per second into zone, each changing one existing owner's
+    address; the PUBLISH names the field (`ZONE FIELD`, the agent's format), or with
     names=False the zone only (the agent's format before issue 17). Returns the number
     written."""
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
@@ -611,8 +616,8 @@ def stream_changes(
         field = f"h{(n * 7919) % owners}"
         value = json.dumps({"a": [{"ip": bulk_ip(n % 60000), "ttl": 3600}]}, separators=(",", ":"))
         pipe = r.pipeline(transaction=True)
-        pipe.hset(SCALE_ZONE, field, value)
-        pipe.publish(AGENT_CHANNEL, f"{SCALE_ZONE} {field}" if names else SCALE_ZONE)
+        pipe.hset(zone, field, value)
+        pipe.publish(AGENT_CHANNEL, f"{zone} {field}" if names else zone)
         pipe.execute()
         n += 1
         time.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
@@ -621,20 +626,40 @@ def stream_changes(
 
 @dataclass
 class ScaleRun:
+    """The change -> visible streams of one server and writer, pooled over repetitions."""
+
     label: str
-    rss_mib: float
-    load_s: float
-    lat: Latency
-    written: int
-    wall_s: float
-    cpu: dict[str, float]  # process -> CPU seconds over the streaming window
-    load: str  # the machine's load when the stream began
+    lat: Latency = dataclasses.field(default_factory=lambda: Latency([], 0))
+    written: int = 0
+    wall_s: float = 0.0
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # per process, summed
+    p99s: list[float] = dataclasses.field(default_factory=list)  # of each repetition
+    loads: list[float] = dataclasses.field(default_factory=list)  # 1-min load at each start
+
+    def add(self, lat: Latency, written: int, wall: float, cpu: dict[str, float]) -> None:
+        self.lat.samples_ms += lat.samples_ms
+        self.lat.timeouts += lat.timeouts
+        self.written += written
+        self.wall_s += wall
+        for k, v in cpu.items():
+            self.cpu[k] = self.cpu.get(k, 0.0) + v
+        self.p99s.append(lat.pct(99) or 0.0)
+
+
+@dataclass
+class Stream:
+    """What a scale stream writes: into which zone (of how many names), in which format."""
+
+    label: str
+    zone: str
+    owners: int
+    names: bool  # the PUBLISH names the field (the agent's format), else the zone only
 
 
 def scale_stream(
-    server: Server, rport: int, rpid: int, args: argparse.Namespace, names: bool
+    server: Server, rport: int, rpid: int, args: argparse.Namespace, stream: Stream
 ) -> tuple[Latency, int, float, dict[str, float]]:
-    """Stream changes into SCALE_ZONE and meanwhile measure isolated probe changes."""
+    """Stream changes into a zone and meanwhile measure isolated probe changes in it."""
     import threading
 
     stop = [False]
@@ -642,12 +667,18 @@ def scale_stream(
     th = threading.Thread(
         target=lambda: written.append(
             stream_changes(
-                rport, args.scale_owners, args.scale_rate, args.scale_seconds, names, stop
+                rport,
+                stream.zone,
+                stream.owners,
+                args.scale_rate,
+                args.scale_seconds,
+                stream.names,
+                stop,
             )
         )
     )
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
-    writer: RedisWriter = AgentWriter(r) if names else ZoneOnlyWriter(r)
+    writer: RedisWriter = AgentWriter(r) if stream.names else ZoneOnlyWriter(r)
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.perf_counter()
@@ -658,8 +689,8 @@ def scale_stream(
         i += 1
         ip = f"10.254.{i // 250}.{i % 250 + 1}"
         t1 = time.perf_counter()
-        writer.set(SCALE_ZONE, "probe", ip)
-        while ip not in answer_ips(query(server.port, f"probe.{SCALE_ZONE}")):
+        writer.set(stream.zone, "probe", ip)
+        while ip not in answer_ips(query(server.port, f"probe.{stream.zone}")):
             if time.perf_counter() - t1 > 5:
                 timeouts += 1
                 break
@@ -689,27 +720,37 @@ def scale_section(
     scale_zone_file(args.scale_owners, zfile)
     scale_queries(args.scale_owners, qfile)
     limits = "    max_fields_per_zone 100000\n    max_records_per_zone 200000\n"
+    conf = (
+        f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
+        f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
+    )
     file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
-    runs: list[ScaleRun] = []
+    r.delete(CONTROL_ZONE)
+    r.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
+    streams = (
+        Stream("names fields", SCALE_ZONE, args.scale_owners, True),
+        Stream("zone only", SCALE_ZONE, args.scale_owners, False),
+        Stream(f"control: {CONTROL_OWNERS} names", CONTROL_ZONE, CONTROL_OWNERS, True),
+    )
+    runs = {(b, st.label): ScaleRun(f"{b}, {st.label}") for b in binaries for st in streams}
     qps_rows: list[tuple[str, Paired]] = []
+    facts: dict[str, tuple[float, float]] = {}  # label -> RSS MiB after load, start seconds
+    order = list(binaries.items())
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
-        for label, binary in binaries.items():
-            conf = (
-                f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
-                f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
-            )
-            t0 = time.perf_counter()
-            with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
-                load_s = time.perf_counter() - t0
-                rss = rss_mib(srv.proc.pid)
-                qps_rows.append((label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds)))
-                for mode, names in (("names fields", True), ("zone only", False)):
-                    note = load_note()
-                    lat, written, wall, cpu = scale_stream(srv, rport, rpid, args, names)
-                    runs.append(
-                        ScaleRun(f"{label}, {mode}", rss, load_s, lat, written, wall, cpu, note)
-                    )
+        for rep in range(args.scale_repeat):
+            # Binaries take turns going first, so a drift in the machine's load falls on both.
+            for label, binary in order if rep % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
+                    if label not in facts:
+                        facts[label] = (rss_mib(srv.proc.pid), time.perf_counter() - t0)
+                        qps_rows.append(
+                            (label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds))
+                        )
+                    for st in streams:
+                        runs[(label, st.label)].loads.append(os.getloadavg()[0])
+                        runs[(label, st.label)].add(*scale_stream(srv, rport, rpid, args, st))
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
     print(
         f"Queries per second against the file plugin on that zone: dnsperf -c 4, {args.rounds} "
@@ -717,33 +758,36 @@ def scale_section(
     )
     print_qps_table(qps_rows)
     print(f"memory: file plugin RSS {file_rss:.0f} MiB")
-    for run in runs[:1] + [x for x in runs if x.label.startswith("before")][:1]:
+    for label, (rss, load_s) in facts.items():
         print(
-            f"  {run.label.split(',')[0]}: coredns RSS {run.rss_mib:.0f} MiB after load "
-            f"({run.rss_mib * 1024 * 1024 / records:.0f} bytes per record, all included); "
-            f"start to first answer {run.load_s:.2f} s"
+            f"  {label}: coredns RSS {rss:.0f} MiB after load "
+            f"({rss * 1024 * 1024 / records:.0f} bytes per record, all included); "
+            f"start to first answer {load_s:.2f} s"
         )
     print(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
-        "(probe every 50 ms), ms; CPU seconds per process over the window"
+        f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
+        "samples pooled), ms;\nCPU seconds per process summed over the streams"
     )
     print(
-        f"{'server, writer':26} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
-        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}  machine at start"
+        f"{'server, writer':30} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
+        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}  p99 per stream; load at start"
     )
-    for run in runs:
+    for run in runs.values():
         peak = max(run.lat.samples_ms) if run.lat.samples_ms else None
         print(
-            f"{run.label:26} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
+            f"{run.label:30} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
             f"{run.lat.timeouts:>4} {run.written:>8} {run.wall_s:7.1f} "
             f"{run.cpu['coredns']:8.2f} {run.cpu['redis-server']:7.2f}"
-            f" {run.cpu['bench (this)']:7.2f}  {run.load}"
+            f" {run.cpu['bench (this)']:7.2f}  {' '.join(f'{p:.0f}' for p in run.p99s)};"
+            f" {' '.join(f'{x:.1f}' for x in run.loads)}"
         )
     print(
         "(names fields: PUBLISH `ZONE FIELD`, the agent's format; zone only: PUBLISH `ZONE`, "
-        "the agent before issue 17)"
+        f"the agent before issue 17; control: the agent's format into a {CONTROL_OWNERS}-name "
+        f"zone, what the machine gives any change; {os.cpu_count()} CPUs)"
     )
-    r.delete(SCALE_ZONE)
+    r.delete(SCALE_ZONE, CONTROL_ZONE)
 
 
 def fmt_ms(v: float | None) -> str:
@@ -880,6 +924,12 @@ def main() -> int:
         "--scale-rate", type=float, default=200, help="agent changes per second while measuring"
     )
     ap.add_argument("--scale-seconds", type=float, default=10, help="length of each stream")
+    ap.add_argument(
+        "--scale-repeat",
+        type=int,
+        default=3,
+        help="streams per server and writer (binaries alternate going first); samples pooled",
+    )
     ap.add_argument(
         "--baseline",
         help="another coredns-tfgw binary (e.g. built from main by run.sh --baseline REV) to"
