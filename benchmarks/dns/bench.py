@@ -109,32 +109,43 @@ class Server:
 def coredns(
     binary: str, label: str, corefile: str, workdir: Path, probe: str = ZONE
 ) -> Iterator[Server]:
-    port = free_port()
-    conf = workdir / f"Corefile.{label}"
-    conf.write_text(corefile.replace("PORT", str(port)))
-    log = workdir / f"{label}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    server = Server(label, port, proc, log)
+    server = start_coredns(binary, label, corefile, workdir, probe)
     try:
+        yield server
+    finally:
+        server.proc.terminate()
+        try:
+            server.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def start_coredns(binary: str, label: str, corefile: str, workdir: Path, probe: str) -> Server:
+    """A CoreDNS answering for probe; a port taken by another process between free_port()
+    and CoreDNS's bind (other jobs run on this machine) is replaced by another."""
+    for _ in range(3):
+        port = free_port()
+        conf = workdir / f"Corefile.{label}"
+        conf.write_text(corefile.replace("PORT", str(port)))
+        log = workdir / f"{label}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT
+            )
         wait_for(
-            lambda: (
+            lambda proc=proc, port=port: (
                 proc.poll() is not None
                 or ((m := query(port, "h0." + probe)) is not None and len(m.answer) > 0)
             ),
             60,
             f"{label} to answer",
         )
-        if proc.poll() is not None:
-            raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            return Server(label, port, proc, log)
+        if "address already in use" not in log.read_text():
+            break
+    raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
 
 
 def zone_fields(owners: int) -> dict[FieldT, EncodableT]:

@@ -61,9 +61,11 @@ def dns_change(zone: str, *fields: str) -> str:
     """The `tfgateway:dns` payload for a change of `fields` in `zone`: `ZONE FIELD...`.
 
     The plugin then reads just those fields (one HMGET) instead of the whole zone hash, which
-    is what keeps a change in a zone of 50,000 names as cheap as in a small one. The zone
-    alone (read whole) when no field is given or one cannot be named in this space-separated
-    form: the Go daemon's empty apex field. A reader that took the whole payload for a zone
+    is what keeps a change in a zone of 50,000 names as cheap as in a small one. Name exactly
+    the fields the transaction changes, one HSET or HDEL each (the plugin takes that many
+    keyspace events before the message for the transaction's own). The zone alone (read
+    whole) when no field is given or one cannot be named in this space-separated form: the Go
+    daemon's empty apex field. A reader that took the whole payload for a zone
     name would misread `ZONE FIELD...`; none exists on our gateways: the channel is this
     project's own (the Go daemon and the third-party redis plugins never used it) and the
     gatewaydns plugin reads both forms.

@@ -301,7 +301,8 @@ class DNSStore:
                 return
             field = relative(domain, zone)
             await txn.watch(zone_key(zone))
-            records = load_record_set(await txn.hget(zone_key(zone), field))
+            raw = await txn.hget(zone_key(zone), field)
+            records = load_record_set(raw)
             drop = {str(ip) for ip in ips}
             for kind in ("a", "aaaa"):
                 entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
@@ -315,13 +316,16 @@ class DNSStore:
             if field != APEX_FIELD and _is_empty(records):
                 txn.hdel(zone_key(zone), field)
                 txn.hdel(MANAGED_DOMAINS_KEY, domain)
+                if raw is None:
+                    changed = []  # already gone: the zone does not change (no field to name)
             else:
                 txn.hset(zone_key(zone), field, record_set_value(records))
                 if field == APEX_FIELD and not (records.get("a") or records.get("aaaa")):
                     txn.hdel(MANAGED_DOMAINS_KEY, domain)
                     txn.hdel(zone_key(zone), "")  # where the Go daemon put apex names
                     changed.append("")
-            txn.publish(DNS_CHANNEL, dns_change(zone, *changed))
+            if changed:
+                txn.publish(DNS_CHANNEL, dns_change(zone, *changed))
 
         await self._transact(body)
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -56,9 +55,6 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 		}
 		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values) {
 			whole = append(whole, rd.zone)
-		}
-		if _, ok := s.hinted[rd.zone]; !ok {
-			s.hinted[rd.zone] = time.Now()
 		}
 	}
 	return whole, nil

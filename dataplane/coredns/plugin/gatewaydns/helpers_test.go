@@ -186,3 +186,13 @@ func rrStrings(rrs []dns.RR) []string {
 	}
 	return out
 }
+
+// subscribed waits until the plugin follows keyspace events of zone: a change by a writer
+// that names nothing is served. The full load that follows subscribing is then done too
+// (full loads go before zone reads, one read at a time), so later changes are followed by
+// push alone.
+func subscribed(t testing.TB, r *redisProc, g *GatewayDNS, zone string) {
+	t.Helper()
+	r.hset(zone, "subscribed-probe", `{"a":[{"ip":"10.255.255.254"}]}`)
+	eventually(t, 5*time.Second, "plugin subscribed", answersA(t, g, "subscribed-probe."+zone, "10.255.255.254"))
+}

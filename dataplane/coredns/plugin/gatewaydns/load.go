@@ -20,7 +20,6 @@ func (s *syncer) load(ctx context.Context) {
 	paced.Stop()
 	defer paced.Stop()
 	pacer := newReloadPacer(s.cfg.coalesce)
-	pacer.deferUntil = s.deferWholeRead
 	results := make(chan *wholeResult, 1)
 	var reading sync.WaitGroup
 	defer reading.Wait()
@@ -33,7 +32,7 @@ func (s *syncer) load(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
-		case <-paced.C: // a zone's pause is over
+		case <-paced.C: // a zone's pause or a run's grace is over
 		case <-ticker.C:
 			wantFull = true
 		case <-retry:
@@ -42,12 +41,17 @@ func (s *syncer) load(ctx context.Context) {
 		case res := <-results:
 			// Named changes heard of so far are applied first: read after the whole read
 			// began, they are kept as they are, and need no comparison of the whole zone.
-			if err = s.loadPending(ctx, pacer, &wantFull); err == nil {
-				err = s.finishJob(ctx, pacer, res)
+			// If that fails the result is dropped: the retry is a full load.
+			_, err = s.loadPending(ctx, pacer, &wantFull)
+			touched := s.touched
+			s.job, s.touched = nil, nil
+			if err == nil {
+				err = s.finishJob(ctx, pacer, res, touched)
 			}
 		}
+		var wait time.Duration // until the loader has something to do by itself
 		if err == nil {
-			err = s.loadPending(ctx, pacer, &wantFull)
+			wait, err = s.loadPending(ctx, pacer, &wantFull)
 		}
 		zonesServed.Set(float64(len(s.g.current().zones)))
 		if err != nil {
@@ -61,30 +65,42 @@ func (s *syncer) load(ctx context.Context) {
 			continue
 		}
 		backoff.reset()
-		if s.job != nil {
-			continue // the next job starts when this one is done
+		if s.job == nil { // else the next job starts when this one is done
+			var job *wholeJob
+			if wantFull {
+				// A full read that begins now covers every zone marked so far.
+				wantFull = false
+				pacer.clear()
+				job = &wholeJob{all: true}
+			} else if zones, paceWait := pacer.due(time.Now()); len(zones) > 0 {
+				job = &wholeJob{zones: zones}
+			} else {
+				wait = sooner(wait, paceWait)
+			}
+			if job != nil {
+				s.startJob(ctx, job, results, &reading)
+			}
 		}
-		var job *wholeJob
-		if wantFull {
-			// A full read that begins now covers every zone marked so far.
-			wantFull = false
-			pacer.clear()
-			job = &wholeJob{all: true}
-		} else if zones, wait := pacer.due(time.Now()); len(zones) > 0 {
-			job = &wholeJob{zones: zones}
-		} else if wait > 0 {
+		if wait > 0 {
 			paced.Reset(wait)
-		}
-		if job != nil {
-			s.startJob(ctx, job, results, &reading)
 		}
 	}
 }
 
+// sooner is the shorter of two waits, 0 meaning none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || (b > 0 && b < a) {
+		return b
+	}
+	return a
+}
+
 // loadPending takes the changes heard of: it applies those whose writers named the fields
 // and hands the zones changed in unknown fields (or that cannot be updated by field) to the
-// pacer; a full resync asked for sets wantFull.
-func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *bool) error {
+// pacer; a full resync asked for sets wantFull. It returns how long until keyspace events
+// that no message has named yet count as changes in unknown fields (0: none wait).
+func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *bool) (time.Duration, error) {
+	runWait := s.takeOldRun(time.Now())
 	s.mu.Lock()
 	full, dirty := s.full, s.dirty
 	s.full, s.dirty = false, map[string]*zoneMark{}
@@ -100,7 +116,7 @@ func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *
 			pacer.add(zone, m.at)
 		}
 	}
-	return err
+	return runWait, err
 }
 
 // startJob runs job in its own goroutine; its result comes back on results.
@@ -108,14 +124,6 @@ func (s *syncer) startJob(ctx context.Context, job *wholeJob, results chan<- *wh
 	job.served, job.start = s.g.current(), time.Now()
 	s.job = job
 	s.touched = map[string]fieldSet{}
-	// The read covers every hinted write so far.
-	if job.all {
-		clear(s.hinted)
-	} else {
-		for _, zone := range job.zones {
-			delete(s.hinted, zone)
-		}
-	}
 	reading.Add(1)
 	go func() {
 		defer reading.Done()
@@ -127,10 +135,10 @@ func (s *syncer) startJob(ctx context.Context, job *wholeJob, results chan<- *wh
 	}()
 }
 
-// finishJob serves what a whole read found.
-func (s *syncer) finishJob(ctx context.Context, pacer *reloadPacer, res *wholeResult) error {
-	job, touched := res.job, s.touched
-	s.job, s.touched = nil, nil
+// finishJob serves what a whole read found; touched holds the fields read by name since it
+// began.
+func (s *syncer) finishJob(ctx context.Context, pacer *reloadPacer, res *wholeResult, touched map[string]fieldSet) error {
+	job := res.job
 	kind := "zone"
 	if job.all {
 		kind = "full"
@@ -305,15 +313,4 @@ func (s *syncer) countOversized() {
 // is gone).
 func (s *syncer) fits(key string) {
 	log.Infof("zone %s: no longer over max_fields_per_zone %d", key, s.cfg.maxFields)
-}
-
-// deferWholeRead is when a zone changed in unknown fields at `changed` may be read whole:
-// a moment after the change, so that the field names of the same transaction arrive first,
-// and not before hintedCheck after the first hint that no whole read has covered yet.
-func (s *syncer) deferWholeRead(zone string, changed time.Time) time.Time {
-	at := changed.Add(hintGrace)
-	if h, ok := s.hinted[zone]; ok {
-		at = laterOf(at, h.Add(hintedCheck))
-	}
-	return at
 }

@@ -12,25 +12,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// AgentChannel is the pub/sub channel on which the agent names a zone it changed. The
-// payload is the zone name (trailing dot optional); an empty payload or "*" asks for a full
-// resync.
+// AgentChannel is the pub/sub channel on which writers name what they changed: `ZONE
+// [FIELD...]` (see agentMessage); an empty payload or "*" asks for a full resync.
 const AgentChannel = "tfgateway:dns"
 
 // keyspaceFlags are the notify-keyspace-events classes the plugin needs: keyspace events
 // (K) for hash commands (h), generic commands such as DEL and RENAME (g), string writes
 // that replace a zone key ($), expiry (x) and eviction (e).
 const keyspaceFlags = "Kgh$xe"
-
-// hintedCheck is how long after a writer named the fields it changed in a zone the zone is
-// read whole once more, to catch changes by writers that name nothing (keyspace events do
-// not say which field changed, and the hinted writer's own events cannot be told apart from
-// theirs). hintGrace is how long a keyspace event waits for the hint of the same
-// transaction, which redis sends right after it.
-const (
-	hintedCheck = time.Second
-	hintGrace   = 2 * time.Millisecond
-)
 
 // zoneMark is what is known about a change to one zone.
 type zoneMark struct {
@@ -49,14 +38,14 @@ type syncer struct {
 	mu      sync.Mutex
 	dirty   map[string]*zoneMark // zones to reload
 	full    bool                 // a full resync is wanted
+	unnamed *eventRun            // keyspace events the agent message after them may name
 	wake    chan struct{}
 	errOnce map[string]bool // log keyspace-config problems once per message
 
 	// Loader goroutine only:
-	tooBig  map[string]bool      // zone keys refused for max_fields_per_zone
-	hinted  map[string]time.Time // zones with hinted changes since their last whole read: first hint
-	job     *wholeJob            // the whole read in flight; nil when none
-	touched map[string]fieldSet  // while a job runs: fields read by name since it began, per zone
+	tooBig  map[string]bool     // zone keys refused for max_fields_per_zone
+	job     *wholeJob           // the whole read in flight; nil when none
+	touched map[string]fieldSet // while a job runs: fields read by name since it began, per zone
 
 	// For tests and benchmarks (the metrics are process-wide): loads done, zones refused.
 	zoneLoads, fullLoads, fieldLoads atomic.Int64
@@ -94,7 +83,6 @@ func newSyncer(cfg *config, g *GatewayDNS) *syncer {
 		wake:       make(chan struct{}, 1),
 		errOnce:    map[string]bool{},
 		tooBig:     map[string]bool{},
-		hinted:     map[string]time.Time{},
 		loadedOnce: make(chan struct{}),
 	}
 	s.serials = newSerialKeeper(s.client, s.logOnce)
@@ -144,6 +132,12 @@ func (s *syncer) markZone(zone string) { s.mark(zone, nil) }
 // mark notes a change of zone in fields (none: unknown fields).
 func (s *syncer) mark(zone string, fields []string) {
 	s.mu.Lock()
+	s.markLocked(zone, fields, time.Now())
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *syncer) markLocked(zone string, fields []string, at time.Time) {
 	m := s.dirty[zone]
 	if m == nil {
 		m = &zoneMark{}
@@ -151,22 +145,21 @@ func (s *syncer) mark(zone string, fields []string) {
 	}
 	if len(fields) == 0 {
 		if !m.whole {
-			m.whole, m.at = true, time.Now()
+			m.whole, m.at = true, at
 		}
-	} else {
-		if m.fields == nil {
-			m.fields = fieldSet{}
-		}
-		for _, f := range fields {
-			m.fields[f] = struct{}{}
-		}
+		return
 	}
-	s.mu.Unlock()
-	s.poke()
+	if m.fields == nil {
+		m.fields = fieldSet{}
+	}
+	for _, f := range fields {
+		m.fields[f] = struct{}{}
+	}
 }
 
 func (s *syncer) markFull() {
 	s.mu.Lock()
+	s.flushRunLocked()
 	s.full = true
 	s.mu.Unlock()
 	s.poke()
@@ -216,22 +209,9 @@ func (s *syncer) subscribe(ctx context.Context) {
 				s.agentMessage(m.Payload)
 				continue
 			}
-			s.markZone(strings.TrimPrefix(m.Channel, prefix))
+			s.keyspaceEvent(strings.TrimPrefix(m.Channel, prefix), m.Payload)
 		}
 	}
-}
-
-// agentMessage handles a message on AgentChannel: `ZONE [FIELD...]` (the zone's trailing dot
-// optional; the fields, if given, are the hash fields the writer changed, so that only they
-// are read), or empty or `*` for a full resync.
-func (s *syncer) agentMessage(payload string) {
-	words := strings.Fields(payload)
-	if len(words) == 0 || words[0] == "*" {
-		s.markFull()
-		return
-	}
-	zone := strings.TrimSuffix(strings.ToLower(words[0]), ".") + "."
-	s.mark(zone, words[1:])
 }
 
 // ensureKeyspaceEvents adds the flags the plugin needs to notify-keyspace-events, keeping

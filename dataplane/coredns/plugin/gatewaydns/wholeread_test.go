@@ -2,6 +2,7 @@ package gatewaydns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	randv2 "math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
 )
 
 // hintedWrite changes fields of zone in one transaction that names them on the agent
@@ -98,11 +100,66 @@ func nxdomain(t testing.TB, g *GatewayDNS, name string) func() error {
 	}
 }
 
+// agentStyleWrite changes fields of zone as the agent does: WATCH, then a transaction with one
+// HSET or HDEL per field ("" deletes) that names the fields it changes (a field already gone
+// is not deleted again, nor named), retried when another writer came between.
+func agentStyleWrite(t testing.TB, r *redisProc, zone string, kv ...string) {
+	ctx := context.Background()
+	want := map[string]string{}
+	var order []string
+	for i := 0; i < len(kv); i += 2 {
+		if _, ok := want[kv[i]]; !ok {
+			order = append(order, kv[i])
+		}
+		want[kv[i]] = kv[i+1]
+	}
+	for {
+		err := r.cli.Watch(ctx, func(tx *redis.Tx) error {
+			have, err := tx.HMGet(ctx, zone, order...).Result()
+			if err != nil {
+				return err
+			}
+			var named []string
+			_, err = tx.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				for i, f := range order {
+					switch {
+					case want[f] != "":
+						pipe.HSet(ctx, zone, f, want[f])
+					case have[i] != nil:
+						pipe.HDel(ctx, zone, f)
+					default:
+						continue
+					}
+					named = append(named, f)
+				}
+				if len(named) > 0 {
+					pipe.Publish(ctx, AgentChannel, zone+" "+strings.Join(named, " "))
+				}
+				return nil
+			})
+			return err
+		}, zone)
+		if !errors.Is(err, redis.TxFailedErr) {
+			if err != nil {
+				t.Error(err)
+			}
+			return
+		}
+	}
+}
+
 // Writers that name their fields, writers that name nothing and writers that name the zone
 // only change the same fields of one zone at once, while whole reads (by HSCAN: the zone is
-// larger than scanAbove; slowed down at random) and full resyncs run: afterwards the served
-// zone is exactly the zone built from redis.
+// larger than scanAbove; slowed down at random) run: afterwards the served zone is exactly
+// the zone built from redis. With frequent full resyncs among the changes, and with none
+// (every change followed by push alone).
 func TestMixedWritersConverge(t *testing.T) {
+	for _, resync := range []time.Duration{300 * time.Millisecond, time.Hour} {
+		t.Run("resync="+resync.String(), func(t *testing.T) { mixedWriters(t, resync) })
+	}
+}
+
+func mixedWriters(t *testing.T, resync time.Duration) {
 	r := startRedis(t)
 	const zone = "mix.test."
 	kv := []string{"@", `{"a":[{"ip":"10.0.0.1"}]}`}
@@ -111,12 +168,13 @@ func TestMixedWritersConverge(t *testing.T) {
 	}
 	r.hset(zone, kv...)
 	cfg := testConfig(r.addr())
-	cfg.resync = 300 * time.Millisecond // full resyncs among the changes
+	cfg.resync = resync
 	var reads atomic.Int64
 	g, s := startPlugin(t, cfg, func(*wholeResult) {
 		reads.Add(1)
 		time.Sleep(time.Duration(randv2.IntN(30)) * time.Millisecond)
 	})
+	subscribed(t, r, g, zone)
 	ctx := context.Background()
 	value := func(rnd *rand.Rand) string {
 		if rnd.Intn(4) == 0 {
@@ -138,7 +196,7 @@ func TestMixedWritersConverge(t *testing.T) {
 			for n := 1 + rnd.Intn(3); n > 0; n-- {
 				kv = append(kv, field(rnd), value(rnd))
 			}
-			hintedWrite(t, r, zone, kv...)
+			agentStyleWrite(t, r, zone, kv...)
 		},
 		"names nothing": func(rnd *rand.Rand) {
 			f, v := field(rnd), value(rnd)
