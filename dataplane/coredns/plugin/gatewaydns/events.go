@@ -22,10 +22,12 @@ import (
 // another writer's event just before its transaction pass for its own; that change is then
 // picked up by the next full resync. The agent names only fields it changes.
 
-// nameGrace is how long keyspace events wait for the message that names their fields. They
-// arrive in the same read from redis as a rule; the grace covers a subscriber descheduled
-// between the two on a loaded machine. It delays only changes by writers that name nothing.
-const nameGrace = 10 * time.Millisecond
+// nameGrace is how long the subscriber waits, with nothing to read, for the message that
+// names the fields of the keyspace events before it. Redis writes a transaction's
+// notifications in one go, so the message is there at once; the grace only delays the
+// changes of writers that name nothing. Time the subscriber spends descheduled does not
+// count: it is a read timeout.
+const nameGrace = 5 * time.Millisecond
 
 // eventRun is the keyspace events of one zone received last, one after the other, that the
 // agent message following them may name.
@@ -36,23 +38,19 @@ type eventRun struct {
 }
 
 // keyspaceEvent handles a keyspace event (op is the command's event name) of zone key.
+// Subscriber goroutine only, as are agentMessage and flushRun.
 func (s *syncer) keyspaceEvent(zone, op string) {
-	now := time.Now()
-	s.mu.Lock()
 	if op == "hset" || op == "hdel" {
-		if s.unnamed != nil && s.unnamed.zone == zone {
-			s.unnamed.n++
-			s.mu.Unlock()
+		if r := s.unnamed; r != nil && r.zone == zone {
+			r.n++
 			return
 		}
-		s.flushRunLocked()
-		s.unnamed = &eventRun{zone: zone, n: 1, at: now}
-	} else {
-		s.flushRunLocked()
-		s.markLocked(zone, nil, now)
+		s.flushRun()
+		s.unnamed = &eventRun{zone: zone, n: 1, at: time.Now()}
+		return
 	}
-	s.mu.Unlock()
-	s.poke() // the loader takes the run if no message names it within nameGrace
+	s.flushRun()
+	s.markZone(zone)
 }
 
 // agentMessage handles a message on AgentChannel: `ZONE [FIELD...]` (the zone's trailing dot
@@ -60,46 +58,28 @@ func (s *syncer) keyspaceEvent(zone, op string) {
 // each, so that only they are read), or empty or `*` for a full resync.
 func (s *syncer) agentMessage(payload string) {
 	words := strings.Fields(payload)
-	s.mu.Lock()
 	if len(words) == 0 || words[0] == "*" {
-		s.flushRunLocked()
-		s.full = true
-	} else {
-		zone := strings.TrimSuffix(strings.ToLower(words[0]), ".") + "."
-		fields := words[1:]
-		if r := s.unnamed; r != nil && r.zone == zone {
-			r.n -= min(r.n, len(fields)) // the transaction's own events
-		}
-		s.flushRunLocked() // events it does not account for are another writer's
-		s.markLocked(zone, fields, time.Now())
+		s.flushRun()
+		s.markFull()
+		return
 	}
-	s.mu.Unlock()
-	s.poke()
+	zone := strings.TrimSuffix(strings.ToLower(words[0]), ".") + "."
+	fields := words[1:]
+	if r := s.unnamed; r != nil && r.zone == zone {
+		r.n -= min(r.n, len(fields)) // the transaction's own events
+	}
+	s.flushRun() // events it does not account for are another writer's
+	s.mark(zone, fields)
 }
 
-// flushRunLocked turns the events of the run no message named into a change in unknown
-// fields.
-func (s *syncer) flushRunLocked() {
+// flushRun turns the events of the run that no message named into a change in unknown
+// fields: when something else comes next, when nothing comes within nameGrace, or when the
+// subscription breaks.
+func (s *syncer) flushRun() {
 	if r := s.unnamed; r != nil {
 		s.unnamed = nil
 		if r.n > 0 {
-			s.markLocked(r.zone, nil, r.at)
+			s.markAt(r.zone, nil, r.at)
 		}
 	}
-}
-
-// takeOldRun (loader) flushes the run once nameGrace has passed without a message naming
-// it, and returns how long until the run there is now is due (0: none).
-func (s *syncer) takeOldRun(now time.Time) time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.unnamed
-	if r == nil {
-		return 0
-	}
-	if due := r.at.Add(nameGrace); now.Before(due) {
-		return due.Sub(now)
-	}
-	s.flushRunLocked()
-	return 0
 }

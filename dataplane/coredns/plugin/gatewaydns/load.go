@@ -32,7 +32,7 @@ func (s *syncer) load(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
-		case <-paced.C: // a zone's pause or a run's grace is over
+		case <-paced.C: // a zone's pause is over
 		case <-ticker.C:
 			wantFull = true
 		case <-retry:
@@ -42,16 +42,15 @@ func (s *syncer) load(ctx context.Context) {
 			// Named changes heard of so far are applied first: read after the whole read
 			// began, they are kept as they are, and need no comparison of the whole zone.
 			// If that fails the result is dropped: the retry is a full load.
-			_, err = s.loadPending(ctx, pacer, &wantFull)
+			err = s.loadPending(ctx, pacer, &wantFull)
 			touched := s.touched
 			s.job, s.touched = nil, nil
 			if err == nil {
 				err = s.finishJob(ctx, pacer, res, touched)
 			}
 		}
-		var wait time.Duration // until the loader has something to do by itself
 		if err == nil {
-			wait, err = s.loadPending(ctx, pacer, &wantFull)
+			err = s.loadPending(ctx, pacer, &wantFull)
 		}
 		zonesServed.Set(float64(len(s.g.current().zones)))
 		if err != nil {
@@ -65,42 +64,30 @@ func (s *syncer) load(ctx context.Context) {
 			continue
 		}
 		backoff.reset()
-		if s.job == nil { // else the next job starts when this one is done
-			var job *wholeJob
-			if wantFull {
-				// A full read that begins now covers every zone marked so far.
-				wantFull = false
-				pacer.clear()
-				job = &wholeJob{all: true}
-			} else if zones, paceWait := pacer.due(time.Now()); len(zones) > 0 {
-				job = &wholeJob{zones: zones}
-			} else {
-				wait = sooner(wait, paceWait)
-			}
-			if job != nil {
-				s.startJob(ctx, job, results, &reading)
-			}
+		if s.job != nil {
+			continue // the next job starts when this one is done
 		}
-		if wait > 0 {
+		var job *wholeJob
+		if wantFull {
+			// A full read that begins now covers every zone marked so far.
+			wantFull = false
+			pacer.clear()
+			job = &wholeJob{all: true}
+		} else if zones, wait := pacer.due(time.Now()); len(zones) > 0 {
+			job = &wholeJob{zones: zones}
+		} else if wait > 0 {
 			paced.Reset(wait)
 		}
+		if job != nil {
+			s.startJob(ctx, job, results, &reading)
+		}
 	}
-}
-
-// sooner is the shorter of two waits, 0 meaning none.
-func sooner(a, b time.Duration) time.Duration {
-	if a == 0 || (b > 0 && b < a) {
-		return b
-	}
-	return a
 }
 
 // loadPending takes the changes heard of: it applies those whose writers named the fields
 // and hands the zones changed in unknown fields (or that cannot be updated by field) to the
-// pacer; a full resync asked for sets wantFull. It returns how long until keyspace events
-// that no message has named yet count as changes in unknown fields (0: none wait).
-func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *bool) (time.Duration, error) {
-	runWait := s.takeOldRun(time.Now())
+// pacer; a full resync asked for sets wantFull.
+func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *bool) error {
 	s.mu.Lock()
 	full, dirty := s.full, s.dirty
 	s.full, s.dirty = false, map[string]*zoneMark{}
@@ -116,7 +103,7 @@ func (s *syncer) loadPending(ctx context.Context, pacer *reloadPacer, wantFull *
 			pacer.add(zone, m.at)
 		}
 	}
-	return runWait, err
+	return err
 }
 
 // startJob runs job in its own goroutine; its result comes back on results.

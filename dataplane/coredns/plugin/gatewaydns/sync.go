@@ -38,9 +38,10 @@ type syncer struct {
 	mu      sync.Mutex
 	dirty   map[string]*zoneMark // zones to reload
 	full    bool                 // a full resync is wanted
-	unnamed *eventRun            // keyspace events the agent message after them may name
 	wake    chan struct{}
 	errOnce map[string]bool // log keyspace-config problems once per message
+
+	unnamed *eventRun // subscriber goroutine only: keyspace events the next message may name
 
 	// Loader goroutine only:
 	tooBig  map[string]bool     // zone keys refused for max_fields_per_zone
@@ -130,14 +131,13 @@ func (s *syncer) poke() {
 func (s *syncer) markZone(zone string) { s.mark(zone, nil) }
 
 // mark notes a change of zone in fields (none: unknown fields).
-func (s *syncer) mark(zone string, fields []string) {
-	s.mu.Lock()
-	s.markLocked(zone, fields, time.Now())
-	s.mu.Unlock()
-	s.poke()
-}
+func (s *syncer) mark(zone string, fields []string) { s.markAt(zone, fields, time.Now()) }
 
-func (s *syncer) markLocked(zone string, fields []string, at time.Time) {
+// markAt notes a change of zone in fields (none: unknown fields) heard of at `at`.
+func (s *syncer) markAt(zone string, fields []string, at time.Time) {
+	s.mu.Lock()
+	defer s.poke()
+	defer s.mu.Unlock()
 	m := s.dirty[zone]
 	if m == nil {
 		m = &zoneMark{}
@@ -159,7 +159,6 @@ func (s *syncer) markLocked(zone string, fields []string, at time.Time) {
 
 func (s *syncer) markFull() {
 	s.mu.Lock()
-	s.flushRunLocked()
 	s.full = true
 	s.mu.Unlock()
 	s.poke()
@@ -180,17 +179,26 @@ func (s *syncer) subscribe(ctx context.Context) {
 	}
 	backoff := newBackoff()
 	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, 15*time.Second)
+		wait := 15 * time.Second
+		if s.unnamed != nil {
+			wait = nameGrace // the message naming these events, if any, is there at once
+		}
+		msg, err := ps.ReceiveTimeout(ctx, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			var nerr interface{ Timeout() bool }
 			if errors.As(err, &nerr) && nerr.Timeout() {
+				if s.unnamed != nil {
+					s.flushRun() // no message named them
+					continue
+				}
 				// Quiet connection: a ping proves it is alive, or breaks it and reconnects.
 				_ = ps.Ping(ctx)
 				continue
 			}
+			s.flushRun()
 			log.Warningf("redis subscription: %v (reconnecting)", err)
 			if !backoff.wait(ctx) {
 				return
@@ -200,6 +208,7 @@ func (s *syncer) subscribe(ctx context.Context) {
 		backoff.reset()
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			s.flushRun()
 			if m.Kind == "psubscribe" {
 				s.ensureKeyspaceEvents(ctx)
 			}
