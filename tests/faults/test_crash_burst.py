@@ -24,6 +24,7 @@ from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tests.support.world_dns import WorldDNS
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.node.identity import load_or_create
@@ -99,7 +100,11 @@ def live_in_redis(r: redis.Redis, spec: dict[str, Any]) -> bool:
 
 
 def test_kill_9_twenty_times_during_a_burst_of_500(
-    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path,
+    explorer: DevExplorerProcess,
+    redis_url: str,
+    redis_db: redis.Redis,
+    world_dns: WorldDNS,
 ) -> None:
     rng = random.Random(SEED)
     agent = AgentProcess(
@@ -108,10 +113,14 @@ def test_kill_9_twenty_times_during_a_burst_of_500(
         redis_url=redis_url,
         log_file=tmp_path / "agent.log",
         poll_interval=0.05,
+        proof_resolver=world_dns.resolver,
     )
     node = load_or_create(agent.seed).node_id
     admin = Admin(explorer.admin_url)
     all_specs = specs(node, rng)
+    world_dns.publish_proofs(  # the delegated domains' owners prove control
+        {s["domain"]: s["customer_tid"] for s in all_specs if s["type"] == "domain_delegate"}
+    )
     # The burst arrives in 22 parts and deletes in three waves, while the agent keeps dying.
     chunks = [all_specs[i::KILLS] for i in range(KILLS)]
     all_specs = [spec for chunk in chunks for spec in chunk]

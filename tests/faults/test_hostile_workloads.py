@@ -26,6 +26,7 @@ from tests.support.devexplorer import DevExplorerProcess
 from tests.support.hostile import Setting, Victim, corpus, unanswerable
 from tests.support.http import SyncHTTP
 from tests.support.processes import wait_until
+from tests.support.world_dns import WorldDNS
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import load_or_create
 from tfgateway.primitives.fourtosix import user_public_key
@@ -76,7 +77,11 @@ def snapshot(r: redis.Redis) -> dict[bytes, Any]:
 
 
 def test_a_thousand_hostile_workloads(
-    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path,
+    explorer: DevExplorerProcess,
+    redis_url: str,
+    redis_db: redis.Redis,
+    world_dns: WorldDNS,
 ) -> None:
     agent = AgentProcess(
         seed=tmp_path / "identity.seed",
@@ -87,6 +92,7 @@ def test_a_thousand_hostile_workloads(
         nameservers=[NAMESERVER],
         poll_interval=0.05,
         extra=["--gateway-address", OWN_ADDRESS],
+        proof_resolver=world_dns.resolver,
     )
     node = load_or_create(agent.seed).node_id
     http = SyncHTTP(explorer.admin_url, timeout=60)
@@ -94,6 +100,7 @@ def test_a_thousand_hostile_workloads(
     (victim,) = post(http, "/dev/users", {"pubkey": victim_keys.public_key_hex})
     (attacker,) = post(http, "/dev/users", {"pubkey": attacker_keys.public_key_hex})
     vt, at = int(victim["id"]), int(attacker["id"])
+    world_dns.publish_proof("victim.example.org", vt)  # the victim owns its delegated domain
     names = {k: f"{k}.{MANAGED}" for k in ("victim", "vdns", "vproxy", "vrev")}
     vsecret = encrypt_secret(f"{vt}:victim-secret", node, version=2, user=victim_keys)
     victim_specs: list[dict[str, Any]] = [

@@ -23,6 +23,7 @@ from tests.support.devexplorer import DevExplorerProcess, wait_until_async
 from tests.support.http import AsyncHTTP
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
+from tests.support.world_dns import WorldDNS
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.node.identity import load_or_create
@@ -53,12 +54,15 @@ async def admin(explorer: DevExplorerProcess) -> AsyncIterator[AdminClient]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path, explorer: DevExplorerProcess, redis_url: str) -> Iterator[AgentProcess]:
+def agent(
+    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, world_dns: WorldDNS
+) -> Iterator[AgentProcess]:
     proc = AgentProcess(
         seed=tmp_path / "identity.seed",
         explorer_url=explorer.url,
         redis_url=redis_url,
         log_file=tmp_path / "agent.log",
+        proof_resolver=world_dns.resolver,
     )
     load_or_create(proc.seed)
     yield proc
@@ -98,11 +102,12 @@ async def all_answered(
 
 
 async def test_every_type_end_to_end(
-    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis, world_dns: WorldDNS
 ) -> None:
     node = node_of(agent)
     user = UserKeys(b"1" * 32)
     tid = (await admin.create_user(user.public_key.hex())).id
+    world_dns.publish_proof("customer.example.org", tid)  # the domain's owner proves control
     agent.start()
     await registered(admin, node)
     sub = await admin.subdomain(node, tid, f"app.{MANAGED}", ["185.69.166.1", "2a02:1802:5e::1"])
@@ -291,7 +296,7 @@ def live_state(r: redis.Redis, spec: dict[str, Any]) -> bool:
 
 
 async def test_kill_9_mid_burst_every_workload_live_once(
-    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis, world_dns: WorldDNS
 ) -> None:
     """200 mixed workloads, kill -9 mid-way through provisioning and again mid-way through
     deleting a quarter of them; after each restart everything converges."""
@@ -300,6 +305,9 @@ async def test_kill_9_mid_burst_every_workload_live_once(
     await registered(admin, node)
     rng = random.Random(2)
     specs = mixed_specs(node, 200, rng)
+    world_dns.publish_proofs(
+        {s["domain"]: s["customer_tid"] for s in specs if s["type"] == "domain_delegate"}
+    )
     infos = await admin.create_workloads(specs)
 
     async def mid_way() -> bool:

@@ -54,7 +54,7 @@ from tfgateway.model.reservation import (
     sign_result,
 )
 from tfgateway.node.identity import Identity
-from tfgateway.primitives.provisioner import Provisioner, ProvisionError
+from tfgateway.primitives.provisioner import Provisioner, ProvisionError, reapplying
 from tfgateway.telemetry.logs import Fields
 from tfgateway.telemetry.metrics import Metrics
 
@@ -308,7 +308,7 @@ class Engine:
         if r is None or provisioner is None or r.type in self.converge:
             return True  # decommissioned (or changed type) meanwhile
         try:
-            with _quiet(provisioner):
+            with _quiet(provisioner), reapplying():
                 async with asyncio.timeout(JOB_TIMEOUT):
                     await provisioner.provision(r)
             counted[0] += 1

@@ -3,7 +3,8 @@
 A name is held by the user of its subdomain, else by the owner of the closest delegated zone
 around it, and, independently, by the user of a proxy or reverse proxy on it. DNS and proxy
 primitives ask here before they write, inside their optimistic transaction (`store.transaction`),
-so the check and the write are one atomic check-and-set.
+so the check and the write are one atomic check-and-set. Whether a claim also needs proof of
+control in DNS (`proof_needed`) is decided here too; the proof itself is `name_proofs.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "closest_zone",
     "name_owner",
     "name_reads",
+    "proof_needed",
     "proxy_owner",
     "require_no_other_proxy",
     "require_proxy_allowed",
@@ -66,6 +68,22 @@ async def name_owner(txn: Transaction, domain: str, gateway_identity: str) -> st
         return None
     _, owner = found
     return None if owner == gateway_identity else owner
+
+
+async def proof_needed(
+    txn: Transaction, user: str, domain: str, gateway_identity: str, *, zone: bool = False
+) -> bool:
+    """Whether `user` must prove control of `domain` to claim it: yes unless it lies in a
+    managed domain or in a zone `user` delegated (that zone's proof covers it). For a zone
+    (`zone`), only the zones around it count, never the zone itself."""
+    candidates = zone_candidates(domain)[1:] if zone else zone_candidates(domain)
+    if not candidates:
+        return True
+    for value in await txn.hmget(ZONE_OWNERS_KEY, candidates):
+        owner = zone_owner_of(value)
+        if owner is not None:
+            return owner not in (user, gateway_identity)
+    return True
 
 
 async def proxy_owner(txn: Transaction, domain: str) -> str | None:
