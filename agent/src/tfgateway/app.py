@@ -127,6 +127,7 @@ class Agent:
             ),
             recheck_interval=config.proof_recheck_interval,
             grace=config.proof_grace,
+            managed_domains=config.domains,
         )
         self.dns = DNSStore(self.batch, identity.node_id, config.nameservers, proofs=self.names)
         self.own_addresses: list[str] = []
@@ -219,6 +220,12 @@ class Agent:
             log.info("outbox: %d messages from the previous run to deliver", pending)
         await self.dns.setup_managed_domains(cfg.domains)
         await self.names.start()
+        if self.names.checker is not None and self.names.enforced:
+            checker = self.names.checker
+            if checker.problem:
+                log.error("name proofs: %s; claims that need proof are refused", checker.problem)
+            else:
+                log.info("name proofs: looked up with %s", ", ".join(checker.resolvers))
         await self.engine.load()
         if cfg.fourtosix_enabled:
             await self.setup_fourtosix()
@@ -466,9 +473,5 @@ class Agent:
 
 async def run(config: Config) -> int:
     identity = load_or_create(config.seed)
-    try:
-        agent = Agent(config, identity)
-    except ValueError as exc:  # e.g. no resolver for name proofs
-        log.error("cannot start: %s", exc)
-        return 1
+    agent = Agent(config, identity)
     return await agent.run()

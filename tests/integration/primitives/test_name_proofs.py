@@ -9,6 +9,7 @@ import itertools
 import json
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +105,7 @@ async def make_gateway(
     proofs = NameProofs(
         aredis,
         mode=mode,
+        managed_domains=[MANAGED],
         checker=ProofChecker([parse_resolver(resolver)], lookup_timeout),
         recheck_interval=RECHECK,
         grace=grace,
@@ -182,6 +184,15 @@ async def test_lookup_has_a_deadline() -> None:
     assert elapsed < 2.0
 
 
+async def test_a_host_without_resolvers_refuses_claims_with_the_reason(tmp_path: Path) -> None:
+    checker = ProofChecker(resolv_conf=str(tmp_path / "missing"))
+    verdict = await checker.check("www.example.com", OWNER)
+    assert verdict.outcome is ProofOutcome.UNKNOWN
+    assert "pass --proof-resolver" in verdict.reason
+    (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.53\nsearch example.com\n")
+    assert ProofChecker(resolv_conf=str(tmp_path / "resolv.conf")).resolvers == ["192.0.2.53:53"]
+
+
 async def test_hostile_proof_records_give_bounded_printable_reasons(
     world: WorldDNS, site: str
 ) -> None:
@@ -230,6 +241,12 @@ async def test_managed_domains_and_the_users_own_zones_need_no_proof(
 ) -> None:
     await gw.proxy.provision(proxy(SQUATTER, f"shop.{MANAGED}"))  # the gateway's own names
     assert gw.route_user(f"shop.{MANAGED}") == SQUATTER
+    # Known from the configuration, not only from redis: right after redis lost its data (the
+    # managed zone not written back yet), a proxy re-applied there is still no stranger's name.
+    gw.db.hdel(ZONE_OWNERS_KEY, MANAGED)
+    await reapply(gw.proxy, proxy(SQUATTER, f"cart.{MANAGED}"))
+    assert gw.route_user(f"cart.{MANAGED}") == SQUATTER
+    assert await gw.proofs.records() == []
 
     world.publish_proof(site, OWNER)
     await DelegateProvisioner(gw.dns).provision(delegate(OWNER, site))

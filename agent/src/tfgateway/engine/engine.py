@@ -314,7 +314,9 @@ class Engine:
             counted[0] += 1
         except Exception as exc:
             if _redis_trouble(exc):
-                raise  # the caller retries the whole pass once redis is back
+                # As a RedisError (a primitive may have wrapped it in a ProvisionError): the
+                # caller retries the whole pass once redis is back.
+                raise RedisError(f"reconcile interrupted: {exc}") from exc
             if isinstance(exc, ProvisionError) and not _is_transient(exc):
                 log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
             elif _is_transient(exc):

@@ -387,7 +387,8 @@ class DNSStore:
                 raise ProvisionError(f"cannot delegate domain {domain}: owned by another user")
             await self._refuse_foreign_inside(txn, user, domain)
             held = owner == user
-            if await proof_needed(txn, user, domain, self.identity, zone=True):
+            managed = self.proofs.managed_domains
+            if await proof_needed(txn, user, domain, self.identity, managed=managed, zone=True):
                 serve = await self.proofs.claim(txn, ZONE, domain, user, held=held, memo=memo)
             else:
                 await self.proofs.release(txn, ZONE, domain, user)

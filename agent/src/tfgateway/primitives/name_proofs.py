@@ -34,7 +34,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Final
 
@@ -149,9 +149,12 @@ class NameProofs:
         checker: ProofChecker | None = None,
         recheck_interval: float = DEFAULT_RECHECK_INTERVAL,
         grace: float = DEFAULT_GRACE,
+        managed_domains: Collection[str] = (),
         trusted_users: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`managed_domains`: the gateway's own (`--domains`): names under them never need a
+        proof. `trusted_users`: users whose claims need none (an operator's own source)."""
         if mode is ProofMode.REQUIRED and checker is None:
             raise ValueError("required name proofs need a ProofChecker")
         self._batch = as_batch(redis_client)
@@ -160,6 +163,7 @@ class NameProofs:
         self.recheck_interval = recheck_interval
         self.retry_interval = min(recheck_interval, MAX_RETRY_INTERVAL)
         self.grace = grace
+        self.managed_domains = frozenset(managed_domains)
         self.trusted_users = trusted_users
         self.clock = clock
         self.upgrading = False

@@ -9,6 +9,8 @@ control in DNS (`proof_needed`) is decided here too; the proof itself is `name_p
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tfgateway.primitives.coredns_redis import (
     MANAGED_DOMAINS_KEY,
     ZONE_OWNERS_KEY,
@@ -71,12 +73,22 @@ async def name_owner(txn: Transaction, domain: str, gateway_identity: str) -> st
 
 
 async def proof_needed(
-    txn: Transaction, user: str, domain: str, gateway_identity: str, *, zone: bool = False
+    txn: Transaction,
+    user: str,
+    domain: str,
+    gateway_identity: str,
+    *,
+    managed: Collection[str] = (),
+    zone: bool = False,
 ) -> bool:
     """Whether `user` must prove control of `domain` to claim it: yes unless it lies in a
-    managed domain or in a zone `user` delegated (that zone's proof covers it). For a zone
-    (`zone`), only the zones around it count, never the zone itself."""
+    managed domain (`managed`, the configured ones, so a redis that lost its data changes
+    nothing; or one in redis) or in a zone `user` delegated (that zone's proof covers it). For
+    a zone (`zone`), only the zones around it count, never the zone itself, and a managed
+    domain never exempts it (a zone inside one is refused by the delegation's own checks)."""
     candidates = zone_candidates(domain)[1:] if zone else zone_candidates(domain)
+    if not zone and any(c in managed for c in candidates):
+        return False
     if not candidates:
         return True
     for value in await txn.hmget(ZONE_OWNERS_KEY, candidates):

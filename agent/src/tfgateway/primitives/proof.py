@@ -114,33 +114,45 @@ class ProofChecker:
     """Looks proofs up through fixed resolvers (or the host's), each lookup bounded in time."""
 
     def __init__(
-        self, resolvers: Sequence[tuple[str, int]] = (), timeout: float = DEFAULT_TIMEOUT
+        self,
+        resolvers: Sequence[tuple[str, int]] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        resolv_conf: str = "/etc/resolv.conf",
     ) -> None:
         self.timeout = timeout
+        self.problem = ""
+        """Why no lookup can succeed (no resolver configured); empty when fine."""
+        self._resolver = dns.asyncresolver.Resolver(configure=False)
         if resolvers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = [
                 dns.nameserver.Do53Nameserver(address, port) for address, port in resolvers
             ]
         else:
             try:
-                self._resolver = dns.asyncresolver.Resolver(configure=True)
+                self._resolver.read_resolv_conf(resolv_conf)
             except dns.resolver.NoResolverConfiguration:
-                raise ValueError(
-                    "no resolver to look name proofs up with: /etc/resolv.conf names none; "
-                    "pass --proof-resolver"
-                ) from None
+                self.problem = f"no resolver: {resolv_conf} names none; pass --proof-resolver"
         self._resolver.cache = None
         self._resolver.retry_servfail = False
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
     @property
     def resolvers(self) -> list[str]:
-        return [str(ns) for ns in self._resolver.nameservers]
+        """The resolvers as `IP:PORT` (`[IPv6]:PORT`), for the log."""
+        shown = []
+        for ns in self._resolver.nameservers:
+            address, port = str(ns), 53
+            if isinstance(ns, dns.nameserver.Do53Nameserver):
+                address, port = ns.address, ns.port
+            shown.append(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+        return shown
 
     async def check(self, name: str, user: str) -> Verdict:
         """Whether `_tfgateway.<name>` holds `user` (one TXT record's strings, joined)."""
         where = proof_name(name)
+        if self.problem:
+            return Verdict(ProofOutcome.UNKNOWN, f"cannot look up {where}: {self.problem}")
         try:
             qname = dns.name.from_text(where)
         except dns.exception.DNSException:

@@ -75,7 +75,8 @@ class ProxyStore:
             await require_proxy_allowed(txn, user, domain, self.gateway_node_id)
             current = await proxy_owner(txn, domain)
             held = current == user
-            if await proof_needed(txn, user, domain, self.gateway_node_id):
+            managed = self.proofs.managed_domains
+            if await proof_needed(txn, user, domain, self.gateway_node_id, managed=managed):
                 serve = await self.proofs.claim(txn, PROXY, domain, user, held=held, memo=memo)
             else:
                 await self.proofs.release(txn, PROXY, domain, user)
