@@ -155,6 +155,7 @@ def test_delegations_need_proof_never_cover_a_public_suffix_or_others_names(
     assert gateway.wait_result(proxy(gateway, owner, f"www.{mine}")).state == "ok"
 
 
+@pytest.mark.timeout(300)  # two agent starts and a 45 s grace, on a loaded machine
 def test_upgrade_keeps_unproven_live_names_until_their_first_check_fails(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -171,7 +172,7 @@ def test_upgrade_keeps_unproven_live_names_until_their_first_check_fails(
         assert gw.wait_result(proxy(gw, user, name)).state == "ok"  # no proof asked
         wait_for(lambda: served_by_backend(gw, name), what="served first-come")
 
-        gw.agent_extra_args = (*FAST, "--proof-grace", "20")
+        gw.agent_extra_args = (*FAST, "--proof-grace", "45")
         gw.restart_agent()  # proofs required from now on
         wait_for(lambda: proof_state(gw, name) is not None, what="grandfathered record")
         record = proof_state(gw, name)
@@ -182,7 +183,7 @@ def test_upgrade_keeps_unproven_live_names_until_their_first_check_fails(
         assert "enforced for the first time" in log
         assert f"proxy {name} of user {user.id} grandfathered" in log
 
-        wait_for(lambda: gw.refused(name), timeout=60, what="suspended after the grace")
+        wait_for(lambda: gw.refused(name), timeout=120, what="suspended after the grace")
         after = proof_state(gw, name)
         assert after is not None
         assert after["state"] == "suspended"
