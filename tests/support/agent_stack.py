@@ -63,6 +63,24 @@ async def dev_explorer() -> AsyncIterator[tuple[DevExplorer, AdminClient]]:
         await server.stop()
 
 
+async def register(explorer: ExplorerClient) -> None:
+    """Registers the test node (`SEED`) as a gateway of `gw.example.com`."""
+    identity = Identity(SEED)
+    await explorer.register(
+        gateway_body(
+            node_id=identity.node_id,
+            public_key_hex=identity.public_key_hex,
+            farm_id=0,
+            os_version="test@0000000",
+            location=Location(latitude=51.05, longitude=3.72),
+            domains=["gw.example.com"],
+            nameservers=["ns1.example.com"],
+            tcp_router_port=18000,
+            free_to_use=False,
+        )
+    )
+
+
 @dataclass
 class Stack:
     identity: Identity
@@ -85,19 +103,7 @@ async def engine_stack(
     explorer = ExplorerClient(explorer_url, identity, timeout=5)
     outbox = Outbox(redis, explorer, backoff=fast_backoff, stats_interval=0)
     await outbox.load()
-    await explorer.register(
-        gateway_body(
-            node_id=identity.node_id,
-            public_key_hex=identity.public_key_hex,
-            farm_id=0,
-            os_version="test@0000000",
-            location=Location(latitude=51.05, longitude=3.72),
-            domains=["gw.example.com"],
-            nameservers=["ns1.example.com"],
-            tcp_router_port=18000,
-            free_to_use=False,
-        )
-    )
+    await register(explorer)
     engine = Engine(
         identity=identity,
         explorer=explorer,
