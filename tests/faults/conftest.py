@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.devexplorer import DevExplorerProcess
 from tests.support.gateway import Gateway
 
 _counter = itertools.count(1)
@@ -43,3 +45,12 @@ def label(request: pytest.FixtureRequest) -> str:
     """A DNS label unique to this test, so tests sharing a gateway never share names."""
     name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
     return f"{name.removeprefix('test-')[:40]}-{next(_counter)}"
+
+
+@pytest.fixture
+def explorer(tmp_path: Path) -> Iterator[DevExplorerProcess]:
+    """The development explorer as a separate process, for the tests of the agent alone."""
+    proc = DevExplorerProcess(log_file=tmp_path / "explorer.log")
+    proc.start()
+    yield proc
+    proc.stop()

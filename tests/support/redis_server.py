@@ -47,3 +47,22 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def save(self, timeout: float = 20.0) -> None:
+        """SAVE, retried while a background save runs (`--save 1 1` starts them on its own, and
+        SAVE is refused meanwhile)."""
+        client = self.client()
+
+        def saved() -> bool:
+            try:
+                client.save()
+            except redis.ResponseError as exc:
+                if "in progress" not in str(exc):
+                    raise
+                return False
+            return True
+
+        try:
+            wait_until(saved, timeout=timeout, what="redis SAVE")
+        finally:
+            client.close()
