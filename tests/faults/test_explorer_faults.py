@@ -213,6 +213,31 @@ def test_listener_refusing_connections_for_a_while(
     gateway.check_alive()
 
 
+def publish_out_of_order(gateway: Gateway, label: str) -> tuple[int, list[int], list[int]]:
+    """(high, late, batch): `high` with an id 60 above the explorer's counter (once applied, the
+    agent's cursor is past it), 12 `late` ones published in the gap below that cursor, then a
+    batch of 12 more."""
+    user = gateway.add_user()
+    counter = int(history(gateway)["counter"])
+    high = gateway.create(
+        "subdomain", user, domain=f"high-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR],
+        id=counter + 60,
+    )  # fmt: skip
+    assert gateway.wait_result(high).state == "ok"
+    late = [
+        gateway.create("subdomain", user, domain=f"late{i}-{label}.{MANAGED_DOMAIN}",
+                       ips=[GW_CLIENT_ADDR], id=counter + 40 - i)
+        for i in range(12)
+    ]  # fmt: skip
+    batch = [
+        gateway.create(
+            "subdomain", user, domain=f"b{i}-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR]
+        )
+        for i in range(12)
+    ]
+    return high, late, batch
+
+
 def test_duplicated_and_out_of_order_workloads_are_applied_once(
     gateway: Gateway, steady: Site, label: str
 ) -> None:
@@ -221,31 +246,7 @@ def test_duplicated_and_out_of_order_workloads_are_applied_once(
     dup_base, dup_base_shuffle = applied(gateway, "duplicate"), applied(gateway, "shuffle")
     gateway.call(gateway.admin.set_faults(seed=SEED, endpoints=["poll"], duplicate_rate=1.0,
                                           shuffle_rate=1.0))  # fmt: skip
-    user = gateway.add_user()
-    counter = int(history(gateway)["counter"])
-    # Jump the id counter forward, then fill the gap below the agent's cursor.
-    high = gateway.create(
-        "subdomain", user, domain=f"high-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR],
-        id=counter + 60,
-    )  # fmt: skip
-    assert gateway.wait_result(high).state == "ok"
-    late: list[int] = []
-    for i in range(12):
-        late.append(
-            gateway.create(
-                "subdomain",
-                user,
-                domain=f"late{i}-{label}.{MANAGED_DOMAIN}",
-                ips=[GW_CLIENT_ADDR],
-                id=counter + 40 - i,
-            )
-        )
-    batch = [
-        gateway.create(
-            "subdomain", user, domain=f"b{i}-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR]
-        )
-        for i in range(12)
-    ]
+    high, late, batch = publish_out_of_order(gateway, label)
     doomed = batch[:4]
     for wid in doomed:
         gateway.delete(wid)

@@ -213,14 +213,19 @@ def _name_takeovers(s: Setting, name: Callable[[str], str], secret: str) -> list
     ]
 
 
+# How a name may be written in a takeover attempt: as it is, fully qualified, upper case, padded.
+SPELLINGS: tuple[Callable[[str], str], ...] = (
+    str,
+    lambda d: f"{d}.",
+    str.upper,
+    lambda d: f" {d} ",
+)
+
+
 def _takeovers(s: Setting, keys_secret: str) -> Iterator[Case]:
     v = s.victim
-    for variant in ("{}", "{}.", "{}".upper(), " {} "):
-
-        def name(d: str, variant: str = variant) -> str:
-            return variant.format(d) if variant != "{}".upper() else d.upper()
-
-        yield from _name_takeovers(s, name, keys_secret)
+    for spelling in SPELLINGS:
+        yield from _name_takeovers(s, spelling, keys_secret)
     for gwid in v.gwids:  # a reference to the victim's workload, with the attacker's data
         yield Case(
             "takeover: reference to the victim's workload",
