@@ -13,6 +13,7 @@ from tests.support.gateway import (
     REDIS_PORT,
     Gateway,
     User,
+    assert_served_by,
     wait_for,
 )
 
@@ -34,14 +35,7 @@ def test_http_host_and_tls_sni_reach_the_backend(gateway: Gateway, label: str) -
     publish(gateway, gateway.add_user(), name)
 
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
-    reply = gateway.http(name)
-    assert reply.headers["x-site"] == "backend"
-    assert reply.body == f"backend http host={name}\n".encode()
-
-    tls = gateway.https(name)
-    # The router passes TLS through: the certificate is the backend's own, verified by the CA.
-    assert tls.peer_cert_der == gateway.site_cert_der("backend")
-    assert tls.reply.body == f"backend https host={name}\n".encode()
+    assert_served_by(gateway, name, site="backend", cert="backend")
 
 
 def test_unknown_name_is_refused(gateway: Gateway, label: str) -> None:

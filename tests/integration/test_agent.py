@@ -83,6 +83,23 @@ async def registered(admin: AdminClient, node: str) -> None:
     await wait_until_async(check, timeout=20, what="registration")
 
 
+async def start_registered(agent: AgentProcess, admin: AdminClient) -> str:
+    """Starts the agent and waits for its registration; returns its node id."""
+    node = node_of(agent)
+    agent.start()
+    await registered(admin, node)
+    return node
+
+
+async def outbox_drained(r: redis.Redis, timeout: float, what: str) -> None:  # noqa: ASYNC109
+    """Waits until every result, delete and report is acknowledged (the outbox is empty)."""
+
+    async def check() -> bool:
+        return r.hlen(OUTBOX_KEY) == 0
+
+    await wait_until_async(check, timeout=timeout, what=what)
+
+
 def service(r: redis.Redis, domain: str) -> dict[str, Any]:
     raw = r.get(f"/tcprouter/service/{domain}")
     assert raw is not None, f"no tcprouter service for {domain}"
@@ -204,15 +221,12 @@ async def decommission_everything(admin: AdminClient, r: redis.Redis, w: EveryTy
 async def test_every_type_end_to_end(
     agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    node = node_of(agent)
-    agent.start()
-    await registered(admin, node)
+    node = await start_registered(agent, admin)
     w = await publish_every_type(admin, node)
     await all_answered(admin, w.all, agent)
     await assert_served_ok_and_refusals_clear(admin, w)
     assert_redis_as_the_data_plane_reads_it(redis_db, w.tid)
     # stats after the jobs: the counters the explorer shows
-
     one_of_each = expected_counts({"type": kind} for kind in COUNTER_OF)
 
     async def stats_right() -> bool:
@@ -237,9 +251,7 @@ async def test_every_type_end_to_end(
 async def test_explorer_down_then_back_results_delivered(
     agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    node = node_of(agent)
-    agent.start()
-    await registered(admin, node)
+    node = await start_registered(agent, admin)
     # Feedback endpoints down: the workloads are served, their results wait in the outbox.
     await admin.set_faults(endpoints=["result", "delete", "reserved_resources"], down=True)
     ws = [await admin.subdomain(node, 42, f"s{i}.{MANAGED}", ["185.69.166.1"]) for i in range(5)]
@@ -263,26 +275,18 @@ async def test_explorer_down_then_back_results_delivered(
     for w in ws:
         assert (await admin.get_workload(w.id)).state == 1
 
-    async def drained() -> bool:
-        return redis_db.hlen(OUTBOX_KEY) == 0
-
-    await wait_until_async(drained, timeout=20, what="outbox drained")
+    await outbox_drained(redis_db, timeout=20, what="outbox drained")
 
 
 async def test_redis_flushall_restores_without_new_results(
     agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    node = node_of(agent)
-    agent.start()
-    await registered(admin, node)
+    node = await start_registered(agent, admin)
     sub = await admin.subdomain(node, 42, f"app.{MANAGED}", ["185.69.166.1"])
     prx = await admin.proxy(node, 42, f"web.{MANAGED}", "185.69.166.2", 80)
     await all_answered(admin, [sub, prx], agent)
 
-    async def drained() -> bool:
-        return redis_db.hlen(OUTBOX_KEY) == 0
-
-    await wait_until_async(drained, timeout=20, what="outbox drained")
+    await outbox_drained(redis_db, timeout=20, what="outbox drained")
     puts = len((await admin.state())["result_puts"])
     redis_db.flushall()
 
@@ -364,9 +368,7 @@ async def test_kill_9_mid_burst_every_workload_live_once(
 ) -> None:
     """200 mixed workloads, kill -9 mid-way through provisioning and again mid-way through
     deleting a quarter of them; after each restart everything converges."""
-    node = node_of(agent)
-    agent.start()
-    await registered(admin, node)
+    node = await start_registered(agent, admin)
     specs = mixed_workloads(node, 200, random.Random(2), users=5)
     infos = await kill_mid_provisioning(agent, admin, redis_db, specs)
     doomed = infos[:50]
@@ -380,10 +382,7 @@ async def test_kill_9_mid_burst_every_workload_live_once(
 
     await wait_until_async(counters_right, timeout=30, what="counters")
 
-    async def drained() -> bool:
-        return redis_db.hlen(OUTBOX_KEY) == 0
-
-    await wait_until_async(drained, timeout=30, what="every result acknowledged")
+    await outbox_drained(redis_db, timeout=30, what="every result acknowledged")
 
 
 async def test_metrics_and_uptime(
@@ -391,9 +390,7 @@ async def test_metrics_and_uptime(
 ) -> None:
     port = free_port()
     agent.extra += ["--metrics-listen", f"127.0.0.1:{port}", "--uptime-interval", "0.3"]
-    node = node_of(agent)
-    agent.start()
-    await registered(admin, node)
+    node = await start_registered(agent, admin)
     sub = await admin.subdomain(node, 42, f"app.{MANAGED}", ["185.69.166.1"])
     await all_answered(admin, [sub], agent)
     await admin.set_faults(endpoints=["poll"], error_requests=1)

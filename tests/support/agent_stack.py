@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from tests.support.devexplorer import devexplorer_in_process
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox
@@ -53,14 +54,9 @@ class RecordingProvisioner:
 
 @asynccontextmanager
 async def dev_explorer() -> AsyncIterator[tuple[DevExplorer, AdminClient]]:
-    server = DevExplorer(host="127.0.0.1", port=0)
-    await server.start()
-    admin = AdminClient(server.url)
-    try:
+    """The development explorer in process and its admin client."""
+    async with devexplorer_in_process() as server, AdminClient(server.url) as admin:
         yield server, admin
-    finally:
-        await admin.aclose()
-        await server.stop()
 
 
 async def register(explorer: ExplorerClient) -> None:

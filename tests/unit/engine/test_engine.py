@@ -23,7 +23,7 @@ from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.explorer.client import PollResult
 from tfgateway.model.reservation import Reservation
 from tfgateway.telemetry.logs import Fields
-from tfgateway_devexplorer.admin_client import AdminClient
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
 
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
 
@@ -120,14 +120,23 @@ async def test_restart_replays_from_zero_without_new_results(
     assert len((await admin.state())["result_puts"]) == puts_before
 
 
-async def test_lost_put_is_resent_then_f4_delete_still_tears_down(
-    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
-) -> None:
+async def provisioned_then_put_lost(
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, r: redis.Redis
+) -> WorkloadInfo:
+    """A subdomain provisioned by an engine that stopped before its result PUT went out, and
+    the PUT lost (as upstream's fire-and-forget could): the explorer has no answer."""
     async with start_engine(rec) as stack:
         w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
         await stack.engine.poll_once()
-    redis_db.delete(OUTBOX_KEY)  # the PUT is lost (e.g. upstream's fire-and-forget)
+    r.delete(OUTBOX_KEY)
     assert not (await admin.get_workload(w.id)).answered
+    return w
+
+
+async def test_lost_put_is_resent_then_f4_delete_still_tears_down(
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    w = await provisioned_then_put_lost(start_engine, rec, admin, redis_db)
     # The user deletes it; the explorer's copy of the result is still the zero value
     # (state 0), which made upstream skip the teardown (F4).
     await admin.delete_workload(w.id)
@@ -142,10 +151,7 @@ async def test_lost_put_is_resent_then_f4_delete_still_tears_down(
 async def test_unacknowledged_result_is_resent_once(
     start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    async with start_engine(rec) as stack:
-        w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-        await stack.engine.poll_once()
-    redis_db.delete(OUTBOX_KEY)
+    w = await provisioned_then_put_lost(start_engine, rec, admin, redis_db)
     async with start_engine(rec) as stack:
         await stack.engine.poll_once()
         await stack.engine.poll_once()  # pending: not queued twice
