@@ -24,6 +24,7 @@ from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess, SyncAdmin
 from tests.support.hostile import Case, Setting, Victim, corpus, unanswerable
 from tests.support.processes import wait_until
+from tests.support.redis_server import snapshot
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import load_or_create
 from tfgateway.primitives.fourtosix import user_public_key
@@ -37,26 +38,6 @@ MANAGED = "gw.example.com"
 NAMESERVER = "ns1.gw.example.com"
 OWN_ADDRESS = "185.69.166.250"
 AGENT_KEYS = ("tfgateway",)  # the agent's own bookkeeping (cache, outbox, counters)
-
-
-def snapshot(r: redis.Redis) -> dict[bytes, Any]:
-    """Every data-plane key with its full value (the agent's bookkeeping left out)."""
-    out: dict[bytes, Any] = {}
-    for key in r.scan_iter(count=1000):
-        if key.decode(errors="replace").startswith(AGENT_KEYS):
-            continue
-        kind = r.type(key)
-        if kind == b"string":
-            out[key] = r.get(key)
-        elif kind == b"hash":
-            out[key] = r.hgetall(key)
-        elif kind == b"set":
-            out[key] = r.smembers(key)
-        elif kind == b"list":
-            out[key] = r.lrange(key, 0, -1)
-        else:
-            out[key] = (kind, r.dump(key))
-    return out
 
 
 def answered(admin: SyncAdmin, agent: AgentProcess, gwids: set[str]) -> bool:
@@ -141,7 +122,7 @@ def assert_victim_untouched(
 ) -> None:
     """Every data-plane key byte-identical to `before`; nothing new but the attacker's
     well-behaved subdomain; the agent's cache entries of the victim unchanged."""
-    after = snapshot(r)
+    after = snapshot(r, skip=AGENT_KEYS)
     for key, value in before.items():
         now = after.get(key)
         if isinstance(value, dict) and isinstance(now, dict):
@@ -182,7 +163,7 @@ def test_a_thousand_hostile_workloads(
                    what="the victim's workloads")  # fmt: skip
         state = admin.state()
         assert all(p["result"]["state"] == 1 for p in state["result_puts"]), state["result_puts"]
-        before = snapshot(redis_db)
+        before = snapshot(redis_db, skip=AGENT_KEYS)
         reservations_before: dict[bytes, bytes] = redis_db.hgetall("tfgateway_reservations")  # type: ignore[assignment]
         assert len(before) >= 5
 
