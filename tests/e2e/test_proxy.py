@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 from tests.support.gateway import (
-    BACKEND_ADDR,
-    BACKEND_HTTP_PORT,
-    BACKEND_TLS_PORT,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
     NATC_ADDR,
     NATC_HTTP_PORT,
     REDIS_PORT,
     Gateway,
-    User,
-    assert_served_by,
     wait_for,
 )
-
-
-def publish(gateway: Gateway, user: User, name: str) -> int:
-    """What a user does: the name points at the gateway, the gateway proxies it."""
-    sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
-    assert gateway.wait_result(sid).state == "ok"
-    pid = gateway.create(
-        "proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
-        port_tls=BACKEND_TLS_PORT,
-    )  # fmt: skip
-    assert gateway.wait_result(pid).state == "ok"
-    return pid
+from tests.support.sites import assert_served_by, publish_site
 
 
 def test_http_host_and_tls_sni_reach_the_backend(gateway: Gateway, label: str) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    publish(gateway, gateway.add_user(), name)
+    publish_site(gateway, gateway.add_user(), name)
 
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
     assert_served_by(gateway, name, site="backend", cert="backend")
@@ -64,7 +48,7 @@ def test_forbidden_targets_get_an_error_and_no_route(gateway: Gateway, label: st
 
 def test_another_user_cannot_take_over_a_proxied_name(gateway: Gateway, label: str) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    publish(gateway, gateway.add_user(), name)
+    publish_site(gateway, gateway.add_user(), name)
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
 
     intruder = gateway.add_user()

@@ -14,9 +14,9 @@ from tests.support.gateway import (
     NATC_ADDR,
     NATC_HTTP_PORT,
     Gateway,
-    assert_served_by,
     wait_for,
 )
+from tests.support.sites import assert_served_by
 
 
 def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:

@@ -668,14 +668,3 @@ def wait_for(
             return False
 
     wait_until(guarded, timeout=timeout, interval=interval, what=what)
-
-
-def assert_served_by(gateway: Gateway, name: str, site: str, cert: str) -> None:
-    """`name` reaches the website `site` over HTTP (by Host) and over TLS (by SNI). The router
-    passes TLS through: the certificate is the site's own (`cert`), verified by the test CA."""
-    reply = gateway.http(name)
-    assert reply.headers["x-site"] == site
-    assert reply.body == f"{site} http host={name}\n".encode()
-    tls = gateway.https(name)
-    assert tls.peer_cert_der == gateway.site_cert_der(cert)
-    assert tls.reply.body == f"{site} https host={name}\n".encode()
