@@ -7,7 +7,6 @@ development explorer over HTTP, coredns-tfgw, tfrouter, tftunnel) with fixed see
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import pytest
 
 from tests.support.devexplorer import DevExplorerProcess
 from tests.support.gateway import Gateway
-
-_counter = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +35,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         ),
     ) as gw:
         yield gw
-
-
-@pytest.fixture
-def label(request: pytest.FixtureRequest) -> str:
-    """A DNS label unique to this test, so tests sharing a gateway never share names."""
-    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
-    return f"{name.removeprefix('test-')[:40]}-{next(_counter)}"
 
 
 @pytest.fixture
