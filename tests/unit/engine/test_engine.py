@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import redis
 
-from tests.support.agent_stack import RecordingProvisioner, dev_explorer, engine_stack
+from tests.support.agent_stack import RecordingProvisioner, Stack, engine_stack
 from tests.support.devexplorer import wait_until_async
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.engine import POLL_PAGE_SIZE, Engine, chains
@@ -21,6 +23,7 @@ from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.explorer.client import PollResult
 from tfgateway.model.reservation import Reservation
 from tfgateway.telemetry.logs import Fields
+from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
 
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
 
@@ -38,239 +41,236 @@ def subdomain_specs(prefix: str, n: int) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
-async def drain(stack: object) -> None:
-    outbox = stack.outbox  # type: ignore[attr-defined]
+StartEngine = Callable[[RecordingProvisioner], AbstractAsyncContextManager[Stack]]
+
+
+@pytest.fixture
+def rec() -> RecordingProvisioner:
+    return RecordingProvisioner()
+
+
+@pytest.fixture
+def start_engine(redis_url: str, explorer_url: str) -> StartEngine:
+    """Starts an engine on this test's redis and development explorer with `rec` as every
+    primitive: `async with start_engine(rec) as stack` (again, for a restart)."""
+
+    def start(rec: RecordingProvisioner) -> AbstractAsyncContextManager[Stack]:
+        return engine_stack(redis_url, explorer_url, provisioners(rec))
+
+    return start
+
+
+@pytest.fixture
+async def stack(start_engine: StartEngine, rec: RecordingProvisioner) -> AsyncIterator[Stack]:
+    """The engine most tests need: started once on `rec`, stopped after the test."""
+    async with start_engine(rec) as started:
+        yield started
+
+
+async def drain(stack: Stack) -> None:
+    outbox = stack.outbox
     for _ in range(50):
         if await outbox.deliver_once() and outbox.depth == 0:
             return
     raise AssertionError(f"outbox not drained: {outbox.pending()}")
 
 
-async def test_order_by_type_results_cache_and_stats(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        p = await admin.proxy(NODE, 42, "p.gw.example.com", "185.69.166.1", 80)
-        s = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-        d = await admin.delegate(NODE, 42, "d.example.org")
-        assert await stack.engine.poll_once() is False  # done: no full page waiting
-        assert list(rec.calls) == [
-            ("provision", d.gwid),
-            ("provision", s.gwid),
-            ("provision", p.gwid),
-        ]
-        await drain(stack)
-        for w in (p, s, d):
-            info = await admin.get_workload(w.id)
-            assert info.state == 1, info.result
-        assert set(redis_db.hkeys(RESERVATIONS_KEY)) == {w.gwid.encode() for w in (p, s, d)}
-        state = await admin.state()
-        last = state["reserved_resources_posts"][-1]
-        assert (last["proxy"], last["subdomain"], last["delegate_domain"]) == (1, 1, 1), last
-        assert stack.engine.counters.as_dict() == {
-            "proxy": 1,
-            "reverse_proxy": 0,
-            "subdomain": 1,
-            "delegate_domain": 1,
-        }
+async def test_order_by_type_results_cache_and_stats(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    p = await admin.proxy(NODE, 42, "p.gw.example.com", "185.69.166.1", 80)
+    s = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+    d = await admin.delegate(NODE, 42, "d.example.org")
+    assert await stack.engine.poll_once() is False  # done: no full page waiting
+    assert list(rec.calls) == [
+        ("provision", d.gwid),
+        ("provision", s.gwid),
+        ("provision", p.gwid),
+    ]
+    await drain(stack)
+    for w in (p, s, d):
+        info = await admin.get_workload(w.id)
+        assert info.state == 1, info.result
+    assert set(redis_db.hkeys(RESERVATIONS_KEY)) == {w.gwid.encode() for w in (p, s, d)}
+    state = await admin.state()
+    last = state["reserved_resources_posts"][-1]
+    assert (last["proxy"], last["subdomain"], last["delegate_domain"]) == (1, 1, 1), last
+    assert stack.engine.counters.as_dict() == {
+        "proxy": 1,
+        "reverse_proxy": 0,
+        "subdomain": 1,
+        "delegate_domain": 1,
+    }
 
 
 async def test_restart_replays_from_zero_without_new_results(
-    redis_url: str, redis_db: redis.Redis
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient
 ) -> None:
-    rec = RecordingProvisioner()
-    async with dev_explorer() as (server, admin):
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-            await stack.engine.poll_once()
-            await drain(stack)
-        puts_before = len((await admin.state())["result_puts"])
-        rec.calls.clear()
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            assert stack.engine.counters.as_dict()["subdomain"] == 1
-            await stack.engine.poll_once()
-            await drain(stack)
-        assert rec.calls == []
-        assert len((await admin.state())["result_puts"]) == puts_before
+    async with start_engine(rec) as stack:
+        await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        await drain(stack)
+    puts_before = len((await admin.state())["result_puts"])
+    rec.calls.clear()
+    async with start_engine(rec) as stack:
+        assert stack.engine.counters.as_dict()["subdomain"] == 1
+        await stack.engine.poll_once()
+        await drain(stack)
+    assert rec.calls == []
+    assert len((await admin.state())["result_puts"]) == puts_before
+
+
+async def provisioned_then_put_lost(
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, r: redis.Redis
+) -> WorkloadInfo:
+    """A subdomain provisioned by an engine that stopped before its result PUT went out, and
+    the PUT lost (as upstream's fire-and-forget could): the explorer has no answer."""
+    async with start_engine(rec) as stack:
+        w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+    r.delete(OUTBOX_KEY)
+    assert not (await admin.get_workload(w.id)).answered
+    return w
 
 
 async def test_lost_put_is_resent_then_f4_delete_still_tears_down(
-    redis_url: str, redis_db: redis.Redis
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    rec = RecordingProvisioner()
-    async with dev_explorer() as (server, admin):
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-            await stack.engine.poll_once()
-        redis_db.delete(OUTBOX_KEY)  # the PUT is lost (e.g. upstream's fire-and-forget)
-        assert not (await admin.get_workload(w.id)).answered
-        # The user deletes it; the explorer's copy of the result is still the zero value
-        # (state 0), which made upstream skip the teardown (F4).
-        await admin.delete_workload(w.id)
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            await stack.engine.poll_once()
-            await drain(stack)
-        assert rec.calls[-1] == ("decommission", w.gwid)
-        assert redis_db.hlen(RESERVATIONS_KEY) == 0
-        assert (await admin.get_workload(w.id)).next_action == 6
+    w = await provisioned_then_put_lost(start_engine, rec, admin, redis_db)
+    # The user deletes it; the explorer's copy of the result is still the zero value
+    # (state 0), which made upstream skip the teardown (F4).
+    await admin.delete_workload(w.id)
+    async with start_engine(rec) as stack:
+        await stack.engine.poll_once()
+        await drain(stack)
+    assert rec.calls[-1] == ("decommission", w.gwid)
+    assert redis_db.hlen(RESERVATIONS_KEY) == 0
+    assert (await admin.get_workload(w.id)).next_action == 6
 
 
-async def test_unacknowledged_result_is_resent_once(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with dev_explorer() as (server, admin):
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-            await stack.engine.poll_once()
-        redis_db.delete(OUTBOX_KEY)
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            await stack.engine.poll_once()
-            await stack.engine.poll_once()  # pending: not queued twice
-            assert len(stack.outbox.pending()) == 1
-            await drain(stack)
-        info = await admin.get_workload(w.id)
-        cached = redis_db.hget(RESERVATIONS_KEY, w.gwid)
-        assert info.state == 1
-        assert info.result["signature"].encode() in cached  # type: ignore[operator]
-        assert rec.calls == [("provision", w.gwid)]
+async def test_unacknowledged_result_is_resent_once(
+    start_engine: StartEngine, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    w = await provisioned_then_put_lost(start_engine, rec, admin, redis_db)
+    async with start_engine(rec) as stack:
+        await stack.engine.poll_once()
+        await stack.engine.poll_once()  # pending: not queued twice
+        assert len(stack.outbox.pending()) == 1
+        await drain(stack)
+    info = await admin.get_workload(w.id)
+    cached = redis_db.hget(RESERVATIONS_KEY, w.gwid)
+    assert info.state == 1
+    assert info.result["signature"].encode() in cached  # type: ignore[operator]
+    assert rec.calls == [("provision", w.gwid)]
 
 
 async def test_result_delivered_while_a_poll_answer_was_in_flight_is_not_resent(
-    redis_url: str, redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A poll answer written before our PUT arrived must not make the engine send it again
     (a re-sent result also pops the workload off the explorer's queue, hiding a delete)."""
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
-        assert await stack.engine.poll_once() is False  # provisioned; its PUT is queued
-        real_poll = stack.engine.explorer.poll
+    w = await admin.subdomain(NODE, 42, "s.gw.example.com", ["185.69.166.2"])
+    assert await stack.engine.poll_once() is False  # provisioned; its PUT is queued
+    real_poll = stack.engine.explorer.poll
 
-        async def stale_poll(from_id: int) -> PollResult:
-            answer = await real_poll(from_id)  # still without our result: the PUT is queued
-            await drain(stack)  # ... and arrives while the answer travels
-            return answer
+    async def stale_poll(from_id: int) -> PollResult:
+        answer = await real_poll(from_id)  # still without our result: the PUT is queued
+        await drain(stack)  # ... and arrives while the answer travels
+        return answer
 
-        monkeypatch.setattr(stack.engine.explorer, "poll", stale_poll)
-        await stack.engine.poll_once()
-        await drain(stack)
-        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
-        assert len(puts) == 1, puts
-        assert rec.calls == [("provision", w.gwid)]
+    monkeypatch.setattr(stack.engine.explorer, "poll", stale_poll)
+    await stack.engine.poll_once()
+    await drain(stack)
+    puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
+    assert len(puts) == 1, puts
+    assert rec.calls == [("provision", w.gwid)]
 
 
 async def test_failure_gives_error_result_and_delete_not_cached(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        bad = await admin.subdomain(NODE, 42, "refuse.gw.example.com", ["185.69.166.2"])
-        good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
-        await stack.engine.poll_once()
-        await drain(stack)
-        info = await admin.get_workload(bad.id)
-        assert info.next_action == 6
-        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == bad.gwid]
-        assert puts[0]["result"]["state"] == 0
-        assert "refused by the test" in puts[0]["result"]["message"]
-        assert redis_db.hkeys(RESERVATIONS_KEY) == [good.gwid.encode()]
+    bad = await admin.subdomain(NODE, 42, "refuse.gw.example.com", ["185.69.166.2"])
+    good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
+    await stack.engine.poll_once()
+    await drain(stack)
+    info = await admin.get_workload(bad.id)
+    assert info.next_action == 6
+    puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == bad.gwid]
+    assert puts[0]["result"]["state"] == 0
+    assert "refused by the test" in puts[0]["result"]["message"]
+    assert redis_db.hkeys(RESERVATIONS_KEY) == [good.gwid.encode()]
 
 
 async def test_unknown_and_malformed_workloads_answered_rest_processed(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, admin: AdminClient
 ) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        container = await admin.create_workload("container", NODE, 42)
-        broken = await admin.create_workload(
-            "proxy", NODE, 42, domain="x.gw.example.com", overrides={"port": "eighty"}
-        )
-        good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
-        assert await stack.engine.poll_once() is False  # done: no full page waiting
-        await drain(stack)
-        messages = {
-            p["gwid"]: p["result"]["message"]
-            for p in (await admin.state())["result_puts"]
-            if p.get("result")
-        }
-        assert messages[container.gwid] == "type of reservation not supported: container"
-        assert messages[broken.gwid].startswith("malformed workload: port")
-        assert (await admin.get_workload(good.id)).state == 1
-        assert (await admin.get_workload(broken.id)).next_action == 6
+    container = await admin.create_workload("container", NODE, 42)
+    broken = await admin.create_workload(
+        "proxy", NODE, 42, domain="x.gw.example.com", overrides={"port": "eighty"}
+    )
+    good = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
+    assert await stack.engine.poll_once() is False  # done: no full page waiting
+    await drain(stack)
+    messages = {
+        p["gwid"]: p["result"]["message"]
+        for p in (await admin.state())["result_puts"]
+        if p.get("result")
+    }
+    assert messages[container.gwid] == "type of reservation not supported: container"
+    assert messages[broken.gwid].startswith("malformed workload: port")
+    assert (await admin.get_workload(good.id)).state == 1
+    assert (await admin.get_workload(broken.id)).next_action == 6
 
 
-async def test_undecodable_poll_keeps_cursor(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        first = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
-        await stack.engine.poll_once()
-        cursor = stack.engine.cursor
-        assert cursor == first.id + 1
-        await admin.subdomain(NODE, 42, "b.gw.example.com", ["185.69.166.2"])
-        await admin.set_faults(endpoints=["poll"], truncate_requests=1)
-        assert await stack.engine.poll_once() is None
-        assert stack.engine.cursor == cursor  # not rewound to 1 (F8)
-        assert await stack.engine.poll_once() is False  # done: no full page waiting
-        assert len(rec.applied) == 2
+async def test_undecodable_poll_keeps_cursor(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
+) -> None:
+    first = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+    await stack.engine.poll_once()
+    cursor = stack.engine.cursor
+    assert cursor == first.id + 1
+    await admin.subdomain(NODE, 42, "b.gw.example.com", ["185.69.166.2"])
+    await admin.set_faults(endpoints=["poll"], truncate_requests=1)
+    assert await stack.engine.poll_once() is None
+    assert stack.engine.cursor == cursor  # not rewound to 1 (F8)
+    assert await stack.engine.poll_once() is False  # done: no full page waiting
+    assert len(rec.applied) == 2
 
 
-async def test_redis_down_is_not_blamed_on_the_user(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
-        real_put = stack.engine.cache.put
-        failures = iter([True])
+async def test_redis_down_is_not_blamed_on_the_user(stack: Stack, admin: AdminClient) -> None:
+    w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+    real_put = stack.engine.cache.put
+    failures = iter([True])
 
-        async def flaky_put(r: Reservation) -> None:
-            if next(failures, False):
-                raise redis.exceptions.ConnectionError("redis went away")
-            await real_put(r)
+    async def flaky_put(r: Reservation) -> None:
+        if next(failures, False):
+            raise redis.exceptions.ConnectionError("redis went away")
+        await real_put(r)
 
-        stack.engine.cache.put = flaky_put  # type: ignore[method-assign,assignment]
-        assert await stack.engine.poll_once() is None
-        assert stack.engine.cursor == 0
-        assert await stack.engine.poll_once() is False  # done: no full page waiting
-        await drain(stack)
-        assert (await admin.get_workload(w.id)).state == 1
-        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
-        assert [p["result"]["state"] for p in puts] == [1]
+    stack.engine.cache.put = flaky_put  # type: ignore[method-assign,assignment]
+    assert await stack.engine.poll_once() is None
+    assert stack.engine.cursor == 0
+    assert await stack.engine.poll_once() is False  # done: no full page waiting
+    await drain(stack)
+    assert (await admin.get_workload(w.id)).state == 1
+    puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == w.gwid]
+    assert [p["result"]["state"] for p in puts] == [1]
 
 
 async def test_reconcile_reapplies_live_without_results(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
-        await stack.engine.poll_once()
-        await drain(stack)
-        puts = len((await admin.state())["result_puts"])
-        redis_db.flushall()
-        rec.calls.clear()
-        assert await stack.engine.reconcile(rewrite_cache=True) == 1
-        assert rec.calls == [("provision", w.gwid)]
-        assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
-        await drain(stack)
-        assert len((await admin.state())["result_puts"]) == puts
+    w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+    await stack.engine.poll_once()
+    await drain(stack)
+    puts = len((await admin.state())["result_puts"])
+    redis_db.flushall()
+    rec.calls.clear()
+    assert await stack.engine.reconcile(rewrite_cache=True) == 1
+    assert rec.calls == [("provision", w.gwid)]
+    assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
+    await drain(stack)
+    assert len((await admin.state())["result_puts"]) == puts
 
 
 class ReplacingProvisioner(RecordingProvisioner):
@@ -291,13 +291,10 @@ class ReplacingProvisioner(RecordingProvisioner):
 
 
 async def test_reconcile_reapplies_entries_a_job_replaced_during_the_pass(
-    redis_url: str, redis_db: redis.Redis
+    start_engine: StartEngine, admin: AdminClient
 ) -> None:
     rec = ReplacingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
+    async with start_engine(rec) as stack:
         a = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
         b = await admin.subdomain(NODE, 42, "b.gw.example.com", ["185.69.166.2"])
         await stack.engine.poll_once()
@@ -307,133 +304,111 @@ async def test_reconcile_reapplies_entries_a_job_replaced_during_the_pass(
         assert sorted(rec.calls) == sorted([("provision", a.gwid), ("provision", b.gwid)])
 
 
-async def test_reference_migration(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        old = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
-        await stack.engine.poll_once()
-        new = await admin.subdomain(
-            NODE, 42, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid
-        )
-        thief = await admin.subdomain(
-            NODE, 7, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid
-        )
-        await stack.engine.poll_once()
-        await drain(stack)
-        assert rec.calls == [("provision", old.gwid)]  # migrated, not provisioned again
-        assert redis_db.hkeys(RESERVATIONS_KEY) == [old.gwid.encode()]  # same cache key
-        assert (await admin.get_workload(new.id)).state == 1
-        puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == thief.gwid]
-        assert puts[0]["result"]["state"] == 0
-        assert "another owner" in puts[0]["result"]["message"]
-        # the old workload coming back (replay) does not take it back or tear it down
-        stack.engine.request_replay()
-        await stack.engine.poll_once()
-        await admin.delete_workload(old.id)
-        stack.engine.request_replay()
-        await stack.engine.poll_once()
-        await drain(stack)
-        assert ("decommission", old.gwid) not in rec.calls
-        assert redis_db.hexists(RESERVATIONS_KEY, old.gwid)
-        # deleting the new workload removes the reservation
-        await admin.delete_workload(new.id)
-        stack.engine.request_replay()
-        await stack.engine.poll_once()
-        await drain(stack)
-        assert rec.calls[-1] == ("decommission", old.gwid)
-        assert redis_db.hlen(RESERVATIONS_KEY) == 0
+async def test_reference_migration(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    old = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
+    await stack.engine.poll_once()
+    new = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid)
+    thief = await admin.subdomain(NODE, 7, "a.gw.example.com", ["185.69.166.1"], reference=old.gwid)
+    await stack.engine.poll_once()
+    await drain(stack)
+    assert rec.calls == [("provision", old.gwid)]  # migrated, not provisioned again
+    assert redis_db.hkeys(RESERVATIONS_KEY) == [old.gwid.encode()]  # same cache key
+    assert (await admin.get_workload(new.id)).state == 1
+    puts = [p for p in (await admin.state())["result_puts"] if p["gwid"] == thief.gwid]
+    assert puts[0]["result"]["state"] == 0
+    assert "another owner" in puts[0]["result"]["message"]
+    # the old workload coming back (replay) does not take it back or tear it down
+    stack.engine.request_replay()
+    await stack.engine.poll_once()
+    await admin.delete_workload(old.id)
+    stack.engine.request_replay()
+    await stack.engine.poll_once()
+    await drain(stack)
+    assert ("decommission", old.gwid) not in rec.calls
+    assert redis_db.hexists(RESERVATIONS_KEY, old.gwid)
+    # deleting the new workload removes the reservation
+    await admin.delete_workload(new.id)
+    stack.engine.request_replay()
+    await stack.engine.poll_once()
+    await drain(stack)
+    assert rec.calls[-1] == ("decommission", old.gwid)
+    assert redis_db.hlen(RESERVATIONS_KEY) == 0
 
 
-async def test_periodic_replay_from_zero(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
-        stack.engine.replay_interval = 0.3
-        task = asyncio.create_task(stack.engine.run())
-        try:
-            froms: list[str] = []
+async def test_periodic_replay_from_zero(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
+) -> None:
+    w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.1"])
+    stack.engine.replay_interval = 0.3
+    task = asyncio.create_task(stack.engine.run())
+    try:
+        froms: list[str] = []
 
-            async def replayed() -> bool:
-                poll = (await admin.state())["polls"].get(NODE, {})
-                if poll:
-                    froms.append(poll["last_from"])
-                advanced = [i for i, f in enumerate(froms) if f != "0"]
-                return bool(advanced) and "0" in froms[advanced[0] :]
+        async def replayed() -> bool:
+            poll = (await admin.state())["polls"].get(NODE, {})
+            if poll:
+                froms.append(poll["last_from"])
+            advanced = [i for i, f in enumerate(froms) if f != "0"]
+            return bool(advanced) and "0" in froms[advanced[0] :]
 
-            await wait_until_async(replayed, timeout=20, what="a replay from 0")
-        finally:
-            task.cancel()
-        assert rec.calls == [("provision", w.gwid)]  # replays are cache hits
+        await wait_until_async(replayed, timeout=20, what="a replay from 0")
+    finally:
+        task.cancel()
+    assert rec.calls == [("provision", w.gwid)]  # replays are cache hits
 
 
 async def test_duplicated_and_shuffled_batches_apply_once(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
 ) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        await admin.set_faults(endpoints=["poll"], seed=7, duplicate_rate=1.0, shuffle_rate=1.0)
-        ws = [
-            await admin.subdomain(NODE, 42, f"s{i}.gw.example.com", ["185.69.166.1"])
-            for i in range(6)
-        ]
-        ws.append(await admin.delegate(NODE, 42, "d.example.org"))
-        await stack.engine.poll_once()
-        await drain(stack)
-        assert (await admin.faults())["applied"], "the poll answer was not mangled"
-        assert sorted(rec.calls) == sorted(("provision", w.gwid) for w in ws)
-        assert rec.calls[0] == ("provision", ws[-1].gwid)  # delegations first, whatever the order
-        puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
-        assert sorted(puts) == sorted(w.gwid for w in ws)
+    await admin.set_faults(endpoints=["poll"], seed=7, duplicate_rate=1.0, shuffle_rate=1.0)
+    ws = [
+        await admin.subdomain(NODE, 42, f"s{i}.gw.example.com", ["185.69.166.1"]) for i in range(6)
+    ]
+    ws.append(await admin.delegate(NODE, 42, "d.example.org"))
+    await stack.engine.poll_once()
+    await drain(stack)
+    assert (await admin.faults())["applied"], "the poll answer was not mangled"
+    assert sorted(rec.calls) == sorted(("provision", w.gwid) for w in ws)
+    assert rec.calls[0] == ("provision", ws[-1].gwid)  # delegations first, whatever the order
+    puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+    assert sorted(puts) == sorted(w.gwid for w in ws)
 
 
-async def test_full_page_polls_again_at_once(redis_url: str, redis_db: redis.Redis) -> None:
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        await admin.create_workloads(subdomain_specs("s", 201))
-        assert await stack.engine.poll_once() is True  # a full page of 200: more may wait
-        assert await stack.engine.poll_once() is False  # the last one
-        assert len(rec.calls) == 201
+async def test_full_page_polls_again_at_once(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
+) -> None:
+    await admin.create_workloads(subdomain_specs("s", 201))
+    assert await stack.engine.poll_once() is True  # a full page of 200: more may wait
+    assert await stack.engine.poll_once() is False  # the last one
+    assert len(rec.calls) == 201
 
 
 async def test_crash_before_caching_then_delete_cleans_up(
-    redis_url: str, redis_db: redis.Redis
+    start_engine: StartEngine, admin: AdminClient, redis_db: redis.Redis
 ) -> None:
     rec = RecordingProvisioner(refuse_users={"7"})
-    async with dev_explorer() as (server, admin):
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            live = await admin.subdomain(NODE, 42, "live.gw.example.com", ["185.69.166.1"])
-            lost = await admin.subdomain(NODE, 42, "lost.gw.example.com", ["185.69.166.1"])
-            await stack.engine.poll_once()
-            await drain(stack)
-        # as if killed after the primitive wrote redis but before the cache entry
-        redis_db.hdel(RESERVATIONS_KEY, lost.gwid)
-        await admin.delete_workload(lost.id)
-        # a never-provisioned workload on a live name, deleted: must not touch the live one
-        taken = await admin.subdomain(
-            NODE, 7, "live.gw.example.com", ["185.69.166.1"], next_action=4
-        )
-        rec.calls.clear()
-        async with engine_stack(redis_url, server.url, provisioners(rec)) as stack:
-            await stack.engine.poll_once()
-            await drain(stack)
-        assert ("decommission", lost.gwid) in rec.calls  # the orphan is torn down
-        # the refused workload on a live name never tears down the live one
-        assert ("decommission", taken.gwid) not in rec.calls
-        assert live.gwid in rec.applied
-        assert (await admin.get_workload(lost.id)).next_action == 6
-        assert (await admin.get_workload(taken.id)).next_action == 6
+    async with start_engine(rec) as stack:
+        live = await admin.subdomain(NODE, 42, "live.gw.example.com", ["185.69.166.1"])
+        lost = await admin.subdomain(NODE, 42, "lost.gw.example.com", ["185.69.166.1"])
+        await stack.engine.poll_once()
+        await drain(stack)
+    # as if killed after the primitive wrote redis but before the cache entry
+    redis_db.hdel(RESERVATIONS_KEY, lost.gwid)
+    await admin.delete_workload(lost.id)
+    # a never-provisioned workload on a live name, deleted: must not touch the live one
+    taken = await admin.subdomain(NODE, 7, "live.gw.example.com", ["185.69.166.1"], next_action=4)
+    rec.calls.clear()
+    async with start_engine(rec) as stack:
+        await stack.engine.poll_once()
+        await drain(stack)
+    assert ("decommission", lost.gwid) in rec.calls  # the orphan is torn down
+    # the refused workload on a live name never tears down the live one
+    assert ("decommission", taken.gwid) not in rec.calls
+    assert live.gwid in rec.applied
+    assert (await admin.get_workload(lost.id)).next_action == 6
+    assert (await admin.get_workload(taken.id)).next_action == 6
 
 
 class GatedProvisioner(RecordingProvisioner):
@@ -465,13 +440,10 @@ class GatedProvisioner(RecordingProvisioner):
 
 
 async def test_jobs_of_a_page_run_concurrently_but_one_name_in_order(
-    redis_url: str, redis_db: redis.Redis
+    start_engine: StartEngine, admin: AdminClient
 ) -> None:
     rec = GatedProvisioner(release=20)
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
+    async with start_engine(rec) as stack:
         others = [
             await admin.subdomain(NODE, 42, f"n{i}.gw.example.com", ["185.69.166.2"])
             for i in range(20)
@@ -491,29 +463,23 @@ async def test_jobs_of_a_page_run_concurrently_but_one_name_in_order(
 
 
 async def test_answered_items_awaiting_delivery_are_not_handled_again(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
 ) -> None:
     """The explorer serves unanswered workloads again on every poll once nothing newer is
     left; while their results wait in the outbox, polls must not redo (or re-parse) them."""
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        works = [
-            await admin.subdomain(NODE, 42, f"w{i}.gw.example.com", ["185.69.166.2"])
-            for i in range(5)
-        ]
-        assert await stack.engine.poll_once() is False
-        done = stack.engine.jobs_done
-        assert done == 5
-        for _ in range(3):  # nothing delivered yet: the same five come back each time
-            await stack.engine.poll_once()
-        assert stack.engine.jobs_done == done
-        await drain(stack)
-        puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
-        assert sorted(puts) == sorted(w.gwid for w in works)
-        assert len(rec.calls) == 5
+    works = [
+        await admin.subdomain(NODE, 42, f"w{i}.gw.example.com", ["185.69.166.2"]) for i in range(5)
+    ]
+    assert await stack.engine.poll_once() is False
+    done = stack.engine.jobs_done
+    assert done == 5
+    for _ in range(3):  # nothing delivered yet: the same five come back each time
+        await stack.engine.poll_once()
+    assert stack.engine.jobs_done == done
+    await drain(stack)
+    puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+    assert sorted(puts) == sorted(w.gwid for w in works)
+    assert len(rec.calls) == 5
 
 
 def test_chains_group_same_workload_same_name_and_serial_types() -> None:
@@ -537,36 +503,30 @@ def test_chains_group_same_workload_same_name_and_serial_types() -> None:
 
 
 async def test_a_full_page_of_items_awaiting_delivery_is_no_reason_to_rush(
-    redis_url: str, redis_db: redis.Redis
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient
 ) -> None:
     """Once nothing newer qualifies the explorer serves its queue (unanswered workloads) with
     X-Last-Id = `from`: the cursor creeps by one. A full page of it whose results are all
     still being delivered must not make the engine poll again at once (it did, over and over,
     while 5,000 results were being delivered)."""
-    rec = RecordingProvisioner()
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
-        await admin.create_workloads(subdomain_specs("q", POLL_PAGE_SIZE))
-        assert await stack.engine.poll_once() is True  # a full page of new work: catch up
-        cursor = stack.engine.cursor
-        assert await stack.engine.poll_once() is False  # the queue: all awaiting delivery
-        assert stack.engine.cursor == cursor + 1  # X-Last-Id = from, as the real explorer
-        assert len(rec.calls) == POLL_PAGE_SIZE
+    await admin.create_workloads(subdomain_specs("q", POLL_PAGE_SIZE))
+    assert await stack.engine.poll_once() is True  # a full page of new work: catch up
+    cursor = stack.engine.cursor
+    assert await stack.engine.poll_once() is False  # the queue: all awaiting delivery
+    assert stack.engine.cursor == cursor + 1  # X-Last-Id = from, as the real explorer
+    assert len(rec.calls) == POLL_PAGE_SIZE
 
 
 async def test_each_job_logs_one_structured_line(
-    redis_url: str, redis_db: redis.Redis, caplog: pytest.LogCaptureFixture
+    start_engine: StartEngine,
+    rec: RecordingProvisioner,
+    admin: AdminClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """One `job` line per job with its fields as data (keys of their own in --log-format json),
     text unchanged: `job id=… type=… action=… outcome=… duration_ms=…`."""
-    rec = RecordingProvisioner()
     caplog.set_level(logging.INFO, logger="tfgateway.engine.engine")
-    async with (
-        dev_explorer() as (server, admin),
-        engine_stack(redis_url, server.url, provisioners(rec)) as stack,
-    ):
+    async with start_engine(rec) as stack:
         ok = await admin.subdomain(NODE, 42, "ok.gw.example.com", ["185.69.166.2"])
         bad = await admin.subdomain(NODE, 42, "refuse.gw.example.com", ["185.69.166.2"])
         await stack.engine.poll_once()

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from tests.support.agent_stack import dev_explorer
 from tests.support.devexplorer import wait_until_async
-from tests.unit.primitives.test_fourtosix_provisioner import MemoryLink, new_key
+from tests.support.wireguard import MemoryLink, new_key
 from tfgateway.app import Agent
 from tfgateway.config import Config
 from tfgateway.engine.cache import RESERVATIONS_KEY
@@ -23,9 +24,11 @@ from tfgateway.node.identity import Identity
 from tfgateway.node.location import Location
 from tfgateway.primitives.fourtosix import FourToSixProvisioner, user_address
 from tfgateway.primitives.wireguard import Peer
+from tfgateway_devexplorer.admin_client import AdminClient
 
 SEED = b"a" * 32
 ENDPOINT = "gw.example.com:51820"
+NODE = Identity(SEED).node_id
 
 
 def config(explorer_url: str, redis_url: str) -> Config:
@@ -48,14 +51,33 @@ class BrokenLink(MemoryLink):
         raise OSError("no WireGuard in this kernel")
 
 
-async def run_agent(agent: Agent) -> asyncio.Task[int]:
-    return asyncio.create_task(agent.run())
+@asynccontextmanager
+async def running_agent(
+    explorer_url: str, redis_url: str, link: MemoryLink, forwarding: Path
+) -> AsyncIterator[Agent]:
+    """The whole agent in this event loop, its 4to6 provisioner on `link`; stopped cleanly
+    (exit code 0) at the end."""
+
+    def factory(seed: bytes, endpoint: str, iface: str) -> Any:
+        return FourToSixProvisioner(seed, endpoint, iface, link, forwarding)
+
+    agent = Agent(
+        config(explorer_url, redis_url),
+        Identity(SEED),
+        fourtosix_factory=factory,
+        handle_signals=False,
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        assert await asyncio.wait_for(task, 20) == 0
 
 
 async def test_cached_4to6_converged_then_new_one_provisioned(
-    tmp_path: Path, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path, explorer_url: str, admin: AdminClient, redis_url: str, redis_db: redis.Redis
 ) -> None:
-    identity = Identity(SEED)
     link = MemoryLink("wg-test")
     stale = new_key()
     link.table[stale] = Peer(stale, ("fd00::99/128",), 25)
@@ -70,58 +92,33 @@ async def test_cached_4to6_converged_then_new_one_provisioned(
     )
     redis_db.hset(RESERVATIONS_KEY, cached.id, encode_cache_value(cached))
 
-    def factory(seed: bytes, endpoint: str, iface: str) -> Any:
-        return FourToSixProvisioner(seed, endpoint, iface, link, tmp_path / "forwarding")
+    async with running_agent(explorer_url, redis_url, link, tmp_path / "forwarding"):
 
-    async with dev_explorer() as (server, admin):
-        agent = Agent(
-            config(server.url, redis_url), identity, fourtosix_factory=factory, handle_signals=False
-        )
-        task = await run_agent(agent)
-        try:
+        async def converged() -> bool:
+            return set(link.table) == {cached_key}
 
-            async def converged() -> bool:
-                return set(link.table) == {cached_key}
-
-            await wait_until_async(converged, timeout=20, what="peers converged to the cache")
-            assert link.table[cached_key].allowed_ips == (f"{user_address(SEED, '42')}/128",)
-            assert redis_db.hexists(RESERVATIONS_KEY, "10-1")  # kept, not dropped
-            key = new_key()
-            w = await admin.gateway4to6(identity.node_id, 43, key)
-            info = await admin.wait_for_result(w.id, timeout=20)
-            assert info.state == 1
-            data = json.loads(info.result["data_json"])
-            assert data["ips"] == [str(user_address(SEED, "43"))]
-            assert data["peers"][0]["endpoint"] == ENDPOINT
-            assert set(link.table) == {cached_key, key}
-        finally:
-            agent.stop()
-            assert await asyncio.wait_for(task, 20) == 0
+        await wait_until_async(converged, timeout=20, what="peers converged to the cache")
+        assert link.table[cached_key].allowed_ips == (f"{user_address(SEED, '42')}/128",)
+        assert redis_db.hexists(RESERVATIONS_KEY, "10-1")  # kept, not dropped
+        key = new_key()
+        w = await admin.gateway4to6(NODE, 43, key)
+        info = await admin.wait_for_result(w.id, timeout=20)
+        assert info.state == 1
+        data = json.loads(info.result["data_json"])
+        assert data["ips"] == [str(user_address(SEED, "43"))]
+        assert data["peers"][0]["endpoint"] == ENDPOINT
+        assert set(link.table) == {cached_key, key}
 
 
 async def test_broken_wireguard_refuses_4to6_only(
-    tmp_path: Path, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path, explorer_url: str, admin: AdminClient, redis_url: str
 ) -> None:
-    identity = Identity(SEED)
-
-    def factory(seed: bytes, endpoint: str, iface: str) -> Any:
-        return FourToSixProvisioner(
-            seed, endpoint, iface, BrokenLink("wg-test"), tmp_path / "forwarding"
-        )
-
-    async with dev_explorer() as (server, admin):
-        agent = Agent(
-            config(server.url, redis_url), identity, fourtosix_factory=factory, handle_signals=False
-        )
-        task = await run_agent(agent)
-        try:
-            tunnel = await admin.gateway4to6(identity.node_id, 43, new_key())
-            sub = await admin.subdomain(identity.node_id, 43, "a.gw.example.com", ["185.69.166.1"])
-            assert (await admin.wait_for_result(sub.id, timeout=20)).state == 1
-            await admin.wait_for_deleted(tunnel.id, timeout=20)
-            (put,) = [p for p in (await admin.state())["result_puts"] if p["gwid"] == tunnel.gwid]
-            assert put["result"]["state"] == 0
-            assert "not ready" in put["result"]["message"]
-        finally:
-            agent.stop()
-            assert await asyncio.wait_for(task, 20) == 0
+    link = BrokenLink("wg-test")
+    async with running_agent(explorer_url, redis_url, link, tmp_path / "forwarding"):
+        tunnel = await admin.gateway4to6(NODE, 43, new_key())
+        sub = await admin.subdomain(NODE, 43, "a.gw.example.com", ["185.69.166.1"])
+        assert (await admin.wait_for_result(sub.id, timeout=20)).state == 1
+        await admin.wait_for_deleted(tunnel.id, timeout=20)
+        (put,) = [p for p in (await admin.state())["result_puts"] if p["gwid"] == tunnel.gwid]
+        assert put["result"]["state"] == 0
+        assert "not ready" in put["result"]["message"]
