@@ -13,8 +13,10 @@ import contextlib
 import json
 import socket
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -150,6 +152,13 @@ class WorldDNS:
     def publish_proofs(self, owners: dict[str, object]) -> None:
         """`publish_proof` for many names (name → user) at once."""
         self.set_many({f"{PROOF_LABEL}.{n}": (str(u),) for n, u in owners.items()})
+
+    def publish_delegation_proofs(self, specs: Iterable[dict[str, Any]]) -> None:
+        """Proofs for every delegation among workload specs (`domain` by `customer_tid`), as
+        those domains' owners would publish them."""
+        self.publish_proofs(
+            {s["domain"]: s["customer_tid"] for s in specs if s["type"] == "domain_delegate"}
+        )
 
     def withdraw_proof(self, name: str) -> None:
         self.set_txt(f"{PROOF_LABEL}.{name}")
