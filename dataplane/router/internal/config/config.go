@@ -89,19 +89,22 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// readPasswordFile sets Password from PasswordFile. One trailing newline is not part of the
-// password; a missing, unreadable or empty file is an error, never "no password".
+// readPasswordFile sets Password from PasswordFile, in which $VAR and ${VAR} are expanded
+// (${CREDENTIALS_DIRECTORY}/redis-password names a systemd credential). One trailing newline
+// is not part of the password; a missing, unreadable or empty file is an error, never "no
+// password".
 func (d *DBBackend) readPasswordFile() error {
 	if d.PasswordFile == "" {
 		return nil
 	}
-	data, err := os.ReadFile(d.PasswordFile)
+	path := os.ExpandEnv(d.PasswordFile)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("[server.dbbackend] passwordfile: cannot read the redis password: %v", err)
 	}
 	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
 	if pw == "" {
-		return fmt.Errorf("[server.dbbackend] passwordfile: %s is empty: no redis password in it", d.PasswordFile)
+		return fmt.Errorf("[server.dbbackend] passwordfile: %s is empty: no redis password in it", path)
 	}
 	d.Password = pw
 	return nil

@@ -99,12 +99,15 @@ func TestPasswordFile(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Load(cfg("passwordfile = \"" + pw + "\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Server.DBBackend.Password != "s3cret" {
-		t.Fatalf("password = %q, want s3cret", c.Server.DBBackend.Password)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	for _, ref := range []string{pw, "${CREDENTIALS_DIRECTORY}/redis-password"} {
+		c, err := Load(cfg("passwordfile = \"" + ref + "\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Server.DBBackend.Password != "s3cret" {
+			t.Fatalf("%s: password = %q, want s3cret", ref, c.Server.DBBackend.Password)
+		}
 	}
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, []byte("\n"), 0o400); err != nil {
