@@ -10,7 +10,7 @@
 # as buildGoModule does, so a moved main package or an inconsistent vendor tree fails here.
 # --head: hash the modules as committed (HEAD) instead of the work tree.
 # Runs offline apart from the Go module proxy; needs Go of the same minor version as nixpkgs' Go
-# (modules.txt can differ between minors) and `nix hash path` from Debian's nix-bin.
+# (modules.txt can differ between minors) and `nix hash path` (scripts/nix.sh).
 # Rerun it whenever go.mod/go.sum of a wrapper module or nixpkgs' Go changes.
 source "$(dirname "$0")/lib.sh"
 cd "$TFGW_ROOT"
@@ -34,8 +34,7 @@ declare -A MODULES=(
 )
 
 command -v go >/dev/null || die "go missing"
-command -v nix >/dev/null || die "nix missing (Debian package nix-bin)"
-nar_hash() { nix --extra-experimental-features nix-command hash path --type sha256 "$1"; }
+nar_hash() { "$TFGW_ROOT/scripts/nix.sh" --extra-experimental-features nix-command hash path --type sha256 "$1"; }
 
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
