@@ -430,8 +430,7 @@ async def test_redis_restart_with_persistence(
     async with agent_on_persistent_redis(tmp_path, explorer, admin) as (server, agent, node):
         first = await admin.subdomain(node, 42, f"a.{MANAGED}", ["185.69.166.1"])
         await all_answered(admin, [first], agent)
-        r = server.client()
-        r.save()
+        server.save()
         server.stop()
         # While redis is down a new workload arrives: it must wait, not be refused.
         second = await admin.subdomain(node, 42, f"b.{MANAGED}", ["185.69.166.2"])

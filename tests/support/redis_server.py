@@ -50,3 +50,18 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def save(self) -> None:
+        """SAVE now. A persistent server also saves by itself every second (`save 1 1`), and
+        SAVE is refused while that background save runs: wait for it and save again."""
+        r = self.client()
+
+        def saved() -> bool:
+            try:
+                return bool(r.save())
+            except redis.ResponseError as exc:
+                if "in progress" not in str(exc):
+                    raise
+                return False
+
+        wait_until(saved, timeout=30, what=f"SAVE on redis {self.port}")
