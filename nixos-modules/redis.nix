@@ -45,6 +45,20 @@ in
       }
     ];
 
+    # Loads an old gateway's dump.rdb (docs/operators.md, "Moving an Ubuntu gateway").
+    environment.systemPackages = [
+      (pkgs.writeShellApplication {
+        name = "tfgateway-redis-import";
+        runtimeInputs = [
+          config.services.redis.package
+          pkgs.coreutils
+          pkgs.gnugrep
+          pkgs.psmisc
+        ];
+        text = builtins.readFile ./tfgateway-redis-import.sh;
+      })
+    ];
+
     services.redis.servers.tfgateway = {
       enable = true;
       # A named server listens on TCP only when given a port; the router speaks TCP only.

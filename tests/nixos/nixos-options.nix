@@ -168,7 +168,15 @@ in
     };
 
     services = {
-      redis.servers = opt (types.attrsOf redisServer) { };
+      redis = {
+        # mkPackageOption pkgs "redis" { }
+        package = opt types.package {
+          type = "derivation";
+          name = "redis";
+          outPath = "/nix/store/00000000000000000000000000000000-redis";
+        };
+        servers = opt (types.attrsOf redisServer) { };
+      };
       # nixos/modules/system/boot/resolved.nix
       resolved.settings = opt (types.submodule { freeformType = iniSections; }) { };
       # nixos/modules/services/networking/ssh/sshd.nix (images/common.nix)

@@ -34,7 +34,10 @@ let
       generate = name: value: fakePackage name // { inherit value; };
     };
     writeText = name: text: fakePackage name // { inherit text; };
+    writeShellApplication = args: fakePackage args.name;
     coreutils = fakePackage "coreutils";
+    gnugrep = fakePackage "gnugrep";
+    psmisc = fakePackage "psmisc";
     dnsutils = fakePackage "dnsutils";
     wireguard-tools = fakePackage "wireguard-tools";
   };
