@@ -74,7 +74,7 @@
           tfgwPkgs.coredns
         ];
         packages = [
-          pkgs.go
+          pkgs.go_1_26 # the Go of the packages (buildGo126Module) and of the vendor hashes
           pkgs.redis
           pkgs.nixfmt-tree
           pkgs.deadnix

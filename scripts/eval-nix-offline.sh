@@ -84,6 +84,18 @@ for case in "${cases[@]}"; do
 done
 [ $failed = 0 ] || die "a deliberate mistake was not caught"
 
+step "a local vendor/ never reaches a Go package's src"
+mod=$out/gomodule
+mkdir -p "$mod/vendor/example.org/x" "$mod/cmd"
+touch "$mod/go.mod" "$mod/cmd/main.go" "$mod/vendor/modules.txt" "$mod/vendor/example.org/x/x.go"
+files=$(evaluate "map toString (($lib).fileset.toList ((import ./nix/packages/go-source.nix { lib = $lib; }).files $mod))")
+python3 - "$files" <<'PY'
+import json, sys
+files = json.loads(sys.argv[1])
+assert files and not any("/vendor" in f for f in files), files
+print(f"src has {len(files)} files, none under vendor/")
+PY
+
 step "the VM test's script"
 "$TFGW_VENV/bin/ruff" check --no-cache --isolated --select F,E9 "$out/testscript.py"
 echo "offline evaluation passed"

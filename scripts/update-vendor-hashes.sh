@@ -54,6 +54,22 @@ vendor_dir() {
   [ -n "$(ls -A "$copy/vendor")" ] || die "$mod has no dependencies: its package needs vendorHash = null"
 }
 
+# The Go nixpkgs builds each package with (buildGo1xxModule, nixpkgs' GOTOOLCHAIN=local) must
+# accept the module's `go` line, the hashes must come from the same Go minor (modules.txt
+# differs between minors), and the package's src must leave out any local vendor/.
+go_minor() { sed -nE 's/^go 1\.([0-9]+)(\.[0-9]+)?$/\1/p' "$1"; }
+local_minor=$(go env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')
+for name in "${!MODULES[@]}"; do
+  pkg=nix/packages/$name.nix
+  builder=$(sed -nE 's/^buildGo1([0-9]+)Module \{$/\1/p' "$pkg")
+  [ -n "$builder" ] || die "$pkg: not built with a versioned buildGo1xxModule (the Go would follow nixpkgs' default)"
+  want=$(go_minor "${MODULES[$name]}/go.mod")
+  [ -n "$want" ] || die "${MODULES[$name]}/go.mod has no go line"
+  [ "$want" -le "$builder" ] || die "${MODULES[$name]}/go.mod needs Go 1.$want but $pkg builds with buildGo1${builder}Module"
+  [ "$local_minor" = "$builder" ] || die "the hashes must be computed with Go 1.$builder (nixpkgs' buildGo1${builder}Module); this Go is $(go env GOVERSION)"
+  grep -q 'src = (import ./go-source.nix { inherit lib; }).src' "$pkg" || die "$pkg: src must come from go-source.nix (no vendor/ in it)"
+done
+
 declare -A GOT=()
 for name in "${!MODULES[@]}"; do
   mod=${MODULES[$name]}
