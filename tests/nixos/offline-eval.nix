@@ -114,24 +114,10 @@ else
     assertionCases = lib.length (lib.attrNames cases.invalid);
 
     # Kept in tests/nixos/rendered/ (scripts/eval-nix-offline.sh --update writes them).
-    rendered = {
-      corefile = (lib.head units.tfgateway-dns.restartTriggers).text;
+    rendered = import ./rendering.nix { inherit lib; } {
+      inherit reference;
+      with4to6 = reference4to6;
       routerSettings = reference.services.tfgateway.router.settings;
-      agentCommand = units.tfgateway.serviceConfig.ExecStart;
-      routerCommand = units.tfgateway-router.serviceConfig.ExecStart;
-      dnsCommand = units.tfgateway-dns.serviceConfig.ExecStart;
-      redis = {
-        inherit (reference.services.redis.servers.tfgateway)
-          port
-          bind
-          appendOnly
-          appendFsync
-          save
-          requirePassFile
-          ;
-        settings = { inherit (reference.services.redis.servers.tfgateway.settings) notify-keyspace-events; };
-      };
-      nftables = lib.mapAttrs (_: t: { inherit (t) family content; }) reference4to6.networking.nftables.tables;
     };
 
     # For a person to read: the units as the module writes them.

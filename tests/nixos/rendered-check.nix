@@ -25,27 +25,7 @@ let
     }).config;
   reference = host { };
   with4to6 = host { services.tfgateway.endpoint = "203.0.113.10:51820"; };
-  units = reference.systemd.services;
-  redis = reference.services.redis.servers.tfgateway;
-  rendering = {
-    corefile = (lib.head units.tfgateway-dns.restartTriggers).text;
-    routerSettings = null; # render.py reads the generated router.toml named in the command
-    agentCommand = units.tfgateway.serviceConfig.ExecStart;
-    routerCommand = units.tfgateway-router.serviceConfig.ExecStart;
-    dnsCommand = units.tfgateway-dns.serviceConfig.ExecStart;
-    redis = {
-      inherit (redis)
-        port
-        bind
-        appendOnly
-        appendFsync
-        save
-        requirePassFile
-        ;
-      settings = { inherit (redis.settings) notify-keyspace-events; };
-    };
-    nftables = lib.mapAttrs (_: t: { inherit (t) family content; }) with4to6.networking.nftables.tables;
-  };
+  rendering = import ./rendering.nix { inherit lib; } { inherit reference with4to6; };
 in
 pkgs.runCommand "tfgateway-rendered-files"
   {
