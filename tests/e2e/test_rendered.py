@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import dns.rcode
 import pytest
 
-from tests.e2e.test_proxy import publish
 from tests.support.gateway import (
     GW_CLIENT_ADDR,
     GW_NATC_ADDR,
@@ -20,6 +19,7 @@ from tests.support.gateway import (
     wait_for,
 )
 from tests.support.rendered import Rendered
+from tests.support.sites import publish_site
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_a_workload_is_served_through_the_rendered_configuration(
     gateway: Gateway, label: str
 ) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    publish(gateway, gateway.add_user(), name)
+    publish_site(gateway, gateway.add_user(), name)
     wait_for(lambda: [r.to_text() for r in gateway.dns(name).answer] != [], what=f"dns {name}")
     assert GW_CLIENT_ADDR in gateway.dns(name).answer[0].to_text()
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.test_fourtosix_kernel import ENDPOINT, IFACE, SEED, Client, workload
+from tests.kernel.test_fourtosix_kernel import ENDPOINT, IFACE, SEED
 from tests.kernel.topology import Topology, run
 from tests.support.processes import wait_until
+from tests.support.wireguard import KeyPair, workload
 from tfgateway.primitives import fourtosix
 from tfgateway.primitives.fourtosix import FourToSixProvisioner
 
@@ -83,7 +84,7 @@ async def test_peers_reach_the_internet_but_not_each_other(
     gw = FourToSixProvisioner(SEED, ENDPOINT, IFACE)
     await gw.setup()
     await gw.converge([])
-    alice, bob = Client(), Client()
+    alice, bob = KeyPair(), KeyPair()
     alice_data = await gw.provision(workload("300-1", "42", alice.public))
     bob_data = await gw.provision(workload("301-1", "43", bob.public))
     (tmp_path / "a").mkdir()
