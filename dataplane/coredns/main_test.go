@@ -343,3 +343,14 @@ func waitFor(t *testing.T, what string, cond func() error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRedisWithoutPasswordRefused: a redis that wants a password CoreDNS was not given stops
+// CoreDNS at start (the appliance's redis always has one), instead of answering SERVFAIL.
+func TestRedisWithoutPasswordRefused(t *testing.T) {
+	sock, _ := startRedis(t, "s3cret", 0)
+	corefile := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n gatewaydns {\n  unix %s\n }\n}", freePort(t), sock)
+	_, err := startCoreDNS(t, corefile)
+	if err == nil || !strings.Contains(err.Error(), "wants a password and none is configured") {
+		t.Fatalf("start error %v, want one saying the password is missing", err)
+	}
+}
