@@ -38,6 +38,9 @@ let
       before = list types.str;
       restartTriggers = list types.unspecified;
       reloadTriggers = list types.unspecified;
+      restartIfChanged = opt types.bool true;
+      reloadIfChanged = opt types.bool false;
+      stopIfChanged = opt types.bool true;
       environment = opt (types.attrsOf (
         types.nullOr (
           types.oneOf [
@@ -145,8 +148,27 @@ in
       )) { };
     };
 
-    # nixos/modules/config/system-path.nix
-    environment.systemPackages = list types.package;
+    environment = {
+      # nixos/modules/config/system-path.nix
+      systemPackages = list types.package;
+      # nixos/modules/system/etc/etc.nix: environment.etc.<name>
+      etc = opt (types.attrsOf (
+        types.submodule (
+          { name, ... }:
+          {
+            options = {
+              enable = opt types.bool true;
+              target = opt types.str name;
+              text = opt (types.nullOr types.lines) null;
+              source = mkOption { type = types.path; };
+              mode = opt types.str "symlink";
+              user = opt types.str "+0";
+              group = opt types.str "+0";
+            };
+          }
+        )
+      )) { };
+    };
 
     networking = {
       # nixos/modules/tasks/network-interfaces.nix
