@@ -31,7 +31,15 @@ let
     "services.tfgateway.router.settings.server.httpport" = router.httpport;
     "services.tfgateway.router.settings.server.clientsport" = router.clientsport;
     "services.tfgateway.redis.port" = cfg.redis.port;
+  }
+  // lib.filterAttrs (_: port: port != null) {
+    "services.tfgateway.metricsListen" = listenPort cfg.metricsListen;
+    "services.tfgateway.router.metricsListen" = listenPort cfg.router.metricsListen;
+    "services.tfgateway.dns.metricsListen" = listenPort cfg.dns.metricsListen;
+    "services.tfgateway.dns.healthListen" = listenPort cfg.dns.healthListen;
+    "services.tfgateway.dns.readyListen" = listenPort cfg.dns.readyListen;
   };
+  listenPort = address: if address == null then null else endpointPort address;
   wireguardPort = if cfg.endpoint == null then null else endpointPort cfg.endpoint;
   duplicatePorts = lib.filterAttrs (_: names: lib.length names > 1) (
     lib.groupBy (name: toString tcpPorts.${name}) (lib.attrNames tcpPorts)
@@ -207,8 +215,7 @@ in
 
     metricsListen = mkOption {
       type = types.nullOr types.str;
-      default = null;
-      example = "127.0.0.1:9110";
+      default = "127.0.0.1:9110";
       description = "Address of the agent's Prometheus metrics endpoint (`--metrics-listen`); `null`: off.";
     };
 
@@ -286,7 +293,9 @@ in
         ];
         description = ''
           Resolvers CoreDNS forwards names outside the gateway's zones to. Empty: the gateway
-          answers only for its own zones, as an authoritative server should.
+          answers only for its own zones, as an authoritative server should. Setting it makes
+          port 53 a recursive resolver, so it requires
+          {option}`services.tfgateway.dns.recursionAllowedFrom`.
         '';
       };
 
@@ -301,7 +310,7 @@ in
         type = types.lines;
         default = "";
         example = "log";
-        description = "Extra Corefile directives for the gateway's server block (e.g. `log`, `prometheus :9153`).";
+        description = "Extra Corefile directives for the gateway's server block (e.g. `log`).";
       };
     };
 
@@ -310,8 +319,7 @@ in
 
       metricsListen = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        example = "127.0.0.1:9111";
+        default = "127.0.0.1:9111";
         description = "Address of the router's Prometheus metrics endpoint (`-metrics`); `null`: off.";
       };
 
@@ -384,6 +392,15 @@ in
                         default = 10;
                         description = "Seconds between full resyncs of the route table from redis.";
                       };
+                      passwordfile = mkOption {
+                        type = types.str;
+                        default = "\${CREDENTIALS_DIRECTORY}/redis-password";
+                        description = ''
+                          File the router reads the redis password from: the systemd credential
+                          of {option}`services.tfgateway.redis.passwordFile`. Never set `password`
+                          here: this file is in the world-readable Nix store.
+                        '';
+                      };
                     };
                   };
                 };
@@ -432,6 +449,10 @@ in
       {
         assertion = router.dbbackend.addr == "127.0.0.1" && router.dbbackend.port == cfg.redis.port;
         message = "services.tfgateway.router.settings.server.dbbackend must be the gateway's redis (127.0.0.1:${toString cfg.redis.port}), where the agent writes the routes; got ${router.dbbackend.addr}:${toString router.dbbackend.port}.";
+      }
+      {
+        assertion = !(router.dbbackend ? password);
+        message = "services.tfgateway.router.settings.server.dbbackend.password would put the redis password in the world-readable Nix store; the router reads it from the systemd credential (passwordfile, services.tfgateway.redis.passwordFile).";
       }
       {
         assertion = cfg.domains != [ ] -> cfg.nameservers != [ ];

@@ -22,9 +22,9 @@ from tests.support.gateway import (
     REDIS_PORT,
     Gateway,
     User,
-    agent_program,
     wait_for,
 )
+from tests.support.processes import agent_program
 
 FAST = ("--proof-recheck-interval", "1", "--reconcile-interval", "1", "--max-backoff", "1")
 
@@ -46,10 +46,15 @@ def served_by_backend(gateway: Gateway, name: str) -> bool:
     return gateway.http(name).headers.get("x-site") == "backend"
 
 
+def run_status(gateway: Gateway, *args: str) -> str:
+    """`tfgateway status` as the operator runs it on the gateway."""
+    return gateway.gw.run(agent_program("tfgateway"), "status", "--redis",
+                          f"tcp://127.0.0.1:{REDIS_PORT}", "--redis-password-file",
+                          str(gateway.redis_password_file), *args)  # fmt: skip
+
+
 def status(gateway: Gateway) -> dict[str, Any]:
-    out = gateway.gw.run(agent_program("tfgateway"), "status", "--redis",
-                         f"tcp://127.0.0.1:{REDIS_PORT}", "--json")  # fmt: skip
-    doc: dict[str, Any] = json.loads(out)
+    doc: dict[str, Any] = json.loads(run_status(gateway, "--json"))
     return doc
 
 
@@ -107,8 +112,7 @@ def test_a_proof_that_disappears_suspends_the_route_until_it_is_back(
     assert record is not None
     assert record["state"] == "suspended"
     assert f"no TXT record at _tfgateway.{name}" in record["reason"]
-    table = gateway.gw.run(agent_program("tfgateway"), "status", "--redis",
-                           f"tcp://127.0.0.1:{REDIS_PORT}")  # fmt: skip
+    table = run_status(gateway)
     assert f"SUSPENDED (not served) proxy {name} of user {owner.id}" in table
     # The workload itself stays live: no error result, no delete.
     assert [r.state for r in gateway.results_put(pid)] == ["ok"]
