@@ -55,7 +55,16 @@ let
     cfg.logFormat
     "--explorer-timeout"
     (toString cfg.explorerTimeout)
+    "--name-proof"
+    cfg.nameProof.mode
+    "--proof-timeout"
+    (toString cfg.nameProof.timeout)
+    "--proof-recheck-interval"
+    (toString cfg.nameProof.recheckInterval)
+    "--proof-grace"
+    (toString cfg.nameProof.grace)
   ]
+  ++ repeat "--proof-resolver" cfg.nameProof.resolvers
   ++ cfg.extraArgs;
 
   # "" is an empty set: without 4to6 the agent has no capability at all.
@@ -74,8 +83,9 @@ in
       ];
 
       serviceConfig = (import ./hardening.nix).common // {
-        # The seed argument is added unescaped so that systemd expands %d.
-        ExecStart = "${utils.escapeSystemdExecArgs ([ (lib.getExe cfg.package) ] ++ args)} --seed ${seed}";
+        # The seed and password arguments are added unescaped so that systemd expands %d, its
+        # credentials directory (LoadCredential here and in redis.nix).
+        ExecStart = "${utils.escapeSystemdExecArgs ([ (lib.getExe cfg.package) ] ++ args)} --seed ${seed} --redis-password-file %d/redis-password";
         StateDirectory = "tfgateway";
         StateDirectoryMode = "0700";
         LoadCredential = lib.optional (cfg.seedFile != null) "identity.seed:${cfg.seedFile}";

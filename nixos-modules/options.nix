@@ -31,7 +31,15 @@ let
     "services.tfgateway.router.settings.server.httpport" = router.httpport;
     "services.tfgateway.router.settings.server.clientsport" = router.clientsport;
     "services.tfgateway.redis.port" = cfg.redis.port;
+  }
+  // lib.filterAttrs (_: port: port != null) {
+    "services.tfgateway.metricsListen" = listenPort cfg.metricsListen;
+    "services.tfgateway.router.metricsListen" = listenPort cfg.router.metricsListen;
+    "services.tfgateway.dns.metricsListen" = listenPort cfg.dns.metricsListen;
+    "services.tfgateway.dns.healthListen" = listenPort cfg.dns.healthListen;
+    "services.tfgateway.dns.readyListen" = listenPort cfg.dns.readyListen;
   };
+  listenPort = address: if address == null then null else endpointPort address;
   wireguardPort = if cfg.endpoint == null then null else endpointPort cfg.endpoint;
   duplicatePorts = lib.filterAttrs (_: names: lib.length names > 1) (
     lib.groupBy (name: toString tcpPorts.${name}) (lib.attrNames tcpPorts)
@@ -140,6 +148,64 @@ in
       '';
     };
 
+    nameProof = {
+      mode = mkOption {
+        type = types.enum [
+          "required"
+          "first-come"
+        ];
+        default = "required";
+        description = ''
+          Who may claim a name outside `domains` (`--name-proof`). `required`: a proxy, reverse
+          proxy or delegation needs a TXT record at `_tfgateway.<name>` holding the user's id
+          (names inside a zone the same user delegated are covered by that zone's proof); a
+          proof that disappears suspends the name until it is back. `first-come`: the Go
+          daemon's behaviour, where any user may claim a name its owner has not pointed at the
+          gateway yet. Public suffixes can never be delegated in either mode.
+        '';
+      };
+
+      resolvers = mkOption {
+        type = types.listOf types.str;
+        default = [
+          "9.9.9.9"
+          "149.112.112.112"
+          "[2620:fe::fe]:53"
+        ];
+        description = ''
+          Resolvers proofs are looked up with (`--proof-resolver`, `IP` or `IP:PORT`; Quad9 by
+          default, which validates DNSSEC). Never this gateway's own CoreDNS: it answers for the
+          zones it serves, so every proof of a zone delegated here would pass. `[ ]`: the
+          host's /etc/resolv.conf (on this appliance that may be CoreDNS itself).
+        '';
+      };
+
+      timeout = mkOption {
+        type = types.ints.positive;
+        default = 5;
+        description = "Seconds one proof lookup may take (`--proof-timeout`).";
+      };
+
+      recheckInterval = mkOption {
+        type = types.ints.positive;
+        default = 3600;
+        description = ''
+          Seconds between two lookups of a proven name (`--proof-recheck-interval`); a name
+          whose proof is gone is suspended (no longer served) and restored when it is back.
+        '';
+      };
+
+      grace = mkOption {
+        type = types.ints.unsigned;
+        default = 604800;
+        description = ''
+          Seconds names served without proof before proofs were first enforced (an upgrade
+          from the Go daemon or from `first-come`) are kept before their first check
+          (`--proof-grace`).
+        '';
+      };
+    };
+
     location = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -149,8 +215,7 @@ in
 
     metricsListen = mkOption {
       type = types.nullOr types.str;
-      default = null;
-      example = "127.0.0.1:9110";
+      default = "127.0.0.1:9110";
       description = "Address of the agent's Prometheus metrics endpoint (`--metrics-listen`); `null`: off.";
     };
 
@@ -228,7 +293,9 @@ in
         ];
         description = ''
           Resolvers CoreDNS forwards names outside the gateway's zones to. Empty: the gateway
-          answers only for its own zones, as an authoritative server should.
+          answers only for its own zones, as an authoritative server should. Setting it makes
+          port 53 a recursive resolver, so it requires
+          {option}`services.tfgateway.dns.recursionAllowedFrom`.
         '';
       };
 
@@ -243,7 +310,7 @@ in
         type = types.lines;
         default = "";
         example = "log";
-        description = "Extra Corefile directives for the gateway's server block (e.g. `log`, `prometheus :9153`).";
+        description = "Extra Corefile directives for the gateway's server block (e.g. `log`).";
       };
     };
 
@@ -252,8 +319,7 @@ in
 
       metricsListen = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        example = "127.0.0.1:9111";
+        default = "127.0.0.1:9111";
         description = "Address of the router's Prometheus metrics endpoint (`-metrics`); `null`: off.";
       };
 
@@ -326,6 +392,15 @@ in
                         default = 10;
                         description = "Seconds between full resyncs of the route table from redis.";
                       };
+                      passwordfile = mkOption {
+                        type = types.str;
+                        default = "\${CREDENTIALS_DIRECTORY}/redis-password";
+                        description = ''
+                          File the router reads the redis password from: the systemd credential
+                          of {option}`services.tfgateway.redis.passwordFile`. Never set `password`
+                          here: this file is in the world-readable Nix store.
+                        '';
+                      };
                     };
                   };
                 };
@@ -374,6 +449,10 @@ in
       {
         assertion = router.dbbackend.addr == "127.0.0.1" && router.dbbackend.port == cfg.redis.port;
         message = "services.tfgateway.router.settings.server.dbbackend must be the gateway's redis (127.0.0.1:${toString cfg.redis.port}), where the agent writes the routes; got ${router.dbbackend.addr}:${toString router.dbbackend.port}.";
+      }
+      {
+        assertion = !(router.dbbackend ? password);
+        message = "services.tfgateway.router.settings.server.dbbackend.password would put the redis password in the world-readable Nix store; the router reads it from the systemd credential (passwordfile, services.tfgateway.redis.passwordFile).";
       }
       {
         assertion = cfg.domains != [ ] -> cfg.nameservers != [ ];

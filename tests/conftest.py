@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import redis
 import redis.asyncio
 
 from tests.support.redis_server import RedisServer
+from tests.support.world_dns import WorldDNS
 from tfgateway.store.url import connect
+
+_labels = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +24,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def world_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorldDNS]:
+    """The Internet's DNS as proof-of-control lookups see it (coredns-tfgw on a redis of its
+    own, on loopback): tests publish name owners' records there, never on the Internet."""
+    with WorldDNS(tmp_path_factory.mktemp("world-dns")) as world:
+        yield world
 
 
 @pytest.fixture
@@ -48,3 +60,11 @@ async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def label(request: pytest.FixtureRequest) -> str:
+    """A DNS label unique to this test (its name, parameters included, and a counter), so tests
+    sharing a gateway never share names."""
+    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
+    return f"{name.removeprefix('test-')[:40]}-{next(_labels)}"

@@ -22,8 +22,11 @@ from tfgateway.config import Config
 from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
 from tfgateway.node.identity import SeedError, load_or_create
 from tfgateway.node.location import DEFAULT_GEOIP, Location, LocationError, parse_location
+from tfgateway.primitives.name_proofs import DEFAULT_GRACE, DEFAULT_RECHECK_INTERVAL, ProofMode
+from tfgateway.primitives.proof import DEFAULT_TIMEOUT as DEFAULT_PROOF_TIMEOUT
+from tfgateway.primitives.proof import parse_resolver
 from tfgateway.primitives.validation import ValidationError, normalize_domain
-from tfgateway.store.url import RedisURLError, parse_redis_url
+from tfgateway.store.url import RedisAuthError, RedisURLError, parse_redis_url, read_password_file
 from tfgateway.telemetry.logs import LOG_FORMATS
 from tfgateway.telemetry.metrics import parse_listen
 
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _explorer_flags(p.add_argument_group("explorer"))
     _dns_flags(p.add_argument_group("DNS"))
     _proxy_flags(p.add_argument_group("proxies and reverse tunnels"))
+    _name_proof_flags(p.add_argument_group("proof of control for names outside --domains"))
     _fourtosix_flags(p.add_argument_group("4to6 (WireGuard)"))
     _operation_flags(p.add_argument_group("operation"))
     p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
@@ -88,6 +92,17 @@ def _node_flags(g: argparse._ArgumentGroup) -> None:
         default=DEFAULT_REDIS,
         metavar="URL",
         help="redis, tcp://[password@]host:port or unix:///path (default %(default)s)",
+    )
+    _password_file_flag(g)
+
+
+def _password_file_flag(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--redis-password-file",
+        metavar="FILE",
+        help="read the redis password from FILE (one trailing newline ignored), e.g. a systemd "
+        "credential, instead of putting it in the --redis URL; a missing or empty file is an "
+        "error",
     )
 
 
@@ -175,6 +190,43 @@ def _proxy_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def _name_proof_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--name-proof",
+        choices=[m.value for m in ProofMode],
+        default=ProofMode.REQUIRED.value,
+        help="required: a proxy, reverse proxy or delegation on a name outside --domains (and "
+        "outside a zone the same user delegated) needs a TXT record at _tfgateway.<name> "
+        "holding the user's id; first-come: the Go daemon's first come, first served, which "
+        "lets any user claim a name its owner has not pointed at the gateway yet "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--proof-resolver",
+        action="append",
+        default=[],
+        metavar="IP[:PORT]",
+        help="resolver to look proofs up with (repeatable; default: the host's "
+        "/etc/resolv.conf); never this gateway's own CoreDNS, which answers for the zones "
+        "it serves",
+    )
+    _seconds_flag(g, "--proof-timeout", DEFAULT_PROOF_TIMEOUT, "time one proof lookup may take")
+    _seconds_flag(
+        g,
+        "--proof-recheck-interval",
+        DEFAULT_RECHECK_INTERVAL,
+        "look proven names up again this often; a name whose proof is gone is suspended (no "
+        "longer served, kept, restored when the proof is back)",
+    )
+    _seconds_flag(
+        g,
+        "--proof-grace",
+        DEFAULT_GRACE,
+        "names served without proof when proofs are first enforced (an upgrade) are kept "
+        "this long before their first check",
+    )
+
+
 def _fourtosix_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         *_names("endpoint"),
@@ -258,6 +310,7 @@ def _config(a: argparse.Namespace) -> Config:
         seed=a.seed,
         explorer=a.explorer,
         redis=a.redis,
+        redis_password=_redis_password(a),
         debug=a.debug,
         farm=a.farm,
         nameservers=_domain_list("--nameservers", a.nameservers),
@@ -278,7 +331,30 @@ def _config(a: argparse.Namespace) -> Config:
         uptime_interval=a.uptime_interval,
         request_timeout=a.explorer_timeout,
         log_format=a.log_format,
+        name_proof=ProofMode(a.name_proof),
+        proof_resolvers=_resolvers(a.proof_resolver),
+        proof_timeout=a.proof_timeout,
+        proof_recheck_interval=a.proof_recheck_interval,
+        proof_grace=a.proof_grace,
     )
+
+
+def _resolvers(values: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(parse_resolver(v) for v in _split(values))
+    except ValueError as exc:
+        raise _FlagError(f"--proof-resolver: {exc}") from None
+
+
+def _redis_password(a: argparse.Namespace) -> str | None:
+    if a.redis_password_file is None:
+        return None
+    if parse_redis_url(a.redis).password is not None:
+        raise _FlagError("--redis-password-file: the --redis URL has a password too; use one")
+    try:
+        return read_password_file(a.redis_password_file)
+    except RedisURLError as exc:
+        raise _FlagError(f"--redis-password-file: {exc}") from None
 
 
 def _domain_list(flag: str, values: Sequence[str]) -> tuple[str, ...]:
@@ -327,9 +403,13 @@ def _check_seconds(a: argparse.Namespace) -> None:
         ("--max-backoff", a.max_backoff),
         ("--uptime-interval", a.uptime_interval),
         ("--explorer-timeout", a.explorer_timeout),
+        ("--proof-timeout", a.proof_timeout),
+        ("--proof-recheck-interval", a.proof_recheck_interval),
     ):
         if not (value > 0 and math.isfinite(value)):
             raise _FlagError(f"{flag} must be a finite number of seconds above 0, not {value!r}")
+    if not (a.proof_grace >= 0 and math.isfinite(a.proof_grace)):
+        raise _FlagError(f"--proof-grace must be a finite number of seconds, not {a.proof_grace!r}")
 
 
 def _location(text: str | None) -> Location | None:
@@ -393,19 +473,26 @@ def status_main(argv: Sequence[str]) -> int:
     )
     p.add_argument(*_names("redis"), default=DEFAULT_REDIS, metavar="URL",
                    help="redis URL (default %(default)s)")  # fmt: skip
+    _password_file_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(list(argv))
     try:
         parse_redis_url(a.redis)
     except RedisURLError as exc:
         p.error(f"--redis: {exc}")
+    try:
+        password = _redis_password(a)
+    except _FlagError as exc:
+        p.error(str(exc))
     from redis.exceptions import RedisError
 
     from tfgateway.status import collect, render_table
-    from tfgateway.store.url import connect
+    from tfgateway.store.url import check_auth, connect
 
     async def fetch() -> Any:
-        client = connect(a.redis, socket_timeout=5.0)
+        await check_auth(a.redis, password)
+        options = {} if password is None else {"password": password}
+        client = connect(a.redis, socket_timeout=5.0, **options)
         try:
             return await collect(client)
         finally:
@@ -413,8 +500,9 @@ def status_main(argv: Sequence[str]) -> int:
 
     try:
         status = asyncio.run(fetch())
-    except (RedisError, OSError) as exc:
-        print(f"tfgateway status: cannot read redis {a.redis}: {exc}", file=sys.stderr)
+    except (RedisError, OSError, RedisAuthError) as exc:
+        where = parse_redis_url(a.redis).describe()  # never the password of the URL
+        print(f"tfgateway status: cannot read redis {where}: {exc}", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(status.to_json()))
@@ -439,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(app.run(config))
-    except SeedError as exc:
+    except (SeedError, RedisAuthError) as exc:
         print(f"tfgateway: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,11 +17,13 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.redis_server import snapshot
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import ed25519_private_to_curve25519, ed25519_public_to_curve25519
 from tfgateway.node.identity import Identity
 from tfgateway.primitives.dns import DNSStore, SubdomainProvisioner
+from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
 from tfgateway.primitives.tcprouter import PROXY_CHANNEL, decode_service, encode_service
@@ -71,13 +73,6 @@ async def user_key(tid: int) -> bytes:
     raise LookupError(f"user {tid} not in the phonebook")
 
 
-def snapshot(db: redis.Redis) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key in db.keys("*"):
-        out[key] = db.hgetall(key) if db.type(key) == b"hash" else db.get(key)
-    return out
-
-
 def test_encode_service_is_the_spec_example_byte_for_byte() -> None:
     value = encode_service(
         "www.example.com", addr="10.0.0.5", tls_port=443, http_port=80, user="1234"
@@ -93,7 +88,9 @@ def test_encode_service_is_the_spec_example_byte_for_byte() -> None:
 async def test_proxy_provision_writes_go_bytes_and_publishes(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=NameProofs.first_come(aredis)
+    )
     pubsub = aredis.pubsub()
     await pubsub.subscribe(PROXY_CHANNEL)
     await pubsub.get_message(timeout=1)
@@ -132,7 +129,12 @@ async def test_proxy_provision_writes_go_bytes_and_publishes(
 async def test_proxy_targets_that_reach_the_gateway_are_refused(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, addr: Any, message: str
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, own_addresses=["185.69.166.1"])
+    prov = ProxyProvisioner(
+        aredis,
+        GATEWAY.node_id,
+        own_addresses=["185.69.166.1"],
+        proofs=NameProofs.first_come(aredis),
+    )
     with pytest.raises(ProvisionError, match=message):
         await prov.provision(proxy("1234", "www.example.com", addr))
     assert snapshot(redis_db) == {}
@@ -154,7 +156,7 @@ async def test_bad_proxy_data(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, domain: str, port: Any, tls: Any,
     message: str,
 ) -> None:  # fmt: skip
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
     with pytest.raises(ProvisionError, match=message):
         await prov.provision(proxy("1234", domain, "8.8.8.8", port, tls))
     assert snapshot(redis_db) == {}
@@ -163,8 +165,8 @@ async def test_bad_proxy_data(
 async def test_proxy_takeover_is_refused(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     await prov.provision(proxy("1234", "www.example.com", "8.8.8.8"))
     before = snapshot(redis_db)
     with pytest.raises(ProvisionError, match="used by another user"):
@@ -179,10 +181,12 @@ async def test_proxy_takeover_is_refused(
 async def test_proxy_and_dns_ownership_are_one(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    store = DNSStore(aredis, GATEWAY.node_id, ["ns1.gw.example.com"])
+    store = DNSStore(
+        aredis, GATEWAY.node_id, ["ns1.gw.example.com"], proofs=NameProofs.first_come(aredis)
+    )
     await store.setup_managed_domains(["gw.example.com"])
     sub = SubdomainProvisioner(store)
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
     sub_r = Reservation(
         id="5-1", user_id="42", type="subdomain",
         data=gojson.marshal({"domain": "app.gw.example.com", "destination": ["185.69.166.1"]}),
@@ -208,7 +212,7 @@ async def test_proxy_and_dns_ownership_are_one(
 
 
 async def test_reverse_proxy_v0_and_v1(aredis: redis.asyncio.Redis, redis_db: redis.Redis) -> None:
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     await rev.provision(reverse("1234", "tunnel.example.com", seal_v0(b"1234:s3cret")))
     value = redis_db.get("/tcprouter/service/tunnel.example.com")
     assert value == encode_service("tunnel.example.com", secret="1234:s3cret", user="1234")
@@ -258,7 +262,7 @@ async def test_reverse_proxy_v0_and_v1(aredis: redis.asyncio.Redis, redis_db: re
 async def test_reverse_proxy_refusals(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, r: Reservation, message: str
 ) -> None:
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     with pytest.raises(ProvisionError, match=message):
         await rev.provision(r)
     assert snapshot(redis_db) == {}
@@ -281,8 +285,8 @@ async def test_hostile_proxies_never_crash_or_take_over(
     redis_db.set("/tcprouter/service/owned.example.com", encode_service(
         "owned.example.com", addr="8.8.8.8", http_port=80, user="7"))  # fmt: skip
     before = redis_db.get("/tcprouter/service/owned.example.com")
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     for p, r in ((prov, proxy(user, domain, addr)), (rev, reverse(user, domain, secret, version))):
         with contextlib.suppress(ProvisionError):
             await p.provision(r)
@@ -297,7 +301,9 @@ async def test_hostile_proxies_never_crash_or_take_over(
 
 async def test_own_addresses_are_read_live(aredis: redis.asyncio.Redis) -> None:
     own: list[str] = []
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, own_addresses=own)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, own_addresses=own, proofs=NameProofs.first_come(aredis)
+    )
     await prov.provision(proxy("1234", "a.example.com", "185.69.166.7"))
     own.append("185.69.166.7")  # the host gained this address after start-up
     with pytest.raises(ProvisionError, match="address of this gateway"):
@@ -308,7 +314,9 @@ async def test_entry_written_by_the_go_daemon(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
     redis_db.set("/tcprouter/service/www.example.com", SPEC_VALUE)  # Go bytes, user 1234
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=NameProofs.first_come(aredis)
+    )
     with pytest.raises(ProvisionError, match="used by another user"):
         await prov.provision(proxy("99", "www.example.com", "8.8.8.8"))
     await prov.decommission(proxy("99", "www.example.com", "8.8.8.8"))
