@@ -18,7 +18,10 @@ Not a test: timings depend on the machine. Run it through run.sh.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import ipaddress
+import itertools
 import json
 import os
 import re
@@ -41,6 +44,10 @@ import dns.rcode
 import dns.rdatatype
 import redis
 from redis.typing import EncodableT, FieldT
+
+from tfgateway.primitives.dns import DNSStore
+from tfgateway.primitives.name_proofs import NameProofs
+from tfgateway.store.url import connect
 
 ZONE = "bench.test."
 # A zone of the size a gateway's managed domain typically has, for the latency probes.
@@ -220,6 +227,33 @@ class ZoneOnlyWriter(RedisWriter):
         agent_writes(
             self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))], fields=False
         )
+
+
+class AgentStoreWriter(RedisWriter):
+    """The agent's own code: DNSStore.add_subdomain, as a subdomain workload makes it (its
+    reads, its checks, its transaction and message), in a domain the gateway manages."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        super().__init__(r)
+        kw = r.connection_pool.connection_kwargs
+        self.loop = asyncio.new_event_loop()
+        self.aredis = connect(f"tcp://{kw['host']}:{kw['port']}")
+        self.store = DNSStore(
+            self.aredis, "bench-gateway", [f"ns1.{ZONE}"], proofs=NameProofs.first_come(self.aredis)
+        )
+
+    def manage(self, zone: str) -> None:
+        """Make zone one of the gateway's managed domains, as `--domains` does."""
+        self.loop.run_until_complete(self.store.setup_managed_domains([zone]))
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        name = f"{owner}.{zone.rstrip('.')}"
+        addr = ipaddress.ip_address(ip)
+        self.loop.run_until_complete(self.store.add_subdomain("bench-user", name, [addr]))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.aredis.aclose())
+        self.loop.close()
 
 
 def agent_writes(
@@ -671,6 +705,10 @@ class Stream:
     zone: str
     owners: int
     names: bool  # the PUBLISH names the field (the agent's format), else the zone only
+    agent_code: bool = False  # the probe is a new name added by the agent's DNSStore
+
+
+PROBE_NAMES = itertools.count()
 
 
 def scale_stream(
@@ -695,7 +733,11 @@ def scale_stream(
         )
     )
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
-    writer: RedisWriter = AgentWriter(r) if stream.names else ZoneOnlyWriter(r)
+    writer: RedisWriter
+    if stream.agent_code:
+        writer = AgentStoreWriter(r)
+    else:
+        writer = AgentWriter(r) if stream.names else ZoneOnlyWriter(r)
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.perf_counter()
@@ -706,8 +748,9 @@ def scale_stream(
         i += 1
         ip = f"10.254.{i // 250}.{i % 250 + 1}"
         t1 = time.perf_counter()
-        writer.set(stream.zone, "probe", ip)
-        while ip not in answer_ips(query(server.port, f"probe.{stream.zone}")):
+        owner = f"new{next(PROBE_NAMES)}" if stream.agent_code else "probe"
+        writer.set(stream.zone, owner, ip)
+        while ip not in answer_ips(query(server.port, f"{owner}.{stream.zone}")):
             if time.perf_counter() - t1 > 5:
                 timeouts += 1
                 break
@@ -718,6 +761,8 @@ def scale_stream(
     th.join()
     wall = time.perf_counter() - t0
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    if isinstance(writer, AgentStoreWriter):
+        writer.close()
     return Latency(samples, timeouts), written[0] if written else 0, wall, cpu
 
 
@@ -744,8 +789,14 @@ def scale_section(
     file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
     r.delete(CONTROL_ZONE)
     r.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
+    # The scale zone a managed domain of the agent (apex and owner fields), before any
+    # server loads it, for the stream whose probe is the agent's own code.
+    manager = AgentStoreWriter(r)
+    manager.manage(SCALE_ZONE)
+    manager.close()
     streams = (
         Stream("names fields", SCALE_ZONE, args.scale_owners, True),
+        Stream("agent code, new names", SCALE_ZONE, args.scale_owners, True, agent_code=True),
         Stream("zone only", SCALE_ZONE, args.scale_owners, False),
         Stream(f"control: {CONTROL_OWNERS} names", CONTROL_ZONE, CONTROL_OWNERS, True),
     )
@@ -800,9 +851,11 @@ def scale_section(
             f" {' '.join(f'{x:.1f}' for x in run.loads)}"
         )
     print(
-        "(names fields: PUBLISH `ZONE FIELD`, the agent's format; zone only: PUBLISH `ZONE`, "
-        f"the agent before issue 17; control: the agent's format into a {CONTROL_OWNERS}-name "
-        f"zone, what the machine gives any change; {os.cpu_count()} CPUs)"
+        "(names fields: PUBLISH `ZONE FIELD`, the agent's format; agent code: the probe is a "
+        "new name added by the agent's DNSStore.add_subdomain, its reads and checks included; "
+        "zone only: PUBLISH `ZONE`, the agent before issue 17; control: the agent's format "
+        f"into a {CONTROL_OWNERS}-name zone, what the machine gives any change; "
+        f"{os.cpu_count()} CPUs)"
     )
     r.delete(SCALE_ZONE, CONTROL_ZONE)
 
