@@ -18,6 +18,10 @@ Not a test: timings depend on the machine. Run it through run.sh.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import itertools
 import json
 import os
 import re
@@ -41,6 +45,10 @@ import dns.rdatatype
 import redis
 from redis.typing import EncodableT, FieldT
 
+from tfgateway.primitives.dns import DNSStore
+from tfgateway.primitives.name_proofs import NameProofs
+from tfgateway.store.url import connect
+
 ZONE = "bench.test."
 # A zone of the size a gateway's managed domain typically has, for the latency probes.
 SMALL_ZONE = "small.test."
@@ -49,7 +57,13 @@ LOOPBACK = "127.0.0.1"
 AGENT_CHANNEL = "tfgateway:dns"
 # The zone the bulk section fills, as the agent fills a managed domain's zone.
 BULK_ZONE = "bulk.test."
-LATENCY_SERVERS = ("gatewaydns", "gatewaydns+cache", "file+reload")
+# Rows of the latency section: (row label, server, writer label); writers in latency_section.
+LATENCY_ROWS = (
+    ("gatewaydns", "gatewaydns", "agent"),
+    ("gatewaydns, plain HSET", "gatewaydns", "plain"),
+    ("gatewaydns+cache", "gatewaydns+cache", "agent"),
+    ("file+reload", "file+reload", "file"),
+)
 # Servers whose changes are not pushed: few samples, each may wait up to --slow-deadline.
 SLOW_SERVERS = ("gatewaydns+cache", "file+reload")
 
@@ -108,32 +122,43 @@ class Server:
 def coredns(
     binary: str, label: str, corefile: str, workdir: Path, probe: str = ZONE
 ) -> Iterator[Server]:
-    port = free_port()
-    conf = workdir / f"Corefile.{label}"
-    conf.write_text(corefile.replace("PORT", str(port)))
-    log = workdir / f"{label}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    server = Server(label, port, proc, log)
+    server = start_coredns(binary, label, corefile, workdir, probe)
     try:
+        yield server
+    finally:
+        server.proc.terminate()
+        try:
+            server.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def start_coredns(binary: str, label: str, corefile: str, workdir: Path, probe: str) -> Server:
+    """A CoreDNS answering for probe; a port taken by another process between free_port()
+    and CoreDNS's bind (other jobs run on this machine) is replaced by another."""
+    for _ in range(3):
+        port = free_port()
+        conf = workdir / f"Corefile.{label}"
+        conf.write_text(corefile.replace("PORT", str(port)))
+        log = workdir / f"{label}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT
+            )
         wait_for(
-            lambda: (
+            lambda proc=proc, port=port: (
                 proc.poll() is not None
                 or ((m := query(port, "h0." + probe)) is not None and len(m.answer) > 0)
             ),
             60,
             f"{label} to answer",
         )
-        if proc.poll() is not None:
-            raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            return Server(label, port, proc, log)
+        if "address already in use" not in log.read_text():
+            break
+    raise RuntimeError(f"{label} exited: {log.read_text()[-2000:]}")
 
 
 def zone_fields(owners: int) -> dict[FieldT, EncodableT]:
@@ -181,8 +206,8 @@ class RedisWriter:
 
 class AgentWriter(RedisWriter):
     """Changes data exactly as the agent does: one transaction that sets the field and names
-    the zone on the agent's channel, so the plugin hears of it twice (keyspace event and
-    PUBLISH)."""
+    it on the agent's channel (`ZONE FIELD`), so the plugin reads just that field. The
+    plugin hears of it twice: keyspace event and PUBLISH."""
 
     def set(self, zone: str, owner: str, ip: str) -> None:
         agent_writes(self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))])
@@ -190,18 +215,59 @@ class AgentWriter(RedisWriter):
     def remove(self, zone: str, owner: str) -> None:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hdel(zone, owner)
-            pipe.publish(AGENT_CHANNEL, zone)
+            pipe.publish(AGENT_CHANNEL, f"{zone} {owner}")
             pipe.execute()
 
 
-def agent_writes(r: redis.Redis, zone: str, items: list[tuple[str, str]]) -> None:
-    """Send len(items) agent transactions (MULTI, HSET, PUBLISH, EXEC) in one pipeline."""
+class ZoneOnlyWriter(RedisWriter):
+    """The agent's transactions before issue 17: the PUBLISH names the zone only, so the
+    plugin reads the whole zone hash (paced)."""
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        agent_writes(
+            self.r, zone, [(owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))], fields=False
+        )
+
+
+class AgentStoreWriter(RedisWriter):
+    """The agent's own code: DNSStore.add_subdomain, as a subdomain workload makes it (its
+    reads, its checks, its transaction and message), in a domain the gateway manages."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        super().__init__(r)
+        kw = r.connection_pool.connection_kwargs
+        self.loop = asyncio.new_event_loop()
+        self.aredis = connect(f"tcp://{kw['host']}:{kw['port']}")
+        self.store = DNSStore(
+            self.aredis, "bench-gateway", [f"ns1.{ZONE}"], proofs=NameProofs.first_come(self.aredis)
+        )
+
+    def manage(self, zone: str) -> None:
+        """Make zone one of the gateway's managed domains, as `--domains` does."""
+        self.loop.run_until_complete(self.store.setup_managed_domains([zone]))
+
+    def set(self, zone: str, owner: str, ip: str) -> None:
+        name = f"{owner}.{zone.rstrip('.')}"
+        addr = ipaddress.ip_address(ip)
+        self.loop.run_until_complete(self.store.add_subdomain("bench-user", name, [addr]))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.aredis.aclose())
+        self.loop.close()
+
+
+def agent_writes(
+    r: redis.Redis, zone: str, items: list[tuple[str, str]], fields: bool = True
+) -> None:
+    """Send len(items) agent transactions (MULTI, HSET, PUBLISH, EXEC) in one pipeline; the
+    PUBLISH names the field (`ZONE FIELD`, the agent's format) or, fields=False, the zone
+    only."""
     pipe = r.pipeline(transaction=False)
     send = cast(Callable[..., object], pipe.execute_command)  # untyped in redis-py
     for field, value in items:
         send("MULTI")
         send("HSET", zone, field, value)
-        send("PUBLISH", AGENT_CHANNEL, zone)
+        send("PUBLISH", AGENT_CHANNEL, f"{zone} {field}" if fields else zone)
         send("EXEC")
     pipe.execute()
 
@@ -251,6 +317,56 @@ class Round:
 
     qps: float
     cpu_us_per_query: float  # the server's user+system CPU time per completed query
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Queries answered per CPU-second of the server: unlike QPS, barely moved by other
+        jobs on the machine (they take wall time from the server, not CPU per query)."""
+        return 1e6 / self.cpu_us_per_query if self.cpu_us_per_query > 0 else 0.0
+
+
+@dataclass
+class Paired:
+    """dnsperf rounds of two servers, a and b, taken in alternating order (a b, b a, ...), so
+    that a drift in the machine's load falls on both alike."""
+
+    a: list[Round]
+    b: list[Round]
+
+    def median_qps(self) -> tuple[float, float]:
+        return statistics.median(r.qps for r in self.a), statistics.median(r.qps for r in self.b)
+
+    def qps_ratio(self) -> float:
+        """Median of the per-round a/b QPS ratios (runs seconds apart)."""
+        return statistics.median(x.qps / y.qps for x, y in zip(self.a, self.b, strict=True))
+
+    def median_per_cpu_s(self) -> tuple[float, float]:
+        return (
+            statistics.median(r.per_cpu_s for r in self.a),
+            statistics.median(r.per_cpu_s for r in self.b),
+        )
+
+    def cpu_ratio(self) -> float:
+        """Median of the per-round ratios of queries per CPU-second, a/b."""
+        return statistics.median(
+            x.per_cpu_s / y.per_cpu_s for x, y in zip(self.a, self.b, strict=True)
+        )
+
+
+def paired_rounds(a: Server, b: Server, qfile: Path, seconds: float, rounds: int) -> Paired:
+    out = Paired([], [])
+    for k in range(rounds):
+        first, second = (a, b) if k % 2 == 0 else (b, a)
+        r1, r2 = dnsperf(first, qfile, seconds), dnsperf(second, qfile, seconds)
+        out.a.append(r1 if first is a else r2)
+        out.b.append(r2 if first is a else r1)
+    return out
+
+
+def load_note() -> str:
+    """The machine's load average, printed next to timings taken on a shared machine."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -409,7 +525,7 @@ def bulk_fill(
     cpu0, loads0 = cpu_seconds(server.proc.pid), zone_reloads(metrics_port)
     t0 = time.perf_counter()
     for k, start in enumerate(range(0, names, batch)):
-        agent_writes(r, BULK_ZONE, items[start : start + batch])
+        agent_writes(r, BULK_ZONE, items[start : start + batch], fields=False)
         if every > 0:
             time.sleep(max(0.0, t0 + (k + 1) * every - time.perf_counter()))
     deadline = time.perf_counter() + 60
@@ -455,7 +571,7 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
                     r, server, mport, args.bulk_names, batch, every, settle=0.3
                 )
             lats[label] = change_latency(
-                AgentWriter(r),
+                ZoneOnlyWriter(r),
                 server.port,
                 Probe("change", BULK_ZONE, args.bulk_names),
                 args.samples,
@@ -467,7 +583,8 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
     off, on = settings
     print(
         f"\nBulk writes into one zone: {args.bulk_names} names added to an empty {BULK_ZONE} by "
-        "agent transactions\n(MULTI/HSET/PUBLISH/EXEC, so 2 events per name); one server at a time"
+        "transactions naming the zone only\n(MULTI/HSET/PUBLISH ZONE/EXEC, the agent before "
+        "issue 17: every change a whole read, what pacing is for); one server at a time"
     )
     print(
         f"{'scenario':30} {'setting':18} {'CPU s':>7} {'reloads':>8} {'visible s':>10}"
@@ -486,7 +603,7 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
             f"{a.reloads / max(b.reloads, 1):7.1f}x"
         )
     print(
-        f"\nIsolated change in the filled zone ({args.bulk_names} names; agent transaction, "
+        f"\nIsolated change in the filled zone ({args.bulk_names} names; zone-only transaction, "
         f"{args.quiet_ms} ms quiet before each), ms"
     )
     print(f"{'setting':18} {'p50':>8} {'p99':>8} {'max':>8} {'timeouts':>9}")
@@ -504,6 +621,10 @@ def bulk_section(args: argparse.Namespace, tfgw: Path, rport: int, work: Path) -
 
 
 SCALE_ZONE = "scale.test."
+# The same stream into a small zone, on the same server in the same run: what this machine
+# gives any change at that moment, next to which the large zone's figures are read.
+CONTROL_ZONE = "control.test."
+CONTROL_OWNERS = 100
 
 
 def rss_mib(pid: int) -> float:
@@ -533,11 +654,12 @@ def scale_queries(owners: int, path: Path) -> None:
 
 
 def stream_changes(
-    rport: int, owners: int, rate: float, seconds: float, hints: bool, stop: list[bool]
+    rport: int, zone: str, owners: int, rate: float, seconds: float, names: bool, stop: list[bool]
 ) -> int:
-    """Agent transactions at `rate` per second into SCALE_ZONE, each changing one existing
-    owner's address; with hints the PUBLISH names the field (`ZONE FIELD`), else the zone
-    only (the agent's format before issue 17). Returns the number written."""
+    """Agent transactions at `rate` per second into zone, each changing one existing owner's
+    address; the PUBLISH names the field (`ZONE FIELD`, the agent's format), or with
+    names=False the zone only (the agent's format before issue 17). Returns the number
+    written."""
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
     t0 = time.perf_counter()
     n = 0
@@ -545,8 +667,8 @@ def stream_changes(
         field = f"h{(n * 7919) % owners}"
         value = json.dumps({"a": [{"ip": bulk_ip(n % 60000), "ttl": 3600}]}, separators=(",", ":"))
         pipe = r.pipeline(transaction=True)
-        pipe.hset(SCALE_ZONE, field, value)
-        pipe.publish(AGENT_CHANNEL, f"{SCALE_ZONE} {field}" if hints else SCALE_ZONE)
+        pipe.hset(zone, field, value)
+        pipe.publish(AGENT_CHANNEL, f"{zone} {field}" if names else zone)
         pipe.execute()
         n += 1
         time.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
@@ -555,19 +677,44 @@ def stream_changes(
 
 @dataclass
 class ScaleRun:
+    """The change -> visible streams of one server and writer, pooled over repetitions."""
+
     label: str
-    rss_mib: float
-    load_s: float
-    lat: Latency
-    written: int
-    wall_s: float
-    cpu: dict[str, float]  # process -> CPU seconds over the streaming window
+    lat: Latency = dataclasses.field(default_factory=lambda: Latency([], 0))
+    written: int = 0
+    wall_s: float = 0.0
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # per process, summed
+    p99s: list[float] = dataclasses.field(default_factory=list)  # of each repetition
+    loads: list[float] = dataclasses.field(default_factory=list)  # 1-min load at each start
+
+    def add(self, lat: Latency, written: int, wall: float, cpu: dict[str, float]) -> None:
+        self.lat.samples_ms += lat.samples_ms
+        self.lat.timeouts += lat.timeouts
+        self.written += written
+        self.wall_s += wall
+        for k, v in cpu.items():
+            self.cpu[k] = self.cpu.get(k, 0.0) + v
+        self.p99s.append(lat.pct(99) or 0.0)
+
+
+@dataclass
+class Stream:
+    """What a scale stream writes: into which zone (of how many names), in which format."""
+
+    label: str
+    zone: str
+    owners: int
+    names: bool  # the PUBLISH names the field (the agent's format), else the zone only
+    agent_code: bool = False  # the probe is a new name added by the agent's DNSStore
+
+
+PROBE_NAMES = itertools.count()
 
 
 def scale_stream(
-    server: Server, rport: int, rpid: int, args: argparse.Namespace, hints: bool
+    server: Server, rport: int, rpid: int, args: argparse.Namespace, stream: Stream
 ) -> tuple[Latency, int, float, dict[str, float]]:
-    """Stream changes into SCALE_ZONE and meanwhile measure isolated probe changes."""
+    """Stream changes into a zone and meanwhile measure isolated probe changes in it."""
     import threading
 
     stop = [False]
@@ -575,12 +722,22 @@ def scale_stream(
     th = threading.Thread(
         target=lambda: written.append(
             stream_changes(
-                rport, args.scale_owners, args.scale_rate, args.scale_seconds, hints, stop
+                rport,
+                stream.zone,
+                stream.owners,
+                args.scale_rate,
+                args.scale_seconds,
+                stream.names,
+                stop,
             )
         )
     )
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
-    writer: RedisWriter = HintingWriter(r) if hints else AgentWriter(r)
+    writer: RedisWriter
+    if stream.agent_code:
+        writer = AgentStoreWriter(r)
+    else:
+        writer = AgentWriter(r) if stream.names else ZoneOnlyWriter(r)
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.perf_counter()
@@ -591,8 +748,9 @@ def scale_stream(
         i += 1
         ip = f"10.254.{i // 250}.{i % 250 + 1}"
         t1 = time.perf_counter()
-        writer.set(SCALE_ZONE, "probe", ip)
-        while ip not in answer_ips(query(server.port, f"probe.{SCALE_ZONE}")):
+        owner = f"new{next(PROBE_NAMES)}" if stream.agent_code else "probe"
+        writer.set(stream.zone, owner, ip)
+        while ip not in answer_ips(query(server.port, f"{owner}.{stream.zone}")):
             if time.perf_counter() - t1 > 5:
                 timeouts += 1
                 break
@@ -603,17 +761,9 @@ def scale_stream(
     th.join()
     wall = time.perf_counter() - t0
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    if isinstance(writer, AgentStoreWriter):
+        writer.close()
     return Latency(samples, timeouts), written[0] if written else 0, wall, cpu
-
-
-class HintingWriter(RedisWriter):
-    """An agent transaction whose PUBLISH names the changed field (`ZONE FIELD`)."""
-
-    def set(self, zone: str, owner: str, ip: str) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(zone, owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
-            pipe.publish(AGENT_CHANNEL, f"{zone} {owner}")
-            pipe.execute()
 
 
 def scale_section(
@@ -632,71 +782,82 @@ def scale_section(
     scale_zone_file(args.scale_owners, zfile)
     scale_queries(args.scale_owners, qfile)
     limits = "    max_fields_per_zone 100000\n    max_records_per_zone 200000\n"
+    conf = (
+        f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
+        f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
+    )
     file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
-    runs: list[ScaleRun] = []
-    qps_rows: list[tuple[str, float, float, float]] = []
+    r.delete(CONTROL_ZONE)
+    r.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
+    # The scale zone a managed domain of the agent (apex and owner fields), before any
+    # server loads it, for the stream whose probe is the agent's own code.
+    manager = AgentStoreWriter(r)
+    manager.manage(SCALE_ZONE)
+    manager.close()
+    streams = (
+        Stream("names fields", SCALE_ZONE, args.scale_owners, True),
+        Stream("agent code, new names", SCALE_ZONE, args.scale_owners, True, agent_code=True),
+        Stream("zone only", SCALE_ZONE, args.scale_owners, False),
+        Stream(f"control: {CONTROL_OWNERS} names", CONTROL_ZONE, CONTROL_OWNERS, True),
+    )
+    runs = {(b, st.label): ScaleRun(f"{b}, {st.label}") for b in binaries for st in streams}
+    qps_rows: list[tuple[str, Paired]] = []
+    facts: dict[str, tuple[float, float]] = {}  # label -> RSS MiB after load, start seconds
+    order = list(binaries.items())
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
-        for label, binary in binaries.items():
-            conf = (
-                f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
-                f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
-            )
-            t0 = time.perf_counter()
-            with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
-                load_s = time.perf_counter() - t0
-                rss = rss_mib(srv.proc.pid)
-                rounds = [
-                    (dnsperf(srv, qfile, args.seconds), dnsperf(fsrv, qfile, args.seconds))
-                    for _ in range(args.rounds)
-                ]
-                qps_rows.append(
-                    (
-                        label,
-                        statistics.median(g.qps for g, _ in rounds),
-                        statistics.median(f.qps for _, f in rounds),
-                        statistics.median(g.qps / f.qps for g, f in rounds),
-                    )
-                )
-                modes = (
-                    [("field hints", True), ("zone only", False)]
-                    if label == "after"
-                    else [("zone only", False)]
-                )
-                for mode, hints in modes:
-                    lat, written, wall, cpu = scale_stream(srv, rport, rpid, args, hints)
-                    runs.append(ScaleRun(f"{label}, {mode}", rss, load_s, lat, written, wall, cpu))
+        for rep in range(args.scale_repeat):
+            # Binaries take turns going first, so a drift in the machine's load falls on both.
+            for label, binary in order if rep % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
+                    if label not in facts:
+                        facts[label] = (rss_mib(srv.proc.pid), time.perf_counter() - t0)
+                        qps_rows.append(
+                            (label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds))
+                        )
+                    for st in streams:
+                        runs[(label, st.label)].loads.append(os.getloadavg()[0])
+                        runs[(label, st.label)].add(*scale_stream(srv, rport, rpid, args, st))
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
     print(
-        f"{'binary':10} {'QPS':>8} {'file QPS':>9} {'ratio':>6}"
-        f" (median of {args.rounds} paired rounds)"
+        f"Queries per second against the file plugin on that zone: dnsperf -c 4, {args.rounds} "
+        f"alternating rounds of {args.seconds}s per binary"
     )
-    for label, g, f, ratio in qps_rows:
-        print(f"{label:10} {g:8.0f} {f:9.0f} {ratio:5.2f}x")
+    print_qps_table(qps_rows)
     print(f"memory: file plugin RSS {file_rss:.0f} MiB")
-    for run in runs[:1] + [x for x in runs if x.label.startswith("before")][:1]:
+    for label, (rss, load_s) in facts.items():
         print(
-            f"  {run.label.split(',')[0]}: coredns RSS {run.rss_mib:.0f} MiB after load "
-            f"({run.rss_mib * 1024 * 1024 / records:.0f} bytes per record, all included); "
-            f"start to first answer {run.load_s:.2f} s"
+            f"  {label}: coredns RSS {rss:.0f} MiB after load "
+            f"({rss * 1024 * 1024 / records:.0f} bytes per record, all included); "
+            f"start to first answer {load_s:.2f} s"
         )
     print(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
-        "(probe every 50 ms), ms; CPU seconds per process over the window"
+        f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
+        "samples pooled), ms;\nCPU seconds per process summed over the streams"
     )
     print(
-        f"{'server, writer':26} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
-        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}"
+        f"{'server, writer':30} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
+        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}  p99 per stream; load at start"
     )
-    for run in runs:
+    for run in runs.values():
         peak = max(run.lat.samples_ms) if run.lat.samples_ms else None
         print(
-            f"{run.label:26} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
+            f"{run.label:30} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
             f"{run.lat.timeouts:>4} {run.written:>8} {run.wall_s:7.1f} "
             f"{run.cpu['coredns']:8.2f} {run.cpu['redis-server']:7.2f}"
-            f" {run.cpu['bench (this)']:7.2f}"
+            f" {run.cpu['bench (this)']:7.2f}  {' '.join(f'{p:.0f}' for p in run.p99s)};"
+            f" {' '.join(f'{x:.1f}' for x in run.loads)}"
         )
-    r.delete(SCALE_ZONE)
+    print(
+        "(names fields: PUBLISH `ZONE FIELD`, the agent's format; agent code: the probe is a "
+        "new name added by the agent's DNSStore.add_subdomain, its reads and checks included; "
+        "zone only: PUBLISH `ZONE`, the agent before issue 17; control: the agent's format "
+        f"into a {CONTROL_OWNERS}-name zone, what the machine gives any change; "
+        f"{os.cpu_count()} CPUs)"
+    )
+    r.delete(SCALE_ZONE, CONTROL_ZONE)
 
 
 def fmt_ms(v: float | None) -> str:
@@ -707,34 +868,30 @@ def qps_section(servers: dict[str, Server], qfile: Path, args: argparse.Namespac
     """dnsperf against gatewaydns and file in alternating rounds."""
     print(
         f"zone {ZONE}: {args.owners} owners; dnsperf -c 4, "
-        f"{args.rounds} alternating rounds of {args.seconds}s"
+        f"{args.rounds} alternating rounds of {args.seconds}s; {load_note()}"
     )
-    rounds: dict[str, list[Round]] = {"gatewaydns": [], "file": []}
-    for _ in range(args.rounds):
-        for label in rounds:
-            rounds[label].append(dnsperf(servers[label], qfile, args.seconds))
-    qps = {k: statistics.median(r.qps for r in v) for k, v in rounds.items()}
-    cpu = {k: statistics.median(r.cpu_us_per_query for r in v) for k, v in rounds.items()}
-    # Per-round ratios pair runs made seconds apart, so other load on the machine
-    # affects both sides of each ratio alike.
-    paired = statistics.median(
-        g.qps / f.qps for g, f in zip(rounds["gatewaydns"], rounds["file"], strict=True)
-    )
+    p = paired_rounds(servers["gatewaydns"], servers["file"], qfile, args.seconds, args.rounds)
+    print_qps_table([("gatewaydns", p)])
+
+
+def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
+    """QPS (wall clock) and queries per CPU-second of the server, each against the file
+    plugin measured in the same alternating rounds; medians."""
     print(
-        "\nQueries per second (median over rounds) and server CPU time per query "
-        "(median; lower is better)"
+        f"{'server':12} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
+        f"{'file q/CPU-s':>12} {'ratio':>6}  QPS per round (server / file)"
     )
-    print(
-        f"{'server':16} {'QPS':>8} {'vs file':>8} {'CPU us/q':>9} "
-        f"{'file/this CPU':>14}  QPS per round"
-    )
-    for label in rounds:
+    for label, p in rows:
+        (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
+        per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
         print(
-            f"{label:16} {qps[label]:8.0f} {qps[label] / qps['file']:7.2f}x "
-            f"{cpu[label]:9.1f} {cpu['file'] / cpu[label]:13.2f}x  "
-            f"{[round(r.qps) for r in rounds[label]]}"
+            f"{label:12} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
+            f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
-    print(f"gatewaydns/file QPS, median of per-round ratios: {paired:.2f}x")
+    print(
+        "(ratios: medians of per-round ratios; q/CPU-s: queries answered per CPU-second of the "
+        "DNS process, user+system from /proc)"
+    )
 
 
 def latency_section(
@@ -749,6 +906,11 @@ def latency_section(
         f"{'scenario':20} {'server':22} {'p50':>8} {'p99':>8} {'max':>8} "
         f"{'timeouts':>9} {'p50 ratio':>10}"
     )
+    by_kind: dict[str, RedisWriter | ZoneFileWriter] = {
+        "agent": AgentWriter(r),
+        "plain": RedisWriter(r),
+        "file": writers["file+reload"],
+    }
     probes = [
         Probe("change", SMALL_ZONE, SMALL_OWNERS),
         Probe("add", SMALL_ZONE, SMALL_OWNERS),
@@ -756,13 +918,13 @@ def latency_section(
     ]
     for probe in probes:
         base: float | None = None
-        for label in LATENCY_SERVERS:
-            if label not in servers:
+        for label, server, kind in LATENCY_ROWS:
+            if server not in servers:
                 continue
-            cached = label in SLOW_SERVERS
+            cached = server in SLOW_SERVERS
             lat = change_latency(
-                writers.get(label, RedisWriter(r)),
-                servers[label].port,
+                by_kind[kind],
+                servers[server].port,
                 probe,
                 args.slow_samples if cached else args.samples,
                 args.slow_deadline if cached else 5.0,
@@ -782,6 +944,8 @@ def latency_section(
         f"\n(timeouts: not visible within {args.slow_deadline}s;"
         " with `cache` a change waits for the cached TTL, up to 300 s here;"
         " file+reload: the zone file is rewritten, file rereads it every 1 s;"
+        " gatewaydns: the agent's transaction, naming the field; plain HSET: a writer that"
+        " names nothing (keyspace event, whole read of the zone);"
         " p50 ratio is against gatewaydns)"
     )
 
@@ -837,6 +1001,12 @@ def main() -> int:
         "--scale-rate", type=float, default=200, help="agent changes per second while measuring"
     )
     ap.add_argument("--scale-seconds", type=float, default=10, help="length of each stream")
+    ap.add_argument(
+        "--scale-repeat",
+        type=int,
+        default=3,
+        help="streams per server and writer (binaries alternate going first); samples pooled",
+    )
     ap.add_argument(
         "--baseline",
         help="another coredns-tfgw binary (e.g. built from main by run.sh --baseline REV) to"

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from tfgateway.primitives.coredns_redis import DNS_CHANNEL
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
 from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.validation import validate_record_ips as validate_ips
 from tfgateway.store.url import connect
 
 pytestmark = pytest.mark.integration
@@ -96,7 +97,7 @@ async def test_subdomain_bytes_owner_and_publish(
     assert redis_db.hget("managed_domains", "app.gateway.example.com") == b"42"
     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert msg is not None
-    assert msg["data"] == b"gateway.example.com."
+    assert msg["data"] == b"gateway.example.com. app"  # ZONE FIELD: the plugin reads just `app`
     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     before = snapshot(redis_db)
@@ -109,6 +110,76 @@ async def test_subdomain_bytes_owner_and_publish(
     after = snapshot(redis_db)
     await prov.decommission(r)  # idempotent
     assert snapshot(redis_db) == after
+
+
+def changed_fields(before: dict[Any, Any], after: dict[Any, Any], zone: bytes) -> set[str]:
+    """The fields of hash `zone` whose value differs between two snapshots."""
+    a, b = before.get(zone) or {}, after.get(zone) or {}
+    return {f.decode() for f in set(a) | set(b) if a.get(f) != b.get(f)}
+
+
+async def test_published_changes_name_every_changed_field(
+    store: DNSStore, aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """Each transaction publishes `ZONE FIELD...` naming exactly the fields of the zone it
+    changed (the plugin reads only those, and takes one keyspace event per named field for
+    the transaction's own: a field left out, or named without changing, can leave a change
+    unseen until the next full resync); the zone alone where a field cannot be named (the Go
+    daemon's empty apex field) or the zone is deleted; nothing when the zone did not change."""
+    pubsub = aredis.pubsub()
+    await pubsub.subscribe(DNS_CHANNEL, "test:fence")
+    sub, dele = SubdomainProvisioner(store), DelegateProvisioner(store)
+    web, org = "web.gateway.example.com", "user.example.org"
+    # the Go daemon wrote a two-label name's records in the empty field
+    redis_db.hset(f"{org}.", "", b'{"a":[{"ip":"10.0.0.4","ttl":3600}]}')
+
+    async def claim_gone(name: str) -> None:
+        redis_db.hset("managed_domains", name, b"7")
+        await store.remove_subdomain("7", name, [])
+        assert redis_db.hget("managed_domains", name) is None
+
+    steps: list[tuple[Callable[[], Awaitable[Any]], bytes | None]] = [
+        (lambda: sub.provision(subdomain("7", web, ["10.0.0.1"])), b"gateway.example.com. web"),
+        (lambda: sub.provision(subdomain("7", web, ["10.0.0.2"])), b"gateway.example.com. web"),
+        (
+            lambda: store.remove_subdomain("7", web, validate_ips(["10.0.0.1"])),
+            b"gateway.example.com. web",
+        ),
+        (lambda: store.remove_subdomain("7", web, []), b"gateway.example.com. web"),
+        (lambda: claim_gone(web), None),  # its records already gone: the zone does not change
+        (
+            lambda: dele.provision(delegate("7", org)),
+            b"user.example.org. __owner__ _tfgateway @",
+        ),
+        (lambda: sub.provision(subdomain("7", org, ["10.0.0.3"])), b"user.example.org. @"),
+        (store.refresh_apexes, b"gateway.example.com. @"),
+        (lambda: store.remove_subdomain("7", org, []), b"user.example.org."),  # deletes ""
+        (lambda: dele.decommission(delegate("7", org)), b"user.example.org."),  # DEL
+    ]
+    for i, (operation, payload) in enumerate(steps):
+        before = snapshot(redis_db)
+        await operation()
+        after = snapshot(redis_db)
+        # messages arrive in the order redis sent them: all of the step's before the fence
+        redis_db.publish("test:fence", b"")
+        msgs: list[bytes] = []
+        async with asyncio.timeout(5):
+            while True:
+                m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if m is None:
+                    continue  # a subscribe confirmation, or nothing yet
+                if m["channel"] == b"test:fence":
+                    break
+                msgs.append(m["data"])
+        assert payload in msgs if payload else msgs == [], (i, msgs)
+        for data in msgs:
+            zone, *named = data.decode().split(" ")
+            changed = changed_fields(before, after, zone.encode())
+            if named:
+                assert changed <= set(named), (i, data, changed)
+            else:
+                assert zone.encode() not in after or "" in changed, (i, data, changed)
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_subdomain_takeover_is_refused(store: DNSStore, redis_db: redis.Redis) -> None:

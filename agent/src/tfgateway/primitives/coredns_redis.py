@@ -6,7 +6,8 @@ Byte-compatible with the Go daemon (data-plane spec §0, §1.4-1.5):
 - `zone` hash: zone name without dot → `{"Owner":"<user or gateway node id>"}`;
 - `managed_domains` hash: full subdomain name → owning user id;
 - `__owner__` TXT in each zone: `{"identity":..,"owner":..}`, TTL 600.
-After each change the zone's key is published on `tfgateway:dns` (the plugin reloads it).
+After each change `ZONE FIELD...` is published on `tfgateway:dns` (`dns_change`): the plugin
+reads just the named fields.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "OWNER_FIELD",
     "ZONE_OWNERS_KEY",
     "as_text",
+    "dns_change",
     "load_record_set",
     "owner_from_txt",
     "owner_txt_value",
@@ -53,6 +55,25 @@ SOA_MINTTL = 300
 def zone_key(zone: str) -> str:
     """The redis key of a zone hash: lowercase name with a trailing dot."""
     return zone.rstrip(".") + "."
+
+
+def dns_change(zone: str, *fields: str) -> str:
+    """The `tfgateway:dns` payload for a change of `fields` in `zone`: `ZONE FIELD...`.
+
+    The plugin then reads just those fields (one HMGET) instead of the whole zone hash, which
+    is what keeps a change in a zone of 50,000 names as cheap as in a small one. Name exactly
+    the fields the transaction changes, one HSET or HDEL each (the plugin takes that many
+    keyspace events before the message for the transaction's own). The zone alone (read
+    whole) when no field is given or one cannot be named in this space-separated form: the Go
+    daemon's empty apex field. A reader that took the whole payload for a zone
+    name would misread `ZONE FIELD...`; none exists on our gateways: the channel is this
+    project's own (the Go daemon and the third-party redis plugins never used it) and the
+    gatewaydns plugin reads both forms.
+    """
+    key = zone_key(zone)
+    if not fields or any(not f or any(c.isspace() for c in f) for f in fields):
+        return key
+    return " ".join([key, *dict.fromkeys(fields)])
 
 
 def as_text(value: bytes | str | None) -> str | None:

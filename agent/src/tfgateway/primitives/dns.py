@@ -1,14 +1,14 @@
 """DNS primitives: managed domains, subdomains and delegated zones (`coredns_redis.py` layout).
 
 Better than upstream: every zone gets an apex `@` with SOA and NS (resolvers need them; the SOA
-serial is derived by the DNS plugin from the zone content, so it changes whenever the zone
-does); removing a delegation deletes its zone hash; ownership (`ownership.py`) is checked and
-written in one atomic check-and-set (`store.transaction`), so one user can never take over or
-remove another user's name, zone, or a name inside another user's zone; nested delegations
-across users are refused. A delegation needs proof of control of the zone (`name_proofs.py`),
-is refused for public suffixes and for zones holding another user's proxies; a delegated zone
-serves `_tfgateway` TXT = its owner, so once the zone points at this gateway its proof is
-answered by the gateway itself.
+serial is set by the DNS plugin and increases whenever the zone changes); removing a delegation
+deletes its zone hash; ownership (`ownership.py`) is checked and written in one atomic
+check-and-set (`store.transaction`), so one user can never take over or remove another user's
+name, zone, or a name inside another user's zone; nested delegations across users are refused.
+A delegation needs proof of control of the zone (`name_proofs.py`), is refused for public
+suffixes and for zones holding another user's proxies; a delegated zone serves `_tfgateway` TXT
+= its owner, so once the zone points at this gateway its proof is answered by the gateway
+itself. Each transaction names the fields it changed on `tfgateway:dns` (`dns_change`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tfgateway.primitives.coredns_redis import (
     SOA_RETRY,
     ZONE_OWNERS_KEY,
     as_text,
+    dns_change,
     load_record_set,
     owner_from_txt,
     owner_txt_value,
@@ -177,18 +178,20 @@ class DNSStore:
         txn.multi()
         txn.hset(ZONE_OWNERS_KEY, zone, zone_owner_value(owner))
         txn.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
-        self._queue_apex(txn, zone, owner, apex)
+        self._queue_apex(txn, zone, owner, apex, OWNER_FIELD)
 
     def _queue_apex(
-        self, txn: Transaction, zone: str, owner: str | None, apex: dict[str, Any]
+        self, txn: Transaction, zone: str, owner: str | None, apex: dict[str, Any], *changed: str
     ) -> None:
         """The apex SOA/NS and, in a user's zone, `_tfgateway` TXT = the owner: once the zone
-        is delegated to this gateway, the proof of control is answered from here."""
+        is delegated to this gateway, the proof of control is answered from here. `changed`:
+        fields of the zone the caller wrote in the same transaction, named with these."""
         txn.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
         if owner is not None and owner != self.identity:
             proof = {"txt": [{"text": owner, "ttl": PROOF_TXT_TTL}]}
             txn.hset(zone_key(zone), PROOF_LABEL, record_set_value(proof))
-        txn.publish(DNS_CHANNEL, zone_key(zone))
+            changed = (*changed, PROOF_LABEL)
+        txn.publish(DNS_CHANNEL, dns_change(zone, *changed, APEX_FIELD))
 
     # ----- managed domains -----
 
@@ -300,7 +303,7 @@ class DNSStore:
             txn.multi()
             txn.hset(MANAGED_DOMAINS_KEY, domain, user)
             txn.hset(zone_key(zone), field, record_set_value(records))
-            txn.publish(DNS_CHANNEL, zone_key(zone))
+            txn.publish(DNS_CHANNEL, dns_change(zone, field))
             return zone
 
         # The body's reads (the owners, the claim, the proxy, the record set of every zone that
@@ -338,7 +341,8 @@ class DNSStore:
                 return
             field = relative(domain, zone)
             await txn.watch(zone_key(zone))
-            records = load_record_set(await txn.hget(zone_key(zone), field))
+            raw = await txn.hget(zone_key(zone), field)
+            records = load_record_set(raw)
             drop = {str(ip) for ip in ips}
             for kind in ("a", "aaaa"):
                 entries = [e for e in records.get(kind) or [] if isinstance(e, dict)]
@@ -348,15 +352,20 @@ class DNSStore:
                 else:
                     records.pop(kind, None)
             txn.multi()
+            changed = [field]
             if field != APEX_FIELD and _is_empty(records):
                 txn.hdel(zone_key(zone), field)
                 txn.hdel(MANAGED_DOMAINS_KEY, domain)
+                if raw is None:
+                    changed = []  # already gone: the zone does not change (no field to name)
             else:
                 txn.hset(zone_key(zone), field, record_set_value(records))
                 if field == APEX_FIELD and not (records.get("a") or records.get("aaaa")):
                     txn.hdel(MANAGED_DOMAINS_KEY, domain)
                     txn.hdel(zone_key(zone), "")  # where the Go daemon put apex names
-            txn.publish(DNS_CHANNEL, zone_key(zone))
+                    changed.append("")
+            if changed:
+                txn.publish(DNS_CHANNEL, dns_change(zone, *changed))
 
         await self._transact(body)
 

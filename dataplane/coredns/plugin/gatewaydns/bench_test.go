@@ -5,6 +5,7 @@ package gatewaydns
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -109,5 +110,78 @@ func BenchmarkAgentWritesIntoOneZone(b *testing.B) {
 				b.ReportMetric(float64(s.zoneLoads.Load()-loads0), "reloads/fill")
 			}
 		})
+	}
+}
+
+// BenchmarkNamedChangesInLargeZone is the scale case of issue 17 in-process, against a
+// real redis: a 50,000-name zone, agent transactions naming their field at 200/s, and a
+// probe change every 50 ms timed until the plugin answers it (polled every 0.5 ms). It
+// reports the probe's change -> visible p50/p99/max. benchmarks/dns measures the same
+// with the real binary over UDP.
+func BenchmarkNamedChangesInLargeZone(b *testing.B) {
+	r := startRedis(b)
+	ctx := context.Background()
+	const zone, names = "scale.test.", 50000
+	kv := []any{}
+	for i := 0; i < names; i++ {
+		kv = append(kv, fmt.Sprintf("h%d", i), fmt.Sprintf(`{"a":[{"ip":"10.%d.%d.%d","ttl":3600}]}`, i/65536, i/256%256, i%256))
+		if len(kv) == 10000 {
+			if err := r.cli.HSet(ctx, zone, kv...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			kv = kv[:0]
+		}
+	}
+	r.hset(zone, "probe", `{"a":[{"ip":"10.255.0.1"}]}`)
+	cfg := testConfig(r.addr())
+	g, _ := startPlugin(b, cfg)
+	named := func(field, ip string) {
+		pipe := r.cli.TxPipeline()
+		pipe.HSet(ctx, zone, field, fmt.Sprintf(`{"a":[{"ip":"%s","ttl":3600}]}`, ip))
+		pipe.Publish(ctx, AgentChannel, zone+" "+field)
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Error(err)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		stop := make(chan struct{})
+		streamed := make(chan int)
+		go func() {
+			n := 0
+			start := time.Now()
+			for {
+				select {
+				case <-stop:
+					streamed <- n
+					return
+				case <-time.After(time.Until(start.Add(time.Duration(n) * 5 * time.Millisecond))):
+				}
+				named(fmt.Sprintf("h%d", n*7919%names), fmt.Sprintf("10.77.%d.%d", n/250%250, n%250+1))
+				n++
+			}
+		}()
+		var lat []time.Duration
+		for p := 0; p < 150; p++ {
+			time.Sleep(50 * time.Millisecond)
+			ip := fmt.Sprintf("10.254.%d.%d", p/250, p%250+1)
+			t0 := time.Now()
+			named("probe", ip)
+			for answersA(b, g, "probe."+zone, ip)() != nil {
+				if time.Since(t0) > 5*time.Second {
+					b.Fatal("probe change not visible within 5 s")
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		close(stop)
+		n := <-streamed
+		slices.Sort(lat)
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+		b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+		b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+		b.ReportMetric(float64(n)/(float64(len(lat))*0.05), "changes/s")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,12 +23,13 @@ const redisServerPath = "/usr/bin/redis-server"
 
 // redisProc is a real redis-server owned by one test, on a free loopback port.
 type redisProc struct {
-	t     testing.TB
-	port  int
-	dir   string
-	extra []string // more redis-server arguments
-	cmd   *exec.Cmd
-	cli   *redis.Client
+	t      testing.TB
+	port   int
+	dir    string
+	extra  []string // more redis-server arguments
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	cli    *redis.Client
 }
 
 // startRedis starts redis-server, failing the test loudly when it is missing: these tests
@@ -37,14 +39,19 @@ func startRedis(t testing.TB, extra ...string) *redisProc {
 	if _, err := os.Stat(redisServerPath); err != nil {
 		t.Fatalf("redis-server is required at %s for these tests: %v", redisServerPath, err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	r := &redisProc{t: t, dir: t.TempDir(), extra: extra}
+	// Other jobs on the machine may take the free port before redis binds it: then another.
+	for try := 0; ; try++ {
+		r.port = freePort(t)
+		r.launch()
+		if r.ready(10 * time.Second) {
+			break
+		}
+		r.stop()
+		if try == 2 || !r.portTaken() {
+			t.Fatalf("redis-server did not answer PING on port %d within 10s: %s", r.port, r.logTail())
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &redisProc{t: t, port: port, dir: t.TempDir(), extra: extra}
-	r.start()
 	r.cli = redis.NewClient(&redis.Options{Addr: r.addr(), Protocol: 2, DisableIdentity: true})
 	t.Cleanup(func() {
 		r.cli.Close()
@@ -53,34 +60,75 @@ func startRedis(t testing.TB, extra ...string) *redisProc {
 	return r
 }
 
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 func (r *redisProc) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
 
-func (r *redisProc) start() {
+func (r *redisProc) logPath() string { return filepath.Join(r.dir, "redis.log") }
+
+func (r *redisProc) launch() {
 	r.t.Helper()
 	r.cmd = exec.Command(redisServerPath, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir,
-		"--logfile", filepath.Join(r.dir, "redis.log"))
+		"--save", "", "--appendonly", "no", "--dir", r.dir, "--logfile", r.logPath())
 	r.cmd.Args = append(r.cmd.Args, r.extra...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}
-	eventually(r.t, 10*time.Second, "redis-server answers PING", func() error {
-		c, err := net.DialTimeout("tcp", r.addr(), 200*time.Millisecond)
-		if err != nil {
-			return err
+	exited := make(chan struct{})
+	go func(cmd *exec.Cmd) { _ = cmd.Wait(); close(exited) }(r.cmd)
+	r.exited = exited
+}
+
+// ready polls PING until redis answers (true), exits or the time is up (false).
+func (r *redisProc) ready(within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		select {
+		case <-r.exited:
+			return false
+		default:
 		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return err
+		if r.ping() == nil {
+			return true
 		}
-		buf := make([]byte, 7)
-		n, err := c.Read(buf)
-		if err != nil || string(buf[:n]) != "+PONG\r\n" {
-			return fmt.Errorf("no PONG: %q %v", buf[:n], err)
-		}
-		return nil
-	})
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+func (r *redisProc) ping() error {
+	c, err := net.DialTimeout("tcp", r.addr(), 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 7)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "+PONG\r\n" {
+		return fmt.Errorf("no PONG: %q %v", buf[:n], err)
+	}
+	return nil
+}
+
+func (r *redisProc) portTaken() bool {
+	b, _ := os.ReadFile(r.logPath())
+	return strings.Contains(string(b), "Address already in use")
+}
+
+func (r *redisProc) logTail() string {
+	b, _ := os.ReadFile(r.logPath())
+	return string(b[max(0, len(b)-1000):])
 }
 
 func (r *redisProc) stop() {
@@ -88,14 +136,18 @@ func (r *redisProc) stop() {
 		return
 	}
 	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
+	<-r.exited
 	r.cmd = nil
 }
 
 // restart kills redis (losing every key: no persistence) and starts it on the same port.
 func (r *redisProc) restart() {
+	r.t.Helper()
 	r.stop()
-	r.start()
+	r.launch()
+	if !r.ready(10 * time.Second) {
+		r.t.Fatalf("redis-server did not come back on port %d within 10s: %s", r.port, r.logTail())
+	}
 }
 
 func (r *redisProc) hset(zone string, kv ...string) {
@@ -135,11 +187,15 @@ func testConfig(addr string) *config {
 }
 
 // startPlugin runs a GatewayDNS with its syncer against redis until the test ends, and
-// waits for the first full load.
-func startPlugin(t testing.TB, cfg *config) (*GatewayDNS, *syncer) {
+// waits for the first full load. hook, if given, is called by every whole read before it
+// reports (in the reading goroutine).
+func startPlugin(t testing.TB, cfg *config, hook ...func(*wholeResult)) (*GatewayDNS, *syncer) {
 	t.Helper()
 	g := &GatewayDNS{transferAll: cfg.transferAll, transferTo: cfg.transferTo}
 	s := newSyncer(cfg, g)
+	if len(hook) > 0 {
+		s.readHook = hook[0]
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := s.run(ctx)
 	t.Cleanup(func() {
@@ -181,4 +237,14 @@ func rrStrings(rrs []dns.RR) []string {
 		out = append(out, rr.String())
 	}
 	return out
+}
+
+// subscribed waits until the plugin follows keyspace events of zone: a change by a writer
+// that names nothing is served. The full load that follows subscribing is then done too
+// (full loads go before zone reads, one read at a time), so later changes are followed by
+// push alone.
+func subscribed(t testing.TB, r *redisProc, g *GatewayDNS, zone string) {
+	t.Helper()
+	r.hset(zone, "subscribed-probe", `{"a":[{"ip":"10.255.255.254"}]}`)
+	eventually(t, 5*time.Second, "plugin subscribed", answersA(t, g, "subscribed-probe."+zone, "10.255.255.254"))
 }

@@ -25,14 +25,12 @@ const (
 //     time, and every change that arrives while it waits is folded into that one reload;
 //   - `coalesce` is the minimum pause between two reloads of one zone (0: no pacing).
 //
-// A zone may also ask to wait (deferUntil), which the syncer uses for zones whose writer
-// names the changed fields. It is used by the loader goroutine only, so it has no lock;
-// time is passed in, so its decisions are tested without a clock.
+// It is used by the loader goroutine only, so it has no lock; time is passed in, so its
+// decisions are tested without a clock.
 type reloadPacer struct {
-	coalesce   time.Duration
-	waiting    map[string]time.Time // changed zones not reloaded yet, with their first change
-	debts      map[string]reloadDebt
-	deferUntil func(zone string, changed time.Time) time.Time // nil: never deferred
+	coalesce time.Duration
+	waiting  map[string]time.Time // changed zones not reloaded yet, with their first change
+	debts    map[string]reloadDebt
 }
 
 type reloadDebt struct {
@@ -55,9 +53,6 @@ func (p *reloadPacer) add(zone string, now time.Time) {
 // dueAt is when a waiting zone may be reloaded.
 func (p *reloadPacer) dueAt(zone string, changed time.Time) time.Time {
 	at := changed
-	if p.deferUntil != nil {
-		at = laterOf(at, p.deferUntil(zone, changed))
-	}
 	if d, ok := p.debts[zone]; ok && p.coalesce > 0 {
 		at = laterOf(at, d.at.Add(p.coalesce))
 		at = laterOf(at, d.at.Add(d.amount-d.last-reloadBurst))

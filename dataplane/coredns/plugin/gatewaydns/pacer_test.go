@@ -83,17 +83,6 @@ func TestReloadPacer(t *testing.T) {
 		t.Fatalf("debts kept after they were paid: %v", p.debts)
 	}
 
-	// A deferred zone waits for its deferral.
-	p.deferUntil = func(zone string, changed time.Time) time.Time {
-		if zone == "d." {
-			return changed.Add(time.Second)
-		}
-		return changed
-	}
-	p.add("d.", at(70000))
-	expect(70000, "", time.Second)
-	expect(71000, "d.", 0)
-
 	// coalesce 0: no pacing at all.
 	off := newReloadPacer(0)
 	for i := 0; i < 3; i++ {

@@ -68,16 +68,31 @@ func (k *serialKeeper) assign(ctx context.Context, zones []*builtZone) {
 		return
 	}
 	now := uint32(k.now().Unix())
-	cmds := make([]*redis.Cmd, len(zones))
-	pipe := k.client.Pipeline()
+	args := make([][]any, len(zones))
 	for i, bz := range zones {
 		floor := ""
 		if s, ok := k.served[bz.name]; ok && s.digest != bz.digest {
 			floor = fmt.Sprint(s.serial + 1)
 		}
-		cmds[i] = serialScript.Eval(ctx, pipe, []string{SerialsKey}, bz.name, bz.digest.String(), floor, now)
+		args[i] = []any{bz.name, bz.digest.String(), floor, now}
+	}
+	// By hash (one per change of a busy zone); the script itself only where redis does not
+	// have it yet (first use, or after a restart or SCRIPT FLUSH).
+	cmds := make([]*redis.Cmd, len(zones))
+	pipe := k.client.Pipeline()
+	for i := range zones {
+		cmds[i] = serialScript.EvalSha(ctx, pipe, []string{SerialsKey}, args[i]...)
 	}
 	_, _ = pipe.Exec(ctx) // errors per command, below
+	pipe = k.client.Pipeline()
+	for i := range zones {
+		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			cmds[i] = serialScript.Eval(ctx, pipe, []string{SerialsKey}, args[i]...)
+		}
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx)
+	}
 	for i, bz := range zones {
 		serial, err := cmds[i].Int64()
 		if err != nil {

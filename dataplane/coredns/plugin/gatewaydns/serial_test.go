@@ -48,6 +48,16 @@ func TestSerialsOnlyIncrease(t *testing.T) {
 		r.hset("example.com.", "www", fmt.Sprintf(`{"a":[{"ip":"10.0.0.%d"}]}`, i))
 		prev = waitSerialAfter(t, a, "example.com.", prev)
 	}
+	// Redis forgot the script (SCRIPT FLUSH; a restart does the same): it is sent again, and
+	// the serial is still kept in redis.
+	if err := r.cli.ScriptFlush(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.hset("example.com.", "www", `{"a":[{"ip":"10.0.0.5"}]}`)
+	prev = waitSerialAfter(t, a, "example.com.", prev)
+	if kept, _ := r.cli.HGet(context.Background(), SerialsKey, "example.com.").Result(); !strings.HasPrefix(kept, fmt.Sprint(prev)+" ") {
+		t.Fatalf("after SCRIPT FLUSH redis keeps %q, the plugin serves serial %d", kept, prev)
+	}
 	// A replica (or a restart) on the same redis and content: the same serial.
 	b, _ := startPlugin(t, testConfig(r.addr()))
 	if s := soaOf(t, b, "example.com."); s.Serial != prev {
