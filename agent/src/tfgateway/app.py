@@ -36,6 +36,7 @@ from tfgateway.node.location import resolve_location
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
 from tfgateway.primitives.provisioner import Provisioner, ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
+from tfgateway.primitives.termination import TerminationPolicy
 from tfgateway.store.batch import AutoPipeline
 from tfgateway.store.url import connect
 from tfgateway.telemetry.metrics import Metrics
@@ -115,17 +116,21 @@ class Agent:
         self.metrics.track_outbox(lambda: self.outbox.depth)
         self.dns = DNSStore(self.batch, identity.node_id, config.nameservers)
         self.own_addresses: list[str] = []
+        termination = TerminationPolicy(config.terminate_tls, config.terminate_tls_redirect)
         self.proxy = ProxyProvisioner(
             self.batch,
             identity.node_id,
             own_addresses=self.own_addresses,
             allow_private=config.allow_private_backends,
+            termination=termination,
         )
         self.provisioners: dict[str, Provisioner] = {
             "subdomain": SubdomainProvisioner(self.dns),
             "domain_delegate": DelegateProvisioner(self.dns),
             "proxy": self.proxy,
-            "reverse_proxy": ReverseProxyProvisioner(self.batch, identity, self.user_key),
+            "reverse_proxy": ReverseProxyProvisioner(
+                self.batch, identity, self.user_key, termination
+            ),
         }
         self.fourtosix: Any = None
         self.fourtosix_ready = False
