@@ -223,18 +223,8 @@ func (m *Manager) loadOperatorCertificates() error {
 	return nil
 }
 
-// Start obtains or loads the wildcard certificates (in the background, with CertMagic's
-// retries) and forgets, every renew_check, the certificates of names no longer routed.
+// Start forgets, every renew_check, the certificates of names no longer routed.
 func (m *Manager) Start() {
-	for _, d := range m.opt.TLS.Wildcards {
-		name := "*." + d
-		m.mu.Lock()
-		m.managed[name] = false
-		m.mu.Unlock()
-		if err := m.dns.ManageAsync(m.ctx, []string{name}); err != nil {
-			m.log.Error("wildcard certificate not managed", "name", name, "err", err)
-		}
-	}
 	go func() {
 		tick := time.NewTicker(m.opt.TLS.RenewCheck)
 		defer tick.Stop()
@@ -253,6 +243,17 @@ func (m *Manager) Start() {
 func (m *Manager) Stop() {
 	m.cancel()
 	m.cache.Stop()
+}
+
+// subject is the certificate name serves from: *.D for a name one label under a wildcard
+// domain D, else the name itself.
+func (m *Manager) subject(name string) string {
+	for _, d := range m.opt.TLS.Wildcards {
+		if label, ok := strings.CutSuffix(name, "."+d); ok && label != "" && !strings.Contains(label, ".") {
+			return "*." + d
+		}
+	}
+	return name
 }
 
 func (m *Manager) configFor(name string) *certmagic.Config {
@@ -280,11 +281,13 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	return cfg.GetCertificate(hello)
 }
 
-// await makes the certificate of name available (loaded or obtained), or says why not.
+// await makes a certificate for name available (loaded or obtained: name's own, or the
+// wildcard that covers it), or says why not.
 func (m *Manager) await(hello *tls.ClientHelloInfo, name string) error {
 	if name == "" || !m.opt.Routed(name) {
 		return m.refuse(&Refusal{Reason: ReasonNotRouted, Name: name})
 	}
+	name = m.subject(name)
 	if err := m.gate.Ready(name); err != nil {
 		return m.refuse(err)
 	}
@@ -396,7 +399,7 @@ func (m *Manager) Sweep() {
 	m.mu.Lock()
 	var gone []certmagic.SubjectIssuer
 	for name, operator := range m.managed {
-		if operator || strings.HasPrefix(name, "*.") || m.opt.Routed(name) {
+		if operator || strings.HasPrefix(name, "*.") || m.opt.Routed(name) { // wildcards stay
 			continue
 		}
 		gone = append(gone, certmagic.SubjectIssuer{Subject: name})
@@ -407,7 +410,7 @@ func (m *Manager) Sweep() {
 		m.cache.RemoveManaged(gone)
 		m.log.Info("certificates no longer maintained: routes gone", "count", len(gone))
 	}
-	m.gate.Forget(m.opt.Routed)
+	m.gate.Forget(func(name string) bool { return strings.HasPrefix(name, "*.") || m.opt.Routed(name) })
 }
 
 // onEvent turns CertMagic's events into metrics and one log line per outcome.

@@ -27,8 +27,9 @@ type TLS struct {
 	ACMEProfile string `toml:"acme_profile"`
 	// Challenges enabled for names outside Wildcards: "http-01", "tls-alpn-01".
 	Challenges []string `toml:"challenges"`
-	// Wildcards are domains D for which *.D is obtained at start by DNS-01 through the
-	// gateway's own DNS; names under D that the wildcard does not cover use DNS-01 too.
+	// Wildcards are domains D whose names one label below are served by one certificate
+	// for *.D, obtained by DNS-01 through the gateway's own DNS when the first of them needs
+	// it; other names under D (D itself, deeper names) get their own, by DNS-01 too.
 	Wildcards []string `toml:"wildcards"`
 	// DNSResolver is the gateway's DNS server (host:port), where DNS-01 records are
 	// checked before the CA is asked to look.

@@ -154,12 +154,12 @@ const challengePath = "/.well-known/acme-challenge/"
 // answerHTTP is the router's own port-80 handler for terminated routes.
 func (r *Router) answerHTTP(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Connection", "close")
-	if r.term.certs != nil && r.term.certs.HandleHTTPChallenge(w, req) {
-		r.Metrics.Connections.WithLabelValues(ListenerHTTP, NoRoute, "acme_challenge").Inc()
-		return
-	}
 	host, err := sniff.NormaliseHost(req.Host)
 	svc, label, ok := r.Table.Lookup(host)
+	if r.term.certs != nil && r.term.certs.HandleHTTPChallenge(w, req) {
+		r.Metrics.Connections.WithLabelValues(ListenerHTTP, label, "acme_challenge").Inc()
+		return
+	}
 	// A validation the router did not start (or one already over) is not redirected:
 	// the CA would follow to HTTPS, which has no certificate yet.
 	challenge := strings.HasPrefix(req.URL.Path, challengePath) && svc.Terminate != routes.Passthrough
