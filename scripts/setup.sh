@@ -35,7 +35,10 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 requ
 [ -x "$TFGW_VENV/bin/python" ] || python3 -m venv "$TFGW_VENV"
 "$TFGW_VENV/bin/pip" install -q --upgrade pip
 "$TFGW_VENV/bin/pip" install -q -r "$TFGW_ROOT/agent/requirements-dev.txt"
-"$TFGW_VENV/bin/pip" install -q --no-deps -e "$TFGW_ROOT/agent" -e "$TFGW_ROOT/devexplorer"
+"$TFGW_VENV/bin/pip" install -q --no-deps -e "$TFGW_ROOT/agent"
+# Apart, and after the agent: an older agent install owned the `tfgateway-devexplorer` script,
+# and upgrading both in one pip run removed the script the new distribution had just written.
+"$TFGW_VENV/bin/pip" install -q --no-deps --force-reinstall -e "$TFGW_ROOT/devexplorer"
 
 step "Go programs (CoreDNS with the gateway plugin, the router, trc/trs) into $TFGW_BIN"
 "$TFGW_ROOT/scripts/build-go.sh"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import redis.asyncio
 
 from tests.support.redis_server import RedisServer
 from tfgateway.store.url import connect
+
+_labels = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +51,11 @@ async def aredis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def label(request: pytest.FixtureRequest) -> str:
+    """A DNS label unique to this test (its name, parameters included, and a counter), so tests
+    sharing a gateway never share names."""
+    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
+    return f"{name.removeprefix('test-')[:40]}-{next(_labels)}"

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.processes import binary, free_port, port_open, stop, wait_until
@@ -104,87 +105,78 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=5, help="iperf3 duration per round")
-    ap.add_argument("--latency-n", type=int, default=1000)
-    args = ap.parse_args()
+@dataclass
+class Samples:
+    """Per path: iperf3 Gbit/s per round, first-byte latencies (ms), connections/s per round."""
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    gbps: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    conn_rate: list[float] = field(default_factory=list)
+
+
+def start_paths(st: ExitStack, tmp: Path) -> dict[str, tuple[int, int]]:
+    """Starts the backends, a router with direct services, one with tunnelled services and the
+    two tftunnel clients (all stopped with `st`); returns the paths measured: name ->
+    (throughput port, latency port)."""
     iperf_port, http_port = free_port(), free_port()
     d_tls, d_http, d_cli = free_port(), free_port(), free_port()
     t_tls, t_http, t_cli = free_port(), free_port(), free_port()
     # direct services: iperf3 reaches CATCH_ALL through the TLS port (non-TLS bytes have no
     # SNI, so they go to CATCH_ALL exactly as in trs); latency uses Host routing on httpport
     router_config(
-        tmp / "direct.toml",
-        d_tls,
-        d_http,
-        d_cli,
+        tmp / "direct.toml", d_tls, d_http, d_cli,
         f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {iperf_port}\n'
         f'[server.services."lat.example"]\naddr = "{HOST}"\nhttpport = {http_port}\n',
-    )
+    )  # fmt: skip
     router_config(
-        tmp / "tunnel.toml",
-        t_tls,
-        t_http,
-        t_cli,
+        tmp / "tunnel.toml", t_tls, t_http, t_cli,
         '[server.services."CATCH_ALL"]\nclientsecret = "1:iperf"\n'
         '[server.services."lat.example"]\nclientsecret = "1:lat"\n',
-    )
+    )  # fmt: skip
     tfrouter, tftunnel = binary("tfrouter"), binary("tftunnel")
-    with ExitStack() as st:
-        st.enter_context(
-            process(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)], tmp / "iperf.log")
-        )
-        st.enter_context(process(http_backend_script(http_port), tmp / "backend.log"))
-        st.enter_context(process([tfrouter, "--config", str(tmp / "direct.toml")], tmp / "r1.log"))
-        st.enter_context(process([tfrouter, "--config", str(tmp / "tunnel.toml")], tmp / "r2.log"))
-        for port in (iperf_port, http_port, d_http, t_http, t_cli):
-            wait_until(_opener(port), timeout=10, what=f"port {port}")
-        remote = f"{HOST}:{t_cli}"
-        for secret, local in (("1:iperf", iperf_port), ("1:lat", http_port)):
-            st.enter_context(
-                process(
-                    [
-                        tftunnel,
-                        "--secret",
-                        secret,
-                        "--remote",
-                        remote,
-                        "--local",
-                        f"{HOST}:{local}",
-                    ],
-                    tmp / f"tun-{local}.log",
-                )
-            )
+    st.enter_context(
+        process(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)], tmp / "iperf.log")
+    )
+    st.enter_context(process(http_backend_script(http_port), tmp / "backend.log"))
+    st.enter_context(process([tfrouter, "--config", str(tmp / "direct.toml")], tmp / "r1.log"))
+    st.enter_context(process([tfrouter, "--config", str(tmp / "tunnel.toml")], tmp / "r2.log"))
+    for port in (iperf_port, http_port, d_http, t_http, t_cli):
+        wait_until(_opener(port), timeout=10, what=f"port {port}")
+    remote = f"{HOST}:{t_cli}"
+    for secret, local in (("1:iperf", iperf_port), ("1:lat", http_port)):
+        tunnel = [tftunnel, "--secret", secret, "--remote", remote, "--local", f"{HOST}:{local}"]
+        st.enter_context(process(tunnel, tmp / f"tun-{local}.log"))
 
-        def tunnel_up() -> bool:
-            try:
-                first_byte_latencies(t_http, 1)
-                return True
-            except (OSError, RuntimeError):
-                return False
+    def tunnel_up() -> bool:
+        try:
+            first_byte_latencies(t_http, 1)
+            return True
+        except (OSError, RuntimeError):
+            return False
 
-        wait_until(tunnel_up, timeout=15, what="tunnel serving")
-        paths = {
-            "direct path": (iperf_port, http_port),
-            "tfrouter proxy": (d_tls, d_http),
-            "tfrouter tunnel": (t_tls, t_http),
-        }
-        gbps: dict[str, list[float]] = {k: [] for k in paths}
-        lat: dict[str, list[float]] = {k: [] for k in paths}
-        rate: dict[str, list[float]] = {k: [] for k in paths}
-        for _ in range(args.rounds):
-            for name, (tp, hp) in paths.items():
-                gbps[name].append(iperf(tp, args.seconds))
-                ms, cps = first_byte_latencies(hp, args.latency_n)
-                lat[name].extend(ms)
-                rate[name].append(cps)
+    wait_until(tunnel_up, timeout=15, what="tunnel serving")
+    return {
+        "direct path": (iperf_port, http_port),
+        "tfrouter proxy": (d_tls, d_http),
+        "tfrouter tunnel": (t_tls, t_http),
+    }
 
-    base_g = statistics.median(gbps["direct path"])
-    base_r = statistics.median(rate["direct path"])
+
+def measure(paths: dict[str, tuple[int, int]], args: argparse.Namespace) -> dict[str, Samples]:
+    """Every path once per round, in turn (so a load change hits all of them alike)."""
+    samples = {name: Samples() for name in paths}
+    for _ in range(args.rounds):
+        for name, (tp, hp) in paths.items():
+            samples[name].gbps.append(iperf(tp, args.seconds))
+            ms, cps = first_byte_latencies(hp, args.latency_n)
+            samples[name].latency_ms.extend(ms)
+            samples[name].conn_rate.append(cps)
+    return samples
+
+
+def report(samples: dict[str, Samples], args: argparse.Namespace) -> None:
+    base_g = statistics.median(samples["direct path"].gbps)
+    base_r = statistics.median(samples["direct path"].conn_rate)
     print(
         f"\nrouter benchmark on loopback: {args.rounds} rounds, iperf3 {args.seconds}s, "
         f"{args.latency_n} connections/round"
@@ -197,14 +189,26 @@ def main() -> None:
     print(
         f"{head[0]:<17}{head[1]:>9}{head[2]:>10}{head[3]:>9}{head[4]:>10}{head[5]:>13}{head[6]:>9}"
     )
-    for name in paths:
-        g = statistics.median(gbps[name])
-        r = statistics.median(rate[name])
+    for name, s in samples.items():
+        g = statistics.median(s.gbps)
+        r = statistics.median(s.conn_rate)
         print(
             f"{name:<17}{g:>9.2f}{g / base_g:>10.2f}{r:>9.0f}{r / base_r:>10.2f}"
-            f"{pct(lat[name], 0.5):>13.3f}{pct(lat[name], 0.99):>9.3f}"
+            f"{pct(s.latency_ms, 0.5):>13.3f}{pct(s.latency_ms, 0.99):>9.3f}"
         )
     print("\ngoals: tfrouter proxy >= 0.80x direct throughput, tunnel >= 0.50x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5, help="iperf3 duration per round")
+    ap.add_argument("--latency-n", type=int, default=1000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-router-"))
+    with ExitStack() as st:
+        samples = measure(start_paths(st, tmp), args)
+    report(samples, args)
 
 
 if __name__ == "__main__":

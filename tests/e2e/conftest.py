@@ -6,24 +6,14 @@ The programs are the gateway's own: CoreDNS with the gatewaydns plugin and the t
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.gateway import Gateway
 
-_counter = itertools.count(1)
-
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with Gateway(tmp_path_factory.mktemp("gateway")) as gw:
         yield gw
-
-
-@pytest.fixture
-def label(request: pytest.FixtureRequest) -> str:
-    """A DNS label unique to this test, so tests sharing a gateway never share names."""
-    name = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")
-    return f"{name[:40]}-{next(_counter)}"

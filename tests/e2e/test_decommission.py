@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dns.rcode
 
-from tests.e2e.test_dns import nxdomain, resolves, values
-from tests.e2e.test_proxy import publish
 from tests.support.gateway import MANAGED_DOMAIN, Gateway, wait_for
+from tests.support.sites import nxdomain, publish_site, resolves, values
 
 
 def test_decommissioned_names_stop_resolving(gateway: Gateway, label: str) -> None:
@@ -36,7 +35,7 @@ def test_decommissioned_names_stop_resolving(gateway: Gateway, label: str) -> No
 
 def test_decommissioned_proxy_has_no_route(gateway: Gateway, label: str) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    pid = publish(gateway, gateway.add_user(), name)
+    pid = publish_site(gateway, gateway.add_user(), name).proxy_id
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
 
     gateway.delete(pid)

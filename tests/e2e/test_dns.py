@@ -10,20 +10,7 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.support.gateway import MANAGED_DOMAIN, NAMESERVER, Gateway, wait_for
-
-
-def values(msg: dns.message.Message, rdtype: str) -> set[str]:
-    wanted = dns.rdatatype.from_text(rdtype)
-    return {rd.to_text() for rrset in msg.answer if rrset.rdtype == wanted for rd in rrset}
-
-
-def resolves(gateway: Gateway, name: str, rdtype: str, expected: set[str]) -> bool:
-    msg = gateway.dns(name, rdtype)
-    return msg.rcode() == dns.rcode.NOERROR and values(msg, rdtype) == expected
-
-
-def nxdomain(gateway: Gateway, name: str) -> bool:
-    return gateway.dns(name, "A").rcode() == dns.rcode.NXDOMAIN
+from tests.support.sites import resolves, values
 
 
 def test_managed_subdomain_resolves_a_and_aaaa(gateway: Gateway, label: str) -> None:

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 from tests.support.gateway import (
-    BACKEND_ADDR,
-    BACKEND_HTTP_PORT,
-    BACKEND_TLS_PORT,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
     NATC_ADDR,
     NATC_HTTP_PORT,
     REDIS_PORT,
     Gateway,
-    User,
     wait_for,
 )
-
-
-def publish(gateway: Gateway, user: User, name: str) -> int:
-    """What a user does: the name points at the gateway, the gateway proxies it."""
-    sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
-    assert gateway.wait_result(sid).state == "ok"
-    pid = gateway.create(
-        "proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
-        port_tls=BACKEND_TLS_PORT,
-    )  # fmt: skip
-    assert gateway.wait_result(pid).state == "ok"
-    return pid
+from tests.support.sites import assert_served_by, publish_site
 
 
 def test_http_host_and_tls_sni_reach_the_backend(gateway: Gateway, label: str) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    publish(gateway, gateway.add_user(), name)
+    publish_site(gateway, gateway.add_user(), name)
 
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
-    reply = gateway.http(name)
-    assert reply.headers["x-site"] == "backend"
-    assert reply.body == f"backend http host={name}\n".encode()
-
-    tls = gateway.https(name)
-    # The router passes TLS through: the certificate is the backend's own, verified by the CA.
-    assert tls.peer_cert_der == gateway.site_cert_der("backend")
-    assert tls.reply.body == f"backend https host={name}\n".encode()
+    assert_served_by(gateway, name, site="backend", cert="backend")
 
 
 def test_unknown_name_is_refused(gateway: Gateway, label: str) -> None:
@@ -70,7 +48,7 @@ def test_forbidden_targets_get_an_error_and_no_route(gateway: Gateway, label: st
 
 def test_another_user_cannot_take_over_a_proxied_name(gateway: Gateway, label: str) -> None:
     name = f"{label}.{MANAGED_DOMAIN}"
-    publish(gateway, gateway.add_user(), name)
+    publish_site(gateway, gateway.add_user(), name)
     wait_for(lambda: gateway.http(name).status == 200, what=f"http {name}")
 
     intruder = gateway.add_user()

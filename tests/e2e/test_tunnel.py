@@ -16,6 +16,7 @@ from tests.support.gateway import (
     Gateway,
     wait_for,
 )
+from tests.support.sites import assert_served_by
 
 
 def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:
@@ -36,9 +37,4 @@ def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) ->
     gateway.start_tunnel(secret)
 
     wait_for(lambda: gateway.http(name).status == 200, timeout=20, what=f"tunnel {name}")
-    reply = gateway.http(name)
-    assert reply.headers["x-site"] == "natc-site"
-    assert reply.body == f"natc-site http host={name}\n".encode()
-    tls = gateway.https(name)
-    assert tls.peer_cert_der == gateway.site_cert_der("natc")
-    assert tls.reply.body == f"natc-site https host={name}\n".encode()
+    assert_served_by(gateway, name, site="natc-site", cert="natc")

@@ -7,14 +7,13 @@ development explorer over HTTP, coredns-tfgw, tfrouter, tftunnel) with fixed see
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.devexplorer import DevExplorerProcess
 from tests.support.gateway import Gateway
-
-_counter = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def label(request: pytest.FixtureRequest) -> str:
-    """A DNS label unique to this test, so tests sharing a gateway never share names."""
-    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-").lower()
-    return f"{name.removeprefix('test-')[:40]}-{next(_counter)}"
+def explorer(tmp_path: Path) -> Iterator[DevExplorerProcess]:
+    """The development explorer as a separate process, for the tests of the agent alone."""
+    proc = DevExplorerProcess(log_file=tmp_path / "explorer.log")
+    proc.start()
+    yield proc
+    proc.stop()

@@ -11,7 +11,6 @@ The in-process outage and kill -9 cases of tests/integration/test_agent.py are n
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
@@ -19,46 +18,17 @@ import dns.rcode
 import pytest
 
 from tests.support.gateway import (
-    BACKEND_ADDR,
-    BACKEND_HTTP_PORT,
-    BACKEND_TLS_PORT,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
     Gateway,
-    User,
     wait_for,
 )
 from tests.support.processes import port_open, wait_until
+from tests.support.sites import Site, nxdomain, publish_site, resolves
 
 pytestmark = pytest.mark.integration
 
 SEED = 8
-
-
-@dataclass(frozen=True)
-class Site:
-    """A name with a subdomain and a proxy to the public backend, both live."""
-
-    name: str
-    sub_id: int
-    proxy_id: int
-
-
-def publish(gateway: Gateway, user: User, name: str, *, wait: bool = True) -> Site:
-    sub = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
-    prx = gateway.create(
-        "proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
-        port_tls=BACKEND_TLS_PORT,
-    )  # fmt: skip
-    if wait:
-        assert gateway.wait_result(sub).state == "ok"
-        assert gateway.wait_result(prx).state == "ok"
-    return Site(name, sub, prx)
-
-
-def resolves(gateway: Gateway, name: str) -> bool:
-    answer = gateway.dns(name, "A")
-    return {rd.to_text() for rrset in answer.answer for rd in rrset} == {GW_CLIENT_ADDR}
 
 
 def served(gateway: Gateway, name: str) -> bool:
@@ -80,13 +50,13 @@ def served_now(gateway: Gateway, name: str) -> bool:
 
 
 def gone(gateway: Gateway, name: str) -> bool:
-    return gateway.dns(name, "A").rcode() == dns.rcode.NXDOMAIN and gateway.refused(name)
+    return nxdomain(gateway, name) and gateway.refused(name)
 
 
 @pytest.fixture(scope="module")
 def steady(gateway: Gateway) -> Site:
     """A site of another user that lives through every fault of the module."""
-    site = publish(gateway, gateway.add_user(), f"steady.{MANAGED_DOMAIN}")
+    site = publish_site(gateway, gateway.add_user(), f"steady.{MANAGED_DOMAIN}")
     wait_for(lambda: served(gateway, site.name), what="steady site served")
     return site
 
@@ -143,13 +113,13 @@ def test_fault_keeps_serving_and_catches_up(
 ) -> None:
     plan, counter, hits = FAULTS[fault]
     user = gateway.add_user()
-    old = publish(gateway, user, f"old-{label}.{MANAGED_DOMAIN}")
+    old = publish_site(gateway, user, f"old-{label}.{MANAGED_DOMAIN}")
     wait_for(lambda: served(gateway, old.name), what="old site served")
     puts_before = len(history(gateway)["result_puts"])
 
     base = applied(gateway, counter)  # counts add up over the module's plans
     gateway.call(gateway.admin.set_faults(seed=SEED, **plan))
-    new = publish(gateway, user, f"new-{label}.{MANAGED_DOMAIN}", wait=False)
+    new = publish_site(gateway, user, f"new-{label}.{MANAGED_DOMAIN}", wait=False)
     gateway.delete(old.sub_id)
     gateway.delete(old.proxy_id)
     # Several requests of every kind the agent makes meet the fault; meanwhile the data plane
@@ -213,6 +183,31 @@ def test_listener_refusing_connections_for_a_while(
     gateway.check_alive()
 
 
+def publish_out_of_order(gateway: Gateway, label: str) -> tuple[int, list[int], list[int]]:
+    """(high, late, batch): `high` with an id 60 above the explorer's counter (once applied, the
+    agent's cursor is past it), 12 `late` ones published in the gap below that cursor, then a
+    batch of 12 more."""
+    user = gateway.add_user()
+    counter = int(history(gateway)["counter"])
+    high = gateway.create(
+        "subdomain", user, domain=f"high-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR],
+        id=counter + 60,
+    )  # fmt: skip
+    assert gateway.wait_result(high).state == "ok"
+    late = [
+        gateway.create("subdomain", user, domain=f"late{i}-{label}.{MANAGED_DOMAIN}",
+                       ips=[GW_CLIENT_ADDR], id=counter + 40 - i)
+        for i in range(12)
+    ]  # fmt: skip
+    batch = [
+        gateway.create(
+            "subdomain", user, domain=f"b{i}-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR]
+        )
+        for i in range(12)
+    ]
+    return high, late, batch
+
+
 def test_duplicated_and_out_of_order_workloads_are_applied_once(
     gateway: Gateway, steady: Site, label: str
 ) -> None:
@@ -221,31 +216,7 @@ def test_duplicated_and_out_of_order_workloads_are_applied_once(
     dup_base, dup_base_shuffle = applied(gateway, "duplicate"), applied(gateway, "shuffle")
     gateway.call(gateway.admin.set_faults(seed=SEED, endpoints=["poll"], duplicate_rate=1.0,
                                           shuffle_rate=1.0))  # fmt: skip
-    user = gateway.add_user()
-    counter = int(history(gateway)["counter"])
-    # Jump the id counter forward, then fill the gap below the agent's cursor.
-    high = gateway.create(
-        "subdomain", user, domain=f"high-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR],
-        id=counter + 60,
-    )  # fmt: skip
-    assert gateway.wait_result(high).state == "ok"
-    late: list[int] = []
-    for i in range(12):
-        late.append(
-            gateway.create(
-                "subdomain",
-                user,
-                domain=f"late{i}-{label}.{MANAGED_DOMAIN}",
-                ips=[GW_CLIENT_ADDR],
-                id=counter + 40 - i,
-            )
-        )
-    batch = [
-        gateway.create(
-            "subdomain", user, domain=f"b{i}-{label}.{MANAGED_DOMAIN}", ips=[GW_CLIENT_ADDR]
-        )
-        for i in range(12)
-    ]
+    high, late, batch = publish_out_of_order(gateway, label)
     doomed = batch[:4]
     for wid in doomed:
         gateway.delete(wid)

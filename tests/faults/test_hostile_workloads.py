@@ -12,7 +12,6 @@ import ipaddress
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.agent_process import AgentProcess
-from tests.support.devexplorer import DevExplorerProcess
-from tests.support.hostile import Setting, Victim, corpus, unanswerable
-from tests.support.http import SyncHTTP
+from tests.support.devexplorer import DevExplorerProcess, SyncAdmin
+from tests.support.hostile import Case, Setting, Victim, corpus, unanswerable
 from tests.support.processes import wait_until
+from tests.support.redis_server import snapshot
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import load_or_create
 from tfgateway.primitives.fourtosix import user_public_key
@@ -41,38 +40,102 @@ OWN_ADDRESS = "185.69.166.250"
 AGENT_KEYS = ("tfgateway",)  # the agent's own bookkeeping (cache, outbox, counters)
 
 
-@pytest.fixture
-def explorer(tmp_path: Path) -> Iterator[DevExplorerProcess]:
-    proc = DevExplorerProcess(log_file=tmp_path / "explorer.log")
-    proc.start()
-    yield proc
-    proc.stop()
+def answered(admin: SyncAdmin, agent: AgentProcess, gwids: set[str]) -> bool:
+    assert agent.alive(), agent.log()[-3000:]
+    got = {p["gwid"] for p in admin.state()["result_puts"]}
+    return gwids <= got
 
 
-def post(http: SyncHTTP, path: str, body: Any) -> Any:
-    r = http.post(path, json=body)
-    assert r.status_code in (200, 201), r.text
-    return r.json()
+def publish_victim(admin: SyncAdmin, node: str, keys: UserKeys) -> Victim:
+    """A user with one workload of each type, on names of its own."""
+    (user,) = admin.post("/dev/users", {"pubkey": keys.public_key_hex})
+    vt = int(user["id"])
+    names = {k: f"{k}.{MANAGED}" for k in ("victim", "vdns", "vproxy", "vrev")}
+    vsecret = encrypt_secret(f"{vt}:victim-secret", node, version=2, user=keys)
+    specs: list[dict[str, Any]] = [
+        {"type": "subdomain", "domain": names["victim"], "ips": ["185.69.166.10"]},
+        {"type": "proxy", "domain": names["victim"], "addr": "185.69.166.11", "port": 80,
+         "port_tls": 443},
+        {"type": "subdomain", "domain": names["vdns"], "ips": ["185.69.166.12"]},
+        {"type": "proxy", "domain": names["vproxy"], "addr": "185.69.166.13", "port": 80},
+        {"type": "domain_delegate", "domain": "victim.example.org"},
+        {"type": "reverse_proxy", "domain": names["vrev"], "secret": vsecret},
+    ]  # fmt: skip
+    views = admin.post(
+        "/dev/workloads", [{"node_id": node, "customer_tid": vt, **s} for s in specs]
+    )
+    return Victim(vt, names["victim"], names["vdns"], names["vproxy"], "victim.example.org",
+                  names["vrev"], tuple(str(v["gwid"]) for v in views))  # fmt: skip
 
 
-def snapshot(r: redis.Redis) -> dict[bytes, Any]:
-    """Every data-plane key with its full value (the agent's bookkeeping left out)."""
-    out: dict[bytes, Any] = {}
-    for key in r.scan_iter(count=1000):
-        if key.decode(errors="replace").startswith(AGENT_KEYS):
-            continue
-        kind = r.type(key)
-        if kind == b"string":
-            out[key] = r.get(key)
-        elif kind == b"hash":
-            out[key] = r.hgetall(key)
-        elif kind == b"set":
-            out[key] = r.smembers(key)
-        elif kind == b"list":
-            out[key] = r.lrange(key, 0, -1)
+def publish_hostile(
+    admin: SyncAdmin, node: str, attacker: int, cases: list[Case]
+) -> tuple[dict[str, Case], str]:
+    """The cases, then unaddressable items, then one well-behaved subdomain of the attacker:
+    (gwid -> case, the well-behaved one's gwid)."""
+    specs = [{"node_id": node, "customer_tid": attacker, **c.spec} for c in cases]
+    hostile = admin.post("/dev/workloads", specs)
+    # Items a gateway cannot address, mixed in: skipped, the batch goes on.
+    for raw in unanswerable():
+        admin.post("/dev/workloads", {"type": "subdomain", "node_id": node,
+                                      "customer_tid": attacker, **raw})  # fmt: skip
+    # A well-behaved workload published after all of it is still served.
+    (last,) = admin.post("/dev/workloads", [{"type": "subdomain", "node_id": node,
+                         "customer_tid": attacker, "domain": f"fine.{MANAGED}",
+                         "ips": ["185.69.166.99"]}])  # fmt: skip
+    gwid_of = {str(v["gwid"]): case for v, case in zip(hostile, cases, strict=True)}
+    return gwid_of, str(last["gwid"])
+
+
+def assert_refused_clearly(
+    state: dict[str, Any], gwid_of: dict[str, Case], well_behaved: str
+) -> dict[str, str]:
+    """Every hostile case got error results only, each with a short printable message and no
+    traceback; the well-behaved one got one ok result. Returns a message per family of cases."""
+    by_gwid: dict[str, list[dict[str, Any]]] = {}
+    # (items without a usable id get a PUT to "0-0" that the explorer answers 404: harmless)
+    refused = [p for p in state["result_puts"] if p["status"] != 201 and p["gwid"] != "0-0"]
+    assert not refused, [
+        (p, gwid_of[p["gwid"]].why if p["gwid"] in gwid_of else "") for p in refused[:5]
+    ]
+    for put in state["result_puts"]:
+        if put["status"] == 201:
+            by_gwid.setdefault(put["gwid"], []).append(put["result"])
+    accepted = {g: gwid_of[g].why for g in gwid_of if any(r["state"] != 0 for r in by_gwid[g])}
+    assert not accepted, f"hostile workloads accepted: {Counter(accepted.values())}"
+    messages: dict[str, str] = {}
+    for g, case in gwid_of.items():
+        for result in by_gwid[g]:
+            msg = result["message"]
+            assert msg, case.why
+            assert msg.isprintable(), (case.why, msg[:800])
+            assert len(msg) <= 600, (case.why, msg[:800])
+            assert "Traceback" not in msg, (case.why, msg)
+            assert "Exception" not in msg, (case.why, msg)
+            messages.setdefault(case.why.split(" (+")[0], msg)
+    assert [r["state"] for r in by_gwid[well_behaved]] == [1]
+    return messages
+
+
+def assert_victim_untouched(
+    r: redis.Redis, before: dict[bytes, Any], reservations_before: dict[bytes, bytes]
+) -> None:
+    """Every data-plane key byte-identical to `before`; nothing new but the attacker's
+    well-behaved subdomain; the agent's cache entries of the victim unchanged."""
+    after = snapshot(r, skip=AGENT_KEYS)
+    for key, value in before.items():
+        now = after.get(key)
+        if isinstance(value, dict) and isinstance(now, dict):
+            # a shared hash (zone, managed_domains): the victim's fields unchanged, the
+            # only new field the attacker's well-behaved subdomain
+            assert {f: now.get(f) for f in value} == value, key
+            assert all(b"fine" in f for f in set(now) - set(value)), (key, set(now))
         else:
-            out[key] = (kind, r.dump(key))
-    return out
+            assert now == value, (key, value, now)
+    assert not set(after) - set(before), set(after) - set(before)
+    reservations_after: dict[bytes, bytes] = r.hgetall("tfgateway_reservations")  # type: ignore[assignment]
+    for field, entry in reservations_before.items():
+        assert reservations_after.get(field) == entry, field
 
 
 def test_a_thousand_hostile_workloads(
@@ -89,107 +152,39 @@ def test_a_thousand_hostile_workloads(
         extra=["--gateway-address", OWN_ADDRESS],
     )
     node = load_or_create(agent.seed).node_id
-    http = SyncHTTP(explorer.admin_url, timeout=60)
-    victim_keys, attacker_keys = UserKeys(b"v" * 32), UserKeys(b"a" * 32)
-    (victim,) = post(http, "/dev/users", {"pubkey": victim_keys.public_key_hex})
-    (attacker,) = post(http, "/dev/users", {"pubkey": attacker_keys.public_key_hex})
-    vt, at = int(victim["id"]), int(attacker["id"])
-    names = {k: f"{k}.{MANAGED}" for k in ("victim", "vdns", "vproxy", "vrev")}
-    vsecret = encrypt_secret(f"{vt}:victim-secret", node, version=2, user=victim_keys)
-    victim_specs: list[dict[str, Any]] = [
-        {"type": "subdomain", "domain": names["victim"], "ips": ["185.69.166.10"]},
-        {"type": "proxy", "domain": names["victim"], "addr": "185.69.166.11", "port": 80,
-         "port_tls": 443},
-        {"type": "subdomain", "domain": names["vdns"], "ips": ["185.69.166.12"]},
-        {"type": "proxy", "domain": names["vproxy"], "addr": "185.69.166.13", "port": 80},
-        {"type": "domain_delegate", "domain": "victim.example.org"},
-        {"type": "reverse_proxy", "domain": names["vrev"], "secret": vsecret},
-    ]  # fmt: skip
-    views = post(http, "/dev/workloads",
-                 [{"node_id": node, "customer_tid": vt, **s} for s in victim_specs])  # fmt: skip
+    admin = SyncAdmin(explorer.admin_url, timeout=60)
+    attacker_keys = UserKeys(b"a" * 32)
+    victim = publish_victim(admin, node, UserKeys(b"v" * 32))
+    (attacker,) = admin.post("/dev/users", {"pubkey": attacker_keys.public_key_hex})
+    at = int(attacker["id"])
     agent.start()
     try:
-
-        def answered(gwids: set[str]) -> bool:
-            assert agent.alive(), agent.log()[-3000:]
-            got = {p["gwid"] for p in http.get("/dev/state").json()["result_puts"]}
-            return gwids <= got
-
-        victim_gwids = {str(v["gwid"]) for v in views}
-        wait_until(lambda: answered(victim_gwids), timeout=30, what="the victim's workloads")
-        state = http.get("/dev/state").json()
+        wait_until(lambda: answered(admin, agent, set(victim.gwids)), timeout=30,
+                   what="the victim's workloads")  # fmt: skip
+        state = admin.state()
         assert all(p["result"]["state"] == 1 for p in state["result_puts"]), state["result_puts"]
-        before = snapshot(redis_db)
-        reservations_before = dict(redis_db.hgetall("tfgateway_reservations").items())
+        before = snapshot(redis_db, skip=AGENT_KEYS)
+        reservations_before: dict[bytes, bytes] = redis_db.hgetall("tfgateway_reservations")  # type: ignore[assignment]
         assert len(before) >= 5
 
-        setting = Setting(
-            node_id=node, managed=MANAGED, nameserver=NAMESERVER, own_address=OWN_ADDRESS,
-            attacker=at, attacker_keys=attacker_keys,
-            victim=Victim(vt, names["victim"], names["vdns"], names["vproxy"],
-                          "victim.example.org", names["vrev"],
-                          tuple(str(v["gwid"]) for v in views)),
-        )  # fmt: skip
+        setting = Setting(node_id=node, managed=MANAGED, nameserver=NAMESERVER,
+                          own_address=OWN_ADDRESS, attacker=at, attacker_keys=attacker_keys,
+                          victim=victim)  # fmt: skip
         cases = corpus(setting, seed=8, size=1000)
         assert len(cases) >= 1000
         started = time.monotonic()
-        specs = [{"node_id": node, "customer_tid": at, **c.spec} for c in cases]
-        hostile = post(http, "/dev/workloads", specs)
-        # Items a gateway cannot address, mixed in: skipped, the batch goes on.
-        for raw in unanswerable():
-            post(http, "/dev/workloads", {"type": "subdomain", "node_id": node,
-                                          "customer_tid": at, **raw})  # fmt: skip
-        # A well-behaved workload published after all of it is still served.
-        (last,) = post(http, "/dev/workloads", [{"type": "subdomain", "node_id": node,
-                       "customer_tid": at, "domain": f"fine.{MANAGED}",
-                       "ips": ["185.69.166.99"]}])  # fmt: skip
-        gwid_of = {str(v["gwid"]): case for v, case in zip(hostile, cases, strict=True)}
+        gwid_of, well_behaved = publish_hostile(admin, node, at, cases)
         wait_until(
-            lambda: answered(set(gwid_of) | {str(last["gwid"])}),
+            lambda: answered(admin, agent, set(gwid_of) | {well_behaved}),
             timeout=150, interval=0.5, what="every hostile workload answered",
         )  # fmt: skip
         elapsed = time.monotonic() - started
-        state = http.get("/dev/state").json()
-        by_gwid: dict[str, list[dict[str, Any]]] = {}
-        # (items without a usable id get a PUT to "0-0" that the explorer answers 404: harmless)
-        refused = [p for p in state["result_puts"] if p["status"] != 201 and p["gwid"] != "0-0"]
-        assert not refused, [
-            (p, gwid_of[p["gwid"]].why if p["gwid"] in gwid_of else "") for p in refused[:5]
-        ]
-        for put in state["result_puts"]:
-            if put["status"] == 201:
-                by_gwid.setdefault(put["gwid"], []).append(put["result"])
-        accepted = {g: gwid_of[g].why for g in gwid_of if any(r["state"] != 0 for r in by_gwid[g])}
-        assert not accepted, f"hostile workloads accepted: {Counter(accepted.values())}"
-        messages: dict[str, str] = {}
-        for g, case in gwid_of.items():
-            for result in by_gwid[g]:
-                msg = result["message"]
-                assert msg, case.why
-                assert msg.isprintable(), (case.why, msg[:800])
-                assert len(msg) <= 600, (case.why, msg[:800])
-                assert "Traceback" not in msg, (case.why, msg)
-                assert "Exception" not in msg, (case.why, msg)
-                messages.setdefault(case.why.split(" (+")[0], msg)
-        assert [r["state"] for r in by_gwid[str(last["gwid"])]] == [1]
+        messages = assert_refused_clearly(admin.state(), gwid_of, well_behaved)
         assert agent.alive()
         # Nothing of the victim changed: every data-plane key is byte-identical.
         wait_until(lambda: redis_db.hlen("tfgateway:outbox") == 0, timeout=60,
                    what="outbox drained")  # fmt: skip
-        after = snapshot(redis_db)
-        for key, value in before.items():
-            now = after.get(key)
-            if isinstance(value, dict) and isinstance(now, dict):
-                # a shared hash (zone, managed_domains): the victim's fields unchanged, the
-                # only new field the attacker's well-behaved subdomain
-                assert {f: now.get(f) for f in value} == value, key
-                assert all(b"fine" in f for f in set(now) - set(value)), (key, set(now))
-            else:
-                assert now == value, (key, value, now)
-        assert not set(after) - set(before), set(after) - set(before)
-        reservations_after: dict[bytes, bytes] = redis_db.hgetall("tfgateway_reservations")  # type: ignore[assignment]
-        for field, entry in reservations_before.items():
-            assert reservations_after.get(field) == entry, field  # type: ignore[arg-type]
+        assert_victim_untouched(redis_db, before, reservations_before)
         print(f"\n{len(cases)} hostile workloads answered in {elapsed:.1f}s; messages:")
         for why, msg in sorted(messages.items()):
             print(f"  {why}: {msg[:110]}")

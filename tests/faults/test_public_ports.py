@@ -347,15 +347,10 @@ def test_fifty_tunnel_clients_register_and_reconnect(
         assert rss_after < rss_before * 3 + 64 * 1024
 
 
-def test_dns_query_flood_keeps_answering_right(
-    stack: tuple[RedisServer, int, Path],
-) -> None:
-    server, _backend, workdir = stack
-    r = server.client()
-    zone = f"{MANAGED}."
-    r.hset(zone, "app", '{"a":[{"ip":"185.69.166.1","ttl":300}]}')
-    for i in range(200):
-        r.hset(zone, f"h{i}", f'{{"a":[{{"ip":"185.69.167.{i % 250 + 1}"}}]}}')
+@contextlib.contextmanager
+def coredns_on(server: RedisServer, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """coredns-tfgw with the gatewaydns plugin on `server`, on a free loopback UDP port:
+    (process, port); stopped afterwards."""
     port = free_port(kind=socket.SOCK_DGRAM)
     corefile = workdir / "Corefile"
     corefile.write_text(
@@ -367,28 +362,46 @@ def test_dns_query_flood_keeps_answering_right(
     proc = subprocess.Popen([binary("coredns-tfgw"), "-conf", str(corefile)], stdout=log,
                             stderr=log)  # fmt: skip
     try:
+        yield proc, port
+    finally:
+        stop(proc)
 
-        def ask(name: str) -> dns.message.Message:
-            q = dns.message.make_query(name, dns.rdatatype.A)
-            return dns.query.udp(q, "127.0.0.1", port=port, timeout=1.0)
+
+def dnsperf_queries(path: Path) -> Path:
+    """200 names that exist, 200 that do not, 50 long ones, 50 outside every zone (REFUSED)."""
+    lines = [f"h{i}.{MANAGED} A" for i in range(200)]
+    lines += [f"nx{i}.{MANAGED} AAAA" for i in range(200)]
+    lines += [f"{'x' * 60}{i}.{MANAGED} TXT" for i in range(50)]
+    lines += [f"other{i}.example. A" for i in range(50)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_dns_query_flood_keeps_answering_right(
+    stack: tuple[RedisServer, int, Path],
+) -> None:
+    server, _backend, workdir = stack
+    r = server.client()
+    zone = f"{MANAGED}."
+    r.hset(zone, "app", '{"a":[{"ip":"185.69.166.1","ttl":300}]}')
+    for i in range(200):
+        r.hset(zone, f"h{i}", f'{{"a":[{{"ip":"185.69.167.{i % 250 + 1}"}}]}}')
+    with coredns_on(server, workdir) as (proc, port):
 
         def right() -> bool:
+            """A well-behaved resolver's question gets the right answer within 1 s."""
+            q = dns.message.make_query(f"app.{MANAGED}", dns.rdatatype.A)
             try:
-                answer = ask(f"app.{MANAGED}")
+                answer = dns.query.udp(q, "127.0.0.1", port=port, timeout=1.0)
             except (OSError, dns.exception.Timeout):
                 return False
             return [rd.to_text() for rs in answer.answer for rd in rs] == ["185.69.166.1"]
 
         wait_until(right, timeout=20, what="coredns-tfgw answering")
         rss_before = rss_kib(proc.pid)
-        queries = workdir / "queries.txt"
-        lines = [f"h{i}.{MANAGED} A" for i in range(200)]
-        lines += [f"nx{i}.{MANAGED} AAAA" for i in range(200)]
-        lines += [f"{'x' * 60}{i}.{MANAGED} TXT" for i in range(50)]
-        lines += [f"other{i}.example. A" for i in range(50)]  # outside every zone: REFUSED
-        queries.write_text("\n".join(lines) + "\n")
         perf = subprocess.Popen(
-            ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", "6",
+            ["dnsperf", "-s", "127.0.0.1", "-p", str(port),
+             "-d", str(dnsperf_queries(workdir / "queries.txt")), "-l", "6",
              "-c", "20", "-q", "500", "-Q", "40000"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -410,5 +423,3 @@ def test_dns_query_flood_keeps_answering_right(
         assert proc.poll() is None, "coredns-tfgw exited"
         assert good >= asked * 0.9, (good, asked)
         assert rss_after < rss_before * 4 + 64 * 1024
-    finally:
-        stop(proc)

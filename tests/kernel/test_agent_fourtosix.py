@@ -8,17 +8,17 @@ kill -9 with changes while down, and a clean stop (tunnels stay up while the age
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.public
 import pytest
 
-from tests.kernel.topology import GW_V4, Topology, run, wg_dump
+from tests.kernel.topology import GW_V4, Topology, nat66_topology, run, wg_dump
 from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import devexplorer_in_process, wait_until_async
+from tests.support.wireguard import KeyPair
 from tfgateway.node.identity import load_or_create
 from tfgateway.primitives import fourtosix
 from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
@@ -27,13 +27,6 @@ from tfgateway_devexplorer.server import DevExplorer
 IFACE = "wg-tfgateway"
 ENDPOINT = f"{GW_V4}:51820"
 START = 120.0  # seconds: Python starts slowly under software emulation
-
-
-class Client:
-    def __init__(self) -> None:
-        key = nacl.public.PrivateKey.generate()
-        self.private = base64.b64encode(bytes(key)).decode()
-        self.public = base64.b64encode(bytes(key.public_key)).decode()
 
 
 @pytest.fixture
@@ -52,12 +45,8 @@ def agent(tmp_path: Path, redis_url: str) -> Iterator[AgentProcess]:
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    t = Topology()
-    t.up()
-    t.nat66(IFACE)
-    yield t
-    t.down()
-    run("ip", "link", "del", IFACE, check=False)
+    with nat66_topology(IFACE) as t:
+        yield t
 
 
 @pytest.fixture
@@ -105,75 +94,118 @@ async def converged(admin: AdminClient, node: str, what: str) -> None:
     await wait_until_async(check, timeout=START, interval=0.3, what=what)
 
 
+@dataclass
+class Scene:
+    """What every step of the end-to-end scenario speaks to."""
+
+    admin: AdminClient
+    agent: AgentProcess
+    topo: Topology
+    node: str
+
+    async def create(self, user: int, key: str) -> WorkloadInfo:
+        """A gateway4to6 workload of `user` for `key`, once the agent answered it."""
+        w = await self.admin.gateway4to6(self.node, user, key)
+        return await answered(self.admin, self.agent, w)
+
+    async def delete(self, w: WorkloadInfo) -> None:
+        await self.admin.delete_workload(w.id)
+        await self.admin.wait_for_deleted(w.id, timeout=START)
+
+    async def converged(self, what: str) -> None:
+        await converged(self.admin, self.node, what)
+
+    async def reached(self) -> None:
+        await wait_until_async(lambda: reaches(self.topo), timeout=30, interval=0.5, what="reach")
+
+
+async def first_tunnel_reaches(
+    scene: Scene, seed: bytes, alice: KeyPair, tmp_path: Path
+) -> WorkloadInfo:
+    """Alice's workload gets upstream's result data, her key the only peer, and a client built
+    from nothing but what the explorer holds reaches the IPv6 host."""
+    w1 = await scene.create(42, alice.public)
+    assert w1.state == 1, w1.result
+    data = w1.result["data_json"].encode()  # raw, as the gateway PUT it
+    assert data == fourtosix.result_data(seed, "42", ENDPOINT)  # upstream bytes
+    assert (
+        wg_dump(IFACE)
+        == await live_peers(scene.admin, scene.node)
+        == {alice.public: (f"{fourtosix.user_address(seed, '42')}/128", 25)}
+    )
+    assert run("wg", "show", IFACE, "listen-port").strip() == "51820"
+    scene.topo.client_tunnel(data, alice.private, tmp_path)
+    await scene.reached()
+    return w1
+
+
+async def refusals_change_nothing(scene: Scene, bob: KeyPair) -> WorkloadInfo:
+    """F10 and a broken key get error results; another user's tunnel is added: two peers."""
+    w2 = await scene.create(42, bob.public)
+    assert "already has a live gateway4to6 workload" in await refusal(scene.admin, w2)
+    bad = await scene.create(43, "bm90IGEga2V5")
+    assert "32 bytes in standard base64" in await refusal(scene.admin, bad)
+    w3 = await scene.create(44, bob.public)
+    await scene.converged("peers = explorer after provisions")
+    assert len(wg_dump(IFACE)) == 2
+    return w3
+
+
+async def delete_cuts_reach(scene: Scene, w1: WorkloadInfo, alice: KeyPair) -> None:
+    await scene.delete(w1)
+    await scene.converged("peers = explorer after delete")
+    assert alice.public not in wg_dump(IFACE)
+    assert not await reaches(scene.topo)
+
+
+async def kill9_with_changes_while_down(scene: Scene, alice: KeyPair, w3: WorkloadInfo) -> set[str]:
+    """Alice comes back; the agent crashes and, while it is down, bob's workload is deleted and
+    carol's created: the restarted agent converges. Returns the live keys."""
+    w4 = await scene.create(42, alice.public)
+    assert w4.state == 1
+    await scene.reached()
+    scene.agent.kill9()
+    assert await reaches(scene.topo)  # the kernel keeps forwarding without the agent
+    await scene.admin.delete_workload(w3.id)
+    carol = KeyPair()
+    w5 = await scene.admin.gateway4to6(scene.node, 45, carol.public)
+    scene.agent.start()
+    await scene.admin.wait_for_deleted(w3.id, timeout=START)
+    await answered(scene.admin, scene.agent, w5)
+    await scene.converged("peers = explorer after kill -9 and restart")
+    assert set(wg_dump(IFACE)) == {alice.public, carol.public}
+    return {alice.public, carol.public}
+
+
+async def clean_stop_keeps_tunnels(scene: Scene, live: set[str]) -> None:
+    """Interface and peers stay, the tunnel works while the agent is away; a peer nobody owns
+    that appears meanwhile is removed by the restart."""
+    assert scene.agent.terminate(timeout=60) == 0, scene.agent.log()[-3000:]
+    assert set(wg_dump(IFACE)) == live
+    assert await reaches(scene.topo)
+    stray = KeyPair().public
+    run("wg", "set", IFACE, "peer", stray, "allowed-ips", "fd00::99/128")
+    scene.agent.start()
+    await scene.converged("peers = explorer after clean restart")
+    assert stray not in wg_dump(IFACE)
+    assert await reaches(scene.topo)
+
+
 @pytest.mark.timeout(600)
 async def test_agent_4to6_end_to_end(
     agent: AgentProcess, topo: Topology, explorer: DevExplorer, tmp_path: Path
 ) -> None:
     identity = load_or_create(agent.seed)
-    node, seed = identity.node_id, identity.seed
     agent.explorer_url = explorer.url
     async with AdminClient(explorer.url) as admin:
-        alice, bob = Client(), Client()
+        scene = Scene(admin, agent, topo, identity.node_id)
+        alice, bob = KeyPair(), KeyPair()
         agent.start()
-        w1 = await answered(admin, agent, await admin.gateway4to6(node, 42, alice.public))
-        assert w1.state == 1, w1.result
-        data = w1.result["data_json"].encode()  # raw, as the gateway PUT it
-        assert data == fourtosix.result_data(seed, "42", ENDPOINT)  # upstream bytes
-        assert (
-            wg_dump(IFACE)
-            == await live_peers(admin, node)
-            == {alice.public: (f"{fourtosix.user_address(seed, '42')}/128", 25)}
-        )
-        assert run("wg", "show", IFACE, "listen-port").strip() == "51820"
-
-        # The client knows only what the explorer holds.
-        topo.client_tunnel(data, alice.private, tmp_path)
-        await wait_until_async(lambda: reaches(topo), timeout=30, interval=0.5, what="reach")
-
-        # F10: the same user's second workload gets an error result; nothing changes.
-        w2 = await answered(admin, agent, await admin.gateway4to6(node, 42, bob.public))
-        assert "already has a live gateway4to6 workload" in await refusal(admin, w2)
-        # A broken key gets an error result too.
-        bad = await answered(admin, agent, await admin.gateway4to6(node, 43, "bm90IGEga2V5"))
-        assert "32 bytes in standard base64" in await refusal(admin, bad)
-        w3 = await answered(admin, agent, await admin.gateway4to6(node, 44, bob.public))
-        await converged(admin, node, "peers = explorer after provisions")
-        assert len(wg_dump(IFACE)) == 2
-
-        # Delete: reach lost, peer gone.
-        await admin.delete_workload(w1.id)
-        await admin.wait_for_deleted(w1.id, timeout=START)
-        await converged(admin, node, "peers = explorer after delete")
-        assert alice.public not in wg_dump(IFACE)
-        assert not await reaches(topo)
-
-        # Alice comes back; then the agent crashes and, while it is down, bob's workload is
-        # deleted and carol's created: the restarted agent converges.
-        w4 = await answered(admin, agent, await admin.gateway4to6(node, 42, alice.public))
-        assert w4.state == 1
-        await wait_until_async(lambda: reaches(topo), timeout=30, interval=0.5, what="reach")
-        agent.kill9()
-        assert await reaches(topo)  # the kernel keeps forwarding without the agent
-        await admin.delete_workload(w3.id)
-        carol = Client()
-        w5 = await admin.gateway4to6(node, 45, carol.public)
-        agent.start()
-        await admin.wait_for_deleted(w3.id, timeout=START)
-        await answered(admin, agent, w5)
-        await converged(admin, node, "peers = explorer after kill -9 and restart")
-        assert set(wg_dump(IFACE)) == {alice.public, carol.public}
-
-        # Clean stop: interface and peers stay, the tunnel works while the agent is away.
-        assert agent.terminate(timeout=60) == 0, agent.log()[-3000:]
-        assert set(wg_dump(IFACE)) == {alice.public, carol.public}
-        assert await reaches(topo)
-        # A peer nobody owns appears while the agent is away: the restart removes it.
-        stray = Client().public
-        run("wg", "set", IFACE, "peer", stray, "allowed-ips", "fd00::99/128")
-        agent.start()
-        await converged(admin, node, "peers = explorer after clean restart")
-        assert stray not in wg_dump(IFACE)
-        assert await reaches(topo)
+        w1 = await first_tunnel_reaches(scene, identity.seed, alice, tmp_path)
+        w3 = await refusals_change_nothing(scene, bob)
+        await delete_cuts_reach(scene, w1, alice)
+        live = await kill9_with_changes_while_down(scene, alice, w3)
+        await clean_stop_keeps_tunnels(scene, live)
 
 
 async def reaches(topo: Topology) -> bool:

@@ -8,19 +8,16 @@ live workloads — across a clean stop and a crash of the provisioner.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import nacl.public
 import pytest
 
-from tests.kernel.topology import GW_V4, Topology, run, wg_dump
+from tests.kernel.topology import GW_V4, Topology, nat66_topology, run, wg_dump
 from tests.support.processes import wait_until
-from tfgateway.model.reservation import Reservation
+from tests.support.wireguard import KeyPair, workload
 from tfgateway.primitives import fourtosix
 from tfgateway.primitives.fourtosix import FourToSixProvisioner
 from tfgateway.primitives.provisioner import ProvisionError
@@ -31,35 +28,14 @@ IFACE = "wg-tfgw-test"
 ENDPOINT = f"{GW_V4}:51820"
 
 
-class Client:
-    def __init__(self) -> None:
-        key = nacl.public.PrivateKey.generate()
-        self.private = base64.b64encode(bytes(key)).decode()
-        self.public = base64.b64encode(bytes(key.public_key)).decode()
-
-
-def workload(rid: str, user: str, key: str) -> Reservation:
-    return Reservation(
-        id=rid,
-        user_id=user,
-        type="gateway4to6",
-        data=json.dumps({"public_key": key}).encode(),
-        created=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-
-
 def cidr(user: str) -> str:
     return f"{fourtosix.user_address(SEED, user)}/128"
 
 
 @pytest.fixture
 def topo() -> Iterator[Topology]:
-    t = Topology()
-    t.up()
-    t.nat66(IFACE)
-    yield t
-    t.down()
-    run("ip", "link", "del", IFACE, check=False)
+    with nat66_topology(IFACE) as t:
+        yield t
 
 
 @pytest.fixture
@@ -85,7 +61,7 @@ async def test_tunnel_from_result_data_reaches_ipv6_through_nat66(
     }
     assert not topo.client_reaches_inet()  # IPv4 only: no way to the IPv6 host yet
 
-    alice, bob = Client(), Client()
+    alice, bob = KeyPair(), KeyPair()
     data = await gw.provision(workload("100-1", "42", alice.public))
     assert data == fourtosix.result_data(SEED, "42", ENDPOINT)
     await gw.provision(workload("101-1", "43", bob.public))  # a neighbour that must stay
@@ -98,7 +74,7 @@ async def test_tunnel_from_result_data_reaches_ipv6_through_nat66(
 
     # F10: a second workload of the same user is refused and changes nothing.
     with pytest.raises(ProvisionError, match="already has a live gateway4to6"):
-        await gw.provision(workload("102-1", "42", Client().public))
+        await gw.provision(workload("102-1", "42", KeyPair().public))
     assert wg_dump(IFACE) == {alice.public: (cidr("42"), 25), bob.public: (cidr("43"), 25)}
     assert topo.client_reaches_inet()
 
@@ -116,7 +92,7 @@ async def test_tunnel_from_result_data_reaches_ipv6_through_nat66(
 async def test_peer_set_follows_live_workloads_across_clean_stop_and_crash(
     gw: FourToSixProvisioner, topo: Topology, tmp_path: Path
 ) -> None:
-    alice, bob, carol = Client(), Client(), Client()
+    alice, bob, carol = KeyPair(), KeyPair(), KeyPair()
     wa, wb = workload("200-1", "42", alice.public), workload("201-1", "43", bob.public)
     data = await gw.provision(wa)
     await gw.provision(wb)
@@ -136,7 +112,7 @@ async def test_peer_set_follows_live_workloads_across_clean_stop_and_crash(
     # Crash (no close): while down, bob's workload was deleted and carol's created; someone also
     # left a stray peer. The next start converges to exactly the live workloads.
     link = WireGuardLink(IFACE)
-    stray = Client().public
+    stray = KeyPair().public
     await link.set_peer(Peer(stray, ("fd00::99/128",), 0))
     wc = workload("202-1", "44", carol.public)
     after_crash = FourToSixProvisioner(SEED, ENDPOINT, IFACE)

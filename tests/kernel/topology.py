@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -136,3 +138,17 @@ def wg_dump(iface: str) -> dict[str, tuple[str, int]]:
         key, _psk, _endpoint, allowed, _hs, _rx, _tx, keepalive = line.split("\t")
         peers[key] = (allowed, 0 if keepalive == "off" else int(keepalive))
     return peers
+
+
+@contextmanager
+def nat66_topology(wg_iface: str) -> Iterator[Topology]:
+    """The three hosts with the appliance's NAT66 for `wg_iface`; afterwards the namespaces and
+    the interface (whoever created it) are gone."""
+    topo = Topology()
+    topo.up()
+    topo.nat66(wg_iface)
+    try:
+        yield topo
+    finally:
+        topo.down()
+        run("ip", "link", "del", wg_iface, check=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from tests.support.devexplorer import devexplorer_in_process
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox
@@ -53,14 +54,27 @@ class RecordingProvisioner:
 
 @asynccontextmanager
 async def dev_explorer() -> AsyncIterator[tuple[DevExplorer, AdminClient]]:
-    server = DevExplorer(host="127.0.0.1", port=0)
-    await server.start()
-    admin = AdminClient(server.url)
-    try:
+    """The development explorer in process and its admin client."""
+    async with devexplorer_in_process() as server, AdminClient(server.url) as admin:
         yield server, admin
-    finally:
-        await admin.aclose()
-        await server.stop()
+
+
+async def register(explorer: ExplorerClient) -> None:
+    """Registers the test node (`SEED`) as a gateway of `gw.example.com`."""
+    identity = Identity(SEED)
+    await explorer.register(
+        gateway_body(
+            node_id=identity.node_id,
+            public_key_hex=identity.public_key_hex,
+            farm_id=0,
+            os_version="test@0000000",
+            location=Location(latitude=51.05, longitude=3.72),
+            domains=["gw.example.com"],
+            nameservers=["ns1.example.com"],
+            tcp_router_port=18000,
+            free_to_use=False,
+        )
+    )
 
 
 @dataclass
@@ -85,19 +99,7 @@ async def engine_stack(
     explorer = ExplorerClient(explorer_url, identity, timeout=5)
     outbox = Outbox(redis, explorer, backoff=fast_backoff, stats_interval=0)
     await outbox.load()
-    await explorer.register(
-        gateway_body(
-            node_id=identity.node_id,
-            public_key_hex=identity.public_key_hex,
-            farm_id=0,
-            os_version="test@0000000",
-            location=Location(latitude=51.05, longitude=3.72),
-            domains=["gw.example.com"],
-            nameservers=["ns1.example.com"],
-            tcp_router_port=18000,
-            free_to_use=False,
-        )
-    )
+    await register(explorer)
     engine = Engine(
         identity=identity,
         explorer=explorer,

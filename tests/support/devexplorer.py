@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tests.support.http import SyncHTTP
 from tests.support.processes import free_port, port_open, stop, wait_until
 from tfgateway_devexplorer.server import DevExplorer
 from tfgateway_devexplorer.store import Store
@@ -81,6 +83,29 @@ class DevExplorerProcess:
             self.proc.kill()
             self.proc.wait(5)
             self.proc = None
+
+
+class SyncAdmin:
+    """The admin API (`/dev/...`), blocking: for tests that are not coroutines (kill loops)."""
+
+    def __init__(self, admin_url: str, timeout: float = 30.0) -> None:
+        self.http = SyncHTTP(admin_url, timeout=timeout)
+
+    def post(self, path: str, body: Any) -> Any:
+        r = self.http.post(path, json=body)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def state(self) -> dict[str, Any]:
+        r = self.http.get("/dev/state")
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    def set_faults(self, **plan: Any) -> None:
+        """Replaces the fault plan (none: faults off)."""
+        r = self.http.put("/dev/faults", json=plan)
+        assert r.status_code == 200, r.text
 
 
 async def wait_until_async(

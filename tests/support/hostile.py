@@ -12,7 +12,7 @@ corpus. Cases that cannot even be addressed (no usable id) are in `unanswerable(
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,179 +174,131 @@ def _bad_secrets(s: Setting, rng: random.Random) -> list[tuple[Any, int]]:
     return out
 
 
-def _takeovers(s: Setting, keys_secret: str) -> Iterator[Case]:
+TAKEOVER_IP = "185.69.166.66"
+
+
+def _name_takeovers(s: Setting, name: Callable[[str], str], secret: str) -> list[Case]:
+    """The attacker's workloads on the victim's names and the gateway's own, each name written
+    as `name` gives it (case, trailing dot, blanks)."""
     v, m = s.victim, s.managed
-    for variant in ("{}", "{}.", "{}".upper(), " {} "):
 
-        def name(d: str, variant: str = variant) -> str:
-            return variant.format(d) if variant != "{}".upper() else d.upper()
+    def sub(d: str) -> dict[str, Any]:
+        return {"type": "subdomain", "domain": name(d), "ips": [TAKEOVER_IP]}
 
-        yield Case(
-            "takeover: subdomain of the victim",
-            {"type": "subdomain", "domain": name(v.subdomain), "ips": ["185.69.166.66"]},
-        )
-        yield Case(
-            "takeover: subdomain on the victim's proxy name",
-            {"type": "subdomain", "domain": name(v.proxy_only), "ips": ["185.69.166.66"]},
-        )
-        yield Case(
-            "takeover: subdomain on the victim's reverse-proxy name",
-            {"type": "subdomain", "domain": name(v.reverse), "ips": ["185.69.166.66"]},
-        )
-        yield Case(
-            "takeover: proxy on the victim's subdomain",
-            {
-                "type": "proxy",
-                "domain": name(v.dns_only),
-                "addr": "185.69.166.66",
-                "port": 80,
-                "port_tls": 443,
-            },
-        )
-        yield Case(
-            "takeover: proxy of the victim",
-            {
-                "type": "proxy",
-                "domain": name(v.subdomain),
-                "addr": "185.69.166.66",
-                "port": 80,
-                "port_tls": 443,
-            },
-        )
-        yield Case(
-            "takeover: proxy on the victim's reverse proxy",
-            {"type": "proxy", "domain": name(v.reverse), "addr": "185.69.166.66", "port": 80},
-        )
-        yield Case(
-            "takeover: reverse proxy of the victim's proxy",
-            {"type": "reverse_proxy", "domain": name(v.proxy_only), "secret": keys_secret},
-        )
-        yield Case(
-            "takeover: reverse proxy of the victim",
-            {"type": "reverse_proxy", "domain": name(v.reverse), "secret": keys_secret},
-        )
-        yield Case(
-            "takeover: delegation of the victim's zone",
-            {"type": "domain_delegate", "domain": name(v.zone)},
-        )
-        yield Case(
-            "takeover: delegation inside the victim's zone",
-            {"type": "domain_delegate", "domain": name(f"www.{v.zone}")},
-        )
-        yield Case(
-            "takeover: delegation of a victim's subdomain",
-            {"type": "domain_delegate", "domain": name(v.subdomain)},
-        )
-        yield Case(
-            "takeover: delegation of the managed domain",
-            {"type": "domain_delegate", "domain": name(m)},
-        )
-        yield Case(
-            "takeover: delegation of the gateway's nameserver",
-            {"type": "domain_delegate", "domain": name(s.nameserver)},
-        )
-        yield Case(
-            "takeover: subdomain on the gateway's nameserver",
-            {"type": "subdomain", "domain": name(s.nameserver), "ips": ["185.69.166.66"]},
-        )
-        yield Case(
-            "takeover: proxy on the managed domain's apex",
-            {"type": "proxy", "domain": name(m), "addr": "185.69.166.66", "port": 80},
-        )
+    def proxy(d: str, **tls: int) -> dict[str, Any]:
+        return {"type": "proxy", "domain": name(d), "addr": TAKEOVER_IP, "port": 80, **tls}
+
+    def reverse(d: str) -> dict[str, Any]:
+        return {"type": "reverse_proxy", "domain": name(d), "secret": secret}
+
+    def delegate(d: str) -> dict[str, Any]:
+        return {"type": "domain_delegate", "domain": name(d)}
+
+    return [
+        Case("takeover: subdomain of the victim", sub(v.subdomain)),
+        Case("takeover: subdomain on the victim's proxy name", sub(v.proxy_only)),
+        Case("takeover: subdomain on the victim's reverse-proxy name", sub(v.reverse)),
+        Case("takeover: proxy on the victim's subdomain", proxy(v.dns_only, port_tls=443)),
+        Case("takeover: proxy of the victim", proxy(v.subdomain, port_tls=443)),
+        Case("takeover: proxy on the victim's reverse proxy", proxy(v.reverse)),
+        Case("takeover: reverse proxy of the victim's proxy", reverse(v.proxy_only)),
+        Case("takeover: reverse proxy of the victim", reverse(v.reverse)),
+        Case("takeover: delegation of the victim's zone", delegate(v.zone)),
+        Case("takeover: delegation inside the victim's zone", delegate(f"www.{v.zone}")),
+        Case("takeover: delegation of a victim's subdomain", delegate(v.subdomain)),
+        Case("takeover: delegation of the managed domain", delegate(m)),
+        Case("takeover: delegation of the gateway's nameserver", delegate(s.nameserver)),
+        Case("takeover: subdomain on the gateway's nameserver", sub(s.nameserver)),
+        Case("takeover: proxy on the managed domain's apex", proxy(m)),
+    ]
+
+
+# How a name may be written in a takeover attempt: as it is, fully qualified, upper case, padded.
+SPELLINGS: tuple[Callable[[str], str], ...] = (
+    str,
+    lambda d: f"{d}.",
+    str.upper,
+    lambda d: f" {d} ",
+)
+
+
+def _takeovers(s: Setting, keys_secret: str) -> Iterator[Case]:
+    v = s.victim
+    for spelling in SPELLINGS:
+        yield from _name_takeovers(s, spelling, keys_secret)
     for gwid in v.gwids:  # a reference to the victim's workload, with the attacker's data
         yield Case(
             "takeover: reference to the victim's workload",
-            {
-                "type": "subdomain",
-                "domain": v.subdomain,
-                "ips": ["185.69.166.66"],
-                "reference": gwid,
-            },
+            {"type": "subdomain", "domain": v.subdomain, "ips": [TAKEOVER_IP], "reference": gwid},
         )
         yield Case(
             "takeover: reference to the victim's workload (proxy)",
-            {
-                "type": "proxy",
-                "domain": v.subdomain,
-                "addr": "185.69.166.66",
-                "port": 80,
-                "reference": gwid,
-            },
-        )
+            {"type": "proxy", "domain": v.subdomain, "addr": TAKEOVER_IP, "port": 80,
+             "reference": gwid},
+        )  # fmt: skip
 
 
-def corpus(s: Setting, *, seed: int = 8, size: int = 1000) -> list[Case]:
-    """At least `size` hostile cases (workload specs without node_id/customer_tid: the caller
-    adds the attacker's); shuffled with `seed`."""
-    rng = random.Random(seed)
+def _domain_cases(s: Setting, rng: random.Random) -> Iterator[Case]:
     m = s.managed
-    cases: list[Case] = []
     for d in _bad_domains(s, rng):
-        cases.append(
-            Case(
-                "bad domain (subdomain)",
-                {"type": "subdomain", "domain": d, "ips": ["185.69.166.1"]},
-            )
-        )
-        cases.append(Case("bad domain (delegate)", {"type": "domain_delegate", "domain": d}))
-        cases.append(
-            Case(
-                "bad domain (proxy)",
-                {"type": "proxy", "domain": d, "addr": "185.69.166.2", "port": 80},
-            )
-        )
+        yield Case("bad domain (subdomain)",
+                   {"type": "subdomain", "domain": d, "ips": ["185.69.166.1"]})  # fmt: skip
+        yield Case("bad domain (delegate)", {"type": "domain_delegate", "domain": d})
+        yield Case("bad domain (proxy)",
+                   {"type": "proxy", "domain": d, "addr": "185.69.166.2", "port": 80})  # fmt: skip
     for d in ("app.other.example", m, "example.com", f"evil{m}", f"{m}.evil.example"):
-        cases.append(
-            Case(
-                "subdomain outside the managed domains",
-                {"type": "subdomain", "domain": d, "ips": ["185.69.166.1"]},
-            )
-        )
+        yield Case("subdomain outside the managed domains",
+                   {"type": "subdomain", "domain": d, "ips": ["185.69.166.1"]})  # fmt: skip
     for i, ips in enumerate(_bad_record_ips(rng)):
-        cases.append(
-            Case("bad record IPs", {"type": "subdomain", "domain": f"ips{i}.{m}", "ips": ips})
-        )
+        yield Case("bad record IPs", {"type": "subdomain", "domain": f"ips{i}.{m}", "ips": ips})
+
+
+def _proxy_cases(s: Setting, rng: random.Random) -> Iterator[Case]:
+    m = s.managed
     for i, addr in enumerate(_bad_targets(s, rng)):
-        cases.append(Case("forbidden proxy target",
-                          {"type": "proxy", "domain": f"t{i}.{m}", "addr": addr, "port": 80,
-                           "port_tls": 443}))  # fmt: skip
+        yield Case("forbidden proxy target",
+                   {"type": "proxy", "domain": f"t{i}.{m}", "addr": addr, "port": 80,
+                    "port_tls": 443})  # fmt: skip
     for port in (6379, 22, 53, 18000):
-        cases.append(Case("proxy to a gateway service port",
-                          {"type": "proxy", "domain": f"svc{port}.{m}", "addr": s.own_address,
-                           "port": port, "port_tls": port}))  # fmt: skip
+        yield Case("proxy to a gateway service port",
+                   {"type": "proxy", "domain": f"svc{port}.{m}", "addr": s.own_address,
+                    "port": port, "port_tls": port})  # fmt: skip
     for i, (http, tls) in enumerate(_bad_ports()):
-        cases.append(Case("bad proxy ports",
-                          {"type": "proxy", "domain": f"port{i}.{m}", "addr": "185.69.166.2",
-                           "port": http, "port_tls": tls}))  # fmt: skip
+        yield Case("bad proxy ports",
+                   {"type": "proxy", "domain": f"port{i}.{m}", "addr": "185.69.166.2",
+                    "port": http, "port_tls": tls})  # fmt: skip
+
+
+def _reverse_proxy_cases(
+    s: Setting, rng: random.Random, domain_seed: int, good_secret: str
+) -> Iterator[Case]:
+    m = s.managed
     for i, (secret, version) in enumerate(_bad_secrets(s, rng)):
-        cases.append(Case("bad reverse-proxy secret",
-                          {"type": "reverse_proxy", "domain": f"sec{i}.{m}", "secret": secret,
-                           "version": version}))  # fmt: skip
-    good_secret = encrypt_secret(f"{s.attacker}:mine", s.node_id, version=2, user=s.attacker_keys)
-    for d in _bad_domains(s, random.Random(seed + 1))[:60]:
-        cases.append(Case("bad domain (reverse proxy)",
-                          {"type": "reverse_proxy", "domain": d, "secret": good_secret,
-                           "version": 2}))  # fmt: skip
-    cases.append(Case("reverse proxy of a user missing from the phonebook",
-                      {"type": "reverse_proxy", "domain": f"ghost.{m}", "secret": good_secret,
-                       "version": 2, "customer_tid": s.unknown_user}))  # fmt: skip
-    cases += list(_takeovers(s, good_secret))
+        yield Case("bad reverse-proxy secret",
+                   {"type": "reverse_proxy", "domain": f"sec{i}.{m}", "secret": secret,
+                    "version": version})  # fmt: skip
+    for d in _bad_domains(s, random.Random(domain_seed))[:60]:
+        yield Case("bad domain (reverse proxy)",
+                   {"type": "reverse_proxy", "domain": d, "secret": good_secret,
+                    "version": 2})  # fmt: skip
+    yield Case("reverse proxy of a user missing from the phonebook",
+               {"type": "reverse_proxy", "domain": f"ghost.{m}", "secret": good_secret,
+                "version": 2, "customer_tid": s.unknown_user})  # fmt: skip
+
+
+def _type_cases(s: Setting) -> Iterator[Case]:
+    m = s.managed
     for t in (0, 1, 2, 3, 9, 10, 11, 12, 13, 100, 200, 255):
-        cases.append(
-            Case(
-                "unsupported workload type",
-                {"type": t, "domain": f"type{t}.{m}", "ips": ["185.69.166.1"]},
-            )
-        )
-    for i, key in enumerate(["", "short", "A" * 43 + "=", "!" * 44, "A" * 10_000, 42, None]):
-        cases.append(
-            Case(
-                "gateway4to6 with a bad key (4to6 not enabled here)",
-                {"type": "gateway4to6", "public_key": key},
-            )
-        )
-        del i
-    # Wrong JSON types of the type's own fields, in every position.
+        yield Case("unsupported workload type",
+                   {"type": t, "domain": f"type{t}.{m}", "ips": ["185.69.166.1"]})  # fmt: skip
+    for key in ["", "short", "A" * 43 + "=", "!" * 44, "A" * 10_000, 42, None]:
+        yield Case("gateway4to6 with a bad key (4to6 not enabled here)",
+                   {"type": "gateway4to6", "public_key": key})  # fmt: skip
+
+
+def _wrong_json_type_cases(s: Setting, good_secret: str) -> Iterator[Case]:
+    m = s.managed
+    # The type's own fields, in every position.
     for kind, fields in (
         ("subdomain", {"domain": f"wt.{m}", "ips": ["185.69.166.1"]}),
         ("proxy", {"domain": f"wt.{m}", "addr": "185.69.166.2", "port": 80, "port_tls": 443}),
@@ -357,31 +309,50 @@ def corpus(s: Setting, *, seed: int = 8, size: int = 1000) -> list[Case]:
             for bad in WRONG_TYPES:
                 if key in ("port", "port_tls") and (bad is None or bad is False or bad == 42):
                     continue  # "no port" and port 42 are valid values
-                spec = {"type": kind, **fields, key: bad}
-                cases.append(Case(f"wrong JSON type of {kind}.{key}", spec))
-            spec = {"type": kind, **fields, "remove": [key]}
+                yield Case(f"wrong JSON type of {kind}.{key}", {"type": kind, **fields, key: bad})
             if kind == "proxy" and key in ("port", "port_tls"):
                 continue  # one port is enough
-            cases.append(Case(f"{kind} without {key}", spec))
-    # Wrong JSON types of the explorer's common fields.
+            yield Case(f"{kind} without {key}", {"type": kind, **fields, "remove": [key]})
+    # The explorer's common fields.
     for key, bad in (("customer_tid", "abc"), ("customer_tid", None), ("customer_tid", 1.5),
                      ("customer_tid", [1]), ("version", "x"),
                      ("epoch", "yesterday"), ("epoch", 2**70), ("reference", 42),
                      ("reference", "not-a-ref"), ("metadata", {"a": 1}),
                      ("customer_signature", [1])):  # fmt: skip
-        cases.append(Case(f"wrong JSON type of {key}",
-                          {"type": "subdomain", "domain": f"common-{key}.{m}",
-                           "ips": ["185.69.166.1"], "overrides": {key: bad}}))  # fmt: skip
-    rng.shuffle(cases)
+        yield Case(f"wrong JSON type of {key}",
+                   {"type": "subdomain", "domain": f"common-{key}.{m}",
+                    "ips": ["185.69.166.1"], "overrides": {key: bad}})  # fmt: skip
+
+
+def _padded(cases: list[Case], size: int, rng: random.Random) -> list[Case]:
+    """`cases`, then random variants of them (combining marks on the domain) up to `size`."""
+    out = list(cases)
     i = 0
-    base = list(cases)
-    while len(cases) < size:  # more random variants of the generated families
-        extra = dict(base[i % len(base)].spec)
+    while len(out) < size:
+        extra = dict(cases[i % len(cases)].spec)
         if "domain" in extra and isinstance(extra["domain"], str):
             extra["domain"] = extra["domain"] + "\u0301" * rng.randrange(1, 4)
-        cases.append(Case(base[i % len(base)].why + " (+ combining marks)", extra))
+        out.append(Case(cases[i % len(cases)].why + " (+ combining marks)", extra))
         i += 1
-    return cases
+    return out
+
+
+def corpus(s: Setting, *, seed: int = 8, size: int = 1000) -> list[Case]:
+    """At least `size` hostile cases (workload specs without node_id/customer_tid: the caller
+    adds the attacker's); shuffled with `seed`."""
+    rng = random.Random(seed)
+    good_secret = encrypt_secret(f"{s.attacker}:mine", s.node_id, version=2, user=s.attacker_keys)
+    # one generator after the other: they draw from `rng` in this order
+    cases = [
+        *_domain_cases(s, rng),
+        *_proxy_cases(s, rng),
+        *_reverse_proxy_cases(s, rng, seed + 1, good_secret),
+        *_takeovers(s, good_secret),
+        *_type_cases(s),
+        *_wrong_json_type_cases(s, good_secret),
+    ]
+    rng.shuffle(cases)
+    return _padded(cases, size, rng)
 
 
 def unanswerable() -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -47,3 +48,43 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def save(self, timeout: float = 20.0) -> None:
+        """SAVE, retried while a background save runs (`--save 1 1` starts them on its own, and
+        SAVE is refused meanwhile)."""
+        client = self.client()
+
+        def saved() -> bool:
+            try:
+                client.save()
+            except redis.ResponseError as exc:
+                if "in progress" not in str(exc):
+                    raise
+                return False
+            return True
+
+        try:
+            wait_until(saved, timeout=timeout, what="redis SAVE")
+        finally:
+            client.close()
+
+
+def snapshot(r: redis.Redis, *, skip: tuple[str, ...] = ()) -> dict[bytes, Any]:
+    """Every key with its full value (keys starting with one of `skip` left out), to prove that
+    something changed nothing."""
+    out: dict[bytes, Any] = {}
+    for key in r.scan_iter(count=1000):
+        if key.decode(errors="replace").startswith(skip):
+            continue
+        kind = r.type(key)
+        if kind == b"string":
+            out[key] = r.get(key)
+        elif kind == b"hash":
+            out[key] = r.hgetall(key)
+        elif kind == b"set":
+            out[key] = r.smembers(key)
+        elif kind == b"list":
+            out[key] = r.lrange(key, 0, -1)
+        else:
+            out[key] = (kind, r.dump(key))
+    return out

@@ -4,36 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from tests.support.devexplorer import devexplorer_in_process, wait_until_async
+from tests.support.devexplorer import wait_until_async
 from tests.support.http import AsyncHTTP, SyncHTTP
 from tfgateway_devexplorer.admin_client import AdminClient
 from tfgateway_devexplorer.server import DevExplorer
 
 NODE = "node-f"
 POLL = f"/reservations/nodes/{NODE}/workloads"
-
-
-@pytest.fixture
-async def explorer() -> AsyncIterator[DevExplorer]:
-    async with devexplorer_in_process() as server:
-        yield server
-
-
-@pytest.fixture
-async def admin(explorer: DevExplorer) -> AsyncIterator[AdminClient]:
-    async with AdminClient(explorer.admin_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def http(explorer: DevExplorer) -> AsyncIterator[AsyncHTTP]:
-    async with AsyncHTTP(explorer.url, timeout=10) as client:
-        yield client
 
 
 async def test_counted_5xx_then_recovery_and_only_on_chosen_endpoints(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
@@ -12,10 +11,8 @@ import base58
 import pytest
 from nacl.signing import SigningKey
 
-from tests.support.devexplorer import devexplorer_in_process
 from tests.support.http import AsyncHTTP
 from tfgateway_devexplorer.admin_client import AdminClient, AdminError
-from tfgateway_devexplorer.server import DevExplorer
 
 SEED = b"helloworldhelloworldhelloworld12"
 NODE = "FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85"
@@ -73,24 +70,6 @@ def signed_headers(key: SigningKey, key_id: str | None = None) -> dict[str, str]
         f'signature="{signature}"'
     )
     return {"Threebot-Id": identity, "Date": date, "Authorization": auth}
-
-
-@pytest.fixture
-async def explorer() -> AsyncIterator[DevExplorer]:
-    async with devexplorer_in_process() as server:
-        yield server
-
-
-@pytest.fixture
-async def http(explorer: DevExplorer) -> AsyncIterator[AsyncHTTP]:
-    async with AsyncHTTP(explorer.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(explorer: DevExplorer) -> AsyncIterator[AdminClient]:
-    async with AdminClient(explorer.url) as client:
-        yield client
 
 
 async def poll(http: AsyncHTTP, node: str, start: int) -> tuple[list[Any] | None, int]:

@@ -12,21 +12,13 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tests.support.go_cache import GO_EXAMPLE
 from tests.support.processes import binary, stop, wait_until
 from tfgateway.engine.cache import RESERVATIONS_KEY, ReservationCache
 from tfgateway.model.reservation import GoTime, Reservation, Result, ResultState, encode_cache_value
 from tfgateway.store.url import connect
 
 pytestmark = pytest.mark.integration
-
-GO_EXAMPLE = (
-    b'"1.0.0"{"id":"4521-1","node_id":"FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85",'
-    b'"user_id":"42","type":"subdomain","data":{"domain":"app.gateway.example.com",'
-    b'"destination":["185.69.166.1","2a02:1802:5e::1"]},"created":"2021-01-07T06:13:20Z",'
-    b'"duration":9223372036854775807,"signature":"YWJjZDAx","to_delete":false,"reference":"",'
-    b'"result":{"type":"subdomain","id":"4521-1","created":"2021-01-07T06:13:25.123456789Z",'
-    b'"state":1,"message":"","data_json":null,"signature":"420a"},"version":2}\n'
-)
 
 
 def _reservation(rid: str, user: str = "7") -> Reservation:

@@ -28,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from tests.support.processes import binary, free_port, port_open, wait_until
+from tests.support.redis_server import snapshot
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import DNS_CHANNEL
@@ -56,15 +57,6 @@ def subdomain(user: str, domain: str, ips: list[Any], rid: str = "1-1") -> Reser
 def delegate(user: str, domain: str, rid: str = "2-1") -> Reservation:
     data = gojson.marshal({"domain": domain})
     return Reservation(id=rid, user_id=user, type="domain_delegate", node_id=GW, data=data)
-
-
-def snapshot(db: redis.Redis) -> dict[Any, Any]:
-    """Every key with its content, to prove that a refused operation changed nothing."""
-    out: dict[Any, Any] = {}
-    for key in db.keys("*"):
-        kind = db.type(key)
-        out[key] = db.hgetall(key) if kind == b"hash" else db.get(key)
-    return out
 
 
 APEX = (

@@ -17,6 +17,7 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.redis_server import snapshot
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import ed25519_private_to_curve25519, ed25519_public_to_curve25519
@@ -70,13 +71,6 @@ async def user_key(tid: int) -> bytes:
     if tid == 1234:
         return USER.public_key
     raise LookupError(f"user {tid} not in the phonebook")
-
-
-def snapshot(db: redis.Redis) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key in db.keys("*"):
-        out[key] = db.hgetall(key) if db.type(key) == b"hash" else db.get(key)
-    return out
 
 
 def test_encode_service_is_the_spec_example_byte_for_byte() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.go_cache import GO_EXAMPLE
 from tfgateway.model import gojson
 from tfgateway.model.reservation import (
     MAX_DURATION_NS,
@@ -27,15 +28,6 @@ from tfgateway.model.reservation import (
     sign_result,
 )
 from tfgateway.node.identity import Identity
-
-GO_EXAMPLE = (
-    b'"1.0.0"{"id":"4521-1","node_id":"FkUfMueBVSK6V1DCHVAtzzaqPqCPVzGguDzCQxq7Ep85",'
-    b'"user_id":"42","type":"subdomain","data":{"domain":"app.gateway.example.com",'
-    b'"destination":["185.69.166.1","2a02:1802:5e::1"]},"created":"2021-01-07T06:13:20Z",'
-    b'"duration":9223372036854775807,"signature":"YWJjZDAx","to_delete":false,"reference":"",'
-    b'"result":{"type":"subdomain","id":"4521-1","created":"2021-01-07T06:13:25.123456789Z",'
-    b'"state":1,"message":"","data_json":null,"signature":"420a"},"version":2}\n'
-)
 
 HELLO = Identity(b"helloworldhelloworldhelloworld12")
 

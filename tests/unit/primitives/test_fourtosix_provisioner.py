@@ -1,85 +1,23 @@
-"""FourToSixProvisioner decisions (F10, ownership, converge, clean stop) on an in-memory link.
-
-The link double follows the kernel's rules that matter here (one peer per key, one peer per
-allowed IP: setting an IP on a peer takes it from any other). The same behaviour is checked
-against the real kernel in tests/kernel.
+"""FourToSixProvisioner decisions (F10, ownership, converge, clean stop) on an in-memory link
+(tests.support.wireguard.MemoryLink). The same behaviour is checked against the real kernel in
+tests/kernel.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
-import nacl.public
 import pytest
 
-from tfgateway.model.reservation import Reservation
+from tests.support.wireguard import MemoryLink, new_key, workload
 from tfgateway.primitives import fourtosix
 from tfgateway.primitives.fourtosix import FourToSixProvisioner
 from tfgateway.primitives.provisioner import ProvisionError
-from tfgateway.primitives.wireguard import Peer, WireGuardError, WireGuardLink
+from tfgateway.primitives.wireguard import Peer, WireGuardError
 
 SEED = b"a" * 32
 ENDPOINT = "gw.example.com:51820"
-
-
-class MemoryLink(WireGuardLink):
-    def __init__(self, name: str = "wg-test") -> None:
-        super().__init__(name)
-        self.present = False
-        self.private_key: str | None = None
-        self.port = 0
-        self.addrs: list[ipaddress.IPv6Interface] = []
-        self.link_up = False
-        self.table: dict[str, Peer] = {}
-
-    async def create(self) -> bool:
-        created = not self.present
-        self.present = True
-        return created
-
-    async def exists(self) -> bool:
-        return self.present
-
-    async def configure(self, private_key: str, listen_port: int) -> None:
-        self.private_key, self.port = private_key, listen_port
-
-    async def set_address(self, address: ipaddress.IPv6Interface) -> None:
-        if address not in self.addrs:
-            self.addrs.append(address)
-
-    async def up(self) -> None:
-        self.link_up = True
-
-    async def peers(self) -> tuple[Peer, ...]:
-        return tuple(self.table.values())
-
-    async def set_peer(self, peer: Peer) -> None:
-        for key, other in list(self.table.items()):
-            if key != peer.public_key:
-                left = tuple(ip for ip in other.allowed_ips if ip not in peer.allowed_ips)
-                self.table[key] = Peer(key, left, other.persistent_keepalive)
-        self.table[peer.public_key] = peer
-
-    async def remove_peer(self, public_key: str) -> None:
-        self.table.pop(public_key, None)
-
-
-def new_key() -> str:
-    return base64.b64encode(bytes(nacl.public.PrivateKey.generate().public_key)).decode()
-
-
-def workload(rid: str, user: str, key: str, created: int = 1610000000) -> Reservation:
-    return Reservation(
-        id=rid,
-        user_id=user,
-        type="gateway4to6",
-        data=json.dumps({"public_key": key}).encode(),
-        created=datetime.fromtimestamp(created, UTC),
-    )
 
 
 def cidr(user: str) -> str:

@@ -546,12 +546,20 @@ class Engine:
         )
 
     async def _cached(self, job: Job) -> Reservation | None:
-        """The cache entry; a corrupt one counts as absent (it gets overwritten or removed)."""
+        """The cache entry; a corrupt one counts as absent (it gets overwritten or removed).
+
+        A workload live in memory but missing from redis is one whose cache redis lost (a
+        restart without persistence, FLUSHALL) before the restore wrote it back: it is written
+        back here, never taken for a new workload (provisioned and answered a second time)."""
         try:
-            return await self.cache.get(job.key)
+            cached = await self.cache.get(job.key)
         except CacheDecodeError as exc:
             log.error("%s; treating it as not cached", exc)
             return None
+        if cached is None and (remembered := self.live.get(job.key)) is not None:
+            await self.cache.put(remembered)
+            return remembered
+        return cached
 
     async def _provision(self, job: Job) -> str:
         r = job.reservation

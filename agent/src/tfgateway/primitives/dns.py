@@ -445,10 +445,10 @@ class SubdomainProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = reservation_data(r, "subdomain")
-        domain = reserved_domain(doc)
-        if domain is None:
-            return  # refused when provisioned: nothing to remove
+        found = reserved_domain(r, "subdomain")
+        if found is None:
+            return
+        doc, domain = found
         ips: list[IPAddress] = []
         destination = doc.get("destination")
         if isinstance(destination, list):
@@ -472,8 +472,5 @@ class DelegateProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = reservation_data(r, "domain delegation")
-        domain = reserved_domain(doc)
-        if domain is None:
-            return  # refused when provisioned: nothing to remove
-        await self.store.remove_delegation(r.user_id, domain)
+        if (found := reserved_domain(r, "domain delegation")) is not None:
+            await self.store.remove_delegation(r.user_id, found[1])

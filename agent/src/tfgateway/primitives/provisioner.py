@@ -53,10 +53,11 @@ def reservation_data(r: Reservation, what: str) -> dict[str, Any]:
     return doc
 
 
-def reserved_domain(doc: dict[str, Any]) -> str | None:
-    """The normalised `domain` of a reservation's data; None when it is not a valid name (such a
-    reservation was refused, so a decommission has nothing to remove)."""
+def reserved_domain(r: Reservation, what: str) -> tuple[dict[str, Any], str] | None:
+    """(data, normalised `domain`) of a reservation being removed; None when its data has no
+    valid name: such a reservation was refused when provisioned, so there is nothing to remove."""
+    doc = reservation_data(r, what)
     try:
-        return normalize_domain(doc.get("domain", ""))
+        return doc, normalize_domain(doc.get("domain", ""))
     except ValidationError:
         return None

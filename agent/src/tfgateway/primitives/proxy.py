@@ -59,6 +59,11 @@ class ProxyStore:
         # The body's reads, fetched in one round trip.
         await self._transact(body, [*name_reads(domain), ("hget", ZONE_OWNERS_KEY, domain)])
 
+    async def remove_reserved(self, r: Reservation, what: str) -> None:
+        """Remove the route of `r` (a `what` workload), if it ever had a valid name."""
+        if (found := reserved_domain(r, what)) is not None:
+            await self.remove(r.user_id, found[1])
+
     async def remove(self, user: str, domain: str) -> None:
         """Delete the user's service on `domain`; another user's is left untouched."""
 
@@ -162,11 +167,7 @@ class ProxyProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = reservation_data(r, "proxy")
-        domain = reserved_domain(doc)
-        if domain is None:
-            return  # refused when provisioned: nothing to remove
-        await self.store.remove(r.user_id, domain)
+        await self.store.remove_reserved(r, "proxy")
 
 
 UserKey = Callable[[int], Awaitable[bytes]]
@@ -241,8 +242,4 @@ class ReverseProxyProvisioner:
         return None
 
     async def decommission(self, r: Reservation) -> None:
-        doc = reservation_data(r, "reverse proxy")
-        domain = reserved_domain(doc)
-        if domain is None:
-            return  # refused when provisioned: nothing to remove
-        await self.store.remove(r.user_id, domain)
+        await self.store.remove_reserved(r, "reverse proxy")
