@@ -19,9 +19,6 @@ from cryptography import x509
 
 from tests.support import pebble
 from tests.support.gateway import (
-    BACKEND_ADDR,
-    BACKEND_HTTP_PORT,
-    BACKEND_TLS_PORT,
     CLIENT_ADDR,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
@@ -30,6 +27,7 @@ from tests.support.gateway import (
     User,
     wait_for,
 )
+from tests.support.sites import assert_served_by, publish_site
 
 SITE = "site.example"  # HTTP-01 / TLS-ALPN-01, a certificate per name
 PASS = "pass.example"  # not terminated
@@ -63,12 +61,7 @@ def user(gw: Gateway) -> User:
 
 def serve(gw: Gateway, user: User, name: str, ip: str = GW_CLIENT_ADDR) -> int:
     """A subdomain pointing at `ip` and a proxy to the backend; returns the subdomain's id."""
-    sid = gw.create("subdomain", user, domain=name, ips=[ip])
-    assert gw.wait_result(sid).state == "ok"
-    pid = gw.create("proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
-                    port_tls=BACKEND_TLS_PORT)  # fmt: skip
-    assert gw.wait_result(pid).state == "ok"
-    return sid
+    return publish_site(gw, user, name, ip=ip).sub_id
 
 
 def https(gw: Gateway, name: str, timeout: float = 30.0) -> TlsReply:
@@ -180,11 +173,8 @@ def test_names_not_terminated_pass_through_as_before(gw: Gateway, user: User) ->
     name = f"plain.{PASS}"
     serve(gw, user, name)
     wait_for(lambda: gw.https(name).reply.status == 200, what=f"passthrough {name}")
-    reply = gw.https(name)
-    assert reply.peer_cert_der == gw.site_cert_der("backend")
-    assert reply.reply.body == f"backend https host={name}\n".encode()
-    assert "x-seen-forwarded-for" not in reply.reply.headers
-    assert gw.http(name).body == f"backend http host={name}\n".encode()
+    assert_served_by(gw, name, "backend", "backend")
+    assert "x-seen-forwarded-for" not in gw.https(name).reply.headers
 
 
 def test_failed_challenge_is_clear_and_backs_off(gw: Gateway, user: User) -> None:
