@@ -6,8 +6,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -451,5 +454,94 @@ retry_min = "1h"
 	}
 	if decisions("not_routed") != 3 || decisions("failed") != 1 {
 		t.Fatalf("not_routed %v, failed %v", decisions("not_routed"), decisions("failed"))
+	}
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The Internet sending ClientHellos with whatever names it likes, to a router whose
+// CATCH_ALL terminates TLS: no attempt to obtain a certificate, no log line per handshake,
+// memory back where it was, and a routed name still served by its operator certificate.
+func TestHostileServerNames(t *testing.T) {
+	ca := testutil.NewCA(t)
+	cert, key := ca.Issue(t, "ok.example")
+	_, plain := named(t, "backend")
+	var logs syncBuffer
+	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", testutil.FreePort(t))
+	r := startRouter(t, 0, fmt.Sprintf(`
+[server.services."ok.example"]
+addr = "127.0.0.1"
+httpport = %[1]d
+terminate = "http"
+[server.services."CATCH_ALL"]
+addr = "127.0.0.1"
+httpport = %[1]d
+terminate = "http"
+[tls]
+storage = %[2]q
+acme_ca = %[3]q
+[[tls.certificates]]
+cert = %[4]q
+key = %[5]q
+`, plain, t.TempDir(), dead, cert, key), Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	const n = 3000
+	var wg sync.WaitGroup
+	names := make(chan string, n)
+	for i := range n {
+		names <- fmt.Sprintf("x%d-%d.victim.example", i, rand.Int())
+	}
+	close(names)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sni := range names {
+				if c, err := tlsClient(ca, r.tls(), sni); err == nil {
+					c.Close()
+					t.Errorf("handshake for %s succeeded", sni)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	m := r.term.certs.Metrics()
+	if v := promtest.ToFloat64(m.Decisions.WithLabelValues("not_routed")); v != n {
+		t.Fatalf("not_routed = %v, want %d", v, n)
+	}
+	if v := promtest.ToFloat64(m.Decisions.WithLabelValues("failed")); v != 0 {
+		t.Fatalf("%v attempts for names no route terminates", v)
+	}
+	if strings.Contains(logs.String(), "victim") {
+		t.Fatalf("hostile names logged:\n%s", logs.String())
+	}
+	if after := heap(); after > before+8<<20 {
+		t.Fatalf("heap grew from %d to %d bytes", before, after)
+	}
+	code, body, err := httpsGet(ca, r.tls(), "ok.example", "ok.example", "")
+	if err != nil || code != 200 || body != "backend ok.example " {
+		t.Fatalf("routed name after the flood: %d %q %v", code, body, err)
 	}
 }
