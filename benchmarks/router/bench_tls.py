@@ -21,29 +21,19 @@ import os
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import trustme
 
-from tests.support.processes import binary, free_port, port_open, stop, wait_until
+from benchmarks.router.bench_router import process
+from tests.support.processes import binary, free_port, port_open, wait_until
 
 HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        stop(proc)
 
 
 def cpu_seconds(pid: int) -> float:

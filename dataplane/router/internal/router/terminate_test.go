@@ -26,22 +26,25 @@ import (
 // headers starts an HTTP backend that answers with the forwarding headers it saw.
 func headers(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.URL.Path == "/big" {
-			_, _ = w.Write(bigBody)
-			return
-		}
+	_, port := httpBackend(t, func(w http.ResponseWriter, req *http.Request) {
 		fmt.Fprintf(w, "host=%s xff=%s proto=%s xhost=%s proto-major=%d",
 			req.Host, req.Header.Get("X-Forwarded-For"), req.Header.Get("X-Forwarded-Proto"),
 			req.Header.Get("X-Forwarded-Host"), req.ProtoMajor)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Addr().(*net.TCPAddr).Port
+	})
+	return port
+}
+
+// static is a [server.services."name"] table on 127.0.0.1:port (httpport) with more keys.
+func static(name string, port int, keys ...string) string {
+	return fmt.Sprintf("[server.services.%q]\naddr = \"127.0.0.1\"\nhttpport = %d\n%s", name, port,
+		strings.Join(append(keys, ""), "\n"))
+}
+
+// deadACME is a [tls] table whose ACME CA is an address where nothing listens: every
+// attempt fails fast.
+func deadACME(t *testing.T, keys ...string) string {
+	return fmt.Sprintf("[tls]\nstorage = %q\nacme_ca = \"https://127.0.0.1:%d/dir\"\n%s", t.TempDir(),
+		testutil.FreePort(t), strings.Join(append(keys, ""), "\n"))
 }
 
 // tlsSection is a [tls] table with operator certificates only (no ACME).
@@ -147,17 +150,10 @@ func TestTerminateHTTPDirect(t *testing.T) {
 func TestTerminateTCPAndTunnel(t *testing.T) {
 	ca := testutil.NewCA(t)
 	cert, key := ca.Issue(t, "raw.example", "tun.example")
-	echo := echoServer(t)
 	plain := headers(t)
-	r := startRouter(t, 0, fmt.Sprintf(`
-[server.services."raw.example"]
-addr = "127.0.0.1"
-httpport = %d
-terminate = "tcp"
-[server.services."tun.example"]
-clientsecret = "7:tun"
-terminate = "http"
-`, echo)+tlsSection(t, [2]string{cert, key}), Options{})
+	r := startRouter(t, 0, static("raw.example", readAllServer(t), `terminate = "tcp"`)+
+		"[server.services.\"tun.example\"]\nclientsecret = \"7:tun\"\nterminate = \"http\"\n"+
+		tlsSection(t, [2]string{cert, key}), Options{})
 	c, err := tlsClient(ca, r.tls(), "raw.example")
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +162,7 @@ terminate = "http"
 	_ = c.CloseWrite()
 	b, err := io.ReadAll(c)
 	c.Close()
-	if err != nil || string(b) != "echo ping" {
+	if err != nil || string(b) != "read 4 bytes" {
 		t.Fatalf("raw: %q, %v", b, err)
 	}
 
@@ -178,63 +174,25 @@ terminate = "http"
 	}
 }
 
-// echoServer answers "echo " + everything it read, once the client half-closed.
-func echoServer(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				fmt.Fprintf(c, "echo %s", b)
-			}()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // proxyBackend accepts connections that start with a PROXY header and reports the header's
 // source address and the first line after it.
 func proxyBackend(t *testing.T) (int, <-chan string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
 	seen := make(chan string, 16)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				h, err := proxyproto.Read(br)
-				if err != nil {
-					seen <- "no header: " + err.Error()
-					return
-				}
-				_, _ = br.Peek(1) // what follows the header, as far as it came in
-				rest, _ := br.Peek(br.Buffered())
-				line, _, _ := strings.Cut(string(rest), "\r\n")
-				seen <- fmt.Sprintf("v%d %s %s", h.Version, h.SourceAddr, line)
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-			}()
+	port := tcpBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			seen <- "no header: " + err.Error()
+			return
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port, seen
+		_, _ = br.Peek(1) // what follows the header, as far as it came in
+		rest, _ := br.Peek(br.Buffered())
+		line, _, _ := strings.Cut(string(rest), "\r\n")
+		seen <- fmt.Sprintf("v%d %s %s", h.Version, h.SourceAddr, line)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	return port, seen
 }
 
 func recv(t *testing.T, ch <-chan string) string {
@@ -254,28 +212,12 @@ func TestProxyProtocol(t *testing.T) {
 	ca := testutil.NewCA(t)
 	cert, key := ca.Issue(t, "term.example")
 	port, seen := proxyBackend(t)
-	plainPort := echoServer(t)
-	r := startRouter(t, 0, fmt.Sprintf(`
-[server.services."pass.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-proxyprotocol = 2
-[server.services."v1.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-proxyprotocol = 1
-[server.services."term.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-proxyprotocol = 2
-[server.services."none.example"]
-addr = "127.0.0.1"
-httpport = %[2]d
-[server.services."tun-pp.example"]
-clientsecret = "8:pp"
-proxyprotocol = 2
-`, port, plainPort)+tlsSection(t, [2]string{cert, key}), Options{})
+	r := startRouter(t, 0, static("pass.example", port, "proxyprotocol = 2")+
+		static("v1.example", port, "proxyprotocol = 1")+
+		static("term.example", port, `terminate = "http"`, "proxyprotocol = 2")+
+		static("none.example", readAllServer(t))+
+		"[server.services.\"tun-pp.example\"]\nclientsecret = \"8:pp\"\nproxyprotocol = 2\n"+
+		tlsSection(t, [2]string{cert, key}), Options{})
 
 	client, err := net.Dial("tcp", r.http())
 	if err != nil {
@@ -329,7 +271,7 @@ proxyprotocol = 2
 	_ = c.(*net.TCPConn).CloseWrite()
 	b, _ := io.ReadAll(c)
 	c.Close()
-	if !strings.HasPrefix(string(b), "echo GET / HTTP/1.1") {
+	if string(b) != "read 38 bytes" { // the request alone, no header before it
 		t.Fatalf("route without proxyprotocol got %q", b)
 	}
 }
@@ -341,20 +283,9 @@ func TestRedirectAndChallengePaths(t *testing.T) {
 	ca := testutil.NewCA(t)
 	cert, key := ca.Issue(t, "r.example")
 	_, plain := named(t, "backend")
-	r := startRouter(t, 0, fmt.Sprintf(`
-[server.services."r.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-redirect = true
-[server.services."t.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[server.services."p.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-`, plain)+tlsSection(t, [2]string{cert, key}), Options{})
+	r := startRouter(t, 0, static("r.example", plain, `terminate = "http"`, "redirect = true")+
+		static("t.example", plain, `terminate = "http"`)+static("p.example", plain)+
+		tlsSection(t, [2]string{cert, key}), Options{})
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(host, path string) (*http.Response, string) {
@@ -389,7 +320,7 @@ httpport = %[1]d
 // if it were TLS.
 func TestTerminateWithoutTLSConfig(t *testing.T) {
 	_, plain := named(t, "backend")
-	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"x.example\"]\naddr = \"127.0.0.1\"\nhttpport = %d\nterminate = \"http\"\n", plain), Options{})
+	r := startRouter(t, 0, static("x.example", plain, `terminate = "http"`), Options{})
 	_, err := tlsClient(testutil.NewCA(t), r.tls(), "x.example")
 	if err == nil {
 		t.Fatal("handshake succeeded without a certificate")
@@ -405,26 +336,9 @@ func TestTerminateWithoutTLSConfig(t *testing.T) {
 func TestIssuanceOnlyForRoutedNames(t *testing.T) {
 	ca := testutil.NewCA(t)
 	_, plain := named(t, "backend")
-	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", testutil.FreePort(t))
-	r := startRouter(t, 0, fmt.Sprintf(`
-[server.services."a.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[server.services."b.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[server.services."CATCH_ALL"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[tls]
-storage = %[2]q
-acme_ca = %[3]q
-issue_rate = 1
-retry_min = "1h"
-`, plain, t.TempDir(), dead), Options{})
+	term := `terminate = "http"`
+	r := startRouter(t, 0, static("a.example", plain, term)+static("b.example", plain, term)+
+		static("CATCH_ALL", plain, term)+deadACME(t, "issue_rate = 1", `retry_min = "1h"`), Options{})
 	decisions := func(result string) float64 {
 		return promtest.ToFloat64(r.term.certs.Metrics().Decisions.WithLabelValues(result))
 	}
@@ -457,24 +371,6 @@ retry_min = "1h"
 	}
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The Internet sending ClientHellos with whatever names it likes, to a router whose
 // CATCH_ALL terminates TLS: no attempt to obtain a certificate, no log line per handshake,
 // memory back where it was, and a routed name still served by its operator certificate.
@@ -482,24 +378,11 @@ func TestHostileServerNames(t *testing.T) {
 	ca := testutil.NewCA(t)
 	cert, key := ca.Issue(t, "ok.example")
 	_, plain := named(t, "backend")
-	var logs syncBuffer
-	dead := fmt.Sprintf("https://127.0.0.1:%d/dir", testutil.FreePort(t))
-	r := startRouter(t, 0, fmt.Sprintf(`
-[server.services."ok.example"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[server.services."CATCH_ALL"]
-addr = "127.0.0.1"
-httpport = %[1]d
-terminate = "http"
-[tls]
-storage = %[2]q
-acme_ca = %[3]q
-[[tls.certificates]]
-cert = %[4]q
-key = %[5]q
-`, plain, t.TempDir(), dead, cert, key), Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	var logs testutil.SyncBuffer
+	term := `terminate = "http"`
+	r := startRouter(t, 0, static("ok.example", plain, term)+static("CATCH_ALL", plain, term)+
+		deadACME(t, "[[tls.certificates]]", fmt.Sprintf("cert = %q\nkey = %q", cert, key)),
+		Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
