@@ -131,4 +131,3 @@ httpport = %d
 		t.Fatalf("no clean stop logged:\n%s", logs.String())
 	}
 }
-
