@@ -78,8 +78,10 @@ type flight struct {
 
 // Errors.
 var (
-	ErrNoACME      = errors.New("no ACME CA configured ([tls] acme_ca) and no operator certificate covers the name")
-	ErrWaitTimeout = errors.New("the certificate is still being obtained")
+	// ErrNoCertificate wraps every error GetCertificate returns (the handshake fails).
+	ErrNoCertificate = errors.New("no certificate")
+	ErrNoACME        = errors.New("no ACME CA configured ([tls] acme_ca) and no operator certificate covers the name")
+	ErrWaitTimeout   = errors.New("the certificate is still being obtained")
 )
 
 // New loads the operator certificates and prepares CertMagic; Start begins the work.
@@ -106,7 +108,7 @@ func New(opt Options) (*Manager, error) {
 		cancel()
 		return nil, fmt.Errorf("[tls] storage: %w", err)
 	}
-	zl := zapToSlog(m.log.With("component", "certmagic"))
+	zl := zapToSlog(m.log)
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(c certmagic.Certificate) (*certmagic.Config, error) {
 			if len(c.Names) > 0 {
@@ -276,9 +278,13 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		return cert, nil
 	}
 	if err := m.await(hello, name); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNoCertificate, err)
 	}
-	return cfg.GetCertificate(hello)
+	cert, err := cfg.GetCertificate(hello)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoCertificate, err)
+	}
+	return cert, nil
 }
 
 // await makes a certificate for name available (loaded or obtained: name's own, or the

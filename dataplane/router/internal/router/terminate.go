@@ -191,7 +191,7 @@ func (r *Router) terminate(c net.Conn, label string, svc routes.Service, peeked 
 	_ = c.SetDeadline(time.Now().Add(r.opt.PeekTimeout))
 	if err := tc.HandshakeContext(context.Background()); err != nil {
 		kind := kindHandshake
-		if errors.Is(err, acme.ErrRefused) || strings.Contains(err.Error(), "no certificate") {
+		if errors.Is(err, acme.ErrNoCertificate) {
 			kind = kindNoCert
 		}
 		r.fail(ListenerTLS, label, kind)
@@ -204,10 +204,13 @@ func (r *Router) terminate(c net.Conn, label string, svc routes.Service, peeked 
 		return // a TLS-ALPN-01 validation ends with the handshake
 	}
 	dial := func(ctx context.Context) (net.Conn, error) { return r.dialBackend(ctx, c, label, svc) }
-	r.Metrics.Connections.WithLabelValues(ListenerTLS, label, "ok").Inc()
 	if svc.Terminate == routes.TerminateHTTP {
-		r.term.proxy.Serve(tc, &tlsterm.Route{Name: tc.ConnectionState().ServerName, Dial: dial})
+		// Backends are dialled per request; a failure is counted there and answered 502.
+		r.Metrics.Connections.WithLabelValues(ListenerTLS, label, "ok").Inc()
+		name := strings.ToLower(strings.TrimSuffix(tc.ConnectionState().ServerName, "."))
+		r.term.proxy.Serve(tc, &tlsterm.Route{Name: name, Dial: dial})
 	} else if b, err := dial(context.Background()); err == nil {
+		r.Metrics.Connections.WithLabelValues(ListenerTLS, label, "ok").Inc()
 		pipe(tc, b)
 		_ = b.Close()
 	}

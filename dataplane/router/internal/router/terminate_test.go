@@ -106,6 +106,10 @@ func TestTerminateHTTPDirect(t *testing.T) {
 	if want := "host=app.example xff=127.0.0.1 proto=https xhost=app.example proto-major=1"; body != want {
 		t.Fatalf("backend saw %q, want %q", body, want)
 	}
+	// Names compare case-insensitively (the SNI as a client spelled it).
+	if code, _, err := httpsGet(ca, r.tls(), "APP.Example", "app.EXAMPLE:443", ""); err != nil || code != 200 {
+		t.Fatalf("mixed-case SNI and Host: %d, %v", code, err)
+	}
 	// A request for another name on this connection (coalescing under a shared
 	// certificate) is refused with 421, never sent to this route's backend.
 	if code, _, err := httpsGet(ca, r.tls(), "app.example", "other.example", ""); err != nil || code != http.StatusMisdirectedRequest {
@@ -140,8 +144,8 @@ func TestTerminateHTTPDirect(t *testing.T) {
 	if n != int64(len(bigBody)) {
 		t.Fatalf("big body: %d bytes", n)
 	}
-	if v := promtest.ToFloat64(r.Metrics.Connections.WithLabelValues(ListenerTLS, "app.example", "ok")); v != 4 {
-		t.Errorf("terminated connections counted %v, want 4", v)
+	if v := promtest.ToFloat64(r.Metrics.Connections.WithLabelValues(ListenerTLS, "app.example", "ok")); v != 5 {
+		t.Errorf("terminated connections counted %v, want 5", v)
 	}
 }
 

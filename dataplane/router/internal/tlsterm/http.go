@@ -93,7 +93,7 @@ func (p *HTTPProxy) Serve(tc *tls.Conn, rt *Route) {
 	}
 	rt.transport = &http.Transport{
 		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return rt.Dial(ctx) },
-		MaxIdleConnsPerHost:   16,
+		MaxIdleConnsPerHost:   4, // a tunnel stream kept idle holds one of the tunnel's slots
 		IdleConnTimeout:       30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
