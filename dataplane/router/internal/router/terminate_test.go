@@ -214,13 +214,14 @@ func recv(t *testing.T, ch <-chan string) string {
 // connections alike; a route without it gets none.
 func TestProxyProtocol(t *testing.T) {
 	ca := testutil.NewCA(t)
-	cert, key := ca.Issue(t, "term.example")
+	cert, key := ca.Issue(t, "term.example", "tun-term.example")
 	port, seen := proxyBackend(t)
 	r := startRouter(t, 0, static("pass.example", port, "proxyprotocol = 2")+
 		static("v1.example", port, "proxyprotocol = 1")+
 		static("term.example", port, `terminate = "http"`, "proxyprotocol = 2")+
 		static("none.example", readAllServer(t))+
 		"[server.services.\"tun-pp.example\"]\nclientsecret = \"8:pp\"\nproxyprotocol = 2\n"+
+		"[server.services.\"tun-term.example\"]\nclientsecret = \"8:pp\"\nproxyprotocol = 2\nterminate = \"http\"\n"+
 		tlsSection(t, [2]string{cert, key}), Options{})
 
 	client, err := net.Dial("tcp", r.http())
@@ -268,6 +269,17 @@ func TestProxyProtocol(t *testing.T) {
 		t.Fatalf("tunnel, TLS: %q, want %q...", got, want)
 	}
 	client.Close()
+
+	// terminated, through the tunnel: the header, then the decrypted request, to --local
+	tc, err = tlsClient(ca, r.tls(), "tun-term.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(tc, "GET /tt HTTP/1.1\r\nHost: tun-term.example\r\n\r\n")
+	if got, want := recv(t, seen), fmt.Sprintf("v2 %s GET /tt HTTP/1.1", tc.LocalAddr()); got != want {
+		t.Fatalf("terminated through the tunnel: %q, want %q", got, want)
+	}
+	tc.Close()
 
 	// no header for a route that does not ask
 	c, _ := net.Dial("tcp", r.http())
