@@ -46,6 +46,16 @@
           imports = [ ./tests/nixos/gateway.nix ];
           defaults.imports = [ self.nixosModules.default ];
         };
+        # An image boots serving nothing until its operator deploys settings.
+        first-boot = pkgs.testers.runNixOSTest {
+          imports = [ ./tests/nixos/first-boot.nix ];
+          defaults.imports = [ self.nixosModules.default ];
+        };
+        # What the module renders is what the end-to-end test runs (tests/nixos/rendered/).
+        rendered-files = import ./tests/nixos/rendered-check.nix {
+          inherit lib pkgs;
+          module = self.nixosModules.default;
+        };
         # Contradictory settings fail evaluation with the intended message.
         module-assertions = import ./tests/nixos/assertions.nix {
           inherit lib pkgs;
@@ -64,7 +74,7 @@
           tfgwPkgs.coredns
         ];
         packages = [
-          pkgs.go
+          pkgs.go_1_26 # the Go of the packages (buildGo126Module) and of the vendor hashes
           pkgs.redis
           pkgs.nixfmt-tree
           pkgs.deadnix

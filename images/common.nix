@@ -1,15 +1,10 @@
-# What every gateway host of this repository shares: the gateway itself with its public ports
-# open, SSH with keys only, and flakes (hosts are updated with nixos-rebuild switch --flake).
+# What every gateway host of this repository shares: SSH with keys only and flakes (hosts are
+# updated with nixos-rebuild switch --flake). The gateway itself is NOT enabled here: an image
+# built from this boots serving nothing and registering nowhere, until its operator deploys
+# their own settings (images/example-gateway.nix, docs/operators.md "First boot").
 { pkgs, ... }:
 
 {
-  imports = [ ./site.nix ];
-
-  services.tfgateway = {
-    enable = true;
-    openFirewall = true;
-  };
-
   services.openssh = {
     enable = true;
     settings = {

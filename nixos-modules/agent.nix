@@ -76,8 +76,9 @@ in
       ];
 
       serviceConfig = (import ./hardening.nix).common // {
-        # The seed argument is added unescaped so that systemd expands %d.
-        ExecStart = "${utils.escapeSystemdExecArgs ([ (lib.getExe cfg.package) ] ++ args)} --seed ${seed}";
+        # The seed and password arguments are added unescaped so that systemd expands %d, its
+        # credentials directory (LoadCredential here and in redis.nix).
+        ExecStart = "${utils.escapeSystemdExecArgs ([ (lib.getExe cfg.package) ] ++ args)} --seed ${seed} --redis-password-file %d/redis-password";
         StateDirectory = "tfgateway";
         StateDirectoryMode = "0700";
         LoadCredential = lib.optional (cfg.seedFile != null) "identity.seed:${cfg.seedFile}";

@@ -17,6 +17,16 @@ let
   router = cfg.router.settings.server;
 in
 {
+  options.services.tfgateway.allowPeerToPeer = lib.mkOption {
+    type = lib.types.bool;
+    default = false;
+    description = ''
+      Let 4to6 users reach each other through the gateway (from one WireGuard peer to
+      another). Off: the gateway drops traffic that enters and leaves the WireGuard interface
+      (nftables table `inet tfgateway-4to6`), so a user's tunnel only leads to the Internet.
+    '';
+  };
+
   config = lib.mkIf cfg.enable (
     lib.mkMerge [
       {
@@ -53,6 +63,17 @@ in
             chain postrouting {
               type nat hook postrouting priority srcnat; policy accept;
               iifname "${wg}" masquerade comment "4to6 users (NAT66)"
+            }
+          '';
+        };
+        # Users' tunnels lead to the Internet, never into each other's (whatever the rest of
+        # the firewall forwards: a drop in any base chain is final).
+        networking.nftables.tables.tfgateway-4to6 = lib.mkIf (!cfg.allowPeerToPeer) {
+          family = "inet";
+          content = ''
+            chain forward {
+              type filter hook forward priority filter; policy accept;
+              iifname "${wg}" oifname "${wg}" drop comment "4to6 users never reach each other"
             }
           '';
         };

@@ -31,7 +31,15 @@ let
     "services.tfgateway.router.settings.server.httpport" = router.httpport;
     "services.tfgateway.router.settings.server.clientsport" = router.clientsport;
     "services.tfgateway.redis.port" = cfg.redis.port;
+  }
+  // lib.filterAttrs (_: port: port != null) {
+    "services.tfgateway.metricsListen" = listenPort cfg.metricsListen;
+    "services.tfgateway.router.metricsListen" = listenPort cfg.router.metricsListen;
+    "services.tfgateway.dns.metricsListen" = listenPort cfg.dns.metricsListen;
+    "services.tfgateway.dns.healthListen" = listenPort cfg.dns.healthListen;
+    "services.tfgateway.dns.readyListen" = listenPort cfg.dns.readyListen;
   };
+  listenPort = address: if address == null then null else endpointPort address;
   wireguardPort = if cfg.endpoint == null then null else endpointPort cfg.endpoint;
   duplicatePorts = lib.filterAttrs (_: names: lib.length names > 1) (
     lib.groupBy (name: toString tcpPorts.${name}) (lib.attrNames tcpPorts)
@@ -149,8 +157,7 @@ in
 
     metricsListen = mkOption {
       type = types.nullOr types.str;
-      default = null;
-      example = "127.0.0.1:9110";
+      default = "127.0.0.1:9110";
       description = "Address of the agent's Prometheus metrics endpoint (`--metrics-listen`); `null`: off.";
     };
 
@@ -228,7 +235,9 @@ in
         ];
         description = ''
           Resolvers CoreDNS forwards names outside the gateway's zones to. Empty: the gateway
-          answers only for its own zones, as an authoritative server should.
+          answers only for its own zones, as an authoritative server should. Setting it makes
+          port 53 a recursive resolver, so it requires
+          {option}`services.tfgateway.dns.recursionAllowedFrom`.
         '';
       };
 
@@ -243,7 +252,7 @@ in
         type = types.lines;
         default = "";
         example = "log";
-        description = "Extra Corefile directives for the gateway's server block (e.g. `log`, `prometheus :9153`).";
+        description = "Extra Corefile directives for the gateway's server block (e.g. `log`).";
       };
     };
 
@@ -340,8 +349,7 @@ in
 
       metricsListen = mkOption {
         type = types.nullOr types.str;
-        default = null;
-        example = "127.0.0.1:9111";
+        default = "127.0.0.1:9111";
         description = "Address of the router's Prometheus metrics endpoint (`-metrics`); `null`: off.";
       };
 
@@ -414,6 +422,15 @@ in
                         default = 10;
                         description = "Seconds between full resyncs of the route table from redis.";
                       };
+                      passwordfile = mkOption {
+                        type = types.str;
+                        default = "\${CREDENTIALS_DIRECTORY}/redis-password";
+                        description = ''
+                          File the router reads the redis password from: the systemd credential
+                          of {option}`services.tfgateway.redis.passwordFile`. Never set `password`
+                          here: this file is in the world-readable Nix store.
+                        '';
+                      };
                     };
                   };
                 };
@@ -470,6 +487,10 @@ in
       {
         assertion = lib.all (c: lib.hasPrefix "/" c.keyFile && !lib.hasPrefix builtins.storeDir c.keyFile) (lib.attrValues cfg.tls.certificates);
         message = "services.tfgateway.tls.certificates.<name>.keyFile must be absolute paths outside the Nix store.";
+      }
+      {
+        assertion = !(router.dbbackend ? password);
+        message = "services.tfgateway.router.settings.server.dbbackend.password would put the redis password in the world-readable Nix store; the router reads it from the systemd credential (passwordfile, services.tfgateway.redis.passwordFile).";
       }
       {
         assertion = cfg.domains != [ ] -> cfg.nameservers != [ ];

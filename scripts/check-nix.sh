@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Offline checks of the Nix half of the project (there is no nixpkgs here to evaluate against):
-#   1. every .nix file parses (nix-instantiate --parse from Debian's nix-bin);
+#   1. every .nix file parses (nix-instantiate --parse of Nix 2.26, scripts/nix.sh: the
+#      evaluator nixpkgs 26.05 accepts, from Debian 13's packages);
 #   2. deadnix (a Nix linter from crates.io) finds no dead code;
 #   3. flake.lock is a real lock of the flake's only input, nixpkgs;
 #   4. no placeholder hashes anywhere in the Nix code, the lock or the hash file;
 #   5. the committed vendorHashes still match the wrapper Go modules
-#      (scripts/update-vendor-hashes.sh --check).
+#      (scripts/update-vendor-hashes.sh --check);
+#   6. the images' own settings name no production endpoint (an image must act on nothing);
+#   7. with NIXPKGS_LIB set (a checkout of nixpkgs' lib/, which no package registry ships):
+#      scripts/eval-nix-offline.sh (typed evaluation, kept renderings, deliberate typos).
+#      Without it that step is reported as NOT CHECKED, never as passed.
 source "$(dirname "$0")/lib.sh"
 cd "$TFGW_ROOT"
 DEADNIX_VERSION=1.3.1
@@ -13,14 +18,16 @@ CARGO_ROOT=$TFGW_CACHE/cargo
 rc=0
 fail() { echo "FAIL: $*" >&2; rc=1; }
 
-command -v nix-instantiate >/dev/null || die "nix-instantiate missing (Debian package nix-bin)"
+"$TFGW_ROOT/scripts/nix.sh" install
+NIX_BIN=$("$TFGW_ROOT/scripts/nix.sh" bin)
+echo "evaluator: $("$NIX_BIN/nix" --version)"
 mapfile -d '' files < <(git ls-files -z --cached --others --exclude-standard -- '*.nix')
 [ ${#files[@]} -gt 0 ] || die "no .nix files found"
 
 step "parse ${#files[@]} nix files"
 for f in "${files[@]}"; do
   [ -f "$f" ] || continue
-  if ! err=$(nix-instantiate --parse "$f" 2>&1 >/dev/null); then
+  if ! err=$("$NIX_BIN/nix-instantiate" --parse "$f" 2>&1 >/dev/null); then
     fail "$f does not parse: $(grep -v nixbld <<<"$err")"
   fi
 done
@@ -106,6 +113,20 @@ echo
 
 step "vendorHash of the Go wrapper modules"
 scripts/update-vendor-hashes.sh --check || fail "vendor hashes are stale"
+
+step "the images name no production endpoint"
+if grep -nE 'https?://[^"]*grid\.tf|explorer\.(grid|testnet)' images/*.nix; then
+  fail "an image's own settings point at a production service; images act on nothing until configured"
+fi
+
+step "typed offline evaluation (scripts/eval-nix-offline.sh)"
+if [ -n "${NIXPKGS_LIB:-}" ]; then
+  scripts/eval-nix-offline.sh || fail "offline evaluation"
+else
+  echo "NOT CHECKED here: the typed evaluation of the module (option paths and types, assertion"
+  echo "cases, kept renderings in tests/nixos/rendered/, deliberate typos) needs nixpkgs' lib/,"
+  echo "which no package registry ships. Run it with NIXPKGS_LIB=/path/to/lib (docs/nixos.md)."
+fi
 
 [ $rc -eq 0 ] && echo "nix checks passed" || echo "nix checks FAILED"
 exit $rc

@@ -40,6 +40,9 @@ python3 -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 requ
 # and upgrading both in one pip run removed the script the new distribution had just written.
 "$TFGW_VENV/bin/pip" install -q --no-deps --force-reinstall -e "$TFGW_ROOT/devexplorer"
 
+step "Nix >= 2.18 for the Nix checks (Debian 13's nix-bin, unpacked into $TFGW_CACHE/nix)"
+"$TFGW_ROOT/scripts/nix.sh" install
+
 step "Go programs (CoreDNS with the gateway plugin, the router, trc/trs) into $TFGW_BIN"
 "$TFGW_ROOT/scripts/build-go.sh"
 

@@ -16,7 +16,7 @@ for mod in dataplane/*/; do
 done
 run "pytest (unit + integration)" "$TFGW_VENV/bin/pytest" tests --ignore=tests/kernel -p no:cacheprovider
 run "kernel WireGuard tests (QEMU guest)" scripts/kernel.sh test
-run "nix checks (parse, deadnix, flake.lock, vendor hashes)" scripts/check-nix.sh
+run "nix checks (parse with Nix 2.26, deadnix, flake.lock, vendor hashes, images)" scripts/check-nix.sh
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED suites: %s\n' "${failed[*]}"

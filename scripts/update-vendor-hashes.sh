@@ -10,7 +10,7 @@
 # as buildGoModule does, so a moved main package or an inconsistent vendor tree fails here.
 # --head: hash the modules as committed (HEAD) instead of the work tree.
 # Runs offline apart from the Go module proxy; needs Go of the same minor version as nixpkgs' Go
-# (modules.txt can differ between minors) and `nix hash path` from Debian's nix-bin.
+# (modules.txt can differ between minors) and `nix hash path` (scripts/nix.sh).
 # Rerun it whenever go.mod/go.sum of a wrapper module or nixpkgs' Go changes.
 source "$(dirname "$0")/lib.sh"
 cd "$TFGW_ROOT"
@@ -34,8 +34,7 @@ declare -A MODULES=(
 )
 
 command -v go >/dev/null || die "go missing"
-command -v nix >/dev/null || die "nix missing (Debian package nix-bin)"
-nar_hash() { nix --extra-experimental-features nix-command hash path --type sha256 "$1"; }
+nar_hash() { "$TFGW_ROOT/scripts/nix.sh" --extra-experimental-features nix-command hash path --type sha256 "$1"; }
 
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
@@ -54,6 +53,22 @@ vendor_dir() {
     || die "go mod vendor failed in $mod"
   [ -n "$(ls -A "$copy/vendor")" ] || die "$mod has no dependencies: its package needs vendorHash = null"
 }
+
+# The Go nixpkgs builds each package with (buildGo1xxModule, nixpkgs' GOTOOLCHAIN=local) must
+# accept the module's `go` line, the hashes must come from the same Go minor (modules.txt
+# differs between minors), and the package's src must leave out any local vendor/.
+go_minor() { sed -nE 's/^go 1\.([0-9]+)(\.[0-9]+)?$/\1/p' "$1"; }
+local_minor=$(go env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')
+for name in "${!MODULES[@]}"; do
+  pkg=nix/packages/$name.nix
+  builder=$(sed -nE 's/^buildGo1([0-9]+)Module \{$/\1/p' "$pkg")
+  [ -n "$builder" ] || die "$pkg: not built with a versioned buildGo1xxModule (the Go would follow nixpkgs' default)"
+  want=$(go_minor "${MODULES[$name]}/go.mod")
+  [ -n "$want" ] || die "${MODULES[$name]}/go.mod has no go line"
+  [ "$want" -le "$builder" ] || die "${MODULES[$name]}/go.mod needs Go 1.$want but $pkg builds with buildGo1${builder}Module"
+  [ "$local_minor" = "$builder" ] || die "the hashes must be computed with Go 1.$builder (nixpkgs' buildGo1${builder}Module); this Go is $(go env GOVERSION)"
+  grep -q 'src = (import ./go-source.nix { inherit lib; }).src' "$pkg" || die "$pkg: src must come from go-source.nix (no vendor/ in it)"
+done
 
 declare -A GOT=()
 for name in "${!MODULES[@]}"; do

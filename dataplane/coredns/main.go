@@ -7,6 +7,7 @@ import (
 	"github.com/coredns/coredns/coremain"
 
 	// Each blank import registers one plugin with CoreDNS's caddy fork.
+	_ "github.com/coredns/coredns/plugin/acl"
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
@@ -25,6 +26,9 @@ import (
 // before forward so that names in a redis zone never leave the gateway; file sits next to
 // it so the benchmark and the differential test can serve the same data from a zone file;
 // secondary lets a gateway (or the tests) follow another's zones by transfer (AXFR/IXFR).
+// acl sits after the zone plugins and before forward: it sees only the queries no zone of
+// the gateway answered, so it limits recursion to allowed clients while everyone gets the
+// gateway's own zones.
 var directives = []string{
 	"bind",
 	"ready",
@@ -36,6 +40,7 @@ var directives = []string{
 	"gatewaydns",
 	"file",
 	"secondary",
+	"acl",
 	"forward",
 }
 

@@ -29,8 +29,8 @@ func TestDirectiveOrder(t *testing.T) {
 		}
 	}
 	pos := func(name string) int { return slices.Index(directives, name) }
-	if !(pos("cache") < pos("gatewaydns") && pos("gatewaydns") < pos("forward")) {
-		t.Fatalf("order must be cache < gatewaydns < forward: %v", directives)
+	if !(pos("cache") < pos("gatewaydns") && pos("gatewaydns") < pos("acl") && pos("acl") < pos("forward")) {
+		t.Fatalf("order must be cache < gatewaydns < acl < forward: %v", directives)
 	}
 }
 
@@ -57,21 +57,7 @@ func TestCorefileEndToEnd(t *testing.T) {
 	sock, cli := startRedis(t, "s3cret", 3)
 	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.5"}]}`)
 
-	// A stand-in upstream for forward: it answers every A query with 192.0.2.99.
-	up, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstream := &dns.Server{PacketConn: up, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
-			A: net.IPv4(192, 0, 2, 99)}}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = upstream.ActivateAndServe() }()
-	t.Cleanup(func() { _ = upstream.Shutdown() })
-
+	upstream := startUpstream(t)
 	port := freePort(t)
 	readyPort := freePort(t)
 	t.Setenv("TFGW_TEST_REDIS_PASSWORD", "s3cret")
@@ -86,7 +72,7 @@ func TestCorefileEndToEnd(t *testing.T) {
 			nameservers ns1.gw.test.
 		}
 		forward . %s
-	}`, port, readyPort, sock, up.LocalAddr().String())
+	}`, port, readyPort, sock, upstream)
 	instance, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(corefile), ServerTypeName: "dns"})
 	if err != nil {
 		t.Fatalf("start CoreDNS: %v", err)
@@ -135,6 +121,74 @@ func TestCorefileEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startUpstream runs a stand-in upstream resolver for forward until the test ends: it
+// answers every A query with 192.0.2.99. It returns its address.
+func startUpstream(t *testing.T) string {
+	t.Helper()
+	up, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := &dns.Server{PacketConn: up, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5},
+			A: net.IPv4(192, 0, 2, 99)}}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = upstream.ActivateAndServe() }()
+	t.Cleanup(func() { _ = upstream.Shutdown() })
+	return up.LocalAddr().String()
+}
+
+// TestACLLimitsRecursionOnly: acl after gatewaydns (as the NixOS module writes it when
+// upstreams are set) refuses forwarding to clients outside the allowed networks, while every
+// client still gets the gateway's own zones.
+func TestACLLimitsRecursionOnly(t *testing.T) {
+	sock, cli := startRedis(t, "s3cret", 0)
+	cli("HSET", "example.com.", "www", `{"a":[{"ip":"10.0.0.5"}]}`)
+	port := freePort(t)
+	_, err := startCoreDNS(t, fmt.Sprintf(`.:%d {
+		bind 127.0.0.1
+		gatewaydns {
+			unix %s
+			password s3cret
+		}
+		acl {
+			allow net 127.0.0.2/32
+			block
+		}
+		forward . %s
+	}`, port, sock, startUpstream(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(from, name string) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		c := &dns.Client{Timeout: time.Second, Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
+		r, _, err := c.Exchange(m, "127.0.0.1:"+strconv.Itoa(port))
+		return r, err
+	}
+	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
+		waitFor(t, "zone answer for "+from, func() error {
+			r, err := ask(from, "www.example.com.")
+			if err != nil || len(r.Answer) != 1 || !r.Authoritative {
+				return fmt.Errorf("%v %v", r, err)
+			}
+			return nil
+		})
+	}
+	r, err := ask("127.0.0.2", "www.elsewhere.org.")
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.99" {
+		t.Fatalf("allowed client must be forwarded: %v %v", r, err)
+	}
+	r, err = ask("127.0.0.1", "www.elsewhere.org.")
+	if err != nil || r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+		t.Fatalf("other clients must be refused recursion: %v %v", r, err)
+	}
 }
 
 // startRedis runs a redis-server with requirepass on a unix socket (and a loopback port)
@@ -287,5 +341,16 @@ func waitFor(t *testing.T, what string, cond func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRedisWithoutPasswordRefused: a redis that wants a password CoreDNS was not given stops
+// CoreDNS at start (the appliance's redis always has one), instead of answering SERVFAIL.
+func TestRedisWithoutPasswordRefused(t *testing.T) {
+	sock, _ := startRedis(t, "s3cret", 0)
+	corefile := fmt.Sprintf(".:%d {\n bind 127.0.0.1\n gatewaydns {\n  unix %s\n }\n}", freePort(t), sock)
+	_, err := startCoreDNS(t, corefile)
+	if err == nil || !strings.Contains(err.Error(), "wants a password and none is configured") {
+		t.Fatalf("start error %v, want one saying the password is missing", err)
 	}
 }

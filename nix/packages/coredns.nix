@@ -1,12 +1,14 @@
 # CoreDNS v1.14.7 with the gateway's `gatewaydns` plugin: the wrapper Go module
 # dataplane/coredns, the same one scripts/build-go.sh builds for the tests.
-{ lib, buildGoModule }:
+{ lib, buildGo126Module }:
 
-buildGoModule {
+# Go 1.26 explicitly: the go.mod says `go 1.26.0` and nixpkgs builds with GOTOOLCHAIN=local
+# (docs/nixos.md, "Go toolchain"); scripts/update-vendor-hashes.sh --check keeps the two in step.
+buildGo126Module {
   pname = "coredns-tfgw";
   version = "1.14.7";
 
-  src = ../../dataplane/coredns;
+  src = (import ./go-source.nix { inherit lib; }).src ../../dataplane/coredns;
   # Recompute with scripts/update-vendor-hashes.sh after any go.mod/go.sum change.
   vendorHash = (lib.importJSON ../vendor-hashes.json).coredns;
 

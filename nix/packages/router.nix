@@ -1,12 +1,14 @@
 # The gateway's tcprouter-compatible TCP router `tfrouter` (HTTP Host and TLS SNI routing,
 # reverse tunnels for trc clients): the wrapper Go module dataplane/router.
-{ lib, buildGoModule }:
+{ lib, buildGo126Module }:
 
-buildGoModule {
+# Go 1.26 explicitly: the go.mod says `go 1.26.0` and nixpkgs builds with GOTOOLCHAIN=local
+# (docs/nixos.md, "Go toolchain"); scripts/update-vendor-hashes.sh --check keeps the two in step.
+buildGo126Module {
   pname = "tfrouter";
   version = "2.0.0";
 
-  src = ../../dataplane/router;
+  src = (import ./go-source.nix { inherit lib; }).src ../../dataplane/router;
   # Recompute with scripts/update-vendor-hashes.sh after any go.mod/go.sum change.
   vendorHash = (lib.importJSON ../vendor-hashes.json).router;
 

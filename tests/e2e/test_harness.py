@@ -64,18 +64,18 @@ def test_start_failure_leaves_nothing_behind(tmp_path: Path) -> None:
 
 def test_redis_keeps_its_data_across_restarts_like_the_appliance(tmp_path: Path) -> None:
     with Gateway(tmp_path, with_agent=False) as gw:
-        gw.gw.run("redis-cli", "SET", "persisted", "yes")
+        gw.redis_cli("SET", "persisted", "yes")
         gw.restart_redis()
-        assert gw.gw.run("redis-cli", "GET", "persisted").strip() == "yes"
-        gw.gw.run("redis-cli", "SET", "after-kill", "yes")
-        gw.gw.run("redis-cli", "BGREWRITEAOF")  # what everysec fsync gives within a second
+        assert gw.redis_cli("GET", "persisted").strip() == "yes"
+        gw.redis_cli("SET", "after-kill", "yes")
+        gw.redis_cli("BGREWRITEAOF")  # what everysec fsync gives within a second
         wait_until(
             lambda: (
-                "aof_rewrite_in_progress:0" in gw.gw.run("redis-cli", "INFO", "persistence")
-                and "aof_rewrite_scheduled:0" in gw.gw.run("redis-cli", "INFO", "persistence")
+                "aof_rewrite_in_progress:0" in gw.redis_cli("INFO", "persistence")
+                and "aof_rewrite_scheduled:0" in gw.redis_cli("INFO", "persistence")
             ),
             what="AOF rewritten",
         )
         gw.kill("redis")
         gw.start_redis()
-        assert gw.gw.run("redis-cli", "GET", "after-kill").strip() == "yes"
+        assert gw.redis_cli("GET", "after-kill").strip() == "yes"

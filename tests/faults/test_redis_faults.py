@@ -80,11 +80,11 @@ def in_redis(gateway: Gateway, names: list[str]) -> Callable[[], bool]:
     def check() -> bool:
         gateway.check_alive()
         services = set(gateway.redis_keys("/tcprouter/service/*"))
-        managed = set(gateway.gw.run("redis-cli", "-p", "6379", "--raw", "HKEYS",
+        managed = set(gateway.redis_cli("--raw", "HKEYS",
                                      "managed_domains").split())  # fmt: skip
-        owners = set(gateway.gw.run("redis-cli", "-p", "6379", "--raw", "HKEYS",
+        owners = set(gateway.redis_cli("--raw", "HKEYS",
                                     f"{MANAGED_DOMAIN}.").split())  # fmt: skip
-        zones = set(gateway.gw.run("redis-cli", "-p", "6379", "--raw", "HKEYS", "zone").split())
+        zones = set(gateway.redis_cli("--raw", "HKEYS", "zone").split())
         return (
             {f"/tcprouter/service/{n}" for n in names} <= services
             and set(names) <= managed
@@ -113,7 +113,7 @@ def assert_restored(gateway: Gateway, names: list[str], lost_at: float, what: st
 def test_flushall_is_restored_without_new_results(gateway: Gateway, live: list[str]) -> None:
     wait_for(everything_served(gateway, live), timeout=30, what="served before")
     before = history_counts(gateway)
-    gateway.gw.run("redis-cli", "-p", "6379", "FLUSHALL")
+    gateway.redis_cli("FLUSHALL")
     lost_at = time.monotonic()
     # The data plane notices (zones gone at its next resync at the latest) and the agent
     # re-applies everything from its own state, with no explorer involvement.
@@ -162,8 +162,8 @@ def test_redis_killed_while_bursts_are_applied(gateway: Gateway, live: list[str]
         ids += [info.id for info in gateway.call(gateway.admin.create_workloads(specs))]
         # Killed as soon as the agent has written the burst's first name: mid-burst.
         first = specs[0]["domain"]
-        wait_for(lambda first=first: gateway.gw.run(  # type: ignore[misc]
-            "redis-cli", "-p", "6379", "HEXISTS", "managed_domains", first).strip() == "1",
+        wait_for(lambda first=first: gateway.redis_cli(  # type: ignore[misc]
+            "HEXISTS", "managed_domains", first).strip() == "1",
             timeout=20, interval=0.002, what="the burst under way")  # fmt: skip
         gateway.kill("redis")
         gateway.start_redis()

@@ -80,6 +80,22 @@
       };
       expect = "masquerades IPv6 with nftables";
     };
+    open-resolver = {
+      settings.services.tfgateway.dns.upstreams = [ "192.0.2.53" ];
+      expect = "dns.upstreams makes port 53 a recursive resolver";
+    };
+    redis-password-in-store = {
+      settings.services.tfgateway.redis.passwordFile = "${storeDir}/0000-redis-password";
+      expect = "redis.passwordFile must be an absolute path outside the Nix store";
+    };
+    router-password-in-store = {
+      settings.services.tfgateway.router.settings.server.dbbackend.password = "hunter2";
+      expect = "would put the redis password in the world-readable Nix store";
+    };
+    metrics-on-redis-port = {
+      settings.services.tfgateway.metricsListen = "127.0.0.1:6379";
+      expect = "TCP ports clash";
+    };
     domains-without-nameservers = {
       settings.services.tfgateway.domains = [ "gw.example.com" ];
       expect = "domains needs services.tfgateway.nameservers";

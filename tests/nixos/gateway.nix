@@ -64,9 +64,10 @@ in
       };
 
     gateway =
-      { config, ... }:
+      { config, pkgs, ... }:
       {
         virtualisation.vlans = [ 1 ];
+        environment.systemPackages = [ pkgs.curl ];
         virtualisation.memorySize = 1536;
         services.tfgateway = {
           enable = true;
@@ -194,7 +195,22 @@ in
           gateway.succeed(f"test $(stat -c %u /proc/{pid}) -ne 0")
           caps = gateway.succeed(f"grep CapEff /proc/{pid}/status")
           assert caps.split()[1] == "0000000000001000", f"agent capabilities: {caps}"  # CAP_NET_ADMIN only
-          gateway.succeed("redis-cli -p 6379 config get notify-keyspace-events | grep -q K")
+          # redis wants the password generated at first start; it is on no command line
+          pw = gateway.succeed("cat /var/lib/tfgateway-secrets/redis-password").strip()
+          assert len(pw) == 64, "a 256-bit password"
+          gateway.succeed("redis-cli -p 6379 get x | grep -q NOAUTH")
+          gateway.succeed(
+              f"REDISCLI_AUTH={pw} redis-cli -p 6379 config get notify-keyspace-events | grep -q K"
+          )
+          gateway.fail(f"grep -l {pw} /proc/[0-9]*/cmdline")
+          gateway.succeed("stat -c %a /var/lib/tfgateway-secrets | grep -qx 700")
+
+      with subtest("health, readiness and the data plane's metrics, on loopback only"):
+          gateway.wait_until_succeeds("curl -sf http://127.0.0.1:8181/ready", timeout=60)
+          gateway.succeed("curl -sf http://127.0.0.1:8080/health | grep -q OK")
+          for port, metric in ((9153, "coredns_"), (9111, "tfrouter_"), (9110, "tfgateway_")):
+              gateway.succeed(f"curl -sf http://127.0.0.1:{port}/metrics | grep -q '{metric}'")
+              gateway.fail(f"ss -Hltn 'sport = :{port}' | grep -v '127.0.0.1:{port}' | grep -q .")
 
       with subtest("the gateway registers with the explorer"):
           explorer.wait_for_unit("devexplorer.service")
@@ -257,5 +273,7 @@ in
           client.wait_until_succeeds("ping -6 -c1 -W2 ${backendV6}", timeout=60)
           client.succeed("curl -sf -g 'http://[${backendV6}]/' | grep -q '${page "backend"}'")
           gateway.succeed("nft list table ip6 tfgateway-nat66 | grep -q masquerade")
+          # users' tunnels never lead into each other (tests/kernel checks it with traffic)
+          gateway.succeed("nft list table inet tfgateway-4to6 | grep -q drop")
     '';
 }

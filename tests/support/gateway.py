@@ -14,6 +14,13 @@ forward between its links, so the others reach nothing but the gateway):
 The development explorer runs in the host namespace on loopback, where tests drive its admin
 API, and also listens on the same address and port inside `gw` (`--netns`: a second listening
 socket opened in that namespace), so the agent reaches it on its own loopback with no relay.
+
+redis requires a password, as on the appliance: a random one per run in
+`<workdir>/credentials/redis-password`, which the agent (`--redis-password-file`), CoreDNS
+(`password_file`) and the router (`passwordfile`) read as they read their systemd credential
+there. With `rendered` set, redis, CoreDNS, the router and the agent run from the NixOS
+module's kept renderings (tests/nixos/rendered/, tests/support/rendered.py) instead of the
+harness's own settings.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -42,7 +50,8 @@ import trustme
 
 from tests.support import pebble
 from tests.support.netns import Link, Namespace, NamespaceSet
-from tests.support.processes import binary, free_port, port_open, wait_until
+from tests.support.processes import agent_program, binary, free_port, port_open, wait_until
+from tests.support.rendered import Rendered
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway_devexplorer.admin_client import AdminClient
 from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
@@ -80,14 +89,6 @@ RESULT_STATES = {0: "error", 1: "ok", 2: "deleted"}
 
 class GatewayError(RuntimeError):
     """A component did not start or misbehaved; the message includes its log tail."""
-
-
-def agent_program(name: str) -> str:
-    """The agent's console scripts: next to this Python (the venv), else like any binary."""
-    candidate = Path(PYTHON).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return binary(name)
 
 
 @dataclass
@@ -193,6 +194,8 @@ class Gateway:
     router_tls: dict[str, object] = field(default_factory=dict)
     """Keys of the router's [tls] table; change them and `restart_router()` to apply."""
     log: Callable[[str], None] = lambda _msg: None
+    rendered: Rendered | None = None
+    """Run redis, CoreDNS, the router and the agent from the module's kept renderings."""
     netns: NamespaceSet = field(init=False)
     procs: dict[str, Process] = field(default_factory=dict, init=False)
     explorer_port: int = field(default=0, init=False)
@@ -214,6 +217,7 @@ class Gateway:
         """Bring everything up; on any failure, remove what was started and raise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
+            self._make_credentials()
             self._make_namespaces()
             self._make_certificates()
             self.start_redis()
@@ -283,6 +287,21 @@ class Gateway:
         ):
             self.natc.run("iptables", *rule)
 
+    def _make_credentials(self) -> None:
+        """The redis password, as systemd hands credentials over: a root-only file in a
+        directory named by $CREDENTIALS_DIRECTORY."""
+        self.credentials = self.workdir / "credentials"
+        self.credentials.mkdir(mode=0o700, exist_ok=True)
+        path = self.credentials / "redis-password"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32) + "\n")
+            path.chmod(0o400)
+        self.redis_password = path.read_text().strip()
+
+    @property
+    def redis_password_file(self) -> Path:
+        return self.credentials / "redis-password"
+
     def _make_certificates(self) -> None:
         """A CA the client trusts and one certificate per site, so tests can tell them apart."""
         self.ca = trustme.CA()
@@ -308,7 +327,8 @@ class Gateway:
         ns: Namespace | None = None,
         env: dict[str, str] | None = None,
     ) -> Process:
-        """Start a program (inside `ns` if given), output to <workdir>/<name>.log."""
+        """Start a program (inside `ns` if given), output to <workdir>/<name>.log; its
+        $CREDENTIALS_DIRECTORY holds the redis password, as under systemd."""
         if name in self.procs and self.procs[name].alive():
             raise GatewayError(f"{name} is already running")
         log = self.workdir / f"{name}.log"
@@ -321,7 +341,13 @@ class Gateway:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={
+                    **os.environ,
+                    "PYTHONPATH": str(REPO),
+                    "PYTHONUNBUFFERED": "1",
+                    "CREDENTIALS_DIRECTORY": str(self.credentials),
+                    **(env or {}),
+                },
             )
         proc = Process(name, popen, log)
         self.procs[name] = proc
@@ -341,30 +367,43 @@ class Gateway:
         if proc is not None:
             proc.stop()
 
+    @property
+    def redis_dir(self) -> Path:
+        return self.workdir / "redis"
+
     def start_redis(self) -> None:
-        """redis as the appliance runs it: loopback only, append-only file and snapshots."""
-        self.log("starting redis (persistent)")
-        data = self.workdir / "redis"
-        data.mkdir(exist_ok=True)
-        args = [
-            binary("redis-server"),
-            "--port", str(REDIS_PORT),
-            "--bind", "127.0.0.1",
-            "--dir", str(data),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "900 1 300 10 60 10000",
-            "--notify-keyspace-events", "KEA",
-        ]  # fmt: skip
-        proc = self.spawn("redis", args, self.gw)
+        """redis as the appliance runs it: loopback only, append-only file and snapshots, a
+        password (in a configuration file, as nixpkgs' module writes it, never on the command
+        line)."""
+        self.log("starting redis (persistent, with a password)")
+        self.redis_dir.mkdir(exist_ok=True)
+        conf = self.workdir / "redis.conf"
+        if self.rendered is not None:
+            text = self.rendered.redis_conf(self.redis_dir, self.redis_password_file)
+        else:
+            text = (
+                f"port {REDIS_PORT}\nbind 127.0.0.1\ndir {self.redis_dir}\nappendonly yes\n"
+                "appendfsync everysec\nsave 900 1\nsave 300 10\nsave 60 10000\n"
+                f"notify-keyspace-events KEA\nrequirepass {self.redis_password}\n"
+            )
+        conf.write_text(text)
+        conf.chmod(0o600)
+        proc = self.spawn("redis", [binary("redis-server"), str(conf)], self.gw)
         # An open port is not enough: while redis loads its files it answers LOADING.
         self.wait_ready(
             proc,
             lambda: (
                 self.gw.port_open("127.0.0.1", REDIS_PORT)
-                and self.gw.run("redis-cli", "PING", check=False).strip() == "PONG"
+                and self.redis_cli("PING", check=False).strip() == "PONG"
             ),
         )
+
+    def redis_cli(self, *args: str, check: bool = True) -> str:
+        """redis-cli against the gateway's redis, authenticated."""
+        return self.gw.run(
+            "redis-cli", "-p", str(REDIS_PORT), "-a", self.redis_password, "--no-auth-warning",
+            *args, check=check,
+        )  # fmt: skip
 
     def restart_redis(self) -> None:
         """A clean restart (SIGTERM lets redis write its files), data kept on disk."""
@@ -373,21 +412,27 @@ class Gateway:
 
     def start_dns(self) -> None:
         self.log(f"starting CoreDNS ({self.dns_program})")
-        ns_list = " ".join(self.nameservers)
-        plugin = (
-            "    gatewaydns {\n"
-            f"        address 127.0.0.1:{REDIS_PORT}\n"
-            f"        nameservers {ns_list}\n"
-            "    }\n"
-        )
         corefile = self.workdir / "Corefile"
-        corefile.write_text(
-            f".:{DNS_PORT} {{\n    bind {' '.join(GW_ADDRESSES)}\n    errors\n"
-            + ("    log\n" if self.dns_query_log else "")
-            + plugin
-            + "}\n"
-        )
-        proc = self.spawn("coredns", [binary(self.dns_program), "-conf", str(corefile)], self.gw)
+        if self.rendered is not None:
+            corefile.write_text(self.rendered.corefile())
+            args = self.rendered.dns_args(corefile)
+        else:
+            ns_list = " ".join(self.nameservers)
+            plugin = (
+                "    gatewaydns {\n"
+                f"        address 127.0.0.1:{REDIS_PORT}\n"
+                "        password_file {$CREDENTIALS_DIRECTORY}/redis-password\n"
+                f"        nameservers {ns_list}\n"
+                "    }\n"
+            )
+            corefile.write_text(
+                f".:{DNS_PORT} {{\n    bind {' '.join(GW_ADDRESSES)}\n    errors\n"
+                + ("    log\n" if self.dns_query_log else "")
+                + plugin
+                + "}\n"
+            )
+            args = [binary(self.dns_program), "-conf", str(corefile)]
+        proc = self.spawn("coredns", args, self.gw)
         self.wait_ready(proc, lambda: self.gw.port_open(GW_CLIENT_ADDR, DNS_PORT))
 
     def start_pebble(self) -> None:
@@ -424,16 +469,20 @@ class Gateway:
 
     def start_router(self) -> None:
         self.log(f"starting the router ({self.router_program})")
-        config = self.workdir / "router.toml"
-        config.write_text(
-            "[server]\n"
-            'addr = "0.0.0.0"\n'
-            f"port = {TLS_PORT}\nhttpport = {HTTP_PORT}\nclientsport = {TUNNEL_PORT}\n"
-            "[server.dbbackend]\n"
-            f'type = "redis"\naddr = "127.0.0.1"\nport = {REDIS_PORT}\n'
-            + (self.tls_table() if self.acme else "")
-        )
-        args = [binary(self.router_program), "--config", str(config)]
+        if self.rendered is not None:
+            args = self.rendered.router_args()
+        else:
+            config = self.workdir / "router.toml"
+            config.write_text(
+                "[server]\n"
+                'addr = "0.0.0.0"\n'
+                f"port = {TLS_PORT}\nhttpport = {HTTP_PORT}\nclientsport = {TUNNEL_PORT}\n"
+                "[server.dbbackend]\n"
+                f'type = "redis"\naddr = "127.0.0.1"\nport = {REDIS_PORT}\n'
+                'passwordfile = "${CREDENTIALS_DIRECTORY}/redis-password"\n'
+                + (self.tls_table() if self.acme else "")
+            )
+            args = [binary(self.router_program), "--config", str(config)]
         if self.router_program == "tfrouter":
             args += ["-metrics", f"127.0.0.1:{ROUTER_METRICS_PORT}"]
         proc = self.spawn("router", args, self.gw)
@@ -525,11 +574,16 @@ class Gateway:
         return self.workdir / "seed.txt"
 
     def agent_args(self) -> list[str]:
+        if self.rendered is not None:
+            return self.rendered.agent_args(
+                self.explorer_url + "/api/v1", self.seed_path, self.credentials
+            )
         args = [
             agent_program("tfgateway"),
             "--seed", str(self.seed_path),
             "--explorer", self.explorer_url + "/api/v1",
             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
+            "--redis-password-file", str(self.redis_password_file),
             "--tcp-client-port", str(TUNNEL_PORT),
             "--location", "50.85,4.35,Brussels,Belgium,Europe",  # never ask a geoip service
             # The backend's address is private (10.71.2.2): everything here is inside namespaces.
@@ -650,25 +704,32 @@ class Gateway:
         return encrypt_secret(secret, self.node_id, version=2, user=user.keys)
 
     def redis_keys(self, pattern: str) -> list[str]:
-        out = self.gw.run("redis-cli", "-p", str(REDIS_PORT), "--raw", "KEYS", pattern)
+        out = self.redis_cli("--raw", "KEYS", pattern)
         return [line for line in out.splitlines() if line]
 
     # ---- observing from the client namespace -------------------------------------------------
 
     def dns(
-        self, name: str, rdtype: str = "A", *, ns: Namespace | None = None, tcp: bool = False
+        self,
+        name: str,
+        rdtype: str = "A",
+        *,
+        ns: Namespace | None = None,
+        tcp: bool = False,
+        server: str = GW_CLIENT_ADDR,
     ) -> dns.message.Message:
-        """Ask the gateway's nameserver, from the client namespace unless told otherwise."""
+        """Ask the gateway's nameserver (at `server`), from the client namespace unless told
+        otherwise."""
         where = ns or self.client
         query = dns.message.make_query(name, dns.rdatatype.from_text(rdtype))
         if tcp:
-            sock = where.connect(GW_CLIENT_ADDR, DNS_PORT, timeout=2.0)
+            sock = where.connect(server, DNS_PORT, timeout=2.0)
             with sock:
-                return dns.query.tcp(query, GW_CLIENT_ADDR, timeout=2.0, sock=sock)
+                return dns.query.tcp(query, server, timeout=2.0, sock=sock)
         sock = where.open_socket(socket.AF_INET, socket.SOCK_DGRAM)
         with sock:
             sock.setblocking(False)
-            return dns.query.udp(query, GW_CLIENT_ADDR, port=DNS_PORT, timeout=2.0, sock=sock)
+            return dns.query.udp(query, server, port=DNS_PORT, timeout=2.0, sock=sock)
 
     def http(self, host: str, *, port: int = HTTP_PORT, ns: Namespace | None = None) -> HttpReply:
         """GET / with a Host header through the gateway's router."""

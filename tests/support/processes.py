@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,14 @@ def binary(name: str) -> str:
     raise RuntimeError(
         f"required program {name!r} not found in {bin_dir} or PATH; run scripts/setup.sh first"
     )
+
+
+def agent_program(name: str) -> str:
+    """The agent's console scripts: next to this Python (the venv), else like any binary."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return binary(name)
 
 
 def wait_until(

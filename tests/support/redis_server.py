@@ -17,6 +17,7 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     persistent: bool = False
+    password: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -34,6 +35,8 @@ class RedisServer:
             "--appendonly", "yes" if self.persistent else "no",
             "--notify-keyspace-events", "KEA",
         ]  # fmt: skip
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_open("127.0.0.1", self.port), what=f"redis on {self.port}")
 
@@ -47,7 +50,7 @@ class RedisServer:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
 
     def save(self, timeout: float = 20.0) -> None:
         """SAVE, retried while a background save runs (`--save 1 1` starts them on its own, and

@@ -38,7 +38,7 @@ from tfgateway.primitives.provisioner import Provisioner, ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
 from tfgateway.primitives.termination import TerminationPolicy
 from tfgateway.store.batch import AutoPipeline
-from tfgateway.store.url import connect
+from tfgateway.store.url import check_auth, connect
 from tfgateway.telemetry.metrics import Metrics
 
 __all__ = ["SENTINEL_KEY", "Agent", "host_addresses", "host_uptime", "run"]
@@ -96,7 +96,8 @@ class Agent:
         self._fourtosix_factory = fourtosix_factory
         self._handle_signals = handle_signals
         self.identity = identity
-        self.redis: aioredis.Redis = connect(config.redis, socket_timeout=10.0)
+        password = {} if config.redis_password is None else {"password": config.redis_password}
+        self.redis: aioredis.Redis = connect(config.redis, socket_timeout=10.0, **password)
         # Every writer shares one auto-pipeline: the commands of concurrent jobs travel together.
         self.batch = AutoPipeline(self.redis)
         self.metrics = Metrics()
@@ -180,6 +181,7 @@ class Agent:
         backoff = Backoff(initial=0.2, maximum=5.0)
         while True:
             try:
+                await check_auth(self.config.redis, self.config.redis_password)
                 await self.redis.ping()
                 return
             except (RedisError, OSError) as exc:

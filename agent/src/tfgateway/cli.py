@@ -23,7 +23,7 @@ from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_ur
 from tfgateway.node.identity import SeedError, load_or_create
 from tfgateway.node.location import DEFAULT_GEOIP, Location, LocationError, parse_location
 from tfgateway.primitives.validation import ValidationError, normalize_domain
-from tfgateway.store.url import RedisURLError, parse_redis_url
+from tfgateway.store.url import RedisAuthError, RedisURLError, parse_redis_url, read_password_file
 from tfgateway.telemetry.logs import LOG_FORMATS
 from tfgateway.telemetry.metrics import parse_listen
 
@@ -88,6 +88,17 @@ def _node_flags(g: argparse._ArgumentGroup) -> None:
         default=DEFAULT_REDIS,
         metavar="URL",
         help="redis, tcp://[password@]host:port or unix:///path (default %(default)s)",
+    )
+    _password_file_flag(g)
+
+
+def _password_file_flag(g: argparse._ActionsContainer) -> None:
+    g.add_argument(
+        "--redis-password-file",
+        metavar="FILE",
+        help="read the redis password from FILE (one trailing newline ignored), e.g. a systemd "
+        "credential, instead of putting it in the --redis URL; a missing or empty file is an "
+        "error",
     )
 
 
@@ -273,6 +284,7 @@ def _config(a: argparse.Namespace) -> Config:
         seed=a.seed,
         explorer=a.explorer,
         redis=a.redis,
+        redis_password=_redis_password(a),
         debug=a.debug,
         farm=a.farm,
         nameservers=_domain_list("--nameservers", a.nameservers),
@@ -296,6 +308,17 @@ def _config(a: argparse.Namespace) -> Config:
         request_timeout=a.explorer_timeout,
         log_format=a.log_format,
     )
+
+
+def _redis_password(a: argparse.Namespace) -> str | None:
+    if a.redis_password_file is None:
+        return None
+    if parse_redis_url(a.redis).password is not None:
+        raise _FlagError("--redis-password-file: the --redis URL has a password too; use one")
+    try:
+        return read_password_file(a.redis_password_file)
+    except RedisURLError as exc:
+        raise _FlagError(f"--redis-password-file: {exc}") from None
 
 
 def _domain_list(flag: str, values: Sequence[str]) -> tuple[str, ...]:
@@ -410,19 +433,26 @@ def status_main(argv: Sequence[str]) -> int:
     )
     p.add_argument(*_names("redis"), default=DEFAULT_REDIS, metavar="URL",
                    help="redis URL (default %(default)s)")  # fmt: skip
+    _password_file_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(list(argv))
     try:
         parse_redis_url(a.redis)
     except RedisURLError as exc:
         p.error(f"--redis: {exc}")
+    try:
+        password = _redis_password(a)
+    except _FlagError as exc:
+        p.error(str(exc))
     from redis.exceptions import RedisError
 
     from tfgateway.status import collect, render_table
-    from tfgateway.store.url import connect
+    from tfgateway.store.url import check_auth, connect
 
     async def fetch() -> Any:
-        client = connect(a.redis, socket_timeout=5.0)
+        await check_auth(a.redis, password)
+        options = {} if password is None else {"password": password}
+        client = connect(a.redis, socket_timeout=5.0, **options)
         try:
             return await collect(client)
         finally:
@@ -430,8 +460,9 @@ def status_main(argv: Sequence[str]) -> int:
 
     try:
         status = asyncio.run(fetch())
-    except (RedisError, OSError) as exc:
-        print(f"tfgateway status: cannot read redis {a.redis}: {exc}", file=sys.stderr)
+    except (RedisError, OSError, RedisAuthError) as exc:
+        where = parse_redis_url(a.redis).describe()  # never the password of the URL
+        print(f"tfgateway status: cannot read redis {where}: {exc}", file=sys.stderr)
         return 1
     if a.json:
         print(json.dumps(status.to_json()))
@@ -456,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(app.run(config))
-    except SeedError as exc:
+    except (SeedError, RedisAuthError) as exc:
         print(f"tfgateway: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ class Config:
     seed: str = "identity.seed"
     explorer: str = "https://explorer.grid.tf/api/v1"
     redis: str = "tcp://localhost:6379"
+    redis_password: str | None = field(default=None, repr=False)
+    """From `--redis-password-file`; replaces a password in the `--redis` URL (never both)."""
     debug: bool = False
     farm: int = 0
     nameservers: tuple[str, ...] = ()

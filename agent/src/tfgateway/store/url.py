@@ -3,18 +3,32 @@
 Accepted: `tcp://host:port`, `tcp://[v6]:port`, `unix:///path/to/socket`. As in the Go daemon
 (`redis/pool.go`), a URL *username* alone is the AUTH password (`tcp://secret@host:6379`); a
 password part is honoured too (`tcp://:secret@host:6379`, or `tcp://user:secret@host:6379` for a
-redis ACL user).
+redis ACL user). `--redis-password-file` gives the password in a file instead (a systemd
+credential), so it is neither on the command line nor in the Nix store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
 
-__all__ = ["DEFAULT_REDIS_URL", "RedisTarget", "RedisURLError", "connect", "parse_redis_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "RedisAuthError",
+    "RedisTarget",
+    "RedisURLError",
+    "check_auth",
+    "connect",
+    "parse_redis_url",
+    "read_password_file",
+]
 
 DEFAULT_REDIS_URL = "tcp://localhost:6379"
 _DEFAULT_PORT = 6379
@@ -22,6 +36,35 @@ _DEFAULT_PORT = 6379
 
 class RedisURLError(ValueError):
     """The `--redis` value cannot be used; the message says why and what is expected."""
+
+
+class RedisAuthError(Exception):
+    """redis answers but refuses our credentials: a configuration mistake, never retried (a
+    gateway that waits forever for a password it will never get looks alive and serves
+    nothing)."""
+
+    def __init__(self, where: str, has_password: bool, cause: object) -> None:
+        if has_password:
+            text = f"redis {where} refuses the configured password ({cause})"
+        else:
+            text = (
+                f"redis {where} wants a password and none is configured "
+                f"(--redis-password-file or tcp://PASSWORD@host:port) ({cause})"
+            )
+        super().__init__(text)
+
+
+def read_password_file(path: str) -> str:
+    """The redis password in `path`; one trailing newline is not part of it. A missing,
+    unreadable or empty file is an error (never 'no password')."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RedisURLError(f"cannot read the redis password from {path}: {exc}") from None
+    password = text.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise RedisURLError(f"{path} is empty: no redis password in it")
+    return password
 
 
 @dataclass(frozen=True)
@@ -99,3 +142,22 @@ def connect(url: str | RedisTarget, **options: Any) -> redis.asyncio.Redis:
     if target.unix_path is not None:
         return redis.asyncio.Redis(unix_socket_path=target.unix_path, **kwargs)
     return redis.asyncio.Redis(host=target.host or "localhost", port=target.port, **kwargs)
+
+
+async def check_auth(url: str, password: str | None = None) -> None:
+    """One PING without retries: RedisAuthError when redis answers but refuses the
+    credentials; any other failure (redis down, loading) is raised as is, for the caller's
+    back-off. The normal client retries authentication errors like dropped connections, so
+    a wrong password would take it most of a minute to report."""
+    target = parse_redis_url(url)
+    options: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_timeout": 5.0}
+    if password is not None:
+        options["password"] = password
+    client = connect(target, **options)
+    try:
+        await client.ping()
+    except AuthenticationError as exc:
+        has_password = password is not None or target.password is not None
+        raise RedisAuthError(target.describe(), has_password, exc) from None
+    finally:
+        await client.aclose()

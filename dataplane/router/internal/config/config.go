@@ -1,6 +1,6 @@
 // Package config reads trs's router.toml (tcprouter v0.1.0) so an operator's existing file
 // works unchanged with tfrouter. Keys trs ignores are accepted; a few get a meaning here
-// (password and username authenticate to redis, refresh is the resync period).
+// (password or passwordfile and username authenticate to redis, refresh is the resync period).
 package config
 
 import (
@@ -42,7 +42,10 @@ type DBBackend struct {
 	Port     uint16 `toml:"port"`
 	Username string `toml:"username"`
 	Password string `toml:"password"`
-	Token    string `toml:"token"`
+	// PasswordFile names a file holding the redis password (a systemd credential), so the
+	// password is neither in router.toml (the Nix store) nor on a command line.
+	PasswordFile string `toml:"passwordfile"`
+	Token        string `toml:"token"`
 	// Refresh is the period in seconds of the full resync from redis (0: the default).
 	Refresh uint `toml:"refresh"`
 }
@@ -84,7 +87,35 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, &Error{Path: path, Msg: err.Error()}
 	}
-	return Parse(path, string(data))
+	c, err := Parse(path, string(data))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Server.DBBackend.readPasswordFile(); err != nil {
+		return nil, &Error{Path: path, Msg: err.Error()}
+	}
+	return c, nil
+}
+
+// readPasswordFile sets Password from PasswordFile, in which $VAR and ${VAR} are expanded
+// (${CREDENTIALS_DIRECTORY}/redis-password names a systemd credential). One trailing newline
+// is not part of the password; a missing, unreadable or empty file is an error, never "no
+// password".
+func (d *DBBackend) readPasswordFile() error {
+	if d.PasswordFile == "" {
+		return nil
+	}
+	path := os.ExpandEnv(d.PasswordFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("[server.dbbackend] passwordfile: cannot read the redis password: %v", err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if pw == "" {
+		return fmt.Errorf("[server.dbbackend] passwordfile: %s is empty: no redis password in it", path)
+	}
+	d.Password = pw
+	return nil
 }
 
 // Parse decodes router.toml text; name is used in error messages.
@@ -128,6 +159,9 @@ func (c *Config) validate() error {
 	case "redis":
 		if s.DBBackend.Addr == "" || s.DBBackend.Port == 0 {
 			return errors.New("[server.dbbackend] needs addr and port")
+		}
+		if s.DBBackend.Password != "" && s.DBBackend.PasswordFile != "" {
+			return errors.New("[server.dbbackend] has both password and passwordfile; use one")
 		}
 	case "":
 		// no backend: static services only

@@ -116,3 +116,46 @@ func TestTLSTable(t *testing.T) {
 		}
 	}
 }
+
+// passwordfile: the redis password from a file (a systemd credential), one trailing newline
+// dropped; a missing or empty file stops the router instead of running without a password.
+func TestPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(extra string) string {
+		p := filepath.Join(dir, "router.toml")
+		text := "[server]\nport=1\nhttpport=2\nclientsport=3\n[server.dbbackend]\ntype=\"redis\"\naddr=\"127.0.0.1\"\nport=6379\n" + extra
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pw := filepath.Join(dir, "redis-password")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	for _, ref := range []string{pw, "${CREDENTIALS_DIRECTORY}/redis-password"} {
+		c, err := Load(cfg("passwordfile = \"" + ref + "\"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Server.DBBackend.Password != "s3cret" {
+			t.Fatalf("%s: password = %q, want s3cret", ref, c.Server.DBBackend.Password)
+		}
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ extra, want string }{
+		"missing": {"passwordfile = \"" + filepath.Join(dir, "nope") + "\"\n", "cannot read the redis password"},
+		"empty":   {"passwordfile = \"" + empty + "\"\n", "is empty"},
+		"both":    {"password = \"x\"\npasswordfile = \"" + pw + "\"\n", "both password and passwordfile"},
+	} {
+		_, err := Load(cfg(tc.extra))
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want a *config.Error containing %q", name, err, tc.want)
+		}
+	}
+}

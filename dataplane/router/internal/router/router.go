@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,9 +146,18 @@ func (r *Router) Addr(name string) net.Addr {
 	return nil
 }
 
-// Run opens the listeners and serves until ctx ends, then shuts down gracefully.
+// Run opens the listeners and serves until ctx ends, then shuts down gracefully. A redis
+// that answers but refuses the router's credentials is a configuration mistake: Run returns
+// an *AuthError at once instead of serving without routes.
 func (r *Router) Run(ctx context.Context) error {
 	s := r.cfg.Server
+	if s.DBBackend.Type == "redis" {
+		r.redis = newRedisClient(s.DBBackend)
+		if err := checkAuth(ctx, r.redis, s.DBBackend); err != nil {
+			_ = r.redis.Close()
+			return err
+		}
+	}
 	for _, l := range []struct {
 		name string
 		port uint16
@@ -156,6 +166,9 @@ func (r *Router) Run(ctx context.Context) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			r.closeListeners()
+			if r.redis != nil {
+				_ = r.redis.Close()
+			}
 			return &ListenError{Listener: l.name, Addr: addr, Err: err}
 		}
 		r.mu.Lock()
@@ -222,15 +235,6 @@ const firstSyncWait = 5 * time.Second
 func (r *Router) startFeed(ctx context.Context, db config.DBBackend) <-chan struct{} {
 	synced := make(chan struct{})
 	var once sync.Once
-	r.redis = redis.NewClient(&redis.Options{
-		Addr:         net.JoinHostPort(db.Addr, strconv.Itoa(int(db.Port))),
-		Username:     db.Username,
-		Password:     db.Password,
-		DialTimeout:  5 * time.Second,
-		ReadTimeout:  10 * time.Second,
-		WriteTimeout: 10 * time.Second,
-		MaxRetries:   1,
-	})
 	feed := &redisfeed.Feed{
 		Client: r.redis, Table: r.Table, Resync: db.ResyncPeriod(), Log: r.log.With("component", "redis"),
 		Check: r.opt.TargetPolicy,
@@ -247,6 +251,55 @@ func (r *Router) startFeed(ctx context.Context, db config.DBBackend) <-chan stru
 	}
 	go feed.Run(ctx)
 	return synced
+}
+
+func newRedisClient(db config.DBBackend) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:         net.JoinHostPort(db.Addr, strconv.Itoa(int(db.Port))),
+		Username:     db.Username,
+		Password:     db.Password,
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		MaxRetries:   1,
+	})
+}
+
+// AuthError: redis refused the router's credentials (or wants some and none are configured).
+type AuthError struct {
+	Addr        string
+	HasPassword bool
+	Err         error
+}
+
+func (e *AuthError) Error() string {
+	if !e.HasPassword {
+		return fmt.Sprintf("redis at %s wants a password and none is configured ([server.dbbackend] password or passwordfile): %v", e.Addr, e.Err)
+	}
+	return fmt.Sprintf("redis at %s refuses the configured password: %v", e.Addr, e.Err)
+}
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// authCheckWait bounds the start-up check; a redis that does not answer in time is waited
+// for by the feed as before (static routes and tunnels are served meanwhile).
+const authCheckWait = 3 * time.Second
+
+// checkAuth fails only when redis answers and refuses the credentials.
+func checkAuth(ctx context.Context, c *redis.Client, db config.DBBackend) error {
+	ctx, cancel := context.WithTimeout(ctx, authCheckWait)
+	defer cancel()
+	err := c.Ping(ctx).Err()
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	for _, refusal := range []string{"NOAUTH", "WRONGPASS", "invalid password", "invalid username-password", "AUTH failed"} {
+		if strings.Contains(msg, refusal) {
+			return &AuthError{Addr: c.Options().Addr, HasPassword: db.Password != "", Err: err}
+		}
+	}
+	return nil
 }
 
 func (r *Router) closeListeners() {

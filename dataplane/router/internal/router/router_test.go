@@ -369,6 +369,40 @@ func TestRedisPassword(t *testing.T) {
 	})
 }
 
+// A redis that wants a password the router does not have (or refuses the one it has) stops
+// the router at start with a message naming the cause, instead of serving without routes.
+func TestRedisPasswordRefused(t *testing.T) {
+	rd := testutil.StartRedisWithPassword(t, "s3cret")
+	for name, tc := range map[string]struct {
+		extra       string
+		hasPassword bool
+		want        string
+	}{
+		"none":  {"", false, "wants a password and none is configured"},
+		"wrong": {"password = \"nope\"\n", true, "refuses the configured password"},
+	} {
+		text := fmt.Sprintf("[server]\naddr = \"127.0.0.1\"\nport = %d\nhttpport = %d\nclientsport = %d\n"+
+			"[server.dbbackend]\ntype = \"redis\"\naddr = \"127.0.0.1\"\nport = %d\n%s",
+			testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t), rd.Port, tc.extra)
+		cfg, err := config.Parse(name, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := New(cfg, Options{TargetPolicy: allowAll, Log: slog.New(slog.DiscardHandler)})
+		done := make(chan error, 1)
+		go func() { done <- r.Run(context.Background()) }()
+		select {
+		case err := <-done:
+			var ae *AuthError
+			if !errors.As(err, &ae) || ae.HasPassword != tc.hasPassword || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: Run = %v, want an *AuthError saying %q", name, err, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the router kept running against a redis that refuses it", name)
+		}
+	}
+}
+
 // A backend whose accept queue is full never completes the TCP handshake: the dial must
 // give up after DialTimeout and close the client, not hang (trs has no dial timeout).
 func TestBackendDialTimeout(t *testing.T) {

@@ -1,0 +1,39 @@
+# The kept renderings (tests/nixos/rendered/) must equal what the module renders with the
+# real nixpkgs: exposed as checks.x86_64-linux.rendered-files. The offline evaluation
+# (scripts/eval-nix-offline.sh) makes the same comparison with stub NixOS options; this one
+# also reads the router.toml that nixpkgs' TOML generator wrote.
+{
+  lib,
+  pkgs,
+  module,
+}:
+
+let
+  host =
+    extra:
+    (lib.nixosSystem {
+      inherit (pkgs.stdenv.hostPlatform) system;
+      modules = [
+        module
+        ./rendered/gateway.nix
+        extra
+        {
+          boot.isContainer = true;
+          system.stateVersion = "26.05";
+        }
+      ];
+    }).config;
+  reference = host { };
+  with4to6 = host { services.tfgateway.endpoint = "203.0.113.10:51820"; };
+  rendering = import ./rendering.nix { inherit lib; } { inherit reference with4to6; };
+in
+pkgs.runCommand "tfgateway-rendered-files"
+  {
+    nativeBuildInputs = [ pkgs.python3 ];
+    rendering = builtins.toJSON rendering;
+    passAsFile = [ "rendering" ];
+  }
+  ''
+    python3 ${./render.py} check "$renderingPath" ${./rendered}
+    touch $out
+  ''

@@ -1,0 +1,93 @@
+"""The NixOS module's kept renderings (tests/nixos/rendered/) as the harness runs them.
+
+The files are what `services.tfgateway` generates for tests/nixos/rendered/gateway.nix
+(checked against the module by scripts/eval-nix-offline.sh and the flake's `rendered-files`
+check). Only paths and addresses are substituted here: store paths become the harness's
+binaries and files, `%d` (systemd's credentials directory) the harness's credentials folder,
+the explorer the development explorer, the upstream resolver an address inside the test.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import agent_program, binary
+
+RENDERED = Path(__file__).resolve().parents[1] / "nixos" / "rendered"
+
+# Addresses of the reference configuration that only make sense on a real host.
+EXPLORER = "http://explorer.test:8080/api/v1"
+UPSTREAM = "192.0.2.53"
+SEED = "/var/lib/tfgateway/identity.seed"
+
+
+class RenderedError(ValueError):
+    """A kept file no longer has the shape the harness substitutes into."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Substitutes into the kept files; `upstream` replaces the reference's resolver."""
+
+    upstream: str = "127.0.0.1:9"
+    folder: Path = RENDERED
+
+    def text(self, name: str) -> str:
+        return (self.folder / name).read_text()
+
+    def redis_conf(self, data: Path, password_file: Path) -> str:
+        """redis.conf as nixpkgs' redis module writes it from the module's settings (the
+        requirePassFile's content appended as `requirepass`, as its ExecStartPre does)."""
+        r = json.loads(self.text("redis.json"))
+        if r["requirePassFile"] != "/var/lib/tfgateway-secrets/redis-password":
+            raise RenderedError(f"redis.json: unexpected requirePassFile {r['requirePassFile']}")
+        lines = [
+            f"port {r['port']}",
+            f"bind {r['bind']}",
+            f"dir {data}",
+            f"appendonly {'yes' if r['appendOnly'] else 'no'}",
+            f"appendfsync {r['appendFsync']}",
+            *(f"save {seconds} {changes}" for seconds, changes in r["save"]),
+            *(f"{key} {value}" for key, value in r["settings"].items()),
+            f"requirepass {password_file.read_text().strip()}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def corefile(self) -> str:
+        text = self.text("Corefile")
+        if f"forward . {UPSTREAM}\n" not in text:
+            raise RenderedError(f"Corefile: no 'forward . {UPSTREAM}' to point at {self.upstream}")
+        return text.replace(f"forward . {UPSTREAM}\n", f"forward . {self.upstream}\n")
+
+    def dns_args(self, corefile: Path) -> list[str]:
+        return self._command("dns.cmdline", {"@store:Corefile@": str(corefile)})
+
+    def router_args(self) -> list[str]:
+        return self._command(
+            "router.cmdline", {"@store:router.toml@": str(self.folder / "router.toml")}
+        )
+
+    def agent_args(self, explorer: str, seed: Path, credentials: Path) -> list[str]:
+        args = self._command("agent.cmdline", {EXPLORER: explorer, SEED: str(seed)})
+        return [a.replace("%d/", f"{credentials}/") for a in args]
+
+    def _command(self, name: str, substitutions: dict[str, str]) -> list[str]:
+        """A unit's ExecStart as a list: the program from the harness, arguments swapped
+        exactly where they equal a substitution's key."""
+        args = shlex.split(self.text(name))
+        program = args[0]
+        if not program.startswith("@store@/bin/"):
+            raise RenderedError(f"{name}: the program is not a package's: {program}")
+        missing = set(substitutions) - set(args)
+        if missing:
+            raise RenderedError(f"{name}: no argument {sorted(missing)} to substitute")
+        return [_program(program.removeprefix("@store@/bin/"))] + [
+            substitutions.get(a, a) for a in args[1:]
+        ]
+
+
+def _program(name: str) -> str:
+    return agent_program(name) if name == "tfgateway" else binary(name)
