@@ -144,7 +144,7 @@ def test_dns01_wildcard_serves_every_name_one_label_down(gw: Gateway, user: User
     assert https(gw, second).peer_cert_der == reply.peer_cert_der
     assert orders(gw) == before, "a second name under the wildcard made a new order"
     # the challenge records are gone from the zone again
-    assert not gw.gw.run("redis-cli", "HGET", f"{MANAGED_DOMAIN}.", "_acme-challenge").strip()
+    assert not gw.redis_cli("HGET", f"{MANAGED_DOMAIN}.", "_acme-challenge").strip()
     metrics = gw.router_metrics()
     days = re.search(
         r'tfrouter_tls_certificate_expiry_days\{name="\*\.gw\.example"\} (\S+)', metrics
