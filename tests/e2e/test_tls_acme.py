@@ -27,7 +27,7 @@ from tests.support.gateway import (
     User,
     wait_for,
 )
-from tests.support.sites import assert_served_by, publish_site
+from tests.support.sites import Site, assert_served_by, publish_site
 
 SITE = "site.example"  # HTTP-01 / TLS-ALPN-01, a certificate per name
 PASS = "pass.example"  # not terminated
@@ -59,9 +59,9 @@ def user(gw: Gateway) -> User:
     return gw.add_user()
 
 
-def serve(gw: Gateway, user: User, name: str, ip: str = GW_CLIENT_ADDR) -> int:
-    """A subdomain pointing at `ip` and a proxy to the backend; returns the subdomain's id."""
-    return publish_site(gw, user, name, ip=ip).sub_id
+def serve(gw: Gateway, user: User, name: str, ip: str = GW_CLIENT_ADDR) -> Site:
+    """A subdomain pointing at `ip` and a proxy to the backend."""
+    return publish_site(gw, user, name, ip=ip)
 
 
 def https(gw: Gateway, name: str, timeout: float = 30.0) -> TlsReply:
@@ -180,7 +180,7 @@ def test_names_not_terminated_pass_through_as_before(gw: Gateway, user: User) ->
 def test_failed_challenge_is_clear_and_backs_off(gw: Gateway, user: User) -> None:
     name = f"lost.{SITE}"
     # the name points at the client namespace, where nothing listens on port 80
-    sid = serve(gw, user, name, ip=CLIENT_ADDR)
+    sid = serve(gw, user, name, ip=CLIENT_ADDR).sub_id
     assert gw.refused(name, tls=True)
     wait_for(lambda: "certificate not obtained" in router_log(gw), what="the failure logged")
     line = next(ln for ln in router_log(gw).splitlines() if "certificate not obtained" in ln)
@@ -218,6 +218,18 @@ def test_restart_reuses_the_stored_certificate(gw: Gateway, user: User) -> None:
     assert again.peer_cert_der == first.peer_cert_der
     assert orders(gw) == placed
     assert "certificate loaded from storage" in router_log(gw)
+
+
+def test_certificate_of_a_removed_route_is_no_longer_maintained(gw: Gateway, user: User) -> None:
+    name = f"gone.{SITE}"
+    site = serve(gw, user, name)
+    https(gw, name)
+    assert f'tfrouter_tls_certificate_expiry_days{{name="{name}"}}' in gw.router_metrics()
+    gw.delete(site.proxy_id)
+    gw.wait_result(site.proxy_id, state="deleted")
+    # within a renew_check (1 s here) the router stops renewing it and stops reporting it
+    wait_for(lambda: f'name="{name}"' not in gw.router_metrics(), what="the certificate dropped")
+    assert "certificates no longer maintained: routes gone" in router_log(gw)
 
 
 def restart_router_with(gw: Gateway, **keys: object) -> None:
