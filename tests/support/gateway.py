@@ -72,7 +72,7 @@ DNS_PORT = 53
 HTTP_PORT = 80
 TLS_PORT = 443
 TUNNEL_PORT = 18000
-ROUTER_METRICS_PORT = 9105  # tfrouter's Prometheus endpoint, on gw's loopback
+ROUTER_METRICS_PORT = 9111  # tfrouter's metrics on gw's loopback, as in the appliance
 # The public backend's sites, and the NATed client's local site (reached only by tunnel).
 BACKEND_HTTP_PORT = 8080
 BACKEND_TLS_PORT = 8443
@@ -483,8 +483,8 @@ class Gateway:
                 + (self.tls_table() if self.acme else "")
             )
             args = [binary(self.router_program), "--config", str(config)]
-        if self.router_program == "tfrouter":
-            args += ["-metrics", f"127.0.0.1:{ROUTER_METRICS_PORT}"]
+            if self.router_program == "tfrouter":
+                args += ["-metrics", f"127.0.0.1:{ROUTER_METRICS_PORT}"]
         proc = self.spawn("router", args, self.gw)
         self.wait_ready(
             proc,
