@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -145,8 +146,8 @@ func New(opt Options) (*Manager, error) {
 		ListenHost: opt.ListenHost, AltHTTPPort: opt.HTTPPort, AltTLSALPNPort: opt.TLSPort, Logger: zl,
 	}
 	httpT := template
-	httpT.DisableHTTPChallenge = !contains(t.Challenges, config.ChallengeHTTP01)
-	httpT.DisableTLSALPNChallenge = !contains(t.Challenges, config.ChallengeTLSALPN01)
+	httpT.DisableHTTPChallenge = !slices.Contains(t.Challenges, config.ChallengeHTTP01)
+	httpT.DisableTLSALPNChallenge = !slices.Contains(t.Challenges, config.ChallengeTLSALPN01)
 	if !httpT.DisableHTTPChallenge || !httpT.DisableTLSALPNChallenge {
 		m.httpIss = certmagic.NewACMEIssuer(m.http, httpT)
 		m.http.Issuers = []certmagic.Issuer{nonInteractive{m.httpIss}}
@@ -175,15 +176,6 @@ type nonInteractive struct{ *certmagic.ACMEIssuer }
 
 func (i nonInteractive) PreCheck(ctx context.Context, names []string, _ bool) error {
 	return i.ACMEIssuer.PreCheck(ctx, names, false)
-}
-
-func contains(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
-	}
-	return false
 }
 
 func trustedRoots(path string) (*x509.CertPool, error) {
