@@ -57,7 +57,16 @@ let
     cfg.logFormat
     "--explorer-timeout"
     (toString cfg.explorerTimeout)
+    "--name-proof"
+    cfg.nameProof.mode
+    "--proof-timeout"
+    (toString cfg.nameProof.timeout)
+    "--proof-recheck-interval"
+    (toString cfg.nameProof.recheckInterval)
+    "--proof-grace"
+    (toString cfg.nameProof.grace)
   ]
+  ++ repeat "--proof-resolver" cfg.nameProof.resolvers
   ++ cfg.extraArgs;
 
   # "" is an empty set: without 4to6 the agent has no capability at all.

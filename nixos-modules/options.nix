@@ -148,6 +148,64 @@ in
       '';
     };
 
+    nameProof = {
+      mode = mkOption {
+        type = types.enum [
+          "required"
+          "first-come"
+        ];
+        default = "required";
+        description = ''
+          Who may claim a name outside `domains` (`--name-proof`). `required`: a proxy, reverse
+          proxy or delegation needs a TXT record at `_tfgateway.<name>` holding the user's id
+          (names inside a zone the same user delegated are covered by that zone's proof); a
+          proof that disappears suspends the name until it is back. `first-come`: the Go
+          daemon's behaviour, where any user may claim a name its owner has not pointed at the
+          gateway yet. Public suffixes can never be delegated in either mode.
+        '';
+      };
+
+      resolvers = mkOption {
+        type = types.listOf types.str;
+        default = [
+          "9.9.9.9"
+          "149.112.112.112"
+          "[2620:fe::fe]:53"
+        ];
+        description = ''
+          Resolvers proofs are looked up with (`--proof-resolver`, `IP` or `IP:PORT`; Quad9 by
+          default, which validates DNSSEC). Never this gateway's own CoreDNS: it answers for the
+          zones it serves, so every proof of a zone delegated here would pass. `[ ]`: the
+          host's /etc/resolv.conf (on this appliance that may be CoreDNS itself).
+        '';
+      };
+
+      timeout = mkOption {
+        type = types.ints.positive;
+        default = 5;
+        description = "Seconds one proof lookup may take (`--proof-timeout`).";
+      };
+
+      recheckInterval = mkOption {
+        type = types.ints.positive;
+        default = 3600;
+        description = ''
+          Seconds between two lookups of a proven name (`--proof-recheck-interval`); a name
+          whose proof is gone is suspended (no longer served) and restored when it is back.
+        '';
+      };
+
+      grace = mkOption {
+        type = types.ints.unsigned;
+        default = 604800;
+        description = ''
+          Seconds names served without proof before proofs were first enforced (an upgrade
+          from the Go daemon or from `first-come`) are kept before their first check
+          (`--proof-grace`).
+        '';
+      };
+    };
+
     location = mkOption {
       type = types.nullOr types.str;
       default = null;

@@ -11,6 +11,7 @@ import redis
 import redis.asyncio
 
 from tests.support.redis_server import RedisServer
+from tests.support.world_dns import WorldDNS
 from tfgateway.store.url import connect
 
 _labels = itertools.count(1)
@@ -23,6 +24,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def world_dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorldDNS]:
+    """The Internet's DNS as proof-of-control lookups see it (coredns-tfgw on a redis of its
+    own, on loopback): tests publish name owners' records there, never on the Internet."""
+    with WorldDNS(tmp_path_factory.mktemp("world-dns")) as world:
+        yield world
 
 
 @pytest.fixture

@@ -36,9 +36,11 @@ ps.buildPythonApplication {
   dependencies = [
     ps.aiohttp
     ps.base58
+    ps.dnspython # proof-of-control lookups
     ps.hiredis # packs and parses the auto-pipeline's redis commands in C
     ps.mnemonic
     ps.prometheus-client
+    ps.publicsuffixlist # public suffixes can never be delegated
     ps.pydantic
     ps.pynacl
     ps.pyroute2
@@ -46,7 +48,6 @@ ps.buildPythonApplication {
   ];
 
   nativeCheckInputs = [
-    ps.dnspython
     ps.hypothesis
     ps.pytest-asyncio
     ps.pytest-timeout

@@ -13,6 +13,7 @@ def test_decommissioned_names_stop_resolving(gateway: Gateway, label: str) -> No
     name = f"{label}.{MANAGED_DOMAIN}"
     zone = f"{label}.example"
     sid = gateway.create("subdomain", user, domain=name, ips=["198.51.100.10"])
+    gateway.publish_proof(zone, user)
     did = gateway.create("domain_delegate", user, domain=zone)
     assert gateway.wait_result(sid).state == "ok"
     assert gateway.wait_result(did).state == "ok"

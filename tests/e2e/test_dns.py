@@ -39,6 +39,7 @@ def test_miss_in_a_managed_domain_is_nxdomain_with_soa(gateway: Gateway, label: 
 def test_delegated_zone_answers_owner_apex_and_subdomains(gateway: Gateway, label: str) -> None:
     user = gateway.add_user()
     zone = f"{label}.example"
+    gateway.publish_proof(zone, user)  # the zone's owner proves control
     wid = gateway.create("domain_delegate", user, domain=zone)
     assert gateway.wait_result(wid).state == "ok"
 

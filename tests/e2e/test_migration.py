@@ -48,7 +48,8 @@ def shape_like_an_old_gateway(gw: Gateway) -> list[str]:
 
 
 def test_an_old_gateway_moves_over_without_losing_anything(tmp_path: Path) -> None:
-    with Gateway(tmp_path / "gw") as gw:
+    # The Go daemon asked no proof of control: the old gateway serves first come.
+    with Gateway(tmp_path / "gw", agent_extra_args=("--name-proof", "first-come")) as gw:
         user = gw.add_user()
         web, home = f"web-old.{MANAGED_DOMAIN}", f"home-old.{MANAGED_DOMAIN}"
         zone, inside = "old-delegated.example", "www.old-delegated.example"
@@ -107,6 +108,7 @@ def test_an_old_gateway_moves_over_without_losing_anything(tmp_path: Path) -> No
         assert sorted(gw.redis_keys("*")) == old_keys  # loaded from the append-only file
         gw.start_dns()
         gw.start_router()
+        gw.agent_extra_args = ()  # the appliance's default: proofs required
         gw.start_agent()  # the same seed: the same node id, so the explorer's workloads
 
         # Everything is served again, with the apex records the Go daemon never wrote.
@@ -115,6 +117,10 @@ def test_an_old_gateway_moves_over_without_losing_anything(tmp_path: Path) -> No
         wait_for(lambda: gw.http(home).status == 200, timeout=30, what="tunnel after")
         assert gw.http(home).headers["x-site"] == "natc-site"
         assert "198.51.100.21" in gw.dns(inside).answer[0].to_text()
+        # The delegation without proof is kept: grandfathered, said in the log.
+        line = f"zone {zone} of user {user.id} grandfathered"
+        wait_for(lambda: line in gw.procs["agent"].log.read_text(), what="grandfathered")
+        assert gw.dns(zone, "SOA").answer
         wait_for(lambda: bool(gw.dns(MANAGED_DOMAIN, "SOA").answer), what="apex SOA restored")
         assert set(old_keys) <= set(gw.redis_keys("*"))
         assert sorted(gw.redis_cli("--raw", "HKEYS", "tfgateway_reservations").split()) == sorted(

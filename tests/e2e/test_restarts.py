@@ -32,6 +32,7 @@ class Served:
 def served(gateway: Gateway) -> Served:
     user = gateway.add_user()
     web, home, zone = f"web.{MANAGED_DOMAIN}", f"home.{MANAGED_DOMAIN}", "restart.example"
+    gateway.publish_proof(zone, user)
     ids = [
         gateway.create("subdomain", user, domain=web, ips=[GW_CLIENT_ADDR]),
         gateway.create("subdomain", user, domain=home, ips=[GW_CLIENT_ADDR]),

@@ -21,6 +21,7 @@ from tests.support.agent_process import AgentProcess
 from tests.support.devexplorer import DevExplorerProcess, SyncAdmin
 from tests.support.processes import wait_until
 from tests.support.workloads import expected_counts, in_redis, mixed_workloads, reported_counts
+from tests.support.world_dns import WorldDNS
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.node.identity import load_or_create
@@ -117,7 +118,11 @@ def assert_one_answer_each_never_an_error(state: dict[str, Any], burst: Burst) -
 # 80-100 s on a loaded 2-core machine: the default 120 s left too little room (it timed out once).
 @pytest.mark.timeout(240)
 def test_kill_9_twenty_times_during_a_burst_of_500(
-    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path,
+    explorer: DevExplorerProcess,
+    redis_url: str,
+    redis_db: redis.Redis,
+    world_dns: WorldDNS,
 ) -> None:
     rng = random.Random(SEED)
     agent = AgentProcess(
@@ -126,10 +131,12 @@ def test_kill_9_twenty_times_during_a_burst_of_500(
         redis_url=redis_url,
         log_file=tmp_path / "agent.log",
         poll_interval=0.05,
+        proof_resolver=world_dns.resolver,
     )
     node = load_or_create(agent.seed).node_id
     admin = SyncAdmin(explorer.admin_url)
     all_specs = mixed_workloads(node, WORKLOADS, rng, users=7)
+    world_dns.publish_delegation_proofs(all_specs)  # the delegated domains' owners prove them
     # The burst arrives in 22 parts and deletes in three waves, while the agent keeps dying.
     chunks = [all_specs[i::KILLS] for i in range(KILLS)]
     all_specs = [spec for chunk in chunks for spec in chunk]

@@ -25,6 +25,7 @@ from tests.support.devexplorer import DevExplorerProcess, SyncAdmin
 from tests.support.hostile import Case, Setting, Victim, corpus, unanswerable
 from tests.support.processes import wait_until
 from tests.support.redis_server import snapshot
+from tests.support.world_dns import WorldDNS
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import load_or_create
 from tfgateway.primitives.fourtosix import user_public_key
@@ -139,7 +140,11 @@ def assert_victim_untouched(
 
 
 def test_a_thousand_hostile_workloads(
-    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, redis_db: redis.Redis
+    tmp_path: Path,
+    explorer: DevExplorerProcess,
+    redis_url: str,
+    redis_db: redis.Redis,
+    world_dns: WorldDNS,
 ) -> None:
     agent = AgentProcess(
         seed=tmp_path / "identity.seed",
@@ -150,11 +155,13 @@ def test_a_thousand_hostile_workloads(
         nameservers=[NAMESERVER],
         poll_interval=0.05,
         extra=["--gateway-address", OWN_ADDRESS],
+        proof_resolver=world_dns.resolver,
     )
     node = load_or_create(agent.seed).node_id
     admin = SyncAdmin(explorer.admin_url, timeout=60)
     attacker_keys = UserKeys(b"a" * 32)
     victim = publish_victim(admin, node, UserKeys(b"v" * 32))
+    world_dns.publish_proof(victim.zone, victim.tid)  # the victim owns its delegated domain
     (attacker,) = admin.post("/dev/users", {"pubkey": attacker_keys.public_key_hex})
     at = int(attacker["id"])
     agent.start()

@@ -46,6 +46,7 @@ def live(gateway: Gateway) -> list[str]:
                                   port=BACKEND_HTTP_PORT, port_tls=BACKEND_TLS_PORT))  # fmt: skip
         names.append(name)
     for i in range(ZONES):
+        gateway.publish_proof(f"zone{i}.example", users[i % 3])
         ids.append(gateway.create("domain_delegate", users[i % 3], domain=f"zone{i}.example"))
     for wid in ids:
         assert gateway.wait_result(wid).state == "ok"

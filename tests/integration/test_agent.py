@@ -32,6 +32,7 @@ from tests.support.workloads import (
     mixed_workloads,
     reported_counts,
 )
+from tests.support.world_dns import WorldDNS
 from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.node.identity import load_or_create
@@ -60,12 +61,15 @@ async def admin(explorer: DevExplorerProcess) -> AsyncIterator[AdminClient]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path, explorer: DevExplorerProcess, redis_url: str) -> Iterator[AgentProcess]:
+def agent(
+    tmp_path: Path, explorer: DevExplorerProcess, redis_url: str, world_dns: WorldDNS
+) -> Iterator[AgentProcess]:
     proc = AgentProcess(
         seed=tmp_path / "identity.seed",
         explorer_url=explorer.url,
         redis_url=redis_url,
         log_file=tmp_path / "agent.log",
+        proof_resolver=world_dns.resolver,
     )
     load_or_create(proc.seed)
     yield proc
@@ -144,9 +148,10 @@ class EveryType:
         return [*self.served, self.bad, self.short, self.alien, self.no4to6]
 
 
-async def publish_every_type(admin: AdminClient, node: str) -> EveryType:
+async def publish_every_type(admin: AdminClient, node: str, world_dns: WorldDNS) -> EveryType:
     user = UserKeys(b"1" * 32)
     tid = (await admin.create_user(user.public_key.hex())).id
+    world_dns.publish_proof("customer.example.org", tid)  # the domain's owner proves control
     secret = encrypt_secret(reverse_proxy_plaintext(tid, "s3cret"), node, version=2, user=user)
     return EveryType(
         tid=tid,
@@ -219,10 +224,10 @@ async def decommission_everything(admin: AdminClient, r: redis.Redis, w: EveryTy
 
 
 async def test_every_type_end_to_end(
-    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis, world_dns: WorldDNS
 ) -> None:
     node = await start_registered(agent, admin)
-    w = await publish_every_type(admin, node)
+    w = await publish_every_type(admin, node, world_dns)
     await all_answered(admin, w.all, agent)
     await assert_served_ok_and_refusals_clear(admin, w)
     assert_redis_as_the_data_plane_reads_it(redis_db, w.tid)
@@ -364,12 +369,13 @@ async def kill_mid_deleting(
 
 
 async def test_kill_9_mid_burst_every_workload_live_once(
-    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis, world_dns: WorldDNS
 ) -> None:
     """200 mixed workloads, kill -9 mid-way through provisioning and again mid-way through
     deleting a quarter of them; after each restart everything converges."""
     node = await start_registered(agent, admin)
     specs = mixed_workloads(node, 200, random.Random(2), users=5)
+    world_dns.publish_delegation_proofs(specs)
     infos = await kill_mid_provisioning(agent, admin, redis_db, specs)
     doomed = infos[:50]
     await kill_mid_deleting(agent, admin, redis_db, doomed)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tests.support.processes import stop
 
+NO_RESOLVER = "127.0.0.1:9"
+
 
 @dataclass
 class AgentProcess:
@@ -21,6 +23,9 @@ class AgentProcess:
     domains: list[str] = field(default_factory=lambda: ["gw.example.com"])
     nameservers: list[str] = field(default_factory=lambda: ["ns1.gw.example.com"])
     extra: list[str] = field(default_factory=list)
+    proof_resolver: str = NO_RESOLVER
+    """Where the agent looks name proofs up (`WorldDNS.resolver`); by default a port nothing
+    answers on, so a claim that needs proof fails, and nothing is ever asked of the Internet."""
     poll_interval: float = 0.1
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -35,6 +40,7 @@ class AgentProcess:
             "--poll-interval", str(self.poll_interval),
             "--max-backoff", "0.5",
             "--reconcile-interval", "2",
+            "--proof-resolver", self.proof_resolver,
         ]  # fmt: skip
         for d in self.domains:
             args += ["--domains", d]

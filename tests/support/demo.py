@@ -26,9 +26,11 @@ from tests.support.gateway import (
     BACKEND_ADDR,
     BACKEND_HTTP_PORT,
     BACKEND_TLS_PORT,
+    CLIENT_ADDR,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
     Gateway,
+    User,
 )
 
 WEB = f"web.{MANAGED_DOMAIN}"
@@ -70,11 +72,14 @@ def say(message: str) -> None:
     print(f"  - {message}", flush=True)
 
 
-def create_samples(gw: Gateway) -> list[Sample]:
+def create_samples(gw: Gateway) -> tuple[User, list[Sample]]:
     """One workload of each kind, as a user would create them in the explorer."""
     user = gw.add_user()
     secret = f"{user.id}:{secrets.token_hex(8)}"
     encrypted = gw.encrypt_secret(user, secret)
+    # The owner of the delegated domain proves control of it where its DNS is hosted today (the
+    # world's DNS, in the client namespace): names outside the managed domain need that.
+    gw.publish_proof(ZONE, user)
     samples = [
         Sample("subdomain", WEB, f"A {GW_CLIENT_ADDR}, AAAA {WEB_AAAA}",
                gw.create("subdomain", user, domain=WEB, ips=[GW_CLIENT_ADDR, WEB_AAAA])),
@@ -98,10 +103,10 @@ def create_samples(gw: Gateway) -> list[Sample]:
     ]  # fmt: skip
     gw.start_natc_site()
     gw.start_tunnel(secret)
-    return samples
+    return user, samples
 
 
-def commands(gw: Gateway) -> list[Command]:
+def commands(gw: Gateway, user_id: int) -> list[Command]:
     client = f"ip netns exec {gw.client.name}"
     dig = f"{client} dig @{GW_CLIENT_ADDR}"
     curl = f"{client} curl -sS --max-time 5"
@@ -113,6 +118,10 @@ def commands(gw: Gateway) -> list[Command]:
         Command("delegated zone apex SOA", f"{dig} +noall +answer {ZONE} SOA", "SOA"),
         Command("delegated zone NS", f"{dig} +noall +answer {ZONE} NS", "NS"),
         Command("delegated zone owner", f"{dig} +short __owner__.{ZONE} TXT", "owner"),
+        Command("the owner's proof of control, published at its DNS provider",
+                f"{client} dig @{CLIENT_ADDR} +short _tfgateway.{ZONE} TXT", f'"{user_id}"'),
+        Command("the same proof, answered by the gateway once the zone points at it",
+                f"{dig} +short _tfgateway.{ZONE} TXT", f'"{user_id}"'),
         Command("name in the delegated zone", f"{dig} +short {ZONE_HOST} A", ZONE_HOST_ADDR),
         Command("a miss (NXDOMAIN + SOA)", f"{dig} nobody.{MANAGED_DOMAIN} A", "NXDOMAIN"),
         Command("proxy, HTTP by Host",
@@ -198,9 +207,9 @@ def main() -> int:
         print("Starting the gateway in network namespaces", flush=True)
         gw.start()
         say("creating sample workloads in the development explorer")
-        samples = create_samples(gw)
+        user, samples = create_samples(gw)
         say("waiting until everything is live")
-        cmds = commands(gw)
+        cmds = commands(gw, user.id)
         wait_live(gw, samples, cmds, args.timeout)
         print_table(gw, samples, cmds)
         if args.check:

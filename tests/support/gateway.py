@@ -11,6 +11,9 @@ forward between its links, so the others reach nothing but the gateway):
     natc 10.71.3.2 ────── 10.71.3.1 ┘   (accepts no incoming connection: a NATed home running
                                          the tunnel client `tftunnel`, trc-compatible)
 
+The client namespace also plays the Internet's DNS (`WorldDNS` on 10.71.1.2:53): the agent looks
+proofs of control up there (`--proof-resolver`), and tests publish what name owners would.
+
 The development explorer runs in the host namespace on loopback, where tests drive its admin
 API, and also listens on the same address and port inside `gw` (`--netns`: a second listening
 socket opened in that namespace), so the agent reaches it on its own loopback with no relay.
@@ -52,6 +55,7 @@ from tests.support import pebble
 from tests.support.netns import Link, Namespace, NamespaceSet
 from tests.support.processes import agent_program, binary, free_port, port_open, wait_until
 from tests.support.rendered import Rendered
+from tests.support.world_dns import WorldDNS
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway_devexplorer.admin_client import AdminClient
 from tfgateway_devexplorer.user_crypto import UserKeys, encrypt_secret
@@ -197,6 +201,7 @@ class Gateway:
     rendered: Rendered | None = None
     """Run redis, CoreDNS, the router and the agent from the module's kept renderings."""
     netns: NamespaceSet = field(init=False)
+    world: WorldDNS = field(init=False)
     procs: dict[str, Process] = field(default_factory=dict, init=False)
     explorer_port: int = field(default=0, init=False)
     identity: Identity = field(init=False)
@@ -220,6 +225,7 @@ class Gateway:
             self._make_credentials()
             self._make_namespaces()
             self._make_certificates()
+            self.start_world_dns()
             self.start_redis()
             self.start_dns()
             if self.acme:
@@ -239,6 +245,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 self.procs[name].stop()
         self.procs.clear()
+        if hasattr(self, "world"):
+            self.world.close()
         if self._loop is not None:
             if self._admin is not None:
                 with contextlib.suppress(Exception):
@@ -366,6 +374,20 @@ class Gateway:
         proc = self.procs.pop(name, None)
         if proc is not None:
             proc.stop()
+
+    def start_world_dns(self) -> None:
+        """The Internet's DNS, in the client namespace: where name owners publish proofs."""
+        self.log("starting the world's DNS (where name owners publish their proofs)")
+        self.world = WorldDNS(
+            self.workdir / "world", ns=self.client, address=CLIENT_ADDR, dns_port=DNS_PORT,
+            redis_port=REDIS_PORT,
+        )  # fmt: skip
+        self.world.start()
+
+    def publish_proof(self, name: str, *users: User) -> None:
+        """What the owner of `name` does to let these users claim it on the gateway: a TXT
+        record at `_tfgateway.<name>` holding their ids, in the world's DNS."""
+        self.world.publish_proof(name, *(u.id for u in users))
 
     @property
     def redis_dir(self) -> Path:
@@ -576,8 +598,9 @@ class Gateway:
     def agent_args(self) -> list[str]:
         if self.rendered is not None:
             return self.rendered.agent_args(
-                self.explorer_url + "/api/v1", self.seed_path, self.credentials
-            )
+                self.explorer_url + "/api/v1", self.seed_path, self.credentials,
+                self.world.resolver,
+            )  # fmt: skip
         args = [
             agent_program("tfgateway"),
             "--seed", str(self.seed_path),
@@ -588,6 +611,7 @@ class Gateway:
             "--location", "50.85,4.35,Brussels,Belgium,Europe",  # never ask a geoip service
             # The backend's address is private (10.71.2.2): everything here is inside namespaces.
             "--allow-private-backends",
+            "--proof-resolver", self.world.resolver,
         ]  # fmt: skip
         if self.poll_interval is not None:
             args += ["--poll-interval", str(self.poll_interval)]

@@ -21,6 +21,7 @@ RENDERED = Path(__file__).resolve().parents[1] / "nixos" / "rendered"
 # Addresses of the reference configuration that only make sense on a real host.
 EXPLORER = "http://explorer.test:8080/api/v1"
 UPSTREAM = "192.0.2.53"
+PROOF_RESOLVER = "192.0.2.54"
 SEED = "/var/lib/tfgateway/identity.seed"
 
 
@@ -70,8 +71,15 @@ class Rendered:
             "router.cmdline", {"@store:router.toml@": str(self.folder / "router.toml")}
         )
 
-    def agent_args(self, explorer: str, seed: Path, credentials: Path) -> list[str]:
-        args = self._command("agent.cmdline", {EXPLORER: explorer, SEED: str(seed)})
+    def agent_args(
+        self, explorer: str, seed: Path, credentials: Path, proof_resolver: str
+    ) -> list[str]:
+        """The agent's command line; `proof_resolver` replaces the reference's resolver of
+        proofs of control (the harness's world DNS: never the Internet)."""
+        args = self._command(
+            "agent.cmdline",
+            {EXPLORER: explorer, SEED: str(seed), PROOF_RESOLVER: proof_resolver},
+        )
         return [a.replace("%d/", f"{credentials}/") for a in args]
 
     def _command(self, name: str, substitutions: dict[str, str]) -> list[str]:

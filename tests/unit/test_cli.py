@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.model.reservation import GoTime, Reservation, Result, encode_cache_value
 from tfgateway.node.location import Location, resolve_location
+from tfgateway.primitives.name_proofs import PROOFS_KEY, ProofMode, ProofRecord, ProofState
 
 
 def test_go_defaults() -> None:
@@ -41,6 +43,21 @@ def test_go_defaults() -> None:
     assert not c.allow_private_backends
     assert c.request_timeout == 15.0
     assert c.log_format == "text"
+    # Safe by default: names outside --domains need proof, looked up with the host's resolvers.
+    assert c.name_proof is ProofMode.REQUIRED
+    assert c.proof_resolvers == ()
+    assert (c.proof_timeout, c.proof_recheck_interval, c.proof_grace) == (5.0, 3600.0, 604800.0)
+
+
+def test_name_proof_flags() -> None:
+    c = parse_config(
+        ["--name-proof", "first-come", "--proof-resolver", "10.0.0.53:5353,9.9.9.9",
+         "--proof-resolver", "[2620:fe::fe]:53", "--proof-timeout", "2", "--proof-grace", "0",
+         "--proof-recheck-interval", "60"]
+    )  # fmt: skip
+    assert c.name_proof is ProofMode.FIRST_COME
+    assert c.proof_resolvers == (("10.0.0.53", 5353), ("9.9.9.9", 53), ("2620:fe::fe", 53))
+    assert (c.proof_timeout, c.proof_recheck_interval, c.proof_grace) == (2.0, 60.0, 0.0)
 
 
 def test_explorer_timeout_and_log_format() -> None:
@@ -107,6 +124,12 @@ def test_location_and_addresses() -> None:
         (["--explorer-timeout", "soon"], "--explorer-timeout: 'soon' is not a number of seconds"),
         (["--log-format", "xml"], "--log-format: invalid choice: 'xml'"),
         (["--free=maybe"], "not a boolean"),
+        (["--name-proof", "none"], "--name-proof: invalid choice: 'none'"),
+        (["--proof-resolver", "dns.google"], "--proof-resolver: resolver 'dns.google'"),
+        (["--proof-resolver", "1.1.1.1:99999"], "is not a port"),
+        (["--proof-timeout", "0"], "--proof-timeout must be"),
+        (["--proof-recheck-interval", "-1"], "--proof-recheck-interval must be"),
+        (["--proof-grace", "-1"], "--proof-grace must be a finite number"),
         (["--terminate-tls", "*.gw.example"], "--terminate-tls '*.gw.example'"),
     ],
 )
@@ -125,7 +148,9 @@ def test_help_mentions_every_flag() -> None:
         "--seed", "--explorer", "--redis", "--debug", "--farm", "--nameservers", "--domains",
         "--tcp-client-port", "--endpoint", "--wg-iface", "--free", "--location",
         "--allow-private-backends", "--gateway-address", "--metrics-listen", "--poll-interval",
-        "--explorer-timeout", "--log-format", "--terminate-tls", "--terminate-tls-redirect",
+        "--explorer-timeout", "--log-format", "--name-proof", "--proof-resolver",
+        "--proof-timeout", "--proof-recheck-interval", "--proof-grace", "--terminate-tls",
+        "--terminate-tls-redirect",
     ):  # fmt: skip
         assert flag in text
     assert "(default 18000)" in text
@@ -183,6 +208,38 @@ def test_status_table_and_backlog(
     doc = json.loads(capsys.readouterr().out)
     assert doc["workloads"][0]["domain"] == "app.gw.example.com"
     assert doc["backlog"] == [{"op": "delete", "id": "77-1", "queued": 1.0}]
+    assert doc["name_proofs"] == []
+
+
+def test_status_shows_names_without_proof(
+    redis_url: str, redis_db: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    records = {
+        "proxy www.site.example": ProofRecord("42", ProofState.SUSPENDED, now - 300, now, now + 60,
+                                              "no TXT record at _tfgateway.www.site.example"),
+        "zone old.example": ProofRecord("7", ProofState.GRANDFATHERED, now, 0, now + 7200, ""),
+        "proxy ok.example": ProofRecord("9", ProofState.PROVEN, now, now, now + 3600, ""),
+    }  # fmt: skip
+    for field, record in records.items():
+        redis_db.hset(PROOFS_KEY, field, record.encode())
+    redis_db.hset(PROOFS_KEY, "proxy junk.example", b"{")  # unreadable: left out
+    assert main(["status", "--redis", redis_url]) == 0
+    out = capsys.readouterr().out
+    assert "names outside the managed domains: 1 proven, 1 grandfathered, 1 suspended" in out
+    assert (
+        "SUSPENDED (not served) proxy www.site.example of user 42, for 5m: no TXT record at "
+        "_tfgateway.www.site.example" in out
+    )
+    assert "grandfathered zone old.example of user 7: no proof yet, first check in 119m" in out
+    assert "ok.example" not in out
+    assert main(["status", "--redis", redis_url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(p["kind"], p["name"], p["state"]) for p in doc["name_proofs"]] == [
+        ("proxy", "ok.example", "proven"),
+        ("zone", "old.example", "grandfathered"),
+        ("proxy", "www.site.example", "suspended"),
+    ]
 
 
 def test_status_unreachable_redis(capsys: pytest.CaptureFixture[str]) -> None:

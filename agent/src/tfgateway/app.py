@@ -34,6 +34,8 @@ from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, ga
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway.node.location import resolve_location
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
+from tfgateway.primitives.name_proofs import NameProofs, ProofMode
+from tfgateway.primitives.proof import ProofChecker
 from tfgateway.primitives.provisioner import Provisioner, ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
 from tfgateway.primitives.termination import TerminationPolicy
@@ -47,6 +49,8 @@ log = logging.getLogger("tfgateway")
 
 SENTINEL_KEY = "tfgateway:alive"
 WATCH_INTERVAL = 1.0
+PROOF_TICK = 30.0
+"""Longest pause between two looks at which name proofs are due."""
 
 
 def host_uptime() -> int:
@@ -115,12 +119,25 @@ class Agent:
             stats_gate=self.registered,
         )
         self.metrics.track_outbox(lambda: self.outbox.depth)
-        self.dns = DNSStore(self.batch, identity.node_id, config.nameservers)
+        self.names = NameProofs(
+            self.batch,
+            mode=config.name_proof,
+            checker=(
+                ProofChecker(config.proof_resolvers, config.proof_timeout)
+                if config.name_proof is ProofMode.REQUIRED
+                else None
+            ),
+            recheck_interval=config.proof_recheck_interval,
+            grace=config.proof_grace,
+            managed_domains=config.domains,
+        )
+        self.dns = DNSStore(self.batch, identity.node_id, config.nameservers, proofs=self.names)
         self.own_addresses: list[str] = []
         termination = TerminationPolicy(config.terminate_tls, config.terminate_tls_redirect)
         self.proxy = ProxyProvisioner(
             self.batch,
             identity.node_id,
+            proofs=self.names,
             own_addresses=self.own_addresses,
             allow_private=config.allow_private_backends,
             termination=termination,
@@ -130,7 +147,7 @@ class Agent:
             "domain_delegate": DelegateProvisioner(self.dns),
             "proxy": self.proxy,
             "reverse_proxy": ReverseProxyProvisioner(
-                self.batch, identity, self.user_key, termination
+                self.batch, identity, self.user_key, proofs=self.names, termination=termination
             ),
         }
         self.fourtosix: Any = None
@@ -207,6 +224,13 @@ class Agent:
         if pending:
             log.info("outbox: %d messages from the previous run to deliver", pending)
         await self.dns.setup_managed_domains(cfg.domains)
+        await self.names.start()
+        if self.names.checker is not None and self.names.enforced:
+            checker = self.names.checker
+            if checker.problem:
+                log.error("name proofs: %s; claims that need proof are refused", checker.problem)
+            else:
+                log.info("name proofs: looked up with %s", ", ".join(checker.resolvers))
         await self.engine.load()
         if cfg.fourtosix_enabled:
             await self.setup_fourtosix()
@@ -345,8 +369,21 @@ class Agent:
             await self.setup_fourtosix_retry()
         started = asyncio.get_running_loop().time()
         applied = await self.engine.reconcile()
+        await self.names.settle()
         elapsed = asyncio.get_running_loop().time() - started
         log.info("reconcile: %d live reservations re-applied in %.2fs", applied, elapsed)
+
+    async def proof_loop(self) -> None:
+        """Recheck due name proofs; a name proven again is served at once (a reconcile)."""
+        while True:
+            await asyncio.sleep(min(self.names.retry_interval, PROOF_TICK))
+            try:
+                summary = await self.names.recheck_due()
+                self.metrics.set_name_proofs(await self.names.counts())
+                if summary.restored:
+                    await self.reconcile()
+            except (RedisError, OSError) as exc:
+                log.warning("name proofs: recheck interrupted: %s", exc)
 
     async def setup_fourtosix_retry(self) -> None:
         try:
@@ -363,6 +400,7 @@ class Agent:
     async def restore_after_data_loss(self) -> None:
         await self.dns.setup_managed_domains(self.config.domains)
         applied = await self.engine.reconcile(rewrite_cache=True)
+        await self.names.settle()
         await self.outbox.persist_all()
         await self.redis.set(SENTINEL_KEY, self._token)
         self.engine.request_replay()
@@ -402,6 +440,8 @@ class Agent:
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.watch_loop(), name="watch"),
         }
+        if self.names.enforced:
+            tasks.add(asyncio.create_task(self.proof_loop(), name="name-proofs"))
         engine_task = asyncio.create_task(self.engine.run(), name="engine")
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
         running: set[asyncio.Task[Any]] = {*tasks, engine_task, stopper}

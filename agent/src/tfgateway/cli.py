@@ -22,6 +22,9 @@ from tfgateway.config import Config
 from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
 from tfgateway.node.identity import SeedError, load_or_create
 from tfgateway.node.location import DEFAULT_GEOIP, Location, LocationError, parse_location
+from tfgateway.primitives.name_proofs import DEFAULT_GRACE, DEFAULT_RECHECK_INTERVAL, ProofMode
+from tfgateway.primitives.proof import DEFAULT_TIMEOUT as DEFAULT_PROOF_TIMEOUT
+from tfgateway.primitives.proof import parse_resolver
 from tfgateway.primitives.validation import ValidationError, normalize_domain
 from tfgateway.store.url import RedisAuthError, RedisURLError, parse_redis_url, read_password_file
 from tfgateway.telemetry.logs import LOG_FORMATS
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _explorer_flags(p.add_argument_group("explorer"))
     _dns_flags(p.add_argument_group("DNS"))
     _proxy_flags(p.add_argument_group("proxies and reverse tunnels"))
+    _name_proof_flags(p.add_argument_group("proof of control for names outside --domains"))
     _fourtosix_flags(p.add_argument_group("4to6 (WireGuard)"))
     _operation_flags(p.add_argument_group("operation"))
     p.add_argument("--version", action="version", version=f"tfgateway {__version__}")
@@ -201,6 +205,43 @@ def _proxy_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def _name_proof_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--name-proof",
+        choices=[m.value for m in ProofMode],
+        default=ProofMode.REQUIRED.value,
+        help="required: a proxy, reverse proxy or delegation on a name outside --domains (and "
+        "outside a zone the same user delegated) needs a TXT record at _tfgateway.<name> "
+        "holding the user's id; first-come: the Go daemon's first come, first served, which "
+        "lets any user claim a name its owner has not pointed at the gateway yet "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--proof-resolver",
+        action="append",
+        default=[],
+        metavar="IP[:PORT]",
+        help="resolver to look proofs up with (repeatable; default: the host's "
+        "/etc/resolv.conf); never this gateway's own CoreDNS, which answers for the zones "
+        "it serves",
+    )
+    _seconds_flag(g, "--proof-timeout", DEFAULT_PROOF_TIMEOUT, "time one proof lookup may take")
+    _seconds_flag(
+        g,
+        "--proof-recheck-interval",
+        DEFAULT_RECHECK_INTERVAL,
+        "look proven names up again this often; a name whose proof is gone is suspended (no "
+        "longer served, kept, restored when the proof is back)",
+    )
+    _seconds_flag(
+        g,
+        "--proof-grace",
+        DEFAULT_GRACE,
+        "names served without proof when proofs are first enforced (an upgrade) are kept "
+        "this long before their first check",
+    )
+
+
 def _fourtosix_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         *_names("endpoint"),
@@ -307,7 +348,19 @@ def _config(a: argparse.Namespace) -> Config:
         uptime_interval=a.uptime_interval,
         request_timeout=a.explorer_timeout,
         log_format=a.log_format,
+        name_proof=ProofMode(a.name_proof),
+        proof_resolvers=_resolvers(a.proof_resolver),
+        proof_timeout=a.proof_timeout,
+        proof_recheck_interval=a.proof_recheck_interval,
+        proof_grace=a.proof_grace,
     )
+
+
+def _resolvers(values: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(parse_resolver(v) for v in _split(values))
+    except ValueError as exc:
+        raise _FlagError(f"--proof-resolver: {exc}") from None
 
 
 def _redis_password(a: argparse.Namespace) -> str | None:
@@ -367,9 +420,13 @@ def _check_seconds(a: argparse.Namespace) -> None:
         ("--max-backoff", a.max_backoff),
         ("--uptime-interval", a.uptime_interval),
         ("--explorer-timeout", a.explorer_timeout),
+        ("--proof-timeout", a.proof_timeout),
+        ("--proof-recheck-interval", a.proof_recheck_interval),
     ):
         if not (value > 0 and math.isfinite(value)):
             raise _FlagError(f"{flag} must be a finite number of seconds above 0, not {value!r}")
+    if not (a.proof_grace >= 0 and math.isfinite(a.proof_grace)):
+        raise _FlagError(f"--proof-grace must be a finite number of seconds, not {a.proof_grace!r}")
 
 
 def _location(text: str | None) -> Location | None:

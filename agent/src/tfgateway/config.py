@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tfgateway.node.location import Location
+from tfgateway.primitives.name_proofs import DEFAULT_GRACE, DEFAULT_RECHECK_INTERVAL, ProofMode
+from tfgateway.primitives.proof import DEFAULT_TIMEOUT as DEFAULT_PROOF_TIMEOUT
 from tfgateway.telemetry.logs import LogFormat
 
 __all__ = ["Config"]
@@ -42,6 +44,15 @@ class Config:
     request_timeout: float = 15.0
     """Total time allowed for one explorer request (`--explorer-timeout`)."""
     log_format: LogFormat = "text"
+    name_proof: ProofMode = ProofMode.REQUIRED
+    """`--name-proof`: names outside the managed domains need proof of control (required), or
+    the Go daemon's first come, first served (first-come)."""
+    proof_resolvers: tuple[tuple[str, int], ...] = ()
+    """`--proof-resolver`: (address, port) of the resolvers proofs are looked up with; empty:
+    the host's /etc/resolv.conf."""
+    proof_timeout: float = DEFAULT_PROOF_TIMEOUT
+    proof_recheck_interval: float = DEFAULT_RECHECK_INTERVAL
+    proof_grace: float = DEFAULT_GRACE
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

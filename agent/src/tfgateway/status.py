@@ -1,7 +1,9 @@
 """`tfgateway status`: what this gateway serves, read from redis (no explorer needed).
 
-One row per cached reservation (type, id, domain, owner, state, age) and the delivery backlog
-of the outbox (results, deletes and stats the explorer has not acknowledged yet).
+One row per cached reservation (type, id, domain, owner, state, age), the names whose proof of
+control is missing (suspended: not served, and why; grandfathered: when they are first checked)
+and the delivery backlog of the outbox (results, deletes and stats the explorer has not
+acknowledged yet).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import redis.asyncio as aioredis
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.outbox import OUTBOX_KEY, STATS_FIELD, Message
 from tfgateway.model.reservation import Reservation, ResultState
+from tfgateway.primitives.name_proofs import ProofRecord, ProofState, read_records
 
 __all__ = ["Row", "Status", "collect", "format_age", "render_table"]
 
@@ -32,15 +35,26 @@ class Row:
 
 
 @dataclass(frozen=True)
+class NameProof:
+    kind: str
+    name: str
+    record: ProofRecord
+
+
+@dataclass(frozen=True)
 class Status:
     rows: list[Row]
     undecodable: list[str]
     backlog: list[Message]
     stats_pending: bool
+    proofs: list[NameProof]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "workloads": [r.__dict__ for r in self.rows],
+            "name_proofs": [
+                {"kind": p.kind, "name": p.name, **p.record.__dict__} for p in self.proofs
+            ],
             "undecodable": self.undecodable,
             "backlog": [{"op": m.op, "id": m.gwid, "queued": m.queued} for m in self.backlog],
             "stats_pending": self.stats_pending,
@@ -93,7 +107,8 @@ async def collect(redis: aioredis.Redis) -> Status:
         except (ValueError, TypeError, KeyError):
             continue
     backlog.sort(key=lambda m: m.seq)
-    return Status(rows, bad, backlog, stats_pending)
+    proofs = [NameProof(kind, name, record) for kind, name, record in await read_records(redis)]
+    return Status(rows, bad, backlog, stats_pending, proofs)
 
 
 def format_age(seconds: float) -> str:
@@ -120,6 +135,7 @@ def render_table(status: Status, now: float | None = None) -> str:
         for line in [header, *rows]
     ]
     lines.append(f"{len(status.rows)} workloads served")
+    lines += _proof_lines(status.proofs, now)
     if status.undecodable:
         lines.append(
             f"{len(status.undecodable)} undecodable cache entries: "
@@ -138,3 +154,27 @@ def render_table(status: Status, now: float | None = None) -> str:
     else:
         lines.append("delivery backlog: empty (the explorer acknowledged everything)")
     return "\n".join(lines)
+
+
+def _proof_lines(proofs: list[NameProof], now: float) -> list[str]:
+    """Names outside the managed domains: counts, then every one not served or not proven."""
+    if not proofs:
+        return []
+    counts = {state: sum(p.record.state is state for p in proofs) for state in ProofState}
+    lines = [
+        "names outside the managed domains: "
+        + ", ".join(f"{n} {state.value}" for state, n in counts.items())
+    ]
+    for p in proofs:
+        r = p.record
+        if r.state is ProofState.SUSPENDED:
+            lines.append(
+                f"  SUSPENDED (not served) {p.kind} {p.name} of user {r.user}, for "
+                f"{format_age(now - r.since)}: {r.reason}"
+            )
+        elif r.state is ProofState.GRANDFATHERED:
+            lines.append(
+                f"  grandfathered {p.kind} {p.name} of user {r.user}: no proof yet, first "
+                f"check in {format_age(max(0.0, r.due - now))}"
+            )
+    return lines

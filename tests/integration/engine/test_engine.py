@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from tests.support.agent_stack import RecordingProvisioner, Stack, engine_stack
 from tests.support.devexplorer import wait_until_async
@@ -22,6 +24,7 @@ from tfgateway.engine.engine import POLL_PAGE_SIZE, Engine, chains
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.explorer.client import PollResult
 from tfgateway.model.reservation import Reservation
+from tfgateway.primitives.provisioner import ProvisionError, is_reapplying
 from tfgateway.telemetry.logs import Fields
 from tfgateway_devexplorer.admin_client import AdminClient, WorkloadInfo
 
@@ -271,6 +274,43 @@ async def test_reconcile_reapplies_live_without_results(
     assert redis_db.hexists(RESERVATIONS_KEY, w.gwid)
     await drain(stack)
     assert len((await admin.state())["result_puts"]) == puts
+
+
+class RedisDownProvisioner(RecordingProvisioner):
+    """Re-applies as a real primitive does when redis drops mid-pass: its redis error wrapped in
+    a ProvisionError; and records whether the engine marked the call as a re-application."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reapplying: list[bool] = []
+        self.redis_down = False
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        self.reapplying.append(is_reapplying())
+        if self.redis_down:
+            try:
+                raise RedisConnectionError("Connection reset by peer")
+            except RedisConnectionError as exc:
+                raise ProvisionError(f"proxy store error: {exc}") from exc
+        return await super().provision(r)
+
+
+async def test_reconcile_marks_reapplications_and_raises_redis_trouble_as_redis_errors(
+    start_engine: StartEngine, admin: AdminClient
+) -> None:
+    """The caller (the agent's watch loop) retries a pass on RedisError; a wrapped one used to
+    escape it and stop the agent."""
+    rec = RedisDownProvisioner()
+    async with start_engine(rec) as stack:
+        await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
+        await stack.engine.poll_once()
+        assert rec.reapplying == [False]  # a new workload
+        assert await stack.engine.reconcile() == 1
+        assert rec.reapplying == [False, True]
+        rec.redis_down = True
+        with pytest.raises(RedisError, match="reconcile interrupted: proxy store error"):
+            await stack.engine.reconcile()
+        assert not is_reapplying()
 
 
 class ReplacingProvisioner(RecordingProvisioner):

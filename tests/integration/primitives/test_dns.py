@@ -33,6 +33,7 @@ from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import DNS_CHANNEL
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
+from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.store.url import connect
 
@@ -44,7 +45,7 @@ NAMESERVERS = ["ns1.gateway.example.com", "ns2.gateway.example.com."]
 
 @pytest.fixture
 async def store(aredis: redis.asyncio.Redis) -> DNSStore:
-    s = DNSStore(aredis, GW, NAMESERVERS)
+    s = DNSStore(aredis, GW, NAMESERVERS, proofs=NameProofs.first_come(aredis))
     await s.setup_managed_domains(["Gateway.Example.com."])
     return s
 
@@ -224,7 +225,7 @@ async def test_delegation_ownership(store: DNSStore, redis_db: redis.Redis) -> N
         with pytest.raises(ProvisionError, match=message):
             await p.provision(r)
     # a zone around another user's zone (here: around the gateway's managed domain)
-    plain = DNSStore(store._redis, GW, [])
+    plain = DNSStore(store._redis, GW, [], proofs=NameProofs.first_come(store._redis))
     with pytest.raises(ProvisionError, match="inside it belongs"):
         await DelegateProvisioner(plain).provision(delegate("99", "example.com"))
     # another user's decommissions leave everything as it was
@@ -310,7 +311,7 @@ async def test_redis_written_by_the_go_daemon(
 ) -> None:
     for key, fields in GO_DAEMON_STATE.items():
         redis_db.hset(key, mapping=dict(fields.items()))
-    store = DNSStore(aredis, GW, NAMESERVERS)
+    store = DNSStore(aredis, GW, NAMESERVERS, proofs=NameProofs.first_come(aredis))
     await store.setup_managed_domains(["gateway.example.com"])
     # start-up gives every zone, also the delegated one, its apex
     assert redis_db.hget("example.org.", "@") == APEX % b"example.org"
@@ -341,7 +342,7 @@ async def test_managed_domain_delegated_to_a_user_stops_setup(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
     redis_db.hset("zone", "taken.example.com", b'{"Owner":"42"}')
-    store = DNSStore(aredis, GW, NAMESERVERS)
+    store = DNSStore(aredis, GW, NAMESERVERS, proofs=NameProofs.first_come(aredis))
     with pytest.raises(ValueError, match="delegated to user 42"):
         await store.setup_managed_domains(["taken.example.com"])
     with pytest.raises(ValueError, match="invalid managed domain"):
@@ -460,7 +461,13 @@ async def test_nameserver_change_refreshes_every_apex(
 ) -> None:
     await DelegateProvisioner(store).provision(delegate("42", "example.org"))
     await SubdomainProvisioner(store).provision(subdomain("42", "example.org", ["1.2.3.5"]))
-    other = DNSStore(aredis, GW, ["dns.other.net"], hostmaster="first.last@example.net")
+    other = DNSStore(
+        aredis,
+        GW,
+        ["dns.other.net"],
+        hostmaster="first.last@example.net",
+        proofs=NameProofs.first_come(aredis),
+    )
     await other.setup_managed_domains(["gateway.example.com"])
     for zone in ("gateway.example.com", "example.org"):
         apex = json.loads(redis_db.hget(f"{zone}.", "@") or b"")
@@ -471,13 +478,13 @@ async def test_nameserver_change_refreshes_every_apex(
     apex = json.loads(redis_db.hget("example.org.", "@") or b"")
     assert apex["a"] == [{"ip": "1.2.3.5", "ttl": 3600}]
     # without nameservers there is no NS set, and the SOA names the zone's own ns1
-    bare = DNSStore(aredis, GW, [])
+    bare = DNSStore(aredis, GW, [], proofs=NameProofs.first_come(aredis))
     await bare.setup_managed_domains([])
     apex = json.loads(redis_db.hget("example.org.", "@") or b"")
     assert "ns" not in apex
     assert apex["soa"]["ns"] == "ns1.example.org."
     with pytest.raises(ValueError, match="hostmaster"):
-        DNSStore(aredis, GW, [], hostmaster="a b@example.com")
+        DNSStore(aredis, GW, [], hostmaster="a b@example.com", proofs=NameProofs.first_come(aredis))
 
 
 async def test_cleanup_removes_empty_record_sets_only(
@@ -497,7 +504,7 @@ async def test_redis_failure_is_a_transient_provision_error(redis_url: str) -> N
         f"tcp://127.0.0.1:{free_port()}", socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
     )
     try:
-        store = DNSStore(dead, GW, NAMESERVERS)
+        store = DNSStore(dead, GW, NAMESERVERS, proofs=NameProofs.first_come(dead))
         with pytest.raises(ProvisionError) as info:
             await SubdomainProvisioner(store).provision(
                 subdomain("42", "app.gateway.example.com", ["1.1.1.1"])

@@ -23,6 +23,7 @@ from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import ed25519_private_to_curve25519, ed25519_public_to_curve25519
 from tfgateway.node.identity import Identity
 from tfgateway.primitives.dns import DNSStore, SubdomainProvisioner
+from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
 from tfgateway.primitives.tcprouter import PROXY_CHANNEL, decode_service, encode_service
@@ -88,7 +89,9 @@ def test_encode_service_is_the_spec_example_byte_for_byte() -> None:
 async def test_proxy_provision_writes_go_bytes_and_publishes(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=NameProofs.first_come(aredis)
+    )
     pubsub = aredis.pubsub()
     await pubsub.subscribe(PROXY_CHANNEL)
     await pubsub.get_message(timeout=1)
@@ -127,7 +130,12 @@ async def test_proxy_provision_writes_go_bytes_and_publishes(
 async def test_proxy_targets_that_reach_the_gateway_are_refused(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, addr: Any, message: str
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, own_addresses=["185.69.166.1"])
+    prov = ProxyProvisioner(
+        aredis,
+        GATEWAY.node_id,
+        own_addresses=["185.69.166.1"],
+        proofs=NameProofs.first_come(aredis),
+    )
     with pytest.raises(ProvisionError, match=message):
         await prov.provision(proxy("1234", "www.example.com", addr))
     assert snapshot(redis_db) == {}
@@ -149,7 +157,7 @@ async def test_bad_proxy_data(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, domain: str, port: Any, tls: Any,
     message: str,
 ) -> None:  # fmt: skip
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
     with pytest.raises(ProvisionError, match=message):
         await prov.provision(proxy("1234", domain, "8.8.8.8", port, tls))
     assert snapshot(redis_db) == {}
@@ -158,8 +166,8 @@ async def test_bad_proxy_data(
 async def test_proxy_takeover_is_refused(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     await prov.provision(proxy("1234", "www.example.com", "8.8.8.8"))
     before = snapshot(redis_db)
     with pytest.raises(ProvisionError, match="used by another user"):
@@ -174,10 +182,12 @@ async def test_proxy_takeover_is_refused(
 async def test_proxy_and_dns_ownership_are_one(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    store = DNSStore(aredis, GATEWAY.node_id, ["ns1.gw.example.com"])
+    store = DNSStore(
+        aredis, GATEWAY.node_id, ["ns1.gw.example.com"], proofs=NameProofs.first_come(aredis)
+    )
     await store.setup_managed_domains(["gw.example.com"])
     sub = SubdomainProvisioner(store)
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
     sub_r = Reservation(
         id="5-1", user_id="42", type="subdomain",
         data=gojson.marshal({"domain": "app.gw.example.com", "destination": ["185.69.166.1"]}),
@@ -203,7 +213,7 @@ async def test_proxy_and_dns_ownership_are_one(
 
 
 async def test_reverse_proxy_v0_and_v1(aredis: redis.asyncio.Redis, redis_db: redis.Redis) -> None:
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     await rev.provision(reverse("1234", "tunnel.example.com", seal_v0(b"1234:s3cret")))
     value = redis_db.get("/tcprouter/service/tunnel.example.com")
     assert value == encode_service("tunnel.example.com", secret="1234:s3cret", user="1234")
@@ -253,7 +263,7 @@ async def test_reverse_proxy_v0_and_v1(aredis: redis.asyncio.Redis, redis_db: re
 async def test_reverse_proxy_refusals(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis, r: Reservation, message: str
 ) -> None:
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     with pytest.raises(ProvisionError, match=message):
         await rev.provision(r)
     assert snapshot(redis_db) == {}
@@ -276,8 +286,8 @@ async def test_hostile_proxies_never_crash_or_take_over(
     redis_db.set("/tcprouter/service/owned.example.com", encode_service(
         "owned.example.com", addr="8.8.8.8", http_port=80, user="7"))  # fmt: skip
     before = redis_db.get("/tcprouter/service/owned.example.com")
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id)
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key)
+    prov = ProxyProvisioner(aredis, GATEWAY.node_id, proofs=NameProofs.first_come(aredis))
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=NameProofs.first_come(aredis))
     for p, r in ((prov, proxy(user, domain, addr)), (rev, reverse(user, domain, secret, version))):
         with contextlib.suppress(ProvisionError):
             await p.provision(r)
@@ -292,7 +302,9 @@ async def test_hostile_proxies_never_crash_or_take_over(
 
 async def test_own_addresses_are_read_live(aredis: redis.asyncio.Redis) -> None:
     own: list[str] = []
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, own_addresses=own)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, own_addresses=own, proofs=NameProofs.first_come(aredis)
+    )
     await prov.provision(proxy("1234", "a.example.com", "185.69.166.7"))
     own.append("185.69.166.7")  # the host gained this address after start-up
     with pytest.raises(ProvisionError, match="address of this gateway"):
@@ -303,7 +315,9 @@ async def test_entry_written_by_the_go_daemon(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
     redis_db.set("/tcprouter/service/www.example.com", SPEC_VALUE)  # Go bytes, user 1234
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=NameProofs.first_come(aredis)
+    )
     with pytest.raises(ProvisionError, match="used by another user"):
         await prov.provision(proxy("99", "www.example.com", "8.8.8.8"))
     await prov.decommission(proxy("99", "www.example.com", "8.8.8.8"))
@@ -318,8 +332,11 @@ async def test_terminate_tls_policy_marks_routes_under_its_domains(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
     policy = TerminationPolicy(("gw.example",), redirect=True)
-    prov = ProxyProvisioner(aredis, GATEWAY.node_id, allow_private=True, termination=policy)
-    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, termination=policy)
+    proofs = NameProofs.first_come(aredis)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=proofs, termination=policy
+    )
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=proofs, termination=policy)
     await prov.provision(proxy("1234", "web.gw.example", "10.0.0.5"))
     await prov.provision(proxy("1234", "tlsonly.gw.example", "10.0.0.5", port=0))
     await prov.provision(proxy("1234", "www.example.com", "10.0.0.5"))

@@ -21,6 +21,7 @@ from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import record_set_value
 from tfgateway.primitives.dns import DNSStore, SubdomainProvisioner
+from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner
 from tfgateway.primitives.tcprouter import proxy_key
@@ -80,10 +81,12 @@ async def test_subdomain_claimed_between_read_and_commit(
     redis_db: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = DNSStore(aredis, GW, ["ns1.gw.example.com"])
+    store = DNSStore(aredis, GW, ["ns1.gw.example.com"], proofs=NameProofs.first_come(aredis))
     await store.setup_managed_domains([ZONE])
     sub = SubdomainProvisioner(store)
-    rival = SubdomainProvisioner(DNSStore(rival_redis, GW, ["ns1.gw.example.com"]))
+    rival = SubdomainProvisioner(
+        DNSStore(rival_redis, GW, ["ns1.gw.example.com"], proofs=NameProofs.first_come(rival_redis))
+    )
 
     async def rival_claims() -> None:
         await rival.provision(subdomain("7", f"app.{ZONE}", "1.1.1.1", "9-1"))
@@ -107,7 +110,7 @@ async def test_record_set_changed_between_read_and_commit_is_merged(
 ) -> None:
     """A write to the record set meanwhile (another writer of the same user's records) must
     not be overwritten: the commit is refused and the merge is done again."""
-    store = DNSStore(aredis, GW, ["ns1.gw.example.com"])
+    store = DNSStore(aredis, GW, ["ns1.gw.example.com"], proofs=NameProofs.first_come(aredis))
     await store.setup_managed_domains([ZONE])
     sub = SubdomainProvisioner(store)
 
@@ -129,8 +132,8 @@ async def test_proxy_taken_between_read_and_commit(
     redis_db: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    prov = ProxyProvisioner(aredis, GW)
-    rival = ProxyProvisioner(rival_redis, GW)
+    prov = ProxyProvisioner(aredis, GW, proofs=NameProofs.first_come(aredis))
+    rival = ProxyProvisioner(rival_redis, GW, proofs=NameProofs.first_come(rival_redis))
 
     async def rival_takes() -> None:
         await rival.provision(proxy("7", "www.example.com", "8.8.4.4", "9-1"))
@@ -150,7 +153,7 @@ async def test_concurrent_subdomains_of_one_zone_never_conflict(
     """Checks are per hash field: 200 names of one zone written concurrently commit on the
     first attempt (WATCH on the zone hash made every pair of them conflict), in few pipelines."""
     batch = AutoPipeline(aredis)
-    store = DNSStore(batch, GW, ["ns1.gw.example.com"])
+    store = DNSStore(batch, GW, ["ns1.gw.example.com"], proofs=NameProofs.first_come(batch))
     await store.setup_managed_domains([ZONE])
     sub = SubdomainProvisioner(store)
     commits: list[bool] = []
@@ -178,7 +181,12 @@ async def test_concurrent_subdomains_of_one_zone_never_conflict(
 async def test_racing_users_on_one_name_have_exactly_one_winner(
     aredis: redis.asyncio.Redis, redis_db: redis.Redis
 ) -> None:
-    store = DNSStore(AutoPipeline(aredis), GW, ["ns1.gw.example.com"])
+    store = DNSStore(
+        AutoPipeline(aredis),
+        GW,
+        ["ns1.gw.example.com"],
+        proofs=NameProofs.first_come(AutoPipeline(aredis)),
+    )
     await store.setup_managed_domains([ZONE])
     sub = SubdomainProvisioner(store)
     outcomes = await asyncio.gather(

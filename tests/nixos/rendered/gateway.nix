@@ -25,5 +25,7 @@
     # Recursion for one network only (the harness's NATed home): everyone else is refused.
     dns.upstreams = [ "192.0.2.53" ];
     dns.recursionAllowedFrom = [ "10.71.3.0/24" ];
+    # Proofs of control are looked up here; the harness puts its world DNS in its place.
+    nameProof.resolvers = [ "192.0.2.54" ];
   };
 }

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tfgateway.primitives.validation import (
     ValidationError,
+    is_public_suffix,
     normalize_domain,
     validate_proxy_target,
     validate_record_ips,
@@ -205,3 +206,24 @@ def test_record_ips_dedup_and_map_v4() -> None:
 def test_bad_record_ips(ips: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         validate_record_ips(ips)
+
+
+@pytest.mark.parametrize(
+    ("name", "public"),
+    [
+        ("co.uk", True),  # ICANN section
+        ("github.io", True),  # private section
+        ("s3.amazonaws.com", True),
+        ("anything.ck", True),  # wildcard rule *.ck
+        ("www.ck", False),  # its exception !www.ck
+        ("com", True),
+        ("unknown-tld", True),  # a top-level label the list does not know
+        ("example.co.uk", False),
+        ("someone.github.io", False),
+        ("gw.example", False),
+        ("xn--p1ai", True),  # .рф in its A-label form
+        ("xn--80aswg.xn--p1ai", False),
+    ],
+)
+def test_public_suffixes(name: str, public: bool) -> None:
+    assert is_public_suffix(name) is public

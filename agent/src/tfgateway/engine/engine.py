@@ -54,7 +54,7 @@ from tfgateway.model.reservation import (
     sign_result,
 )
 from tfgateway.node.identity import Identity
-from tfgateway.primitives.provisioner import Provisioner, ProvisionError
+from tfgateway.primitives.provisioner import Provisioner, ProvisionError, reapplying
 from tfgateway.telemetry.logs import Fields
 from tfgateway.telemetry.metrics import Metrics
 
@@ -308,13 +308,15 @@ class Engine:
         if r is None or provisioner is None or r.type in self.converge:
             return True  # decommissioned (or changed type) meanwhile
         try:
-            with _quiet(provisioner):
+            with _quiet(provisioner), reapplying():
                 async with asyncio.timeout(JOB_TIMEOUT):
                     await provisioner.provision(r)
             counted[0] += 1
         except Exception as exc:
             if _redis_trouble(exc):
-                raise  # the caller retries the whole pass once redis is back
+                # As a RedisError (a primitive may have wrapped it in a ProvisionError): the
+                # caller retries the whole pass once redis is back.
+                raise RedisError(f"reconcile interrupted: {exc}") from exc
             if isinstance(exc, ProvisionError) and not _is_transient(exc):
                 log.warning("reconcile: %s %s cannot be re-applied: %s", r.type, r.id, exc)
             elif _is_transient(exc):

@@ -5,7 +5,10 @@ serial is derived by the DNS plugin from the zone content, so it changes wheneve
 does); removing a delegation deletes its zone hash; ownership (`ownership.py`) is checked and
 written in one atomic check-and-set (`store.transaction`), so one user can never take over or
 remove another user's name, zone, or a name inside another user's zone; nested delegations
-across users are refused.
+across users are refused. A delegation needs proof of control of the zone (`name_proofs.py`),
+is refused for public suffixes and for zones holding another user's proxies; a delegated zone
+serves `_tfgateway` TXT = its owner, so once the zone points at this gateway its proof is
+answered by the gateway itself.
 """
 
 from __future__ import annotations
@@ -39,17 +42,32 @@ from tfgateway.primitives.coredns_redis import (
     zone_owner_of,
     zone_owner_value,
 )
+from tfgateway.primitives.name_proofs import ZONE, NameProofs
 from tfgateway.primitives.ownership import (
     closest_zone,
     name_reads,
+    proof_needed,
+    proxy_owner,
     require_no_other_proxy,
     zone_candidates,
     zone_owner,
 )
-from tfgateway.primitives.provisioner import ProvisionError, reservation_data, reserved_domain
+from tfgateway.primitives.proof import PROOF_LABEL, Verdict
+from tfgateway.primitives.provisioner import (
+    ProvisionError,
+    is_reapplying,
+    reservation_data,
+    reserved_domain,
+)
+from tfgateway.primitives.tcprouter import (
+    PROXY_GENERATION_KEY,
+    domain_of_key,
+    proxy_keys_pattern,
+)
 from tfgateway.primitives.validation import (
     IPAddress,
     ValidationError,
+    is_public_suffix,
     normalize_domain,
     validate_record_ips,
 )
@@ -61,6 +79,8 @@ __all__ = ["DNSStore", "DelegateProvisioner", "SubdomainProvisioner"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+PROOF_TXT_TTL = 300
 
 
 def _fqdn(name: str) -> str:
@@ -94,8 +114,12 @@ class DNSStore:
         identity_node_id: str,
         nameservers: Sequence[str] = (),
         hostmaster: str | None = None,
+        *,
+        proofs: NameProofs,
     ) -> None:
         self._batch = as_batch(redis_client)
+        self.proofs = proofs
+        proofs.register(ZONE, self._withdraw_zone)
         self._redis = self._batch.client
         self.identity = identity_node_id
         self.nameservers = [_fqdn(normalize_domain(ns)) for ns in nameservers]
@@ -148,12 +172,22 @@ class DNSStore:
     async def _queue_zone_metadata(
         self, txn: Transaction, zone: str, owner: str, identity: str
     ) -> None:
-        """Read the apex, then queue owner, `__owner__` and apex writes."""
+        """Read the apex, then queue owner, `__owner__`, apex (and proof) writes."""
         apex = load_record_set(await txn.hget(zone_key(zone), APEX_FIELD))
         txn.multi()
         txn.hset(ZONE_OWNERS_KEY, zone, zone_owner_value(owner))
         txn.hset(zone_key(zone), OWNER_FIELD, owner_txt_value(identity, owner))
+        self._queue_apex(txn, zone, owner, apex)
+
+    def _queue_apex(
+        self, txn: Transaction, zone: str, owner: str | None, apex: dict[str, Any]
+    ) -> None:
+        """The apex SOA/NS and, in a user's zone, `_tfgateway` TXT = the owner: once the zone
+        is delegated to this gateway, the proof of control is answered from here."""
         txn.hset(zone_key(zone), APEX_FIELD, record_set_value(self.apex_records(zone, apex)))
+        if owner is not None and owner != self.identity:
+            proof = {"txt": [{"text": owner, "ttl": PROOF_TXT_TTL}]}
+            txn.hset(zone_key(zone), PROOF_LABEL, record_set_value(proof))
         txn.publish(DNS_CHANNEL, zone_key(zone))
 
     # ----- managed domains -----
@@ -194,14 +228,13 @@ class DNSStore:
             zone = as_text(raw_zone) or ""
 
             async def refresh(txn: Transaction, zone: str = zone) -> None:
-                if await zone_owner(txn, zone) is None:
+                owner = await zone_owner(txn, zone)
+                if owner is None:
                     txn.multi()
                     return
                 apex = load_record_set(await txn.hget(zone_key(zone), APEX_FIELD))
-                new = record_set_value(self.apex_records(zone, apex))
                 txn.multi()
-                txn.hset(zone_key(zone), APEX_FIELD, new)
-                txn.publish(DNS_CHANNEL, zone_key(zone))
+                self._queue_apex(txn, zone, owner, apex)
 
             await self._transact(refresh, wrap_errors=False)
 
@@ -229,6 +262,11 @@ class DNSStore:
 
         async def body(txn: Transaction) -> str:
             found = await closest_zone(txn, domain)
+            if found is None and is_reapplying():
+                suspended = await self.proofs.suspended_zone(txn, user, zone_candidates(domain))
+                if suspended is not None:
+                    txn.multi()
+                    return suspended  # served again once the zone's proof is back
             if found is None:
                 raise ProvisionError(
                     f"{domain} is not managed by this gateway; delegate the domain first"
@@ -325,46 +363,86 @@ class DNSStore:
     # ----- delegated domains -----
 
     async def add_delegation(self, user: str, domain: str, identity: str | None = None) -> None:
-        """Serve zone `domain` for `user` (owner entry, `__owner__` TXT, SOA/NS apex)."""
+        """Serve zone `domain` for `user` (owner entry, `__owner__` and `_tfgateway` TXT,
+        SOA/NS apex), if `user` may: never a public suffix, never around another user's or the
+        gateway's names, proxies or zones, and with proof of control (`name_proofs.py`). A live
+        delegation whose proof lapsed is withdrawn (suspended) instead."""
+        memo: dict[tuple[str, str], Verdict] = {}
+        if is_public_suffix(domain):
+            if is_reapplying():
+                await self._transact(lambda txn: self._queue_zone_removal(txn, domain, user))
+                log.warning("zone %s of user %s withdrawn: it is a public suffix", domain, user)
+                return
+            raise ProvisionError(
+                f"cannot delegate domain {domain}: it is a public suffix (Public Suffix List); "
+                "names under it belong to different owners"
+            )
 
-        async def body(txn: Transaction) -> None:
+        async def body(txn: Transaction) -> bool:
             owner = await zone_owner(txn, domain)
             if owner == self.identity:
                 raise ProvisionError(f"{domain} is a domain managed by this gateway")
             self._check_reserved(domain, zone=True)
             if owner is not None and owner != user:
                 raise ProvisionError(f"cannot delegate domain {domain}: owned by another user")
-            labels = domain.split(".")
-            ancestors = [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
-            if ancestors:
-                for zone, value in zip(
-                    ancestors, await txn.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
-                ):
-                    other = zone_owner_of(value)
-                    if other is not None and other != user:
-                        whose = "this gateway" if other == self.identity else "another user"
-                        raise ProvisionError(
-                            f"cannot delegate domain {domain}: it is inside {zone}, which "
-                            f"belongs to {whose}"
-                        )
-            suffix = "." + domain
-            for raw_zone, value in (await txn.hgetall(ZONE_OWNERS_KEY)).items():
-                zone = as_text(raw_zone) or ""
-                other = zone_owner_of(value)
-                if zone.endswith(suffix) and other is not None and other != user:
-                    raise ProvisionError(
-                        f"cannot delegate domain {domain}: {zone} inside it belongs to "
-                        "another user or to this gateway"
-                    )
-            claimed = as_text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
-            if claimed and claimed != user:
-                raise ProvisionError(f"cannot delegate domain {domain}: reserved by another user")
-            await require_no_other_proxy(txn, user, domain)
+            await self._refuse_foreign_inside(txn, user, domain)
+            held = owner == user
+            managed = self.proofs.managed_domains
+            if await proof_needed(txn, user, domain, self.identity, managed=managed, zone=True):
+                serve = await self.proofs.claim(txn, ZONE, domain, user, held=held, memo=memo)
+            else:
+                await self.proofs.release(txn, ZONE, domain, user)
+                serve = True
+            if not serve:
+                await self._queue_zone_removal(txn, domain, user)
+                return False
             await txn.watch(zone_key(domain))
             await self._queue_zone_metadata(txn, domain, user, identity or self.identity)
+            return True
 
-        await self._transact(body)
-        log.info("zone %s delegated to user %s", domain, user)
+        if await self._transact(body):
+            log.info("zone %s delegated to user %s", domain, user)
+
+    async def _refuse_foreign_inside(self, txn: Transaction, user: str, domain: str) -> None:
+        """Refuse a delegation of `domain` around what is not `user`'s: zones of other users or
+        the gateway above or below it, another user's subdomain claim or proxy on it or under
+        it (every service under it is read, with the generation every proxy write moves, so
+        a proxy appearing meanwhile makes the check run again)."""
+        labels = domain.split(".")
+        ancestors = [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
+        if ancestors:
+            for zone, value in zip(
+                ancestors, await txn.hmget(ZONE_OWNERS_KEY, ancestors), strict=True
+            ):
+                other = zone_owner_of(value)
+                if other is not None and other != user:
+                    whose = "this gateway" if other == self.identity else "another user"
+                    raise ProvisionError(
+                        f"cannot delegate domain {domain}: it is inside {zone}, which "
+                        f"belongs to {whose}"
+                    )
+        suffix = "." + domain
+        for raw_zone, value in (await txn.hgetall(ZONE_OWNERS_KEY)).items():
+            zone = as_text(raw_zone) or ""
+            other = zone_owner_of(value)
+            if zone.endswith(suffix) and other is not None and other != user:
+                raise ProvisionError(
+                    f"cannot delegate domain {domain}: {zone} inside it belongs to "
+                    "another user or to this gateway"
+                )
+        claimed = as_text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
+        if claimed and claimed != user:
+            raise ProvisionError(f"cannot delegate domain {domain}: reserved by another user")
+        await require_no_other_proxy(txn, user, domain)
+        await txn.get(PROXY_GENERATION_KEY)
+        async for key in self._redis.scan_iter(match=proxy_keys_pattern(domain), count=1000):
+            name = domain_of_key(key)
+            proxied_by = await proxy_owner(txn, name)
+            if proxied_by is not None and proxied_by != user:
+                raise ProvisionError(
+                    f"cannot delegate domain {domain}: {name} inside it is served by another "
+                    "user's proxy"
+                )
 
     async def remove_delegation(self, user: str, domain: str) -> None:
         """Stop serving the user's zone: delete `<domain>.`, its owner and its names' owners.
@@ -373,52 +451,60 @@ class DNSStore:
         """
 
         async def body(txn: Transaction) -> bool:
-            owner = await zone_owner(txn, domain)
-            if owner is None:
-                # The Go daemon deleted the owner but left `<domain>.` (wrong key); clean up
-                # such a leftover when its __owner__ record says it is this user's.
-                txt = load_record_set(await txn.hget(zone_key(domain), OWNER_FIELD))
-                texts = [e.get("text") for e in txt.get("txt") or [] if isinstance(e, dict)]
-                mine = any(isinstance(t, str) and owner_from_txt(t) == user for t in texts)
-                txn.multi()
-                if mine:
-                    txn.delete(zone_key(domain))
-                    txn.publish(DNS_CHANNEL, zone_key(domain))
-                return mine
-            if owner != user:
-                log.warning(
-                    "user %s cannot remove zone %s of another owner; left untouched", user, domain
-                )
-                txn.multi()
-                return False
-            names = [
-                as_text(name) or ""
-                for name, who in (await txn.hgetall(MANAGED_DOMAINS_KEY)).items()
-                if as_text(who) == user
-            ]
-            nested = [
-                z
-                for z in (as_text(k) or "" for k in await txn.hkeys(ZONE_OWNERS_KEY))
-                if z.endswith("." + domain)
-            ]
-
-            def inside(name: str, zone: str) -> bool:
-                return name == zone or name.endswith("." + zone)
-
-            # names of this zone only: those in a nested zone of the user stay with it
-            stale = [
-                n for n in names if inside(n, domain) and not any(inside(n, z) for z in nested)
-            ]
-            txn.multi()
-            txn.delete(zone_key(domain))
-            txn.hdel(ZONE_OWNERS_KEY, domain)
-            if stale:
-                txn.hdel(MANAGED_DOMAINS_KEY, *stale)
-            txn.publish(DNS_CHANNEL, zone_key(domain))
-            return True
+            await self.proofs.release(txn, ZONE, domain, user)
+            return await self._queue_zone_removal(txn, domain, user)
 
         if await self._transact(body):
             log.info("zone %s of user %s removed", domain, user)
+
+    async def _withdraw_zone(self, txn: Transaction, domain: str, user: str) -> None:
+        """The zone of `user` stops being served (its proof lapsed); the record says why."""
+        await self._queue_zone_removal(txn, domain, user)
+
+    async def _queue_zone_removal(self, txn: Transaction, domain: str, user: str) -> bool:
+        """Queue the removal of `user`'s zone `domain` (zone hash, owner, the user's names in
+        it); False when there was nothing of the user's to remove."""
+        owner = await zone_owner(txn, domain)
+        if owner is None:
+            # The Go daemon deleted the owner but left `<domain>.` (wrong key); clean up
+            # such a leftover when its __owner__ record says it is this user's.
+            txt = load_record_set(await txn.hget(zone_key(domain), OWNER_FIELD))
+            texts = [e.get("text") for e in txt.get("txt") or [] if isinstance(e, dict)]
+            mine = any(isinstance(t, str) and owner_from_txt(t) == user for t in texts)
+            txn.multi()
+            if mine:
+                txn.delete(zone_key(domain))
+                txn.publish(DNS_CHANNEL, zone_key(domain))
+            return mine
+        if owner != user:
+            log.warning(
+                "user %s cannot remove zone %s of another owner; left untouched", user, domain
+            )
+            txn.multi()
+            return False
+        names = [
+            as_text(name) or ""
+            for name, who in (await txn.hgetall(MANAGED_DOMAINS_KEY)).items()
+            if as_text(who) == user
+        ]
+        nested = [
+            z
+            for z in (as_text(k) or "" for k in await txn.hkeys(ZONE_OWNERS_KEY))
+            if z.endswith("." + domain)
+        ]
+
+        def inside(name: str, zone: str) -> bool:
+            return name == zone or name.endswith("." + zone)
+
+        # names of this zone only: those in a nested zone of the user stay with it
+        stale = [n for n in names if inside(n, domain) and not any(inside(n, z) for z in nested)]
+        txn.multi()
+        txn.delete(zone_key(domain))
+        txn.hdel(ZONE_OWNERS_KEY, domain)
+        if stale:
+            txn.hdel(MANAGED_DOMAINS_KEY, *stale)
+        txn.publish(DNS_CHANNEL, zone_key(domain))
+        return True
 
 
 def _domain(doc: dict[str, Any]) -> str:

@@ -3,10 +3,13 @@
 A name is held by the user of its subdomain, else by the owner of the closest delegated zone
 around it, and, independently, by the user of a proxy or reverse proxy on it. DNS and proxy
 primitives ask here before they write, inside their optimistic transaction (`store.transaction`),
-so the check and the write are one atomic check-and-set.
+so the check and the write are one atomic check-and-set. Whether a claim also needs proof of
+control in DNS (`proof_needed`) is decided here too; the proof itself is `name_proofs.py`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from tfgateway.primitives.coredns_redis import (
     MANAGED_DOMAINS_KEY,
@@ -22,6 +25,7 @@ __all__ = [
     "closest_zone",
     "name_owner",
     "name_reads",
+    "proof_needed",
     "proxy_owner",
     "require_no_other_proxy",
     "require_proxy_allowed",
@@ -66,6 +70,32 @@ async def name_owner(txn: Transaction, domain: str, gateway_identity: str) -> st
         return None
     _, owner = found
     return None if owner == gateway_identity else owner
+
+
+async def proof_needed(
+    txn: Transaction,
+    user: str,
+    domain: str,
+    gateway_identity: str,
+    *,
+    managed: Collection[str] = (),
+    zone: bool = False,
+) -> bool:
+    """Whether `user` must prove control of `domain` to claim it: yes unless it lies in a
+    managed domain (`managed`, the configured ones, so a redis that lost its data changes
+    nothing; or one in redis) or in a zone `user` delegated (that zone's proof covers it). For
+    a zone (`zone`), only the zones around it count, never the zone itself, and a managed
+    domain never exempts it (a zone inside one is refused by the delegation's own checks)."""
+    candidates = zone_candidates(domain)[1:] if zone else zone_candidates(domain)
+    if not zone and any(c in managed for c in candidates):
+        return False
+    if not candidates:
+        return True
+    for value in await txn.hmget(ZONE_OWNERS_KEY, candidates):
+        owner = zone_owner_of(value)
+        if owner is not None:
+            return owner not in (user, gateway_identity)
+    return True
 
 
 async def proxy_owner(txn: Transaction, domain: str) -> str | None:

@@ -4,18 +4,30 @@ A primitive turns a live reservation into data-plane state and back. Both direct
 idempotent: provisioning the same reservation again restores exactly its state, decommissioning
 something already gone succeeds. Refusals are `ProvisionError`; its text becomes the `message`
 of the error result sent to the explorer, so it must be clear to the user who made the
-reservation and must not leak secrets.
+reservation and must not leak secrets. The engine marks re-applications of reservations it
+accepted before (`reapplying`): a primitive may then keep a live workload but stop serving it
+(a name whose proof of control lapsed) where it would refuse a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.validation import ValidationError, normalize_domain
 
-__all__ = ["ProvisionError", "Provisioner", "reservation_data", "reserved_domain"]
+__all__ = [
+    "ProvisionError",
+    "Provisioner",
+    "is_reapplying",
+    "reapplying",
+    "reservation_data",
+    "reserved_domain",
+]
 
 
 class ProvisionError(Exception):
@@ -61,3 +73,21 @@ def reserved_domain(r: Reservation, what: str) -> tuple[dict[str, Any], str] | N
         return doc, normalize_domain(doc.get("domain", ""))
     except ValidationError:
         return None
+
+
+_REAPPLYING: contextvars.ContextVar[bool] = contextvars.ContextVar("reapplying", default=False)
+
+
+@contextlib.contextmanager
+def reapplying() -> Iterator[None]:
+    """Mark provisions in this context as re-applications of accepted workloads (the engine's
+    reconcile): a lapsed proof then suspends the name instead of refusing the workload."""
+    token = _REAPPLYING.set(True)
+    try:
+        yield
+    finally:
+        _REAPPLYING.reset(token)
+
+
+def is_reapplying() -> bool:
+    return _REAPPLYING.get()

@@ -3,13 +3,15 @@
 The records are tcprouter's (`tcprouter.py`), byte-compatible with the Go daemon. Better than
 upstream: the target must be an IP literal that cannot reach the gateway itself
 (`validation.validate_proxy_target`); the domain may not be a name another user holds
-(`ownership.py`); the owner check and the write are one atomic check-and-set.
+(`ownership.py`); a name outside the gateway's domains and the user's zones needs proof of
+control (`name_proofs.py`); the checks and the write are one atomic check-and-set.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
@@ -20,9 +22,21 @@ from tfgateway.model.reservation import Reservation
 from tfgateway.node.crypto import DecryptError, decrypt_secret
 from tfgateway.node.identity import Identity
 from tfgateway.primitives.coredns_redis import ZONE_OWNERS_KEY
-from tfgateway.primitives.ownership import name_reads, proxy_owner, require_proxy_allowed
+from tfgateway.primitives.name_proofs import PROXY, NameProofs
+from tfgateway.primitives.ownership import (
+    name_reads,
+    proof_needed,
+    proxy_owner,
+    require_proxy_allowed,
+)
+from tfgateway.primitives.proof import Verdict
 from tfgateway.primitives.provisioner import ProvisionError, reservation_data, reserved_domain
-from tfgateway.primitives.tcprouter import PROXY_CHANNEL, encode_service, proxy_key
+from tfgateway.primitives.tcprouter import (
+    PROXY_CHANNEL,
+    PROXY_GENERATION_KEY,
+    encode_service,
+    proxy_key,
+)
 from tfgateway.primitives.termination import NO_TERMINATION, TerminationPolicy
 from tfgateway.primitives.validation import (
     IPAddress,
@@ -39,25 +53,49 @@ log = logging.getLogger(__name__)
 
 
 class ProxyStore:
-    """Atomic, ownership-checked writes of tcprouter services."""
+    """Atomic, ownership- and proof-checked writes of tcprouter services."""
 
     def __init__(
-        self, redis_client: redis.asyncio.Redis | AutoPipeline, gateway_node_id: str
+        self,
+        redis_client: redis.asyncio.Redis | AutoPipeline,
+        gateway_node_id: str,
+        *,
+        proofs: NameProofs,
     ) -> None:
         self._batch = as_batch(redis_client)
         self.gateway_node_id = gateway_node_id
+        self.proofs = proofs
+        proofs.register(PROXY, self._withdraw)
 
     async def put(self, user: str, domain: str, value: bytes) -> None:
-        """Set the service on `domain` for `user`, unless another user owns the name."""
+        """Set the service on `domain` for `user`, unless another user owns the name or the
+        user cannot prove control of it; a live route whose proof lapsed is withdrawn."""
+        memo: dict[tuple[str, str], Verdict] = {}
 
         async def body(txn: Transaction) -> None:
             await require_proxy_allowed(txn, user, domain, self.gateway_node_id)
+            current = await proxy_owner(txn, domain)
+            held = current == user
+            managed = self.proofs.managed_domains
+            if await proof_needed(txn, user, domain, self.gateway_node_id, managed=managed):
+                serve = await self.proofs.claim(txn, PROXY, domain, user, held=held, memo=memo)
+            else:
+                await self.proofs.release(txn, PROXY, domain, user)
+                serve = True
             txn.multi()
-            txn.set(proxy_key(domain), value)
+            if serve:
+                txn.set(proxy_key(domain), value)
+                if current is None:
+                    _created(txn)
+            elif held:
+                txn.delete(proxy_key(domain))
+            else:
+                return
             txn.publish(PROXY_CHANNEL, domain)
 
         # The body's reads, fetched in one round trip.
-        await self._transact(body, [*name_reads(domain), ("hget", ZONE_OWNERS_KEY, domain)])
+        reads = [*name_reads(domain), ("hget", ZONE_OWNERS_KEY, domain)]
+        await self._transact(body, reads + self.proofs.reads(PROXY, domain))
 
     async def remove_reserved(self, r: Reservation, what: str) -> None:
         """Remove the route of `r` (a `what` workload), if it ever had a valid name."""
@@ -69,6 +107,7 @@ class ProxyStore:
 
         async def body(txn: Transaction) -> None:
             current = await proxy_owner(txn, domain)
+            await self.proofs.release(txn, PROXY, domain, user)
             txn.multi()
             if current is None:
                 return
@@ -84,6 +123,12 @@ class ProxyStore:
 
         await self._transact(body)
 
+    async def _withdraw(self, txn: Transaction, domain: str, user: str) -> None:
+        """The route of `user` on `domain` goes (its proof lapsed); the record says why."""
+        if await proxy_owner(txn, domain) == user:
+            txn.delete(proxy_key(domain))
+            txn.publish(PROXY_CHANNEL, domain)
+
     async def _transact(
         self, body: Callable[[Transaction], Awaitable[None]], prefetch: Sequence[Read] = ()
     ) -> None:
@@ -93,6 +138,12 @@ class ProxyStore:
             raise ProvisionError("proxy data is changing too fast; try again later") from None
         except RedisError as exc:
             raise ProvisionError(f"proxy store error: {exc}") from exc
+
+
+def _created(txn: Transaction) -> None:
+    """A service on a new name: move the generation a delegation's scan checks
+    (`PROXY_GENERATION_KEY`); changes of existing services are checked per key."""
+    txn.set(PROXY_GENERATION_KEY, secrets.token_hex(8))
 
 
 def _port(doc: dict[str, Any], key: str) -> int:
@@ -119,13 +170,14 @@ class ProxyProvisioner:
         redis_client: redis.asyncio.Redis | AutoPipeline,
         gateway_node_id: str,
         *,
+        proofs: NameProofs,
         own_addresses: Collection[IPAddress | str] = (),
         allow_private: bool = False,
         termination: TerminationPolicy = NO_TERMINATION,
     ) -> None:
         """`own_addresses` is read at every provision, so a list the caller keeps up to date
         (addresses added to the host later) is honoured without rebuilding the provisioner."""
-        self.store = ProxyStore(redis_client, gateway_node_id)
+        self.store = ProxyStore(redis_client, gateway_node_id, proofs=proofs)
         self.own_addresses = own_addresses
         self.allow_private = allow_private
         self.termination = termination
@@ -185,9 +237,11 @@ class ReverseProxyProvisioner:
         redis_client: redis.asyncio.Redis | AutoPipeline,
         identity: Identity,
         user_key: UserKey,
+        *,
+        proofs: NameProofs,
         termination: TerminationPolicy = NO_TERMINATION,
     ) -> None:
-        self.store = ProxyStore(redis_client, identity.node_id)
+        self.store = ProxyStore(redis_client, identity.node_id, proofs=proofs)
         self.identity = identity
         self.user_key = user_key
         self.termination = termination

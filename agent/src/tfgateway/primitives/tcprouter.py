@@ -21,13 +21,20 @@ from tfgateway.model import gojson
 __all__ = [
     "PASSTHROUGH",
     "PROXY_CHANNEL",
+    "PROXY_GENERATION_KEY",
     "RouteOptions",
     "decode_service",
+    "domain_of_key",
     "encode_service",
     "proxy_key",
+    "proxy_keys_pattern",
 ]
 
 PROXY_CHANNEL = "tfgateway:proxy"
+PROXY_GENERATION_KEY = "tfgateway:proxy:generation"
+"""Changed (random token) whenever the agent creates a service on a new name: a check that
+scans services (a delegation looking for other users' proxies inside its zone) reads it, so
+its check-and-set fails if a service appeared meanwhile. The router does not read it."""
 _KEY_PREFIX = "/tcprouter/service/"
 
 
@@ -66,6 +73,17 @@ class RouteOptions:
 
 
 PASSTHROUGH = RouteOptions()
+
+
+def proxy_keys_pattern(zone: str) -> str:
+    """SCAN pattern of the services on names strictly under `zone` (an LDH name: no glob
+    characters to escape)."""
+    return f"{_KEY_PREFIX}*.{zone}"
+
+
+def domain_of_key(key: bytes | str) -> str:
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+    return text.removeprefix(_KEY_PREFIX)
 
 
 def encode_service(

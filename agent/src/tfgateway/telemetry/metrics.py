@@ -50,6 +50,13 @@ class Metrics:
             ["call"],
             registry=self.registry,
         )
+        self.name_proofs = Gauge(
+            "tfgateway_name_proofs",
+            "Names outside the managed domains by proof state (proven, grandfathered, "
+            "suspended = not served until the proof is back)",
+            ["state"],
+            registry=self.registry,
+        )
         self.outbox_depth = Gauge(
             "tfgateway_outbox_depth",
             "Results, deletes and stats waiting for the explorer",
@@ -80,6 +87,10 @@ class Metrics:
     def set_live(self, counts: dict[str, int]) -> None:
         for rtype, n in counts.items():
             self._child(self.workloads, rtype, "live").set(n)
+
+    def set_name_proofs(self, counts: dict[str, int]) -> None:
+        for state, n in counts.items():
+            self._child(self.name_proofs, state).set(n)
 
     def track_outbox(self, depth: Callable[[], int]) -> None:
         self.outbox_depth.set_function(lambda: float(depth()))
