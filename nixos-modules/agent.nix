@@ -31,6 +31,8 @@ let
   ++ repeat "--domains" cfg.domains
   ++ repeat "--nameservers" cfg.nameservers
   ++ repeat "--gateway-address" cfg.gatewayAddresses
+  ++ repeat "--terminate-tls" cfg.tls.terminate
+  ++ lib.optional cfg.tls.redirect "--terminate-tls-redirect"
   ++ lib.optionals fourToSix [
     "--endpoint"
     cfg.endpoint

@@ -314,6 +314,94 @@ in
       };
     };
 
+    tls = {
+      terminate = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "gw.example.com" ];
+        description = ''
+          Domains whose explorer proxies and reverse proxies the router serves with TLS
+          terminated: the domain and every name under it (the agent's `--terminate-tls`).
+          The router answers the TLS handshake with a certificate of its own (from the ACME CA
+          below, or {option}`services.tfgateway.tls.certificates`) and forwards plain HTTP with
+          X-Forwarded-For/-Proto/-Host to the backend's plain port or the tunnel client's
+          `--local`. Other names stay passthrough, as with tcprouter.
+        '';
+      };
+      redirect = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Plain HTTP requests for terminated names get a redirect to HTTPS (`--terminate-tls-redirect`).";
+      };
+      acme = {
+        enable = mkOption {
+          type = types.bool;
+          default = true;
+          description = ''
+            Obtain certificates from an ACME CA, at the first handshake of a terminated name
+            (only names the gateway routes; spaced per name and limited per hour), kept in the
+            router's state directory and renewed before expiry.
+          '';
+        };
+        email = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "hostmaster@gw.example.com";
+          description = "Contact address of the ACME account.";
+        };
+        directory = mkOption {
+          type = types.str;
+          default = "https://acme-v02.api.letsencrypt.org/directory";
+          description = "ACME directory URL (Let's Encrypt production by default).";
+        };
+        staging = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            Use Let's Encrypt's staging directory instead of
+            {option}`services.tfgateway.tls.acme.directory`: untrusted certificates, generous
+            rate limits; for trying a gateway out.
+          '';
+        };
+        wildcards = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = literalExpression "config.services.tfgateway.domains";
+          description = ''
+            Managed domains D whose names one label below are served by one certificate for
+            `*.D`, obtained by DNS-01 through the gateway's own DNS (the router writes the
+            `_acme-challenge` TXT record into redis and CoreDNS serves it), so the CA's per-domain
+            limits are not spent on every subdomain. Each must be in
+            {option}`services.tfgateway.domains`.
+          '';
+        };
+        challenges = mkOption {
+          type = types.listOf (types.enum [ "http-01" "tls-alpn-01" ]);
+          default = [ "http-01" "tls-alpn-01" ];
+          description = "Challenges for names outside the wildcard domains, answered by the router on ports 80 and 443.";
+        };
+      };
+      certificates = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            options = {
+              certFile = mkOption {
+                type = types.str;
+                description = "PEM certificate chain, outside the Nix store.";
+              };
+              keyFile = mkOption {
+                type = types.str;
+                description = "PEM private key, outside the Nix store (passed as a systemd credential).";
+              };
+            };
+          }
+        );
+        default = { };
+        example = literalExpression ''{ "www.example.com" = { certFile = "/var/lib/secrets/www.pem"; keyFile = "/var/lib/secrets/www.key"; }; }'';
+        description = "Operator-provided certificates, served for the names they cover instead of ACME ones.";
+      };
+    };
+
     router = {
       package = mkPackage "router" "The gateway's tcprouter-compatible router (provides `tfrouter`).";
 
@@ -449,6 +537,14 @@ in
       {
         assertion = router.dbbackend.addr == "127.0.0.1" && router.dbbackend.port == cfg.redis.port;
         message = "services.tfgateway.router.settings.server.dbbackend must be the gateway's redis (127.0.0.1:${toString cfg.redis.port}), where the agent writes the routes; got ${router.dbbackend.addr}:${toString router.dbbackend.port}.";
+      }
+      {
+        assertion = lib.all (d: lib.elem d cfg.domains) cfg.tls.acme.wildcards;
+        message = "services.tfgateway.tls.acme.wildcards must be managed domains (services.tfgateway.domains): DNS-01 goes through the gateway's own zones; not managed: ${lib.concatStringsSep ", " (lib.subtractLists cfg.domains cfg.tls.acme.wildcards)}.";
+      }
+      {
+        assertion = lib.all (c: lib.hasPrefix "/" c.keyFile && !lib.hasPrefix builtins.storeDir c.keyFile) (lib.attrValues cfg.tls.certificates);
+        message = "services.tfgateway.tls.certificates.<name>.keyFile must be absolute paths outside the Nix store.";
       }
       {
         assertion = !(router.dbbackend ? password);

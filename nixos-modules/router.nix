@@ -10,6 +10,28 @@
 
 let
   cfg = config.services.tfgateway;
+  tls = cfg.tls;
+  stateDir = "/var/lib/tfgateway-router";
+  credentials = "/run/credentials/tfgateway-router.service";
+  certNames = lib.attrNames tls.certificates;
+  # The [tls] table: certificates for routes that ask for termination (dataplane/router README).
+  tlsTable = {
+    storage = "${stateDir}/certificates";
+    dns_resolver = "127.0.0.1:${toString cfg.dns.port}";
+    certificates = lib.imap0 (i: _: {
+      cert = "${credentials}/cert-${toString i}.pem";
+      key = "${credentials}/key-${toString i}.pem";
+    }) certNames;
+  }
+  // lib.optionalAttrs tls.acme.enable (
+    {
+      acme_ca =
+        if tls.acme.staging then "https://acme-staging-v02.api.letsencrypt.org/directory" else tls.acme.directory;
+      inherit (tls.acme) wildcards challenges;
+    }
+    // lib.optionalAttrs (tls.acme.email != null) { acme_email = tls.acme.email; }
+  );
+  terminates = tls.terminate != [ ] || tls.certificates != { };
   routerToml = (pkgs.formats.toml { }).generate "router.toml" cfg.router.settings;
   args = [
     (lib.getExe cfg.router.package)
@@ -23,6 +45,9 @@ let
 in
 {
   config = lib.mkIf cfg.enable {
+    # Defaults: router.settings.tls.<key> set by the operator wins.
+    services.tfgateway.router.settings.tls = lib.mkIf terminates (lib.mapAttrs (_: lib.mkDefault) tlsTable);
+
     systemd.services.tfgateway-router = {
       description = "tfgateway TCP router (tcprouter-compatible)";
       wantedBy = [ "multi-user.target" ];
@@ -35,6 +60,15 @@ in
 
       serviceConfig = (import ./hardening.nix).dataPlane // {
         ExecStart = utils.escapeSystemdExecArgs args;
+        # Certificates and the ACME account survive restarts here.
+        StateDirectory = "tfgateway-router";
+        StateDirectoryMode = "0700";
+        LoadCredential = lib.concatLists (
+          lib.imap0 (i: name: [
+            "cert-${toString i}.pem:${tls.certificates.${name}.certFile}"
+            "key-${toString i}.pem:${tls.certificates.${name}.keyFile}"
+          ]) certNames
+        );
       };
     };
   };

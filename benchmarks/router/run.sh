@@ -4,7 +4,9 @@
 #               direct proxy vs tfrouter's reverse tunnel (tftunnel client)  [bench_router.py]
 #   feed:       tfrouter's CPU time and redis reads while 2,500 proxy services are written,
 #               the previous one-GET-per-event feed vs the current build     [bench_feed.py]
-# Usage: benchmarks/router/run.sh [throughput|feed] [options of that benchmark]
+#   tls:        full TLS handshakes/s and bulk throughput, terminated names side by side with
+#               passthrough, with the router's CPU per operation             [bench_tls.py]
+# Usage: benchmarks/router/run.sh [throughput|feed|tls] [options of that benchmark]
 #        benchmarks/router/run.sh [--rounds R] [--seconds S] [--latency-n N]   (both; options
 #        go to the throughput benchmark, the feed one runs with its defaults)
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -19,8 +21,13 @@ feed() {
   command -v go >/dev/null || die "go missing: the feed benchmark builds the 'before' tfrouter"
   "$py" benchmarks/router/bench_feed.py "$@"
 }
+tls() {
+  command -v go >/dev/null || die "go missing: the TLS benchmark builds its load generator"
+  "$py" benchmarks/router/bench_tls.py "$@"
+}
 case ${1:-} in
   throughput) shift; throughput "$@" ;;
   feed) shift; feed "$@" ;;
-  *) throughput "$@"; feed ;;
+  tls) shift; tls "$@" ;;
+  *) throughput "$@"; feed; tls ;;
 esac

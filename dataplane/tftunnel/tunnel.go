@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -133,7 +134,7 @@ func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
 	defer stream.Close()
 	br := bufio.NewReader(stream)
 	_ = stream.SetReadDeadline(time.Now().Add(sniffTimeout))
-	first, err := br.Peek(1)
+	first, err := firstByte(br)
 	if err != nil {
 		t.log.Debug("forwarded connection sent nothing", "err", err)
 		_ = stream.Reset()
@@ -141,7 +142,7 @@ func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
 	}
 	_ = stream.SetReadDeadline(time.Time{})
 	target := t.local
-	if first[0] == tlsHandshake {
+	if first == tlsHandshake {
 		target = t.localTLS
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
@@ -154,6 +155,35 @@ func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
 	}
 	defer local.Close()
 	splice(local, stream, br)
+}
+
+// proxyV2Signature starts a PROXY protocol v2 header, which the router sends first on a
+// route that asks for it; the header's length is in bytes 14-15.
+var proxyV2Signature = []byte("\r\n\r\n\x00\r\nQUIT\n")
+
+// firstByte is the first byte of the client's own data: after a PROXY protocol v2 header
+// if there is one (the header itself is passed on to the local service with the rest).
+func firstByte(br *bufio.Reader) (byte, error) {
+	head, err := br.Peek(1)
+	if err != nil {
+		return 0, err
+	}
+	if head[0] != proxyV2Signature[0] {
+		return head[0], nil
+	}
+	head, err = br.Peek(16)
+	if err != nil || !bytes.Equal(head[:12], proxyV2Signature) {
+		return head[0], nil // not a PROXY header: plain data
+	}
+	n := 16 + int(binary.BigEndian.Uint16(head[14:16]))
+	if n >= br.Size() {
+		return 0, fmt.Errorf("PROXY header of %d bytes", n)
+	}
+	head, err = br.Peek(n + 1)
+	if err != nil {
+		return 0, err
+	}
+	return head[n], nil
 }
 
 // splice copies both ways, propagating each direction's end as a half-close.

@@ -8,10 +8,33 @@
     domains = [ "gw.example.com" ];
     nameservers = [ "ns1.gw.example.com" ];
     endpoint = "203.0.113.10:3443";
+    tls = {
+      terminate = [ "gw.example.com" ];
+      redirect = true;
+      acme.email = "hostmaster@gw.example.com";
+      acme.wildcards = [ "gw.example.com" ];
+      certificates."www.example.org" = {
+        certFile = "/var/lib/secrets/www.pem";
+        keyFile = "/var/lib/secrets/www.key";
+      };
+    };
   };
 
   # name = { settings; expect = a piece of the message that must be among the failures; }
   invalid = {
+    wildcard-of-unmanaged-domain = {
+      settings.services.tfgateway = {
+        domains = [ "gw.example.com" ];
+        nameservers = [ "ns1.gw.example.com" ];
+        tls.acme.wildcards = [ "other.example.com" ];
+      };
+      expect = "tls.acme.wildcards must be managed domains";
+    };
+    certificate-key-in-store = {
+      settings.services.tfgateway.tls.certificates."a.example".certFile = "/var/lib/a.pem";
+      settings.services.tfgateway.tls.certificates."a.example".keyFile = "${storeDir}/0000-a.key";
+      expect = "keyFile must be absolute paths outside the Nix store";
+    };
     seed-in-store = {
       settings.services.tfgateway.seedFile = "${storeDir}/0000-identity.seed";
       expect = "seedFile must be an absolute path outside the Nix store";

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from tests.support import pebble
 from tests.support.gateway import (
     BACKEND_ADDR,
     BACKEND_HTTP_PORT,
@@ -34,6 +35,7 @@ from tests.support.gateway import (
 
 WEB = f"web.{MANAGED_DOMAIN}"
 HOME = f"home.{MANAGED_DOMAIN}"
+SHOP = f"shop.{MANAGED_DOMAIN}"  # the router terminates TLS for it (--terminate-tls)
 ZONE = "demo.example"
 ZONE_HOST = f"www.{ZONE}"
 ZONE_HOST_ADDR = "198.51.100.80"
@@ -92,6 +94,12 @@ def create_samples(gw: Gateway) -> tuple[User, list[Sample]]:
                gw.create("subdomain", user, domain=HOME, ips=[GW_CLIENT_ADDR])),
         Sample("reverse proxy", HOME, "→ tftunnel (trc-compatible) in the NATed home → its site",
                gw.create("reverse_proxy", user, domain=HOME, secret=encrypted)),
+        Sample("subdomain", SHOP, f"A {GW_CLIENT_ADDR}",
+               gw.create("subdomain", user, domain=SHOP, ips=[GW_CLIENT_ADDR])),
+        Sample("proxy, TLS terminated", SHOP,
+               f"HTTPS with a certificate from Pebble (HTTP-01) → backend {BACKEND_ADDR}:"
+               f"{BACKEND_HTTP_PORT} as plain HTTP with X-Forwarded-*",
+               gw.create("proxy", user, domain=SHOP, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT)),
     ]  # fmt: skip
     gw.start_natc_site()
     gw.start_tunnel(secret)
@@ -103,6 +111,7 @@ def commands(gw: Gateway, user_id: int) -> list[Command]:
     dig = f"{client} dig @{GW_CLIENT_ADDR}"
     curl = f"{client} curl -sS --max-time 5"
     ca = shlex.quote(str(gw.ca_pem))
+    pebble_root = shlex.quote(str(gw.pebble_root))
     return [
         Command("managed subdomain, A", f"{dig} +short {WEB} A", GW_CLIENT_ADDR),
         Command("managed subdomain, AAAA", f"{dig} +short {WEB} AAAA", WEB_AAAA),
@@ -125,6 +134,9 @@ def commands(gw: Gateway, user_id: int) -> list[Command]:
         Command("reverse tunnel (tftunnel), TLS",
                 f"{curl} --cacert {ca} --resolve {HOME}:443:{GW_CLIENT_ADDR} https://{HOME}/",
                 "natc-site https"),
+        Command("TLS terminated by the router (certificate from Pebble, verified with its root)",
+                f"{curl} -i --cacert {pebble_root} --resolve {SHOP}:443:{GW_CLIENT_ADDR} "
+                f"https://{SHOP}/", f"backend http host={SHOP}"),
         Command("explorer admin state (host loopback)",
                 f"curl -sS --max-time 5 {gw.explorer_url}/dev/state", "gateways"),
     ]  # fmt: skip
@@ -183,7 +195,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _stop)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tfgateway-demo-"))
-    gw = Gateway(workdir, log=say)
+    gw = Gateway(
+        workdir,
+        log=say,
+        acme=True,  # Pebble, a local ACME CA, in the client namespace
+        router_tls={"acme_profile": pebble.DEFAULT, "challenges": ["http-01"]},
+        agent_extra_args=["--terminate-tls", SHOP],
+    )
     code = 0
     try:
         print("Starting the gateway in network namespaces", flush=True)

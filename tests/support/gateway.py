@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -50,6 +51,7 @@ import dns.query
 import dns.rdatatype
 import trustme
 
+from tests.support import pebble
 from tests.support.netns import Link, Namespace, NamespaceSet
 from tests.support.processes import agent_program, binary, free_port, port_open, wait_until
 from tests.support.rendered import Rendered
@@ -74,6 +76,7 @@ DNS_PORT = 53
 HTTP_PORT = 80
 TLS_PORT = 443
 TUNNEL_PORT = 18000
+ROUTER_METRICS_PORT = 9111  # tfrouter's metrics on gw's loopback, as in the appliance
 # The public backend's sites, and the NATed client's local site (reached only by tunnel).
 BACKEND_HTTP_PORT = 8080
 BACKEND_TLS_PORT = 8443
@@ -189,6 +192,11 @@ class Gateway:
     dns_query_log: bool = True
     """CoreDNS's `log` (a line per query, handy in test logs); benchmarks turn it off, as the
     appliance's Corefile has it off: it cost more CPU than serving the queries."""
+    acme: bool = False
+    """Run Pebble (tests.support.pebble) in the client namespace and give the router a [tls]
+    table that obtains certificates from it (with `router_tls` on top)."""
+    router_tls: dict[str, object] = field(default_factory=dict)
+    """Keys of the router's [tls] table; change them and `restart_router()` to apply."""
     log: Callable[[str], None] = lambda _msg: None
     rendered: Rendered | None = None
     """Run redis, CoreDNS, the router and the agent from the module's kept renderings."""
@@ -197,6 +205,7 @@ class Gateway:
     procs: dict[str, Process] = field(default_factory=dict, init=False)
     explorer_port: int = field(default=0, init=False)
     identity: Identity = field(init=False)
+    acme_server: pebble.Pebble = field(init=False)
     _admin: AdminClient | None = field(default=None, init=False)
     _loop: AdminLoop | None = field(default=None, init=False)
 
@@ -219,6 +228,8 @@ class Gateway:
             self.start_world_dns()
             self.start_redis()
             self.start_dns()
+            if self.acme:
+                self.start_pebble()
             self.start_router()
             self.start_backend()
             self.start_explorer()
@@ -305,7 +316,9 @@ class Gateway:
         self.ca_pem = self.workdir / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_pem))
         for site in ("backend", "natc"):
-            cert = self.ca.issue_cert(f"*.{MANAGED_DOMAIN}", "*.delegated.example", f"{site}.test")
+            cert = self.ca.issue_cert(
+                f"*.{MANAGED_DOMAIN}", "*.delegated.example", "*.pass.example", f"{site}.test"
+            )
             cert.private_key_pem.write_to_path(str(self.workdir / f"{site}.key"))
             cert.cert_chain_pems[0].write_to_path(str(self.workdir / f"{site}.pem"))
 
@@ -315,7 +328,13 @@ class Gateway:
 
     # ---- processes ---------------------------------------------------------------------------
 
-    def spawn(self, name: str, args: Sequence[str], ns: Namespace | None = None) -> Process:
+    def spawn(
+        self,
+        name: str,
+        args: Sequence[str],
+        ns: Namespace | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Process:
         """Start a program (inside `ns` if given), output to <workdir>/<name>.log; its
         $CREDENTIALS_DIRECTORY holds the redis password, as under systemd."""
         if name in self.procs and self.procs[name].alive():
@@ -335,6 +354,7 @@ class Gateway:
                     "PYTHONPATH": str(REPO),
                     "PYTHONUNBUFFERED": "1",
                     "CREDENTIALS_DIRECTORY": str(self.credentials),
+                    **(env or {}),
                 },
             )
         proc = Process(name, popen, log)
@@ -437,6 +457,38 @@ class Gateway:
         proc = self.spawn("coredns", args, self.gw)
         self.wait_ready(proc, lambda: self.gw.port_open(GW_CLIENT_ADDR, DNS_PORT))
 
+    def start_pebble(self) -> None:
+        """Pebble in the client namespace, resolving with the gateway's CoreDNS."""
+        self.log("starting Pebble (ACME test server)")
+        self.acme_server = pebble.write_config(self.workdir, CLIENT_ADDR, self.ca)
+        args = self.acme_server.args(binary("pebble"), f"{GW_CLIENT_ADDR}:{DNS_PORT}")
+        proc = self.spawn("pebble", args, self.client, env=pebble.ENV)
+        self.wait_ready(
+            proc,
+            lambda: (
+                self.client.port_open(CLIENT_ADDR, pebble.ACME_PORT)
+                and self.client.port_open(CLIENT_ADDR, pebble.MANAGEMENT_PORT)
+            ),
+        )
+        pebble.fetch_root(self.client, self.acme_server, self.ca_pem, self.pebble_root)
+
+    @property
+    def pebble_root(self) -> Path:
+        """The root of the certificates the router gets from Pebble (clients verify with it)."""
+        return self.workdir / "pebble-root.pem"
+
+    def tls_table(self) -> str:
+        """The router's [tls] table: Pebble as the ACME CA, storage in the router's state."""
+        keys: dict[str, object] = {
+            "storage": str(self.workdir / "router-state" / "certificates"),
+            "acme_ca": self.acme_server.directory,
+            "acme_ca_root": str(self.ca_pem),
+            "acme_email": f"hostmaster@{MANAGED_DOMAIN}",
+            "dns_resolver": f"{GW_CLIENT_ADDR}:{DNS_PORT}",
+            **self.router_tls,
+        }
+        return "[tls]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+
     def start_router(self) -> None:
         self.log(f"starting the router ({self.router_program})")
         if self.rendered is not None:
@@ -450,8 +502,11 @@ class Gateway:
                 "[server.dbbackend]\n"
                 f'type = "redis"\naddr = "127.0.0.1"\nport = {REDIS_PORT}\n'
                 'passwordfile = "${CREDENTIALS_DIRECTORY}/redis-password"\n'
+                + (self.tls_table() if self.acme else "")
             )
             args = [binary(self.router_program), "--config", str(config)]
+            if self.router_program == "tfrouter":
+                args += ["-metrics", f"127.0.0.1:{ROUTER_METRICS_PORT}"]
         proc = self.spawn("router", args, self.gw)
         self.wait_ready(
             proc,
@@ -592,6 +647,11 @@ class Gateway:
         self.stop("coredns")
         self.start_dns()
 
+    def router_metrics(self) -> str:
+        """tfrouter's Prometheus text, read inside gw."""
+        url = f"http://127.0.0.1:{ROUTER_METRICS_PORT}/metrics"
+        return self.gw.run("curl", "-sS", "--fail", "--max-time", "5", url)
+
     def restart_router(self) -> None:
         self.stop("router")
         self.start_router()
@@ -701,9 +761,17 @@ class Gateway:
         with sock:
             return _exchange(sock, host)
 
-    def https(self, sni: str, *, port: int = TLS_PORT, ns: Namespace | None = None) -> TlsReply:
-        """GET / over TLS with SNI through the router, verifying against the test CA."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_pem))
+    def https(
+        self,
+        sni: str,
+        *,
+        port: int = TLS_PORT,
+        ns: Namespace | None = None,
+        cafile: Path | None = None,
+    ) -> TlsReply:
+        """GET / over TLS with SNI through the router, verifying against the test CA (or
+        `cafile`, e.g. `pebble_root` for names the router terminates)."""
+        ctx = ssl.create_default_context(cafile=str(cafile or self.ca_pem))
         raw = (ns or self.client).connect(GW_CLIENT_ADDR, port, timeout=3.0)
         with ctx.wrap_socket(raw, server_hostname=sni) as tls:
             der = tls.getpeercert(binary_form=True)

@@ -31,10 +31,12 @@ class Site:
     proxy_id: int
 
 
-def publish_site(gateway: Gateway, user: User, name: str, *, wait: bool = True) -> Site:
-    """What a user does: the name points at the gateway, the gateway proxies it to the backend
-    (both results ok, unless `wait` is false)."""
-    sub = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
+def publish_site(
+    gateway: Gateway, user: User, name: str, *, wait: bool = True, ip: str = GW_CLIENT_ADDR
+) -> Site:
+    """What a user does: the name points at the gateway (or `ip`), the gateway proxies it to
+    the backend (both results ok, unless `wait` is false)."""
+    sub = gateway.create("subdomain", user, domain=name, ips=[ip])
     prx = gateway.create(
         "proxy", user, domain=name, addr=BACKEND_ADDR, port=BACKEND_HTTP_PORT,
         port_tls=BACKEND_TLS_PORT,

@@ -34,14 +34,17 @@ def _handler(name: str, scheme: str) -> Handler:
             writer.close()
             return
         host = ""
+        seen = ""  # forwarding headers (a TLS-terminating gateway's), echoed as X-Seen-*
         for line in head.decode("latin-1").split("\r\n")[1:]:
             key, _, value = line.partition(":")
             if key.strip().lower() == "host":
                 host = value.strip()
+            elif key.strip().lower().startswith("x-forwarded-"):
+                seen += f"X-Seen-{key.strip()[2:]}: {value.strip()}\r\n"
         body = f"{name} {scheme} host={host}\n".encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-            + f"Content-Length: {len(body)}\r\nX-Site: {name}\r\n\r\n".encode()
+            + f"Content-Length: {len(body)}\r\nX-Site: {name}\r\n{seen}\r\n".encode()
             + body
         )
         with contextlib.suppress(OSError):

@@ -82,6 +82,14 @@ def test_go_spellings_repeat_and_commas() -> None:
     assert c.fourtosix_enabled
 
 
+def test_terminate_tls_domains() -> None:
+    c = parse_config(["--terminate-tls", "GW.example.", "--terminate-tls", "a.example,b.example"])
+    assert c.terminate_tls == ("gw.example", "a.example", "b.example")
+    assert not c.terminate_tls_redirect
+    assert parse_config(["--terminate-tls-redirect"]).terminate_tls_redirect
+    assert parse_config([]).terminate_tls == ()
+
+
 def test_location_and_addresses() -> None:
     c = parse_config(
         ["--location", "51.05,3.72,Ghent,Belgium,Europe", "--gateway-address", "2a02::1,1.2.3.4"]
@@ -122,6 +130,7 @@ def test_location_and_addresses() -> None:
         (["--proof-timeout", "0"], "--proof-timeout must be"),
         (["--proof-recheck-interval", "-1"], "--proof-recheck-interval must be"),
         (["--proof-grace", "-1"], "--proof-grace must be a finite number"),
+        (["--terminate-tls", "*.gw.example"], "--terminate-tls '*.gw.example'"),
     ],
 )
 def test_bad_values_exit_2_with_clear_message(
@@ -140,7 +149,8 @@ def test_help_mentions_every_flag() -> None:
         "--tcp-client-port", "--endpoint", "--wg-iface", "--free", "--location",
         "--allow-private-backends", "--gateway-address", "--metrics-listen", "--poll-interval",
         "--explorer-timeout", "--log-format", "--name-proof", "--proof-resolver",
-        "--proof-timeout", "--proof-recheck-interval", "--proof-grace",
+        "--proof-timeout", "--proof-recheck-interval", "--proof-grace", "--terminate-tls",
+        "--terminate-tls-redirect",
     ):  # fmt: skip
         assert flag in text
     assert "(default 18000)" in text

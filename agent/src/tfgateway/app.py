@@ -38,6 +38,7 @@ from tfgateway.primitives.name_proofs import NameProofs, ProofMode
 from tfgateway.primitives.proof import ProofChecker
 from tfgateway.primitives.provisioner import Provisioner, ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
+from tfgateway.primitives.termination import TerminationPolicy
 from tfgateway.store.batch import AutoPipeline
 from tfgateway.store.url import check_auth, connect
 from tfgateway.telemetry.metrics import Metrics
@@ -132,19 +133,21 @@ class Agent:
         )
         self.dns = DNSStore(self.batch, identity.node_id, config.nameservers, proofs=self.names)
         self.own_addresses: list[str] = []
+        termination = TerminationPolicy(config.terminate_tls, config.terminate_tls_redirect)
         self.proxy = ProxyProvisioner(
             self.batch,
             identity.node_id,
             proofs=self.names,
             own_addresses=self.own_addresses,
             allow_private=config.allow_private_backends,
+            termination=termination,
         )
         self.provisioners: dict[str, Provisioner] = {
             "subdomain": SubdomainProvisioner(self.dns),
             "domain_delegate": DelegateProvisioner(self.dns),
             "proxy": self.proxy,
             "reverse_proxy": ReverseProxyProvisioner(
-                self.batch, identity, self.user_key, proofs=self.names
+                self.batch, identity, self.user_key, proofs=self.names, termination=termination
             ),
         }
         self.fourtosix: Any = None

@@ -188,6 +188,21 @@ def _proxy_flags(g: argparse._ArgumentGroup) -> None:
         help="an address of this gateway, never accepted as a proxy target (repeatable; the "
         "host's interface addresses are added automatically)",
     )
+    g.add_argument(
+        "--terminate-tls",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="the router terminates TLS (certificates from its ACME CA) for proxies and reverse "
+        "proxies on DOMAIN and every name under it, forwarding HTTP with X-Forwarded-* to the "
+        "backend's plain port or the tunnel client's --local (repeatable; proxies without a "
+        "plain port stay passthrough; the router needs a [tls] table)",
+    )
+    g.add_argument(
+        "--terminate-tls-redirect",
+        action="store_true",
+        help="plain HTTP requests for names of --terminate-tls get a redirect to HTTPS",
+    )
 
 
 def _name_proof_flags(g: argparse._ArgumentGroup) -> None:
@@ -323,6 +338,8 @@ def _config(a: argparse.Namespace) -> Config:
         geoip_url=a.geoip_url,
         allow_private_backends=a.allow_private_backends,
         gateway_addresses=_addresses(a.gateway_address),
+        terminate_tls=_domain_list("--terminate-tls", a.terminate_tls),
+        terminate_tls_redirect=a.terminate_tls_redirect,
         metrics_listen=a.metrics_listen,
         poll_interval=a.poll_interval,
         reconcile_interval=a.reconcile_interval,

@@ -31,6 +31,9 @@ class Config:
     geoip_url: str = "https://geoip.grid.tf"
     allow_private_backends: bool = False
     gateway_addresses: tuple[str, ...] = ()
+    terminate_tls: tuple[str, ...] = ()
+    """Domains whose explorer proxies the router terminates TLS for (`--terminate-tls`)."""
+    terminate_tls_redirect: bool = False
     detect_addresses: bool = True
     metrics_listen: str = ""
     poll_interval: float = 10.0

@@ -27,6 +27,7 @@ from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.primitives.provisioner import ProvisionError
 from tfgateway.primitives.proxy import ProxyProvisioner, ReverseProxyProvisioner
 from tfgateway.primitives.tcprouter import PROXY_CHANNEL, decode_service, encode_service
+from tfgateway.primitives.termination import TerminationPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -325,3 +326,36 @@ async def test_entry_written_by_the_go_daemon(
     assert redis_db.get("/tcprouter/service/www.example.com") == SPEC_VALUE
     await prov.decommission(proxy("1234", "www.example.com", "10.0.0.5"))
     assert redis_db.exists("/tcprouter/service/www.example.com") == 0
+
+
+async def test_terminate_tls_policy_marks_routes_under_its_domains(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    policy = TerminationPolicy(("gw.example",), redirect=True)
+    proofs = NameProofs.first_come(aredis)
+    prov = ProxyProvisioner(
+        aredis, GATEWAY.node_id, allow_private=True, proofs=proofs, termination=policy
+    )
+    rev = ReverseProxyProvisioner(aredis, GATEWAY, user_key, proofs=proofs, termination=policy)
+    await prov.provision(proxy("1234", "web.gw.example", "10.0.0.5"))
+    await prov.provision(proxy("1234", "tlsonly.gw.example", "10.0.0.5", port=0))
+    await prov.provision(proxy("1234", "www.example.com", "10.0.0.5"))
+    await rev.provision(reverse("1234", "home.gw.example", seal_v0(b"1234:s"), rid="2-9"))
+    fields = {
+        name: decode_service(redis_db.get(f"/tcprouter/service/{name}") or b"")
+        for name in ("web.gw.example", "tlsonly.gw.example", "www.example.com", "home.gw.example")
+    }
+    terminated = {"terminate": "http", "redirect": True}
+    assert fields["web.gw.example"] == {
+        "addr": "10.0.0.5", "clientsecret": "", "tlsport": 443, "httpport": 80, "user": "1234",
+        **terminated,
+    }  # fmt: skip
+    assert fields["home.gw.example"] == {
+        "addr": "", "clientsecret": "1234:s", "tlsport": 0, "httpport": 0, "user": "1234",
+        **terminated,
+    }  # fmt: skip
+    # the backend speaks TLS only, or the name is outside the domains: the Go daemon's bytes
+    assert "terminate" not in (fields["tlsonly.gw.example"] or {})
+    assert redis_db.get("/tcprouter/service/www.example.com") == encode_service(
+        "www.example.com", addr="10.0.0.5", tls_port=443, http_port=80, user="1234"
+    )

@@ -37,6 +37,7 @@ from tfgateway.primitives.tcprouter import (
     encode_service,
     proxy_key,
 )
+from tfgateway.primitives.termination import NO_TERMINATION, TerminationPolicy
 from tfgateway.primitives.validation import (
     IPAddress,
     ValidationError,
@@ -172,12 +173,14 @@ class ProxyProvisioner:
         proofs: NameProofs,
         own_addresses: Collection[IPAddress | str] = (),
         allow_private: bool = False,
+        termination: TerminationPolicy = NO_TERMINATION,
     ) -> None:
         """`own_addresses` is read at every provision, so a list the caller keeps up to date
         (addresses added to the host later) is honoured without rebuilding the provisioner."""
         self.store = ProxyStore(redis_client, gateway_node_id, proofs=proofs)
         self.own_addresses = own_addresses
         self.allow_private = allow_private
+        self.termination = termination
         self._own: tuple[tuple[IPAddress | str, ...], frozenset[IPAddress]] = ((), frozenset())
 
     def _own_parsed(self) -> frozenset[IPAddress]:
@@ -207,8 +210,9 @@ class ProxyProvisioner:
         if not http_port and not tls_port:
             raise ProvisionError("a proxy needs port or port_tls")
         value = encode_service(
-            domain, addr=str(addr), tls_port=tls_port, http_port=http_port, user=r.user_id
-        )
+            domain, addr=str(addr), tls_port=tls_port, http_port=http_port, user=r.user_id,
+            options=self.termination.options(domain, plain_backend=http_port != 0),
+        )  # fmt: skip
         await self.store.put(r.user_id, domain, value)
         log.info("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
                  http_port, tls_port)  # fmt: skip
@@ -235,10 +239,12 @@ class ReverseProxyProvisioner:
         user_key: UserKey,
         *,
         proofs: NameProofs,
+        termination: TerminationPolicy = NO_TERMINATION,
     ) -> None:
         self.store = ProxyStore(redis_client, identity.node_id, proofs=proofs)
         self.identity = identity
         self.user_key = user_key
+        self.termination = termination
 
     async def _decrypt(self, secret: str, r: Reservation) -> str:
         user_public_key: bytes | None = None
@@ -280,8 +286,11 @@ class ReverseProxyProvisioner:
         if not secret.startswith(f"{r.user_id}:"):
             raise ProvisionError("secret must follow the format 'threebotID:random'")
         domain = _normalized(raw_domain)
+        options = self.termination.options(domain, plain_backend=True)
         await self.store.put(
-            r.user_id, domain, encode_service(domain, secret=secret, user=r.user_id)
+            r.user_id,
+            domain,
+            encode_service(domain, secret=secret, user=r.user_id, options=options),
         )
         log.info("reverse proxy %s of user %s", domain, r.user_id)
         return None

@@ -3,7 +3,9 @@
 Key `/tcprouter/service/<domain>` (lowercase), value = valkeyrie envelope
 `{"Key":"<key>","Value":"<base64 of {"addr","clientsecret","tlsport","httpport","user"}>"}`.
 The router (dataplane/router) reads them; after each change the domain is published on
-`tfgateway:proxy`.
+`tfgateway:proxy`. tfrouter's optional keys (`terminate`, `redirect`, `proxyprotocol`, see
+`RouteOptions`) follow `user` only in records that use them, so every other record keeps the
+Go daemon's bytes and tcprouter's `trs` ignores them.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from tfgateway.model import gojson
 
 __all__ = [
+    "PASSTHROUGH",
     "PROXY_CHANNEL",
     "PROXY_GENERATION_KEY",
+    "RouteOptions",
     "decode_service",
     "domain_of_key",
     "encode_service",
@@ -37,6 +42,39 @@ def proxy_key(domain: str) -> str:
     return _KEY_PREFIX + domain
 
 
+Termination = Literal["", "http", "tcp"]
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    """What tfrouter does beyond tcprouter for one route (dataplane/router README).
+
+    `terminate`: "" passes TLS through (tcprouter); "http" terminates it with the gateway's
+    certificate and forwards HTTP with X-Forwarded-For/-Proto/-Host to the plain port (or the
+    tunnel client's --local); "tcp" forwards the decrypted bytes there. `redirect`: port 80
+    answers with a redirect to HTTPS. `proxy_protocol`: 1 or 2, the PROXY protocol header
+    the backend gets first (0: none).
+    """
+
+    terminate: Termination = ""
+    redirect: bool = False
+    proxy_protocol: int = 0
+
+    def keys(self) -> dict[str, object]:
+        """The optional keys that differ from tcprouter's behaviour, in the record's order."""
+        keys: dict[str, object] = {}
+        if self.terminate:
+            keys["terminate"] = self.terminate
+        if self.redirect:
+            keys["redirect"] = True
+        if self.proxy_protocol:
+            keys["proxyprotocol"] = self.proxy_protocol
+        return keys
+
+
+PASSTHROUGH = RouteOptions()
+
+
 def proxy_keys_pattern(zone: str) -> str:
     """SCAN pattern of the services on names strictly under `zone` (an LDH name: no glob
     characters to escape)."""
@@ -50,9 +88,9 @@ def domain_of_key(key: bytes | str) -> str:
 
 def encode_service(
     domain: str, *, addr: str = "", secret: str = "", tls_port: int = 0, http_port: int = 0,
-    user: str,
+    user: str, options: RouteOptions = PASSTHROUGH,
 ) -> bytes:  # fmt: skip
-    """The Go daemon's bytes for one tcprouter service."""
+    """The Go daemon's bytes for one tcprouter service (plus `options`' keys, if any)."""
     inner = gojson.marshal(
         {
             "addr": addr,
@@ -60,6 +98,7 @@ def encode_service(
             "tlsport": tls_port,
             "httpport": http_port,
             "user": user,
+            **options.keys(),
         }
     )
     return gojson.marshal(

@@ -11,14 +11,18 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"tfgateway.dev/dataplane/router/internal/routes"
 )
 
 // CatchAll is the static service name trs uses when no other route matches.
 const CatchAll = "CATCH_ALL"
 
-// Config mirrors trs's router.toml.
+// Config mirrors trs's router.toml, plus tfrouter's optional [tls] table.
 type Config struct {
 	Server Server `toml:"server"`
+	// TLS configures termination (certificates, ACME); nil when the file has no [tls].
+	TLS *TLS `toml:"tls"`
 }
 
 // Server is the [server] table.
@@ -46,12 +50,16 @@ type DBBackend struct {
 	Refresh uint `toml:"refresh"`
 }
 
-// Service is one [server.services."name"] entry.
+// Service is one [server.services."name"] entry. Terminate, Redirect and ProxyProtocol are
+// tfrouter's (as the optional keys of a redis route).
 type Service struct {
-	Addr         string `toml:"addr"`
-	TLSPort      uint16 `toml:"tlsport"`
-	HTTPPort     uint16 `toml:"httpport"`
-	ClientSecret string `toml:"clientsecret"`
+	Addr          string `toml:"addr"`
+	TLSPort       uint16 `toml:"tlsport"`
+	HTTPPort      uint16 `toml:"httpport"`
+	ClientSecret  string `toml:"clientsecret"`
+	Terminate     string `toml:"terminate"`
+	Redirect      bool   `toml:"redirect"`
+	ProxyProtocol int    `toml:"proxyprotocol"`
 }
 
 // DefaultRefresh is the resync period when refresh is unset.
@@ -163,6 +171,17 @@ func (c *Config) validate() error {
 	for name, svc := range s.Services {
 		if svc.ClientSecret == "" && svc.Addr == "" {
 			return fmt.Errorf("[server.services.%q] needs addr or clientsecret", name)
+		}
+		if _, err := routes.ParseTermination(svc.Terminate); err != nil {
+			return fmt.Errorf("[server.services.%q] %v", name, err)
+		}
+		if _, err := routes.CheckProxyProtocol(svc.ProxyProtocol); err != nil {
+			return fmt.Errorf("[server.services.%q] %v", name, err)
+		}
+	}
+	if c.TLS != nil {
+		if err := c.TLS.validate(); err != nil {
+			return fmt.Errorf("[tls] %v", err)
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A router.toml as operators and trs's README write it.
@@ -80,6 +81,39 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := Load("/nonexistent/router.toml"); err == nil {
 		t.Error("missing file accepted")
+	}
+}
+
+// [tls]: defaults, and each bad value refused with a message naming the key.
+func TestTLSTable(t *testing.T) {
+	base := "[server]\nport = 443\nhttpport = 80\nclientsport = 18000\n"
+	c, err := Parse("t", base+"[tls]\nstorage = \"/var/lib/x\"\nacme_ca = \"https://ca.example/dir\"\nwildcards = [\"*.GW.example.\"]\nretry_min = \"2s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := c.TLS
+	if tl.IssueRate != DefaultIssueRate || tl.RetryMin != 2*time.Second || tl.RetryMax != DefaultRetryMax ||
+		tl.DNSResolver != DefaultDNSResolver || len(tl.Challenges) != 2 || tl.Wildcards[0] != "gw.example" {
+		t.Fatalf("defaults: %+v", tl)
+	}
+	if !tl.UsesDNS01("a.gw.example") || !tl.UsesDNS01("*.gw.example") || tl.UsesDNS01("agw.example") {
+		t.Fatal("UsesDNS01")
+	}
+	if c, _ := Parse("t", base); c.TLS != nil {
+		t.Fatal("no [tls]: nil")
+	}
+	for bad, want := range map[string]string{
+		"[tls]\n": "storage",
+		"[tls]\nstorage=\"/x\"\nacme_ca=\"http://ca\"":                                        "acme_ca",
+		"[tls]\nstorage=\"/x\"\nacme_ca=\"https://ca/d\"\nchallenges=[\"dns-01\"]":            "challenges",
+		"[tls]\nstorage=\"/x\"\nacme_ca=\"https://ca/d\"\nretry_min=\"1h\"\nretry_max=\"1m\"": "retry_max",
+		"[tls]\nstorage=\"/x\"\n[[tls.certificates]]\ncert=\"/c\"\n":                          "cert and key",
+		"[server.services.\"a\"]\naddr=\"1.2.3.4\"\nterminate=\"yes\"\n":                      "terminate",
+		"[server.services.\"a\"]\naddr=\"1.2.3.4\"\nproxyprotocol=3\n":                        "proxyprotocol",
+	} {
+		if _, err := Parse("t", base+bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want one naming %s", bad, err, want)
+		}
 	}
 }
 

@@ -91,6 +91,15 @@ func tryStartRouter(t *testing.T, redisPort int, extra string, opt Options) (*ru
 // named starts an HTTP backend that answers with its name and the Host it saw.
 func named(t *testing.T, name string) (*http.Server, int) {
 	t.Helper()
+	return httpBackend(t, func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(w, "%s %s %s", name, req.Host, body)
+	})
+}
+
+// httpBackend starts an HTTP backend: /big is bigBody, the rest goes to h.
+func httpBackend(t *testing.T, h http.HandlerFunc) (*http.Server, int) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -100,12 +109,44 @@ func named(t *testing.T, name string) (*http.Server, int) {
 			_, _ = w.Write(bigBody)
 			return
 		}
-		body, _ := io.ReadAll(req.Body)
-		fmt.Fprintf(w, "%s %s %s", name, req.Host, body)
+		h(w, req)
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return srv, l.Addr().(*net.TCPAddr).Port
+}
+
+// readAllServer starts a TCP backend that answers "read N bytes" only after the client's
+// FIN, so a test sees half-closes passed on.
+func readAllServer(t *testing.T) int {
+	t.Helper()
+	return tcpBackend(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c) // until the client's FIN
+		fmt.Fprintf(c, "read %d bytes", len(b))
+	})
+}
+
+// tcpBackend starts a TCP backend that runs serve on each connection (then closes it).
+func tcpBackend(t *testing.T, serve func(net.Conn)) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // bigBody crosses the yamux stream windows (256 KiB initial, 1 MiB granted) many times.

@@ -99,6 +99,12 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 		r.log.Debug("no route", "listener", listener, "host", host)
 		return
 	}
+	if r.terminated(listener, c, label, svc, peeked) {
+		return
+	}
+	if svc.ProxyProtocol != 0 {
+		peeked = append(proxyHeader(svc.ProxyProtocol, c), peeked...)
+	}
 	if svc.IsTunnel() {
 		r.toTunnel(listener, c, label, svc, peeked)
 		return
@@ -107,22 +113,8 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 	if listener == ListenerTLS {
 		port = svc.TLSPort
 	}
-	if port == 0 {
-		r.fail(listener, label, kindNoPort)
-		return
-	}
-	if !svc.Static {
-		// Decode already refused these; checked again here in case of a future code path.
-		if err := r.opt.TargetPolicy(svc.Addr); err != nil {
-			r.fail(listener, label, kindDial)
-			return
-		}
-	}
-	d := net.Dialer{Timeout: r.opt.DialTimeout}
-	b, err := d.Dial("tcp", net.JoinHostPort(svc.Addr, strconv.Itoa(int(port))))
+	b, err := r.dialDirect(listener, label, svc, port)
 	if err != nil {
-		r.fail(listener, label, kindDial)
-		r.log.Info("backend dial failed", "listener", listener, "route", label, "err", err)
 		return
 	}
 	defer b.Close()
@@ -134,6 +126,32 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in + int64(len(peeked))))
 	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
 }
+
+// dialDirect connects to a direct route's backend on port; a failure is counted and
+// logged here.
+func (r *Router) dialDirect(listener, label string, svc routes.Service, port uint16) (net.Conn, error) {
+	if port == 0 {
+		r.fail(listener, label, kindNoPort)
+		return nil, errNoPort
+	}
+	if !svc.Static {
+		// Decode already refused these; checked again here in case of a future code path.
+		if err := r.opt.TargetPolicy(svc.Addr); err != nil {
+			r.fail(listener, label, kindDial)
+			return nil, err
+		}
+	}
+	d := net.Dialer{Timeout: r.opt.DialTimeout}
+	b, err := d.Dial("tcp", net.JoinHostPort(svc.Addr, strconv.Itoa(int(port))))
+	if err != nil {
+		r.fail(listener, label, kindDial)
+		r.log.Info("backend dial failed", "listener", listener, "route", label, "err", err)
+		return nil, err
+	}
+	return b, nil
+}
+
+var errNoPort = errors.New("the route has no port for this listener")
 
 func (r *Router) replay(listener, label string, dst net.Conn, peeked []byte) bool {
 	_ = dst.SetWriteDeadline(time.Now().Add(r.opt.DialTimeout))
@@ -147,11 +165,8 @@ func (r *Router) replay(listener, label string, dst net.Conn, peeked []byte) boo
 
 func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.Service, peeked []byte) {
 	tname := tunnel.Label(svc.ClientSecret)
-	st, err := r.Registry.Open(svc.ClientSecret)
+	st, err := r.openStream(listener, label, svc)
 	if err != nil {
-		r.fail(listener, label, kindTunnel)
-		r.Metrics.TunnelStreams.WithLabelValues(tname, tunnelResult(err)).Inc()
-		r.log.Info("tunnel unavailable", "listener", listener, "route", label, "tunnel", tname, "err", err)
 		return
 	}
 	defer st.Close()
@@ -167,6 +182,19 @@ func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.
 	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
 	r.Metrics.TunnelBytes.WithLabelValues(tname, "in").Add(float64(in))
 	r.Metrics.TunnelBytes.WithLabelValues(tname, "out").Add(float64(out))
+}
+
+// openStream opens a stream of the route's tunnel; a failure is counted and logged here.
+func (r *Router) openStream(listener, label string, svc routes.Service) (*tunnel.Stream, error) {
+	st, err := r.Registry.Open(svc.ClientSecret)
+	if err != nil {
+		tname := tunnel.Label(svc.ClientSecret)
+		r.fail(listener, label, kindTunnel)
+		r.Metrics.TunnelStreams.WithLabelValues(tname, tunnelResult(err)).Inc()
+		r.log.Info("tunnel unavailable", "listener", listener, "route", label, "tunnel", tname, "err", err)
+		return nil, err
+	}
+	return st, nil
 }
 
 func tunnelResult(err error) string {

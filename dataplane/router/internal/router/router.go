@@ -98,6 +98,7 @@ type Router struct {
 	Registry *tunnel.Registry
 	Metrics  *Metrics
 	redis    *redis.Client
+	term     *terminator
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
@@ -112,7 +113,9 @@ func New(cfg *config.Config, opt Options) *Router {
 	opt.defaults()
 	static := map[string]routes.Service{}
 	for name, s := range cfg.Server.Services {
-		static[name] = routes.Service{Addr: s.Addr, TLSPort: s.TLSPort, HTTPPort: s.HTTPPort, ClientSecret: s.ClientSecret}
+		term, _ := routes.ParseTermination(s.Terminate) // config.Parse refused bad values
+		static[name] = routes.Service{Addr: s.Addr, TLSPort: s.TLSPort, HTTPPort: s.HTTPPort, ClientSecret: s.ClientSecret,
+			Terminate: term, Redirect: s.Redirect, ProxyProtocol: uint8(s.ProxyProtocol)}
 	}
 	r := &Router{
 		cfg:       cfg,
@@ -187,6 +190,10 @@ func (r *Router) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
+	if err := r.startTLS(); err != nil {
+		r.closeListeners()
+		return err
+	}
 	acceptor := &tunnel.Acceptor{
 		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
 		Log:        r.log.With("listener", ListenerClient),
@@ -211,7 +218,9 @@ func (r *Router) Run(ctx context.Context) error {
 	r.log.Info("shutting down", "grace", r.opt.ShutdownGrace.String())
 	r.closeListeners()
 	loops.Wait()
+	r.quiesceTLS()
 	r.drain()
+	r.stopTLS()
 	r.Registry.CloseAll()
 	stopFeed()
 	if r.redis != nil {

@@ -152,26 +152,8 @@ func TestSlowAndOversizedClientsClosed(t *testing.T) {
 
 // A backend that answers only after the client half-closes: the FIN must be passed on.
 func TestHalfClosePropagated(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c) // until the client's FIN
-				fmt.Fprintf(c, "read %d bytes", len(b))
-			}()
-		}
-	}()
 	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"h.example\"]\naddr = \"127.0.0.1\"\nhttpport = %d\n",
-		l.Addr().(*net.TCPAddr).Port), Options{})
+		readAllServer(t)), Options{})
 	c, err := net.Dial("tcp", r.http())
 	if err != nil {
 		t.Fatal(err)

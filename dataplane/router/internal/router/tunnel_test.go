@@ -133,26 +133,9 @@ func TestTunnelPortRejectsJunk(t *testing.T) {
 // The client's FIN travels through the tunnel (yamux FIN) and the client side of the tunnel
 // passes it on to the local service, which answers only then.
 func TestTunnelHalfClose(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b, _ := io.ReadAll(c)
-				fmt.Fprintf(c, "read %d bytes", len(b))
-			}()
-		}
-	}()
+	port := readAllServer(t)
 	r := startRouter(t, 0, "[server.services.\"hc.example\"]\nclientsecret = \"9:hc\"\n", Options{})
-	trc(t, "9:hc", r.trcAddr(), l.Addr().String(), "")
+	trc(t, "9:hc", r.trcAddr(), fmt.Sprintf("127.0.0.1:%d", port), "")
 	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 	c, err := net.Dial("tcp", r.http())
 	if err != nil {

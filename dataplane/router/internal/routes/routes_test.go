@@ -171,3 +171,32 @@ func TestTableApply(t *testing.T) {
 		t.Fatal("Replace kept an old route")
 	}
 }
+
+// tfgateway's optional keys: absent in the Go daemon's bytes (passthrough, as tcprouter),
+// present for routes that ask; bad values refuse the route with a clear error.
+func TestDecodeTerminationKeys(t *testing.T) {
+	svc, err := Decode("k", envelopeOf(`{"addr":"10.0.0.5","clientsecret":"","tlsport":443,"httpport":80,"user":"1","terminate":"http","redirect":true,"proxyprotocol":2}`))
+	want := Service{Addr: "10.0.0.5", TLSPort: 443, HTTPPort: 80, Terminate: TerminateHTTP, Redirect: true, ProxyProtocol: 2}
+	if err != nil || svc != want {
+		t.Fatalf("got %+v, %v; want %+v", svc, err, want)
+	}
+	svc, err = Decode("k", envelopeOf(`{"clientsecret":"1:s","Terminate":"TCP","ProxyProtocol":1}`))
+	if err != nil || svc.Terminate != TerminateTCP || svc.ProxyProtocol != 1 || !svc.IsTunnel() {
+		t.Fatalf("got %+v, %v", svc, err)
+	}
+	gw, _ := Decode("k", []byte(gatewayValue))
+	if gw.Terminate != Passthrough || gw.Redirect || gw.ProxyProtocol != 0 {
+		t.Fatalf("the Go daemon's record must stay passthrough: %+v", gw)
+	}
+	for name, inner := range map[string]string{
+		"unknown terminate": `{"addr":"10.0.0.1","httpport":80,"terminate":"yes"}`,
+		"terminate type":    `{"addr":"10.0.0.1","httpport":80,"terminate":true}`,
+		"proxy version":     `{"addr":"10.0.0.1","httpport":80,"proxyprotocol":3}`,
+		"redirect type":     `{"addr":"10.0.0.1","httpport":80,"redirect":"yes"}`,
+	} {
+		var de *DecodeError
+		if _, err := Decode("k", envelopeOf(inner)); !errors.As(err, &de) {
+			t.Errorf("%s: err = %v, want *DecodeError", name, err)
+		}
+	}
+}

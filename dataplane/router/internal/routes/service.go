@@ -21,8 +21,44 @@ type Service struct {
 	TLSPort      uint16
 	HTTPPort     uint16
 	ClientSecret string
+	// Terminate says how the TLS listener serves the name: passed through untouched (the
+	// zero value, tcprouter's behaviour) or terminated here and forwarded in clear to the
+	// plain port (HTTPPort, or the tunnel client's --local).
+	Terminate Termination
+	// Redirect answers plain HTTP requests for the name with a redirect to HTTPS.
+	Redirect bool
+	// ProxyProtocol is the PROXY protocol version (1 or 2) written to the backend before
+	// the client's bytes; 0: none.
+	ProxyProtocol uint8
 	// Static entries come from router.toml and may name any address.
 	Static bool
+}
+
+// Termination is what the TLS listener does with a name's connections.
+type Termination string
+
+// The values of the optional "terminate" key of a route.
+const (
+	Passthrough   Termination = ""     // TLS goes to the backend as it came (tcprouter)
+	TerminateHTTP Termination = "http" // decrypted HTTP with X-Forwarded-For/-Proto/-Host
+	TerminateTCP  Termination = "tcp"  // the decrypted byte stream as it is
+)
+
+// ParseTermination checks a "terminate" value.
+func ParseTermination(v string) (Termination, error) {
+	switch t := Termination(strings.ToLower(v)); t {
+	case Passthrough, TerminateHTTP, TerminateTCP:
+		return t, nil
+	}
+	return "", fmt.Errorf("terminate %q is not one of \"\", \"http\", \"tcp\"", v)
+}
+
+// CheckProxyProtocol checks a "proxyprotocol" value.
+func CheckProxyProtocol(v int) (uint8, error) {
+	if v != 0 && v != 1 && v != 2 {
+		return 0, fmt.Errorf("proxyprotocol %d is not 0, 1 or 2", v)
+	}
+	return uint8(v), nil
 }
 
 // IsTunnel reports whether connections go through a registered trc tunnel.
@@ -50,12 +86,17 @@ type envelope struct {
 }
 
 // inner has no json tags, like tcprouter's Service: Go matches keys case-insensitively and
-// ignores unknown ones such as tfgateway's "user".
+// ignores unknown ones such as tfgateway's "user". Terminate, Redirect and ProxyProtocol are
+// tfgateway's optional keys: written only for routes that use them, so every other record
+// keeps the Go daemon's bytes, and tcprouter ignores them.
 type inner struct {
-	Addr         string
-	ClientSecret string
-	TLSPort      int
-	HTTPPort     int
+	Addr          string
+	ClientSecret  string
+	TLSPort       int
+	HTTPPort      int
+	Terminate     string
+	Redirect      bool
+	ProxyProtocol int
 }
 
 // Decode parses the value of a /tcprouter/service/<host> key. The target address is not
@@ -69,7 +110,14 @@ func Decode(key string, raw []byte) (Service, error) {
 	if err := json.Unmarshal(env.Value, &in); err != nil {
 		return Service{}, &DecodeError{Key: key, Err: fmt.Errorf("value: %w", err)}
 	}
-	svc := Service{Addr: in.Addr, ClientSecret: in.ClientSecret}
+	svc := Service{Addr: in.Addr, ClientSecret: in.ClientSecret, Redirect: in.Redirect}
+	var err error
+	if svc.Terminate, err = ParseTermination(in.Terminate); err != nil {
+		return Service{}, &DecodeError{Key: key, Err: err}
+	}
+	if svc.ProxyProtocol, err = CheckProxyProtocol(in.ProxyProtocol); err != nil {
+		return Service{}, &DecodeError{Key: key, Err: err}
+	}
 	for _, p := range []struct {
 		name string
 		v    int

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +120,42 @@ func (r *Redis) Stop() {
 func ServiceValue(host, addr, secret string, tlsPort, httpPort int) string {
 	inner := fmt.Sprintf(`{"addr":%q,"clientsecret":%q,"tlsport":%d,"httpport":%d,"user":"1"}`, addr, secret, tlsPort, httpPort)
 	return fmt.Sprintf(`{"Key":"/tcprouter/service/%s","Value":%q}`, host, b64(inner))
+}
+
+// ServiceValueJSON wraps an inner service JSON object in the envelope of
+// /tcprouter/service/<host>, for records with tfrouter's optional keys.
+func ServiceValueJSON(host, inner string) string {
+	return fmt.Sprintf(`{"Key":"/tcprouter/service/%s","Value":%q}`, host, b64(inner))
+}
+
+// FreeUDPPort returns a port free for UDP and TCP on 127.0.0.1 a moment ago (DNS servers).
+func FreeUDPPort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		p := FreePort(t)
+		if u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			_ = u.Close()
+			return p
+		}
+	}
+	t.Fatal("no free UDP port")
+	return 0
+}
+
+// SyncBuffer collects log output written from many goroutines.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
