@@ -276,6 +276,14 @@ class AdminClient:
         data: dict[str, Any] = await self._call("GET", "/dev/state")
         return data
 
+    async def progress(self, node_id: str) -> dict[str, Any]:
+        """`GET /dev/progress`: a node's workloads, queued ones, results by state, the time of
+        its last accepted result PUT and its poll count (small, unlike `state()`)."""
+        data = await self._call("GET", "/dev/progress", node_id=node_id)
+        if not isinstance(data, dict):
+            raise AdminError(200, f"unexpected /dev/progress answer: {data!r}")
+        return data
+
     async def health(self) -> dict[str, Any]:
         data: dict[str, Any] = await self._call("GET", "/dev/health")
         return data

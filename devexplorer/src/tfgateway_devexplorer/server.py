@@ -306,6 +306,7 @@ class DevExplorer:
         r.add_delete("/dev/workloads/{id:[0-9]+}", self._admin_delete_workload)
         r.add_post("/dev/workloads/{id:[0-9]+}/next_action", self._admin_next_action)
         r.add_get("/dev/state", self._admin_state)
+        r.add_get("/dev/progress", self._admin_progress)
         r.add_get("/dev/faults", self._admin_get_faults)
         r.add_put("/dev/faults", self._admin_set_faults)
         r.add_delete("/dev/faults", self._admin_clear_faults)
@@ -580,6 +581,12 @@ class DevExplorer:
         )
         body = self.store.state_json()[:-1] + "," + extra[1:] + "\n"
         return web.Response(body=body.encode(), content_type="application/json")
+
+    async def _admin_progress(self, request: web.Request) -> web.Response:
+        node_id = request.query.get("node_id", "")
+        if not node_id:
+            return _error(400, "node_id is required: /dev/progress?node_id=<gateway node id>")
+        return _admin_response(self.store.progress(node_id))
 
     async def _admin_get_faults(self, request: web.Request) -> web.Response:
         return _admin_response(self.faults.status())

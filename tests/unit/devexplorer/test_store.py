@@ -64,6 +64,32 @@ def test_queue_redelivers_unanswered_workloads_only_when_nothing_is_new() -> Non
     assert ids(store, b + 1) == ([], b)  # nothing at all: X-Last-Id = global counter
 
 
+def test_cursor_pages_stay_in_id_order_after_out_of_order_additions() -> None:
+    store = Store()
+    first = [add(store) for _ in range(250)]
+    assert ids(store, 0) == (first[:200], first[199])
+    low = add(store, id=1000)
+    late = add(store, id=900)  # a lower id added later is still served in id order
+    assert ids(store, first[200]) == ([*first[200:], late, low], low)
+    assert ids(store, late) == ([late, low], low)
+
+
+def test_progress_counts_a_nodes_results_and_its_last_put() -> None:
+    store = Store(clock=lambda: 1000.5)
+    ok, bad, waiting = add(store), add(store), add(store)
+    add(store, node_id="other")
+    store.put_result(NODE, f"{ok}-1", b'{"state":1}')
+    store.put_result(NODE, f"{bad}-1", b'{"state":0,"message":"nope"}')
+    progress = store.progress(NODE)
+    assert progress["workloads"] == 3
+    assert progress["queued"] == 1  # `waiting`
+    assert progress["results"] == {"none": 1, "ok": 1, "error": 1, "deleted": 0}
+    assert progress["last_result_put"] == 1000.5
+    store.put_deleted(NODE, f"{waiting}-1")
+    assert store.progress(NODE)["results"]["deleted"] == 1
+    assert store.progress("other")["last_result_put"] is None
+
+
 def test_result_state_transitions() -> None:
     store = Store()
     ok, bad = add(store), add(store)
