@@ -1,7 +1,22 @@
 #!/usr/bin/env bash
-# Agent benchmarks: CPU per result PUT of the explorer client, httpx (before) vs aiohttp (now).
-# Usage: benchmarks/agent/run.sh [--puts N] [--rounds R] [--concurrency C]
+# Agent benchmarks.
+#   benchmarks/agent/run.sh [client] [--puts N] [--rounds R] [--concurrency C]
+#       CPU per result PUT of the explorer client, httpx (before) vs aiohttp (now)
+#   benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds R] [--poll-interval S] [--profile DIR]
+#       N workloads created at once → live in redis and acknowledged (root: network namespaces)
+#   benchmarks/agent/run.sh all     both, with their defaults
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$TFGW_ROOT"
 "$TFGW_VENV/bin/pip" install -q -r benchmarks/agent/requirements.txt
-exec "$TFGW_VENV/bin/python" benchmarks/agent/bench_explorer_client.py "$@"
+export PYTHONPATH="$TFGW_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+what=client
+case "${1:-}" in client|scale|all) what=$1; shift ;; esac
+scale() {
+  [ "$(id -u)" = 0 ] || die "run as root (network namespaces)"
+  "$TFGW_VENV/bin/python" benchmarks/agent/bench_scale.py "$@"
+}
+case $what in
+  client) exec "$TFGW_VENV/bin/python" benchmarks/agent/bench_explorer_client.py "$@" ;;
+  scale) scale "$@" ;;
+  all) "$TFGW_VENV/bin/python" benchmarks/agent/bench_explorer_client.py && scale ;;
+esac

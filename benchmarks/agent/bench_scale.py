@@ -1,0 +1,298 @@
+"""The agent at ten times the workloads (issue 17 point 3): N workloads created at once in the
+development explorer → every one live in redis and acknowledged in the explorer.
+
+Each size runs on a fresh gateway (tests/support/gateway.py: redis, coredns-tfgw, tfrouter, the
+development explorer and the agent in network namespaces), sizes side by side in one run:
+
+- created: the admin API accepted all N workloads (N/2 names, each a subdomain + a proxy);
+- live in redis: every name's zone field and proxy key exist (counted cheaply, then checked
+  one by one in a Lua script once the counts are reached);
+- acknowledged: every workload has an ok result in the explorer (time of the last result PUT);
+- then, untimed, that CoreDNS answers every name and the router a sample of 100 routes;
+- CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
+  end, next to wall time; peak RSS (VmHWM) of each process.
+
+With `--profile DIR` py-spy samples the agent during the largest size (non-blocking, 200 Hz)
+and the top functions by own and by inclusive samples are printed (raw stacks in DIR).
+
+Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
+       [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rdatatype
+
+from tests.support.gateway import (
+    BACKEND_ADDR,
+    BACKEND_HTTP_PORT,
+    BACKEND_TLS_PORT,
+    DNS_PORT,
+    GW_CLIENT_ADDR,
+    MANAGED_DOMAIN,
+    Gateway,
+)
+
+GOAL_S = 30.0  # 50,000 live and acknowledged (issue 17)
+GOAL_RSS_MB = 200.0
+PROCESSES = ("agent", "explorer", "redis", "coredns", "router")
+TIMEOUT_S = 900.0
+
+# Counts first (cheap), the exact check once they are reached: every name's zone field and
+# proxy key, by index (ARGV: names, zone key, name prefix, zone-relative suffix, key prefix).
+COUNT_LUA = "return {redis.call('HLEN', KEYS[1]), redis.call('DBSIZE')}"
+CHECK_LUA = """
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local rel = ARGV[2] .. i
+  if redis.call('HEXISTS', KEYS[1], rel) == 0 then return 'zone ' .. rel end
+  if redis.call('EXISTS', ARGV[3] .. rel .. ARGV[4]) == 0 then return 'proxy ' .. rel end
+end
+return 'ok'
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+@dataclass
+class Run:
+    created_s: float = 0.0
+    live_s: float = 0.0
+    acked_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    polls: int = 0
+    resolved: int = 0
+    routed: int = 0
+
+    @property
+    def done_s(self) -> float:
+        return max(self.live_s, self.acked_s)
+
+
+def dns_sweep(gw: Gateway, names: list[str], window: int = 256) -> int:
+    """How many of `names` CoreDNS answers with an A record (pipelined over one socket)."""
+    answered = 0
+    sock = gw.client.open_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.setblocking(False)
+        for start in range(0, len(names), window):
+            pending: set[int] = set()
+            for i, name in enumerate(names[start : start + window]):
+                query = dns.message.make_query(name, dns.rdatatype.A)
+                query.id = i
+                pending.add(i)
+                sock.sendto(query.to_wire(), (GW_CLIENT_ADDR, DNS_PORT))
+            deadline = time.monotonic() + 2.0
+            while pending and time.monotonic() < deadline:
+                if not select.select([sock], [], [], 0.05)[0]:
+                    continue
+                reply = dns.message.from_wire(sock.recv(4096))
+                if reply.id in pending and reply.answer:
+                    pending.discard(reply.id)
+                    answered += 1
+    return answered
+
+
+class Profiler:
+    """py-spy on a pid, raw (collapsed) stacks to `path`; stop() ends it and waits."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        self.path = path
+        self.proc = subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--nonblocking", "--rate", "200",
+             "--format", "raw", "--output", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def top_functions(path: Path, n: int = 15) -> str:
+    """The top frames of py-spy's raw output: by own samples and by inclusive samples."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    lines = [f"py-spy samples: {total}", "  own %  function"]
+    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in own.most_common(n)]
+    lines += ["  incl % function"]
+    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in inclusive.most_common(n + 10)]
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:12)` → `func (module.py)`, so lines of one function add up."""
+    name, _, where = frame.partition(" (")
+    module = where.rsplit("/", 1)[-1].split(":", 1)[0].rstrip(")")
+    return f"{name} ({module})" if module else name
+
+
+def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
+    names_n = size // 2
+    run = Run()
+    workdir = Path(tempfile.mkdtemp(prefix="tfgw-scale-"))
+    with Gateway(workdir, poll_interval=args.poll_interval, dns_query_log=False) as gw:
+        user = gw.add_user()
+        prefix = "s"
+        names = [f"{prefix}{i}.{MANAGED_DOMAIN}" for i in range(names_n)]
+        specs: list[dict[str, Any]] = []
+        for name in names:
+            base = {"node_id": gw.node_id, "customer_tid": user.id, "domain": name}
+            specs.append({**base, "type": "subdomain", "ips": [GW_CLIENT_ADDR]})
+            specs.append({**base, "type": "proxy", "addr": BACKEND_ADDR,
+                          "port": BACKEND_HTTP_PORT, "port_tls": BACKEND_TLS_PORT})  # fmt: skip
+        zone = MANAGED_DOMAIN + "."
+        pids = {p: gw.procs[p].popen.pid for p in PROCESSES}
+        hlen0, dbsize0 = (int(v) for v in gw.redis_cli("EVAL", COUNT_LUA, "1", zone).split())
+        spy = Profiler(pids["agent"], profile) if profile is not None else None
+        cpu0 = {p: cpu_seconds(pid) for p, pid in pids.items()}
+        t0, t0_wall = time.monotonic(), time.time()
+        for start in range(0, len(specs), 1000):
+            gw.call(gw.admin.create_workloads(specs[start : start + 1000]))
+        run.created_s = time.monotonic() - t0
+        live_at: float | None = None
+        acked_at: float | None = None
+        while live_at is None or acked_at is None:
+            if time.monotonic() - t0 > TIMEOUT_S:
+                raise TimeoutError(f"{size}: after {TIMEOUT_S:g} s live={live_at} acked={acked_at}")
+            now = time.monotonic()
+            if live_at is None:
+                hlen, dbsize = (int(v) for v in gw.redis_cli("EVAL", COUNT_LUA, "1", zone).split())
+                if hlen - hlen0 >= names_n and dbsize - dbsize0 >= names_n:
+                    check = gw.redis_cli(
+                        "EVAL", CHECK_LUA, "1", zone, str(names_n), prefix,
+                        "/tcprouter/service/", "." + MANAGED_DOMAIN,
+                    ).strip()  # fmt: skip
+                    if check == "ok":
+                        live_at = now - t0
+            if acked_at is None:
+                progress = gw.call(gw.admin.progress(gw.node_id))
+                if progress["results"]["ok"] >= size:
+                    acked_at = float(progress["last_result_put"]) - t0_wall
+                    run.polls = int(progress["polls"])
+            time.sleep(0.25)
+        run.live_s, run.acked_s = live_at, acked_at
+        run.cpu_s = {p: cpu_seconds(pid) - cpu0[p] for p, pid in pids.items()}
+        run.rss_mb = {p: peak_rss_mb(pid) for p, pid in pids.items()}
+        if spy is not None:
+            spy.stop()
+        # Untimed: CoreDNS serves every name, the router a sample of routes.
+        run.resolved = dns_sweep(gw, names)
+        for name in names[:: max(1, names_n // 100)]:
+            try:
+                run.routed += gw.http(name).status == 200
+            except OSError:
+                pass
+    shutil.rmtree(workdir, ignore_errors=True)
+    return run
+
+
+def report(results: dict[int, list[Run]], args: argparse.Namespace) -> None:
+    sizes = list(results)
+
+    def med(get: Any, fmt: str = "{:.1f}") -> list[str]:
+        return [fmt.format(statistics.median(get(r) for r in results[s])) for s in sizes]
+
+    print(f"\nAgent at scale: N workloads (N/2 names × subdomain + proxy) created at once, agent "
+          f"--poll-interval {args.poll_interval:g}; medians of {args.rounds} round(s); "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'metric':48}" + "".join(f"{f'N={s:,}':>14}" for s in sizes))
+    rows: list[tuple[str, list[str]]] = [
+        ("created in the explorer, s", med(lambda r: r.created_s)),
+        ("all live in redis, s", med(lambda r: r.live_s)),
+        ("all acknowledged (last result PUT), s", med(lambda r: r.acked_s)),
+        (f"live and acknowledged, s (goal ≤ {GOAL_S:g} for 50,000)", med(lambda r: r.done_s)),
+        ("workloads per second",
+         [f"{s / statistics.median(r.done_s for r in results[s]):.0f}" for s in sizes]),
+        ("explorer polls", med(lambda r: r.polls, "{:.0f}")),
+    ]  # fmt: skip
+    for p in PROCESSES:
+        rows.append((f"CPU s: {p}", med(lambda r, p=p: r.cpu_s[p])))
+    rows.append(
+        ("agent CPU ms per workload",
+         [f"{1000 * statistics.median(r.cpu_s['agent'] for r in results[s]) / s:.2f}"
+          for s in sizes])
+    )  # fmt: skip
+    for p in PROCESSES:
+        goal = f" (goal ≤ {GOAL_RSS_MB:g})" if p == "agent" else ""
+        rows.append((f"peak RSS MB: {p}{goal}", med(lambda r, p=p: r.rss_mb[p])))
+    rows.append(("names CoreDNS answers (after)", med(lambda r: r.resolved, "{:.0f}")))
+    rows.append(("sampled routes answering (after)", med(lambda r: r.routed, "{:.0f}")))
+    for label, cells in rows:
+        print(f"{label:48}" + "".join(f"{c:>14}" for c in cells))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="5000,50000", help="workload counts, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument("--profile", type=Path, help="py-spy the agent at the largest size")
+    args = parser.parse_args()
+    sizes = [int(v) for v in args.sizes.split(",")]
+    if any(s < 2 or s % 2 for s in sizes):
+        parser.error("--sizes: even counts ≥ 2 (each name is a subdomain + a proxy)")
+    results: dict[int, list[Run]] = {s: [] for s in sizes}
+    for round_no in range(args.rounds):
+        for size in sizes:  # sizes alternate within each round
+            profile = None
+            if args.profile is not None and size == max(sizes):
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profile = args.profile / f"agent-{size}-round{round_no + 1}.txt"
+            print(f"round {round_no + 1}/{args.rounds}: {size:,} workloads", flush=True)
+            run = measure(size, args, profile)
+            results[size].append(run)
+            print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
+                  f"{run.cpu_s['agent']:.1f} s, RSS {run.rss_mb['agent']:.0f} MB", flush=True)  # fmt: skip
+            if profile is not None and profile.exists():
+                print(top_functions(profile), flush=True)
+    report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
