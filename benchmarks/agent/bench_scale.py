@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import select
 import shutil
@@ -223,10 +224,8 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
         # Untimed: CoreDNS serves every name, the router a sample of routes.
         run.resolved = dns_sweep(gw, names)
         for name in names[:: max(1, names_n // 100)]:
-            try:
+            with contextlib.suppress(OSError):
                 run.routed += gw.http(name).status == 200
-            except OSError:
-                pass
     shutil.rmtree(workdir, ignore_errors=True)
     return run
 
@@ -237,8 +236,8 @@ def report(results: dict[int, list[Run]], args: argparse.Namespace) -> None:
     def med(get: Any, fmt: str = "{:.1f}") -> list[str]:
         return [fmt.format(statistics.median(get(r) for r in results[s])) for s in sizes]
 
-    print(f"\nAgent at scale: N workloads (N/2 names × subdomain + proxy) created at once, agent "
-          f"--poll-interval {args.poll_interval:g}; medians of {args.rounds} round(s); "
+    print(f"\nAgent at scale: N workloads (N/2 names, each a subdomain + a proxy) created at "
+          f"once, agent --poll-interval {args.poll_interval:g}; medians of {args.rounds} round(s); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'metric':48}" + "".join(f"{f'N={s:,}':>14}" for s in sizes))
     rows: list[tuple[str, list[str]]] = [
@@ -286,8 +285,9 @@ def main() -> int:
             print(f"round {round_no + 1}/{args.rounds}: {size:,} workloads", flush=True)
             run = measure(size, args, profile)
             results[size].append(run)
+            agent_cpu, agent_rss = run.cpu_s["agent"], run.rss_mb["agent"]
             print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
-                  f"{run.cpu_s['agent']:.1f} s, RSS {run.rss_mb['agent']:.0f} MB", flush=True)  # fmt: skip
+                  f"{agent_cpu:.1f} s, RSS {agent_rss:.0f} MB", flush=True)  # fmt: skip
             if profile is not None and profile.exists():
                 print(top_functions(profile), flush=True)
     report(results, args)

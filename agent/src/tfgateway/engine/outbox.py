@@ -13,6 +13,7 @@ A message the explorer refuses for good (4xx) is logged and dropped: it can neve
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -53,7 +54,7 @@ return seq
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One pending message; `seq` orders messages (per workload) across restarts."""
 
@@ -290,18 +291,20 @@ class Outbox:
         for message in self.pending():
             groups.setdefault(message.gwid, []).append(message)
         state = {"ok": True, "unreachable": False, "logged": 0}
-        limit = asyncio.Semaphore(self.concurrency)
+        # `concurrency` workers take workloads from one queue: a backlog of 50,000 results is
+        # not 50,000 tasks waiting on a semaphore (≈ 1 KB each, created at once).
+        queue = collections.deque(groups.values())
 
-        async def deliver_group(messages: list[Message]) -> None:
-            async with limit:
-                for message in messages:
+        async def worker() -> None:
+            while queue:
+                for message in queue.popleft():
                     if state["unreachable"]:
                         state["ok"] = False
                         return
                     if not await self._deliver_one(message, state):
-                        return
+                        break
 
-        await asyncio.gather(*(deliver_group(g) for g in groups.values()))
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(queue)))))
         ok = bool(state["ok"])
         if self._stats is not None and ok and self._stats_due() == 0:
             ok = await self._deliver_stats()

@@ -54,7 +54,7 @@ _REFERENCE: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _MIN_EPOCH, _MAX_EPOCH = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One unit of engine work from a poll item."""
 

@@ -50,6 +50,7 @@ class GoTime(datetime):
     `nanosecond`. Derived datetimes (arithmetic, `replace`) keep the microsecond part only.
     """
 
+    __slots__ = ("_ns",)  # no __dict__ per time: the agent holds one per live workload or two
     _ns: int
 
     def __new__(
@@ -79,7 +80,7 @@ class GoTime(datetime):
     @property
     def nanosecond(self) -> int:
         """Nanoseconds within the second (0..999999999)."""
-        ns: int | None = self.__dict__.get("_ns")  # absent on results of datetime arithmetic
+        ns: int | None = getattr(self, "_ns", None)  # unset on results of datetime arithmetic
         if ns is None or ns // 1000 != self.microsecond:
             return self.microsecond * 1000
         return ns
@@ -174,7 +175,7 @@ class ResultState(IntEnum):
     DELETED = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """ZOS `provision.Result`: the gateway's answer to one reservation.
 
@@ -202,7 +203,7 @@ class Result:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """ZOS `provision.Reservation` as the gateway uses it (explorer spec §5, §10).
 
