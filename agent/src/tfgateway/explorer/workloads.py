@@ -9,6 +9,7 @@ is waiting for (`Job.real_id`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def rank(job: Job) -> int:
     return TYPE_RANK.get(job.reservation.type, 0)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few addresses come back in thousands of workloads
 def go_ip_string(text: str) -> str:
     """Go `net.ParseIP(text).String()`: canonical text, IPv4-mapped shown as IPv4, "" if invalid."""
     if "%" in text or not text or len(text) > 64:

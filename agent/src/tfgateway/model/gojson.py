@@ -133,6 +133,9 @@ def format_float(f: float) -> str:
 
 
 _WS = b" \t\r\n"
+_COMPACT_CHANGES = re.compile(rb"[ \t\r\n<>&\xe2]")
+"""Bytes `compact` may drop or rewrite (whitespace, HTML characters, the first byte of
+U+2028/U+2029); raw JSON without any is returned as it is."""
 
 
 def compact(raw: bytes) -> bytes:
@@ -146,6 +149,8 @@ def compact(raw: bytes) -> bytes:
         json.loads(raw.decode("utf-8", "surrogateescape"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python goes
         raise GoJSONError(f"json: error calling MarshalJSON for raw message: {exc}") from exc
+    if _COMPACT_CHANGES.search(raw) is None:
+        return bytes(raw)  # already compact, nothing to escape: the loop would copy it as is
     out = bytearray()
     in_string = False
     escaped = False

@@ -130,6 +130,11 @@ def is_public_suffix(domain: str) -> bool:
     return bool(_public_suffixes().is_public(domain))
 
 
+_ip_address = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
+"""`ipaddress.ip_address`, remembered: the same few backend and record addresses come back
+in thousands of workloads, and parsing one cost more than the rest of its validation."""
+
+
 def _parse_ip(value: object, what: str) -> IPAddress:
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
@@ -137,7 +142,7 @@ def _parse_ip(value: object, what: str) -> IPAddress:
     if not text:
         raise ValidationError(f"{what} cannot be empty")
     try:
-        ip = ipaddress.ip_address(text)
+        ip = _ip_address(text)
     except ValueError:
         raise ValidationError(
             f"{what} {text[:100]!r} is not an IP address (give an IPv4 or IPv6 literal, no "
