@@ -12,8 +12,9 @@ development explorer and the agent in network namespaces), sizes side by side in
 - CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
   end, next to wall time; peak RSS (VmHWM) of each process.
 
-With `--profile DIR` py-spy samples the agent during the largest size (non-blocking, 200 Hz)
-and the top functions by own and by inclusive samples are printed (raw stacks in DIR).
+With `--profile DIR` py-spy samples the agent and the development explorer during the largest
+size (non-blocking, 200 Hz) and the top functions by own and by inclusive samples are printed
+(raw stacks in DIR).
 
 Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
        [--profile DIR]
@@ -161,7 +162,7 @@ def top_functions(path: Path, n: int = 15) -> str:
     lines = [f"py-spy samples: {total}", "  own %  function"]
     lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in own.most_common(n)]
     lines += ["  incl % function"]
-    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in inclusive.most_common(n + 10)]
+    lines += [f"  {100 * c / total:5.1f}  {f}" for f, c in inclusive.most_common(n + 10)[7:]]
     return "\n".join(lines)
 
 
@@ -189,7 +190,10 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
         zone = MANAGED_DOMAIN + "."
         pids = {p: gw.procs[p].popen.pid for p in PROCESSES}
         hlen0, dbsize0 = (int(v) for v in gw.redis_cli("EVAL", COUNT_LUA, "1", zone).split())
-        spy = Profiler(pids["agent"], profile) if profile is not None else None
+        spies = []
+        if profile is not None:  # the agent, and the development explorer for comparison
+            spies.append(Profiler(pids["agent"], profile))
+            spies.append(Profiler(pids["explorer"], profile.with_name("explorer-" + profile.name)))
         cpu0 = {p: cpu_seconds(pid) for p, pid in pids.items()}
         t0, t0_wall = time.monotonic(), time.time()
         for start in range(0, len(specs), 1000):
@@ -219,7 +223,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
         run.live_s, run.acked_s = live_at, acked_at
         run.cpu_s = {p: cpu_seconds(pid) - cpu0[p] for p, pid in pids.items()}
         run.rss_mb = {p: peak_rss_mb(pid) for p, pid in pids.items()}
-        if spy is not None:
+        for spy in spies:
             spy.stop()
         # Untimed: CoreDNS serves every name, the router a sample of routes.
         run.resolved = dns_sweep(gw, names)
@@ -289,7 +293,10 @@ def main() -> int:
             print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
                   f"{agent_cpu:.1f} s, RSS {agent_rss:.0f} MB", flush=True)  # fmt: skip
             if profile is not None and profile.exists():
-                print(top_functions(profile), flush=True)
+                print(f"agent: {top_functions(profile)}", flush=True)
+            explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None
+            if explorer_profile is not None and explorer_profile.exists():
+                print(f"development explorer: {top_functions(explorer_profile, 8)}", flush=True)
     report(results, args)
     return 0
 
