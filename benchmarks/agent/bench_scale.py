@@ -7,7 +7,8 @@ development explorer and the agent in network namespaces), sizes side by side in
 - created: the admin API accepted all N workloads (N/2 names, each a subdomain + a proxy);
 - live in redis: every name's zone field and proxy key exist (counted cheaply, then checked
   one by one in a Lua script once the counts are reached);
-- acknowledged: every workload has an ok result in the explorer (time of the last result PUT);
+- acknowledged: every workload has an ok result in the explorer (time of the last result PUT,
+  asked for once everything is live: a result is only sent after its writes);
 - then, untimed, that CoreDNS answers every name and the router a sample of 100 routes;
 - CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
   end, next to wall time; peak RSS (VmHWM) of each process.
@@ -214,7 +215,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
                     ).strip()  # fmt: skip
                     if check == "ok":
                         live_at = now - t0
-            if acked_at is None:
+            if live_at is not None and acked_at is None:  # results follow the writes
                 progress = gw.call(gw.admin.progress(gw.node_id))
                 if progress["results"]["ok"] >= size:
                     acked_at = float(progress["last_result_put"]) - t0_wall

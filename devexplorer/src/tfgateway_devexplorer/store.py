@@ -635,10 +635,9 @@ class Store:
                 continue
             count += 1
             queued += workload.queued
-            if workload.result.workload_id != workload.gwid:
-                states["none"] += 1
-            else:
-                states[names.get(workload.result.state, "error")] += 1
+            result = workload.result
+            # a result or a delete addressed to the workload set its id (the gwid)
+            states[names.get(result.state, "error") if result.workload_id else "none"] += 1
         last_put = next(
             (
                 put["time"]
