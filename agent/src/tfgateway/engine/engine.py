@@ -180,7 +180,11 @@ async def _run_chains(
     """Run each group's steps in order, groups concurrently (at most `limit` at once); a
     step returning False stops its group. True when every step returned True. An exception
     stops its group and is raised once every group has finished (none is left running)."""
-    gate = asyncio.Semaphore(limit)
+    # A page (≤ 200 jobs) or a slice of a reconcile pass fits under the limit: then no gate
+    # (acquiring one cost as much as a redis command per job).
+    gate: asyncio.Semaphore | contextlib.nullcontext[None] = (
+        asyncio.Semaphore(limit) if len(groups) > limit else contextlib.nullcontext()
+    )
     ok = True
 
     async def run(group: Sequence[T]) -> None:

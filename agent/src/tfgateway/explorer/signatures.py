@@ -35,6 +35,12 @@ def http_date(unix_seconds: float) -> str:
     return formatdate(unix_seconds, usegmt=True)
 
 
+@functools.lru_cache(maxsize=4)
+def _http_date_of_second(unix_seconds: int) -> str:
+    """`http_date` of a whole second, made once for all the requests within it."""
+    return http_date(unix_seconds)
+
+
 def signing_string(created: int, date: str, key_id: str) -> bytes:
     """The three lines that are signed, joined by `\\n`, no trailing newline."""
     return f"(created): {created}\ndate: {date}\nthreebot-id: {key_id}".encode()
@@ -49,9 +55,9 @@ def sign_headers(
     string holds only the time (in seconds) and the key id, so the headers made for a second
     are reused by every request within it (an ed25519 signature per result PUT otherwise).
     """
-    now = time.time()
-    created_s = int(now) if created is None else created
-    date_text = http_date(now) if date is None else date
+    now = int(time.time())
+    created_s = now if created is None else created
+    date_text = _http_date_of_second(now) if date is None else date
     return dict(_headers(signer, created_s, date_text))
 
 

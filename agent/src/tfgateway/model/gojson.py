@@ -235,19 +235,27 @@ def _encode(obj: Any, parts: list[str]) -> None:
         raise GoJSONError(f"json: unsupported type {type(obj).__name__}")
 
 
+_KEYS: dict[str, str] = {}
+"""Encoded object keys with their colon: the few field names of the gateway's structs come
+back in every document (bounded by `_KEYS_MAX`; other keys are encoded each time)."""
+_KEYS_MAX = 1024
+
+
 def _encode_mapping(obj: Mapping[Any, Any], parts: list[str]) -> None:
-    parts.append("{")
-    first = True
+    separator = "{"
     for key, value in obj.items():
-        if not isinstance(key, str):
-            raise GoJSONError(f"json: unsupported key type {type(key).__name__}")
-        if not first:
-            parts.append(",")
-        first = False
-        parts.append(_string(key))
-        parts.append(":")
+        head = _KEYS.get(key) if type(key) is str else None
+        if head is None:
+            if not isinstance(key, str):
+                raise GoJSONError(f"json: unsupported key type {type(key).__name__}")
+            head = _string(key) + ":"
+            if type(key) is str and len(_KEYS) < _KEYS_MAX:
+                _KEYS[key] = head
+        parts.append(separator)
+        parts.append(head)
+        separator = ","
         _encode(value, parts)
-    parts.append("}")
+    parts.append("{}" if separator == "{" else "}")
 
 
 def _encode_sequence(obj: Sequence[Any], parts: list[str]) -> None:
