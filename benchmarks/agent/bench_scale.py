@@ -17,8 +17,11 @@ With `--profile DIR` py-spy samples the agent and the development explorer durin
 size (non-blocking, 200 Hz) and the top functions by own and by inclusive samples are printed
 (raw stacks in DIR).
 
+With `--baseline REV` the agent of another git revision (its agent/src, e.g. `main`) runs
+each size too, the two agents taking turns going first, in columns side by side.
+
 Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
-       [--profile DIR]
+       [--profile DIR] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +54,9 @@ from tests.support.gateway import (
     DNS_PORT,
     GW_CLIENT_ADDR,
     MANAGED_DOMAIN,
+    REPO,
     Gateway,
+    Process,
 )
 
 GOAL_S = 30.0  # 50,000 live and acknowledged (issue 17)
@@ -174,11 +180,35 @@ def _short(frame: str) -> str:
     return f"{name} ({module})" if module else name
 
 
-def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
+class BaselineGateway(Gateway):
+    """The gateway with the agent's package taken from `agent_src` (another revision's
+    agent/src, ahead of the installed one on the agent's PYTHONPATH)."""
+
+    agent_src: Path | None = None
+
+    def spawn(self, name: str, args: Sequence[str], ns: Any = None, env: Any = None) -> Process:
+        if name == "agent" and self.agent_src is not None:
+            env = {**(env or {}), "PYTHONPATH": f"{self.agent_src}:{REPO}"}
+        return super().spawn(name, args, ns, env)
+
+
+def baseline_source(rev: str) -> Path:
+    """agent/src of revision `rev`, extracted once into a temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix="tfgw-scale-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "agent/src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out / "agent" / "src"
+
+
+def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path | None) -> Run:
     names_n = size // 2
     run = Run()
     workdir = Path(tempfile.mkdtemp(prefix="tfgw-scale-"))
-    with Gateway(workdir, poll_interval=args.poll_interval, dns_query_log=False) as gw:
+    gateway = BaselineGateway(workdir, poll_interval=args.poll_interval, dns_query_log=False)
+    gateway.agent_src = src
+    with gateway as gw:
         user = gw.add_user()
         prefix = "s"
         names = [f"{prefix}{i}.{MANAGED_DOMAIN}" for i in range(names_n)]
@@ -235,7 +265,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None) -> Run:
     return run
 
 
-def report(results: dict[int, list[Run]], args: argparse.Namespace) -> None:
+def report(results: dict[tuple[str, int], list[Run]], args: argparse.Namespace) -> None:
     sizes = list(results)
 
     def med(get: Any, fmt: str = "{:.1f}") -> list[str]:
@@ -244,21 +274,21 @@ def report(results: dict[int, list[Run]], args: argparse.Namespace) -> None:
     print(f"\nAgent at scale: N workloads (N/2 names, each a subdomain + a proxy) created at "
           f"once, agent --poll-interval {args.poll_interval:g}; medians of {args.rounds} round(s); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"{'metric':48}" + "".join(f"{f'N={s:,}':>14}" for s in sizes))
+    print(f"{'metric':48}" + "".join(f"{f'{a} N={s:,}':>18}" for a, s in sizes))
     rows: list[tuple[str, list[str]]] = [
         ("created in the explorer, s", med(lambda r: r.created_s)),
         ("all live in redis, s", med(lambda r: r.live_s)),
         ("all acknowledged (last result PUT), s", med(lambda r: r.acked_s)),
         (f"live and acknowledged, s (goal ≤ {GOAL_S:g} for 50,000)", med(lambda r: r.done_s)),
         ("workloads per second",
-         [f"{s / statistics.median(r.done_s for r in results[s]):.0f}" for s in sizes]),
+         [f"{s[1] / statistics.median(r.done_s for r in results[s]):.0f}" for s in sizes]),
         ("explorer polls", med(lambda r: r.polls, "{:.0f}")),
     ]  # fmt: skip
     for p in PROCESSES:
         rows.append((f"CPU s: {p}", med(lambda r, p=p: r.cpu_s[p])))
     rows.append(
         ("agent CPU ms per workload",
-         [f"{1000 * statistics.median(r.cpu_s['agent'] for r in results[s]) / s:.2f}"
+         [f"{1000 * statistics.median(r.cpu_s['agent'] for r in results[s]) / s[1]:.2f}"
           for s in sizes])
     )  # fmt: skip
     for p in PROCESSES:
@@ -267,7 +297,7 @@ def report(results: dict[int, list[Run]], args: argparse.Namespace) -> None:
     rows.append(("names CoreDNS answers (after)", med(lambda r: r.resolved, "{:.0f}")))
     rows.append(("sampled routes answering (after)", med(lambda r: r.routed, "{:.0f}")))
     for label, cells in rows:
-        print(f"{label:48}" + "".join(f"{c:>14}" for c in cells))
+        print(f"{label:48}" + "".join(f"{c:>18}" for c in cells))
 
 
 def main() -> int:
@@ -276,30 +306,54 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--profile", type=Path, help="py-spy the agent at the largest size")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run the agent of git revision REV, taking turns"
+    )
     args = parser.parse_args()
     sizes = [int(v) for v in args.sizes.split(",")]
     if any(s < 2 or s % 2 for s in sizes):
         parser.error("--sizes: even counts ≥ 2 (each name is a subdomain + a proxy)")
-    results: dict[int, list[Run]] = {s: [] for s in sizes}
+    agents: dict[str, Path | None] = {"this": None}
+    if args.baseline:
+        agents = {args.baseline[:12]: baseline_source(args.baseline), "this": None}
+    results: dict[tuple[str, int], list[Run]] = {(a, s): [] for s in sizes for a in agents}
     for round_no in range(args.rounds):
-        for size in sizes:  # sizes alternate within each round
-            profile = None
-            if args.profile is not None and size == max(sizes):
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profile = args.profile / f"agent-{size}-round{round_no + 1}.txt"
-            print(f"round {round_no + 1}/{args.rounds}: {size:,} workloads", flush=True)
-            run = measure(size, args, profile)
-            results[size].append(run)
-            agent_cpu, agent_rss = run.cpu_s["agent"], run.rss_mb["agent"]
-            print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
-                  f"{agent_cpu:.1f} s, RSS {agent_rss:.0f} MB", flush=True)  # fmt: skip
-            if profile is not None and profile.exists():
-                print(f"agent: {top_functions(profile)}", flush=True)
-            explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None
-            if explorer_profile is not None and explorer_profile.exists():
-                print(f"development explorer: {top_functions(explorer_profile, 8)}", flush=True)
+        order = list(agents) if round_no % 2 == 0 else list(reversed(agents))
+        for size in sizes:  # sizes alternate within each round, agents take turns first
+            for agent in order:
+                run_one(args, results, agent, agents[agent], size, round_no, max(sizes))
     report(results, args)
+    for src in agents.values():
+        if src is not None:
+            shutil.rmtree(src.parents[1], ignore_errors=True)
     return 0
+
+
+def run_one(
+    args: argparse.Namespace,
+    results: dict[tuple[str, int], list[Run]],
+    agent: str,
+    src: Path | None,
+    size: int,
+    round_no: int,
+    largest: int,
+) -> None:
+    profile = None
+    if args.profile is not None and size == largest:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profile = args.profile / f"agent-{agent}-{size}-round{round_no + 1}.txt"
+    print(f"round {round_no + 1}/{args.rounds}: {agent} agent, {size:,} workloads",
+          flush=True)  # fmt: skip
+    run = measure(size, args, profile, src)
+    results[(agent, size)].append(run)
+    agent_cpu, agent_rss = run.cpu_s["agent"], run.rss_mb["agent"]
+    print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
+          f"{agent_cpu:.1f} s, RSS {agent_rss:.0f} MB", flush=True)  # fmt: skip
+    if profile is not None and profile.exists():
+        print(f"agent: {top_functions(profile)}", flush=True)
+    explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None
+    if explorer_profile is not None and explorer_profile.exists():
+        print(f"development explorer: {top_functions(explorer_profile, 8)}", flush=True)
 
 
 if __name__ == "__main__":
