@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 import pytest
@@ -579,3 +579,75 @@ async def test_each_job_logs_one_structured_line(
     assert (
         jobs[ok.gwid].getMessage().startswith(f"job id={ok.gwid} type=subdomain action=provision")
     )
+
+
+@dataclasses.dataclass
+class HookedProvisioner(RecordingProvisioner):
+    """A recording provisioner whose `provision` first awaits `gate` (when set)."""
+
+    gate: Callable[[Reservation], Awaitable[None]] | None = None
+
+    async def provision(self, r: Reservation) -> bytes | None:
+        if self.gate is not None:
+            await self.gate(r)
+        return await super().provision(r)
+
+
+async def poll_count(admin: AdminClient) -> int:
+    return int((await admin.state())["polls"].get(NODE, {}).get("count", 0))
+
+
+async def test_read_ahead_asks_for_the_next_page_while_the_jobs_run(
+    start_engine: StartEngine, admin: AdminClient
+) -> None:
+    """The poll loop's catch-up: the next page is asked for while a full page's jobs run (the
+    first job cannot finish before the explorer saw that poll), and taken, not asked again."""
+    await admin.create_workloads(subdomain_specs("r", 2 * POLL_PAGE_SIZE + 50))
+
+    async def next_page_asked(_r: Reservation) -> None:
+        async def asked() -> bool:
+            return await poll_count(admin) >= 2
+
+        await wait_until_async(asked, timeout=20, what="the next page asked for")
+
+    gated = HookedProvisioner(gate=next_page_asked)
+    async with start_engine(gated) as stack:
+        assert await stack.engine.poll_once(read_ahead=True) is True
+        gated.gate = None
+        assert await stack.engine.poll_once(read_ahead=True) is True
+        assert await stack.engine.poll_once(read_ahead=True) is False  # 50: none read ahead
+        assert await poll_count(admin) == 3  # each page asked for once
+        assert sorted(gwid for _, gwid in gated.calls) == sorted(set(gated.applied))
+        assert len(gated.calls) == 2 * POLL_PAGE_SIZE + 50
+
+
+async def test_a_page_that_fails_drops_the_page_read_ahead(
+    start_engine: StartEngine, admin: AdminClient
+) -> None:
+    """A page retried (redis trouble) is asked for again from the same cursor: the page read
+    ahead for the cursor it did not reach is dropped, never processed."""
+    await admin.create_workloads(subdomain_specs("f", 2 * POLL_PAGE_SIZE))
+    failed: list[str] = []
+
+    async def fail_once(r: Reservation) -> None:
+        if not failed:
+            failed.append(r.id)
+
+            async def asked() -> bool:
+                return await poll_count(admin) >= 2
+
+            # fail only once the next page was asked for
+            await wait_until_async(asked, timeout=20, what="the next page asked for")
+            raise RedisConnectionError("redis went away (test)")
+
+    gated = HookedProvisioner(gate=fail_once)
+    async with start_engine(gated) as stack:
+        assert await stack.engine.poll_once(read_ahead=True) is None
+        assert stack.engine.cursor == 0
+        assert await stack.engine.poll_once(read_ahead=True) is True
+        assert failed[0] in gated.applied  # the first page again, not the one read ahead
+        assert await stack.engine.poll_once(read_ahead=True) is True
+        assert await stack.engine.poll_once(read_ahead=True) is False
+        provisioned = {gwid for _, gwid in gated.calls}
+        assert len(provisioned) == 2 * POLL_PAGE_SIZE
+        assert failed[0] in gated.applied

@@ -30,14 +30,20 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
 from tfgateway.engine.counters import Counters
 from tfgateway.engine.outbox import Outbox
-from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, PollDecodeError
+from tfgateway.explorer.client import (
+    Backoff,
+    ExplorerClient,
+    ExplorerError,
+    PollDecodeError,
+    PollResult,
+)
 from tfgateway.explorer.models import (
     NEXT_ACTION_DELETE,
     WORKLOAD_TYPES,
@@ -202,6 +208,22 @@ async def _run_chains(
     return ok
 
 
+@dataclass(frozen=True, slots=True)
+class _ReadAhead:
+    """The poll of the next page, asked for while the current page's jobs run."""
+
+    cursor: int
+    started: float
+    task: asyncio.Task[PollResult]
+
+    @classmethod
+    def start(cls, explorer: ExplorerClient, cursor: int, now: float) -> _ReadAhead:
+        task = asyncio.get_running_loop().create_task(explorer.poll(cursor), name="poll-ahead")
+        # a page dropped unread must not log "exception was never retrieved"
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return cls(cursor, now, task)
+
+
 class Engine:
     def __init__(
         self,
@@ -240,6 +262,7 @@ class Engine:
         """Held while a job or a re-application runs: one change at a time per gateway."""
         self.polls = 0
         self._poll_started = float("inf")  # loop time the current poll was asked for
+        self._ahead: _ReadAhead | None = None
         self.jobs_done = 0
 
     # -- start-up ------------------------------------------------------------------------------
@@ -357,6 +380,12 @@ class Engine:
         explorer failed to queue for us (or that we missed) is still seen, and results it has
         not acknowledged are sent again.
         """
+        try:
+            await self._run()
+        finally:
+            self._drop_read_ahead()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_replay = loop.time()
         while True:
@@ -365,7 +394,7 @@ class Engine:
                 last_replay = started
                 self._replay = True
             try:
-                advanced = await self.poll_once()
+                advanced = await self.poll_once(read_ahead=True)
             except Exception:
                 log.exception("poll from %d failed unexpectedly; retrying", self.cursor)
                 advanced = None
@@ -377,18 +406,33 @@ class Engine:
                 continue  # more may be waiting: catch up without the poll pause
             await self._pause(self.poll_interval - (loop.time() - started))
 
-    async def poll_once(self) -> bool | None:
+    async def poll_once(self, *, read_ahead: bool = False) -> bool | None:
         """One poll and its batch. True: a full page was processed (poll again now); False:
-        done; None: failed (the cursor is kept, the same batch will be asked for again)."""
+        done; None: failed (the cursor is kept, the same batch will be asked for again).
+
+        With `read_ahead` (the poll loop), a full page of new work has the next page asked for
+        while its jobs run, and the next call takes that answer: during a catch-up of
+        thousands of workloads the explorer's answer no longer waits for the jobs, nor the
+        jobs for the answer. The page read ahead is a poll made a little earlier, nothing
+        else: it is dropped when the cursor does not move to where it was asked from (the
+        page failed, or a replay starts from 0)."""
         self.polls += 1
+        ahead, self._ahead = self._ahead, None
         if self._replay:
             self._replay = False
             self.cursor = 0
+        loop = asyncio.get_running_loop()
+        if ahead is not None and ahead.cursor != self.cursor:
+            ahead.task.cancel()
+            ahead = None
         # A poll answer may have been written before a PUT we made meanwhile was handled;
         # results acknowledged after this moment are not re-sent for it (see _cache_hit).
-        self._poll_started = asyncio.get_running_loop().time()
+        self._poll_started = loop.time() if ahead is None else ahead.started
         try:
-            batch = await self.explorer.poll(self.cursor)
+            if ahead is not None:
+                batch = await ahead.task
+            else:
+                batch = await self.explorer.poll(self.cursor)
         except PollDecodeError as exc:
             log.error(
                 "poll from %d: %s; cursor kept at %d (not rewound)", self.cursor, exc, self.cursor
@@ -411,19 +455,28 @@ class Engine:
                 except Exception as inner:
                     log.warning("batch from %d interrupted: %s", self.cursor, inner)
                     return None
-        jobs.sort(key=rank)  # stable: equal ranks keep the explorer's order
-        for _, wave in itertools.groupby(jobs, key=lambda job: _wave(rank(job))):
-            if not await self._run_wave(list(wave)):
-                return None  # the batch is asked for again; what was done is cached
-        previous = self.cursor
-        self.cursor = batch.last_id + 1
         # A full page of new work means more is waiting: poll again without the pause
         # (catch-up). Not for a page of items we answered already: once nothing newer
         # qualifies the explorer serves its queue of unanswered workloads with X-Last-Id =
         # `from`, so the cursor creeps by one and, while 200 results wait for delivery,
         # rushing would fetch the same page again and again.
+        previous, following = self.cursor, batch.last_id + 1
         new_work = len(batch.items) > waiting
-        return len(batch.items) >= POLL_PAGE_SIZE and self.cursor > previous and new_work
+        more = len(batch.items) >= POLL_PAGE_SIZE and following > previous and new_work
+        if read_ahead and more:
+            self._ahead = _ReadAhead.start(self.explorer, following, loop.time())
+        jobs.sort(key=rank)  # stable: equal ranks keep the explorer's order
+        for _, wave in itertools.groupby(jobs, key=lambda job: _wave(rank(job))):
+            if not await self._run_wave(list(wave)):
+                self._drop_read_ahead()
+                return None  # the batch is asked for again; what was done is cached
+        self.cursor = following
+        return more
+
+    def _drop_read_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.task.cancel()
 
     def _awaiting_delivery(self, item: Any) -> bool:
         """An item we answered in this run whose result is still on its way: nothing to do.
