@@ -92,8 +92,10 @@ let
     "assertion-cases.nix valid" = evaluate cases.valid;
     "rendered/gateway.nix" = reference;
     "images/example-gateway.nix" = evaluate ../../images/example-gateway.nix;
+    "rendered/standalone.nix" = standalone;
   };
   reference = evaluate ./rendered/gateway.nix;
+  standalone = evaluate ./rendered/standalone.nix;
   # The reference with 4to6 on: the nftables tables the kernel test loads.
   reference4to6 = evaluate {
     imports = [ ./rendered/gateway.nix ];
@@ -115,9 +117,10 @@ else
 
     # Kept in tests/nixos/rendered/ (scripts/eval-nix-offline.sh --update writes them).
     rendered = import ./rendering.nix { inherit lib; } {
-      inherit reference;
+      inherit reference standalone;
       with4to6 = reference4to6;
       routerSettings = reference.services.tfgateway.router.settings;
+      workloadsSettings = standalone.services.tfgateway.workloadsFile.value;
     };
 
     # For a person to read: the units as the module writes them.
