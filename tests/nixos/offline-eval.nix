@@ -148,6 +148,7 @@ else
           networking.primaryIPAddress = address;
           networking.primaryIPv6Address = "2001:db8:1::99";
           services.tfgateway.wireguardInterface = "wg-tfgateway";
+          system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system";
         };
       in
       (import ./gateway.nix { inherit lib; }).testScript {
@@ -155,6 +156,7 @@ else
           gateway = node "192.168.1.4";
           backend = node "192.168.1.1";
           natted = node "192.168.2.5";
+          standalone = node "192.168.1.6";
         };
       };
     # Without 4to6 the agent keeps no capability and the host no forwarding.
