@@ -142,18 +142,18 @@ def wait_commands(gw: Gateway, cmds: list[Command], deadline: float, timeout: fl
         gw.check_alive()
         pending = [c for c in pending if not c.works()]
         if pending and time.monotonic() > deadline:
-            lines = "\n".join(f"  {c.what}: {c.line}" for c in pending)
+            lines = "\n".join(f"  {c.what}: {c.line}\n    {c.output()[-600:]}" for c in pending)
             raise SystemExit(f"not live after {timeout}s:\n{lines}")
         if pending:
             time.sleep(0.2)
 
 
-def print_rows(rows: list[tuple[str, str, str, str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one left as it is."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print(
-            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3]
-        )
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+        print("  " + "  ".join([*cells, row[-1]]))
 
 
 def print_commands(gw: Gateway, cmds: list[Command]) -> None:
@@ -174,12 +174,12 @@ def print_table(gw: Gateway, samples: list[Sample], cmds: list[Command]) -> None
 
 def print_standalone(run: StandaloneRun, cmds: list[Command]) -> None:
     print(f"\nServed by the gateway (no explorer; entries of {run.gw.workloads}):\n")
-    print_rows([("kind", "name", "what", ""), *[
-        (e.kind, e.name, e.what, "") for e in run.entries
-    ]])  # fmt: skip
+    print_rows([("kind", "name", "what"), *[(e.kind, e.name, e.what) for e in run.entries]])
     print_commands(run.gw, cmds)
-    print("  # the NATed home's tunnel client (running), as `tfgateway status` prints it")
+    print("  # the NATed home's tunnel client (running; the secret read from its file)")
     print(f"  {run.tunnel_command()}\n")
+    print("  # what the gateway serves (the operator's view)")
+    print(f"  {run.gw.status_command()}\n")
     print(f"Edit {run.gw.workloads} (docs/workloads.md): the agent applies what changed within")
     print("a second, or at once on SIGHUP; `tfgateway status` (above) shows each entry's state.")
 

@@ -147,12 +147,20 @@ class StandaloneGateway(Gateway):
         """`tfgateway status` as the operator runs it, inside the gateway's namespace."""
         return shlex.join(
             ["ip", "netns", "exec", self.gw.name, agent_program("tfgateway"), "status",
-             *self.redis_args(), "--workloads", str(self.workloads)]
+             *self.redis_args()]
         )  # fmt: skip
 
     def start_tunnel_from_file(self, secret_file: Path) -> Process:
-        """The NATed home's tunnel client, given the secret the operator handed over."""
-        return self.start_tunnel(secret_file.read_text().strip())
+        """The NATed home's tunnel client, given the secret the operator handed over (in its
+        environment, TRC_SECRET: never on a command line)."""
+        args = [
+            binary("tftunnel"),
+            "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
+            "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
+            "--local-tls", f"127.0.0.1:{NATC_TLS_PORT}",
+        ]  # fmt: skip
+        secret = secret_file.read_text().strip()
+        return self.spawn("tunnel", args, self.natc, env={"TRC_SECRET": secret})
 
 
 @dataclass
@@ -223,8 +231,6 @@ class StandaloneRun:
             Command("TLS terminated by the router (certificate from Pebble)",
                     f"{curl} -i --cacert {pebble_root} --resolve {SHOP}:443:{GW_CLIENT_ADDR} "
                     f"https://{SHOP}/", f"backend http host={SHOP}"),
-            Command("every declared workload and its state, with the tftunnel command line",
-                    gw.status_command(), "tftunnel"),
         ]  # fmt: skip
 
     def status(self) -> str:
@@ -237,8 +243,8 @@ class StandaloneRun:
     def tunnel_command(self) -> str:
         """What the NATed home runs (the run started exactly this)."""
         return (
+            f'TRC_SECRET="$(cat {shlex.quote(str(self.secret_file))})" '
             f"ip netns exec {self.gw.natc.name} {shlex.quote(binary('tftunnel'))} "
-            f'--secret "$(cat {shlex.quote(str(self.secret_file))})" '
             f"--remote {GW_NATC_ADDR}:{TUNNEL_PORT} --local 127.0.0.1:{NATC_HTTP_PORT} "
             f"--local-tls 127.0.0.1:{NATC_TLS_PORT}"
         )
