@@ -86,7 +86,7 @@ async def world(
         path, batch, provisioners, allow_private=True, tunnel_remote="198.51.100.1:18000"
     )
     explorer_proxy = ProxyProvisioner(batch, GATEWAY.node_id, proofs=names, allow_private=True)
-    yield World(source, path, redis_db, explorer_proxy, link, provisioners)
+    return World(source, path, redis_db, explorer_proxy, link, provisioners)
 
 
 def route(r: redis.Redis, domain: str) -> dict[str, Any] | None:
@@ -156,7 +156,8 @@ public_key = "{key}"
     )
     assert (shop.get("terminate"), shop.get("proxyprotocol")) == ("http", 2)
     home = route(r, f"home.{DOMAIN}")
-    assert home is not None and home["clientsecret"] == SECRET
+    assert home is not None
+    assert home["clientsecret"] == SECRET
     peers = await world.link.peers()
     assert [p.public_key for p in peers] == [key]
     assert peers[0].allowed_ips == (f"{user_address(GATEWAY.seed, '0:laptop')}/128",)
@@ -183,7 +184,8 @@ addresses = ["203.0.113.9"]
     assert (summary.removed, summary.updated, summary.unchanged) == (4, 1, 0), summary
     assert world.source.calls - calls == 4 + 1 + 1  # 4 removals, 1 provision, 1 stale address
     assert a_records(r, DOMAIN, "blog") == ["203.0.113.9"]
-    assert route(r, "shop.acme.org") is None and route(r, f"home.{DOMAIN}") is None
+    assert route(r, "shop.acme.org") is None
+    assert route(r, f"home.{DOMAIN}") is None
     assert not r.exists("acme.org.")
     assert not await world.link.peers()
     assert set(r.hkeys(RECORDS_KEY)) == {b"blog"}
@@ -192,7 +194,8 @@ addresses = ["203.0.113.9"]
 async def test_thousand_entries_then_a_hundred_changes_touch_only_those(world: World) -> None:
     world.write(subdomains(1000))
     summary = await world.source.reload()
-    assert summary.added == 1000 and summary.failed == 0
+    assert summary.added == 1000
+    assert summary.failed == 0
     assert world.source.calls == 1000
     # 40 changed, 30 removed, 30 added
     text = subdomains(1000)
@@ -222,7 +225,8 @@ async def test_thousand_entries_then_a_hundred_changes_touch_only_those(world: W
     # The same file again: nothing to do.
     calls = world.source.calls
     summary = await world.source.reload()
-    assert summary.unchanged == 1000 and world.source.calls == calls
+    assert summary.unchanged == 1000
+    assert world.source.calls == calls
 
 
 async def test_a_bad_file_changes_nothing_and_says_why(world: World) -> None:
@@ -233,10 +237,12 @@ async def test_a_bad_file_changes_nothing_and_says_why(world: World) -> None:
     assert "not valid TOML" in summary.file_error
     assert a_records(world.redis, DOMAIN, "s1") == ["203.0.113.7"]
     state = json.loads(world.redis.get(FILE_KEY))
-    assert "not valid TOML" in state["error"] and state["loaded"] > 0
+    assert "not valid TOML" in state["error"]
+    assert state["loaded"] > 0
     world.write(subdomains(1))
     summary = await world.source.reload()
-    assert summary.removed == 1 and not summary.file_error
+    assert summary.removed == 1
+    assert not summary.file_error
     assert json.loads(world.redis.get(FILE_KEY))["error"] == ""
 
 
@@ -283,7 +289,8 @@ async def test_names_are_shared_with_explorer_users_through_ownership(world: Wor
     summary = await world.source.reload()
     assert (summary.added, summary.failed) == (1, 1)
     record = json.loads(world.redis.hget(RECORDS_KEY, "taken"))
-    assert record["state"] == "error" and "field 'domain'" in record["message"]
+    assert record["state"] == "error"
+    assert "field 'domain'" in record["message"]
     assert "used by another user" in record["message"]
     assert route(world.redis, f"taken.{DOMAIN}")["user"] == "7"  # type: ignore[index]
     # A name the file holds can never be taken by an explorer user.
