@@ -3,8 +3,8 @@
 One row per cached reservation (type, id, domain, owner, state, age), every entry of the
 operator's workloads file with its state and what its client needs (`declared.results`), the
 names whose proof of control is missing (suspended: not served, and why; grandfathered: when
-they are first checked) and the delivery backlog of the outbox (results, deletes and stats the explorer has not
-acknowledged yet).
+they are first checked) and the delivery backlog of the outbox (results, deletes and stats the
+explorer has not acknowledged yet).
 """
 
 from __future__ import annotations
