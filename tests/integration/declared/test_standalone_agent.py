@@ -67,7 +67,8 @@ async def test_standalone_serves_the_file_and_status_shows_the_client_config(
             return set(link.table) == {laptop.public}
 
         await wait_until_async(served, timeout=20, what="the file's peer, and only it")
-        assert agent.standalone and not agent.registered.is_set()
+        assert agent.standalone
+        assert not agent.registered.is_set()
         address = user_address(SEED, "0:laptop")
         assert link.table[laptop.public].allowed_ips == (f"{address}/128",)
 
