@@ -4,7 +4,6 @@ DNS, proxy and 4to6 provisioners (4to6 on the in-memory WireGuard link)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +56,7 @@ async def _no_key(tid: int) -> bytes:
 
 
 @pytest.fixture
-async def world(
-    aredis: redis.asyncio.Redis, redis_db: redis.Redis, tmp_path: Path
-) -> AsyncIterator[World]:
+async def world(aredis: redis.asyncio.Redis, redis_db: redis.Redis, tmp_path: Path) -> World:
     batch = AutoPipeline(aredis)
     names = NameProofs.first_come(batch)
     dns = DNSStore(batch, GATEWAY.node_id, ["ns1.gw.example"], proofs=names)
@@ -87,6 +84,18 @@ async def world(
     )
     explorer_proxy = ProxyProvisioner(batch, GATEWAY.node_id, proofs=names, allow_private=True)
     return World(source, path, redis_db, explorer_proxy, link, provisioners)
+
+
+def read_record(r: redis.Redis, name: str) -> Any:
+    raw = r.hget(RECORDS_KEY, name)
+    assert isinstance(raw, bytes), f"no record for {name}"
+    return json.loads(raw)
+
+
+def state_of_file(r: redis.Redis) -> Any:
+    raw = r.get(FILE_KEY)
+    assert isinstance(raw, bytes)
+    return json.loads(raw)
 
 
 def route(r: redis.Redis, domain: str) -> dict[str, Any] | None:
@@ -161,7 +170,10 @@ public_key = "{key}"
     peers = await world.link.peers()
     assert [p.public_key for p in peers] == [key]
     assert peers[0].allowed_ips == (f"{user_address(GATEWAY.seed, '0:laptop')}/128",)
-    records = {k.decode(): json.loads(v) for k, v in r.hgetall(RECORDS_KEY).items()}
+    records = {
+        (k.decode() if isinstance(k, bytes) else k): json.loads(v)
+        for k, v in r.hgetall(RECORDS_KEY).items()
+    }
     assert {n: rec["state"] for n, rec in records.items()} == dict.fromkeys(
         ["acme", "blog", "shop", "home", "laptop"], "ok"
     )
@@ -236,14 +248,14 @@ async def test_a_bad_file_changes_nothing_and_says_why(world: World) -> None:
     summary = await world.source.reload()
     assert "not valid TOML" in summary.file_error
     assert a_records(world.redis, DOMAIN, "s1") == ["203.0.113.7"]
-    state = json.loads(world.redis.get(FILE_KEY))
+    state = state_of_file(world.redis)
     assert "not valid TOML" in state["error"]
     assert state["loaded"] > 0
     world.write(subdomains(1))
     summary = await world.source.reload()
     assert summary.removed == 1
     assert not summary.file_error
-    assert json.loads(world.redis.get(FILE_KEY))["error"] == ""
+    assert state_of_file(world.redis)["error"] == ""
 
 
 async def test_a_bad_entry_is_refused_the_others_served(world: World) -> None:
@@ -254,7 +266,7 @@ async def test_a_bad_entry_is_refused_the_others_served(world: World) -> None:
     )
     summary = await world.source.reload()
     assert (summary.added, summary.failed) == (1, 1)
-    record = json.loads(world.redis.hget(RECORDS_KEY, "shop"))
+    record = read_record(world.redis, "shop")
     assert record["state"] == "error"
     assert record["message"].startswith(f"{world.path}: proxy \"shop\": field 'address': ")
     assert "loopback" in record["message"]
@@ -288,7 +300,7 @@ async def test_names_are_shared_with_explorer_users_through_ownership(world: Wor
     )
     summary = await world.source.reload()
     assert (summary.added, summary.failed) == (1, 1)
-    record = json.loads(world.redis.hget(RECORDS_KEY, "taken"))
+    record = read_record(world.redis, "taken")
     assert record["state"] == "error"
     assert "field 'domain'" in record["message"]
     assert "used by another user" in record["message"]

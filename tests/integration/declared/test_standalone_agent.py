@@ -94,6 +94,8 @@ async def test_standalone_serves_the_file_and_status_shows_the_client_config(
         await wait_until_async(both, timeout=20, what="the added peer")
         await agent.reconcile()
         assert set(link.table) == {laptop.public, other}
-        record = json.loads(redis_db.hget(RECORDS_KEY, "phone"))
+        raw = redis_db.hget(RECORDS_KEY, "phone")
+        assert isinstance(raw, bytes)
+        record = json.loads(raw)
         assert record["state"] == "ok"
         assert record["result"]["ips"] == [str(user_address(SEED, "0:phone"))]
