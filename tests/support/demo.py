@@ -173,14 +173,12 @@ def print_table(gw: Gateway, samples: list[Sample], cmds: list[Command]) -> None
 
 
 def print_standalone(run: StandaloneRun, cmds: list[Command]) -> None:
-    print(f"\nServed by the gateway (no explorer; entries of {run.gw.workloads}):\n")
+    print(f"\nServed by the gateway (no explorer; entries of {run.workloads}):\n")
     print_rows([("kind", "name", "what"), *[(e.kind, e.name, e.what) for e in run.entries]])
     print_commands(run.gw, cmds)
     print("  # the NATed home's tunnel client (running; the secret read from its file)")
     print(f"  {run.tunnel_command()}\n")
-    print("  # what the gateway serves (the operator's view)")
-    print(f"  {run.gw.status_command()}\n")
-    print(f"Edit {run.gw.workloads} (docs/workloads.md): the agent applies what changed within")
+    print(f"Edit {run.workloads} (docs/workloads.md): the agent applies what changed within")
     print("a second, or at once on SIGHUP; `tfgateway status` (above) shows each entry's state.")
 
 
@@ -224,7 +222,7 @@ def main() -> int:
     try:
         print("Starting the gateway in network namespaces", flush=True)
         if run is not None:
-            say(f"the workloads file: {run.gw.workloads}")
+            say(f"the workloads file: {run.workloads}")
             run.start()
             say("waiting until everything is live")
             cmds = run.commands()

@@ -16,14 +16,13 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.gateway import (
     BACKEND_ADDR,
     BACKEND_HTTP_PORT,
     BACKEND_TLS_PORT,
-    GW_ADDRESSES,
     GW_CLIENT_ADDR,
     GW_NATC_ADDR,
     MANAGED_DOMAIN,
@@ -37,7 +36,6 @@ from tests.support.gateway import (
 )
 from tests.support.processes import agent_program, binary
 from tests.support.shell_commands import Command
-from tfgateway.node.identity import load_or_create
 
 WEB = f"web.{MANAGED_DOMAIN}"
 HOME = f"home.{MANAGED_DOMAIN}"
@@ -100,76 +98,18 @@ def entries(tunnel_secret_file: Path) -> list[Entry]:
 
 
 @dataclass
-class StandaloneGateway(Gateway):
-    """The harness's gateway with no explorer: the agent serves `workloads` only."""
-
-    workloads: Path = field(default_factory=Path)
-
-    def start_explorer(self) -> None:
-        self.log("no explorer: the agent serves the workloads file only")
-
-    @property
-    def explorer_url(self) -> str:
-        raise RuntimeError("a standalone gateway has no explorer")
-
-    def redis_args(self) -> list[str]:
-        return [
-            "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
-            "--redis-password-file", str(self.redis_password_file),
-        ]  # fmt: skip
-
-    def agent_args(self) -> list[str]:
-        args = [
-            agent_program("tfgateway"),
-            "--seed", str(self.seed_path),
-            *self.redis_args(),
-            "--workloads", str(self.workloads),
-            "--tcp-client-port", str(TUNNEL_PORT),
-            "--allow-private-backends",
-            "--proof-resolver", self.world.resolver,
-        ]  # fmt: skip
-        for domain in self.domains:
-            args += ["--domains", domain]
-        for nameserver in self.nameservers:
-            args += ["--nameservers", nameserver]
-        for addr in GW_ADDRESSES:
-            args += ["--gateway-address", addr]
-        return args + list(self.agent_extra_args)
-
-    def start_agent(self) -> None:
-        """The agent; there is nothing to register with, so it is ready once it runs (what it
-        serves is observed through the printed commands)."""
-        self.log("starting the agent (standalone: --workloads, no --explorer)")
-        self.identity = load_or_create(self.seed_path)
-        self.spawn("agent", self.agent_args(), self.gw)
-
-    def status_command(self) -> str:
-        """`tfgateway status` as the operator runs it, inside the gateway's namespace."""
-        return shlex.join(
-            ["ip", "netns", "exec", self.gw.name, agent_program("tfgateway"), "status",
-             *self.redis_args()]
-        )  # fmt: skip
-
-    def start_tunnel_from_file(self, secret_file: Path) -> Process:
-        """The NATed home's tunnel client, given the secret the operator handed over (in its
-        environment, TRC_SECRET: never on a command line)."""
-        args = [
-            binary("tftunnel"),
-            "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
-            "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
-            "--local-tls", f"127.0.0.1:{NATC_TLS_PORT}",
-        ]  # fmt: skip
-        secret = secret_file.read_text().strip()
-        return self.spawn("tunnel", args, self.natc, env={"TRC_SECRET": secret})
-
-
-@dataclass
 class StandaloneRun:
     """The workloads file and the commands that show it is served."""
 
-    gw: StandaloneGateway
+    gw: Gateway
     secret_file: Path
     entries: list[Entry]
+
+    @property
+    def workloads(self) -> Path:
+        if self.gw.workloads is None:
+            raise RuntimeError("the gateway has no workloads file")
+        return self.gw.workloads
 
     @classmethod
     def create(
@@ -185,22 +125,42 @@ class StandaloneRun:
         items = entries(secret_file)
         workloads = workdir / "workloads.toml"
         write_atomically(workloads, items)
-        gw = StandaloneGateway(
-            workdir, log=log, acme=True, router_tls=router_tls, workloads=workloads
+        gw = Gateway(
+            workdir, log=log, acme=True, router_tls=router_tls, explorer=False, workloads=workloads
         )
         return cls(gw, secret_file, items)
 
     def start(self) -> None:
         self.gw.start()
         self.gw.start_natc_site()
-        self.gw.start_tunnel_from_file(self.secret_file)
+        self.start_tunnel()
+
+    def start_tunnel(self) -> Process:
+        """The NATed home's tunnel client, given the secret the operator handed over (in its
+        environment, TRC_SECRET: never on a command line)."""
+        args = [
+            binary("tftunnel"),
+            "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
+            "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
+            "--local-tls", f"127.0.0.1:{NATC_TLS_PORT}",
+        ]  # fmt: skip
+        secret = self.secret_file.read_text().strip()
+        return self.gw.spawn("tunnel", args, self.gw.natc, env={"TRC_SECRET": secret})
+
+    def status_command(self) -> str:
+        """`tfgateway status` as the operator runs it, inside the gateway's namespace."""
+        return shlex.join(
+            ["ip", "netns", "exec", self.gw.gw.name, agent_program("tfgateway"), "status",
+             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
+             "--redis-password-file", str(self.gw.redis_password_file)]
+        )  # fmt: skip
 
     def add_entry(self) -> Entry:
         """A live change, as an operator makes it: a new entry, the file replaced by rename."""
         added = Entry("subdomain", "added", {"domain": ADDED, "addresses": [ADDED_ADDR]},
                       f"{ADDED}: A {ADDED_ADDR} (added while running)")  # fmt: skip
         self.entries.append(added)
-        write_atomically(self.gw.workloads, self.entries)
+        write_atomically(self.workloads, self.entries)
         return added
 
     def commands(self) -> list[Command]:
@@ -231,12 +191,14 @@ class StandaloneRun:
             Command("TLS terminated by the router (certificate from Pebble)",
                     f"{curl} -i --cacert {pebble_root} --resolve {SHOP}:443:{GW_CLIENT_ADDR} "
                     f"https://{SHOP}/", f"backend http host={SHOP}"),
+            Command("every declared workload, its state, and the tunnel's tftunnel command line",
+                    self.status_command(), "tftunnel"),
         ]  # fmt: skip
 
     def status(self) -> str:
         """What `tfgateway status` prints now."""
         out = subprocess.run(
-            ["bash", "-c", self.gw.status_command()], capture_output=True, text=True, timeout=30
+            ["bash", "-c", self.status_command()], capture_output=True, text=True, timeout=30
         )
         return out.stdout + out.stderr
 
