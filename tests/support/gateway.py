@@ -601,6 +601,12 @@ class Gateway:
         return self.workdir / "seed.txt"
 
     def agent_args(self) -> list[str]:
+        if self.rendered is not None and not self.explorer:
+            if self.workloads is None:
+                raise GatewayError("a standalone rendered gateway needs a workloads file")
+            return self.rendered.standalone_agent_args(
+                self.seed_path, self.credentials, self.workloads, self.world.resolver
+            )
         if self.rendered is not None:
             return self.rendered.agent_args(
                 self.explorer_url + "/api/v1", self.seed_path, self.credentials,
