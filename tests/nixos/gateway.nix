@@ -366,6 +366,12 @@ in
               timeout=90,
           )
           standalone.wait_until_succeeds("wg show wg-tfgateway peers | grep -qx '${standalonePeer}'", timeout=60)
+          # the operator's view: every entry ok, the peer's WireGuard config, the tunnel's command
+          standalone.wait_until_succeeds("tfgateway-status | grep -q '6 ok, 0 error, 0 pending'", timeout=60)
+          standalone.succeed("tfgateway-status | grep -q 'tftunnel --remote'")
+          standalone.succeed("tfgateway-status | grep -q 'fourtosix laptop: WireGuard config for the client'")
+          standalone.succeed("tfgateway-status | grep -q '${standalonePeer}'")
+          standalone.fail("tfgateway-status | grep -q '${standaloneSecret}'")
           # the secret is a credential: on no command line and not in the store's file
           standalone.fail("grep -l '${standaloneSecret}' /proc/[0-9]*/cmdline")
           standalone.fail("grep -q '${standaloneSecret}' $(readlink -f /etc/tfgateway/workloads.toml)")
@@ -377,6 +383,7 @@ in
           client.wait_until_succeeds("dig +short @${standaloneIp} added.sa.test A | grep -qx 198.51.100.7", timeout=30)
           after = standalone.succeed("systemctl show -p MainPID --value tfgateway.service").strip()
           assert pid == after, f"the agent was restarted ({pid} -> {after}), not reloaded"
+          standalone.succeed("tfgateway-status | grep -q '7 ok, 0 error, 0 pending'")
           # and the rest is still served
           client.succeed("dig +short @${standaloneIp} web.sa.test A | grep -qx ${standaloneIp}")
     '';
