@@ -7,8 +7,9 @@ EVAL_JSON is the module's rendering of rendered/gateway.nix and rendered/standal
 (the standalone-* files and workloads.toml): from the offline evaluation (`rendered` of
 offline-eval.nix: router.toml and the workloads file as settings) or from a real NixOS
 evaluation (the flake's `rendered-files` check: router.toml as the generated file named in the
-router's command line, the workloads file as the one the module generated). Store paths are normalised, `@store@` before a `/` (a package: its program
-follows) and `@store:NAME@` otherwise (a generated file), so both evaluations compare equal.
+router's command line, the workloads file as the one the module generated). Store paths are
+normalised, `@store@` before a `/` (a package: its program follows) and `@store:NAME@`
+otherwise (a generated file), so both evaluations compare equal.
 Standard library only: the flake check runs it with nixpkgs' plain python3.
 """
 
