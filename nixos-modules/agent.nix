@@ -1,5 +1,6 @@
-# The agent unit: polls the explorer, writes DNS zones and routes into redis, and (4to6) owns the
-# WireGuard interface through netlink. Not root; CAP_NET_ADMIN only when 4to6 is on.
+# The agent unit: polls the explorer and/or reads the operator's workloads file
+# (workloads.nix), writes DNS zones and routes into redis, and (4to6) owns the WireGuard
+# interface through netlink. Not root; CAP_NET_ADMIN only when 4to6 is on.
 {
   config,
   lib,
@@ -18,15 +19,29 @@ let
     value
   ]);
 
-  args = [
-    "--explorer"
-    cfg.explorer
-    "--redis"
-    "tcp://127.0.0.1:${toString cfg.redis.port}"
-    "--farm"
-    (toString cfg.farm)
+  explorer = cfg.explorer != null;
+
+  # Without an explorer (a standalone gateway) nothing is registered, polled or reported.
+  args =
+    lib.optionals explorer [
+      "--explorer"
+      cfg.explorer
+    ]
+    ++ [
+      "--redis"
+      "tcp://127.0.0.1:${toString cfg.redis.port}"
+    ]
+    ++ lib.optionals explorer [
+      "--farm"
+      (toString cfg.farm)
+    ]
+  ++ [
     "--tcp-client-port"
     (toString cfg.router.settings.server.clientsport)
+  ]
+  ++ lib.optionals (cfg.workloadsFile != null) [
+    "--workloads"
+    "/etc/tfgateway/workloads.toml"
   ]
   ++ repeat "--domains" cfg.domains
   ++ repeat "--nameservers" cfg.nameservers
@@ -39,9 +54,9 @@ let
     "--wg-iface"
     cfg.wireguardInterface
   ]
-  ++ lib.optional cfg.free "--free"
+  ++ lib.optional (explorer && cfg.free) "--free"
   ++ lib.optional cfg.allowPrivateBackends "--allow-private-backends"
-  ++ lib.optionals (cfg.location != null) [
+  ++ lib.optionals (explorer && cfg.location != null) [
     "--location"
     cfg.location
   ]
@@ -50,13 +65,19 @@ let
     cfg.metricsListen
   ]
   ++ lib.optional cfg.debug "--debug"
-  ++ [
+  ++ lib.optionals explorer [
     "--poll-interval"
     (toString cfg.pollInterval)
+  ]
+  ++ [
     "--log-format"
     cfg.logFormat
+  ]
+  ++ lib.optionals explorer [
     "--explorer-timeout"
     (toString cfg.explorerTimeout)
+  ]
+  ++ [
     "--name-proof"
     cfg.nameProof.mode
     "--proof-timeout"

@@ -7,6 +7,7 @@
     ./dns.nix
     ./router.nix
     ./agent.nix
+    ./workloads.nix
     ./network.nix
   ];
 }

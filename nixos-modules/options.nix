@@ -49,7 +49,8 @@ in
   options.services.tfgateway = {
     enable = lib.mkEnableOption ''
       the ThreeFold Grid gateway: redis, CoreDNS with the gateway's DNS plugin, the TCP router
-      and the agent that turns explorer reservations into their configuration
+      and the agent that turns explorer reservations and the operator's declared workloads
+      into their configuration
     '';
 
     package = mkPackage "agent" "The agent package (provides `tfgateway`).";
@@ -70,16 +71,25 @@ in
     };
 
     explorer = mkOption {
-      type = types.str;
+      type = types.nullOr types.str;
       default = "https://explorer.grid.tf/api/v1";
       example = "https://explorer.testnet.grid.tf/api/v1";
-      description = "URL of the explorer API the gateway registers with and polls (`--explorer`).";
+      description = ''
+        URL of the explorer API the gateway registers with and polls (`--explorer`).
+
+        `null`: a standalone gateway, serving only the workloads its operator declares in
+        {option}`services.tfgateway.workloads`: no registration, no polling, no uptime reports
+        (the explorer-only options `farm`, `free`, `location`, `pollInterval` and
+        `explorerTimeout` are then unused). With both, both are served, and a name the
+        workloads hold can never be taken by an explorer user.
+      '';
     };
 
     farm = mkOption {
-      type = types.ints.unsigned;
+      type = types.nullOr types.ints.unsigned;
+      default = null;
       example = 1;
-      description = "Farm ID the gateway registers in (`--farm`).";
+      description = "Farm ID the gateway registers in (`--farm`); required with an explorer.";
     };
 
     domains = mkOption {
@@ -549,6 +559,10 @@ in
       {
         assertion = !(router.dbbackend ? password);
         message = "services.tfgateway.router.settings.server.dbbackend.password would put the redis password in the world-readable Nix store; the router reads it from the systemd credential (passwordfile, services.tfgateway.redis.passwordFile).";
+      }
+      {
+        assertion = cfg.explorer != null -> cfg.farm != null;
+        message = "services.tfgateway.farm is required with an explorer (the gateway registers in a farm); set services.tfgateway.explorer = null for a standalone gateway.";
       }
       {
         assertion = cfg.domains != [ ] -> cfg.nameservers != [ ];

@@ -45,8 +45,18 @@ in
       }
     ];
 
-    # Loads an old gateway's dump.rdb (docs/operators.md, "Moving an Ubuntu gateway").
     environment.systemPackages = [
+      # `tfgateway status` against this gateway's redis (root: the password is root-only):
+      # what is served, declared workloads' states, 4to6 peers' WireGuard configs, tunnels'
+      # tftunnel command lines.
+      (pkgs.writeShellApplication {
+        name = "tfgateway-status";
+        text = ''
+          exec ${lib.getExe cfg.package} status --redis tcp://127.0.0.1:${toString cfg.redis.port} \
+            --redis-password-file ${passwordFile} "$@"
+        '';
+      })
+      # Loads an old gateway's dump.rdb (docs/operators.md, "Moving an Ubuntu gateway").
       (pkgs.writeShellApplication {
         name = "tfgateway-redis-import";
         runtimeInputs = [

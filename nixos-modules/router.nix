@@ -31,7 +31,11 @@ let
     }
     // lib.optionalAttrs (tls.acme.email != null) { acme_email = tls.acme.email; }
   );
-  terminates = tls.terminate != [ ] || tls.certificates != { };
+  declared = cfg.workloads;
+  terminates =
+    tls.terminate != [ ]
+    || tls.certificates != { }
+    || lib.any (e: e.terminateTls) (lib.attrValues declared.proxies ++ lib.attrValues declared.reverseProxies);
   routerToml = (pkgs.formats.toml { }).generate "router.toml" cfg.router.settings;
   args = [
     (lib.getExe cfg.router.package)

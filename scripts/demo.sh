@@ -4,7 +4,9 @@
 # user running the trc-compatible tftunnel) in network namespaces, print what is served and dig/curl
 # commands that work as printed, and stop cleanly on Ctrl-C, leaving nothing behind.
 #
-# Usage: scripts/demo.sh [--check] [--skip-setup] [--workdir DIR] [--timeout SECONDS]
+# Usage: scripts/demo.sh [--standalone] [--check] [--skip-setup] [--workdir DIR] [--timeout SECONDS]
+#   --standalone  no explorer: the agent serves a workloads file (docs/workloads.md) written in
+#                 the work directory; edit it while it runs (--check also makes a live change)
 #   --check       start, verify every printed command, stop (what the test suite runs)
 #   --skip-setup  do not run scripts/setup.sh --no-kernel first (it is idempotent but slow-ish)
 # See docs/local-run.md.
@@ -14,7 +16,7 @@ args=()
 for arg in "$@"; do
   case $arg in
     --skip-setup) setup=0 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done

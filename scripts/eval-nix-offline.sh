@@ -47,7 +47,7 @@ print(f"{d['assertionCases']} contradictory configurations rejected; the image e
 # The VM test's script must be valid Python with no undefined names (the NixOS test driver
 # lints it too); the driver's globals are declared first.
 prelude = "from typing import Any\n" + "".join(
-    f"{n}: Any = None\n" for n in ("explorer", "gateway", "backend", "client", "router", "natted")
+    f"{n}: Any = None\n" for n in ("explorer", "gateway", "backend", "client", "router", "natted", "standalone")
 ) + "def start_all() -> None: ...\ndef subtest(name: str) -> Any: ...\n"
 (out / "testscript.py").write_text(prelude + d["vmTestScript"])
 PY

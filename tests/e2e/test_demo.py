@@ -88,3 +88,31 @@ def test_demo_stops_cleanly_on_signal(tmp_path: Path, sig: signal.Signals) -> No
     assert "stopped: all processes ended and namespaces removed" in "".join(lines)
     assert not [n for n in names if (NETNS_DIR / n).exists()], "namespaces left behind"
     assert not processes_mentioning(str(workdir)), "processes left behind"
+
+
+@pytest.mark.timeout(240)
+def test_demo_standalone_check_serves_the_workloads_file(tmp_path: Path) -> None:
+    """`scripts/demo.sh --standalone --check`: no explorer, every printed command works, and an
+    entry added to the running gateway's file is served."""
+    workdir = tmp_path / "demo"
+    proc = subprocess.run(
+        [str(REPO / "scripts/demo.sh"), "--standalone", "--check", "--skip-setup",
+         "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"demo --standalone --check failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "check: all printed commands work" in proc.stdout
+    assert "live change: the entry added while running is served" in proc.stdout
+    for tool in ("dig @10.71.1.1", "curl -sS", "tfgateway status", "tftunnel"):
+        assert tool in proc.stdout, tool
+    assert not (workdir / "explorer.log").exists(), "a standalone run starts no explorer"
+    match = re.search(r"^Namespaces: (.+)$", proc.stdout, re.MULTILINE)
+    assert match, proc.stdout
+    assert not [n for n in match.group(1).split(", ") if (NETNS_DIR / n).exists()]
+    # The tunnel secret is in its file only: never printed.
+    secret = (workdir / "home-tunnel.secret").read_text().strip()
+    assert secret not in proc.stdout + proc.stderr
+    assert not processes_mentioning(str(workdir)), "processes left behind"

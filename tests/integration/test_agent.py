@@ -405,9 +405,11 @@ async def test_metrics_and_uptime(
         async with AsyncHTTP(timeout=5) as http:
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
         return (
-            'tfgateway_workloads{state="live",type="subdomain"} 1.0' in text
-            and 'tfgateway_provision_seconds_count{action="provision",type="subdomain"} 1.0' in text
-            and 'tfgateway_jobs_total{outcome="ok",type="subdomain"} 1.0' in text
+            'tfgateway_workloads{source="explorer",state="live",type="subdomain"} 1.0' in text
+            and 'tfgateway_provision_seconds_count{action="provision",source="explorer",'
+            'type="subdomain"} 1.0'
+            in text
+            and 'tfgateway_jobs_total{outcome="ok",source="explorer",type="subdomain"} 1.0' in text
             and 'tfgateway_explorer_errors_total{call="poll"}' in text
             and "tfgateway_outbox_depth 0.0" in text
         )

@@ -5,6 +5,19 @@
 {
   # A configuration that must fail no assertion.
   valid.services.tfgateway = {
+    # Both sources: the explorer's users and the operator's own workloads.
+    workloads = {
+      subdomains.blog = {
+        domain = "blog.gw.example.com";
+        addresses = [ "203.0.113.7" ];
+      };
+      reverseProxies.home = {
+        domain = "home.gw.example.com";
+        secretFile = "/var/lib/secrets/tfgateway/home-tunnel";
+        terminateTls = true;
+      };
+      fourtosix.laptop.publicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+    };
     domains = [ "gw.example.com" ];
     nameservers = [ "ns1.gw.example.com" ];
     endpoint = "203.0.113.10:3443";
@@ -95,6 +108,38 @@
     metrics-on-redis-port = {
       settings.services.tfgateway.metricsListen = "127.0.0.1:6379";
       expect = "TCP ports clash";
+    };
+    explorer-without-farm = {
+      settings.services.tfgateway.farm = null;
+      expect = "farm is required with an explorer";
+    };
+    workload-name-invalid = {
+      settings.services.tfgateway.workloads.delegations."Acme_Org".domain = "acme.org";
+      expect = "entry names must match";
+    };
+    workload-name-twice = {
+      settings.services.tfgateway.workloads = {
+        subdomains.shop = {
+          domain = "shop.gw.example.com";
+          addresses = [ "203.0.113.8" ];
+        };
+        proxies.shop = {
+          domain = "shop.gw.example.com";
+          address = "203.0.113.8";
+        };
+      };
+      expect = "\"shop\" in proxies and subdomains";
+    };
+    tunnel-secret-in-store = {
+      settings.services.tfgateway.workloads.reverseProxies.home = {
+        domain = "home.gw.example.com";
+        secretFile = "${storeDir}/0000-home-tunnel";
+      };
+      expect = "(the store is world-readable); not: home.";
+    };
+    fourtosix-peer-without-endpoint = {
+      settings.services.tfgateway.workloads.fourtosix.laptop.publicKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+      expect = "workloads.fourtosix needs services.tfgateway.endpoint";
     };
     domains-without-nameservers = {
       settings.services.tfgateway.domains = [ "gw.example.com" ];

@@ -21,7 +21,7 @@ let
             system.stateVersion = "26.05";
             services.tfgateway = {
               enable = true;
-              farm = 1;
+              farm = lib.mkDefault 1;
             };
           }
         ];

@@ -8,10 +8,19 @@
 # The client also reaches the backend's IPv6 address through the gateway's 4to6 WireGuard
 # tunnel: it has no IPv6 of its own, and the backend has no route back to the tunnel's
 # fd00::/8 prefix, so an answer proves the gateway forwards and masquerades (NAT66).
+#
+# standalone (vlan 1) is a second gateway with no explorer, served entirely from
+# services.tfgateway.workloads (issue 14): a name, a proxy to the backend, a delegated zone, a
+# tunnel from natted and a 4to6 peer. Its `changed` specialisation adds an entry: switching to it
+# must reload the agent (same process), not restart it.
 { lib, ... }:
 
 let
   wgPort = 51820;
+  # The standalone gateway's tunnel secret (`0:` is the operator's owner id) and 4to6 peer;
+  # test values, written to a file outside the store at boot.
+  standaloneSecret = "0:tfgateway-vm-test-tunnel-secret";
+  standalonePeer = "hKKe2UioDjndsvvD4a89sMvDlNmLD718Mgu1VTJFazc=";
   # The page each web server serves; the test checks the right one arrives on each path.
   page = name: "tfgateway VM test: ${name}";
   webRoot =
@@ -88,6 +97,67 @@ in
           debug = true;
           logFormat = "json";
           pollInterval = 1;
+        };
+      };
+
+    standalone =
+      { config, nodes, ... }:
+      let
+        ip = config.networking.primaryIPAddress;
+      in
+      {
+        virtualisation.vlans = [ 1 ];
+        virtualisation.memorySize = 1536;
+        # The tunnel secret, outside the store as an operator keeps it.
+        systemd.services.tfgateway-test-secret = {
+          wantedBy = [ "tfgateway.service" ];
+          before = [ "tfgateway.service" ];
+          serviceConfig.Type = "oneshot";
+          script = ''
+            install -d -m 0700 /var/lib/tfgw-test
+            printf '%s' '${standaloneSecret}' > /var/lib/tfgw-test/home-tunnel
+            chmod 0400 /var/lib/tfgw-test/home-tunnel
+          '';
+        };
+        services.tfgateway = {
+          enable = true;
+          openFirewall = true;
+          explorer = null;
+          domains = [ "sa.test" ];
+          nameservers = [ "ns1.sa.test" ];
+          endpoint = "${ip}:${toString wgPort}";
+          allowPrivateBackends = true;
+          gatewayAddresses = [ ip ];
+          nameProof.resolvers = [ ];
+          workloads = {
+            subdomains = {
+              web-dns = {
+                domain = "web.sa.test";
+                addresses = [ ip ];
+              };
+              home-dns = {
+                domain = "home.sa.test";
+                addresses = [ ip ];
+              };
+            };
+            proxies.web = {
+              domain = "web.sa.test";
+              address = ipOf nodes.backend;
+              port = 80;
+              portTls = 443;
+            };
+            delegations.zone.domain = "zone.test";
+            reverseProxies.home = {
+              domain = "home.sa.test";
+              secretFile = "/var/lib/tfgw-test/home-tunnel";
+            };
+            fourtosix.laptop.publicKey = standalonePeer;
+          };
+        };
+        # `nixos-rebuild switch` to a configuration with one more entry.
+        specialisation.changed.configuration.services.tfgateway.workloads.subdomains.added = {
+          domain = "added.sa.test";
+          addresses = [ "198.51.100.7" ];
         };
       };
 
@@ -175,6 +245,8 @@ in
     let
       gatewayIp = ipOf nodes.gateway;
       backendV6 = nodes.backend.networking.primaryIPv6Address;
+      standaloneIp = ipOf nodes.standalone;
+      changed = "${nodes.standalone.system.build.toplevel}/specialisation/changed";
     in
     ''
       import json
@@ -275,5 +347,44 @@ in
           gateway.succeed("nft list table ip6 tfgateway-nat66 | grep -q masquerade")
           # users' tunnels never lead into each other (tests/kernel checks it with traffic)
           gateway.succeed("nft list table inet tfgateway-4to6 | grep -q drop")
+
+      with subtest("standalone: a gateway served entirely from services.tfgateway.workloads"):
+          standalone.wait_for_unit("tfgateway.service")
+          standalone.fail("systemctl show -p ExecStart --value tfgateway.service | grep -q -- --explorer")
+          client.wait_until_succeeds("dig +short @${standaloneIp} web.sa.test A | grep -qx ${standaloneIp}", timeout=60)
+          client.succeed("dig +short @${standaloneIp} zone.test SOA | grep -q .")
+          client.wait_until_succeeds(
+              "curl -sf --resolve web.sa.test:80:${standaloneIp} http://web.sa.test/ | grep -q '${page "backend"}'",
+              timeout=60,
+          )
+          natted.succeed(
+              "systemd-run --unit trc-standalone $(command -v trc) --remote ${standaloneIp}:18000 "
+              + "--local 127.0.0.1:8000 --secret '${standaloneSecret}'"
+          )
+          client.wait_until_succeeds(
+              "curl -sf --resolve home.sa.test:80:${standaloneIp} http://home.sa.test/ | grep -q '${page "natted"}'",
+              timeout=90,
+          )
+          standalone.wait_until_succeeds("wg show wg-tfgateway peers | grep -qx '${standalonePeer}'", timeout=60)
+          # the operator's view: every entry ok, the peer's WireGuard config, the tunnel's command
+          standalone.wait_until_succeeds("tfgateway-status | grep -q '6 ok, 0 error, 0 pending'", timeout=60)
+          standalone.succeed("tfgateway-status | grep -q 'tftunnel --remote'")
+          standalone.succeed("tfgateway-status | grep -q 'fourtosix laptop: WireGuard config for the client'")
+          standalone.succeed("tfgateway-status | grep -q '${standalonePeer}'")
+          standalone.fail("tfgateway-status | grep -q '${standaloneSecret}'")
+          # the secret is a credential: on no command line and not in the store's file
+          standalone.fail("grep -l '${standaloneSecret}' /proc/[0-9]*/cmdline")
+          standalone.fail("grep -q '${standaloneSecret}' $(readlink -f /etc/tfgateway/workloads.toml)")
+
+      with subtest("standalone: switching to a changed workloads list reloads the agent"):
+          pid = standalone.succeed("systemctl show -p MainPID --value tfgateway.service").strip()
+          client.fail("dig +short @${standaloneIp} added.sa.test A | grep -q .")
+          standalone.succeed("${changed}/bin/switch-to-configuration test")
+          client.wait_until_succeeds("dig +short @${standaloneIp} added.sa.test A | grep -qx 198.51.100.7", timeout=30)
+          after = standalone.succeed("systemctl show -p MainPID --value tfgateway.service").strip()
+          assert pid == after, f"the agent was restarted ({pid} -> {after}), not reloaded"
+          standalone.succeed("tfgateway-status | grep -q '7 ok, 0 error, 0 pending'")
+          # and the rest is still served
+          client.succeed("dig +short @${standaloneIp} web.sa.test A | grep -qx ${standaloneIp}")
     '';
 }

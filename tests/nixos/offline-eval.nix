@@ -92,8 +92,10 @@ let
     "assertion-cases.nix valid" = evaluate cases.valid;
     "rendered/gateway.nix" = reference;
     "images/example-gateway.nix" = evaluate ../../images/example-gateway.nix;
+    "rendered/standalone.nix" = standalone;
   };
   reference = evaluate ./rendered/gateway.nix;
+  standalone = evaluate ./rendered/standalone.nix;
   # The reference with 4to6 on: the nftables tables the kernel test loads.
   reference4to6 = evaluate {
     imports = [ ./rendered/gateway.nix ];
@@ -115,9 +117,10 @@ else
 
     # Kept in tests/nixos/rendered/ (scripts/eval-nix-offline.sh --update writes them).
     rendered = import ./rendering.nix { inherit lib; } {
-      inherit reference;
+      inherit reference standalone;
       with4to6 = reference4to6;
       routerSettings = reference.services.tfgateway.router.settings;
+      workloadsSettings = standalone.services.tfgateway.workloadsFile.value;
     };
 
     # For a person to read: the units as the module writes them.
@@ -145,6 +148,7 @@ else
           networking.primaryIPAddress = address;
           networking.primaryIPv6Address = "2001:db8:1::99";
           services.tfgateway.wireguardInterface = "wg-tfgateway";
+          system.build.toplevel = "/nix/store/00000000000000000000000000000000-nixos-system";
         };
       in
       (import ./gateway.nix { inherit lib; }).testScript {
@@ -152,6 +156,7 @@ else
           gateway = node "192.168.1.4";
           backend = node "192.168.1.1";
           natted = node "192.168.2.5";
+          standalone = node "192.168.1.6";
         };
       };
     # Without 4to6 the agent keeps no capability and the host no forwarding.

@@ -3,11 +3,13 @@
     render.py update EVAL_JSON DIR   write the kept files
     render.py check EVAL_JSON DIR    exit 1 (with a diff) when a kept file differs
 
-EVAL_JSON is the module's rendering of rendered/gateway.nix: from the offline evaluation
-(`rendered` of offline-eval.nix: router.toml as settings) or from a real NixOS evaluation (the
-flake's `rendered-files` check: router.toml as the generated file named in the router's
-command line). Store paths are normalised, `@store@` before a `/` (a package: its program
-follows) and `@store:NAME@` otherwise (a generated file), so both evaluations compare equal.
+EVAL_JSON is the module's rendering of rendered/gateway.nix and rendered/standalone.nix
+(the standalone-* files and workloads.toml): from the offline evaluation (`rendered` of
+offline-eval.nix: router.toml and the workloads file as settings) or from a real NixOS
+evaluation (the flake's `rendered-files` check: router.toml as the generated file named in the
+router's command line, the workloads file as the one the module generated). Store paths are
+normalised, `@store@` before a `/` (a package: its program follows) and `@store:NAME@`
+otherwise (a generated file), so both evaluations compare equal.
 Standard library only: the flake check runs it with nixpkgs' plain python3.
 """
 
@@ -40,14 +42,26 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"router.toml: cannot write {value!r}")
 
 
-def toml_text(table: dict[str, Any], path: tuple[str, ...] = ()) -> str:
-    """TOML for router.toml's shape: scalars and lists, then sub-tables (quoted when needed)."""
-    lines = [f"[{'.'.join(_key(k) for k in path)}]"] if path else []
-    lines += [f"{_key(k)} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+def _tables(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def toml_text(table: dict[str, Any], path: tuple[str, ...] = (), array: bool = False) -> str:
+    """TOML for router.toml's and the workloads file's shapes: scalars and lists, then
+    sub-tables and arrays of tables (keys quoted when needed)."""
+    name = ".".join(_key(k) for k in path)
+    lines = [f"[[{name}]]" if array else f"[{name}]"] if path else []
+    lines += [
+        f"{_key(k)} = {toml_value(v)}"
+        for k, v in table.items()
+        if not isinstance(v, dict) and not _tables(v)
+    ]
     text = "\n".join(lines) + ("\n" if lines else "")
     for k, v in table.items():
         if isinstance(v, dict):
             text += toml_text(v, (*path, k))
+        elif _tables(v):
+            text += "".join(toml_text(item, (*path, k), array=True) for item in v)
     return text
 
 
@@ -62,6 +76,12 @@ def router_settings(rendering: dict[str, Any]) -> dict[str, Any]:
     if match is None:
         raise SystemExit("no router.toml in the router's command line")
     return tomllib.loads(Path(match.group(0)).read_text())
+
+
+def workloads_settings(rendering: dict[str, Any]) -> dict[str, Any]:
+    if rendering.get("workloadsSettings") is not None:
+        return dict(rendering["workloadsSettings"])
+    return tomllib.loads(Path(rendering["workloadsFile"]).read_text())
 
 
 def nft_text(tables: dict[str, Any]) -> str:
@@ -83,11 +103,16 @@ def files(rendering: dict[str, Any]) -> dict[str, str]:
         "dns.cmdline": normalize(rendering["dnsCommand"]) + "\n",
         "redis.json": json.dumps(rendering["redis"], indent=2, sort_keys=True) + "\n",
         "fourtosix.nft": nft_text(rendering["nftables"]),
+        "standalone-agent.cmdline": normalize(rendering["standaloneAgentCommand"]) + "\n",
+        "standalone-unit.json": normalize(
+            json.dumps(rendering["standaloneAgentUnit"], indent=2, sort_keys=True) + "\n"
+        ),
+        "workloads.toml": toml_text(workloads_settings(rendering)),
     }
 
 
 def same(name: str, kept: str, new: str) -> bool:
-    if name == "router.toml":  # remarshal and this writer format TOML differently
+    if name.endswith(".toml"):  # remarshal and this writer format TOML differently
         return tomllib.loads(kept) == tomllib.loads(new)
     return kept == new
 

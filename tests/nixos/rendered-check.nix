@@ -1,7 +1,7 @@
 # The kept renderings (tests/nixos/rendered/) must equal what the module renders with the
 # real nixpkgs: exposed as checks.x86_64-linux.rendered-files. The offline evaluation
 # (scripts/eval-nix-offline.sh) makes the same comparison with stub NixOS options; this one
-# also reads the router.toml that nixpkgs' TOML generator wrote.
+# also reads the router.toml and the workloads file that nixpkgs' TOML generator wrote.
 {
   lib,
   pkgs,
@@ -10,12 +10,12 @@
 
 let
   host =
-    extra:
+    base: extra:
     (lib.nixosSystem {
       inherit (pkgs.stdenv.hostPlatform) system;
       modules = [
         module
-        ./rendered/gateway.nix
+        base
         extra
         {
           boot.isContainer = true;
@@ -23,9 +23,10 @@ let
         }
       ];
     }).config;
-  reference = host { };
-  with4to6 = host { services.tfgateway.endpoint = "203.0.113.10:51820"; };
-  rendering = import ./rendering.nix { inherit lib; } { inherit reference with4to6; };
+  reference = host ./rendered/gateway.nix { };
+  standalone = host ./rendered/standalone.nix { };
+  with4to6 = host ./rendered/gateway.nix { services.tfgateway.endpoint = "203.0.113.10:51820"; };
+  rendering = import ./rendering.nix { inherit lib; } { inherit reference standalone with4to6; };
 in
 pkgs.runCommand "tfgateway-rendered-files"
   {

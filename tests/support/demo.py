@@ -13,7 +13,6 @@ import argparse
 import secrets
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.support import pebble
+from tests.support.demo_standalone import StandaloneRun
 from tests.support.gateway import (
     BACKEND_ADDR,
     BACKEND_HTTP_PORT,
@@ -32,6 +32,7 @@ from tests.support.gateway import (
     Gateway,
     User,
 )
+from tests.support.shell_commands import Command
 
 WEB = f"web.{MANAGED_DOMAIN}"
 HOME = f"home.{MANAGED_DOMAIN}"
@@ -48,24 +49,6 @@ class Sample:
     name: str
     what: str
     workload: int
-
-
-@dataclass(frozen=True)
-class Command:
-    """A shell command as printed, and a piece of its output that shows it worked."""
-
-    what: str
-    line: str
-    expect: str
-
-    def works(self) -> bool:
-        try:
-            out = subprocess.run(
-                ["bash", "-c", self.line], capture_output=True, text=True, timeout=10, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return False
-        return out.returncode == 0 and self.expect in out.stdout
 
 
 def say(message: str) -> None:
@@ -149,32 +132,54 @@ def wait_live(gw: Gateway, samples: list[Sample], cmds: list[Command], timeout: 
         if result.state != "ok":
             raise SystemExit(f"workload {sample.workload} ({sample.kind} {sample.name}) "
                              f"failed: {result.message}")  # fmt: skip
+    wait_commands(gw, cmds, deadline, timeout)
+
+
+def wait_commands(gw: Gateway, cmds: list[Command], deadline: float, timeout: float) -> None:
+    """Until every command works (or `deadline`, which is `timeout` s after the start)."""
     pending = list(cmds)
     while pending:
         gw.check_alive()
         pending = [c for c in pending if not c.works()]
         if pending and time.monotonic() > deadline:
-            lines = "\n".join(f"  {c.what}: {c.line}" for c in pending)
+            lines = "\n".join(f"  {c.what}: {c.line}\n    {c.output()[-600:]}" for c in pending)
             raise SystemExit(f"not live after {timeout}s:\n{lines}")
         if pending:
             time.sleep(0.2)
 
 
-def print_table(gw: Gateway, samples: list[Sample], cmds: list[Command]) -> None:
-    print("\nServed by the gateway (workloads in the development explorer):\n")
-    rows = [("workload", "kind", "name", "what"), *[
-        (str(s.workload), s.kind, s.name, s.what) for s in samples
-    ]]  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+def print_rows(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, the last one left as it is."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print(
-            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3]
-        )
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+        print("  " + "  ".join([*cells, row[-1]]))
+
+
+def print_commands(gw: Gateway, cmds: list[Command]) -> None:
     print("\nNamespaces: " + ", ".join(ns.name for ns in gw.netns.namespaces.values()))
     print(f"Gateway address (inside the namespaces): {GW_CLIENT_ADDR}; logs in {gw.workdir}")
     print("\nTry these (they were just checked to work):\n")
     for c in cmds:
         print(f"  # {c.what}\n  {c.line}\n")
+
+
+def print_table(gw: Gateway, samples: list[Sample], cmds: list[Command]) -> None:
+    print("\nServed by the gateway (workloads in the development explorer):\n")
+    print_rows([("workload", "kind", "name", "what"), *[
+        (str(s.workload), s.kind, s.name, s.what) for s in samples
+    ]])  # fmt: skip
+    print_commands(gw, cmds)
+
+
+def print_standalone(run: StandaloneRun, cmds: list[Command]) -> None:
+    print(f"\nServed by the gateway (no explorer; entries of {run.workloads}):\n")
+    print_rows([("kind", "name", "what"), *[(e.kind, e.name, e.what) for e in run.entries]])
+    print_commands(run.gw, cmds)
+    print("  # the NATed home's tunnel client (running; the secret read from its file)")
+    print(f"  {run.tunnel_command()}\n")
+    print(f"Edit {run.workloads} (docs/workloads.md): the agent applies what changed within")
+    print("a second, or at once on SIGHUP; `tfgateway status` (above) shows each entry's state.")
 
 
 class StopRequestedError(Exception):
@@ -190,32 +195,55 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="verify the commands, then stop")
     parser.add_argument("--workdir", type=Path, help="logs and state (default: a new temp dir)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to become live")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no explorer: the agent serves a workloads file (docs/workloads.md)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _stop)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tfgateway-demo-"))
-    gw = Gateway(
-        workdir,
-        log=say,
-        acme=True,  # Pebble, a local ACME CA, in the client namespace
-        router_tls={"acme_profile": pebble.DEFAULT, "challenges": ["http-01"]},
-        agent_extra_args=["--terminate-tls", SHOP],
-    )
+    router_tls: dict[str, object] = {"acme_profile": pebble.DEFAULT, "challenges": ["http-01"]}
+    run: StandaloneRun | None = None
+    if args.standalone:
+        run = StandaloneRun.create(workdir, say, router_tls)
+        gw: Gateway = run.gw
+    else:
+        gw = Gateway(
+            workdir,
+            log=say,
+            acme=True,  # Pebble, a local ACME CA, in the client namespace
+            router_tls=router_tls,
+            agent_extra_args=["--terminate-tls", SHOP],
+        )
     code = 0
     try:
         print("Starting the gateway in network namespaces", flush=True)
-        gw.start()
-        say("creating sample workloads in the development explorer")
-        user, samples = create_samples(gw)
-        say("waiting until everything is live")
-        cmds = commands(gw, user.id)
-        wait_live(gw, samples, cmds, args.timeout)
-        print_table(gw, samples, cmds)
+        if run is not None:
+            say(f"the workloads file: {run.workloads}")
+            run.start()
+            say("waiting until everything is live")
+            cmds = run.commands()
+            wait_commands(gw, cmds, time.monotonic() + args.timeout, args.timeout)
+            print_standalone(run, cmds)
+            print("\n" + run.status(), flush=True)
+        else:
+            gw.start()
+            say("creating sample workloads in the development explorer")
+            user, samples = create_samples(gw)
+            say("waiting until everything is live")
+            cmds = commands(gw, user.id)
+            wait_live(gw, samples, cmds, args.timeout)
+            print_table(gw, samples, cmds)
         if args.check:
             broken = [c for c in cmds if not c.works()]
             for c in broken:
                 print(f"BROKEN: {c.what}: {c.line}", file=sys.stderr)
+            if run is not None and not broken:
+                live = run.live_change(args.timeout)
+                print(f"live change: {live.what} is served: {live.line}")
             code = 1 if broken else 0
             print("check: all printed commands work" if not broken else "check FAILED")
         else:

@@ -200,6 +200,10 @@ class Gateway:
     log: Callable[[str], None] = lambda _msg: None
     rendered: Rendered | None = None
     """Run redis, CoreDNS, the router and the agent from the module's kept renderings."""
+    explorer: bool = True
+    """Run the development explorer and give the agent `--explorer`; False: standalone."""
+    workloads: Path | None = None
+    """The operator's workloads file (`--workloads`, docs/workloads.md), if any."""
     netns: NamespaceSet = field(init=False)
     world: WorldDNS = field(init=False)
     procs: dict[str, Process] = field(default_factory=dict, init=False)
@@ -232,7 +236,8 @@ class Gateway:
                 self.start_pebble()
             self.start_router()
             self.start_backend()
-            self.start_explorer()
+            if self.explorer:
+                self.start_explorer()
             if self.with_agent:
                 self.start_agent()
         except BaseException:
@@ -596,6 +601,12 @@ class Gateway:
         return self.workdir / "seed.txt"
 
     def agent_args(self) -> list[str]:
+        if self.rendered is not None and not self.explorer:
+            if self.workloads is None:
+                raise GatewayError("a standalone rendered gateway needs a workloads file")
+            return self.rendered.standalone_agent_args(
+                self.seed_path, self.credentials, self.workloads, self.world.resolver
+            )
         if self.rendered is not None:
             return self.rendered.agent_args(
                 self.explorer_url + "/api/v1", self.seed_path, self.credentials,
@@ -604,7 +615,8 @@ class Gateway:
         args = [
             agent_program("tfgateway"),
             "--seed", str(self.seed_path),
-            "--explorer", self.explorer_url + "/api/v1",
+            *(["--explorer", self.explorer_url + "/api/v1"] if self.explorer else []),
+            *(["--workloads", str(self.workloads)] if self.workloads is not None else []),
             "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
             "--redis-password-file", str(self.redis_password_file),
             "--tcp-client-port", str(TUNNEL_PORT),
@@ -632,8 +644,23 @@ class Gateway:
         self.log("starting the agent")
         self.identity = load_or_create(self.seed_path)
         proc = self.spawn("agent", self.agent_args(), self.gw)
-        # Ready once it registered with the explorer; the rest is observed through workloads.
-        self.wait_ready(proc, self._registered)
+        # Ready once it registered with the explorer (standalone: once it applied its file);
+        # the rest is observed through workloads.
+        self.wait_ready(proc, self._registered if self.explorer else self._file_applied)
+
+    def _file_applied(self) -> bool:
+        return bool(self.redis_cli("EXISTS", "tfgateway:declared:file", check=False).strip() == "1")
+
+    def signal_agent(self, sig: signal.Signals = signal.SIGHUP) -> None:
+        """Send `sig` to the agent (`ip netns exec` runs it in place: same pid)."""
+        os.kill(self.procs["agent"].popen.pid, sig)
+
+    def status(self, *args: str) -> str:
+        """`tfgateway status` inside gw, as the operator runs it."""
+        return self.gw.run(
+            agent_program("tfgateway"), "status", "--redis", f"tcp://127.0.0.1:{REDIS_PORT}",
+            "--redis-password-file", str(self.redis_password_file), *args,
+        )  # fmt: skip
 
     def _registered(self) -> bool:
         gateways = self.call(self.admin.state()).get("gateways", {})

@@ -23,6 +23,10 @@ EXPLORER = "http://explorer.test:8080/api/v1"
 UPSTREAM = "192.0.2.53"
 PROOF_RESOLVER = "192.0.2.54"
 SEED = "/var/lib/tfgateway/identity.seed"
+# The standalone reference (rendered/standalone.nix): its workloads file and where systemd
+# hands the agent its credentials.
+WORKLOADS = "/etc/tfgateway/workloads.toml"
+CREDENTIALS = "/run/credentials/tfgateway.service/"
 
 
 class RenderedError(ValueError):
@@ -81,6 +85,36 @@ class Rendered:
             {EXPLORER: explorer, SEED: str(seed), PROOF_RESOLVER: proof_resolver},
         )
         return [a.replace("%d/", f"{credentials}/") for a in args]
+
+    def standalone_agent_args(
+        self, seed: Path, credentials: Path, workloads: Path, proof_resolver: str
+    ) -> list[str]:
+        """The standalone reference's agent (no explorer, `--workloads`). Its 4to6 flags are
+        left out: kernel WireGuard exists only in the VM test, so here the file's 4to6 peer
+        gets the error of a gateway without `--endpoint` and every other entry is served."""
+        args = self._command(
+            "standalone-agent.cmdline",
+            {SEED: str(seed), WORKLOADS: str(workloads), PROOF_RESOLVER: proof_resolver},
+        )
+        for flag in ("--endpoint", "--wg-iface"):
+            if flag not in args:
+                raise RenderedError(f"standalone-agent.cmdline: no {flag} to leave out")
+            i = args.index(flag)
+            del args[i : i + 2]
+        return [a.replace("%d/", f"{credentials}/") for a in args]
+
+    def workloads(self, credentials: Path) -> str:
+        """The generated workloads file, its secret files in the harness's credentials."""
+        text = self.text("workloads.toml")
+        if CREDENTIALS not in text:
+            raise RenderedError(f"workloads.toml: no secret_file under {CREDENTIALS}")
+        return text.replace(CREDENTIALS, f"{credentials}/")
+
+    def standalone_credentials(self) -> list[str]:
+        """Names of the credentials the standalone unit loads besides the redis password."""
+        unit = json.loads(self.text("standalone-unit.json"))
+        names = [c.partition(":")[0] for c in unit["LoadCredential"]]
+        return [n for n in names if n != "redis-password"]
 
     def _command(self, name: str, substitutions: dict[str, str]) -> list[str]:
         """A unit's ExecStart as a list: the program from the harness, arguments swapped

@@ -26,7 +26,7 @@ def test_go_defaults() -> None:
     c = parse_config([])
     assert (c.seed, c.explorer, c.redis) == (
         "identity.seed",
-        "https://explorer.grid.tf/api/v1",
+        "",  # standalone unless --explorer is given
         "tcp://localhost:6379",
     )
     assert (c.farm, c.tcp_client_port, c.endpoint, c.wg_iface, c.free, c.debug) == (

@@ -27,10 +27,13 @@ from redis.exceptions import RedisError
 
 from tfgateway import __version__
 from tfgateway.config import Config
+from tfgateway.declared.file import OPERATOR
+from tfgateway.declared.source import DeclaredSource
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox
 from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, gateway_body, retrying
+from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway.node.location import resolve_location
 from tfgateway.primitives.dns import DelegateProvisioner, DNSStore, SubdomainProvisioner
@@ -48,6 +51,8 @@ __all__ = ["SENTINEL_KEY", "Agent", "host_addresses", "host_uptime", "run"]
 log = logging.getLogger("tfgateway")
 
 SENTINEL_KEY = "tfgateway:alive"
+UNUSED_EXPLORER = "http://explorer.invalid/api/v1"
+"""Standalone: the explorer client is built (the engine and outbox hold one) but never used."""
 WATCH_INTERVAL = 1.0
 PROOF_TICK = 30.0
 """Longest pause between two looks at which name proofs are due."""
@@ -105,8 +110,9 @@ class Agent:
         # Every writer shares one auto-pipeline: the commands of concurrent jobs travel together.
         self.batch = AutoPipeline(self.redis)
         self.metrics = Metrics()
+        self.standalone = not config.explorer
         self.explorer = ExplorerClient(
-            config.explorer,
+            config.explorer or UNUSED_EXPLORER,
             identity,
             timeout=config.request_timeout,
             on_error=self.metrics.explorer_error,
@@ -130,6 +136,7 @@ class Agent:
             recheck_interval=config.proof_recheck_interval,
             grace=config.proof_grace,
             managed_domains=config.domains,
+            trusted_users=frozenset({OPERATOR}),  # the operator's own file needs no proof
         )
         self.dns = DNSStore(self.batch, identity.node_id, config.nameservers, proofs=self.names)
         self.own_addresses: list[str] = []
@@ -152,6 +159,28 @@ class Agent:
         }
         self.fourtosix: Any = None
         self.fourtosix_ready = False
+        self.declared: DeclaredSource | None = None
+        self.declared_provisioners: dict[str, Provisioner] = {
+            "subdomain": self.provisioners["subdomain"],
+            "domain_delegate": self.provisioners["domain_delegate"],
+            "proxy": ProxyProvisioner(
+                self.batch,
+                identity.node_id,
+                proofs=self.names,
+                own_addresses=self.own_addresses,
+                allow_private=config.allow_private_backends,
+                termination=termination,
+                declared=True,
+            ),
+            "reverse_proxy": ReverseProxyProvisioner(
+                self.batch,
+                identity,
+                self.user_key,
+                proofs=self.names,
+                termination=termination,
+                declared=True,
+            ),
+        }
         self.engine = Engine(
             identity=identity,
             explorer=self.explorer,
@@ -164,6 +193,19 @@ class Agent:
             replay_interval=config.replay_interval,
             backoff=_backoff_factory(max(config.max_backoff, config.poll_interval)),
         )
+        if config.workloads:
+            host = config.gateway_addresses[0] if config.gateway_addresses else "GATEWAY"
+            if ":" in host:
+                host = f"[{host}]"
+            self.declared = DeclaredSource(
+                Path(config.workloads),
+                self.batch,
+                self.declared_provisioners,
+                lock=self.engine.lock,
+                allow_private=config.allow_private_backends,
+                tunnel_remote=f"{host}:{config.tcp_client_port}",
+                metrics=self.metrics,
+            )
         self._stop = asyncio.Event()
         self._token = secrets.token_hex(8)
 
@@ -212,12 +254,15 @@ class Agent:
     async def prepare(self) -> None:
         cfg = self.config
         log.info(
-            "tfgateway %s starting: node %s, explorer %s, redis %s",
+            "tfgateway %s starting: node %s, %s, workloads file %s, redis %s",
             __version__,
             self.identity.node_id,
-            self.explorer.base,
+            "standalone (no explorer)" if self.standalone else f"explorer {self.explorer.base}",
+            cfg.workloads or "none",
             cfg.redis.split("@")[-1],
         )
+        if self.standalone and self.declared is None:
+            log.warning("neither --explorer nor --workloads: this gateway serves nothing new")
         self.refresh_own_addresses()
         await self.wait_for_redis()
         pending = await self.outbox.load()
@@ -232,8 +277,13 @@ class Agent:
             else:
                 log.info("name proofs: looked up with %s", ", ".join(checker.resolvers))
         await self.engine.load()
+        if self.declared is not None:
+            await self.declared.load_records()
         if cfg.fourtosix_enabled:
             await self.setup_fourtosix()
+        if self.declared is not None:
+            # After 4to6 is set up (its peers are among the entries), before serving.
+            await self.declared.reload("start")
         await self.redis.set(SENTINEL_KEY, self._token)
         # Everything else is re-applied by the watch loop's first pass, while polling goes on.
 
@@ -272,9 +322,15 @@ class Agent:
             )
             return
         self.fourtosix_ready = True
-        self.engine.converge["gateway4to6"] = provisioner.converge
+        self.declared_provisioners["gateway4to6"] = provisioner
+        self.engine.converge["gateway4to6"] = self.converge_fourtosix
         # Before any new gateway4to6 job: the peers must be those of the live workloads.
-        await provisioner.converge(self.engine.live_of_type("gateway4to6"))
+        await self.converge_fourtosix(self.engine.live_of_type("gateway4to6"))
+
+    async def converge_fourtosix(self, live: list[Reservation]) -> None:
+        """The peers are the explorer's live 4to6 workloads and the file's applied peers."""
+        declared = [] if self.declared is None else self.declared.live_of_type("gateway4to6")
+        await self.fourtosix.converge([*live, *declared])
 
     # -- background tasks --------------------------------------------------------------------
 
@@ -369,6 +425,8 @@ class Agent:
             await self.setup_fourtosix_retry()
         started = asyncio.get_running_loop().time()
         applied = await self.engine.reconcile()
+        if self.declared is not None:
+            applied += await self.declared.reapply()
         await self.names.settle()
         elapsed = asyncio.get_running_loop().time() - started
         log.info("reconcile: %d live reservations re-applied in %.2fs", applied, elapsed)
@@ -392,14 +450,19 @@ class Agent:
             log.debug("4to6: interface still not available: %s", exc)
             return
         async with self.engine.lock:
-            await self.fourtosix.converge(self.engine.live_of_type("gateway4to6"))
+            await self.converge_fourtosix(self.engine.live_of_type("gateway4to6"))
         self.fourtosix_ready = True
-        self.engine.converge["gateway4to6"] = self.fourtosix.converge
+        self.declared_provisioners["gateway4to6"] = self.fourtosix
+        self.engine.converge["gateway4to6"] = self.converge_fourtosix
+        if self.declared is not None:
+            self.declared.request_reload()  # peers refused while the interface was missing
         log.info("4to6: interface %s is ready", self.config.wg_iface)
 
     async def restore_after_data_loss(self) -> None:
         await self.dns.setup_managed_domains(self.config.domains)
         applied = await self.engine.reconcile(rewrite_cache=True)
+        if self.declared is not None:
+            applied += await self.declared.restore()
         await self.names.settle()
         await self.outbox.persist_all()
         await self.redis.set(SENTINEL_KEY, self._token)
@@ -411,11 +474,21 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
+    def reload(self) -> None:
+        """SIGHUP: read the workloads file again."""
+        if self.declared is None:
+            log.info("SIGHUP: no --workloads file to reload")
+            return
+        self.declared.request_reload()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT) if self._handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        if self._handle_signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.config.metrics_listen:
             self.metrics.serve(self.config.metrics_listen)
         preparing = asyncio.create_task(self.prepare_until_ready())
@@ -434,15 +507,20 @@ class Agent:
             log.error("cannot start: %s", exc)
             await self.close()
             return 1
-        tasks = {
-            asyncio.create_task(self.register(), name="register"),
-            asyncio.create_task(self.uptime_loop(), name="uptime"),
-            asyncio.create_task(self.outbox.run(), name="outbox"),
-            asyncio.create_task(self.watch_loop(), name="watch"),
-        }
+        tasks = {asyncio.create_task(self.watch_loop(), name="watch")}
+        if not self.standalone:
+            tasks |= {
+                asyncio.create_task(self.register(), name="register"),
+                asyncio.create_task(self.uptime_loop(), name="uptime"),
+                asyncio.create_task(self.outbox.run(), name="outbox"),
+            }
+        if self.declared is not None:
+            tasks.add(asyncio.create_task(self.declared.run(), name="workloads-file"))
         if self.names.enforced:
             tasks.add(asyncio.create_task(self.proof_loop(), name="name-proofs"))
-        engine_task = asyncio.create_task(self.engine.run(), name="engine")
+        engine_task = asyncio.create_task(
+            self.engine.run() if not self.standalone else self._stop.wait(), name="engine"
+        )
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
         running: set[asyncio.Task[Any]] = {*tasks, engine_task, stopper}
         code = 0
@@ -460,9 +538,10 @@ class Agent:
         for task in tasks | {stopper}:
             task.cancel()
         await asyncio.gather(engine_task, *tasks, stopper, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(3):
-                await self.outbox.deliver_once()
+        if not self.standalone:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(3):
+                    await self.outbox.deliver_once()
         await self.close()
         log.info("stopped")
         return code

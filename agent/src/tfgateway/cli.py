@@ -19,7 +19,7 @@ from typing import Any
 
 from tfgateway import __version__
 from tfgateway.config import Config
-from tfgateway.explorer.client import DEFAULT_EXPLORER, DEFAULT_TIMEOUT, base_url
+from tfgateway.explorer.client import DEFAULT_TIMEOUT, base_url
 from tfgateway.node.identity import SeedError, load_or_create
 from tfgateway.node.location import DEFAULT_GEOIP, Location, LocationError, parse_location
 from tfgateway.primitives.name_proofs import DEFAULT_GRACE, DEFAULT_RECHECK_INTERVAL, ProofMode
@@ -62,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfgateway",
         allow_abbrev=False,
         description=(
-            "ThreeFold Grid gateway agent: registers with the explorer, polls the workloads "
-            "reserved on this gateway and serves them (DNS subdomains and delegated zones, TCP "
-            "proxies and reverse proxies through the router, 4to6 WireGuard tunnels) by writing "
-            "redis. Subcommands: 'tfgateway identity --seed FILE [--json]' prints the identity; "
+            "ThreeFold Grid gateway agent: serves workloads (DNS subdomains and delegated "
+            "zones, TCP proxies and reverse proxies through the router, 4to6 WireGuard tunnels) "
+            "by writing redis: those the operator declares in a file (--workloads) and/or those "
+            "reserved through an explorer it registers with and polls (--explorer). Without "
+            "--explorer it runs standalone. SIGHUP re-reads the workloads file. "
+            "Subcommands: 'tfgateway identity --seed FILE [--json]' prints the identity; "
             "'tfgateway status [--redis URL]' prints what this gateway serves."
         ),
     )
@@ -109,9 +111,18 @@ def _password_file_flag(g: argparse._ActionsContainer) -> None:
 def _explorer_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         *_names("explorer"),
-        default=DEFAULT_EXPLORER,
+        default="",
         metavar="URL",
-        help="explorer API; a URL whose path is not /api/v1 gets /api/v1 (default %(default)s)",
+        help="explorer API to register with and poll (e.g. https://explorer.grid.tf/api/v1); a "
+        "URL whose path is not /api/v1 gets /api/v1; without it the gateway runs standalone, "
+        "serving only --workloads",
+    )
+    g.add_argument(
+        "--workloads",
+        default="",
+        metavar="FILE",
+        help="TOML file of workloads declared by the operator (docs/workloads.md); re-read "
+        "when it changes and on SIGHUP, applying only what changed",
     )
     g.add_argument(*_names("farm"), type=int, default=0, help="farm id (default %(default)s)")
     g.add_argument(
@@ -324,6 +335,7 @@ def _config(a: argparse.Namespace) -> Config:
     return Config(
         seed=a.seed,
         explorer=a.explorer,
+        workloads=a.workloads,
         redis=a.redis,
         redis_password=_redis_password(a),
         debug=a.debug,
@@ -386,10 +398,11 @@ def _domain_list(flag: str, values: Sequence[str]) -> tuple[str, ...]:
 
 def _check_endpoints(a: argparse.Namespace) -> None:
     """--explorer, --redis, --tcp-client-port, --endpoint/--wg-iface, --metrics-listen."""
-    try:
-        base_url(a.explorer)
-    except ValueError as exc:
-        raise _FlagError(f"--explorer: {exc}") from None
+    if a.explorer:
+        try:
+            base_url(a.explorer)
+        except ValueError as exc:
+            raise _FlagError(f"--explorer: {exc}") from None
     try:
         parse_redis_url(a.redis)
     except RedisURLError as exc:

@@ -15,7 +15,10 @@ __all__ = ["Config"]
 @dataclass(frozen=True)
 class Config:
     seed: str = "identity.seed"
-    explorer: str = "https://explorer.grid.tf/api/v1"
+    explorer: str = ""
+    """`--explorer`; empty: standalone (no registration, polling or uptime reports)."""
+    workloads: str = ""
+    """`--workloads`: the operator's workloads file (docs/workloads.md); empty: none."""
     redis: str = "tcp://localhost:6379"
     redis_password: str | None = field(default=None, repr=False)
     """From `--redis-password-file`; replaces a password in the `--redis` URL (never both)."""

@@ -1,9 +1,10 @@
 """`tfgateway status`: what this gateway serves, read from redis (no explorer needed).
 
-One row per cached reservation (type, id, domain, owner, state, age), the names whose proof of
-control is missing (suspended: not served, and why; grandfathered: when they are first checked)
-and the delivery backlog of the outbox (results, deletes and stats the explorer has not
-acknowledged yet).
+One row per cached reservation (type, id, domain, owner, state, age), every entry of the
+operator's workloads file with its state and what its client needs (`declared.results`), the
+names whose proof of control is missing (suspended: not served, and why; grandfathered: when
+they are first checked) and the delivery backlog of the outbox (results, deletes and stats the
+explorer has not acknowledged yet).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from tfgateway.declared.results import Declared
+from tfgateway.declared.results import collect as collect_declared
+from tfgateway.declared.results import render as render_declared
 from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.outbox import OUTBOX_KEY, STATS_FIELD, Message
 from tfgateway.model.reservation import Reservation, ResultState
@@ -48,10 +52,13 @@ class Status:
     backlog: list[Message]
     stats_pending: bool
     proofs: list[NameProof]
+    declared: Declared | None = None
+    """The operator's workloads file (`--workloads`): each entry's state and client needs."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "workloads": [r.__dict__ for r in self.rows],
+            "declared": None if self.declared is None else self.declared.to_json(),
             "name_proofs": [
                 {"kind": p.kind, "name": p.name, **p.record.__dict__} for p in self.proofs
             ],
@@ -108,7 +115,7 @@ async def collect(redis: aioredis.Redis) -> Status:
             continue
     backlog.sort(key=lambda m: m.seq)
     proofs = [NameProof(kind, name, record) for kind, name, record in await read_records(redis)]
-    return Status(rows, bad, backlog, stats_pending, proofs)
+    return Status(rows, bad, backlog, stats_pending, proofs, await collect_declared(redis))
 
 
 def format_age(seconds: float) -> str:
@@ -135,6 +142,8 @@ def render_table(status: Status, now: float | None = None) -> str:
         for line in [header, *rows]
     ]
     lines.append(f"{len(status.rows)} workloads served")
+    if status.declared is not None:
+        lines += render_declared(status.declared)
     lines += _proof_lines(status.proofs, now)
     if status.undecodable:
         lines.append(

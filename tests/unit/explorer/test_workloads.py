@@ -157,3 +157,11 @@ def test_wire_result_matches_spec_put_body() -> None:
         b"8cadd643d7ef99fd774159417e2bdc37ad1c9fb696891c4af07efc6dc73749e1cc928c08cc379841c1d8"
         b'32da99383dcf7ba5e888100b","state":1,"message":"","epoch":1610000005,"node_id":""}\n'
     )
+
+
+@pytest.mark.parametrize("tid", [0, -1])
+def test_user_zero_is_the_operator_never_an_explorer_user(tid: int) -> None:
+    """User 0 owns the operator's workloads file (docs/workloads.md): an explorer workload with
+    customer_tid 0 (or less) would share its names, so it gets an error result instead."""
+    with pytest.raises(WorkloadError, match="must be a positive user id"):
+        job_from_item(item(customer_tid=tid))

@@ -142,6 +142,15 @@ def to_reservation(w: Workload) -> Reservation:
             category=category,
             user=str(w.customer_tid),
         )
+    if w.customer_tid <= 0:
+        # User 0 is the operator (the workloads file, docs/workloads.md): an explorer workload
+        # must never share its names.
+        raise WorkloadError(
+            f"invalid customer_tid {w.customer_tid}: must be a positive user id",
+            real_id=real_id,
+            category=category,
+            user=str(w.customer_tid),
+        )
     name = w.type_name
     return Reservation(
         id=w.reference or real_id,

@@ -159,9 +159,12 @@ def user_public_key(r: Reservation) -> str:
 
 
 def _check_user(r: Reservation) -> str:
-    if not (r.user_id.isascii() and r.user_id.isdigit()):
-        raise ProvisionError(f"invalid customer id {r.user_id[:40]!r}: expected a decimal number")
-    return r.user_id
+    """The address owner: an explorer user's decimal id, or `0:<entry name>` for a peer of the
+    operator's workloads file (one address per entry; never equal to an explorer id)."""
+    user = r.user_id
+    if user.isascii() and (user.isdigit() or (user.startswith("0:") and len(user) > 2)):
+        return user
+    raise ProvisionError(f"invalid customer id {user[:40]!r}: expected a decimal number")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tfgateway.primitives.provisioner import ProvisionError, reservation_data, r
 from tfgateway.primitives.tcprouter import (
     PROXY_CHANNEL,
     PROXY_GENERATION_KEY,
+    RouteOptions,
     encode_service,
     proxy_key,
 )
@@ -155,6 +156,25 @@ def _port(doc: dict[str, Any], key: str) -> int:
     return value
 
 
+def _route_options(
+    doc: dict[str, Any], domain: str, termination: TerminationPolicy, *, declared: bool,
+    plain_backend: bool,
+) -> RouteOptions:  # fmt: skip
+    """An explorer workload's route options come from the operator's `--terminate-tls`; an
+    entry of the operator's workloads file carries its own (`terminate_tls`, `proxy_protocol`)."""
+    if not declared:
+        return termination.options(domain, plain_backend=plain_backend)
+    terminate = doc.get("terminate_tls") is True and plain_backend
+    protocol = doc.get("proxy_protocol", 0)
+    if isinstance(protocol, bool) or protocol not in (0, 1, 2):
+        raise ProvisionError("proxy_protocol must be 0, 1 or 2")
+    return RouteOptions(
+        terminate="http" if terminate else "",
+        redirect=termination.redirect and terminate,
+        proxy_protocol=protocol,
+    )
+
+
 def _normalized(domain: object) -> str:
     try:
         return normalize_domain(domain)
@@ -163,7 +183,10 @@ def _normalized(domain: object) -> str:
 
 
 class ProxyProvisioner:
-    """`proxy` workloads: `{"domain","addr","port","port_tls"}` → a tcprouter service."""
+    """`proxy` workloads: `{"domain","addr","port","port_tls"}` → a tcprouter service.
+
+    With `declared` (the operator's workloads file) the data may also say `terminate_tls` and
+    `proxy_protocol`."""
 
     def __init__(
         self,
@@ -174,6 +197,7 @@ class ProxyProvisioner:
         own_addresses: Collection[IPAddress | str] = (),
         allow_private: bool = False,
         termination: TerminationPolicy = NO_TERMINATION,
+        declared: bool = False,
     ) -> None:
         """`own_addresses` is read at every provision, so a list the caller keeps up to date
         (addresses added to the host later) is honoured without rebuilding the provisioner."""
@@ -181,6 +205,7 @@ class ProxyProvisioner:
         self.own_addresses = own_addresses
         self.allow_private = allow_private
         self.termination = termination
+        self.declared = declared
         self._own: tuple[tuple[IPAddress | str, ...], frozenset[IPAddress]] = ((), frozenset())
 
     def _own_parsed(self) -> frozenset[IPAddress]:
@@ -211,7 +236,8 @@ class ProxyProvisioner:
             raise ProvisionError("a proxy needs port or port_tls")
         value = encode_service(
             domain, addr=str(addr), tls_port=tls_port, http_port=http_port, user=r.user_id,
-            options=self.termination.options(domain, plain_backend=http_port != 0),
+            options=_route_options(doc, domain, self.termination, declared=self.declared,
+                                   plain_backend=http_port != 0),
         )  # fmt: skip
         await self.store.put(r.user_id, domain, value)
         log.info("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
@@ -229,7 +255,9 @@ class ReverseProxyProvisioner:
     """`reverse_proxy` workloads: `{"domain","secret"}`, the secret encrypted to the gateway.
 
     Version 0 secrets are sealed boxes; version ≥ 1 need the user's ed25519 key from the
-    phonebook (`user_key(tid)`). The plaintext must start with `<customer_tid>:`.
+    phonebook (`user_key(tid)`). The plaintext must start with `<customer_tid>:`. With
+    `declared` (the operator's workloads file, owner 0) the secret is plain text, read from the
+    operator's secret file, and the data carries the route options.
     """
 
     def __init__(
@@ -240,11 +268,13 @@ class ReverseProxyProvisioner:
         *,
         proofs: NameProofs,
         termination: TerminationPolicy = NO_TERMINATION,
+        declared: bool = False,
     ) -> None:
         self.store = ProxyStore(redis_client, identity.node_id, proofs=proofs)
         self.identity = identity
         self.user_key = user_key
         self.termination = termination
+        self.declared = declared
 
     async def _decrypt(self, secret: str, r: Reservation) -> str:
         user_public_key: bytes | None = None
@@ -278,7 +308,7 @@ class ReverseProxyProvisioner:
         raw_domain = doc.get("domain", "")
         if not isinstance(raw_secret, str):
             raise ProvisionError("secret must be a string")
-        secret = await self._decrypt(raw_secret, r)
+        secret = raw_secret if self.declared else await self._decrypt(raw_secret, r)
         if not raw_domain:
             raise ProvisionError("domain cannot be empty")
         if not secret:
@@ -286,7 +316,8 @@ class ReverseProxyProvisioner:
         if not secret.startswith(f"{r.user_id}:"):
             raise ProvisionError("secret must follow the format 'threebotID:random'")
         domain = _normalized(raw_domain)
-        options = self.termination.options(domain, plain_backend=True)
+        options = _route_options(doc, domain, self.termination, declared=self.declared,
+                                 plain_backend=True)  # fmt: skip
         await self.store.put(
             r.user_id,
             domain,

@@ -28,20 +28,21 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.workloads = Gauge(
             "tfgateway_workloads",
-            "Workloads this gateway serves (state=live) by reservation type",
-            ["type", "state"],
+            "Workloads by reservation type, state (live; for the workloads file also error and "
+            "pending) and source (explorer, file)",
+            ["type", "state", "source"],
             registry=self.registry,
         )
         self.jobs = Counter(
             "tfgateway_jobs",
-            "Engine jobs by reservation type and outcome",
-            ["type", "outcome"],
+            "Provisioning jobs by reservation type, outcome and source (explorer, file)",
+            ["type", "outcome", "source"],
             registry=self.registry,
         )
         self.provision_seconds = Histogram(
             "tfgateway_provision_seconds",
             "Time to provision or decommission one workload",
-            ["type", "action"],
+            ["type", "action", "source"],
             registry=self.registry,
         )
         self.explorer_errors = Counter(
@@ -73,20 +74,29 @@ class Metrics:
             child = self._children[key] = metric.labels(*values)
         return child
 
-    def job_done(self, rtype: str, action: str, outcome: str, seconds: float) -> None:
-        """Count one engine job (`tfgateway_jobs`) and time it (`tfgateway_provision_seconds`)."""
-        self._child(self.jobs, rtype, outcome).inc()
-        self._child(self.provision_seconds, rtype, action).observe(seconds)
+    def job_done(
+        self, rtype: str, action: str, outcome: str, seconds: float, source: str = "explorer"
+    ) -> None:
+        """Count one job (`tfgateway_jobs`) and time it (`tfgateway_provision_seconds`)."""
+        self._child(self.jobs, rtype, outcome, source).inc()
+        self._child(self.provision_seconds, rtype, action, source).observe(seconds)
 
     def job_malformed(self, rtype: str) -> None:
-        self._child(self.jobs, rtype, "malformed").inc()
+        self._child(self.jobs, rtype, "malformed", "explorer").inc()
 
     def explorer_error(self, call: str) -> None:
         self.explorer_errors.labels(call=call).inc()
 
     def set_live(self, counts: dict[str, int]) -> None:
+        """Live explorer workloads by type."""
         for rtype, n in counts.items():
-            self._child(self.workloads, rtype, "live").set(n)
+            self._child(self.workloads, rtype, "live", "explorer").set(n)
+
+    def set_declared(self, counts: dict[tuple[str, str], int]) -> None:
+        """Entries of the workloads file by (type, state: ok, error, pending); ok is live."""
+        for (rtype, state), n in counts.items():
+            shown = "live" if state == "ok" else state
+            self._child(self.workloads, rtype, shown, "file").set(n)
 
     def set_name_proofs(self, counts: dict[str, int]) -> None:
         for state, n in counts.items():
