@@ -186,18 +186,31 @@ func firstByte(br *bufio.Reader) (byte, error) {
 	return head[n], nil
 }
 
-// splice copies both ways, propagating each direction's end as a half-close.
+// splice copies both ways. Each direction's clean end is passed on as a half-close (TCP
+// CloseWrite, yamux FIN); an error in either direction (the gateway reset the stream because
+// its public client went away, the local service aborted) resets the stream and closes the
+// local connection, so neither end keeps sending or buffering for a dead connection.
 func splice(local net.Conn, stream *yamux.Stream, fromStream io.Reader) {
+	abort := sync.OnceFunc(func() {
+		_ = stream.Reset()
+		_ = local.Close()
+	})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = copyBuffered(local, fromStream)
+		if _, err := copyBuffered(local, fromStream); err != nil {
+			abort()
+			return
+		}
 		if tc, ok := local.(interface{ CloseWrite() error }); ok {
 			_ = tc.CloseWrite()
 		}
 	}()
-	_, _ = copyBuffered(stream, local)
-	_ = stream.Close() // FIN: yamux's Close is a half-close
+	if _, err := copyBuffered(stream, local); err != nil {
+		abort()
+	} else {
+		_ = stream.Close() // FIN: yamux's Close is a half-close
+	}
 	<-done
 }
 

@@ -33,6 +33,8 @@ func run(args []string) int {
 	debug := fs.Bool("debug", false, "debug logging")
 	jsonLogs := fs.Bool("log-json", false, "log as JSON instead of text")
 	version := fs.Bool("version", false, "print the version and exit")
+	tunnelStreams := fs.Int("tunnel-streams", 0, fmt.Sprintf("most concurrent connections through one tunnel (overrides [tunnels] max_streams; default %d)", router.DefaultTunnelStreams))
+	tunnelMemory := fs.Int("tunnel-memory-mib", 0, fmt.Sprintf("receive-buffer budget of one tunnel in MiB; each connection through it needs 256 KiB, more only for bulk transfers while the budget allows (overrides [tunnels] memory_mib; default %d)", router.DefaultTunnelMemoryMiB))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,7 +58,14 @@ func run(args []string) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	r := router.New(cfg, router.Options{Log: log})
+	if *tunnelStreams < 0 || *tunnelMemory < 0 {
+		log.Error("cannot start", "err", "-tunnel-streams and -tunnel-memory-mib must not be negative")
+		return 2
+	}
+	opt := router.Options{Log: log}
+	opt.Tunnel.MaxStreamsPerTunnel = *tunnelStreams
+	opt.Tunnel.TunnelMemory = *tunnelMemory << 20
+	r := router.New(cfg, opt)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -23,6 +23,17 @@ type Config struct {
 	Server Server `toml:"server"`
 	// TLS configures termination (certificates, ACME); nil when the file has no [tls].
 	TLS *TLS `toml:"tls"`
+	// Tunnels bounds reverse tunnels (tfrouter's [tunnels] table; zero values: defaults).
+	Tunnels Tunnels `toml:"tunnels"`
+}
+
+// Tunnels is the optional [tunnels] table.
+type Tunnels struct {
+	// MaxStreams is the most concurrent streams (public connections) one tunnel carries.
+	MaxStreams int `toml:"max_streams"`
+	// MemoryMiB bounds one tunnel's stream receive buffers; every stream needs 256 KiB of
+	// it, so it also caps the streams at MemoryMiB*4.
+	MemoryMiB int `toml:"memory_mib"`
 }
 
 // Server is the [server] table.
@@ -178,6 +189,9 @@ func (c *Config) validate() error {
 		if _, err := routes.CheckProxyProtocol(svc.ProxyProtocol); err != nil {
 			return fmt.Errorf("[server.services.%q] %v", name, err)
 		}
+	}
+	if t := c.Tunnels; t.MaxStreams < 0 || t.MemoryMiB < 0 {
+		return errors.New("[tunnels] max_streams and memory_mib must not be negative")
 	}
 	if c.TLS != nil {
 		if err := c.TLS.validate(); err != nil {

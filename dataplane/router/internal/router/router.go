@@ -40,6 +40,13 @@ type Options struct {
 	TargetPolicy routes.TargetPolicy
 }
 
+// Defaults of the per-tunnel limits ([tunnels] in router.toml, -tunnel-streams and
+// -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each.
+const (
+	DefaultTunnelStreams   = 1024
+	DefaultTunnelMemoryMiB = 256
+)
+
 func (o *Options) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -59,7 +66,8 @@ func (o *Options) defaults() {
 	def(&o.ShutdownGrace, 10*time.Second)
 	defi(&o.MaxPending, 20000)
 	defi(&o.Tunnel.MaxTunnels, 100000)
-	defi(&o.Tunnel.MaxStreamsPerTunnel, 128)
+	defi(&o.Tunnel.MaxStreamsPerTunnel, DefaultTunnelStreams)
+	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
 	defi(&o.Tunnel.MaxStreams, 16384)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
 	if o.TargetPolicy == nil {
@@ -110,6 +118,12 @@ type Router struct {
 
 // New builds a router from a parsed router.toml.
 func New(cfg *config.Config, opt Options) *Router {
+	if opt.Tunnel.MaxStreamsPerTunnel == 0 {
+		opt.Tunnel.MaxStreamsPerTunnel = cfg.Tunnels.MaxStreams
+	}
+	if opt.Tunnel.TunnelMemory == 0 {
+		opt.Tunnel.TunnelMemory = cfg.Tunnels.MemoryMiB << 20
+	}
 	opt.defaults()
 	static := map[string]routes.Service{}
 	for name, s := range cfg.Server.Services {

@@ -1,13 +1,12 @@
 package tunnel
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
 )
 
 // Acceptor turns accepted client connections into registered sessions.
@@ -24,26 +23,36 @@ type Acceptor struct {
 	WriteTimeout time.Duration
 }
 
-// StreamWindow is the receive window the router grants each tunnel stream. yamux starts
+// StreamWindow is the receive window the router grants a new tunnel stream. yamux starts
 // every stream at 256 KiB; a larger window is announced with the window update that opens
 // the stream, which any yamux peer (trc's go-yamux v1.2.4 included) simply adds to what it
 // may send. At 256 KiB the sender stalls waiting for window updates long before the
-// connection is full (benchmarks/router: about 1.5x the download throughput at 1 MiB); the
-// cost is at most this much buffered per stream when the public client reads slower than
-// the tunnel client sends.
+// connection is full (benchmarks/router). The budget of the tunnel (Limits.TunnelMemory)
+// accounts for it.
 const StreamWindow = 1 << 20
 
+// MaxStreamWindow is how far go-yamux may grow a stream's window while its reader keeps up
+// (auto-tuning by round-trip time), within the tunnel's memory budget.
+const MaxStreamWindow = 8 << 20
+
+// maxFrame is the largest data frame the router sends: fewer headers and fewer hand-offs
+// to the send loop than go-yamux's 64 KiB. Any yamux peer reads frames up to the window
+// it granted (go-yamux v1.2.4 included), so this is within the protocol.
+const maxFrame = 256 << 10
+
 // MuxConfig is go-yamux v1.2.4's default as far as the wire is concerned (keepalive every
-// 30 s, 10 s write timeout, backlog 256), except the larger StreamWindow, plus an open
-// timeout that closes a session whose client stops acknowledging new streams.
+// 30 s, 10 s write timeout, backlog 256), except the larger stream windows and frames. A
+// tunnel client opens only its handshake stream, so few incoming streams are accepted.
 func MuxConfig(logOut io.Writer) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = 256
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = 30 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
-	c.MaxStreamWindowSize = StreamWindow
-	c.StreamOpenTimeout = 30 * time.Second
+	c.MaxIncomingStreams = 16
+	c.InitialStreamWindowSize = StreamWindow
+	c.MaxStreamWindowSize = MaxStreamWindow
+	c.MaxMessageSize = maxFrame
 	c.LogOutput = logOut
 	return c
 }
@@ -59,15 +68,15 @@ func (a *Acceptor) Handle(conn net.Conn) {
 	if a.WriteTimeout > 0 {
 		cfg.ConnectionWriteTimeout = a.WriteTimeout
 	}
-	mux, err := yamux.Server(conn, cfg)
+	mux, err := a.Registry.NewMux(conn, cfg)
 	if err != nil {
 		_ = conn.Close()
 		a.reject(log, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.HandshakeTimeout)
-	defer cancel()
-	st, err := mux.AcceptStreamWithContext(ctx)
+	timeout := time.AfterFunc(a.HandshakeTimeout, func() { _ = mux.Close() })
+	st, err := mux.AcceptStream()
+	timeout.Stop()
 	if err != nil {
 		_ = mux.Close()
 		a.reject(log, &HandshakeError{Reason: "no handshake stream: " + err.Error()})
@@ -98,7 +107,7 @@ func (a *Acceptor) Handle(conn net.Conn) {
 			if err != nil {
 				return
 			}
-			_ = extra.Close()
+			_ = extra.Reset()
 		}
 	}()
 	go func() {

@@ -12,7 +12,8 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	// The client side of these tests is trc's own multiplexer: go-yamux v1.2.4.
+	yamux "github.com/libp2p/go-yamux"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -71,10 +72,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // pair returns a registered-style server session and the client session that acknowledges
 // and echoes every stream it is offered (stall=true: it accepts nothing).
-func pair(t *testing.T, stall bool) (*yamux.Session, *yamux.Session) {
+func pair(t *testing.T, stall bool) (*Mux, *yamux.Session) {
 	t.Helper()
 	a, b := net.Pipe()
-	srv, err := yamux.Server(a, MuxConfig(io.Discard))
+	srv, err := NewRegistry(testLimits).NewMux(a, MuxConfig(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func pair(t *testing.T, stall bool) (*yamux.Session, *yamux.Session) {
 	return srv, cli
 }
 
-var testLimits = Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 4, MaxStreams: 6, OpenTimeout: 200 * time.Millisecond}
+var testLimits = Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 4, TunnelMemory: 64 << 20, MaxStreams: 6, OpenTimeout: 200 * time.Millisecond}
 
 func TestRegistryReplaceAndRemove(t *testing.T) {
 	r := NewRegistry(testLimits)
@@ -188,7 +189,7 @@ func TestRegistryStreamLimits(t *testing.T) {
 }
 
 func TestRegistryMaxTunnels(t *testing.T) {
-	r := NewRegistry(Limits{MaxTunnels: 1, MaxStreamsPerTunnel: 1, MaxStreams: 1, OpenTimeout: time.Second})
+	r := NewRegistry(Limits{MaxTunnels: 1, MaxStreamsPerTunnel: 1, TunnelMemory: 64 << 20, MaxStreams: 1, OpenTimeout: time.Second})
 	s1, _ := pair(t, false)
 	s2, _ := pair(t, false)
 	s3, _ := pair(t, false)
@@ -222,7 +223,7 @@ func TestRegistryOpenTimeoutOnStalledClient(t *testing.T) {
 
 // Many goroutines register, replace, kill and open streams at once; run with -race.
 func TestRegistryConcurrency(t *testing.T) {
-	r := NewRegistry(Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 64, MaxStreams: 1024, OpenTimeout: time.Second})
+	r := NewRegistry(Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 64, TunnelMemory: 64 << 20, MaxStreams: 1024, OpenTimeout: time.Second})
 	var wg sync.WaitGroup
 	secrets := []string{"s0", "s1", "s2", "s3"}
 	for w := range 16 {
