@@ -111,6 +111,7 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go trimMemory(ctx)
 	var wg sync.WaitGroup
 	for _, remote := range opts.remotes {
 		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, log: log.With("remote", remote)}

@@ -34,12 +34,7 @@ const (
 	// 1.45x the upload throughput); the cost is at most this much buffered per stream when
 	// the local service reads slowly.
 	streamWindow = 1 << 20
-	// copyBufSize is the buffer between a stream and its local connection: fewer, larger
-	// reads, writes and yamux frames than io.Copy's 32 KiB.
-	copyBufSize = 256 << 10
 )
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
 // handshake is the single buffer the server expects on the first stream.
 func handshake(secret string) []byte {
@@ -121,8 +116,10 @@ func (t *tunnel) session(ctx context.Context) error {
 			return err
 		}
 		streams.Add(1)
+		streamsServed.add()
 		go func() {
 			defer streams.Done()
+			defer streamsServed.done()
 			t.serve(ctx, stream)
 		}()
 	}
@@ -212,13 +209,4 @@ func splice(local net.Conn, stream *yamux.Stream, fromStream io.Reader) {
 		_ = stream.Close() // FIN: yamux's Close is a half-close
 	}
 	<-done
-}
-
-// copyBuffered copies with a pooled copyBufSize buffer. The wrappers hide ReaderFrom and
-// WriterTo, through which io.CopyBuffer would fall back to a 32 KiB buffer of their own
-// (neither end is a file or a plain TCP pair, so there is no splice to lose).
-func copyBuffered(dst io.Writer, src io.Reader) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 }

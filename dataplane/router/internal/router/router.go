@@ -192,6 +192,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	defer stopFeed()
+	go r.Registry.Trim(feedCtx)
 	if s.DBBackend.Type == "redis" {
 		synced := r.startFeed(feedCtx, s.DBBackend)
 		// Unlike trs (a GET per connection) routes come from memory, so hold the first

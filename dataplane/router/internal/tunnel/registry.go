@@ -76,6 +76,7 @@ func (s *Session) Streams() int { return s.mux.NumStreams() }
 type Registry struct {
 	limits Limits
 	global chan struct{}
+	peak   peakStreams
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -200,6 +201,7 @@ func (r *Registry) Open(secret string) (*Stream, error) {
 		<-r.global
 		return nil, ErrNoTunnel
 	}
+	r.peak.saw(len(r.global))
 	release := func() { <-s.slots; <-r.global }
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
