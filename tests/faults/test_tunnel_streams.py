@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             process([binary("tfrouter"), "--config", str(cfg)], tmp_path / "router.log")
         )
         for port in (local, http, clients):
-            wait_until(lambda port=port: port_open(HOST, port), timeout=10, what=f"port {port}")
+            wait_until(partial(port_open, HOST, port), timeout=10, what=f"port {port}")
         tunnel = st.enter_context(
             process(
                 [binary("tftunnel"), "--secret", "7:streams", "--remote", f"{HOST}:{clients}",
