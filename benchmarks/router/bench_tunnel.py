@@ -36,7 +36,7 @@ BEFORE_REV = "114e370"  # main before the tunnel work (hashicorp/yamux, 128 KiB 
 
 
 @dataclass
-class Path_:
+class Route:
     """One measured path: the port iperf3 connects to and the processes on the way."""
 
     port: int
@@ -67,7 +67,7 @@ def iperf(port: int, nbytes: int, reverse: bool) -> tuple[float, float]:
     return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9, wall
 
 
-def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Path_]:
+def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Route]:
     iperf_port = free_port()
     server = st.enter_context(
         process(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)], tmp / "iperf.log")
@@ -90,8 +90,8 @@ def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Path_]:
         process([binary("tfrouter"), "--config", str(tmp / "direct.toml")], tmp / "direct.log")
     )
     paths = {
-        "direct path": Path_(iperf_port, {"iperf3 -s": server.pid}),
-        "direct route": Path_(direct_ports[0], {"tfrouter": direct.pid, "iperf3 -s": server.pid}),
+        "direct path": Route(iperf_port, {"iperf3 -s": server.pid}),
+        "direct route": Route(direct_ports[0], {"tfrouter": direct.pid, "iperf3 -s": server.pid}),
     }
     for suffix, (router_exe, tunnel_exe) in builds.items():
         tls, http, clients = free_port(), free_port(), free_port()
@@ -111,7 +111,7 @@ def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Path_]:
                 tmp / f"{name}-tftunnel.log",
             )
         )  # fmt: skip
-        paths["tunnel" + suffix] = Path_(
+        paths["tunnel" + suffix] = Route(
             tls, {"tfrouter": router.pid, "tftunnel": tunnel.pid, "iperf3 -s": server.pid}
         )
     for p in paths.values():
@@ -129,7 +129,7 @@ def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Path_]:
     return paths
 
 
-def measure(paths: dict[str, Path_], args: argparse.Namespace) -> dict[tuple[str, str], Run]:
+def measure(paths: dict[str, Route], args: argparse.Namespace) -> dict[tuple[str, str], Run]:
     nbytes = int(args.gbytes * 1e9)
     runs: dict[tuple[str, str], Run] = {}
     for _ in range(args.rounds):
