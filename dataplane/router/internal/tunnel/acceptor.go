@@ -23,16 +23,12 @@ type Acceptor struct {
 	WriteTimeout time.Duration
 }
 
-// StreamWindow is the receive window the router grants a new tunnel stream. yamux starts
-// every stream at 256 KiB; a larger window is announced with the window update that opens
-// the stream, which any yamux peer (trc's go-yamux v1.2.4 included) simply adds to what it
-// may send. At 256 KiB the sender stalls waiting for window updates long before the
-// connection is full (benchmarks/router). The budget of the tunnel (Limits.TunnelMemory)
-// accounts for it.
-const StreamWindow = 1 << 20
-
-// MaxStreamWindow is how far go-yamux may grow a stream's window while its reader keeps up
-// (auto-tuning by round-trip time), within the tunnel's memory budget.
+// MaxStreamWindow is how far go-yamux may grow a stream's receive window while its reader
+// keeps up (it doubles the window when updates come faster than a few round trips), each
+// growth reserved from the tunnel's memory budget. Streams start at the protocol's 256 KiB
+// (MinStreamWindow): a larger initial grant would be memory no budget accounts for. At
+// 256 KiB for good a bulk sender stalls on window updates long before the connection is
+// full (benchmarks/router).
 const MaxStreamWindow = 8 << 20
 
 // maxFrame is the largest data frame the router sends: fewer headers and fewer hand-offs
@@ -41,7 +37,7 @@ const MaxStreamWindow = 8 << 20
 const maxFrame = 256 << 10
 
 // MuxConfig is go-yamux v1.2.4's default as far as the wire is concerned (keepalive every
-// 30 s, 10 s write timeout, backlog 256), except the larger stream windows and frames. A
+// 30 s, 10 s write timeout, backlog 256), except windows that grow and larger frames. A
 // tunnel client opens only its handshake stream, so few incoming streams are accepted.
 func MuxConfig(logOut io.Writer) *yamux.Config {
 	c := yamux.DefaultConfig()
@@ -50,7 +46,7 @@ func MuxConfig(logOut io.Writer) *yamux.Config {
 	c.KeepAliveInterval = 30 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
 	c.MaxIncomingStreams = 16
-	c.InitialStreamWindowSize = StreamWindow
+	c.InitialStreamWindowSize = MinStreamWindow
 	c.MaxStreamWindowSize = MaxStreamWindow
 	c.MaxMessageSize = maxFrame
 	c.LogOutput = logOut
