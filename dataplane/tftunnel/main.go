@@ -5,10 +5,13 @@
 // It is a drop-in for tcprouter's `trc` v0.1.0, whose module the Go proxy does not serve: the
 // same flags and environment variables, and the same wire protocol (go-yamux v1.2.4 with its
 // default configuration except a 1 MiB stream receive window, which yamux grants with an
-// ordinary window update, then a handshake stream carrying 0x1111, a 16-bit length and the
-// secret). It fixes trc's defects: streams are served concurrently (a slow local service
-// stalls only its own stream), a failed local dial closes only that stream, dead sessions are
-// closed before reconnecting, and --local-tls has its own environment variable.
+// ordinary window update, and data frames of up to 256 KiB, then a handshake stream carrying
+// 0x1111, a 16-bit length and the secret). It fixes trc's defects: streams are served
+// concurrently (a slow local service stalls only its own stream), a failed local dial closes
+// only that stream, a stream the gateway resets (its public client went away) or whose local
+// service fails is reset and its local connection closed at once, the memory of finished
+// streams goes back to the kernel, dead sessions are closed before reconnecting, and
+// --local-tls has its own environment variable.
 package main
 
 import (
