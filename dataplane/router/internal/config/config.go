@@ -23,7 +23,28 @@ type Config struct {
 	Server Server `toml:"server"`
 	// TLS configures termination (certificates, ACME); nil when the file has no [tls].
 	TLS *TLS `toml:"tls"`
+	// Tunnels configures the tunnel port's protocols and per-source limits ([tunnels]).
+	Tunnels Tunnels `toml:"tunnels"`
 }
+
+// Tunnels is the [tunnels] table (tfrouter's; trs has none). Absent keys take the defaults.
+type Tunnels struct {
+	// Legacy accepts trc v0.1.0's clear-text handshake (default true: the drop-in promise).
+	Legacy *bool `toml:"legacy"`
+	// Key is the PEM file of the router's Ed25519 key for authenticated tunnels, created at
+	// the first start; empty: authenticated tunnels are off.
+	Key string `toml:"key"`
+	// HandshakesPerMinute and HandshakeBurst: new connections per source address (IPv4
+	// address or IPv6 /64); ConnsPerSource: open connections per source; Sources: size of
+	// the per-source table. Negative: unlimited; 0 or absent: the default.
+	HandshakesPerMinute int `toml:"handshakes_per_minute"`
+	HandshakeBurst      int `toml:"handshake_burst"`
+	ConnsPerSource      int `toml:"connections_per_source"`
+	Sources             int `toml:"sources"`
+}
+
+// LegacyAllowed is the effective legacy setting.
+func (t Tunnels) LegacyAllowed() bool { return t.Legacy == nil || *t.Legacy }
 
 // Server is the [server] table.
 type Server struct {
@@ -178,6 +199,9 @@ func (c *Config) validate() error {
 		if _, err := routes.CheckProxyProtocol(svc.ProxyProtocol); err != nil {
 			return fmt.Errorf("[server.services.%q] %v", name, err)
 		}
+	}
+	if !c.Tunnels.LegacyAllowed() && c.Tunnels.Key == "" {
+		return errors.New("[tunnels] legacy = false needs key: without a key no tunnel client could register")
 	}
 	if c.TLS != nil {
 		if err := c.TLS.validate(); err != nil {

@@ -24,12 +24,13 @@ type SourceLimits struct {
 }
 
 // Default source limits: a tunnel client reconnects every 5 s at most (tftunnel's and
-// trc's --backoff), 12 handshakes a minute; 120 leaves room for ten clients behind one NAT
-// restarting at once.
+// trc's --backoff), 12 handshakes a minute; 600 a minute and a burst of 300 leave room for
+// fifty clients behind one NAT reconnecting at once and again, while one address can no
+// longer keep the router busy with TLS handshakes (each costs a signature).
 const (
-	DefaultHandshakesPerMinute = 120
-	DefaultHandshakeBurst      = 60
-	DefaultMaxConnsPerSource   = 256
+	DefaultHandshakesPerMinute = 600
+	DefaultHandshakeBurst      = 300
+	DefaultMaxConnsPerSource   = 1024
 	DefaultMaxSources          = 65536
 )
 
