@@ -32,7 +32,8 @@ type Tunnels struct {
 	// Legacy accepts trc v0.1.0's clear-text handshake (default true: the drop-in promise).
 	Legacy *bool `toml:"legacy"`
 	// Key is the PEM file of the router's Ed25519 key for authenticated tunnels, created at
-	// the first start; empty: authenticated tunnels are off.
+	// the first start ($VAR and ${VAR} expanded, e.g. ${STATE_DIRECTORY}); empty:
+	// authenticated tunnels are off.
 	Key string `toml:"key"`
 	// HandshakesPerMinute and HandshakeBurst: new connections per source address (IPv4
 	// address or IPv6 /64); ConnsPerSource: open connections per source; Sources: size of
@@ -114,6 +115,13 @@ func Load(path string) (*Config, error) {
 	}
 	if err := c.Server.DBBackend.readPasswordFile(); err != nil {
 		return nil, &Error{Path: path, Msg: err.Error()}
+	}
+	if c.Tunnels.Key != "" {
+		// ${STATE_DIRECTORY}/tunnel-key.pem names systemd's state directory
+		c.Tunnels.Key = os.ExpandEnv(c.Tunnels.Key)
+		if c.Tunnels.Key == "" {
+			return nil, &Error{Path: path, Msg: "[tunnels] key expands to an empty path"}
+		}
 	}
 	return c, nil
 }
