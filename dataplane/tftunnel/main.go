@@ -12,6 +12,11 @@
 // service fails is reset and its local connection closed at once, the memory of finished
 // streams goes back to the kernel, dead sessions are closed before reconnecting, and
 // --local-tls has its own environment variable.
+//
+// With --pin it speaks the gateway's authenticated protocol instead: TLS 1.3 to the
+// gateway, whose key must match the pin, then a proof of the secret bound to that TLS
+// session, so the secret never crosses the wire and nobody in the middle can take the
+// route (README.md).
 package main
 
 import (
@@ -51,6 +56,7 @@ type options struct {
 	local    string
 	localTLS string
 	backoff  time.Duration
+	pin      []byte // nil: the legacy trc protocol
 }
 
 func parseFlags(args []string, getenv func(string) string) (options, error) {
@@ -70,6 +76,8 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		backoffSeconds = n
 	}
 	fs.IntVar(&backoffSeconds, "backoff", backoffSeconds, "seconds to wait before reconnecting (env TRC_BACKOFF)")
+	pin := fs.String("pin", getenv("TRC_PIN"), "the gateway's key, sha256/<base64> (tfrouter -tunnel-pin prints it; `tfgateway status` shows it): "+
+		"use the authenticated protocol, in which the secret never crosses the wire; without it, trc's clear-text handshake (env TRC_PIN)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -87,6 +95,13 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		o.localTLS = o.local
 	}
 	o.backoff = time.Duration(backoffSeconds) * time.Second
+	if *pin != "" {
+		sum, err := parsePin(*pin)
+		if err != nil {
+			return o, err
+		}
+		o.pin = sum
+	}
 	switch {
 	case o.secret == "":
 		return o, errors.New("--secret is required")
@@ -117,7 +132,7 @@ func main() {
 	go trimMemory(ctx)
 	var wg sync.WaitGroup
 	for _, remote := range opts.remotes {
-		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, log: log.With("remote", remote)}
+		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, pin: opts.pin, log: log.With("remote", remote)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -54,6 +54,7 @@ type tunnel struct {
 	remote, secret  string
 	local, localTLS string
 	backoff         time.Duration
+	pin             []byte // authenticated protocol when set
 	log             *slog.Logger
 	dial            func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -88,6 +89,18 @@ func (t *tunnel) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dial gateway: %w", err)
 	}
+	if t.pin != nil {
+		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+		authed, err := authenticate(hctx, conn, t.secret, t.pin)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		_ = conn.SetDeadline(time.Time{})
+		conn = authed
+	}
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
 	cfg.MaxStreamWindowSize = streamWindow
@@ -101,15 +114,20 @@ func (t *tunnel) session(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
 
-	hs, err := sess.OpenStream()
-	if err != nil {
-		return fmt.Errorf("open handshake stream: %w", err)
+	if t.pin == nil {
+		hs, err := sess.OpenStream()
+		if err != nil {
+			return fmt.Errorf("open handshake stream: %w", err)
+		}
+		if _, err := hs.Write(handshake(t.secret)); err != nil {
+			return fmt.Errorf("send handshake: %w", err)
+		}
+		hs.Close()
+		// trc's protocol has no answer: a refused secret shows as the gateway closing.
+		t.log.Info("handshake sent")
+	} else {
+		t.log.Info("tunnel registered", "protocol", "authenticated")
 	}
-	if _, err := hs.Write(handshake(t.secret)); err != nil {
-		return fmt.Errorf("send handshake: %w", err)
-	}
-	hs.Close()
-	t.log.Info("tunnel registered")
 
 	var streams sync.WaitGroup
 	defer streams.Wait()

@@ -48,9 +48,12 @@ class Status:
     backlog: list[Message]
     stats_pending: bool
     proofs: list[NameProof]
+    # The router's key for authenticated tunnels (`tftunnel --pin`), None when it has none.
+    tunnel_pin: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tunnel_pin": self.tunnel_pin,
             "workloads": [r.__dict__ for r in self.rows],
             "name_proofs": [
                 {"kind": p.kind, "name": p.name, **p.record.__dict__} for p in self.proofs
@@ -86,6 +89,10 @@ def _age(r: Reservation, now: float) -> float:
     return max(0.0, now - created.timestamp())
 
 
+# Where tfrouter publishes the pin of its tunnel key at start (dataplane/router, PinKey).
+TUNNEL_PIN_KEY = "tfgateway:router:tunnel-pin"
+
+
 async def collect(redis: aioredis.Redis) -> Status:
     reservations, bad = await ReservationCache(redis).list()
     now = time.time()
@@ -108,7 +115,9 @@ async def collect(redis: aioredis.Redis) -> Status:
             continue
     backlog.sort(key=lambda m: m.seq)
     proofs = [NameProof(kind, name, record) for kind, name, record in await read_records(redis)]
-    return Status(rows, bad, backlog, stats_pending, proofs)
+    raw_pin = await redis.get(TUNNEL_PIN_KEY)
+    pin = raw_pin.decode() if isinstance(raw_pin, bytes) else raw_pin
+    return Status(rows, bad, backlog, stats_pending, proofs, pin)
 
 
 def format_age(seconds: float) -> str:
@@ -135,6 +144,10 @@ def render_table(status: Status, now: float | None = None) -> str:
         for line in [header, *rows]
     ]
     lines.append(f"{len(status.rows)} workloads served")
+    if status.tunnel_pin:
+        lines.append(f"tunnel clients: tftunnel --pin {status.tunnel_pin}")
+    else:
+        lines.append("tunnel clients: the router publishes no pin (no tunnel key, or not started)")
     lines += _proof_lines(status.proofs, now)
     if status.undecodable:
         lines.append(

@@ -1,23 +1,44 @@
 package tunnel
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	yamux "github.com/libp2p/go-yamux/v5"
+
+	"tfgateway.dev/dataplane/router/internal/routes"
 )
 
-// Acceptor turns accepted client connections into registered sessions.
+// Acceptor turns accepted client connections into registered sessions. Two protocols share
+// the port, told apart by the first byte: 0x16 (a TLS record) is the authenticated
+// protocol (auth.go), 0x00 (yamux version 0) is trc's legacy handshake.
 type Acceptor struct {
 	Registry         *Registry
 	HandshakeTimeout time.Duration
 	MaxSecret        int
 	Log              *slog.Logger
-	// OnRegister and OnReject, if set, observe outcomes (metrics).
+	// Routes says which secrets live routes reference; a handshake for any other secret
+	// is refused before a yamux session exists. nil: every secret is accepted (tests).
+	Routes *routes.Table
+	// Identity is the router's key for authenticated tunnels; nil: TLS clients are refused.
+	Identity *Identity
+	// RefuseLegacy refuses trc's clear-text handshake (accepted by default: the drop-in
+	// promise).
+	RefuseLegacy bool
+	// Sources limits handshakes and connections per source address; nil: no limits.
+	Sources *Sources
+	// Refusals counts refusals and logs them as periodic summaries; nil: not logged.
+	Refusals *Refusals
+	// OnRegister and OnReject, if set, observe outcomes (metrics); OnReject gets one of the
+	// Reason* constants.
 	OnRegister func(s *Session)
-	OnReject   func(err error)
+	OnReject   func(reason string)
 	// KeepAlive and WriteTimeout override go-yamux's 30 s and 10 s (tests only).
 	KeepAlive    time.Duration
 	WriteTimeout time.Duration
@@ -53,10 +74,7 @@ func MuxConfig(logOut io.Writer) *yamux.Config {
 	return c
 }
 
-// Handle runs the handshake on conn and registers the session; it returns once the client
-// is registered or refused. The session then lives on its own goroutines.
-func (a *Acceptor) Handle(conn net.Conn) {
-	log := a.Log.With("remote", conn.RemoteAddr().String())
+func (a *Acceptor) muxConfig(log *slog.Logger) *yamux.Config {
 	cfg := MuxConfig(slogWriter{log})
 	if a.KeepAlive > 0 {
 		cfg.KeepAliveInterval = a.KeepAlive
@@ -64,39 +82,147 @@ func (a *Acceptor) Handle(conn net.Conn) {
 	if a.WriteTimeout > 0 {
 		cfg.ConnectionWriteTimeout = a.WriteTimeout
 	}
-	mux, err := a.Registry.NewMux(conn, cfg)
-	if err != nil {
+	return cfg
+}
+
+// Handle runs the handshake on conn and registers the session; it returns once the client
+// is registered or refused. The session then lives on its own goroutines. Refusals are
+// counted and summarised, never logged one by one.
+func (a *Acceptor) Handle(conn net.Conn) {
+	src := SourceKey(conn.RemoteAddr())
+	release := func() {}
+	if a.Sources != nil {
+		var reason string
+		if release, reason = a.Sources.Admit(src); reason != "" {
+			_ = conn.Close()
+			a.reject(src, reason)
+			return
+		}
+	}
+	if !a.handle(conn, src, release) {
 		_ = conn.Close()
-		a.reject(log, err)
-		return
+		release()
+	}
+}
+
+// handle returns false when the connection was refused (the caller closes it).
+func (a *Acceptor) handle(conn net.Conn, src netip.Addr, release func()) bool {
+	_ = conn.SetDeadline(time.Now().Add(a.HandshakeTimeout))
+	var first [1]byte
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	switch first[0] {
+	case 0x16:
+		return a.handleTLS(withReplay(conn, first[:]), src, release)
+	case 0:
+		if a.RefuseLegacy {
+			a.reject(src, ReasonLegacyDisabled)
+			return false
+		}
+		return a.handleLegacy(conn, first[:], src, release)
+	default:
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+}
+
+func (a *Acceptor) handleLegacy(conn net.Conn, first []byte, src netip.Addr, release func()) bool {
+	secret, raw, err := PeekLegacyHandshake(io.MultiReader(bytes.NewReader(first), conn), a.MaxSecret)
+	if err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	if a.Routes != nil && !a.Routes.HasSecret(secret) {
+		a.reject(src, ReasonUnknownSecret)
+		return false
+	}
+	// Known: replay what was read into a real yamux session, which accepts the handshake
+	// stream and reads the same bytes again.
+	log := a.Log.With("remote", conn.RemoteAddr().String())
+	_ = conn.SetDeadline(time.Time{})
+	mux, err := a.Registry.NewMux(withReplay(conn, raw), a.muxConfig(log))
+	if err != nil {
+		a.reject(src, ReasonOther)
+		return false
 	}
 	timeout := time.AfterFunc(a.HandshakeTimeout, func() { _ = mux.Close() })
 	st, err := mux.AcceptStream()
 	timeout.Stop()
 	if err != nil {
 		_ = mux.Close()
-		a.reject(log, &HandshakeError{Reason: "no handshake stream: " + err.Error()})
-		return
+		a.reject(src, ReasonBadHandshake)
+		return false
 	}
 	_ = st.SetReadDeadline(time.Now().Add(a.HandshakeTimeout))
-	secret, err := ReadHandshake(st, a.MaxSecret)
+	again, err := ReadHandshake(st, a.MaxSecret)
 	_ = st.Close()
+	if err != nil || again != secret {
+		_ = mux.Close()
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	return a.register(log, mux, secret, false, src, release)
+}
+
+func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool {
+	if a.Identity == nil {
+		a.reject(src, ReasonAuthOff)
+		return false
+	}
+	lookup := func(id routes.TunnelID) (string, bool) { return "", false }
+	if a.Routes != nil {
+		lookup = a.Routes.SecretByID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.HandshakeTimeout)
+	defer cancel()
+	tc, secret, err := serverAuth(ctx, conn, a.Identity, lookup)
+	if err != nil {
+		reason := ReasonOther
+		var ar *authRefusal
+		if errors.As(err, &ar) {
+			reason = ar.reason
+		}
+		a.reject(src, reason)
+		return false
+	}
+	// The answer goes out before the yamux session starts, so no stream frame can come
+	// before it; a registration that then fails closes the connection (the client retries).
+	if err := answer(tc, StatusOK, "registered"); err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	_ = conn.SetDeadline(time.Time{})
+	log := a.Log.With("remote", conn.RemoteAddr().String())
+	mux, err := a.Registry.NewMux(tc, a.muxConfig(log))
+	if err != nil {
+		a.reject(src, ReasonOther)
+		return false
+	}
+	return a.register(log, mux, secret, true, src, release)
+}
+
+// register stores the session and watches it; on failure the mux is closed.
+func (a *Acceptor) register(log *slog.Logger, mux *Mux, secret string, authenticated bool, src netip.Addr, release func()) bool {
+	sess, err := a.Registry.RegisterAs(secret, mux, authenticated)
 	if err != nil {
 		_ = mux.Close()
-		a.reject(log, err)
-		return
+		reason := ReasonOther
+		switch {
+		case errors.Is(err, ErrProtected):
+			reason = ReasonProtected
+		case errors.Is(err, ErrTooManyTunnels):
+			reason = ReasonTooMany
+		}
+		a.reject(src, reason)
+		return false
 	}
-	sess, err := a.Registry.Register(secret, mux)
-	if err != nil {
-		_ = mux.Close()
-		a.reject(log, err)
-		return
-	}
-	log.Info("tunnel registered", "tunnel", sess.Label)
+	log.Info("tunnel registered", "tunnel", sess.Label, "authenticated", authenticated)
 	if a.OnRegister != nil {
 		a.OnRegister(sess)
 	}
-	// trc never opens more streams; refuse any that come so they do not pile up.
+	// Clients never open more streams; refuse any that come so they do not pile up.
 	go func() {
 		for {
 			extra, err := mux.AcceptStream()
@@ -108,14 +234,18 @@ func (a *Acceptor) Handle(conn net.Conn) {
 	}()
 	go func() {
 		<-mux.CloseChan()
+		release()
 		log.Info("tunnel closed", "tunnel", sess.Label)
 	}()
+	return true
 }
 
-func (a *Acceptor) reject(log *slog.Logger, err error) {
-	log.Warn("tunnel refused", "err", err)
+func (a *Acceptor) reject(src netip.Addr, reason string) {
+	if a.Refusals != nil {
+		a.Refusals.Note(reason, src)
+	}
 	if a.OnReject != nil {
-		a.OnReject(err)
+		a.OnReject(reason)
 	}
 }
 

@@ -20,6 +20,8 @@ var (
 	ErrGlobalBusy     = errors.New("global tunnel stream limit reached")
 	ErrOpenTimeout    = errors.New("timed out opening a tunnel stream")
 	ErrTooManyTunnels = errors.New("tunnel limit reached")
+	// ErrProtected: a legacy registration may not replace a live authenticated tunnel.
+	ErrProtected = errors.New("an authenticated tunnel holds this secret; legacy registrations cannot replace it")
 )
 
 // Limits bound what tunnels may hold.
@@ -61,8 +63,10 @@ func (r *Registry) NewMux(conn net.Conn, cfg *yamux.Config) (*Mux, error) {
 type Session struct {
 	Secret string
 	Label  string // safe for logs and metrics (never the secret)
-	mux    *Mux
-	slots  chan struct{}
+	// Authenticated: registered with the TLS protocol and a proof of the secret.
+	Authenticated bool
+	mux           *Mux
+	slots         chan struct{}
 }
 
 // BufferBytes is the receive window the session's streams hold now (bounded by
@@ -104,9 +108,22 @@ func Label(secret string) string {
 // registration wins, as in trs, but without leaking the old one). The session is removed
 // as soon as it dies.
 func (r *Registry) Register(secret string, mux *Mux) (*Session, error) {
-	s := &Session{Secret: secret, Label: Label(secret), mux: mux, slots: make(chan struct{}, r.limits.StreamSlots())}
+	return r.RegisterAs(secret, mux, false)
+}
+
+// RegisterAs is Register with the way the client registered: an authenticated session
+// (proof of the secret over TLS) replaces any session for its secret, a legacy one replaces
+// only a legacy session (ErrProtected otherwise), so a secret seen in a legacy handshake
+// cannot take a tunnel whose client proves the secret.
+func (r *Registry) RegisterAs(secret string, mux *Mux, authenticated bool) (*Session, error) {
+	s := &Session{Secret: secret, Label: Label(secret), Authenticated: authenticated, mux: mux,
+		slots: make(chan struct{}, r.limits.StreamSlots())}
 	r.mu.Lock()
 	old := r.sessions[secret]
+	if old != nil && old.Authenticated && !authenticated && !old.mux.IsClosed() {
+		r.mu.Unlock()
+		return nil, ErrProtected
+	}
 	if old == nil && r.limits.MaxTunnels > 0 && len(r.sessions) >= r.limits.MaxTunnels {
 		r.mu.Unlock()
 		return nil, ErrTooManyTunnels
