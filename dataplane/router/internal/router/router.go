@@ -49,10 +49,11 @@ type Options struct {
 }
 
 // Defaults of the per-tunnel limits ([tunnels] in router.toml, -tunnel-streams and
-// -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each.
+// -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each (256 MiB),
+// plus 128 MiB into which the windows of bulk transfers grow (16 streams at the full 8 MiB).
 const (
 	DefaultTunnelStreams   = 1024
-	DefaultTunnelMemoryMiB = 256
+	DefaultTunnelMemoryMiB = 384
 )
 
 func (o *Options) defaults() {
