@@ -37,5 +37,5 @@ case ${1:-} in
   feed) shift; feed "$@" ;;
   tls) shift; tls "$@" ;;
   tunnel) shift; tunnel "$@" ;;
-  *) throughput "$@"; feed; tls ;;
+  *) throughput "$@"; feed; tunnel; tls ;;
 esac
