@@ -80,7 +80,8 @@ var streamsServed streamGauge
 const trimPeriod = 5 * time.Second
 
 // trimMemory returns the memory of finished streams to the operating system: every
-// trimPeriod, if fewer streams are served than at the peak since the last look, it forces a
+// trimPeriod, if at most half as many streams are served as at the peak since the last look
+// (and at least 16 fewer), it forces a
 // collection (two: pooled buffers outlive one) and releases the freed pages. Without it, a burst of streams (aborted
 // downloads) would keep its footprint until allocation starts a collection again.
 func trimMemory(ctx context.Context) {
@@ -93,7 +94,7 @@ func trimMemory(ctx context.Context) {
 		case <-t.C:
 		}
 		cur := streamsServed.cur.Load()
-		if streamsServed.peak.Swap(cur) > cur {
+		if peak := streamsServed.peak.Swap(cur); peak-cur >= 16 && cur <= peak/2 {
 			// twice: pooled buffers (sync.Pool) survive one collection in its victim cache
 			debug.FreeOSMemory()
 			debug.FreeOSMemory()

@@ -478,3 +478,14 @@ func TestBudgetBoundsStreamsAndGrowth(t *testing.T) {
 		t.Fatalf("used %d, streams %d after Done", b.Used(), b.streams)
 	}
 }
+
+func TestTrimOnlyWhenTheLoadFell(t *testing.T) {
+	for _, c := range []struct {
+		peak, cur int64
+		want      bool
+	}{{32, 0, true}, {1000, 500, true}, {1000, 501, false}, {10, 0, false}, {100, 90, false}, {0, 0, false}} {
+		if got := fellFrom(c.peak, c.cur); got != c.want {
+			t.Errorf("fellFrom(%d, %d) = %v", c.peak, c.cur, got)
+		}
+	}
+}
