@@ -415,6 +415,19 @@ in
     router = {
       package = mkPackage "router" "The gateway's tcprouter-compatible router (provides `tfrouter`).";
 
+      legacyTunnels = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Accept tunnel clients speaking `trc` v0.1.0's clear-text handshake on the clients
+          port (the drop-in promise). Its secret crosses the network in clear text and the
+          last registration wins, so anyone who sees a secret once can take its route;
+          `false` accepts only `tftunnel --pin` (TLS to the router's pinned key and a proof
+          of the secret bound to the TLS session, SECURITY.md). Rendered as
+          `[tunnels] legacy` in router.toml.
+        '';
+      };
+
       metricsListen = mkOption {
         type = types.nullOr types.str;
         default = "127.0.0.1:9111";

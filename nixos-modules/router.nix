@@ -51,6 +51,13 @@ in
   config = lib.mkIf cfg.enable {
     # Defaults: router.settings.tls.<key> set by the operator wins.
     services.tfgateway.router.settings.tls = lib.mkIf terminates (lib.mapAttrs (_: lib.mkDefault) tlsTable);
+    # Tunnel protocols (dataplane/router README, "Tunnels"): the key of authenticated tunnels
+    # is created in the state directory at the first start; its pin is in the router's log,
+    # in `tfgateway status` and printed by `tfrouter -config ... -tunnel-pin`.
+    services.tfgateway.router.settings.tunnels = {
+      legacy = cfg.router.legacyTunnels;
+      key = lib.mkDefault "\${STATE_DIRECTORY}/tunnel-key.pem";
+    };
 
     systemd.services.tfgateway-router = {
       description = "tfgateway TCP router (tcprouter-compatible)";

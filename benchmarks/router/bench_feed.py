@@ -56,21 +56,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def build_before(rev: str, out: Path) -> str:
-    """tfrouter of an older revision, built from `git archive` (the Go build cache makes this
-    quick, and the module cache already holds its dependencies)."""
-    src = out / "src"
+def build_before(
+    rev: str, out: Path, module: str = "dataplane/router", pkg: str = "./cmd/tfrouter"
+) -> str:
+    """A program (tfrouter by default) of an older revision, built from `git archive` (the Go
+    build cache makes this quick, and the module cache already holds its dependencies)."""
+    src = out / f"src-{module.replace('/', '-')}"
     src.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "dataplane/router"],
+        ["git", "-C", str(ROOT), "archive", rev, module],
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-    exe = out / "tfrouter-before"
+    exe = out / f"{Path(module).name if pkg == '.' else Path(pkg).name}-before"
     subprocess.run(
-        ["go", "build", "-trimpath", "-o", str(exe), "./cmd/tfrouter"],
-        cwd=src / "dataplane/router",
+        ["go", "build", "-trimpath", "-o", str(exe), pkg],
+        cwd=src / module,
         env={**os.environ, "CGO_ENABLED": "0"},
         check=True,
     )

@@ -4,9 +4,11 @@
 #               direct proxy vs tfrouter's reverse tunnel (tftunnel client)  [bench_router.py]
 #   feed:       tfrouter's CPU time and redis reads while 2,500 proxy services are written,
 #               the previous one-GET-per-event feed vs the current build     [bench_feed.py]
+#   tunnel:     bulk GB transfers both ways: direct path, direct route, tunnel (tftunnel) and
+#               the tunnel of a before build, CPU s per process and per GB [bench_tunnel.py]
 #   tls:        full TLS handshakes/s and bulk throughput, terminated names side by side with
 #               passthrough, with the router's CPU per operation             [bench_tls.py]
-# Usage: benchmarks/router/run.sh [throughput|feed|tls] [options of that benchmark]
+# Usage: benchmarks/router/run.sh [throughput|feed|tunnel|tls] [options of that benchmark]
 #        benchmarks/router/run.sh [--rounds R] [--seconds S] [--latency-n N]   (both; options
 #        go to the throughput benchmark, the feed one runs with its defaults)
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -21,6 +23,11 @@ feed() {
   command -v go >/dev/null || die "go missing: the feed benchmark builds the 'before' tfrouter"
   "$py" benchmarks/router/bench_feed.py "$@"
 }
+tunnel() {
+  command -v iperf3 >/dev/null || die "iperf3 missing: apt-get install iperf3"
+  command -v go >/dev/null || die "go missing: the tunnel benchmark builds the 'before' binaries"
+  "$py" benchmarks/router/bench_tunnel.py "$@"
+}
 tls() {
   command -v go >/dev/null || die "go missing: the TLS benchmark builds its load generator"
   "$py" benchmarks/router/bench_tls.py "$@"
@@ -29,5 +36,6 @@ case ${1:-} in
   throughput) shift; throughput "$@" ;;
   feed) shift; feed "$@" ;;
   tls) shift; tls "$@" ;;
-  *) throughput "$@"; feed; tls ;;
+  tunnel) shift; tunnel "$@" ;;
+  *) throughput "$@"; feed; tunnel; tls ;;
 esac

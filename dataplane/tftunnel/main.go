@@ -5,10 +5,18 @@
 // It is a drop-in for tcprouter's `trc` v0.1.0, whose module the Go proxy does not serve: the
 // same flags and environment variables, and the same wire protocol (go-yamux v1.2.4 with its
 // default configuration except a 1 MiB stream receive window, which yamux grants with an
-// ordinary window update, then a handshake stream carrying 0x1111, a 16-bit length and the
-// secret). It fixes trc's defects: streams are served concurrently (a slow local service
-// stalls only its own stream), a failed local dial closes only that stream, dead sessions are
-// closed before reconnecting, and --local-tls has its own environment variable.
+// ordinary window update, and data frames of up to 256 KiB, then a handshake stream carrying
+// 0x1111, a 16-bit length and the secret). It fixes trc's defects: streams are served
+// concurrently (a slow local service stalls only its own stream), a failed local dial closes
+// only that stream, a stream the gateway resets (its public client went away) or whose local
+// service fails is reset and its local connection closed at once, the memory of finished
+// streams goes back to the kernel, dead sessions are closed before reconnecting, and
+// --local-tls has its own environment variable.
+//
+// With --pin it speaks the gateway's authenticated protocol instead: TLS 1.3 to the
+// gateway, whose key must match the pin, then a proof of the secret bound to that TLS
+// session, so the secret never crosses the wire and nobody in the middle can take the
+// route (README.md).
 package main
 
 import (
@@ -48,6 +56,7 @@ type options struct {
 	local    string
 	localTLS string
 	backoff  time.Duration
+	pin      []byte // nil: the legacy trc protocol
 }
 
 func parseFlags(args []string, getenv func(string) string) (options, error) {
@@ -67,6 +76,8 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		backoffSeconds = n
 	}
 	fs.IntVar(&backoffSeconds, "backoff", backoffSeconds, "seconds to wait before reconnecting (env TRC_BACKOFF)")
+	pin := fs.String("pin", getenv("TRC_PIN"), "the gateway's key, sha256/<base64> (tfrouter -tunnel-pin prints it; `tfgateway status` shows it): "+
+		"use the authenticated protocol, in which the secret never crosses the wire; without it, trc's clear-text handshake (env TRC_PIN)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -84,6 +95,13 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		o.localTLS = o.local
 	}
 	o.backoff = time.Duration(backoffSeconds) * time.Second
+	if *pin != "" {
+		sum, err := parsePin(*pin)
+		if err != nil {
+			return o, err
+		}
+		o.pin = sum
+	}
 	switch {
 	case o.secret == "":
 		return o, errors.New("--secret is required")
@@ -111,9 +129,10 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go trimMemory(ctx)
 	var wg sync.WaitGroup
 	for _, remote := range opts.remotes {
-		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, log: log.With("remote", remote)}
+		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, pin: opts.pin, log: log.With("remote", remote)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

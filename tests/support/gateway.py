@@ -512,7 +512,9 @@ class Gateway:
             args = [binary(self.router_program), "--config", str(config)]
             if self.router_program == "tfrouter":
                 args += ["-metrics", f"127.0.0.1:{ROUTER_METRICS_PORT}"]
-        proc = self.spawn("router", args, self.gw)
+        state = self.workdir / "router-state"  # systemd's StateDirectory: the tunnel key
+        state.mkdir(mode=0o700, exist_ok=True)
+        proc = self.spawn("router", args, self.gw, env={"STATE_DIRECTORY": str(state)})
         self.wait_ready(
             proc,
             lambda: all(

@@ -204,8 +204,14 @@ def test_status_table_and_backlog(
     assert "1 undecodable cache entries: 9-9" in out
     assert "delivery backlog: 0 results, 1 deletes" in out
     assert "delete 77-1" in out
+    assert "tunnel clients: the router publishes no pin" in out
+    pin = "sha256/" + "A" * 43 + "="
+    redis_db.set("tfgateway:router:tunnel-pin", pin)
+    assert main(["status", "--redis", redis_url]) == 0
+    assert f"tunnel clients: tftunnel --pin {pin}" in capsys.readouterr().out
     assert main(["status", "--redis", redis_url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert doc["tunnel_pin"] == pin
     assert doc["workloads"][0]["domain"] == "app.gw.example.com"
     assert doc["backlog"] == [{"op": "delete", "id": "77-1", "queued": 1.0}]
     assert doc["name_proofs"] == []

@@ -54,9 +54,12 @@ class Status:
     proofs: list[NameProof]
     declared: Declared | None = None
     """The operator's workloads file (`--workloads`): each entry's state and client needs."""
+    tunnel_pin: str | None = None
+    """The router's key for authenticated tunnels (`tftunnel --pin`), None when it has none."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "tunnel_pin": self.tunnel_pin,
             "workloads": [r.__dict__ for r in self.rows],
             "declared": None if self.declared is None else self.declared.to_json(),
             "name_proofs": [
@@ -93,6 +96,10 @@ def _age(r: Reservation, now: float) -> float:
     return max(0.0, now - created.timestamp())
 
 
+# Where tfrouter publishes the pin of its tunnel key at start (dataplane/router, PinKey).
+TUNNEL_PIN_KEY = "tfgateway:router:tunnel-pin"
+
+
 async def collect(redis: aioredis.Redis) -> Status:
     reservations, bad = await ReservationCache(redis).list()
     now = time.time()
@@ -115,7 +122,10 @@ async def collect(redis: aioredis.Redis) -> Status:
             continue
     backlog.sort(key=lambda m: m.seq)
     proofs = [NameProof(kind, name, record) for kind, name, record in await read_records(redis)]
-    return Status(rows, bad, backlog, stats_pending, proofs, await collect_declared(redis))
+    raw_pin = await redis.get(TUNNEL_PIN_KEY)
+    pin = raw_pin.decode() if isinstance(raw_pin, bytes) else raw_pin
+    declared = await collect_declared(redis)
+    return Status(rows, bad, backlog, stats_pending, proofs, declared, pin)
 
 
 def format_age(seconds: float) -> str:
@@ -142,8 +152,12 @@ def render_table(status: Status, now: float | None = None) -> str:
         for line in [header, *rows]
     ]
     lines.append(f"{len(status.rows)} workloads served")
+    if status.tunnel_pin:
+        lines.append(f"tunnel clients: tftunnel --pin {status.tunnel_pin}")
+    else:
+        lines.append("tunnel clients: the router publishes no pin (no tunnel key, or not started)")
     if status.declared is not None:
-        lines += render_declared(status.declared)
+        lines += render_declared(status.declared, status.tunnel_pin)
     lines += _proof_lines(status.proofs, now)
     if status.undecodable:
         lines.append(

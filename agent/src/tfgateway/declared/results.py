@@ -65,29 +65,31 @@ def wireguard_config(rec: Record) -> str:
     )
 
 
-def tunnel_command(rec: Record) -> str:
-    """The `tftunnel` command line for the host behind NAT (secret read from the file)."""
+def tunnel_command(rec: Record, pin: str | None = None) -> str:
+    """The `tftunnel` command line for the host behind NAT (secret read from the file); with the
+    router's pin, the authenticated protocol (the secret never crosses the wire)."""
     remote = str(rec.client.get("remote", ""))
     secret_file = str(rec.client.get("secret_file", ""))
     if not remote or not secret_file:
         return ""
+    pinned = f" --pin {shlex.quote(pin)}" if pin else ""
     return (
         f'TRC_SECRET="$(cat {shlex.quote(secret_file)})" tftunnel '
-        f"--remote {shlex.quote(remote)} --local 127.0.0.1:80 --local-tls 127.0.0.1:443"
+        f"--remote {shlex.quote(remote)}{pinned} --local 127.0.0.1:80 --local-tls 127.0.0.1:443"
     )
 
 
-def client_text(rec: Record) -> str:
+def client_text(rec: Record, pin: str | None = None) -> str:
     if rec.state != "ok":
         return ""
     if rec.kind == "fourtosix":
         return wireguard_config(rec)
     if rec.kind == "reverse_proxy":
-        return tunnel_command(rec)
+        return tunnel_command(rec, pin)
     return ""
 
 
-def render(declared: Declared) -> list[str]:
+def render(declared: Declared, pin: str | None = None) -> list[str]:
     """Lines for `tfgateway status`."""
     if declared.file is None and not declared.records:
         return []
@@ -117,7 +119,7 @@ def render(declared: Declared) -> list[str]:
     for name, rec in sorted(declared.records.items()):
         if rec.state != "ok" and rec.message:
             lines.append(f"  {rec.state.upper()} {name}: {rec.message}")
-        text = client_text(rec)
+        text = client_text(rec, pin)
         if text:
             what = "WireGuard config for the client" if rec.kind == "fourtosix" else "tunnel client"
             lines.append(f"  {rec.kind} {name}: {what}:")

@@ -19,6 +19,7 @@ import (
 
 	"tfgateway.dev/dataplane/router/internal/config"
 	"tfgateway.dev/dataplane/router/internal/router"
+	"tfgateway.dev/dataplane/router/internal/tunnel"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -33,9 +34,16 @@ func run(args []string) int {
 	debug := fs.Bool("debug", false, "debug logging")
 	jsonLogs := fs.Bool("log-json", false, "log as JSON instead of text")
 	version := fs.Bool("version", false, "print the version and exit")
+	tunnelStreams := fs.Int("tunnel-streams", 0, fmt.Sprintf("most concurrent connections through one tunnel (overrides [tunnels] max_streams; default %d)", router.DefaultTunnelStreams))
+	tunnelMemory := fs.Int("tunnel-memory-mib", 0, fmt.Sprintf("receive-buffer budget of one tunnel in MiB; each connection through it needs 256 KiB, more only for bulk transfers while the budget allows (overrides [tunnels] memory_mib; default %d)", router.DefaultTunnelMemoryMiB))
+	legacy := fs.Bool("legacy-tunnels", true, "accept trc v0.1.0's clear-text tunnel handshake on the clients port (overrides [tunnels] legacy)")
+	tunnelKey := fs.String("tunnel-key", "", "PEM file of the key for authenticated tunnels, created at the first start (overrides [tunnels] key; empty: authenticated tunnels off)")
+	printPin := fs.Bool("tunnel-pin", false, "print the pin of the tunnel key (tftunnel --pin) and exit; creates the key if missing")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *version {
 		fmt.Println("tfrouter", Version)
 		return 0
@@ -56,7 +64,47 @@ func run(args []string) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	r := router.New(cfg, router.Options{Log: log})
+	if set["legacy-tunnels"] {
+		cfg.Tunnels.Legacy = legacy
+	}
+	if set["tunnel-key"] {
+		cfg.Tunnels.Key = *tunnelKey
+	}
+	if *printPin && cfg.Tunnels.Key == "" {
+		fmt.Fprintln(os.Stderr, "tfrouter: -tunnel-pin needs a key: -tunnel-key or [tunnels] key")
+		return 2
+	}
+	if !cfg.Tunnels.LegacyAllowed() && cfg.Tunnels.Key == "" {
+		log.Error("cannot start", "err", "legacy tunnels are off and there is no tunnel key (-tunnel-key or [tunnels] key): no tunnel client could register")
+		return 1
+	}
+	opts := router.Options{Log: log, RefuseLegacyTunnels: !cfg.Tunnels.LegacyAllowed(), TunnelSources: tunnel.SourceLimits{
+		HandshakesPerMinute: cfg.Tunnels.HandshakesPerMinute, HandshakeBurst: cfg.Tunnels.HandshakeBurst,
+		MaxConnsPerSource: cfg.Tunnels.ConnsPerSource, MaxSources: cfg.Tunnels.Sources,
+	}}
+	if cfg.Tunnels.Key != "" {
+		id, created, err := tunnel.LoadOrCreateIdentity(cfg.Tunnels.Key)
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		if *printPin {
+			fmt.Println(id.Pin)
+			return 0
+		}
+		if created {
+			log.Info("created the tunnel key", "path", cfg.Tunnels.Key)
+		}
+		log.Info("authenticated tunnels: clients pin this key", "pin", id.Pin, "client", "tftunnel --pin "+id.Pin)
+		opts.TunnelIdentity = id
+	}
+	if *tunnelStreams < 0 || *tunnelMemory < 0 {
+		log.Error("cannot start", "err", "-tunnel-streams and -tunnel-memory-mib must not be negative")
+		return 2
+	}
+	opts.Tunnel.MaxStreamsPerTunnel = *tunnelStreams
+	opts.Tunnel.TunnelMemory = *tunnelMemory << 20
+	r := router.New(cfg, opts)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -23,7 +23,35 @@ type Config struct {
 	Server Server `toml:"server"`
 	// TLS configures termination (certificates, ACME); nil when the file has no [tls].
 	TLS *TLS `toml:"tls"`
+	// Tunnels configures the tunnel port's protocols, per-source limits and per-tunnel
+	// stream limits ([tunnels]).
+	Tunnels Tunnels `toml:"tunnels"`
 }
+
+// Tunnels is the [tunnels] table (tfrouter's; trs has none). Absent keys take the defaults.
+type Tunnels struct {
+	// Legacy accepts trc v0.1.0's clear-text handshake (default true: the drop-in promise).
+	Legacy *bool `toml:"legacy"`
+	// Key is the PEM file of the router's Ed25519 key for authenticated tunnels, created at
+	// the first start ($VAR and ${VAR} expanded, e.g. ${STATE_DIRECTORY}); empty:
+	// authenticated tunnels are off.
+	Key string `toml:"key"`
+	// HandshakesPerMinute and HandshakeBurst: new connections per source address (IPv4
+	// address or IPv6 /64); ConnsPerSource: open connections per source; Sources: size of
+	// the per-source table. Negative: unlimited; 0 or absent: the default.
+	HandshakesPerMinute int `toml:"handshakes_per_minute"`
+	HandshakeBurst      int `toml:"handshake_burst"`
+	ConnsPerSource      int `toml:"connections_per_source"`
+	Sources             int `toml:"sources"`
+	// MaxStreams is the most concurrent streams (public connections) one tunnel carries.
+	MaxStreams int `toml:"max_streams"`
+	// MemoryMiB bounds one tunnel's stream receive buffers; every stream needs 256 KiB of
+	// it, so it also caps the streams at MemoryMiB*4.
+	MemoryMiB int `toml:"memory_mib"`
+}
+
+// LegacyAllowed is the effective legacy setting.
+func (t Tunnels) LegacyAllowed() bool { return t.Legacy == nil || *t.Legacy }
 
 // Server is the [server] table.
 type Server struct {
@@ -93,6 +121,13 @@ func Load(path string) (*Config, error) {
 	}
 	if err := c.Server.DBBackend.readPasswordFile(); err != nil {
 		return nil, &Error{Path: path, Msg: err.Error()}
+	}
+	if c.Tunnels.Key != "" {
+		// ${STATE_DIRECTORY}/tunnel-key.pem names systemd's state directory
+		c.Tunnels.Key = os.ExpandEnv(c.Tunnels.Key)
+		if c.Tunnels.Key == "" {
+			return nil, &Error{Path: path, Msg: "[tunnels] key expands to an empty path"}
+		}
 	}
 	return c, nil
 }
@@ -178,6 +213,12 @@ func (c *Config) validate() error {
 		if _, err := routes.CheckProxyProtocol(svc.ProxyProtocol); err != nil {
 			return fmt.Errorf("[server.services.%q] %v", name, err)
 		}
+	}
+	if t := c.Tunnels; t.MaxStreams < 0 || t.MemoryMiB < 0 {
+		return errors.New("[tunnels] max_streams and memory_mib must not be negative")
+	}
+	if !c.Tunnels.LegacyAllowed() && c.Tunnels.Key == "" {
+		return errors.New("[tunnels] legacy = false needs key: without a key no tunnel client could register")
 	}
 	if c.TLS != nil {
 		if err := c.TLS.validate(); err != nil {

@@ -159,3 +159,18 @@ func TestPasswordFile(t *testing.T) {
 		}
 	}
 }
+
+func TestTunnelsTable(t *testing.T) {
+	base := "[server]\nport = 443\nhttpport = 80\nclientsport = 18000\n"
+	c, err := Parse("t", base)
+	if err != nil || !c.Tunnels.LegacyAllowed() || c.Tunnels.Key != "" {
+		t.Fatalf("defaults: %+v, %v", c.Tunnels, err)
+	}
+	c, err = Parse("t", base+"[tunnels]\nlegacy = false\nkey = \"/k.pem\"\nhandshakes_per_minute = 30\n")
+	if err != nil || c.Tunnels.LegacyAllowed() || c.Tunnels.HandshakesPerMinute != 30 {
+		t.Fatalf("set: %+v, %v", c.Tunnels, err)
+	}
+	if _, err := Parse("t", base+"[tunnels]\nlegacy = false\n"); err == nil || !strings.Contains(err.Error(), "needs key") {
+		t.Fatalf("legacy off without a key: %v", err)
+	}
+}

@@ -149,7 +149,7 @@ func tcpBackend(t *testing.T, serve func(net.Conn)) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// bigBody crosses the yamux stream windows (256 KiB initial, 1 MiB granted) many times.
+// bigBody crosses the yamux stream windows (256 KiB initial, grown up to 8 MiB) many times.
 var bigBody = func() []byte {
 	b := make([]byte, 5<<20)
 	for i := range b {

@@ -217,7 +217,8 @@ type halfCloser interface {
 }
 
 // pipe copies both ways until both directions end. An EOF is passed on as a half-close so
-// protocols that shut down one side keep working; an error tears down both sides. Between
+// protocols that shut down one side keep working; an error tears down both sides (a tunnel
+// stream is then reset, see tunnel.Stream.Close, so neither end keeps buffering for it). Between
 // two *net.TCPConn, io.Copy uses splice(2) (zero copy in the kernel).
 func pipe(client net.Conn, backend net.Conn) (in, out int64) {
 	done := make(chan int64, 1)
@@ -239,17 +240,60 @@ func copyConn(dst, src net.Conn) (int64, error) {
 			return io.Copy(d, s)
 		}
 	}
-	// Tunnel streams: a large buffer means fewer, larger yamux frames and fewer hand-offs
-	// to yamux's send loop, each of which costs a goroutine switch. Wrapping hides
-	// WriterTo/ReaderFrom, which would pick a 32 KiB buffer. 128 KiB, not the 512 KiB that
-	// carried about 1.2x more in benchmarks/router: every live tunnel connection holds two
-	// for its whole life (128 streams per tunnel, 16,384 in all), so memory bounds it.
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	return copyAdaptive(dst, src)
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+// Copy buffers for tunnel streams (and terminated connections): a connection starts with a
+// small buffer per direction and takes a large pooled one while its reads fill the buffer
+// (a bulk transfer: fewer, larger yamux frames and fewer hand-offs to the send loop, each a
+// goroutine switch), giving it back as soon as reads come in small pieces again. An idle or
+// interactive connection so holds 2 x 16 KiB, not 2 x 256 KiB, for its whole life.
+const (
+	smallCopyBuf = 16 << 10
+	largeCopyBuf = 256 << 10
+)
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+
+// copyAdaptive is io.Copy with the buffers above; EOF from src ends it without error.
+func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
+	small := make([]byte, smallCopyBuf)
+	buf := small
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			copyBufs.Put(large)
+		}
+	}()
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+			if w != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return total, nil
+			}
+			return total, rerr
+		}
+		switch {
+		case large == nil && n == len(buf):
+			large = copyBufs.Get().(*[]byte)
+			buf = *large
+		case large != nil && n < smallCopyBuf:
+			copyBufs.Put(large)
+			large, buf = nil, small
+		}
+	}
+}
 
 func finish(dst, src net.Conn, err error) {
 	if err != nil {

@@ -34,11 +34,27 @@ type Options struct {
 	// new ones are closed at once, so a slowloris flood cannot pin unbounded memory.
 	MaxPending int
 	Tunnel     tunnel.Limits
-	Log        *slog.Logger
+	// TunnelIdentity is the key of authenticated tunnels (nil: off); RefuseLegacyTunnels
+	// refuses trc's clear-text handshake; TunnelSources limits each source address.
+	TunnelIdentity      *tunnel.Identity
+	RefuseLegacyTunnels bool
+	TunnelSources       tunnel.SourceLimits
+	// RefusalSummaryInterval is how often refused handshakes are summarised in the log
+	// (default 30 s).
+	RefusalSummaryInterval time.Duration
+	Log                    *slog.Logger
 	// TargetPolicy refuses direct targets from redis; routes.CheckTarget when nil. Tests
 	// replace it to reach backends on loopback.
 	TargetPolicy routes.TargetPolicy
 }
+
+// Defaults of the per-tunnel limits ([tunnels] in router.toml, -tunnel-streams and
+// -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each (256 MiB),
+// plus 128 MiB into which the windows of bulk transfers grow (16 streams at the full 8 MiB).
+const (
+	DefaultTunnelStreams   = 1024
+	DefaultTunnelMemoryMiB = 384
+)
 
 func (o *Options) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
@@ -59,7 +75,13 @@ func (o *Options) defaults() {
 	def(&o.ShutdownGrace, 10*time.Second)
 	defi(&o.MaxPending, 20000)
 	defi(&o.Tunnel.MaxTunnels, 100000)
-	defi(&o.Tunnel.MaxStreamsPerTunnel, 128)
+	defi(&o.TunnelSources.HandshakesPerMinute, tunnel.DefaultHandshakesPerMinute)
+	defi(&o.TunnelSources.HandshakeBurst, tunnel.DefaultHandshakeBurst)
+	defi(&o.TunnelSources.MaxConnsPerSource, tunnel.DefaultMaxConnsPerSource)
+	defi(&o.TunnelSources.MaxSources, tunnel.DefaultMaxSources)
+	def(&o.RefusalSummaryInterval, 30*time.Second)
+	defi(&o.Tunnel.MaxStreamsPerTunnel, DefaultTunnelStreams)
+	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
 	defi(&o.Tunnel.MaxStreams, 16384)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
 	if o.TargetPolicy == nil {
@@ -110,6 +132,12 @@ type Router struct {
 
 // New builds a router from a parsed router.toml.
 func New(cfg *config.Config, opt Options) *Router {
+	if opt.Tunnel.MaxStreamsPerTunnel == 0 {
+		opt.Tunnel.MaxStreamsPerTunnel = cfg.Tunnels.MaxStreams
+	}
+	if opt.Tunnel.TunnelMemory == 0 {
+		opt.Tunnel.TunnelMemory = cfg.Tunnels.MemoryMiB << 20
+	}
 	opt.defaults()
 	static := map[string]routes.Service{}
 	for name, s := range cfg.Server.Services {
@@ -157,6 +185,7 @@ func (r *Router) Run(ctx context.Context) error {
 			_ = r.redis.Close()
 			return err
 		}
+		r.publishPin(ctx)
 	}
 	for _, l := range []struct {
 		name string
@@ -178,6 +207,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	defer stopFeed()
+	go r.Registry.Trim(feedCtx)
 	if s.DBBackend.Type == "redis" {
 		synced := r.startFeed(feedCtx, s.DBBackend)
 		// Unlike trs (a GET per connection) routes come from memory, so hold the first
@@ -194,12 +224,21 @@ func (r *Router) Run(ctx context.Context) error {
 		r.closeListeners()
 		return err
 	}
+	clientLog := r.log.With("listener", ListenerClient)
+	refusals := &tunnel.Refusals{Log: clientLog, Interval: r.opt.RefusalSummaryInterval}
+	refusalsCtx, stopRefusals := context.WithCancel(context.Background())
+	refusalsDone := make(chan struct{})
+	go func() { defer close(refusalsDone); refusals.Run(refusalsCtx) }()
 	acceptor := &tunnel.Acceptor{
 		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
-		Log:        r.log.With("listener", ListenerClient),
-		OnRegister: func(*tunnel.Session) { r.Metrics.Registrations.WithLabelValues("ok").Inc() },
-		OnReject:   func(error) { r.Metrics.Registrations.WithLabelValues("refused").Inc() },
+		Log: clientLog, Routes: r.Table, Identity: r.opt.TunnelIdentity, RefuseLegacy: r.opt.RefuseLegacyTunnels,
+		Sources: tunnel.NewSources(sourceLimits(r.opt.TunnelSources)), Refusals: refusals,
+		OnRegister: func(s *tunnel.Session) {
+			r.Metrics.Registrations.WithLabelValues(registeredResult(s)).Inc()
+		},
+		OnReject: func(reason string) { r.Metrics.Registrations.WithLabelValues(reason).Inc() },
 	}
+	clientLog.Info("tunnel protocols", "legacy", !r.opt.RefuseLegacyTunnels, "authenticated", r.opt.TunnelIdentity != nil)
 	var loops sync.WaitGroup
 	for name, handle := range map[string]func(net.Conn){
 		ListenerTLS:    func(c net.Conn) { r.serve(ListenerTLS, c, r.handleTLS) },
@@ -222,6 +261,8 @@ func (r *Router) Run(ctx context.Context) error {
 	r.drain()
 	r.stopTLS()
 	r.Registry.CloseAll()
+	stopRefusals()
+	<-refusalsDone
 	stopFeed()
 	if r.redis != nil {
 		_ = r.redis.Close()
@@ -371,4 +412,39 @@ func (r *Router) serve(listener string, c net.Conn, h func(net.Conn)) {
 		r.wg.Done()
 	}()
 	h(c)
+}
+
+// sourceLimits turns the options' "negative: unlimited" into the table's "0: unlimited".
+func sourceLimits(l tunnel.SourceLimits) tunnel.SourceLimits {
+	for _, v := range []*int{&l.HandshakesPerMinute, &l.MaxConnsPerSource} {
+		if *v < 0 {
+			*v = 0
+		}
+	}
+	return l
+}
+
+func registeredResult(s *tunnel.Session) string {
+	if s.Authenticated {
+		return "ok_authenticated"
+	}
+	return "ok"
+}
+
+// PinKey is the redis key where the router publishes its tunnel pin, for `tfgateway
+// status` and the operator to hand to users (tftunnel --pin).
+const PinKey = "tfgateway:router:tunnel-pin"
+
+func (r *Router) publishPin(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, authCheckWait)
+	defer cancel()
+	var err error
+	if r.opt.TunnelIdentity != nil {
+		err = r.redis.Set(ctx, PinKey, r.opt.TunnelIdentity.Pin, 0).Err()
+	} else {
+		err = r.redis.Del(ctx, PinKey).Err()
+	}
+	if err != nil {
+		r.log.Warn("cannot publish the tunnel pin in redis", "key", PinKey, "err", err)
+	}
 }

@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"crypto/sha256"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -22,13 +23,27 @@ type Table struct {
 	mu      sync.Mutex // serialises writers
 	dynamic [shards]atomic.Pointer[map[string]Service]
 	n       atomic.Int64 // dynamic routes over all shards
+
+	// secrets counts the routes (static and dynamic) that reference each tunnel secret, so
+	// the tunnel listener can refuse a handshake for a secret no route uses before it
+	// creates anything for it. Written under mu, read under smu.
+	smu     sync.RWMutex
+	secrets map[string]*secretRefs
+	ids     map[TunnelID]string
+}
+
+type secretRefs struct {
+	n  int
+	id TunnelID
 }
 
 // NewTable builds a table from the static services of router.toml.
 func NewTable(static map[string]Service, catchAllName string) *Table {
-	t := &Table{static: map[string]Service{}, seed: maphash.MakeSeed()}
+	t := &Table{static: map[string]Service{}, seed: maphash.MakeSeed(),
+		secrets: map[string]*secretRefs{}, ids: map[TunnelID]string{}}
 	for k, v := range static {
 		v.Static = true
+		t.ref(v.ClientSecret, 1)
 		if k == catchAllName {
 			c := v
 			t.catchAll = &c
@@ -104,13 +119,19 @@ func (t *Table) Apply(set map[string]Service, del []string) {
 		for k, v := range old {
 			m[k] = v
 		}
+		t.smu.Lock()
 		for _, c := range changes { // deletes come last: a host in both ends removed
+			if prev, ok := m[c.host]; ok {
+				t.ref(prev.ClientSecret, -1)
+			}
 			if c.del {
 				delete(m, c.host)
 			} else {
 				m[c.host] = c.svc
+				t.ref(c.svc.ClientSecret, 1)
 			}
 		}
+		t.smu.Unlock()
 		t.n.Add(int64(len(m) - len(old)))
 		t.dynamic[i].Store(&m)
 	}
@@ -129,12 +150,82 @@ func (t *Table) Replace(all map[string]Service) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.smu.Lock()
+	for i := range t.dynamic {
+		for _, v := range *t.dynamic[i].Load() {
+			t.ref(v.ClientSecret, -1)
+		}
+	}
+	for _, v := range all {
+		t.ref(v.ClientSecret, 1)
+	}
+	t.smu.Unlock()
 	n := 0
 	for i := range next {
 		n += len(next[i])
 		t.dynamic[i].Store(&next[i])
 	}
 	t.n.Store(int64(n))
+}
+
+// TunnelID names a tunnel secret without revealing it: what an authenticated tunnel client
+// sends to say which secret it proves (internal/tunnel, TunnelIDOf).
+type TunnelID [32]byte
+
+// TunnelIDOf is SHA-256 over a fixed label and the secret.
+func TunnelIDOf(secret string) TunnelID {
+	h := sha256.New()
+	h.Write([]byte(tunnelIDLabel))
+	h.Write([]byte(secret))
+	var id TunnelID
+	h.Sum(id[:0])
+	return id
+}
+
+const tunnelIDLabel = "tfgateway tunnel id v1\x00"
+
+// ref adds d references to secret (callers hold smu for writing, or own t alone).
+func (t *Table) ref(secret string, d int) {
+	if secret == "" {
+		return
+	}
+	r := t.secrets[secret]
+	if r == nil {
+		if d < 0 {
+			return
+		}
+		r = &secretRefs{id: TunnelIDOf(secret)}
+		t.secrets[secret] = r
+		t.ids[r.id] = secret
+	}
+	r.n += d
+	if r.n <= 0 {
+		delete(t.secrets, secret)
+		delete(t.ids, r.id)
+	}
+}
+
+// HasSecret reports whether a live route (static or from redis) references secret.
+func (t *Table) HasSecret(secret string) bool {
+	t.smu.RLock()
+	defer t.smu.RUnlock()
+	_, ok := t.secrets[secret]
+	return ok
+}
+
+// SecretByID returns the secret a live route references whose TunnelID is id.
+func (t *Table) SecretByID(id TunnelID) (string, bool) {
+	t.smu.RLock()
+	defer t.smu.RUnlock()
+	s, ok := t.ids[id]
+	return s, ok
+}
+
+// Secrets is the number of distinct tunnel secrets routes reference.
+func (t *Table) Secrets() int {
+	t.smu.RLock()
+	defer t.smu.RUnlock()
+	return len(t.secrets)
 }
 
 // Len is the number of dynamic routes.

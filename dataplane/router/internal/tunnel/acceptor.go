@@ -1,57 +1,80 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
+
+	"tfgateway.dev/dataplane/router/internal/routes"
 )
 
-// Acceptor turns accepted client connections into registered sessions.
+// Acceptor turns accepted client connections into registered sessions. Two protocols share
+// the port, told apart by the first byte: 0x16 (a TLS record) is the authenticated
+// protocol (auth.go), 0x00 (yamux version 0) is trc's legacy handshake.
 type Acceptor struct {
 	Registry         *Registry
 	HandshakeTimeout time.Duration
 	MaxSecret        int
 	Log              *slog.Logger
-	// OnRegister and OnReject, if set, observe outcomes (metrics).
+	// Routes says which secrets live routes reference; a handshake for any other secret
+	// is refused before a yamux session exists. nil: every secret is accepted (tests).
+	Routes *routes.Table
+	// Identity is the router's key for authenticated tunnels; nil: TLS clients are refused.
+	Identity *Identity
+	// RefuseLegacy refuses trc's clear-text handshake (accepted by default: the drop-in
+	// promise).
+	RefuseLegacy bool
+	// Sources limits handshakes and connections per source address; nil: no limits.
+	Sources *Sources
+	// Refusals counts refusals and logs them as periodic summaries; nil: not logged.
+	Refusals *Refusals
+	// OnRegister and OnReject, if set, observe outcomes (metrics); OnReject gets one of the
+	// Reason* constants.
 	OnRegister func(s *Session)
-	OnReject   func(err error)
+	OnReject   func(reason string)
 	// KeepAlive and WriteTimeout override go-yamux's 30 s and 10 s (tests only).
 	KeepAlive    time.Duration
 	WriteTimeout time.Duration
 }
 
-// StreamWindow is the receive window the router grants each tunnel stream. yamux starts
-// every stream at 256 KiB; a larger window is announced with the window update that opens
-// the stream, which any yamux peer (trc's go-yamux v1.2.4 included) simply adds to what it
-// may send. At 256 KiB the sender stalls waiting for window updates long before the
-// connection is full (benchmarks/router: about 1.5x the download throughput at 1 MiB); the
-// cost is at most this much buffered per stream when the public client reads slower than
-// the tunnel client sends.
-const StreamWindow = 1 << 20
+// MaxStreamWindow is how far go-yamux may grow a stream's receive window while its reader
+// keeps up (it doubles the window when updates come faster than a few round trips), each
+// growth reserved from the tunnel's memory budget. Streams start at the protocol's 256 KiB
+// (MinStreamWindow): a larger initial grant would be memory no budget accounts for. At
+// 256 KiB for good a bulk sender stalls on window updates long before the connection is
+// full (benchmarks/router).
+const MaxStreamWindow = 8 << 20
+
+// maxFrame is the largest data frame the router sends: fewer headers and fewer hand-offs
+// to the send loop than go-yamux's 64 KiB. Any yamux peer reads frames up to the window
+// it granted (go-yamux v1.2.4 included), so this is within the protocol.
+const maxFrame = 256 << 10
 
 // MuxConfig is go-yamux v1.2.4's default as far as the wire is concerned (keepalive every
-// 30 s, 10 s write timeout, backlog 256), except the larger StreamWindow, plus an open
-// timeout that closes a session whose client stops acknowledging new streams.
+// 30 s, 10 s write timeout, backlog 256), except windows that grow and larger frames. A
+// tunnel client opens only its handshake stream, so few incoming streams are accepted.
 func MuxConfig(logOut io.Writer) *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.AcceptBacklog = 256
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = 30 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
-	c.MaxStreamWindowSize = StreamWindow
-	c.StreamOpenTimeout = 30 * time.Second
+	c.MaxIncomingStreams = 16
+	c.InitialStreamWindowSize = MinStreamWindow
+	c.MaxStreamWindowSize = MaxStreamWindow
+	c.MaxMessageSize = maxFrame
 	c.LogOutput = logOut
 	return c
 }
 
-// Handle runs the handshake on conn and registers the session; it returns once the client
-// is registered or refused. The session then lives on its own goroutines.
-func (a *Acceptor) Handle(conn net.Conn) {
-	log := a.Log.With("remote", conn.RemoteAddr().String())
+func (a *Acceptor) muxConfig(log *slog.Logger) *yamux.Config {
 	cfg := MuxConfig(slogWriter{log})
 	if a.KeepAlive > 0 {
 		cfg.KeepAliveInterval = a.KeepAlive
@@ -59,58 +82,170 @@ func (a *Acceptor) Handle(conn net.Conn) {
 	if a.WriteTimeout > 0 {
 		cfg.ConnectionWriteTimeout = a.WriteTimeout
 	}
-	mux, err := yamux.Server(conn, cfg)
-	if err != nil {
+	return cfg
+}
+
+// Handle runs the handshake on conn and registers the session; it returns once the client
+// is registered or refused. The session then lives on its own goroutines. Refusals are
+// counted and summarised, never logged one by one.
+func (a *Acceptor) Handle(conn net.Conn) {
+	src := SourceKey(conn.RemoteAddr())
+	release := func() {}
+	if a.Sources != nil {
+		var reason string
+		if release, reason = a.Sources.Admit(src); reason != "" {
+			_ = conn.Close()
+			a.reject(src, reason)
+			return
+		}
+	}
+	if !a.handle(conn, src, release) {
 		_ = conn.Close()
-		a.reject(log, err)
-		return
+		release()
+	}
+}
+
+// handle returns false when the connection was refused (the caller closes it).
+func (a *Acceptor) handle(conn net.Conn, src netip.Addr, release func()) bool {
+	_ = conn.SetDeadline(time.Now().Add(a.HandshakeTimeout))
+	var first [1]byte
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	switch first[0] {
+	case 0x16:
+		return a.handleTLS(withReplay(conn, first[:]), src, release)
+	case 0:
+		if a.RefuseLegacy {
+			a.reject(src, ReasonLegacyDisabled)
+			return false
+		}
+		return a.handleLegacy(conn, first[:], src, release)
+	default:
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+}
+
+func (a *Acceptor) handleLegacy(conn net.Conn, first []byte, src netip.Addr, release func()) bool {
+	secret, raw, err := PeekLegacyHandshake(io.MultiReader(bytes.NewReader(first), conn), a.MaxSecret)
+	if err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	if a.Routes != nil && !a.Routes.HasSecret(secret) {
+		a.reject(src, ReasonUnknownSecret)
+		return false
+	}
+	// Known: replay what was read into a real yamux session, which accepts the handshake
+	// stream and reads the same bytes again.
+	log := a.Log.With("remote", conn.RemoteAddr().String())
+	_ = conn.SetDeadline(time.Time{})
+	mux, err := a.Registry.NewMux(withReplay(conn, raw), a.muxConfig(log))
+	if err != nil {
+		a.reject(src, ReasonOther)
+		return false
+	}
+	timeout := time.AfterFunc(a.HandshakeTimeout, func() { _ = mux.Close() })
+	st, err := mux.AcceptStream()
+	timeout.Stop()
+	if err != nil {
+		_ = mux.Close()
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	_ = st.SetReadDeadline(time.Now().Add(a.HandshakeTimeout))
+	again, err := ReadHandshake(st, a.MaxSecret)
+	_ = st.Close()
+	if err != nil || again != secret {
+		_ = mux.Close()
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	return a.register(log, mux, secret, false, src, release)
+}
+
+func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool {
+	if a.Identity == nil {
+		a.reject(src, ReasonAuthOff)
+		return false
+	}
+	lookup := func(id routes.TunnelID) (string, bool) { return "", false }
+	if a.Routes != nil {
+		lookup = a.Routes.SecretByID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.HandshakeTimeout)
 	defer cancel()
-	st, err := mux.AcceptStreamWithContext(ctx)
+	tc, secret, err := serverAuth(ctx, conn, a.Identity, lookup)
+	if err != nil {
+		reason := ReasonOther
+		var ar *authRefusal
+		if errors.As(err, &ar) {
+			reason = ar.reason
+		}
+		a.reject(src, reason)
+		return false
+	}
+	// The answer goes out before the yamux session starts, so no stream frame can come
+	// before it; a registration that then fails closes the connection (the client retries).
+	if err := answer(tc, StatusOK, "registered"); err != nil {
+		a.reject(src, ReasonBadHandshake)
+		return false
+	}
+	_ = conn.SetDeadline(time.Time{})
+	log := a.Log.With("remote", conn.RemoteAddr().String())
+	mux, err := a.Registry.NewMux(tc, a.muxConfig(log))
+	if err != nil {
+		a.reject(src, ReasonOther)
+		return false
+	}
+	return a.register(log, mux, secret, true, src, release)
+}
+
+// register stores the session and watches it; on failure the mux is closed.
+func (a *Acceptor) register(log *slog.Logger, mux *Mux, secret string, authenticated bool, src netip.Addr, release func()) bool {
+	sess, err := a.Registry.RegisterAs(secret, mux, authenticated)
 	if err != nil {
 		_ = mux.Close()
-		a.reject(log, &HandshakeError{Reason: "no handshake stream: " + err.Error()})
-		return
+		reason := ReasonOther
+		switch {
+		case errors.Is(err, ErrProtected):
+			reason = ReasonProtected
+		case errors.Is(err, ErrTooManyTunnels):
+			reason = ReasonTooMany
+		}
+		a.reject(src, reason)
+		return false
 	}
-	_ = st.SetReadDeadline(time.Now().Add(a.HandshakeTimeout))
-	secret, err := ReadHandshake(st, a.MaxSecret)
-	_ = st.Close()
-	if err != nil {
-		_ = mux.Close()
-		a.reject(log, err)
-		return
-	}
-	sess, err := a.Registry.Register(secret, mux)
-	if err != nil {
-		_ = mux.Close()
-		a.reject(log, err)
-		return
-	}
-	log.Info("tunnel registered", "tunnel", sess.Label)
+	log.Info("tunnel registered", "tunnel", sess.Label, "authenticated", authenticated)
 	if a.OnRegister != nil {
 		a.OnRegister(sess)
 	}
-	// trc never opens more streams; refuse any that come so they do not pile up.
+	// Clients never open more streams; refuse any that come so they do not pile up.
 	go func() {
 		for {
 			extra, err := mux.AcceptStream()
 			if err != nil {
 				return
 			}
-			_ = extra.Close()
+			_ = extra.Reset()
 		}
 	}()
 	go func() {
 		<-mux.CloseChan()
+		release()
 		log.Info("tunnel closed", "tunnel", sess.Label)
 	}()
+	return true
 }
 
-func (a *Acceptor) reject(log *slog.Logger, err error) {
-	log.Warn("tunnel refused", "err", err)
+func (a *Acceptor) reject(src netip.Addr, reason string) {
+	if a.Refusals != nil {
+		a.Refusals.Note(reason, src)
+	}
 	if a.OnReject != nil {
-		a.OnReject(err)
+		a.OnReject(reason)
 	}
 }
 

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	yamux "github.com/libp2p/go-yamux/v5"
 )
 
 // Errors returned by Registry.Open; each maps to a metric and a closed public connection.
@@ -19,28 +20,67 @@ var (
 	ErrGlobalBusy     = errors.New("global tunnel stream limit reached")
 	ErrOpenTimeout    = errors.New("timed out opening a tunnel stream")
 	ErrTooManyTunnels = errors.New("tunnel limit reached")
+	// ErrProtected: a legacy registration may not replace a live authenticated tunnel.
+	ErrProtected = errors.New("an authenticated tunnel holds this secret; legacy registrations cannot replace it")
 )
 
 // Limits bound what tunnels may hold.
 type Limits struct {
-	MaxTunnels          int           // distinct secrets registered at once
-	MaxStreamsPerTunnel int           // concurrent streams on one tunnel (keep <= yamux AcceptBacklog)
-	MaxStreams          int           // concurrent streams over all tunnels
-	OpenTimeout         time.Duration // wait for a free slot plus OpenStream
+	MaxTunnels          int // distinct secrets registered at once
+	MaxStreamsPerTunnel int // concurrent streams on one tunnel (see TunnelMemory)
+	// TunnelMemory bounds the receive buffers of one tunnel in bytes: every stream holds at
+	// least MinStreamWindow, so a tunnel has at most TunnelMemory/MinStreamWindow streams
+	// whatever MaxStreamsPerTunnel says, and windows grow past the minimum (for bulk
+	// transfers) only within what the free stream slots leave.
+	TunnelMemory int
+	MaxStreams   int           // concurrent streams over all tunnels
+	OpenTimeout  time.Duration // wait for a free slot plus OpenStream
+}
+
+// StreamSlots is the number of concurrent streams one tunnel may have under l.
+func (l Limits) StreamSlots() int {
+	return max(1, min(l.MaxStreamsPerTunnel, l.TunnelMemory/MinStreamWindow))
+}
+
+// Mux is a tunnel client's multiplexed connection with the memory budget of its streams.
+type Mux struct {
+	*yamux.Session
+	budget *budget
+}
+
+// NewMux starts the server side of yamux on conn with a receive-memory budget of
+// limits.TunnelMemory for its streams.
+func (r *Registry) NewMux(conn net.Conn, cfg *yamux.Config) (*Mux, error) {
+	b := newBudget(r.limits.TunnelMemory, r.limits.StreamSlots())
+	s, err := yamux.Server(conn, cfg, b.span)
+	if err != nil {
+		return nil, err
+	}
+	return &Mux{Session: s, budget: b}, nil
 }
 
 // Session is one registered trc connection.
 type Session struct {
 	Secret string
 	Label  string // safe for logs and metrics (never the secret)
-	mux    *yamux.Session
-	slots  chan struct{}
+	// Authenticated: registered with the TLS protocol and a proof of the secret.
+	Authenticated bool
+	mux           *Mux
+	slots         chan struct{}
 }
+
+// BufferBytes is the receive window the session's streams hold now (bounded by
+// Limits.TunnelMemory).
+func (s *Session) BufferBytes() int { return s.mux.budget.Used() }
+
+// Streams is the number of streams open on the session.
+func (s *Session) Streams() int { return s.mux.NumStreams() }
 
 // Registry maps secrets to live sessions. All methods are safe for concurrent use.
 type Registry struct {
 	limits Limits
 	global chan struct{}
+	peak   peakStreams
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -67,10 +107,23 @@ func Label(secret string) string {
 // Register stores mux for secret. A previous session for the same secret is closed (last
 // registration wins, as in trs, but without leaking the old one). The session is removed
 // as soon as it dies.
-func (r *Registry) Register(secret string, mux *yamux.Session) (*Session, error) {
-	s := &Session{Secret: secret, Label: Label(secret), mux: mux, slots: make(chan struct{}, r.limits.MaxStreamsPerTunnel)}
+func (r *Registry) Register(secret string, mux *Mux) (*Session, error) {
+	return r.RegisterAs(secret, mux, false)
+}
+
+// RegisterAs is Register with the way the client registered: an authenticated session
+// (proof of the secret over TLS) replaces any session for its secret, a legacy one replaces
+// only a legacy session (ErrProtected otherwise), so a secret seen in a legacy handshake
+// cannot take a tunnel whose client proves the secret.
+func (r *Registry) RegisterAs(secret string, mux *Mux, authenticated bool) (*Session, error) {
+	s := &Session{Secret: secret, Label: Label(secret), Authenticated: authenticated, mux: mux,
+		slots: make(chan struct{}, r.limits.StreamSlots())}
 	r.mu.Lock()
 	old := r.sessions[secret]
+	if old != nil && old.Authenticated && !authenticated && !old.mux.IsClosed() {
+		r.mu.Unlock()
+		return nil, ErrProtected
+	}
 	if old == nil && r.limits.MaxTunnels > 0 && len(r.sessions) >= r.limits.MaxTunnels {
 		r.mu.Unlock()
 		return nil, ErrTooManyTunnels
@@ -123,7 +176,7 @@ func (r *Registry) Get(secret string) (*Session, bool) {
 	return s, ok
 }
 
-// Stream is an open tunnel stream; Close releases its slots.
+// Stream is an open tunnel stream; Close releases it and its slots.
 type Stream struct {
 	*yamux.Stream
 	Session *Session
@@ -131,15 +184,15 @@ type Stream struct {
 	release func()
 }
 
-// Close closes the stream (a full close) and frees its slots once.
+// Close ends the stream for good and frees its slots once. A stream both sides finished
+// (FIN each way) is simply forgotten; otherwise it is reset (yamux RST), so the tunnel
+// client stops sending and drops its end at once, and the receive buffer is freed now
+// rather than after yamux's stream-close timeout. CloseWrite is the half-close.
 func (s *Stream) Close() error {
-	err := s.Stream.Close()
+	err := s.Reset()
 	s.once.Do(s.release)
 	return err
 }
-
-// CloseWrite half-closes: yamux Close sends FIN and keeps reading.
-func (s *Stream) CloseWrite() error { return s.Stream.Close() }
 
 // Open opens a stream to the tunnel registered for secret, waiting at most
 // limits.OpenTimeout for free slots (backpressure) and for the open itself.
@@ -148,6 +201,7 @@ func (r *Registry) Open(secret string) (*Stream, error) {
 	if !ok {
 		return nil, ErrNoTunnel
 	}
+	deadline := time.Now().Add(r.limits.OpenTimeout)
 	timer := time.NewTimer(r.limits.OpenTimeout)
 	defer timer.Stop()
 	select {
@@ -164,35 +218,22 @@ func (r *Registry) Open(secret string) (*Stream, error) {
 		<-r.global
 		return nil, ErrNoTunnel
 	}
+	r.peak.saw(len(r.global))
 	release := func() { <-s.slots; <-r.global }
-	type result struct {
-		st  *yamux.Stream
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		st, err := s.mux.OpenStream()
-		ch <- result{st, err}
-	}()
-	select {
-	case res := <-ch:
-		if res.err != nil {
-			release()
-			if errors.Is(res.err, yamux.ErrSessionShutdown) {
-				return nil, ErrNoTunnel
-			}
-			return nil, res.err
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	st, err := s.mux.OpenStream(ctx)
+	if err != nil {
+		release()
+		switch {
+		case errors.Is(err, yamux.ErrSessionShutdown):
+			return nil, ErrNoTunnel
+		case errors.Is(err, context.DeadlineExceeded):
+			return nil, ErrOpenTimeout
 		}
-		return &Stream{Stream: res.st, Session: s, release: release}, nil
-	case <-timer.C:
-		go func() {
-			if res := <-ch; res.st != nil {
-				_ = res.st.Close()
-			}
-			release()
-		}()
-		return nil, ErrOpenTimeout
+		return nil, err
 	}
+	return &Stream{Stream: st, Session: s, release: release}, nil
 }
 
 // CloseAll closes every session (shutdown).

@@ -12,7 +12,8 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	// The client side of these tests is trc's own multiplexer: go-yamux v1.2.4.
+	yamux "github.com/libp2p/go-yamux"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -71,10 +72,10 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // pair returns a registered-style server session and the client session that acknowledges
 // and echoes every stream it is offered (stall=true: it accepts nothing).
-func pair(t *testing.T, stall bool) (*yamux.Session, *yamux.Session) {
+func pair(t *testing.T, stall bool) (*Mux, *yamux.Session) {
 	t.Helper()
 	a, b := net.Pipe()
-	srv, err := yamux.Server(a, MuxConfig(io.Discard))
+	srv, err := NewRegistry(testLimits).NewMux(a, MuxConfig(io.Discard))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func pair(t *testing.T, stall bool) (*yamux.Session, *yamux.Session) {
 	return srv, cli
 }
 
-var testLimits = Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 4, MaxStreams: 6, OpenTimeout: 200 * time.Millisecond}
+var testLimits = Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 4, TunnelMemory: 64 << 20, MaxStreams: 6, OpenTimeout: 200 * time.Millisecond}
 
 func TestRegistryReplaceAndRemove(t *testing.T) {
 	r := NewRegistry(testLimits)
@@ -188,7 +189,7 @@ func TestRegistryStreamLimits(t *testing.T) {
 }
 
 func TestRegistryMaxTunnels(t *testing.T) {
-	r := NewRegistry(Limits{MaxTunnels: 1, MaxStreamsPerTunnel: 1, MaxStreams: 1, OpenTimeout: time.Second})
+	r := NewRegistry(Limits{MaxTunnels: 1, MaxStreamsPerTunnel: 1, TunnelMemory: 64 << 20, MaxStreams: 1, OpenTimeout: time.Second})
 	s1, _ := pair(t, false)
 	s2, _ := pair(t, false)
 	s3, _ := pair(t, false)
@@ -222,7 +223,7 @@ func TestRegistryOpenTimeoutOnStalledClient(t *testing.T) {
 
 // Many goroutines register, replace, kill and open streams at once; run with -race.
 func TestRegistryConcurrency(t *testing.T) {
-	r := NewRegistry(Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 64, MaxStreams: 1024, OpenTimeout: time.Second})
+	r := NewRegistry(Limits{MaxTunnels: 1000, MaxStreamsPerTunnel: 64, TunnelMemory: 64 << 20, MaxStreams: 1024, OpenTimeout: time.Second})
 	var wg sync.WaitGroup
 	secrets := []string{"s0", "s1", "s2", "s3"}
 	for w := range 16 {
@@ -336,4 +337,155 @@ func TestKeepaliveFailureRemovesSession(t *testing.T) {
 	}
 	waitFor(t, "registration", func() bool { return r.Len() == 1 })
 	waitFor(t, "frozen client removed after a missed keepalive", func() bool { return r.Len() == 0 })
+}
+
+// trcPair is pair with a client configured exactly as trc v0.1.0 runs go-yamux v1.2.4
+// (DefaultConfig: 256 KiB stream windows, 64 KiB frames), whose streams are handed to serve.
+func trcPair(t *testing.T, r *Registry, secret string, serve func(*yamux.Stream)) *yamux.Session {
+	t.Helper()
+	a, b := net.Pipe()
+	srv, err := r.NewMux(a, MuxConfig(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cli, err := yamux.Client(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			st, err := cli.AcceptStream()
+			if err != nil {
+				return
+			}
+			go serve(st)
+		}
+	}()
+	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
+	if _, err := r.Register(secret, srv); err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+// A default-configured trc (go-yamux v1.2.4) carries bulk data both ways under the router's
+// larger windows and frames, and sees a stream the router abandons as reset (RST, not a
+// half-close): its writes fail at once, so it drops its local connection.
+func TestDefaultTrcBulkAndReset(t *testing.T) {
+	r := NewRegistry(testLimits)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB
+	resetSeen := make(chan error, 1)
+	trcPair(t, r, "1:trc", func(st *yamux.Stream) {
+		var cmd [1]byte
+		if _, err := io.ReadFull(st, cmd[:]); err != nil {
+			return
+		}
+		switch cmd[0] {
+		case 'e': // echo until EOF, then FIN
+			_, _ = io.Copy(st, st)
+			_ = st.Close()
+		case 'd': // an endless download until the stream dies
+			for {
+				if _, err := st.Write(body[:64<<10]); err != nil {
+					resetSeen <- err
+					return
+				}
+			}
+		}
+	})
+	st, err := r.Open("1:trc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() {
+		_, _ = st.Write([]byte{'e'})
+		_, _ = st.Write(body)
+		_ = st.CloseWrite()
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("8 MiB echoed through a default trc: %d bytes, %v", len(got), err)
+	}
+	_ = st.Close()
+
+	dl, err := r.Open("1:trc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = dl.Write([]byte{'d'})
+	if _, err := io.ReadFull(dl, make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	_ = dl.Close() // the public client went away
+	select {
+	case err := <-resetSeen:
+		if !errors.Is(err, yamux.ErrConnectionReset) {
+			t.Fatalf("trc's write after the router dropped the stream: %v, want a reset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("trc kept writing into a stream the router dropped")
+	}
+	waitFor(t, "slots and budget freed", func() bool {
+		s, _ := r.Get("1:trc")
+		return len(r.global) == 0 && s.BufferBytes() == 0 && s.Streams() == 0
+	})
+}
+
+// The budget caps a tunnel's streams at TunnelMemory/MinStreamWindow whatever
+// MaxStreamsPerTunnel says, and window growth never takes the room of a free slot.
+func TestBudgetBoundsStreamsAndGrowth(t *testing.T) {
+	l := Limits{MaxStreamsPerTunnel: 1024, TunnelMemory: 4 * MinStreamWindow}
+	if got := l.StreamSlots(); got != 4 {
+		t.Fatalf("slots = %d, want 4", got)
+	}
+	b := newBudget(l.TunnelMemory, l.StreamSlots())
+	open := func() *span {
+		m, _ := b.span()
+		s := m.(*span)
+		if err := s.ReserveMemory(MinStreamWindow, 255); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1 := open()
+	// one stream open, three slots free: no room to grow at all
+	if err := s1.ReserveMemory(1, 128); !errors.Is(err, ErrOverBudget) {
+		t.Fatalf("growth into free slots' room: %v", err)
+	}
+	s1.Done()
+	if b.Used() != 0 {
+		t.Fatalf("used %d after Done", b.Used())
+	}
+	// two slots in a budget of eight minimum windows: one open stream may grow by six
+	l = Limits{MaxStreamsPerTunnel: 2, TunnelMemory: 8 * MinStreamWindow}
+	b = newBudget(l.TunnelMemory, l.StreamSlots())
+	s1 = open()
+	if err := s1.ReserveMemory(6*MinStreamWindow, 128); err != nil {
+		t.Fatalf("growth within the spare budget: %v", err)
+	}
+	if err := s1.ReserveMemory(1, 128); !errors.Is(err, ErrOverBudget) {
+		t.Fatalf("growth past the budget: %v", err)
+	}
+	s2 := open() // the free slot's room was kept
+	s1.ReleaseMemory(MinStreamWindow)
+	s1.Done()
+	s1.Done()
+	s2.Done()
+	if b.Used() != 0 || b.streams != 0 {
+		t.Fatalf("used %d, streams %d after Done", b.Used(), b.streams)
+	}
+}
+
+func TestTrimOnlyWhenTheLoadFell(t *testing.T) {
+	for _, c := range []struct {
+		peak, cur int64
+		want      bool
+	}{{32, 0, true}, {1000, 500, true}, {1000, 501, false}, {10, 0, false}, {100, 90, false}, {0, 0, false}} {
+		if got := fellFrom(c.peak, c.cur); got != c.want {
+			t.Errorf("fellFrom(%d, %d) = %v", c.peak, c.cur, got)
+		}
+	}
 }
