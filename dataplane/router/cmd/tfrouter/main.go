@@ -56,7 +56,9 @@ func run(args []string) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	r := router.New(cfg, router.Options{Log: log})
+	r := router.New(cfg, router.Options{Log: log, MaxPending: cfg.Limits.MaxPending,
+		PendingPerSource: cfg.Limits.PendingPerSource, ConnsPerSource: cfg.Limits.ConnectionsPerSource,
+		IPv6SourcePrefix: cfg.Limits.IPv6SourcePrefix})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
