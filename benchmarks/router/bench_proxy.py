@@ -1,0 +1,324 @@
+"""Ports 80/443 direct routes: the router against the direct path, side by side in one run.
+
+- `throughput`: bulk HTTP by Host and TLS by SNI (passthrough), both directions, and iperf3
+  both directions, through tfrouter and straight to the backend, alternating, with the CPU
+  seconds of tfrouter, the backend and the client next to the wall time; connect → first byte
+  p50/p99; and `strace -c -f` of tfrouter during a bulk download (splice against read/write).
+- `fair`: first-byte latency of requests from other sources while idle and while one source
+  holds 20,000 unfinished connections (two processes of 10,000, HTTP and TLS).
+- `conns`: thousands of proxied connections held open with light traffic (a small request per
+  connection every few seconds): every one served, tfrouter's RSS and CPU.
+
+Load and backend are `proxybench/` (Go, standard library only), built by the benchmark. Not
+part of the test suite: nothing here asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from tests.support.processes import binary, free_port, port_open, stop, wait_until
+
+HOST = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+@contextmanager
+def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def client(tool: str, *args: str) -> tuple[dict[str, object], float]:
+    """Runs a proxybench client to its end: its JSON line and its CPU seconds."""
+    proc = subprocess.Popen([tool, *args], stdout=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"proxybench {' '.join(args)} failed ({proc.returncode})")
+    return json.loads(out.splitlines()[-1]), usage.ru_utime + usage.ru_stime
+
+
+class Stack:
+    """The backend (plain and TLS), iperf3, and tfrouter routing bulk.example to them."""
+
+    def __init__(self, st: ExitStack, tmp: Path, limits: str = "") -> None:
+        self.tool = str(tmp / "proxybench")
+        subprocess.run(["go", "build", "-o", self.tool, "."], cwd=HERE / "proxybench", check=True)
+        self.plain, self.tlsp, self.iperf = free_port(), free_port(), free_port()
+        self.r_tls, self.r_http, r_cli = free_port(), free_port(), free_port()
+        conf = tmp / "router.toml"
+        conf.write_text(
+            f'[server]\naddr = "{HOST}"\nport = {self.r_tls}\nhttpport = {self.r_http}\n'
+            f"clientsport = {r_cli}\n"
+            f'[server.services."bulk.example"]\naddr = "{HOST}"\n'
+            f"httpport = {self.plain}\ntlsport = {self.tlsp}\n"
+            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n' + limits
+        )
+        self.backend = st.enter_context(
+            process([self.tool, "serve", "-plain", f"{HOST}:{self.plain}",
+                     "-tls", f"{HOST}:{self.tlsp}"], tmp / "backend.log")
+        )  # fmt: skip
+        st.enter_context(
+            process(["iperf3", "-s", "-B", HOST, "-p", str(self.iperf)], tmp / "iperf.log")
+        )
+        self.router = st.enter_context(
+            process([binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
+        )
+        for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
+            wait_until(lambda p=port: port_open(HOST, p), timeout=15, what=f"port {port}")
+
+    def cpu(self) -> tuple[float, float]:
+        return cpu_seconds(self.router.pid), cpu_seconds(self.backend.pid)
+
+
+def iperf(port: int, seconds: int, reverse: bool) -> tuple[float, float]:
+    """Gbit/s received, and the iperf3 client's CPU seconds."""
+    args = ["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J"]
+    proc = subprocess.Popen([*args, "-R"] if reverse else args, stdout=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"iperf3 through {port} failed")
+    data = json.loads(out)
+    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9, (
+        usage.ru_utime + usage.ru_stime
+    )
+
+
+def throughput(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    with ExitStack() as st:
+        s = Stack(st, tmp)
+        size = str(args.mib << 20)
+        tests: dict[str, tuple[str, ...]] = {
+            "HTTP by Host, download": ("bulk", "-dir", "down", "-bytes", size),
+            "HTTP by Host, upload": ("bulk", "-dir", "up", "-bytes", size),
+            "TLS by SNI, download": ("bulk", "-tls", "-dir", "down", "-bytes", size),
+            "TLS by SNI, upload": ("bulk", "-tls", "-dir", "up", "-bytes", size),
+        }
+        paths = {"direct": (s.plain, s.tlsp, s.iperf), "tfrouter": (s.r_http, s.r_tls, s.r_tls)}
+        # per test, per path: Gbit/s, router CPU s, backend CPU s, client CPU s, wall s
+        res: dict[str, dict[str, list[tuple[float, float, float, float, float]]]] = {}
+        lat: dict[str, list[float]] = {p: [] for p in paths}
+        for _ in range(args.rounds):
+            for path, (hp, tp, ip) in paths.items():
+                for name, cmd in tests.items():
+                    port = tp if "-tls" in cmd else hp
+                    r0, b0 = s.cpu()
+                    t0 = time.monotonic()
+                    out, ccpu = client(s.tool, *cmd, "-addr", f"{HOST}:{port}")
+                    wall = time.monotonic() - t0
+                    r1, b1 = s.cpu()
+                    res.setdefault(name, {}).setdefault(path, []).append(
+                        (float(str(out["gbps"])), r1 - r0, b1 - b0, ccpu, wall)
+                    )
+                for rev in (False, True):
+                    name = "iperf3 " + ("-R (download)" if rev else "(upload)")
+                    r0, b0 = s.cpu()
+                    t0 = time.monotonic()
+                    g, ccpu = iperf(ip, args.seconds, rev)
+                    wall = time.monotonic() - t0
+                    r1, _ = s.cpu()
+                    res.setdefault(name, {}).setdefault(path, []).append(
+                        (g, r1 - r0, 0.0, ccpu, wall)
+                    )
+                out, _ = client(s.tool, "ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{hp}")
+                lat[path].extend(float(x) for x in out["ms"])  # type: ignore[union-attr]
+        trace = strace_bulk(s, tmp, size)
+    print(
+        f"\ndirect routes on loopback: {args.rounds} rounds, bulk {args.mib} MiB per transfer, "
+        f"iperf3 {args.seconds} s, {args.latency_n} connections/round for first byte\n"
+        "(medians; CPU: seconds of each process during the transfer, router / backend / client)"
+    )
+    head = (
+        f"{'transfer':<24}{'direct Gbit/s':>14}{'tfrouter':>10}{'x direct':>10}"
+        f"{'wall s d/r':>12}{'router CPU s':>14}{'router s/GB':>13}"
+        f"{'backend CPU d/r':>17}{'client CPU d/r':>16}"
+    )
+    print(head)
+    for name, per in res.items():
+        d, r = per["direct"], per["tfrouter"]
+
+        def med(xs: list[tuple[float, float, float, float, float]], i: int) -> float:
+            return statistics.median(x[i] for x in xs)
+
+        gd, gr = med(d, 0), med(r, 0)
+        gb = gr / 8 * med(r, 4)  # GB moved through the router in a median run
+        print(
+            f"{name:<24}{gd:>14.2f}{gr:>10.2f}{gr / gd:>10.2f}"
+            f"{med(d, 4):>6.1f}/{med(r, 4):<5.1f}{med(r, 1):>14.2f}{med(r, 1) / gb:>13.2f}"
+            f"{med(d, 2):>9.2f}/{med(r, 2):<7.2f}{med(d, 3):>8.2f}/{med(r, 3):<7.2f}"
+        )
+    d50, d99 = pct(lat["direct"], 0.5), pct(lat["direct"], 0.99)
+    r50, r99 = pct(lat["tfrouter"], 0.5), pct(lat["tfrouter"], 0.99)
+    print(
+        f"\nconnect -> first byte ms   direct p50 {d50:.3f} p99 {d99:.3f} | tfrouter p50 "
+        f"{r50:.3f} p99 {r99:.3f} | added p50 {r50 - d50:+.3f} p99 {r99 - d99:+.3f}"
+    )
+    print("goals: >= 0.80x direct for every transfer; added first byte <= 0.3 ms p50, <= 1 ms p99")
+    print(f"\nstrace -c -f -p <tfrouter> during one {args.mib} MiB download by Host:\n{trace}")
+
+
+def strace_bulk(s: Stack, tmp: Path, size: str) -> str:
+    """Syscall counts of tfrouter during one bulk download through it."""
+    out = tmp / "strace.txt"
+    tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(s.router.pid)],
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(0.5)  # strace attaches to every thread before the transfer starts
+    client(s.tool, "bulk", "-dir", "down", "-bytes", size, "-addr", f"{HOST}:{s.r_http}")
+    tr.send_signal(signal.SIGINT)
+    tr.wait(30)
+    text = out.read_text()
+    keep = [ln for ln in text.splitlines() if re.search(r"% time|---|total|splice|read|write|send|recv|epoll|futex", ln)]
+    return "\n".join(keep)
+
+
+def fair(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fair-"))
+    with ExitStack() as st:
+        s = Stack(st, tmp)
+        probe = ("ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{s.r_http}",
+                 "-src", "127.0.0.3,127.0.0.4,127.0.0.5")  # fmt: skip
+        idle, _ = client(s.tool, *probe)
+        rss0 = rss_kib(s.router.pid)
+        floods = []
+        for mode, port in (("http", s.r_http), ("tls", s.r_tls)):
+            p = subprocess.Popen(
+                [s.tool, "flood", "-addr", f"{HOST}:{port}", "-src", "127.0.0.2",
+                 "-n", str(args.flood // 2), "-mode", mode],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )  # fmt: skip
+            st.callback(stop, p)
+            floods.append(p)
+        opened = 0
+        for p in floods:
+            line = p.stdout.readline() if p.stdout else b"{}"
+            opened += int(json.loads(line)["attempted"])
+        c0 = cpu_seconds(s.router.pid)
+        attacked, _ = client(s.tool, *probe)
+        c1 = cpu_seconds(s.router.pid)
+        rss1 = rss_kib(s.router.pid)
+        for p in floods:
+            if p.stdin:
+                p.stdin.close()
+    i_ms = [float(x) for x in idle["ms"]]  # type: ignore[union-attr]
+    a_ms = [float(x) for x in attacked["ms"]]  # type: ignore[union-attr]
+    print(f"\nfairness: {args.latency_n} sequential requests from 3 other sources, "
+          f"idle vs while 127.0.0.2 holds {opened} unfinished connections (HTTP + TLS)")  # fmt: skip
+    print(f"{'':<14}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+    print(f"{'idle':<14}{pct(i_ms, 0.5):>9.3f}{pct(i_ms, 0.99):>9.3f}{idle['failed']:>8}")
+    print(f"{'under attack':<14}{pct(a_ms, 0.5):>9.3f}{pct(a_ms, 0.99):>9.3f}{attacked['failed']:>8}")
+    print(f"{'x idle':<14}{pct(a_ms, 0.5) / pct(i_ms, 0.5):>9.2f}"
+          f"{pct(a_ms, 0.99) / pct(i_ms, 0.99):>9.2f}")  # fmt: skip
+    print(f"tfrouter RSS {rss0} KiB before the flood, {rss1} KiB during; CPU during the probe "
+          f"{c1 - c0:.2f} s. Goal: p99 under attack within 2x idle.")  # fmt: skip
+
+
+def conns(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-conns-"))
+    n, procs = args.n, args.procs
+    with ExitStack() as st:
+        s = Stack(st, tmp)
+        rss0 = rss_kib(s.router.pid)
+        holders = []
+        for k in range(procs):
+            src = ",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11))
+            p = subprocess.Popen(
+                [s.tool, "hold", "-n", str(n // procs), "-addr", f"{HOST}:{s.r_http}",
+                 "-src", src, "-every", f"{args.every}s", "-for", f"{args.hold}s"],
+                stdout=subprocess.PIPE,
+            )  # fmt: skip
+            st.callback(stop, p)
+            holders.append(p)
+        t0 = time.monotonic()
+        failed_open = 0
+        for p in holders:
+            failed_open += int(json.loads(p.stdout.readline() if p.stdout else b"{}")["failed"])
+        opened_in = time.monotonic() - t0
+        rss_open = rss_kib(s.router.pid)
+        c0, w0 = cpu_seconds(s.router.pid), time.monotonic()
+        served = failed = requests = 0
+        peak = rss_open
+        for p in holders:
+            while True:
+                line = p.stdout.readline() if p.stdout else b""
+                peak = max(peak, rss_kib(s.router.pid))
+                if not line:
+                    break
+                res = json.loads(line)
+                if res.get("event") == "done":
+                    served += int(res["served"])
+                    failed += int(res["failed"])
+                    requests += int(res["requests"])
+                    break
+        c1, w1 = cpu_seconds(s.router.pid), time.monotonic()
+    print(
+        f"\n{n} proxied connections (direct route, HTTP keep-alive, one small request per "
+        f"connection every {args.every} s, held {args.hold} s, {procs} client processes, "
+        f"{procs * 10} source addresses)"
+    )
+    print(f"opened in {opened_in:.1f} s; served to the end: {served}; failed: {failed} "
+          f"(at open: {failed_open}); requests answered: {requests}")  # fmt: skip
+    print(f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open, peak {peak} KiB; "
+          f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)")  # fmt: skip
+    print(f"tfrouter CPU while held: {c1 - c0:.2f} s over {w1 - w0:.1f} s wall "
+          f"({100 * (c1 - c0) / (w1 - w0):.1f}% of a core)")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--mib", type=int, default=1024, help="MiB per bulk transfer")
+    t.add_argument("--seconds", type=int, default=4, help="iperf3 duration")
+    t.add_argument("--latency-n", type=int, default=500)
+    f = sub.add_parser("fair")
+    f.add_argument("--latency-n", type=int, default=2000)
+    f.add_argument("--flood", type=int, default=20000)
+    c = sub.add_parser("conns")
+    c.add_argument("-n", type=int, default=9900, help="connections (the router holds 2 fds each)")
+    c.add_argument("--procs", type=int, default=2)
+    c.add_argument("--every", type=float, default=5.0)
+    c.add_argument("--hold", type=float, default=30.0)
+    args = ap.parse_args()
+    {"throughput": throughput, "fair": fair, "conns": conns}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
