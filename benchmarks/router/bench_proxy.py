@@ -16,6 +16,7 @@ part of the test suite: nothing here asserts timings.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support.processes import binary, free_port, port_open, stop, wait_until
 
@@ -62,7 +64,7 @@ def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         stop(proc)
 
 
-def client(tool: str, *args: str) -> tuple[dict[str, object], float]:
+def client(tool: str, *args: str) -> tuple[dict[str, Any], float]:
     """Runs a proxybench client to its end: its JSON line and its CPU seconds."""
     proc = subprocess.Popen([tool, *args], stdout=subprocess.PIPE)
     out = proc.stdout.read() if proc.stdout else b""
@@ -90,9 +92,18 @@ class Stack:
             f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n' + limits
         )
         self.backend = st.enter_context(
-            process([self.tool, "serve", "-plain", f"{HOST}:{self.plain}",
-                     "-tls", f"{HOST}:{self.tlsp}"], tmp / "backend.log")
-        )  # fmt: skip
+            process(
+                [
+                    self.tool,
+                    "serve",
+                    "-plain",
+                    f"{HOST}:{self.plain}",
+                    "-tls",
+                    f"{HOST}:{self.tlsp}",
+                ],
+                tmp / "backend.log",
+            )
+        )
         st.enter_context(
             process(["iperf3", "-s", "-B", HOST, "-p", str(self.iperf)], tmp / "iperf.log")
         )
@@ -100,7 +111,7 @@ class Stack:
             process([binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
         )
         for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
-            wait_until(lambda p=port: port_open(HOST, p), timeout=15, what=f"port {port}")
+            wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
 
     def cpu(self) -> tuple[float, float]:
         return cpu_seconds(self.router.pid), cpu_seconds(self.backend.pid)
@@ -145,7 +156,7 @@ def throughput(args: argparse.Namespace) -> None:
                     wall = time.monotonic() - t0
                     r1, b1 = s.cpu()
                     res.setdefault(name, {}).setdefault(path, []).append(
-                        (float(str(out["gbps"])), r1 - r0, b1 - b0, ccpu, wall)
+                        (float(out["gbps"]), r1 - r0, b1 - b0, ccpu, wall)
                     )
                 for rev in (False, True):
                     name = "iperf3 " + ("-R (download)" if rev else "(upload)")
@@ -158,7 +169,7 @@ def throughput(args: argparse.Namespace) -> None:
                         (g, r1 - r0, 0.0, ccpu, wall)
                     )
                 out, _ = client(s.tool, "ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{hp}")
-                lat[path].extend(float(x) for x in out["ms"])  # type: ignore[union-attr]
+                lat[path].extend(float(x) for x in out["ms"])
         trace = strace_bulk(s, tmp, size)
     print(
         f"\ndirect routes on loopback: {args.rounds} rounds, bulk {args.mib} MiB per transfer, "
@@ -197,14 +208,19 @@ def throughput(args: argparse.Namespace) -> None:
 def strace_bulk(s: Stack, tmp: Path, size: str) -> str:
     """Syscall counts of tfrouter during one bulk download through it."""
     out = tmp / "strace.txt"
-    tr = subprocess.Popen(["strace", "-c", "-f", "-o", str(out), "-p", str(s.router.pid)],
-                          stderr=subprocess.DEVNULL)  # fmt: skip
+    tr = subprocess.Popen(
+        ["strace", "-c", "-f", "-o", str(out), "-p", str(s.router.pid)], stderr=subprocess.DEVNULL
+    )
     time.sleep(0.5)  # strace attaches to every thread before the transfer starts
     client(s.tool, "bulk", "-dir", "down", "-bytes", size, "-addr", f"{HOST}:{s.r_http}")
     tr.send_signal(signal.SIGINT)
     tr.wait(30)
     text = out.read_text()
-    keep = [ln for ln in text.splitlines() if re.search(r"% time|---|total|splice|read|write|send|recv|epoll|futex", ln)]
+    keep = [
+        ln
+        for ln in text.splitlines()
+        if re.search(r"% time|---|total|splice|read|write|send|recv|epoll|futex", ln)
+    ]
     return "\n".join(keep)
 
 
@@ -212,17 +228,35 @@ def fair(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-fair-"))
     with ExitStack() as st:
         s = Stack(st, tmp)
-        probe = ("ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{s.r_http}",
-                 "-src", "127.0.0.3,127.0.0.4,127.0.0.5")  # fmt: skip
+        probe = (
+            "ttfb",
+            "-n",
+            str(args.latency_n),
+            "-addr",
+            f"{HOST}:{s.r_http}",
+            "-src",
+            "127.0.0.3,127.0.0.4,127.0.0.5",
+        )
         idle, _ = client(s.tool, *probe)
         rss0 = rss_kib(s.router.pid)
         floods = []
         for mode, port in (("http", s.r_http), ("tls", s.r_tls)):
             p = subprocess.Popen(
-                [s.tool, "flood", "-addr", f"{HOST}:{port}", "-src", "127.0.0.2",
-                 "-n", str(args.flood // 2), "-mode", mode],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            )  # fmt: skip
+                [
+                    s.tool,
+                    "flood",
+                    "-addr",
+                    f"{HOST}:{port}",
+                    "-src",
+                    "127.0.0.2",
+                    "-n",
+                    str(args.flood // 2),
+                    "-mode",
+                    mode,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
             st.callback(stop, p)
             floods.append(p)
         opened = 0
@@ -236,17 +270,25 @@ def fair(args: argparse.Namespace) -> None:
         for p in floods:
             if p.stdin:
                 p.stdin.close()
-    i_ms = [float(x) for x in idle["ms"]]  # type: ignore[union-attr]
-    a_ms = [float(x) for x in attacked["ms"]]  # type: ignore[union-attr]
-    print(f"\nfairness: {args.latency_n} sequential requests from 3 other sources, "
-          f"idle vs while 127.0.0.2 holds {opened} unfinished connections (HTTP + TLS)")  # fmt: skip
+    i_ms = [float(x) for x in idle["ms"]]
+    a_ms = [float(x) for x in attacked["ms"]]
+    print(
+        f"\nfairness: {args.latency_n} sequential requests from 3 other sources, "
+        f"idle vs while 127.0.0.2 holds {opened} unfinished connections (HTTP + TLS)"
+    )
     print(f"{'':<14}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
     print(f"{'idle':<14}{pct(i_ms, 0.5):>9.3f}{pct(i_ms, 0.99):>9.3f}{idle['failed']:>8}")
-    print(f"{'under attack':<14}{pct(a_ms, 0.5):>9.3f}{pct(a_ms, 0.99):>9.3f}{attacked['failed']:>8}")
-    print(f"{'x idle':<14}{pct(a_ms, 0.5) / pct(i_ms, 0.5):>9.2f}"
-          f"{pct(a_ms, 0.99) / pct(i_ms, 0.99):>9.2f}")  # fmt: skip
-    print(f"tfrouter RSS {rss0} KiB before the flood, {rss1} KiB during; CPU during the probe "
-          f"{c1 - c0:.2f} s. Goal: p99 under attack within 2x idle.")  # fmt: skip
+    print(
+        f"{'under attack':<14}{pct(a_ms, 0.5):>9.3f}{pct(a_ms, 0.99):>9.3f}{attacked['failed']:>8}"
+    )
+    print(
+        f"{'x idle':<14}{pct(a_ms, 0.5) / pct(i_ms, 0.5):>9.2f}"
+        f"{pct(a_ms, 0.99) / pct(i_ms, 0.99):>9.2f}"
+    )
+    print(
+        f"tfrouter RSS {rss0} KiB before the flood, {rss1} KiB during; CPU during the probe "
+        f"{c1 - c0:.2f} s. Goal: p99 under attack within 2x idle."
+    )
 
 
 def conns(args: argparse.Namespace) -> None:
@@ -259,10 +301,22 @@ def conns(args: argparse.Namespace) -> None:
         for k in range(procs):
             src = ",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11))
             p = subprocess.Popen(
-                [s.tool, "hold", "-n", str(n // procs), "-addr", f"{HOST}:{s.r_http}",
-                 "-src", src, "-every", f"{args.every}s", "-for", f"{args.hold}s"],
+                [
+                    s.tool,
+                    "hold",
+                    "-n",
+                    str(n // procs),
+                    "-addr",
+                    f"{HOST}:{s.r_http}",
+                    "-src",
+                    src,
+                    "-every",
+                    f"{args.every}s",
+                    "-for",
+                    f"{args.hold}s",
+                ],
                 stdout=subprocess.PIPE,
-            )  # fmt: skip
+            )
             st.callback(stop, p)
             holders.append(p)
         t0 = time.monotonic()
@@ -292,16 +346,24 @@ def conns(args: argparse.Namespace) -> None:
         f"connection every {args.every} s, held {args.hold} s, {procs} client processes, "
         f"{procs * 10} source addresses)"
     )
-    print(f"opened in {opened_in:.1f} s; served to the end: {served}; failed: {failed} "
-          f"(at open: {failed_open}); requests answered: {requests}")  # fmt: skip
-    print(f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open, peak {peak} KiB; "
-          f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)")  # fmt: skip
-    print(f"tfrouter CPU while held: {c1 - c0:.2f} s over {w1 - w0:.1f} s wall "
-          f"({100 * (c1 - c0) / (w1 - w0):.1f}% of a core)")  # fmt: skip
+    print(
+        f"opened in {opened_in:.1f} s; served to the end: {served}; failed: {failed} "
+        f"(at open: {failed_open}); requests answered: {requests}"
+    )
+    print(
+        f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open, peak {peak} KiB; "
+        f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)"
+    )
+    print(
+        f"tfrouter CPU while held: {c1 - c0:.2f} s over {w1 - w0:.1f} s wall "
+        f"({100 * (c1 - c0) / (w1 - w0):.1f}% of a core)"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--rounds", type=int, default=3)

@@ -253,9 +253,7 @@ def test_slow_headers_and_hellos_do_not_starve_other_users(
             router.http_port, 1000, b"GET / HTTP/1.1\r\nHost: u0.gw.exa", sources
         )
         # a TLS record header announcing a 512-byte ClientHello, then only its first bytes
-        partial_tls = open_idle(
-            router.tls_port, 500, b"\x16\x03\x01\x02\x00\x01\x00\x01", sources
-        )
+        partial_tls = open_idle(router.tls_port, 500, b"\x16\x03\x01\x02\x00\x01\x00\x01", sources)
         try:
             latencies = check_users(router.http_port, names, 30)
             rss_during, fds_during = rss_kib(router.pid), fds(router.pid)
