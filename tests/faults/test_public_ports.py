@@ -34,7 +34,7 @@ import dns.rdatatype
 import pytest
 import redis
 
-from tests.support.processes import binary, free_port, port_open, stop, wait_until
+from tests.support.processes import binary, free_dns_port, free_port, port_open, stop, wait_until
 from tests.support.redis_server import RedisServer
 from tfgateway.primitives.tcprouter import encode_service, proxy_key
 
@@ -357,7 +357,7 @@ def test_fifty_tunnel_clients_register_and_reconnect(
 def coredns_on(server: RedisServer, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """coredns-tfgw with the gatewaydns plugin on `server`, on a free loopback UDP port:
     (process, port); stopped afterwards."""
-    port = free_port(kind=socket.SOCK_DGRAM)
+    port = free_dns_port()
     corefile = workdir / "Corefile"
     corefile.write_text(
         f".:{port} {{\n    bind 127.0.0.1\n    errors\n    gatewaydns {{\n"

@@ -19,6 +19,22 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def free_dns_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP at once (a DNS server binds both): the kernel's UDP
+    pick alone may be a TCP port in use, and then CoreDNS exits on its TCP bind."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
 def binary(name: str) -> str:
     """Path of a program the test needs; a missing one fails the test loudly (never a skip)."""
     bin_dir = os.environ.get("TFGW_BIN", "/var/cache/tfgateway/bin")

@@ -26,7 +26,7 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.support.netns import Namespace
-from tests.support.processes import binary, free_port, port_open, stop, wait_until
+from tests.support.processes import binary, free_dns_port, free_port, port_open, stop, wait_until
 
 PROOF_LABEL = "_tfgateway"
 
@@ -71,7 +71,7 @@ class WorldDNS:
     def start(self) -> WorldDNS:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis_port = self.redis_port or free_port()
-        self.dns_port = self.dns_port or free_port()
+        self.dns_port = self.dns_port or free_dns_port()
         self._spawn("world-redis", [
             binary("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
             "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
