@@ -113,9 +113,6 @@ class Stack:
         for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
             wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
 
-    def cpu(self) -> tuple[float, float]:
-        return cpu_seconds(self.router.pid), cpu_seconds(self.backend.pid)
-
 
 def iperf(port: int, seconds: int, reverse: bool) -> tuple[float, float]:
     """Gbit/s received, and the iperf3 client's CPU seconds."""
@@ -131,10 +128,48 @@ def iperf(port: int, seconds: int, reverse: bool) -> tuple[float, float]:
     )
 
 
+HAPROXY_CFG = """global
+    nbthread 2
+    tune.pipesize 1048576
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    option splice-request
+    option splice-response
+"""
+
+
+def start_haproxy(
+    st: ExitStack, tmp: Path, s: Stack
+) -> tuple[subprocess.Popen[bytes], int, int, int]:
+    """HAProxy in TCP mode, splicing both ways (its own kernel-speed path), in front of the
+    same backend and iperf3: the reference for what a splicing proxy costs on this machine."""
+    http, tls, ip = free_port(), free_port(), free_port()
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(
+        HAPROXY_CFG
+        + "".join(
+            f"listen l{front}\n    bind {HOST}:{front}\n    server b {HOST}:{back}\n"
+            for front, back in ((http, s.plain), (tls, s.tlsp), (ip, s.iperf))
+        )
+    )
+    proc = st.enter_context(process(["haproxy", "-f", str(cfg), "-db"], tmp / "haproxy.log"))
+    for port in (http, tls, ip):
+        wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
+    return proc, http, tls, ip
+
+
+# One measurement: Gbit/s, the proxy's CPU s, the backend's CPU s, the client's CPU s, wall s, GB.
+Sample = tuple[float, float, float, float, float, float]
+
+
 def throughput(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     with ExitStack() as st:
         s = Stack(st, tmp)
+        hap, h_http, h_tls, h_ip = start_haproxy(st, tmp, s)
         size = str(args.mib << 20)
         tests: dict[str, tuple[str, ...]] = {
             "HTTP by Host, download": ("bulk", "-dir", "down", "-bytes", size),
@@ -142,66 +177,75 @@ def throughput(args: argparse.Namespace) -> None:
             "TLS by SNI, download": ("bulk", "-tls", "-dir", "down", "-bytes", size),
             "TLS by SNI, upload": ("bulk", "-tls", "-dir", "up", "-bytes", size),
         }
-        paths = {"direct": (s.plain, s.tlsp, s.iperf), "tfrouter": (s.r_http, s.r_tls, s.r_tls)}
-        # per test, per path: Gbit/s, router CPU s, backend CPU s, client CPU s, wall s
-        res: dict[str, dict[str, list[tuple[float, float, float, float, float]]]] = {}
+        # name -> (http port, tls port, iperf port, the proxy's pid or 0)
+        paths = {
+            "direct": (s.plain, s.tlsp, s.iperf, 0),
+            "tfrouter": (s.r_http, s.r_tls, s.r_tls, s.router.pid),
+            "haproxy": (h_http, h_tls, h_ip, hap.pid),
+        }
+        res: dict[str, dict[str, list[Sample]]] = {}
         lat: dict[str, list[float]] = {p: [] for p in paths}
+
+        def cpu(pid: int) -> float:
+            return cpu_seconds(pid) if pid else 0.0
+
         for _ in range(args.rounds):
-            for path, (hp, tp, ip) in paths.items():
+            for path, (hp, tp, ip, pid) in paths.items():
                 for name, cmd in tests.items():
                     port = tp if "-tls" in cmd else hp
-                    r0, b0 = s.cpu()
-                    t0 = time.monotonic()
+                    p0, b0, t0 = cpu(pid), cpu(s.backend.pid), time.monotonic()
                     out, ccpu = client(s.tool, *cmd, "-addr", f"{HOST}:{port}")
                     wall = time.monotonic() - t0
-                    r1, b1 = s.cpu()
                     res.setdefault(name, {}).setdefault(path, []).append(
-                        (float(out["gbps"]), r1 - r0, b1 - b0, ccpu, wall)
-                    )
+                        (float(out["gbps"]), cpu(pid) - p0, cpu(s.backend.pid) - b0, ccpu,
+                         wall, float(out["bytes"]) / 1e9)
+                    )  # fmt: skip
                 for rev in (False, True):
                     name = "iperf3 " + ("-R (download)" if rev else "(upload)")
-                    r0, b0 = s.cpu()
-                    t0 = time.monotonic()
+                    p0, t0 = cpu(pid), time.monotonic()
                     g, ccpu = iperf(ip, args.seconds, rev)
                     wall = time.monotonic() - t0
-                    r1, _ = s.cpu()
                     res.setdefault(name, {}).setdefault(path, []).append(
-                        (g, r1 - r0, 0.0, ccpu, wall)
+                        (g, cpu(pid) - p0, 0.0, ccpu, wall, g * args.seconds / 8)
                     )
                 out, _ = client(s.tool, "ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{hp}")
                 lat[path].extend(float(x) for x in out["ms"])
         trace = strace_bulk(s, tmp, size)
     print(
         f"\ndirect routes on loopback: {args.rounds} rounds, bulk {args.mib} MiB per transfer, "
-        f"iperf3 {args.seconds} s, {args.latency_n} connections/round for first byte\n"
-        "(medians; CPU: seconds of each process during the transfer, router / backend / client)"
+        f"iperf3 {args.seconds} s, {args.latency_n} connections/round for first byte; medians.\n"
+        "Gbit/s and x the direct path; the proxy's CPU seconds per GB; wall seconds and the "
+        "client's and backend's CPU seconds per transfer (direct / tfrouter / haproxy).\n"
+        "haproxy: TCP mode, splicing both ways, 2 threads: the reference for a splicing proxy."
     )
-    head = (
-        f"{'transfer':<24}{'direct Gbit/s':>14}{'tfrouter':>10}{'x direct':>10}"
-        f"{'wall s d/r':>12}{'router CPU s':>14}{'router s/GB':>13}"
-        f"{'backend CPU d/r':>17}{'client CPU d/r':>16}"
-    )
-    print(head)
-    for name, per in res.items():
-        d, r = per["direct"], per["tfrouter"]
-
-        def med(xs: list[tuple[float, float, float, float, float]], i: int) -> float:
-            return statistics.median(x[i] for x in xs)
-
-        gd, gr = med(d, 0), med(r, 0)
-        gb = gr / 8 * med(r, 4)  # GB moved through the router in a median run
-        print(
-            f"{name:<24}{gd:>14.2f}{gr:>10.2f}{gr / gd:>10.2f}"
-            f"{med(d, 4):>6.1f}/{med(r, 4):<5.1f}{med(r, 1):>14.2f}{med(r, 1) / gb:>13.2f}"
-            f"{med(d, 2):>9.2f}/{med(r, 2):<7.2f}{med(d, 3):>8.2f}/{med(r, 3):<7.2f}"
-        )
-    d50, d99 = pct(lat["direct"], 0.5), pct(lat["direct"], 0.99)
-    r50, r99 = pct(lat["tfrouter"], 0.5), pct(lat["tfrouter"], 0.99)
     print(
-        f"\nconnect -> first byte ms   direct p50 {d50:.3f} p99 {d99:.3f} | tfrouter p50 "
-        f"{r50:.3f} p99 {r99:.3f} | added p50 {r50 - d50:+.3f} p99 {r99 - d99:+.3f}"
+        f"{'transfer':<24}{'direct':>8}{'tfrouter':>9}{'x':>6}{'haproxy':>9}{'x':>6}"
+        f"{'CPU s/GB tfr':>14}{'hap':>6}{'wall s d/t/h':>16}{'client CPU d/t/h':>18}"
+        f"{'backend CPU d/t/h':>19}"
     )
-    print("goals: >= 0.80x direct for every transfer; added first byte <= 0.3 ms p50, <= 1 ms p99")
+
+    def med(xs: list[Sample], i: int) -> float:
+        return statistics.median(x[i] for x in xs)
+
+    for name, per in res.items():
+        d, t, h = per["direct"], per["tfrouter"], per["haproxy"]
+        gd, gt, gh = med(d, 0), med(t, 0), med(h, 0)
+        print(
+            f"{name:<24}{gd:>8.2f}{gt:>9.2f}{gt / gd:>6.2f}{gh:>9.2f}{gh / gd:>6.2f}"
+            f"{med(t, 1) / med(t, 5):>14.2f}{med(h, 1) / med(h, 5):>6.2f}"
+            f"{med(d, 4):>8.1f}/{med(t, 4):.1f}/{med(h, 4):.1f}"
+            f"{med(d, 3):>8.2f}/{med(t, 3):.2f}/{med(h, 3):.2f}"
+            f"{med(d, 2):>9.2f}/{med(t, 2):.2f}/{med(h, 2):.2f}"
+        )
+    print("\nconnect -> first byte ms      p50     p99   added p50   added p99")
+    d50, d99 = pct(lat["direct"], 0.5), pct(lat["direct"], 0.99)
+    for path in paths:
+        p50, p99 = pct(lat[path], 0.5), pct(lat[path], 0.99)
+        print(f"{path:<26}{p50:>8.3f}{p99:>8.3f}{p50 - d50:>+12.3f}{p99 - d99:>+12.3f}")
+    print(
+        "goals: tfrouter >= 0.80x direct for every transfer; added first byte <= 0.3 ms p50, "
+        "<= 1 ms p99"
+    )
     print(f"\nstrace -c -f -p <tfrouter> during one {args.mib} MiB download by Host:\n{trace}")
 
 

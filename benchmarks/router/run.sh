@@ -33,6 +33,7 @@ proxy() {
   command -v go >/dev/null || die "go missing: the proxy benchmark builds its load generator"
   command -v iperf3 >/dev/null || die "iperf3 missing: apt-get install iperf3"
   command -v strace >/dev/null || die "strace missing: apt-get install strace"
+  command -v haproxy >/dev/null || die "haproxy missing (the splicing reference): apt-get install haproxy"
   "$py" benchmarks/router/bench_proxy.py "${@:-throughput}"
 }
 case ${1:-} in
