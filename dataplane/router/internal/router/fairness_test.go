@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,4 +280,76 @@ func refusedAtOnce(t *testing.T, d net.Dialer, addr string) bool {
 	}
 	defer c.Close()
 	return closedWithin(c, 2*time.Second)
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Refused connections are never logged one by one: 300 refusals give one summary line per
+// period (two if they straddle one), with the counts and the source refused most.
+func TestRefusalsSummarisedNotLogged(t *testing.T) {
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := startRouter(t, 0, "", Options{PendingPerSource: 2, SummaryEvery: time.Second, Log: log})
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	for range 2 { // the share: two unfinished heads
+		c, err := d.Dial("tcp", r.http())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET / HTTP/1.1\r\n")
+	}
+	testutil.WaitFor(t, 5*time.Second, "two pending", func() bool {
+		_, p := r.sources.Count(netip.MustParseAddr("127.0.0.2"))
+		return p == 2
+	})
+	for range 300 {
+		if c, err := d.Dial("tcp", r.http()); err == nil {
+			c.Close()
+		}
+	}
+	kind := persource.TooManyPending.String()
+	testutil.WaitFor(t, 5*time.Second, "300 refusals counted", func() bool {
+		return promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerHTTP, NoRoute, kind)) == 300
+	})
+	// the refusals may straddle a period: one or two summary lines, adding up to 300
+	var lines []string
+	sum := 0
+	testutil.WaitFor(t, 5*time.Second, "summary lines for all 300", func() bool {
+		lines, sum = nil, 0
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "127.0.0.2") || strings.Contains(l, "refused") {
+				lines = append(lines, l)
+				if m := regexp.MustCompile(`pending_per_source=(\d+)`).FindStringSubmatch(l); m != nil {
+					n, _ := strconv.Atoi(m[1])
+					sum += n
+				}
+			}
+		}
+		return sum == 300
+	})
+	if len(lines) > 2 {
+		t.Fatalf("%d log lines about 300 refusals (want one summary per period):\n%s", len(lines), strings.Join(lines, "\n"))
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "refused connections over per-source limits") || !strings.Contains(l, "top_source=127.0.0.2/32") {
+			t.Fatalf("not a summary naming the source: %q", l)
+		}
+	}
 }
