@@ -49,6 +49,10 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def fds(pid: int) -> int:
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
@@ -78,7 +82,7 @@ def client(tool: str, *args: str) -> tuple[dict[str, Any], float]:
 class Stack:
     """The backend (plain and TLS), iperf3, and tfrouter routing bulk.example to them."""
 
-    def __init__(self, st: ExitStack, tmp: Path, limits: str = "") -> None:
+    def __init__(self, st: ExitStack, tmp: Path, router: str = "") -> None:
         self.tool = str(tmp / "proxybench")
         subprocess.run(["go", "build", "-o", self.tool, "."], cwd=HERE / "proxybench", check=True)
         self.plain, self.tlsp, self.iperf = free_port(), free_port(), free_port()
@@ -89,7 +93,7 @@ class Stack:
             f"clientsport = {r_cli}\n"
             f'[server.services."bulk.example"]\naddr = "{HOST}"\n'
             f"httpport = {self.plain}\ntlsport = {self.tlsp}\n"
-            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n' + limits
+            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n'
         )
         self.backend = st.enter_context(
             process(
@@ -108,7 +112,7 @@ class Stack:
             process(["iperf3", "-s", "-B", HOST, "-p", str(self.iperf)], tmp / "iperf.log")
         )
         self.router = st.enter_context(
-            process([binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
+            process([router or binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
         )
         for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
             wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
@@ -339,8 +343,8 @@ def conns(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-conns-"))
     n, procs = args.n, args.procs
     with ExitStack() as st:
-        s = Stack(st, tmp)
-        rss0 = rss_kib(s.router.pid)
+        s = Stack(st, tmp, args.router)
+        rss0, fds0 = rss_kib(s.router.pid), fds(s.router.pid)
         holders = []
         for k in range(procs):
             src = ",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11))
@@ -368,22 +372,26 @@ def conns(args: argparse.Namespace) -> None:
         for p in holders:
             failed_open += int(json.loads(p.stdout.readline() if p.stdout else b"{}")["failed"])
         opened_in = time.monotonic() - t0
-        rss_open = rss_kib(s.router.pid)
         c0, w0 = cpu_seconds(s.router.pid), time.monotonic()
+        # sampled every 0.5 s while they are held: every connection has been proxied (its
+        # first request answered) within the first request period
+        rss_s: list[int] = []
+        fds_s: list[int] = []
+        while any(p.poll() is None for p in holders):
+            if time.monotonic() - w0 > args.every:
+                rss_s.append(rss_kib(s.router.pid))
+                fds_s.append(fds(s.router.pid))
+            time.sleep(0.5)
         served = failed = requests = 0
-        peak = rss_open
         for p in holders:
-            while True:
-                line = p.stdout.readline() if p.stdout else b""
-                peak = max(peak, rss_kib(s.router.pid))
-                if not line:
-                    break
+            for line in (p.stdout.read() if p.stdout else b"").splitlines():
                 res = json.loads(line)
                 if res.get("event") == "done":
                     served += int(res["served"])
                     failed += int(res["failed"])
                     requests += int(res["requests"])
-                    break
+        rss_open, fds_open = int(statistics.median(rss_s)), int(statistics.median(fds_s))
+        peak = max(rss_s)
         c1, w1 = cpu_seconds(s.router.pid), time.monotonic()
     print(
         f"\n{n} proxied connections (direct route, HTTP keep-alive, one small request per "
@@ -395,7 +403,10 @@ def conns(args: argparse.Namespace) -> None:
         f"(at open: {failed_open}); requests answered: {requests}"
     )
     print(
-        f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open, peak {peak} KiB; "
+        f"tfrouter {args.router or 'of this tree'}: descriptors {fds0} idle, {fds_open} with them "
+        f"open (median; {(fds_open - fds0) / n:.1f} per connection)\n"
+        f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open (median of samples "
+        f"every 0.5 s after the first {args.every} s), peak {peak} KiB; "
         f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)"
     )
     print(
@@ -422,6 +433,7 @@ def main() -> None:
     c.add_argument("--procs", type=int, default=2)
     c.add_argument("--every", type=float, default=5.0)
     c.add_argument("--hold", type=float, default=30.0)
+    c.add_argument("--router", default="", help="another tfrouter binary (e.g. main's)")
     args = ap.parse_args()
     {"throughput": throughput, "fair": fair, "conns": conns}[args.cmd](args)
 
