@@ -37,9 +37,11 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 		// and the goroutine waits for the socket to be readable.
 		var n int
 		var serr error
+		noPipe := false
 		err := rc.Read(func(fd uintptr) bool {
 			if p == nil {
 				if p, serr = pipes.get(); serr != nil {
+					p, serr, noPipe = nil, nil, true
 					return true
 				}
 			}
@@ -62,6 +64,14 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 		}
 		if err != nil {
 			return written, err
+		}
+		if noPipe { // no descriptor for a pipe right now (EMFILE): this round through memory
+			m, err := copyOnce(dst, src)
+			written += m
+			if err != nil || m == 0 {
+				return written, err
+			}
+			continue
 		}
 		if n == 0 {
 			return written, nil // EOF
@@ -97,6 +107,29 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 	}
 }
 
+// copyOnce moves what one read returns through a pooled buffer: the fallback when no pipe
+// can be had. (0, nil) is EOF.
+func copyOnce(dst, src *net.TCPConn) (int64, error) {
+	bp := fallbackBufs.Get().(*[]byte)
+	defer fallbackBufs.Put(bp)
+	n, err := src.Read(*bp)
+	if n > 0 {
+		w, werr := dst.Write((*bp)[:n])
+		if werr != nil {
+			return int64(w), werr
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		return int64(n), nil
+	}
+	if err == nil && n == 0 {
+		err = io.ErrNoProgress
+	}
+	return int64(n), err
+}
+
+var fallbackBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 const (
 	spliceNonblock = 0x2 // SPLICE_F_NONBLOCK
 	// pipeSize is what one splice moves at most (Go's own splice uses the same 1 MiB).
@@ -124,6 +157,17 @@ type pipePool struct {
 
 var pipes pipePool
 
+// newPipe makes a pipe (a variable so tests can make it fail).
+var newPipe = func() (*kpipe, error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		return nil, errors.Join(errors.New("splice: no pipe"), err)
+	}
+	// A larger pipe moves more per splice; refused (pipe-user-pages-soft), the default works.
+	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[0]), syscall.F_SETPIPE_SZ, pipeSize)
+	return &kpipe{r: fds[0], w: fds[1]}, nil
+}
+
 func (pp *pipePool) get() (*kpipe, error) {
 	pp.mu.Lock()
 	if n := len(pp.free); n > 0 {
@@ -133,13 +177,7 @@ func (pp *pipePool) get() (*kpipe, error) {
 		return p, nil
 	}
 	pp.mu.Unlock()
-	var fds [2]int
-	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		return nil, errors.Join(errors.New("splice: no pipe"), err)
-	}
-	// A larger pipe moves more per splice; refused (pipe-user-pages-soft), the default works.
-	_, _, _ = syscall.Syscall(syscall.SYS_FCNTL, uintptr(fds[0]), syscall.F_SETPIPE_SZ, pipeSize)
-	return &kpipe{r: fds[0], w: fds[1]}, nil
+	return newPipe()
 }
 
 func (pp *pipePool) put(p *kpipe) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,4 +110,41 @@ func pipeFDs(t *testing.T) int {
 		}
 	}
 	return n
+}
+
+// Without a descriptor for a pipe (EMFILE) a direct route still carries its bytes, through a
+// pooled buffer for as long as no pipe can be had.
+func TestSpliceFallsBackWithoutPipes(t *testing.T) {
+	pipes.mu.Lock()
+	free := pipes.free
+	pipes.free = nil
+	pipes.mu.Unlock()
+	orig := newPipe
+	newPipe = func() (*kpipe, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() {
+		newPipe = orig
+		pipes.mu.Lock()
+		pipes.free = append(pipes.free, free...)
+		pipes.mu.Unlock()
+	})
+	port := readAllServer(t)
+	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"CATCH_ALL\"]\naddr = \"127.0.0.1\"\ntlsport = %d\n", port), Options{})
+	c, err := net.Dial("tcp", r.tls())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	body := bytes.Repeat([]byte("x"), 3<<20)
+	if _, err := c.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != fmt.Sprintf("read %d bytes", len(body)) {
+		t.Fatalf("backend answered %q", got)
+	}
 }
