@@ -1,8 +1,9 @@
 """Ports 80/443 direct routes: the router against the direct path, side by side in one run.
 
 - `throughput`: bulk HTTP by Host and TLS by SNI (passthrough), both directions, and iperf3
-  both directions, through tfrouter and straight to the backend, alternating, with the CPU
-  seconds of tfrouter, the backend and the client next to the wall time; connect → first byte
+  both directions, straight to the backend, through tfrouter and through HAProxy (TCP mode,
+  splicing: the reference for a splicing proxy), alternating, with the CPU seconds of the
+  proxy, the backend and the client next to the wall time; connect → first byte
   p50/p99; and `strace -c -f` of tfrouter during a bulk download (splice against read/write).
 - `fair`: first-byte latency of requests from other sources while idle and while one source
   holds 20,000 unfinished connections (two processes of 10,000, HTTP and TLS).
