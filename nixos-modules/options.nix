@@ -439,7 +439,10 @@ in
           Contents of `router.toml`, with the keys of tcprouter's `trs`, so an existing file
           carries over: `settings = builtins.fromTOML (builtins.readFile ./router.toml);`.
           Static services go to `server.services."<name>"` (`addr`, `tlsport`, `httpport`,
-          `clientsecret`). The file is in the Nix store: do not put secrets in it.
+          `clientsecret`); tfrouter's per-source shares on ports 80/443 to `limits`
+          (`pending_per_source`, `connections_per_source`, `max_pending`,
+          `ipv6_source_prefix`; see the router's README). The file is in the Nix store: do not
+          put secrets in it.
         '';
         default = { };
         type = types.submodule {

@@ -217,11 +217,14 @@ def raise_own_fd_limit(want: int) -> None:
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= want, "the test needs more fds"
 
 
-def open_idle(port: int, n: int, first_bytes: bytes) -> list[socket.socket]:
+def open_idle(port: int, n: int, first_bytes: bytes, sources: list[str]) -> list[socket.socket]:
+    """n connections that send first_bytes and stop, spread over the source addresses (the
+    router keeps at most 256 unfinished per source)."""
     socks = []
-    for _ in range(n):
+    for i in range(n):
         s = socket.socket()
         s.settimeout(5)
+        s.bind((sources[i % len(sources)], 0))
         s.connect(("127.0.0.1", port))
         s.sendall(first_bytes)
         socks.append(s)
@@ -245,9 +248,12 @@ def test_slow_headers_and_hellos_do_not_starve_other_users(
     with router_with_users(stack, nofile=8192, users=3) as (router, _tunnels, names):
         rss_before, fds_before = rss_kib(router.pid), fds(router.pid)
         t0 = time.monotonic()
-        partial_http = open_idle(router.http_port, 1000, b"GET / HTTP/1.1\r\nHost: u0.gw.exa")
+        sources = [f"127.0.1.{i}" for i in range(1, 9)]  # 1,500 over 8: within the shares
+        partial_http = open_idle(
+            router.http_port, 1000, b"GET / HTTP/1.1\r\nHost: u0.gw.exa", sources
+        )
         # a TLS record header announcing a 512-byte ClientHello, then only its first bytes
-        partial_tls = open_idle(router.tls_port, 500, b"\x16\x03\x01\x02\x00\x01\x00\x01")
+        partial_tls = open_idle(router.tls_port, 500, b"\x16\x03\x01\x02\x00\x01\x00\x01", sources)
         try:
             latencies = check_users(router.http_port, names, 30)
             rss_during, fds_during = rss_kib(router.pid), fds(router.pid)

@@ -78,10 +78,18 @@ func run(args []string) int {
 		log.Error("cannot start", "err", "legacy tunnels are off and there is no tunnel key (-tunnel-key or [tunnels] key): no tunnel client could register")
 		return 1
 	}
-	opts := router.Options{Log: log, RefuseLegacyTunnels: !cfg.Tunnels.LegacyAllowed(), TunnelSources: tunnel.SourceLimits{
-		HandshakesPerMinute: cfg.Tunnels.HandshakesPerMinute, HandshakeBurst: cfg.Tunnels.HandshakeBurst,
-		MaxConnsPerSource: cfg.Tunnels.ConnsPerSource, MaxSources: cfg.Tunnels.Sources,
-	}}
+	opts := router.Options{
+		Log:                 log,
+		MaxPending:          cfg.Limits.MaxPending,
+		PendingPerSource:    cfg.Limits.PendingPerSource,
+		ConnsPerSource:      cfg.Limits.ConnectionsPerSource,
+		IPv6SourcePrefix:    cfg.Limits.IPv6SourcePrefix,
+		RefuseLegacyTunnels: !cfg.Tunnels.LegacyAllowed(),
+		TunnelSources: tunnel.SourceLimits{
+			HandshakesPerMinute: cfg.Tunnels.HandshakesPerMinute, HandshakeBurst: cfg.Tunnels.HandshakeBurst,
+			MaxConnsPerSource: cfg.Tunnels.ConnsPerSource, MaxSources: cfg.Tunnels.Sources,
+		},
+	}
 	if cfg.Tunnels.Key != "" {
 		id, created, err := tunnel.LoadOrCreateIdentity(cfg.Tunnels.Key)
 		if err != nil {

@@ -26,6 +26,36 @@ type Config struct {
 	// Tunnels configures the tunnel port's protocols, per-source limits and per-tunnel
 	// stream limits ([tunnels]).
 	Tunnels Tunnels `toml:"tunnels"`
+	// Limits are tfrouter's limits on the public ports (80, 443); absent keys take defaults.
+	Limits Limits `toml:"limits"`
+}
+
+// Limits is tfrouter's optional [limits] table; zero (absent) means the router's default.
+type Limits struct {
+	// MaxPending bounds connections still sending their HTTP head or ClientHello, over all
+	// sources (the backstop).
+	MaxPending int `toml:"max_pending"`
+	// PendingPerSource bounds those of one source (IPv4 address or IPv6 prefix).
+	PendingPerSource int `toml:"pending_per_source"`
+	// ConnectionsPerSource bounds the open connections of one source on ports 80 and 443.
+	ConnectionsPerSource int `toml:"connections_per_source"`
+	// IPv6SourcePrefix: IPv6 sources are grouped by this prefix length (default 64).
+	IPv6SourcePrefix int `toml:"ipv6_source_prefix"`
+}
+
+func (l Limits) validate() error {
+	for _, v := range []struct {
+		key string
+		val int
+	}{{"max_pending", l.MaxPending}, {"pending_per_source", l.PendingPerSource}, {"connections_per_source", l.ConnectionsPerSource}} {
+		if v.val < 0 {
+			return fmt.Errorf("[limits] %s = %d: must be a positive number (absent or 0: the default)", v.key, v.val)
+		}
+	}
+	if l.IPv6SourcePrefix < 0 || l.IPv6SourcePrefix > 128 {
+		return fmt.Errorf("[limits] ipv6_source_prefix = %d: must be a prefix length from 1 to 128 (absent or 0: 64)", l.IPv6SourcePrefix)
+	}
+	return nil
 }
 
 // Tunnels is the [tunnels] table (tfrouter's; trs has none). Absent keys take the defaults.
@@ -219,6 +249,9 @@ func (c *Config) validate() error {
 	}
 	if !c.Tunnels.LegacyAllowed() && c.Tunnels.Key == "" {
 		return errors.New("[tunnels] legacy = false needs key: without a key no tunnel client could register")
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.TLS != nil {
 		if err := c.TLS.validate(); err != nil {

@@ -174,3 +174,30 @@ func TestTunnelsTable(t *testing.T) {
 		t.Fatalf("legacy off without a key: %v", err)
 	}
 }
+
+// [limits]: read when present, absent keys zero (the router's defaults), bad values refused
+// naming the key.
+func TestLimitsTable(t *testing.T) {
+	base := "[server]\nport = 443\nhttpport = 80\nclientsport = 18000\n"
+	c, err := Parse("t", base+"[limits]\nmax_pending = 5000\npending_per_source = 64\nconnections_per_source = 512\nipv6_source_prefix = 56\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits != (Limits{MaxPending: 5000, PendingPerSource: 64, ConnectionsPerSource: 512, IPv6SourcePrefix: 56}) {
+		t.Fatalf("limits = %+v", c.Limits)
+	}
+	if c, err := Parse("t", base); err != nil || c.Limits != (Limits{}) {
+		t.Fatalf("no [limits]: %+v %v", c, err)
+	}
+	for text, key := range map[string]string{
+		"pending_per_source = -1":     "pending_per_source",
+		"connections_per_source = -5": "connections_per_source",
+		"max_pending = -1":            "max_pending",
+		"ipv6_source_prefix = 129":    "ipv6_source_prefix",
+	} {
+		_, err := Parse("t", base+"[limits]\n"+text+"\n")
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: err = %v, want one naming %s", text, err, key)
+		}
+	}
+}

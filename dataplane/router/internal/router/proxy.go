@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"tfgateway.dev/dataplane/router/internal/persource"
 	"tfgateway.dev/dataplane/router/internal/routes"
 	"tfgateway.dev/dataplane/router/internal/sniff"
 	"tfgateway.dev/dataplane/router/internal/tunnel"
@@ -27,26 +28,31 @@ const (
 	kindOverload    = "too_many_pending"
 )
 
-// enterPeek takes a pending slot; false means too many clients are mid-head right now.
-func (r *Router) enterPeek(listener string) bool {
+// enterPeek takes a pending slot; false means too many clients are mid-head right now (the
+// global backstop behind the per-source shares).
+func (r *Router) enterPeek(listener string, c net.Conn) bool {
 	select {
 	case r.pending <- struct{}{}:
 		return true
 	default:
-		r.fail(listener, NoRoute, kindOverload)
+		r.refuse(listener, c, kindOverload)
 		return false
 	}
 }
 
-func (r *Router) leavePeek() { <-r.pending }
+// leavePeek ends the peek phase: the global slot and the source's share.
+func (r *Router) leavePeek(k *persource.Ticket) {
+	<-r.pending
+	k.PeekDone()
+}
 
-func (r *Router) handleHTTP(c net.Conn) {
-	if !r.enterPeek(ListenerHTTP) {
+func (r *Router) handleHTTP(c net.Conn, k *persource.Ticket) {
+	if !r.enterPeek(ListenerHTTP, c) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
 	host, buf, err := sniff.HTTPHost(c, r.opt.HeaderLimit)
-	r.leavePeek()
+	r.leavePeek(k)
 	if err != nil {
 		r.peekFailed(ListenerHTTP, c, err)
 		return
@@ -55,13 +61,13 @@ func (r *Router) handleHTTP(c net.Conn) {
 	r.route(ListenerHTTP, c, host, buf)
 }
 
-func (r *Router) handleTLS(c net.Conn) {
-	if !r.enterPeek(ListenerTLS) {
+func (r *Router) handleTLS(c net.Conn, k *persource.Ticket) {
+	if !r.enterPeek(ListenerTLS, c) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Now().Add(r.opt.PeekTimeout))
 	host, buf, err := sniff.TLSServerName(c, r.opt.HeaderLimit)
-	r.leavePeek()
+	r.leavePeek(k)
 	if err != nil && !errors.Is(err, sniff.ErrNotTLS) && !errors.Is(err, sniff.ErrBadHello) {
 		r.peekFailed(ListenerTLS, c, err)
 		return
@@ -121,9 +127,11 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 	if !r.replay(listener, label, b, peeked) {
 		return
 	}
+	sent := int64(len(peeked))
+	peeked = nil // not held for the life of the connection
 	r.Metrics.Connections.WithLabelValues(listener, label, "ok").Inc()
 	in, out := pipe(c, b)
-	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in + int64(len(peeked))))
+	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in + sent))
 	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
 }
 
@@ -234,10 +242,10 @@ func pipe(client net.Conn, backend net.Conn) (in, out int64) {
 }
 
 func copyConn(dst, src net.Conn) (int64, error) {
-	// Unwrap so io.Copy sees the concrete *net.TCPConn pair and can splice.
+	// Direct routes: the concrete *net.TCPConn pair, spliced in the kernel (splice.go).
 	if d, ok := dst.(*net.TCPConn); ok {
 		if s, ok := src.(*net.TCPConn); ok {
-			return io.Copy(d, s)
+			return spliceCopy(d, s)
 		}
 	}
 	return copyAdaptive(dst, src)

@@ -14,9 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"tfgateway.dev/dataplane/router/internal/config"
+	"tfgateway.dev/dataplane/router/internal/persource"
 	"tfgateway.dev/dataplane/router/internal/redisfeed"
 	"tfgateway.dev/dataplane/router/internal/routes"
 	"tfgateway.dev/dataplane/router/internal/tunnel"
@@ -33,9 +35,18 @@ type Options struct {
 	// MaxPending bounds connections still sending their HTTP head or ClientHello; above it
 	// new ones are closed at once, so a slowloris flood cannot pin unbounded memory.
 	MaxPending int
-	Tunnel     tunnel.Limits
+	// PendingPerSource and ConnsPerSource are each source's share on ports 80 and 443: its
+	// connections still peeking, and all its open connections. A source is an IPv4 address
+	// or an IPv6 prefix of IPv6SourcePrefix bits (64). Over a share a new connection is reset
+	// at once, counted, and summarised in the log at most once per SummaryEvery.
+	PendingPerSource int
+	ConnsPerSource   int
+	IPv6SourcePrefix int
+	SummaryEvery     time.Duration
+	Tunnel           tunnel.Limits
 	// TunnelIdentity is the key of authenticated tunnels (nil: off); RefuseLegacyTunnels
-	// refuses trc's clear-text handshake; TunnelSources limits each source address.
+	// refuses trc's clear-text handshake; TunnelSources limits each source address on the
+	// tunnel port.
 	TunnelIdentity      *tunnel.Identity
 	RefuseLegacyTunnels bool
 	TunnelSources       tunnel.SourceLimits
@@ -74,6 +85,10 @@ func (o *Options) defaults() {
 	defi(&o.MaxSecret, 4096)
 	def(&o.ShutdownGrace, 10*time.Second)
 	defi(&o.MaxPending, 20000)
+	defi(&o.PendingPerSource, 256)
+	defi(&o.ConnsPerSource, 2048)
+	defi(&o.IPv6SourcePrefix, 64)
+	def(&o.SummaryEvery, time.Minute)
 	defi(&o.Tunnel.MaxTunnels, 100000)
 	defi(&o.TunnelSources.HandshakesPerMinute, tunnel.DefaultHandshakesPerMinute)
 	defi(&o.TunnelSources.HandshakeBurst, tunnel.DefaultHandshakeBurst)
@@ -128,6 +143,7 @@ type Router struct {
 	wg        sync.WaitGroup
 	ready     chan struct{}
 	pending   chan struct{} // slots for connections in the peek phase
+	sources   *persource.Table
 }
 
 // New builds a router from a parsed router.toml.
@@ -156,7 +172,12 @@ func New(cfg *config.Config, opt Options) *Router {
 		conns:     map[net.Conn]struct{}{},
 		ready:     make(chan struct{}),
 		pending:   make(chan struct{}, opt.MaxPending),
+		sources: persource.New(persource.Limits{Pending: opt.PendingPerSource, Conns: opt.ConnsPerSource,
+			IPv6Prefix: opt.IPv6SourcePrefix}),
 	}
+	r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tfrouter_sources", Help: "Sources (IPv4 addresses, IPv6 prefixes) with a connection open on ports 80 and 443.",
+	}, func() float64 { return float64(r.sources.Len()) }))
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
 	return r
 }
@@ -252,6 +273,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.acceptLoop(ctx, name, ln, handle)
 		}()
 	}
+	go r.summarise(ctx)
 	close(r.ready)
 	<-ctx.Done()
 	r.log.Info("shutting down", "grace", r.opt.ShutdownGrace.String())
@@ -395,8 +417,15 @@ func (r *Router) acceptLoop(ctx context.Context, name string, ln net.Listener, h
 	}
 }
 
-// serve tracks a public connection for graceful shutdown and metrics.
-func (r *Router) serve(listener string, c net.Conn, h func(net.Conn)) {
+// serve admits a public connection within its source's share, and tracks it for graceful
+// shutdown and metrics.
+func (r *Router) serve(listener string, c net.Conn, h func(net.Conn, *persource.Ticket)) {
+	k, why := r.sources.Admit(c.RemoteAddr())
+	if why != persource.Admitted {
+		r.refuse(listener, c, why.String())
+		return
+	}
+	defer k.Close()
 	r.mu.Lock()
 	r.conns[c] = struct{}{}
 	r.wg.Add(1)
@@ -411,7 +440,41 @@ func (r *Router) serve(listener string, c net.Conn, h func(net.Conn)) {
 		r.mu.Unlock()
 		r.wg.Done()
 	}()
-	h(c)
+	h(c, k)
+}
+
+// refuse resets a connection the router will not serve (no FIN handshake, no TIME_WAIT left
+// behind), counted by kind and never logged one by one.
+func (r *Router) refuse(listener string, c net.Conn, kind string) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+	r.fail(listener, NoRoute, kind)
+}
+
+// summarise logs, at most once per SummaryEvery, how many connections were refused over the
+// per-source shares and which source was refused most.
+func (r *Router) summarise(ctx context.Context) {
+	t := time.NewTicker(r.opt.SummaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := r.sources.TakeSummary()
+		if s.Pending+s.Conns == 0 {
+			continue
+		}
+		args := []any{"pending_per_source", s.Pending, "connections_per_source", s.Conns,
+			"sources_connected", s.Sources, "period", r.opt.SummaryEvery.String()}
+		if s.TopRefused > 0 {
+			args = append(args, "top_source", s.Top.String(), "top_source_refused", s.TopRefused)
+		}
+		r.log.Warn("refused connections over per-source limits", args...)
+	}
 }
 
 // sourceLimits turns the options' "negative: unlimited" into the table's "0: unlimited".

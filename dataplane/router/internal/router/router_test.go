@@ -480,12 +480,7 @@ func TestPendingLimit(t *testing.T) {
 		held = append(held, c)
 	}
 	testutil.WaitFor(t, 5*time.Second, "two clients pending", func() bool { return len(r.pending) == 2 })
-	c, err := net.Dial("tcp", r.tls())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if !closedWithin(c, 2*time.Second) {
+	if !refusedAtOnce(t, net.Dialer{}, r.tls()) {
 		t.Fatal("client over the pending limit not closed at once")
 	}
 	if closedWithin(held[0], 100*time.Millisecond) {

@@ -1,0 +1,443 @@
+"""Ports 80/443 direct routes: the router against the direct path, side by side in one run.
+
+- `throughput`: bulk HTTP by Host and TLS by SNI (passthrough), both directions, and iperf3
+  both directions, straight to the backend, through tfrouter and through HAProxy (TCP mode,
+  splicing: the reference for a splicing proxy), alternating, with the CPU seconds of the
+  proxy, the backend and the client next to the wall time; connect → first byte
+  p50/p99; and `strace -c -f` of tfrouter during a bulk download (splice against read/write).
+- `fair`: first-byte latency of requests from other sources while idle and while one source
+  holds 20,000 unfinished connections (two processes of 10,000, HTTP and TLS).
+- `conns`: thousands of proxied connections held open with light traffic (a small request per
+  connection every few seconds): every one served, tfrouter's RSS and CPU.
+
+Load and backend are `proxybench/` (Go, standard library only), built by the benchmark. Not
+part of the test suite: nothing here asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.support.processes import binary, free_port, port_open, stop, wait_until
+
+HOST = "127.0.0.1"
+HERE = Path(__file__).resolve().parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def fds(pid: int) -> int:
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+@contextmanager
+def process(args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def client(tool: str, *args: str) -> tuple[dict[str, Any], float]:
+    """Runs a proxybench client to its end: its JSON line and its CPU seconds."""
+    proc = subprocess.Popen([tool, *args], stdout=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"proxybench {' '.join(args)} failed ({proc.returncode})")
+    return json.loads(out.splitlines()[-1]), usage.ru_utime + usage.ru_stime
+
+
+class Stack:
+    """The backend (plain and TLS), iperf3, and tfrouter routing bulk.example to them."""
+
+    def __init__(self, st: ExitStack, tmp: Path, router: str = "") -> None:
+        self.tool = str(tmp / "proxybench")
+        subprocess.run(["go", "build", "-o", self.tool, "."], cwd=HERE / "proxybench", check=True)
+        self.plain, self.tlsp, self.iperf = free_port(), free_port(), free_port()
+        self.r_tls, self.r_http, r_cli = free_port(), free_port(), free_port()
+        conf = tmp / "router.toml"
+        conf.write_text(
+            f'[server]\naddr = "{HOST}"\nport = {self.r_tls}\nhttpport = {self.r_http}\n'
+            f"clientsport = {r_cli}\n"
+            f'[server.services."bulk.example"]\naddr = "{HOST}"\n'
+            f"httpport = {self.plain}\ntlsport = {self.tlsp}\n"
+            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n'
+        )
+        self.backend = st.enter_context(
+            process(
+                [
+                    self.tool,
+                    "serve",
+                    "-plain",
+                    f"{HOST}:{self.plain}",
+                    "-tls",
+                    f"{HOST}:{self.tlsp}",
+                ],
+                tmp / "backend.log",
+            )
+        )
+        st.enter_context(
+            process(["iperf3", "-s", "-B", HOST, "-p", str(self.iperf)], tmp / "iperf.log")
+        )
+        self.router = st.enter_context(
+            process([router or binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
+        )
+        for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
+            wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
+
+
+def iperf(port: int, seconds: int, reverse: bool) -> tuple[float, float]:
+    """Gbit/s received, and the iperf3 client's CPU seconds."""
+    args = ["iperf3", "-c", HOST, "-p", str(port), "-t", str(seconds), "-J"]
+    proc = subprocess.Popen([*args, "-R"] if reverse else args, stdout=subprocess.PIPE)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"iperf3 through {port} failed")
+    data = json.loads(out)
+    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9, (
+        usage.ru_utime + usage.ru_stime
+    )
+
+
+HAPROXY_CFG = """global
+    nbthread 2
+    tune.pipesize 1048576
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    option splice-request
+    option splice-response
+"""
+
+
+def start_haproxy(
+    st: ExitStack, tmp: Path, s: Stack
+) -> tuple[subprocess.Popen[bytes], int, int, int]:
+    """HAProxy in TCP mode, splicing both ways (its own kernel-speed path), in front of the
+    same backend and iperf3: the reference for what a splicing proxy costs on this machine."""
+    http, tls, ip = free_port(), free_port(), free_port()
+    cfg = tmp / "haproxy.cfg"
+    cfg.write_text(
+        HAPROXY_CFG
+        + "".join(
+            f"listen l{front}\n    bind {HOST}:{front}\n    server b {HOST}:{back}\n"
+            for front, back in ((http, s.plain), (tls, s.tlsp), (ip, s.iperf))
+        )
+    )
+    proc = st.enter_context(process(["haproxy", "-f", str(cfg), "-db"], tmp / "haproxy.log"))
+    for port in (http, tls, ip):
+        wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
+    return proc, http, tls, ip
+
+
+# One measurement: Gbit/s, the proxy's CPU s, the backend's CPU s, the client's CPU s, wall s, GB.
+Sample = tuple[float, float, float, float, float, float]
+
+
+def throughput(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    with ExitStack() as st:
+        s = Stack(st, tmp)
+        hap, h_http, h_tls, h_ip = start_haproxy(st, tmp, s)
+        size = str(args.mib << 20)
+        tests: dict[str, tuple[str, ...]] = {
+            "HTTP by Host, download": ("bulk", "-dir", "down", "-bytes", size),
+            "HTTP by Host, upload": ("bulk", "-dir", "up", "-bytes", size),
+            "TLS by SNI, download": ("bulk", "-tls", "-dir", "down", "-bytes", size),
+            "TLS by SNI, upload": ("bulk", "-tls", "-dir", "up", "-bytes", size),
+        }
+        # name -> (http port, tls port, iperf port, the proxy's pid or 0)
+        paths = {
+            "direct": (s.plain, s.tlsp, s.iperf, 0),
+            "tfrouter": (s.r_http, s.r_tls, s.r_tls, s.router.pid),
+            "haproxy": (h_http, h_tls, h_ip, hap.pid),
+        }
+        res: dict[str, dict[str, list[Sample]]] = {}
+        lat: dict[str, list[float]] = {p: [] for p in paths}
+
+        def cpu(pid: int) -> float:
+            return cpu_seconds(pid) if pid else 0.0
+
+        for _ in range(args.rounds):
+            for path, (hp, tp, ip, pid) in paths.items():
+                for name, cmd in tests.items():
+                    port = tp if "-tls" in cmd else hp
+                    p0, b0, t0 = cpu(pid), cpu(s.backend.pid), time.monotonic()
+                    out, ccpu = client(s.tool, *cmd, "-addr", f"{HOST}:{port}")
+                    wall = time.monotonic() - t0
+                    res.setdefault(name, {}).setdefault(path, []).append(
+                        (float(out["gbps"]), cpu(pid) - p0, cpu(s.backend.pid) - b0, ccpu,
+                         wall, float(out["bytes"]) / 1e9)
+                    )  # fmt: skip
+                for rev in (False, True):
+                    name = "iperf3 " + ("-R (download)" if rev else "(upload)")
+                    p0, t0 = cpu(pid), time.monotonic()
+                    g, ccpu = iperf(ip, args.seconds, rev)
+                    wall = time.monotonic() - t0
+                    res.setdefault(name, {}).setdefault(path, []).append(
+                        (g, cpu(pid) - p0, 0.0, ccpu, wall, g * args.seconds / 8)
+                    )
+                out, _ = client(s.tool, "ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{hp}")
+                lat[path].extend(float(x) for x in out["ms"])
+        trace = strace_bulk(s, tmp, size)
+    print(
+        f"\ndirect routes on loopback: {args.rounds} rounds, bulk {args.mib} MiB per transfer, "
+        f"iperf3 {args.seconds} s, {args.latency_n} connections/round for first byte; medians.\n"
+        "Gbit/s and x the direct path; the proxy's CPU seconds per GB; wall seconds and the "
+        "client's and backend's CPU seconds per transfer (direct / tfrouter / haproxy).\n"
+        "haproxy: TCP mode, splicing both ways, 2 threads: the reference for a splicing proxy."
+    )
+    print(
+        f"{'transfer':<24}{'direct':>8}{'tfrouter':>9}{'x':>6}{'haproxy':>9}{'x':>6}"
+        f"{'CPU s/GB tfr':>14}{'hap':>6}{'wall s d/t/h':>16}{'client CPU d/t/h':>18}"
+        f"{'backend CPU d/t/h':>19}"
+    )
+
+    def med(xs: list[Sample], i: int) -> float:
+        return statistics.median(x[i] for x in xs)
+
+    for name, per in res.items():
+        d, t, h = per["direct"], per["tfrouter"], per["haproxy"]
+        gd, gt, gh = med(d, 0), med(t, 0), med(h, 0)
+        print(
+            f"{name:<24}{gd:>8.2f}{gt:>9.2f}{gt / gd:>6.2f}{gh:>9.2f}{gh / gd:>6.2f}"
+            f"{med(t, 1) / med(t, 5):>14.2f}{med(h, 1) / med(h, 5):>6.2f}"
+            f"{med(d, 4):>8.1f}/{med(t, 4):.1f}/{med(h, 4):.1f}"
+            f"{med(d, 3):>8.2f}/{med(t, 3):.2f}/{med(h, 3):.2f}"
+            f"{med(d, 2):>9.2f}/{med(t, 2):.2f}/{med(h, 2):.2f}"
+        )
+    print("\nconnect -> first byte ms      p50     p99   added p50   added p99")
+    d50, d99 = pct(lat["direct"], 0.5), pct(lat["direct"], 0.99)
+    for path in paths:
+        p50, p99 = pct(lat[path], 0.5), pct(lat[path], 0.99)
+        print(f"{path:<26}{p50:>8.3f}{p99:>8.3f}{p50 - d50:>+12.3f}{p99 - d99:>+12.3f}")
+    print(
+        "goals: tfrouter >= 0.80x direct for every transfer; added first byte <= 0.3 ms p50, "
+        "<= 1 ms p99"
+    )
+    print(f"\nstrace -c -f -p <tfrouter> during one {args.mib} MiB download by Host:\n{trace}")
+
+
+def strace_bulk(s: Stack, tmp: Path, size: str) -> str:
+    """Syscall counts of tfrouter during one bulk download through it."""
+    out = tmp / "strace.txt"
+    tr = subprocess.Popen(
+        ["strace", "-c", "-f", "-o", str(out), "-p", str(s.router.pid)], stderr=subprocess.DEVNULL
+    )
+    time.sleep(0.5)  # strace attaches to every thread before the transfer starts
+    client(s.tool, "bulk", "-dir", "down", "-bytes", size, "-addr", f"{HOST}:{s.r_http}")
+    tr.send_signal(signal.SIGINT)
+    tr.wait(30)
+    text = out.read_text()
+    keep = [
+        ln
+        for ln in text.splitlines()
+        if re.search(r"% time|---|total|splice|read|write|send|recv|epoll|futex", ln)
+    ]
+    return "\n".join(keep)
+
+
+def fair(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fair-"))
+    with ExitStack() as st:
+        s = Stack(st, tmp)
+        probe = (
+            "ttfb",
+            "-n",
+            str(args.latency_n),
+            "-addr",
+            f"{HOST}:{s.r_http}",
+            "-src",
+            "127.0.0.3,127.0.0.4,127.0.0.5",
+        )
+        idle, _ = client(s.tool, *probe)
+        rss0 = rss_kib(s.router.pid)
+        floods = []
+        for mode, port in (("http", s.r_http), ("tls", s.r_tls)):
+            p = subprocess.Popen(
+                [
+                    s.tool,
+                    "flood",
+                    "-addr",
+                    f"{HOST}:{port}",
+                    "-src",
+                    "127.0.0.2",
+                    "-n",
+                    str(args.flood // 2),
+                    "-mode",
+                    mode,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            st.callback(stop, p)
+            floods.append(p)
+        opened = 0
+        for p in floods:
+            line = p.stdout.readline() if p.stdout else b"{}"
+            opened += int(json.loads(line)["attempted"])
+        c0 = cpu_seconds(s.router.pid)
+        attacked, _ = client(s.tool, *probe)
+        c1 = cpu_seconds(s.router.pid)
+        rss1 = rss_kib(s.router.pid)
+        for p in floods:
+            if p.stdin:
+                p.stdin.close()
+    i_ms = [float(x) for x in idle["ms"]]
+    a_ms = [float(x) for x in attacked["ms"]]
+    print(
+        f"\nfairness: {args.latency_n} sequential requests from 3 other sources, "
+        f"idle vs while 127.0.0.2 holds {opened} unfinished connections (HTTP + TLS)"
+    )
+    print(f"{'':<14}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}")
+    print(f"{'idle':<14}{pct(i_ms, 0.5):>9.3f}{pct(i_ms, 0.99):>9.3f}{idle['failed']:>8}")
+    print(
+        f"{'under attack':<14}{pct(a_ms, 0.5):>9.3f}{pct(a_ms, 0.99):>9.3f}{attacked['failed']:>8}"
+    )
+    print(
+        f"{'x idle':<14}{pct(a_ms, 0.5) / pct(i_ms, 0.5):>9.2f}"
+        f"{pct(a_ms, 0.99) / pct(i_ms, 0.99):>9.2f}"
+    )
+    print(
+        f"tfrouter RSS {rss0} KiB before the flood, {rss1} KiB during; CPU during the probe "
+        f"{c1 - c0:.2f} s. Goal: p99 under attack within 2x idle."
+    )
+
+
+def conns(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-conns-"))
+    n, procs = args.n, args.procs
+    with ExitStack() as st:
+        s = Stack(st, tmp, args.router)
+        rss0, fds0 = rss_kib(s.router.pid), fds(s.router.pid)
+        holders = []
+        for k in range(procs):
+            src = ",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11))
+            p = subprocess.Popen(
+                [
+                    s.tool,
+                    "hold",
+                    "-n",
+                    str(n // procs),
+                    "-addr",
+                    f"{HOST}:{s.r_http}",
+                    "-src",
+                    src,
+                    "-every",
+                    f"{args.every}s",
+                    "-for",
+                    f"{args.hold}s",
+                ],
+                stdout=subprocess.PIPE,
+            )
+            st.callback(stop, p)
+            holders.append(p)
+        t0 = time.monotonic()
+        failed_open = 0
+        for p in holders:
+            failed_open += int(json.loads(p.stdout.readline() if p.stdout else b"{}")["failed"])
+        opened_in = time.monotonic() - t0
+        c0, w0 = cpu_seconds(s.router.pid), time.monotonic()
+        # sampled every 0.5 s while they are held: every connection has been proxied (its
+        # first request answered) within the first request period
+        rss_s: list[int] = []
+        fds_s: list[int] = []
+        while any(p.poll() is None for p in holders):
+            if time.monotonic() - w0 > args.every:
+                rss_s.append(rss_kib(s.router.pid))
+                fds_s.append(fds(s.router.pid))
+            time.sleep(0.5)
+        served = failed = requests = 0
+        for p in holders:
+            for line in (p.stdout.read() if p.stdout else b"").splitlines():
+                res = json.loads(line)
+                if res.get("event") == "done":
+                    served += int(res["served"])
+                    failed += int(res["failed"])
+                    requests += int(res["requests"])
+        rss_open, fds_open = int(statistics.median(rss_s)), int(statistics.median(fds_s))
+        peak = max(rss_s)
+        c1, w1 = cpu_seconds(s.router.pid), time.monotonic()
+    print(
+        f"\n{n} proxied connections (direct route, HTTP keep-alive, one small request per "
+        f"connection every {args.every} s, held {args.hold} s, {procs} client processes, "
+        f"{procs * 10} source addresses)"
+    )
+    print(
+        f"opened in {opened_in:.1f} s; served to the end: {served}; failed: {failed} "
+        f"(at open: {failed_open}); requests answered: {requests}"
+    )
+    print(
+        f"tfrouter {args.router or 'of this tree'}: descriptors {fds0} idle, {fds_open} with them "
+        f"open (median; {(fds_open - fds0) / n:.1f} per connection)\n"
+        f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open (median of samples "
+        f"every 0.5 s after the first {args.every} s), peak {peak} KiB; "
+        f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)"
+    )
+    print(
+        f"tfrouter CPU while held: {c1 - c0:.2f} s over {w1 - w0:.1f} s wall "
+        f"({100 * (c1 - c0) / (w1 - w0):.1f}% of a core)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--mib", type=int, default=1024, help="MiB per bulk transfer")
+    t.add_argument("--seconds", type=int, default=4, help="iperf3 duration")
+    t.add_argument("--latency-n", type=int, default=500)
+    f = sub.add_parser("fair")
+    f.add_argument("--latency-n", type=int, default=2000)
+    f.add_argument("--flood", type=int, default=20000)
+    c = sub.add_parser("conns")
+    c.add_argument("-n", type=int, default=9900, help="connections (the router holds 2 fds each)")
+    c.add_argument("--procs", type=int, default=2)
+    c.add_argument("--every", type=float, default=5.0)
+    c.add_argument("--hold", type=float, default=30.0)
+    c.add_argument("--router", default="", help="another tfrouter binary (e.g. main's)")
+    args = ap.parse_args()
+    {"throughput": throughput, "fair": fair, "conns": conns}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

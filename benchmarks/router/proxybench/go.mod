@@ -1,0 +1,3 @@
+module tfgateway.dev/benchmarks/router/proxybench
+
+go 1.25.0
