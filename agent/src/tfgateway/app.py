@@ -141,45 +141,42 @@ class Agent:
         self.dns = DNSStore(self.batch, identity.node_id, config.nameservers, proofs=self.names)
         self.own_addresses: list[str] = []
         termination = TerminationPolicy(config.terminate_tls, config.terminate_tls_redirect)
-        self.proxy = ProxyProvisioner(
-            self.batch,
-            identity.node_id,
-            proofs=self.names,
-            own_addresses=self.own_addresses,
-            allow_private=config.allow_private_backends,
-            termination=termination,
-        )
-        self.provisioners: dict[str, Provisioner] = {
-            "subdomain": SubdomainProvisioner(self.dns),
-            "domain_delegate": DelegateProvisioner(self.dns),
-            "proxy": self.proxy,
-            "reverse_proxy": ReverseProxyProvisioner(
-                self.batch, identity, self.user_key, proofs=self.names, termination=termination
-            ),
-        }
-        self.fourtosix: Any = None
-        self.fourtosix_ready = False
-        self.declared: DeclaredSource | None = None
-        self.declared_provisioners: dict[str, Provisioner] = {
-            "subdomain": self.provisioners["subdomain"],
-            "domain_delegate": self.provisioners["domain_delegate"],
-            "proxy": ProxyProvisioner(
+
+        def proxies(declared: bool) -> tuple[ProxyProvisioner, ReverseProxyProvisioner]:
+            """The proxy provisioners of one source (the operator's file: `declared`)."""
+            return ProxyProvisioner(
                 self.batch,
                 identity.node_id,
                 proofs=self.names,
                 own_addresses=self.own_addresses,
                 allow_private=config.allow_private_backends,
                 termination=termination,
-                declared=True,
-            ),
-            "reverse_proxy": ReverseProxyProvisioner(
+                declared=declared,
+            ), ReverseProxyProvisioner(
                 self.batch,
                 identity,
                 self.user_key,
                 proofs=self.names,
                 termination=termination,
-                declared=True,
-            ),
+                declared=declared,
+            )
+
+        self.proxy, reverse = proxies(declared=False)
+        self.provisioners: dict[str, Provisioner] = {
+            "subdomain": SubdomainProvisioner(self.dns),
+            "domain_delegate": DelegateProvisioner(self.dns),
+            "proxy": self.proxy,
+            "reverse_proxy": reverse,
+        }
+        self.fourtosix: Any = None
+        self.fourtosix_ready = False
+        self.declared: DeclaredSource | None = None
+        declared_proxy, declared_reverse = proxies(declared=True)
+        self.declared_provisioners: dict[str, Provisioner] = {
+            "subdomain": self.provisioners["subdomain"],
+            "domain_delegate": self.provisioners["domain_delegate"],
+            "proxy": declared_proxy,
+            "reverse_proxy": declared_reverse,
         }
         self.engine = Engine(
             identity=identity,
