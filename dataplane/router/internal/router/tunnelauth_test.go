@@ -200,39 +200,25 @@ type recorder struct {
 
 func (rec *recorder) relay(t *testing.T, target string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	port := tcpBackend(t, func(c net.Conn) {
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			n, err := c.Read(buf)
+			rec.mu.Lock()
+			rec.sent.Write(buf[:n])
+			rec.mu.Unlock()
+			if _, werr := up.Write(buf[:n]); werr != nil || err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					rec.mu.Lock()
-					rec.sent.Write(buf[:n])
-					rec.mu.Unlock()
-					if _, werr := up.Write(buf[:n]); werr != nil || err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return l.Addr().String()
+	})
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // An eavesdropper who recorded a whole authenticated registration cannot register by
