@@ -22,10 +22,12 @@ import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -83,18 +85,26 @@ def client(tool: str, *args: str) -> tuple[dict[str, Any], float]:
 class Stack:
     """The backend (plain and TLS), iperf3, and tfrouter routing bulk.example to them."""
 
-    def __init__(self, st: ExitStack, tmp: Path, router: str = "") -> None:
+    def __init__(
+        self,
+        st: ExitStack,
+        tmp: Path,
+        router: str = "",
+        extra: str = "",
+        router_args: tuple[str, ...] = (),
+    ) -> None:
         self.tool = str(tmp / "proxybench")
         subprocess.run(["go", "build", "-o", self.tool, "."], cwd=HERE / "proxybench", check=True)
         self.plain, self.tlsp, self.iperf = free_port(), free_port(), free_port()
         self.r_tls, self.r_http, r_cli = free_port(), free_port(), free_port()
-        conf = tmp / "router.toml"
+        self.r_cli = r_cli
+        self.conf = conf = tmp / "router.toml"
         conf.write_text(
             f'[server]\naddr = "{HOST}"\nport = {self.r_tls}\nhttpport = {self.r_http}\n'
             f"clientsport = {r_cli}\n"
             f'[server.services."bulk.example"]\naddr = "{HOST}"\n'
             f"httpport = {self.plain}\ntlsport = {self.tlsp}\n"
-            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n'
+            f'[server.services."CATCH_ALL"]\naddr = "{HOST}"\ntlsport = {self.iperf}\n' + extra
         )
         self.backend = st.enter_context(
             process(
@@ -113,7 +123,10 @@ class Stack:
             process(["iperf3", "-s", "-B", HOST, "-p", str(self.iperf)], tmp / "iperf.log")
         )
         self.router = st.enter_context(
-            process([router or binary("tfrouter"), "--config", str(conf)], tmp / "router.log")
+            process(
+                [router or binary("tfrouter"), "--config", str(conf), *router_args],
+                tmp / "router.log",
+            )
         )
         for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
             wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
@@ -340,79 +353,227 @@ def fair(args: argparse.Namespace) -> None:
     )
 
 
-def conns(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-conns-"))
-    n, procs = args.n, args.procs
-    with ExitStack() as st:
-        s = Stack(st, tmp, args.router)
-        rss0, fds0 = rss_kib(s.router.pid), fds(s.router.pid)
-        holders = []
-        for k in range(procs):
-            src = ",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11))
+def metrics(port: int) -> dict[str, float]:
+    """The router's Go runtime figures (heap and stacks in use, goroutines) from /metrics."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    want = ("go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in want:
+            out[name] = float(value)
+    return out
+
+
+def served(port: int, host: str) -> bool:
+    """One request for host through the router's HTTP port is answered."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as c:
+            c.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            return c.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+class Group:
+    """Client processes holding connections to one host until their stdin is closed."""
+
+    def __init__(
+        self, st: ExitStack, s: Stack, host: str, n: int, sources: list[str], every: float
+    ) -> None:
+        self.n, self.procs = n, []
+        for k, src in enumerate(sources):
+            count = n // len(sources) + (1 if k < n % len(sources) else 0)
             p = subprocess.Popen(
-                [
-                    s.tool,
-                    "hold",
-                    "-n",
-                    str(n // procs),
-                    "-addr",
-                    f"{HOST}:{s.r_http}",
-                    "-src",
-                    src,
-                    "-every",
-                    f"{args.every}s",
-                    "-for",
-                    f"{args.hold}s",
-                ],
-                stdout=subprocess.PIPE,
-            )
+                [s.tool, "hold", "-n", str(count), "-addr", f"{HOST}:{s.r_http}", "-host", host,
+                 "-src", src, "-every", f"{every}s", "-stdin"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )  # fmt: skip
             st.callback(stop, p)
-            holders.append(p)
-        t0 = time.monotonic()
-        failed_open = 0
-        for p in holders:
-            failed_open += int(json.loads(p.stdout.readline() if p.stdout else b"{}")["failed"])
-        opened_in = time.monotonic() - t0
-        c0, w0 = cpu_seconds(s.router.pid), time.monotonic()
-        # sampled every 0.5 s while they are held: every connection has been proxied (its
-        # first request answered) within the first request period
-        rss_s: list[int] = []
-        fds_s: list[int] = []
-        while any(p.poll() is None for p in holders):
-            if time.monotonic() - w0 > args.every:
-                rss_s.append(rss_kib(s.router.pid))
-                fds_s.append(fds(s.router.pid))
-            time.sleep(0.5)
+            self.procs.append(p)
+
+    def opened(self) -> int:
+        """Waits until every connection was attempted: those that failed."""
+        return sum(
+            int(json.loads(p.stdout.readline() if p.stdout else b"{}")["failed"])
+            for p in self.procs
+        )
+
+    def done(self) -> tuple[int, int, int]:
+        """Releases the connections: served to the end, failed, requests answered."""
+        for p in self.procs:
+            if p.stdin:
+                p.stdin.close()
         served = failed = requests = 0
-        for p in holders:
+        for p in self.procs:
             for line in (p.stdout.read() if p.stdout else b"").splitlines():
                 res = json.loads(line)
                 if res.get("event") == "done":
                     served += int(res["served"])
                     failed += int(res["failed"])
                     requests += int(res["requests"])
-        rss_open, fds_open = int(statistics.median(rss_s)), int(statistics.median(fds_s))
-        peak = max(rss_s)
-        c1, w1 = cpu_seconds(s.router.pid), time.monotonic()
-    print(
-        f"\n{n} proxied connections (direct route, HTTP keep-alive, one small request per "
-        f"connection every {args.every} s, held {args.hold} s, {procs} client processes, "
-        f"{procs * 10} source addresses)"
+        return served, failed, requests
+
+
+def settle(pids: list[int], seconds: float) -> list[int]:
+    """Median RSS KiB of each process over `seconds` (a sample every 0.5 s)."""
+    samples: list[list[int]] = [[] for _ in pids]
+    end = time.monotonic() + seconds
+    while True:
+        for i, pid in enumerate(pids):
+            samples[i].append(rss_kib(pid))
+        if time.monotonic() >= end:
+            return [int(statistics.median(x)) for x in samples]
+        time.sleep(0.5)
+
+
+def conns(args: argparse.Namespace) -> None:
+    """Direct connections first, then (with --tunnels) as many through reverse tunnels, each
+    group's memory measured once it is open and has made its first requests; then all held
+    together for --hold seconds."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-conns-"))
+    n_tun = args.n // 2 if args.tunnels else 0
+    n_dir = args.n - n_tun
+    per_tunnel = -(-n_tun // args.tunnels) if args.tunnels else 0
+    secrets = [f"{i + 1}:bench{i}" for i in range(args.tunnels)]
+    extra = "".join(
+        f'[server.services."t{i}.example"]\nclientsecret = "{sec}"\n'
+        for i, sec in enumerate(secrets)
     )
+    if args.tunnels:
+        extra += f'[tunnels]\nkey = "{tmp / "tunnel.pem"}"\nmax_streams = {max(1024, per_tunnel)}\n'
+    mport = free_port()
+    with ExitStack() as st:
+        s = Stack(st, tmp, args.router, extra, ("--metrics", f"{HOST}:{mport}"))
+        router = s.router.pid
+        tunnels: list[subprocess.Popen[bytes]] = []
+        if args.tunnels:
+            exe = args.router or binary("tfrouter")
+            pin = subprocess.run(
+                [exe, "--config", str(s.conf), "-tunnel-pin"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()  # fmt: skip
+            for i, sec in enumerate(secrets):
+                auth = ["--pin", pin] if i % 2 else []  # every other tunnel authenticated
+                tunnels.append(
+                    st.enter_context(
+                        process(
+                            [binary("tftunnel"), "--secret", sec, "--remote",
+                             f"{HOST}:{s.r_cli}", "--local", f"{HOST}:{s.plain}", *auth],
+                            tmp / f"tftunnel{i}.log",
+                        )
+                    )
+                )  # fmt: skip
+            for i in range(args.tunnels):
+                host = f"t{i}.example"
+                wait_until(functools.partial(served, s.r_http, host), timeout=20, what=host)
+        tun_pids = [t.pid for t in tunnels]
+        settle_s = args.every + 1
+        base = settle([router, *tun_pids], 2)
+        m0, fds0 = metrics(mport), fds(router)
+        # direct half: 20 source addresses per client process
+        t0 = time.monotonic()
+        direct = Group(
+            st, s, "bulk.example", n_dir,
+            [",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11)) for k in range(args.procs)],
+            args.every,
+        )  # fmt: skip
+        failed_open = direct.opened()
+        open_d = time.monotonic() - t0
+        after_d = settle([router, *tun_pids], settle_s)
+        m1, fds1 = metrics(mport), fds(router)
+        groups = [("direct", direct)]
+        after_t, m2, fds2, open_t = after_d, m1, fds1, 0.0
+        if args.tunnels:
+            t0 = time.monotonic()
+            tgroups = [
+                Group(
+                    st, s, f"t{i}.example", n_tun // args.tunnels + (i < n_tun % args.tunnels),
+                    [",".join(f"127.0.{40 + i}.{j}" for j in range(1, 11))], args.every,
+                )
+                for i in range(args.tunnels)
+            ]  # fmt: skip
+            failed_open += sum(g.opened() for g in tgroups)
+            open_t = time.monotonic() - t0
+            after_t = settle([router, *tun_pids], settle_s)
+            m2, fds2 = metrics(mport), fds(router)
+            groups += [(f"tunnel {i}", g) for i, g in enumerate(tgroups)]
+        # both held together
+        c0 = [cpu_seconds(p) for p in (router, *tun_pids)]
+        w0 = time.monotonic()
+        peak = [0] * (1 + len(tun_pids))
+        while time.monotonic() - w0 < args.hold:
+            for i, pid in enumerate((router, *tun_pids)):
+                peak[i] = max(peak[i], rss_kib(pid))
+            time.sleep(0.5)
+        held = [rss_kib(p) for p in (router, *tun_pids)]
+        c1 = [cpu_seconds(p) for p in (router, *tun_pids)]
+        w1 = time.monotonic()
+        results = {name: g.done() for name, g in groups}
+    kinds = ["legacy" if i % 2 == 0 else "authenticated (--pin)" for i in range(args.tunnels)]
     print(
-        f"opened in {opened_in:.1f} s; served to the end: {served}; failed: {failed} "
-        f"(at open: {failed_open}); requests answered: {requests}"
+        f"\n{args.n} proxied connections: {n_dir} direct ({args.procs} client processes, "
+        f"{args.procs * 10} source addresses) and {n_tun} through {args.tunnels} reverse tunnels "
+        f"(tftunnel, {kinds.count('legacy')} legacy and {len(kinds) - kinds.count('legacy')} "
+        f"authenticated, {per_tunnel} streams each); HTTP keep-alive, one small request per "
+        f"connection every {args.every} s; held together {args.hold} s after both groups opened"
     )
+    srv = sum(r[0] for r in results.values())
+    fl = sum(r[1] for r in results.values())
+    req = sum(r[2] for r in results.values())
     print(
-        f"tfrouter {args.router or 'of this tree'}: descriptors {fds0} idle, {fds_open} with them "
-        f"open (median; {(fds_open - fds0) / n:.1f} per connection)\n"
-        f"tfrouter RSS: {rss0} KiB idle, {rss_open} KiB with them open (median of samples "
-        f"every 0.5 s after the first {args.every} s), peak {peak} KiB; "
-        f"{(rss_open - rss0) / n:.1f} KiB per connection (goal <= 64)"
+        f"opened: direct in {open_d:.1f} s, tunnel in {open_t:.1f} s; served to the end: {srv} "
+        f"of {args.n} (direct {results['direct'][0]}, tunnels "
+        f"{srv - results['direct'][0]}); failed: {fl} (at open: {failed_open}); requests "
+        f"answered: {req}"
     )
+
+    def mib(m: dict[str, float], k: str) -> float:
+        return m.get(k, 0) / 2**20
+
+    print(f"\n{'tfrouter':<26}{'idle':>10}{'+ direct':>10}{'+ tunnel':>10}{'held':>10}{'peak':>10}")
+    print(f"{'RSS KiB':<26}{base[0]:>10}{after_d[0]:>10}{after_t[0]:>10}{held[0]:>10}{peak[0]:>10}")
+    print(f"{'descriptors':<26}{fds0:>10}{fds1:>10}{fds2:>10}")
+    for k, label in (
+        ("go_memstats_heap_inuse_bytes", "Go heap in use MiB"),
+        ("go_memstats_stack_inuse_bytes", "Go stacks MiB"),
+    ):
+        print(f"{label:<26}{mib(m0, k):>10.1f}{mib(m1, k):>10.1f}{mib(m2, k):>10.1f}")
     print(
-        f"tfrouter CPU while held: {c1 - c0:.2f} s over {w1 - w0:.1f} s wall "
-        f"({100 * (c1 - c0) / (w1 - w0):.1f}% of a core)"
+        f"{'goroutines':<26}{m0.get('go_goroutines', 0):>10.0f}{m1.get('go_goroutines', 0):>10.0f}"
+        f"{m2.get('go_goroutines', 0):>10.0f}"
+    )
+
+    def per(m_a: dict[str, float], m_b: dict[str, float], what: str, n: int) -> float:
+        k = f"go_memstats_{what}_inuse_bytes"
+        return (m_b.get(k, 0) - m_a.get(k, 0)) / 1024 / n
+
+    print(
+        f"\nper connection (goal <= 64 KiB of router memory each): direct "
+        f"{(after_d[0] - base[0]) / n_dir:.1f} KiB RSS (Go heap {per(m0, m1, 'heap', n_dir):.1f}, "
+        f"stacks {per(m0, m1, 'stack', n_dir):.1f}), {(fds1 - fds0) / n_dir:.1f} descriptors"
+    )
+    if n_tun:
+        print(
+            f"per connection through a tunnel: {(after_t[0] - after_d[0]) / n_tun:.1f} KiB RSS "
+            f"(Go heap {per(m1, m2, 'heap', n_tun):.1f}, "
+            f"stacks {per(m1, m2, 'stack', n_tun):.1f}), "
+            f"{(fds2 - fds1) / n_tun:.1f} descriptors"
+        )
+        grow = [(after_t[1 + i] - base[1 + i]) for i in range(args.tunnels)]
+        print(
+            f"tftunnel RSS per stream: median {statistics.median(grow) / per_tunnel:.1f} KiB "
+            f"(idle {statistics.median(base[1:])} KiB, with {per_tunnel} streams "
+            f"{statistics.median(after_t[1:])} KiB per process; legacy "
+            f"{statistics.median(grow[0::2]) / per_tunnel:.1f}, authenticated "
+            f"{statistics.median(grow[1::2]) / per_tunnel:.1f} KiB per stream)"
+        )
+    cpu_t = sum(c1[1:]) - sum(c0[1:])
+    print(
+        f"CPU while held {w1 - w0:.1f} s: tfrouter {c1[0] - c0[0]:.2f} s "
+        f"({100 * (c1[0] - c0[0]) / (w1 - w0):.1f}% of a core), all tftunnels {cpu_t:.2f} s; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 
@@ -430,7 +591,14 @@ def main() -> None:
     f.add_argument("--latency-n", type=int, default=2000)
     f.add_argument("--flood", type=int, default=20000)
     c = sub.add_parser("conns")
-    c.add_argument("-n", type=int, default=9900, help="connections (the router holds 2 fds each)")
+    c.add_argument(
+        "-n", type=int, default=10000, help="connections (half through tunnels with --tunnels)"
+    )
+    c.add_argument(
+        "--tunnels", type=int, default=10,
+        help="reverse tunnels (tftunnel, every other one authenticated) carrying half of -n; "
+        "0: all direct",
+    )  # fmt: skip
     c.add_argument("--procs", type=int, default=2)
     c.add_argument("--every", type=float, default=5.0)
     c.add_argument("--hold", type=float, default=30.0)

@@ -312,7 +312,8 @@ func ttfb(args []string) {
 }
 
 // hold: n connections held open, each sending a small request every interval (spread out);
-// prints, once all are open and again at the end, how many were served and failed.
+// prints, once all are open and again at the end, how many were served and failed. With
+// -stdin they are held until stdin ends (the benchmark opens its groups one after another).
 func hold(args []string) {
 	fs := flag.NewFlagSet("hold", flag.ExitOnError)
 	var t target
@@ -320,6 +321,7 @@ func hold(args []string) {
 	n := fs.Int("n", 1000, "connections")
 	every := fs.Duration("every", 5*time.Second, "request period per connection")
 	dur := fs.Duration("for", 30*time.Second, "how long to hold them once open")
+	untilStdin := fs.Bool("stdin", false, "hold them until stdin ends instead of -for")
 	_ = fs.Parse(args)
 	var ok, failed, requests atomic.Int64
 	var wg sync.WaitGroup
@@ -373,7 +375,11 @@ func hold(args []string) {
 		<-opened
 	}
 	emit(map[string]any{"event": "open", "failed": failed.Load()})
-	time.Sleep(*dur)
+	if *untilStdin {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	} else {
+		time.Sleep(*dur)
+	}
 	close(stop)
 	wg.Wait()
 	emit(map[string]any{"event": "done", "served": ok.Load(), "failed": failed.Load(), "requests": requests.Load()})
