@@ -7,7 +7,10 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"tfgateway.dev/dataplane/router/internal/persource"
 	"tfgateway.dev/dataplane/router/internal/routes"
@@ -248,36 +251,118 @@ func copyConn(dst, src net.Conn) (int64, error) {
 			return spliceCopy(d, s)
 		}
 	}
-	return copyAdaptive(dst, src)
+	return copyAdaptive(dst, src, readyWait(src))
 }
 
-// Copy buffers for tunnel streams (and terminated connections): a connection starts with a
-// small buffer per direction and takes a large pooled one while its reads fill the buffer
-// (a bulk transfer: fewer, larger yamux frames and fewer hand-offs to the send loop, each a
-// goroutine switch), giving it back as soon as reads come in small pieces again. An idle or
-// interactive connection so holds 2 x 16 KiB, not 2 x 256 KiB, for its whole life.
+// Copy buffers for tunnel streams (and terminated connections): a direction takes a small
+// pooled buffer for a read and a large one while its reads fill the buffer (a bulk transfer:
+// fewer, larger yamux frames and fewer hand-offs to the send loop, each a goroutine switch).
+// When reads come in small pieces again the buffer goes back to the pool before the next
+// wait for data, so an idle or interactive connection through a tunnel holds no copy buffer
+// at all while it waits (10,000 idle connections: none of 2 x 16 KiB each).
 const (
 	smallCopyBuf = 16 << 10
 	largeCopyBuf = 256 << 10
 )
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallCopyBuf); return &b }}
+	copyBufs  = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+	// buffersHeld counts the copy buffers taken from the pools and not yet given back.
+	buffersHeld atomic.Int64
+)
 
-// copyAdaptive is io.Copy with the buffers above; EOF from src ends it without error.
-func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
-	small := make([]byte, smallCopyBuf)
-	buf := small
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			copyBufs.Put(large)
+// readyWait returns a function that waits until src has something to read (data, EOF or an
+// error) without holding a buffer, or nil when src has no such wait (then a small buffer is
+// held across reads, as io.Copy would).
+func readyWait(src net.Conn) func() error {
+	switch s := src.(type) {
+	case *tunnel.Stream:
+		// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
+		return func() error {
+			_, err := s.Read(nil)
+			return err
 		}
-	}()
+	case *net.TCPConn:
+		rc, err := s.SyscallConn()
+		if err != nil {
+			return nil
+		}
+		return func() error {
+			var one [1]byte
+			var serr error
+			err := rc.Read(func(fd uintptr) bool {
+				// MSG_PEEK: the byte stays for the Read that follows; EAGAIN parks the
+				// goroutine in the netpoller until the socket is readable.
+				for {
+					_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one[0])), 1,
+						syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+					switch e {
+					case syscall.EINTR:
+						continue
+					case syscall.EAGAIN:
+						return false
+					case 0:
+						return true
+					}
+					serr = e
+					return true
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return nil
+}
+
+// copyAdaptive is io.Copy with the buffers above; EOF from src ends it without error. wait,
+// if not nil, waits for src to be readable while no buffer is held: a read that leaves src
+// drained (it did not fill the buffer) gives the buffer back first, keeping only which size
+// the next read takes.
+func copyAdaptive(dst io.Writer, src io.Reader, wait func() error) (int64, error) {
+	var (
+		buf   *[]byte
+		large bool // the size of buf, or of the next one taken
+	)
+	give := func() {
+		if buf != nil {
+			if len(*buf) == largeCopyBuf {
+				copyBufs.Put(buf)
+			} else {
+				smallBufs.Put(buf)
+			}
+			buffersHeld.Add(-1)
+			buf = nil
+		}
+	}
+	take := func() {
+		if large {
+			buf = copyBufs.Get().(*[]byte)
+		} else {
+			buf = smallBufs.Get().(*[]byte)
+		}
+		buffersHeld.Add(1)
+	}
+	defer give()
 	var total int64
 	for {
-		n, rerr := src.Read(buf)
+		if buf == nil {
+			if wait != nil {
+				if err := wait(); err != nil {
+					if errors.Is(err, io.EOF) {
+						return total, nil
+					}
+					return total, err
+				}
+			}
+			take()
+		}
+		n, rerr := src.Read(*buf)
 		if n > 0 {
-			w, werr := dst.Write(buf[:n])
+			w, werr := dst.Write((*buf)[:n])
 			total += int64(w)
 			if werr != nil {
 				return total, werr
@@ -292,13 +377,21 @@ func copyAdaptive(dst io.Writer, src io.Reader) (int64, error) {
 			}
 			return total, rerr
 		}
+		full := n == len(*buf)
 		switch {
-		case large == nil && n == len(buf):
-			large = copyBufs.Get().(*[]byte)
-			buf = *large
-		case large != nil && n < smallCopyBuf:
-			copyBufs.Put(large)
-			large, buf = nil, small
+		case !large && full: // a bulk transfer: the large buffer
+			large = true
+			give()
+			take()
+			continue
+		case large && n < smallCopyBuf: // small reads again
+			large = false
+			give()
+		case wait != nil && !full: // drained: wait with no buffer
+			give()
+		}
+		if buf == nil && wait == nil {
+			take()
 		}
 	}
 }
