@@ -255,6 +255,32 @@ def throughput(args: argparse.Namespace) -> None:
             f"{med(d, 3):>8.2f}/{med(t, 3):.2f}/{med(h, 3):.2f}"
             f"{med(d, 2):>9.2f}/{med(t, 2):.2f}/{med(h, 2):.2f}"
         )
+    # The CPU budget: every process's CPU seconds per GB (proxy + backend + client) and the
+    # most the machine's cores could carry at that cost, as x the direct path measured.
+    cores = os.cpu_count() or 1
+    print(
+        f"\nCPU budget ({cores} cores): CPU s per GB of all processes (proxy + backend + "
+        f"client) and the ceiling {cores} cores give at that cost, x the direct path measured"
+    )
+    print(
+        f"{'transfer':<24}{'direct':>8}{'tfrouter':>9}{'ceiling x':>10}"
+        f"{'haproxy':>9}{'ceiling x':>10}"
+    )
+
+    def total(xs: list[Sample]) -> float:
+        return statistics.median((x[1] + x[2] + x[3]) / x[5] for x in xs)
+
+    for name, per in res.items():
+        if name.startswith("iperf3"):
+            continue  # the iperf3 server's CPU is not read
+        gd = med(per["direct"], 0)
+        cd, ct, ch = total(per["direct"]), total(per["tfrouter"]), total(per["haproxy"])
+        print(
+            f"{name:<24}{cd:>8.2f}{ct:>9.2f}{cores * 8 / ct / gd:>10.2f}{ch:>9.2f}"
+            f"{cores * 8 / ch / gd:>10.2f}"
+        )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average at the end: {load} (1, 5, 15 min)")
     print("\nconnect -> first byte ms      p50     p99   added p50   added p99")
     d50, d99 = pct(lat["direct"], 0.5), pct(lat["direct"], 0.99)
     for path in paths:
