@@ -255,16 +255,19 @@ def throughput(args: argparse.Namespace) -> None:
             f"{med(d, 3):>8.2f}/{med(t, 3):.2f}/{med(h, 3):.2f}"
             f"{med(d, 2):>9.2f}/{med(t, 2):.2f}/{med(h, 2):.2f}"
         )
-    # The CPU budget: every process's CPU seconds per GB (proxy + backend + client) and the
-    # most the machine's cores could carry at that cost, as x the direct path measured.
+    # The CPU budget: every process's CPU seconds per GB (proxy + backend + client). Where the
+    # cores are the bound, throughput is inversely proportional to it: direct / proxied is
+    # the ratio a proxy can reach at that cost whatever the load, and cores x 8 / (s/GB) the
+    # Gbit/s the machine's cores could carry if nothing else ran.
     cores = os.cpu_count() or 1
     print(
-        f"\nCPU budget ({cores} cores): CPU s per GB of all processes (proxy + backend + "
-        f"client) and the ceiling {cores} cores give at that cost, x the direct path measured"
+        f"\nCPU budget: CPU s per GB of all processes (proxy + backend + client); x = direct's "
+        f"/ the proxied path's (the ratio when the cores are the bound); ceiling = {cores} "
+        f"cores x 8 / (s/GB), Gbit/s"
     )
     print(
-        f"{'transfer':<24}{'direct':>8}{'tfrouter':>9}{'ceiling x':>10}"
-        f"{'haproxy':>9}{'ceiling x':>10}"
+        f"{'transfer':<24}{'direct':>8}{'ceiling':>9}{'tfrouter':>9}{'x':>6}{'ceiling':>9}"
+        f"{'haproxy':>9}{'x':>6}{'ceiling':>9}"
     )
 
     def total(xs: list[Sample]) -> float:
@@ -273,11 +276,10 @@ def throughput(args: argparse.Namespace) -> None:
     for name, per in res.items():
         if name.startswith("iperf3"):
             continue  # the iperf3 server's CPU is not read
-        gd = med(per["direct"], 0)
         cd, ct, ch = total(per["direct"]), total(per["tfrouter"]), total(per["haproxy"])
         print(
-            f"{name:<24}{cd:>8.2f}{ct:>9.2f}{cores * 8 / ct / gd:>10.2f}{ch:>9.2f}"
-            f"{cores * 8 / ch / gd:>10.2f}"
+            f"{name:<24}{cd:>8.2f}{cores * 8 / cd:>9.1f}{ct:>9.2f}{cd / ct:>6.2f}"
+            f"{cores * 8 / ct:>9.1f}{ch:>9.2f}{cd / ch:>6.2f}{cores * 8 / ch:>9.1f}"
         )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at the end: {load} (1, 5, 15 min)")
