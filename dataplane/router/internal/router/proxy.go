@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"tfgateway.dev/dataplane/router/internal/persource"
 	"tfgateway.dev/dataplane/router/internal/routes"
@@ -251,15 +250,16 @@ func copyConn(dst, src net.Conn) (int64, error) {
 			return spliceCopy(d, s)
 		}
 	}
-	return copyAdaptive(dst, src, readyWait(src))
+	return copyAdaptive(dst, src, lazyReader(src))
 }
 
 // Copy buffers for tunnel streams (and terminated connections): a direction takes a small
 // pooled buffer for a read and a large one while its reads fill the buffer (a bulk transfer:
 // fewer, larger yamux frames and fewer hand-offs to the send loop, each a goroutine switch).
-// When reads come in small pieces again the buffer goes back to the pool before the next
-// wait for data, so an idle or interactive connection through a tunnel holds no copy buffer
-// at all while it waits (10,000 idle connections: none of 2 x 16 KiB each).
+// Whenever the source has nothing to read the buffer goes back to the pool before the wait
+// (tunnel streams and TCP connections, see lazyReader), so an idle or interactive connection
+// through a tunnel holds no copy buffer at all while it waits (10,000 idle connections:
+// none of 2 x 16 KiB each, where each held both for its whole life before).
 const (
 	smallCopyBuf = 16 << 10
 	largeCopyBuf = 256 << 10
@@ -272,57 +272,70 @@ var (
 	buffersHeld atomic.Int64
 )
 
-// readyWait returns a function that waits until src has something to read (data, EOF or an
-// error) without holding a buffer, or nil when src has no such wait (then a small buffer is
-// held across reads, as io.Copy would).
-func readyWait(src net.Conn) func() error {
+// lazyRead reads from a source into the buffer take returns, calling take only once the
+// source has something to read (data, EOF or an error) and give before it waits, so no
+// buffer is held while the source is idle. (0, io.EOF) is the end.
+type lazyRead func(take func() []byte, give func()) (int, error)
+
+// lazyReader returns the lazyRead of src, or nil when src cannot wait without a buffer (then
+// a small buffer is held across reads, as io.Copy would).
+func lazyReader(src net.Conn) lazyRead {
 	switch s := src.(type) {
 	case *tunnel.Stream:
-		// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
-		return func() error {
-			_, err := s.Read(nil)
-			return err
+		return func(take func() []byte, give func()) (int, error) {
+			give()
+			// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
+			if _, err := s.Read(nil); err != nil {
+				return 0, err
+			}
+			return s.Read(take())
 		}
 	case *net.TCPConn:
 		rc, err := s.SyscallConn()
 		if err != nil {
 			return nil
 		}
-		return func() error {
-			var one [1]byte
-			var serr error
+		return func(take func() []byte, give func()) (int, error) {
+			// As net.Conn's Read does (read; on EAGAIN wait in the netpoller), with the
+			// buffer given back before the wait.
+			var (
+				n    int
+				rerr error
+			)
 			err := rc.Read(func(fd uintptr) bool {
-				// MSG_PEEK: the byte stays for the Read that follows; EAGAIN parks the
-				// goroutine in the netpoller until the socket is readable.
 				for {
-					_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one[0])), 1,
-						syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+					m, e := syscall.Read(int(fd), take())
 					switch e {
 					case syscall.EINTR:
 						continue
 					case syscall.EAGAIN:
+						give()
 						return false
-					case 0:
-						return true
+					case nil:
+						n = m
+					default:
+						rerr = e
 					}
-					serr = e
 					return true
 				}
 			})
-			if err != nil {
-				return err
+			switch {
+			case err != nil:
+				return 0, err
+			case rerr != nil:
+				return 0, rerr
+			case n == 0:
+				return 0, io.EOF
 			}
-			return serr
+			return n, nil
 		}
 	}
 	return nil
 }
 
-// copyAdaptive is io.Copy with the buffers above; EOF from src ends it without error. wait,
-// if not nil, waits for src to be readable while no buffer is held: a read that leaves src
-// drained (it did not fill the buffer) gives the buffer back first, keeping only which size
-// the next read takes.
-func copyAdaptive(dst io.Writer, src io.Reader, wait func() error) (int64, error) {
+// copyAdaptive is io.Copy with the buffers above; EOF from src ends it without error. With
+// lazy (src's lazyRead) no buffer is held while src waits for data.
+func copyAdaptive(dst io.Writer, src io.Reader, lazy lazyRead) (int64, error) {
 	var (
 		buf   *[]byte
 		large bool // the size of buf, or of the next one taken
@@ -338,29 +351,29 @@ func copyAdaptive(dst io.Writer, src io.Reader, wait func() error) (int64, error
 			buf = nil
 		}
 	}
-	take := func() {
-		if large {
-			buf = copyBufs.Get().(*[]byte)
-		} else {
-			buf = smallBufs.Get().(*[]byte)
+	take := func() []byte {
+		if buf == nil {
+			if large {
+				buf = copyBufs.Get().(*[]byte)
+			} else {
+				buf = smallBufs.Get().(*[]byte)
+			}
+			buffersHeld.Add(1)
 		}
-		buffersHeld.Add(1)
+		return *buf
 	}
 	defer give()
 	var total int64
 	for {
-		if buf == nil {
-			if wait != nil {
-				if err := wait(); err != nil {
-					if errors.Is(err, io.EOF) {
-						return total, nil
-					}
-					return total, err
-				}
-			}
-			take()
+		var (
+			n    int
+			rerr error
+		)
+		if lazy != nil {
+			n, rerr = lazy(take, give)
+		} else {
+			n, rerr = src.Read(take())
 		}
-		n, rerr := src.Read(*buf)
 		if n > 0 {
 			w, werr := dst.Write((*buf)[:n])
 			total += int64(w)
@@ -372,26 +385,18 @@ func copyAdaptive(dst io.Writer, src io.Reader, wait func() error) (int64, error
 			}
 		}
 		if rerr != nil {
-			if rerr == io.EOF {
+			if errors.Is(rerr, io.EOF) {
 				return total, nil
 			}
 			return total, rerr
 		}
-		full := n == len(*buf)
-		switch {
+		switch full := n == len(*buf); {
 		case !large && full: // a bulk transfer: the large buffer
 			large = true
 			give()
-			take()
-			continue
 		case large && n < smallCopyBuf: // small reads again
 			large = false
 			give()
-		case wait != nil && !full: // drained: wait with no buffer
-			give()
-		}
-		if buf == nil && wait == nil {
-			take()
 		}
 	}
 }
