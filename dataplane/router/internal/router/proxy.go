@@ -282,13 +282,19 @@ type lazyRead func(take func() []byte, give func()) (int, error)
 func lazyReader(src net.Conn) lazyRead {
 	switch s := src.(type) {
 	case *tunnel.Stream:
+		full := false // the last read filled its buffer: more is likely there, no wait
 		return func(take func() []byte, give func()) (int, error) {
-			give()
-			// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
-			if _, err := s.Read(nil); err != nil {
-				return 0, err
+			if !full {
+				give()
+				// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
+				if _, err := s.Read(nil); err != nil {
+					return 0, err
+				}
 			}
-			return s.Read(take())
+			b := take()
+			n, err := s.Read(b)
+			full = n == len(b)
+			return n, err
 		}
 	case *net.TCPConn:
 		rc, err := s.SyscallConn()
