@@ -98,6 +98,7 @@ class Stack:
         self.plain, self.tlsp, self.iperf = free_port(), free_port(), free_port()
         self.r_tls, self.r_http, r_cli = free_port(), free_port(), free_port()
         self.r_cli = r_cli
+        self.tmp = tmp
         self.conf = conf = tmp / "router.toml"
         conf.write_text(
             f'[server]\naddr = "{HOST}"\nport = {self.r_tls}\nhttpport = {self.r_http}\n'
@@ -130,6 +131,46 @@ class Stack:
         )
         for port in (self.plain, self.tlsp, self.iperf, self.r_http, self.r_tls):
             wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"port {port}")
+
+
+def variant_router(st: ExitStack, s: Stack, spec: str) -> tuple[str, int, int, int]:
+    """Another tfrouter (`NAME=BINARY[:VAR=VALUE...]`, e.g. an experimental build or
+    GOMAXPROCS=1) with the same routes on its own ports: name, HTTP port, TLS port, pid."""
+    name, _, rest = spec.partition("=")
+    exe, *env = rest.split(":")
+    if not name or not exe:
+        raise SystemExit(f"--variant {spec!r}: expected NAME=BINARY[:VAR=VALUE...]")
+    tls, http, cli = free_port(), free_port(), free_port()
+    conf = s.tmp / f"router-{name}.toml"
+    text = s.conf.read_text()
+    text = text.replace(f"port = {s.r_tls}\n", f"port = {tls}\n", 1)
+    text = text.replace(f"httpport = {s.r_http}\n", f"httpport = {http}\n", 1)
+    text = text.replace(f"clientsport = {s.r_cli}\n", f"clientsport = {cli}\n", 1)
+    conf.write_text(text)
+    with (s.tmp / f"router-{name}.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [exe, "--config", str(conf)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, **dict(e.split("=", 1) for e in env)),
+        )
+    st.callback(stop, proc)
+    for port in (http, tls):
+        wait_until(functools.partial(port_open, HOST, port), timeout=15, what=f"{name} {port}")
+    return name, http, tls, proc.pid
+
+
+def switches(pid: int) -> int:
+    """Context switches (voluntary and not) of every thread of pid so far."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if "ctxt_switches" in line:
+                    total += int(line.split()[1])
+        except OSError:
+            continue  # the thread ended
+    return total
 
 
 def iperf(port: int, seconds: int, reverse: bool) -> tuple[float, float]:
@@ -179,8 +220,9 @@ def start_haproxy(
     return proc, http, tls, ip
 
 
-# One measurement: Gbit/s, the proxy's CPU s, the backend's CPU s, the client's CPU s, wall s, GB.
-Sample = tuple[float, float, float, float, float, float]
+# One measurement: Gbit/s, the proxy's CPU s, the backend's CPU s, the client's CPU s, wall s, GB,
+# the proxy's context switches.
+Sample = tuple[float, float, float, float, float, float, int]
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -201,30 +243,36 @@ def throughput(args: argparse.Namespace) -> None:
             "tfrouter": (s.r_http, s.r_tls, s.r_tls, s.router.pid),
             "haproxy": (h_http, h_tls, h_ip, hap.pid),
         }
+        for spec in args.variant:
+            name, vh, vt, vpid = variant_router(st, s, spec)
+            paths[name] = (vh, vt, vt, vpid)
         res: dict[str, dict[str, list[Sample]]] = {}
         lat: dict[str, list[float]] = {p: [] for p in paths}
 
         def cpu(pid: int) -> float:
             return cpu_seconds(pid) if pid else 0.0
 
+        def csw(pid: int) -> int:
+            return switches(pid) if pid else 0
+
         for _ in range(args.rounds):
             for path, (hp, tp, ip, pid) in paths.items():
                 for name, cmd in tests.items():
                     port = tp if "-tls" in cmd else hp
-                    p0, b0, t0 = cpu(pid), cpu(s.backend.pid), time.monotonic()
+                    p0, b0, t0, s0 = cpu(pid), cpu(s.backend.pid), time.monotonic(), csw(pid)
                     out, ccpu = client(s.tool, *cmd, "-addr", f"{HOST}:{port}")
                     wall = time.monotonic() - t0
                     res.setdefault(name, {}).setdefault(path, []).append(
                         (float(out["gbps"]), cpu(pid) - p0, cpu(s.backend.pid) - b0, ccpu,
-                         wall, float(out["bytes"]) / 1e9)
+                         wall, float(out["bytes"]) / 1e9, csw(pid) - s0)
                     )  # fmt: skip
                 for rev in (False, True):
                     name = "iperf3 " + ("-R (download)" if rev else "(upload)")
-                    p0, t0 = cpu(pid), time.monotonic()
+                    p0, t0, s0 = cpu(pid), time.monotonic(), csw(pid)
                     g, ccpu = iperf(ip, args.seconds, rev)
                     wall = time.monotonic() - t0
                     res.setdefault(name, {}).setdefault(path, []).append(
-                        (g, cpu(pid) - p0, 0.0, ccpu, wall, g * args.seconds / 8)
+                        (g, cpu(pid) - p0, 0.0, ccpu, wall, g * args.seconds / 8, csw(pid) - s0)
                     )
                 out, _ = client(s.tool, "ttfb", "-n", str(args.latency_n), "-addr", f"{HOST}:{hp}")
                 lat[path].extend(float(x) for x in out["ms"])
@@ -281,6 +329,21 @@ def throughput(args: argparse.Namespace) -> None:
             f"{name:<24}{cd:>8.2f}{cores * 8 / cd:>9.1f}{ct:>9.2f}{cd / ct:>6.2f}"
             f"{cores * 8 / ct:>9.1f}{ch:>9.2f}{cd / ch:>6.2f}{cores * 8 / ch:>9.1f}"
         )
+    proxies = [p for p in paths if p != "direct"]
+    print(
+        "\nevery proxy: Gbit/s, x direct, its CPU s per GB and its context switches per GB "
+        "(all threads, from /proc)"
+    )
+    print(f"{'transfer':<24}{'proxy':<12}{'Gbit/s':>8}{'x':>6}{'CPU s/GB':>10}{'switches/GB':>13}")
+    for name, per in res.items():
+        gd = med(per["direct"], 0)
+        for p in proxies:
+            xs = per[p]
+            gb = med(xs, 5)
+            print(
+                f"{name:<24}{p:<12}{med(xs, 0):>8.2f}{med(xs, 0) / gd:>6.2f}"
+                f"{med(xs, 1) / gb:>10.2f}{med(xs, 6) / gb:>13.0f}"
+            )
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average at the end: {load} (1, 5, 15 min)")
     print("\nconnect -> first byte ms      p50     p99   added p50   added p99")
@@ -615,6 +678,14 @@ def main() -> None:
     t.add_argument("--mib", type=int, default=1024, help="MiB per bulk transfer")
     t.add_argument("--seconds", type=int, default=4, help="iperf3 duration")
     t.add_argument("--latency-n", type=int, default=500)
+    t.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=BINARY[:VAR=VALUE...]",
+        help="another tfrouter measured in turn with the others (an experimental build, or "
+        "this one with e.g. GOMAXPROCS=1); repeatable",
+    )
     f = sub.add_parser("fair")
     f.add_argument("--latency-n", type=int, default=2000)
     f.add_argument("--flood", type=int, default=20000)
