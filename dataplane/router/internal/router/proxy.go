@@ -282,19 +282,15 @@ type lazyRead func(take func() []byte, give func()) (int, error)
 func lazyReader(src net.Conn) lazyRead {
 	switch s := src.(type) {
 	case *tunnel.Stream:
-		full := false // the last read filled its buffer: more is likely there, no wait
 		return func(take func() []byte, give func()) (int, error) {
-			if !full {
-				give()
-				// go-yamux's Read with an empty buffer blocks until data, EOF or a reset.
-				if _, err := s.Read(nil); err != nil {
-					return 0, err
-				}
+			// go-yamux's Read with an empty buffer blocks until data, EOF or a reset, and
+			// returns at once when data is there. Always waited on with no buffer: even
+			// after a read that filled its buffer the stream may go idle.
+			give()
+			if _, err := s.Read(nil); err != nil {
+				return 0, err
 			}
-			b := take()
-			n, err := s.Read(b)
-			full = n == len(b)
-			return n, err
+			return s.Read(take())
 		}
 	case *net.TCPConn:
 		rc, err := s.SyscallConn()
