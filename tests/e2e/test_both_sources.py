@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

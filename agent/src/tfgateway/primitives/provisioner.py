@@ -21,8 +21,8 @@ from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.validation import ValidationError, normalize_domain
 
 __all__ = [
-    "ProvisionError",
     "NameHeldError",
+    "ProvisionError",
     "Provisioner",
     "is_reapplying",
     "reapplying",
