@@ -57,9 +57,10 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("gateway refused the tunnel (status %d): %s", e.status, e.reason)
 }
 
-// authenticate runs TLS with the pinned key and the proof on conn; on success the returned
-// connection carries the yamux session.
-func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte) (net.Conn, error) {
+// authenticate runs TLS with the pinned key and the proof on conn, offering the ALPN
+// protocols protos (preferred first); on success the returned connection carries the yamux
+// session and says which protocol the gateway chose.
+func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte, protos []string) (*tls.Conn, error) {
 	tc := tls.Client(conn, &tls.Config{
 		InsecureSkipVerify: true, // the pin is the whole verification
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -74,7 +75,7 @@ func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte)
 			return nil
 		},
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{authALPN},
+		NextProtos: protos,
 		ServerName: "tfgateway-tunnel",
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {

@@ -46,6 +46,8 @@ func (l Limits) StreamSlots() int {
 type Mux struct {
 	*yamux.Session
 	budget *budget
+	// dataConns: the client negotiated protocol 2 (data connections, dataconn.go).
+	dataConns bool
 }
 
 // NewMux starts the server side of yamux on conn with a receive-memory budget of
@@ -72,6 +74,9 @@ type Session struct {
 // BufferBytes is the receive window the session's streams hold now (bounded by
 // Limits.TunnelMemory).
 func (s *Session) BufferBytes() int { return s.mux.budget.Used() }
+
+// DataConns reports whether the client takes data connections (protocol 2).
+func (s *Session) DataConns() bool { return s.mux.dataConns }
 
 // Streams is the number of streams open on the session.
 func (s *Session) Streams() int { return s.mux.NumStreams() }
@@ -248,6 +253,9 @@ func (r *Registry) CloseAll() {
 		_ = s.mux.Close()
 	}
 }
+
+// Done is closed when the session ends.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 
 // RemoteAddr of the tunnel client.
 func (s *Session) RemoteAddr() net.Addr { return s.mux.RemoteAddr() }

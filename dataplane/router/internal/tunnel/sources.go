@@ -121,6 +121,18 @@ func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
 	}, ""
 }
 
+// Refund gives back the handshake token a connection from key took in Admit: a data
+// connection whose ticket matched is a public connection, not a handshake, so a busy tunnel
+// does not use up its client's rate. Refused tickets keep their token.
+func (s *Sources) Refund(key netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok {
+		src := e.Value.(*source)
+		src.tokens = min(float64(s.lim.HandshakeBurst), src.tokens+1)
+	}
+}
+
 // Len is the number of sources in the table.
 func (s *Sources) Len() int {
 	s.mu.Lock()
