@@ -228,12 +228,12 @@ func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.
 // the public connection is closed: the client has the ticket and may be dialling, so the
 // stream cannot safely carry the bytes instead.
 func (r *Router) dataConn(st *tunnel.Stream, tname string) (*tunnel.DataConn, bool) {
-	tk, err := r.Tickets.Issue(st.Session)
+	w, err := r.Tickets.Issue(st.Session)
 	if err != nil {
 		r.Metrics.DataConns.WithLabelValues("inline").Inc()
 		return nil, true
 	}
-	msg := append([]byte{tunnel.StreamTicket}, tk[:]...)
+	msg := append([]byte{tunnel.StreamTicket}, w.Ticket[:]...)
 	// The client closes the stream (FIN) once it has dialled and sent the ticket, and resets
 	// it if it cannot: a reset ends the wait at once.
 	refused := make(chan struct{})
@@ -250,7 +250,7 @@ func (r *Router) dataConn(st *tunnel.Stream, tname string) (*tunnel.DataConn, bo
 	if werr != nil {
 		refuse()
 	}
-	dc, err := r.Tickets.Wait(context.Background(), tk, refused)
+	dc, err := r.Tickets.Wait(context.Background(), w, refused)
 	if err != nil {
 		result := "expired"
 		switch {

@@ -114,8 +114,12 @@ func (a *Acceptor) handle(conn net.Conn, src netip.Addr, release func()) bool {
 	_ = conn.SetDeadline(time.Now().Add(a.HandshakeTimeout))
 	var first [1]byte
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		a.charge(src)
 		a.reject(src, ReasonBadHandshake)
 		return false
+	}
+	if first[0] != DataConnMarker || a.Tickets == nil {
+		a.charge(src)
 	}
 	switch first[0] {
 	case DataConnMarker:
@@ -223,7 +227,8 @@ const DataOK = "ok"
 
 // handleData reads a data connection's ticket and hands the connection to the public
 // connection waiting for it. A refused ticket costs no log line (counted in the refusal
-// summary and metrics) and keeps the source's handshake token; a matched one gives it back.
+// summary and metrics) and a handshake token of its source (Sources.Charge); a matched one
+// costs none.
 func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) bool {
 	tk, err := ReadTicket(conn)
 	if err != nil {
@@ -235,9 +240,6 @@ func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) boo
 		a.rejectData(src, ReasonBadTicket)
 		return false
 	}
-	if a.Sources != nil {
-		a.Sources.Refund(src)
-	}
 	if a.OnDataConn != nil {
 		a.OnDataConn(DataOK)
 	}
@@ -245,6 +247,7 @@ func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) boo
 }
 
 func (a *Acceptor) rejectData(src netip.Addr, reason string) {
+	a.charge(src)
 	a.reject(src, reason)
 	if a.OnDataConn != nil {
 		a.OnDataConn(reason)
@@ -294,6 +297,12 @@ func (a *Acceptor) reject(src netip.Addr, reason string) {
 	}
 	if a.OnReject != nil {
 		a.OnReject(reason)
+	}
+}
+
+func (a *Acceptor) charge(src netip.Addr) {
+	if a.Sources != nil {
+		a.Sources.Charge(src)
 	}
 }
 

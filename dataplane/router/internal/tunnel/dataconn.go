@@ -71,18 +71,20 @@ type Tickets struct {
 	TTL time.Duration
 
 	mu      sync.Mutex
-	waiting map[Ticket]*waiter
+	waiting map[Ticket]*Waiter
 	pending map[*Session]int
 }
 
-type waiter struct {
-	sess *Session
-	got  chan *DataConn // capacity 1, filled under Tickets.mu
+// Waiter is an issued ticket, waiting for its data connection.
+type Waiter struct {
+	Ticket Ticket
+	sess   *Session
+	got    chan *DataConn // capacity 1, filled under Tickets.mu
 }
 
 func (t *Tickets) init() {
 	if t.waiting == nil {
-		t.waiting = map[Ticket]*waiter{}
+		t.waiting = map[Ticket]*Waiter{}
 		t.pending = map[*Session]int{}
 	}
 }
@@ -94,11 +96,11 @@ func (t *Tickets) Pending() int {
 	return len(t.waiting)
 }
 
-// Issue creates a ticket for a public connection on sess.
-func (t *Tickets) Issue(sess *Session) (Ticket, error) {
-	var tk Ticket
-	if _, err := rand.Read(tk[:]); err != nil {
-		return tk, err
+// Issue creates a ticket for a public connection on sess; Wait must follow.
+func (t *Tickets) Issue(sess *Session) (*Waiter, error) {
+	w := &Waiter{sess: sess, got: make(chan *DataConn, 1)}
+	if _, err := rand.Read(w.Ticket[:]); err != nil {
+		return nil, err
 	}
 	limit := t.PerTunnel
 	if limit <= 0 {
@@ -108,22 +110,17 @@ func (t *Tickets) Issue(sess *Session) (Ticket, error) {
 	defer t.mu.Unlock()
 	t.init()
 	if t.pending[sess] >= limit {
-		return tk, ErrTicketsFull
+		return nil, ErrTicketsFull
 	}
-	t.waiting[tk] = &waiter{sess: sess, got: make(chan *DataConn, 1)}
+	t.waiting[w.Ticket] = w
 	t.pending[sess]++
-	return tk, nil
+	return w, nil
 }
 
 // Wait waits for tk's data connection until the ticket expires, ctx ends, abort is closed or
 // the tunnel dies; the ticket is gone when it returns, used or not.
-func (t *Tickets) Wait(ctx context.Context, tk Ticket, abort <-chan struct{}) (*DataConn, error) {
-	t.mu.Lock()
-	w := t.waiting[tk]
-	t.mu.Unlock()
-	if w == nil {
-		return nil, ErrTicketExpired
-	}
+func (t *Tickets) Wait(ctx context.Context, w *Waiter, abort <-chan struct{}) (*DataConn, error) {
+	tk := w.Ticket
 	ttl := t.TTL
 	if ttl <= 0 {
 		ttl = TicketTTL
@@ -155,7 +152,7 @@ func (t *Tickets) Wait(ctx context.Context, tk Ticket, abort <-chan struct{}) (*
 	return nil, err
 }
 
-func (t *Tickets) forget(tk Ticket, w *waiter) {
+func (t *Tickets) forget(tk Ticket, w *Waiter) {
 	delete(t.waiting, tk)
 	if t.pending[w.sess]--; t.pending[w.sess] <= 0 {
 		delete(t.pending, w.sess)
