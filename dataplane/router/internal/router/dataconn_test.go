@@ -435,3 +435,26 @@ func TestDataConnectionEndsWithItsTunnel(t *testing.T) {
 		return r.Registry.Len() == 0 && r.Tickets.Pending() == 0
 	})
 }
+
+// A route the router terminates sends decrypted bytes to the tunnel: with protocol 2 they
+// stay inside the TLS session (an inline stream), never on a data connection.
+func TestTerminatedRouteStaysInTheSession(t *testing.T) {
+	ca := testutil.NewCA(t)
+	cert, key := ca.Issue(t, "tun.example")
+	plain := headers(t)
+	id := testIdentity(t)
+	r := startRouter(t, 0, "[server.services.\"tun.example\"]\nclientsecret = \"7:tun\"\nterminate = \"http\"\n"+
+		tlsSection(t, [2]string{cert, key}), Options{TunnelIdentity: id})
+	tftunnel(t, "7:tun", r.trcAddr(), fmt.Sprintf("127.0.0.1:%d", plain), "--pin", id.Pin)
+	testutil.WaitFor(t, 10*time.Second, "tunnel registered", func() bool { return r.Registry.Len() == 1 })
+	if !session(t, r, "7:tun").DataConns() {
+		t.Fatal("protocol 2 not negotiated")
+	}
+	code, body, err := httpsGet(ca, r.tls(), "tun.example", "tun.example", "")
+	if err != nil || code != 200 || body != "host=tun.example xff=127.0.0.1 proto=https xhost=tun.example proto-major=1" {
+		t.Fatalf("terminated through the tunnel: %d %q, %v", code, body, err)
+	}
+	if v := dataConns(r, tunnel.DataOK); v != 0 {
+		t.Fatalf("%v data connections for a terminated route", v)
+	}
+}
