@@ -45,7 +45,7 @@ BIG_MIB = 256  # body of /big: far more than any window or buffer on the way
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
 def rss_kib(pid: int) -> int:
