@@ -119,6 +119,8 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		return o, errors.New("--local is required")
 	case backoffSeconds < 1:
 		return o, errors.New("--backoff must be at least 1 second")
+	case o.dataInTLS && o.pin == nil:
+		return o, errors.New("--data-in-tls needs --pin: without it there is no TLS session (the legacy protocol carries every connection in the clear)")
 	}
 	return o, nil
 }

@@ -219,7 +219,17 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if o.secret != "1:a" || len(o.remotes) != 2 || o.localTLS != "127.0.0.1:80" || o.backoff != 2*time.Second {
 		t.Fatalf("unexpected options %+v", o)
 	}
-	for _, bad := range [][]string{{}, {"--secret", "x"}, {"--secret", "x", "--remote", "h:1"}, {"--secret", strings.Repeat("s", maxSecretLen+1), "--remote", "h:1", "--local", "l:1"}} {
+	pin := "sha256/" + strings.Repeat("A", 43) + "="
+	o, err = parseFlags([]string{"--pin", pin}, func(k string) string {
+		if k == "TRC_DATA_IN_TLS" {
+			return "1"
+		}
+		return env[k]
+	})
+	if err != nil || !o.dataInTLS || o.pin == nil {
+		t.Fatalf("TRC_DATA_IN_TLS: %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{}, {"--secret", "x"}, {"--secret", "x", "--remote", "h:1", "--local", "l:1", "--data-in-tls"}, {"--secret", "x", "--remote", "h:1"}, {"--secret", strings.Repeat("s", maxSecretLen+1), "--remote", "h:1", "--local", "l:1"}} {
 		if _, err := parseFlags(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("accepted %v", bad)
 		}
