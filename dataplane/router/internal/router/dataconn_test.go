@@ -458,3 +458,39 @@ func TestTerminatedRouteStaysInTheSession(t *testing.T) {
 		t.Fatalf("%v data connections for a terminated route", v)
 	}
 }
+
+// A client whose data connections never arrive (a NAT that gives them another address)
+// loses DataMissLimit connections, then its tunnel carries every connection in its session;
+// the public connections that missed are closed, not held.
+func TestDataConnectionsTurnOffAfterMisses(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	id := testIdentity(t)
+	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id, TicketTTL: 300 * time.Millisecond})
+	const secret = "79:misses"
+	setRoute(t, rd, "miss.example", "", secret, 0, 0)
+	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	p := newP2Client(t, "127.0.0.1", r.trcAddr(), secret, mustPin(t, id))
+	testutil.WaitFor(t, 5*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
+
+	for i := range tunnel.DataMissLimit {
+		pub := publicGet(t, r, "miss.example")
+		if s := p.next(t); s.kind != tunnel.StreamTicket {
+			t.Fatalf("connection %d: stream kind %d, want a ticket", i, s.kind)
+		}
+		if !closedWithin(pub, 3*time.Second) {
+			t.Fatalf("connection %d kept after its ticket expired", i)
+		}
+	}
+	pub := publicGet(t, r, "miss.example")
+	s := p.next(t)
+	if s.kind != tunnel.StreamInline {
+		t.Fatalf("after %d misses: stream kind %d, want inline", tunnel.DataMissLimit, s.kind)
+	}
+	serveOne(t, s.st, "in the session")
+	if got := readBody(t, pub); got != "in the session" {
+		t.Fatalf("got %q", got)
+	}
+	if v := dataConns(r, "expired"); v != tunnel.DataMissLimit {
+		t.Fatalf("expired = %v", v)
+	}
+}

@@ -182,12 +182,16 @@ func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.
 	var dest net.Conn = st
 	inline := 0 // bytes of the inline marker, not the client's
 	if st.Session.DataConns() {
-		dc, ok := r.dataConn(st, tname)
+		var dc *tunnel.DataConn
+		ok := true
+		if st.Session.UseDataConns() {
+			dc, ok = r.dataConn(st, tname)
+		}
 		if !ok {
 			r.fail(listener, label, kindTunnel)
 			return
 		}
-		if dc == nil { // no ticket free: inline, announced by the stream's first byte
+		if dc == nil { // no ticket free, or data connections off: inline, announced by the stream's first byte
 			peeked = append([]byte{tunnel.StreamInline}, peeked...)
 			inline = 1
 		} else {
@@ -263,8 +267,13 @@ func (r *Router) dataConn(st *tunnel.Stream, tname string) (*tunnel.DataConn, bo
 		}
 		r.Metrics.DataConns.WithLabelValues(result).Inc()
 		r.log.Debug("tunnel data connection failed", "tunnel", tname, "result", result)
+		if (result == "expired" || result == "refused_by_client") && st.Session.DataConnCame(false) {
+			r.log.Warn("tunnel data connections do not arrive; this tunnel's connections go through its session from now on",
+				"tunnel", tname, "missed", tunnel.DataMissLimit, "remote", st.Session.RemoteAddr().String())
+		}
 		return nil, false
 	}
+	st.Session.DataConnCame(true)
 	return dc, true
 }
 
