@@ -296,7 +296,8 @@ func readBody(t *testing.T, c net.Conn) string {
 	return string(b)
 }
 
-// Tickets: single use, only from the tunnel client's source address, only while waiting;
+// Tickets: single use, only from the tunnel client's source address (not from another
+// tunnel's client), only while waiting;
 // a refused one closes the connection and counts (metrics, refusal summary), never a log
 // line of its own; a ticket never used expires and its public connection is closed; a
 // client that resets the ticket stream ends the wait at once; tickets beyond the per-tunnel
@@ -316,9 +317,14 @@ func TestTicketsRefusedAndExpired(t *testing.T) {
 	if s.kind != tunnel.StreamTicket {
 		t.Fatalf("stream kind %d, want a ticket", s.kind)
 	}
-	// from another source (127.0.0.2): refused, and the ticket stays good for its owner
+	// from another tunnel's client (another secret, registered from 127.0.0.2): refused, and
+	// the ticket stays good for its owner
+	setRoute(t, rd, "other.example", "", "78:other", 0, 0)
+	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret("78:other") })
+	newP2Client(t, "127.0.0.2", r.trcAddr(), "78:other", mustPin(t, id))
+	testutil.WaitFor(t, 5*time.Second, "second tunnel", func() bool { return r.Registry.Len() == 2 })
 	if !closedWithin(presentTicket(t, "127.0.0.2", r.trcAddr(), s.ticket), 2*time.Second) {
-		t.Fatal("a ticket from another source was not refused")
+		t.Fatal("a ticket from another tunnel's client was not refused")
 	}
 	// a random ticket: refused
 	var random tunnel.Ticket
@@ -387,7 +393,7 @@ func TestTicketsRefusedAndExpired(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, 5*time.Second, "tickets freed", func() bool {
-		return r.Tickets.Pending() == 0 && dataConns(r, "tunnel_closed") == 2 && r.Registry.Len() == 0
+		return r.Tickets.Pending() == 0 && dataConns(r, "tunnel_closed") == 2 && r.Registry.Len() == 1
 	})
 	_ = held
 }
