@@ -72,6 +72,9 @@ func (t *tunnel) serveData(ctx context.Context, stream *yamux.Stream) {
 	}
 	_ = stream.Close()
 	defer dc.Close()
+	// ctx ends with the session: the data connection (and so its local one) goes with it.
+	stop := context.AfterFunc(ctx, func() { _ = dc.Close() })
+	defer stop()
 	t.serveConn(ctx, dc)
 }
 

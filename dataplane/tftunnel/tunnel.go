@@ -145,6 +145,10 @@ func (t *tunnel) session(ctx context.Context) error {
 
 	var streams sync.WaitGroup
 	defer streams.Wait()
+	// Data connections end with the session, as its streams do (and before the wait above:
+	// a dead session must not wait for its data connections' TCP timeouts to reconnect).
+	sessCtx, endSession := context.WithCancel(ctx)
+	defer endSession()
 	for {
 		stream, err := sess.AcceptStream()
 		if err != nil {
@@ -159,7 +163,7 @@ func (t *tunnel) session(ctx context.Context) error {
 			defer streams.Done()
 			defer streamsServed.done()
 			if dataConns {
-				t.serveData(ctx, stream)
+				t.serveData(sessCtx, stream)
 			} else {
 				t.serveStream(ctx, stream)
 			}
