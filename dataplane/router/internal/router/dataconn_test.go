@@ -500,3 +500,40 @@ func TestDataConnectionsTurnOffAfterMisses(t *testing.T) {
 		t.Fatalf("expired = %v", v)
 	}
 }
+
+// A matched data connection leaves its source's connection count on the clients port (it
+// holds its stream's slot instead): a client limited to 4 connections there carries 20
+// long-lived connections at once.
+func TestMatchedDataConnectionsLeaveTheSourceCount(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	echo := tcpBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	id := testIdentity(t)
+	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id,
+		TunnelSources: tunnel.SourceLimits{HandshakesPerMinute: 60, HandshakeBurst: 10, MaxConnsPerSource: 4}})
+	const secret = "80:many"
+	setRoute(t, rd, "many.example", "", secret, 0, 0)
+	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	tftunnel(t, secret, r.trcAddr(), fmt.Sprintf("127.0.0.1:%d", echo), "--pin", id.Pin)
+	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
+
+	var held []*bufio.Reader
+	for i := range 20 {
+		c := publicGet(t, r, "many.example") // the echo service sends the request head back
+		br := bufio.NewReader(c)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "GET / HTTP/1.0") {
+			t.Fatalf("connection %d: %q, %v", i, line, err)
+		}
+		held = append(held, br)
+	}
+	if v := dataConns(r, tunnel.DataOK); v != 20 {
+		t.Fatalf("data connections ok = %v, want 20", v)
+	}
+	if v := registrations(r, tunnel.ReasonSourceConns); v != 0 {
+		t.Fatalf("source_conns_limited = %v", v)
+	}
+	if n := session(t, r, secret).Streams(); n != 20 {
+		t.Fatalf("%d stream slots held, want 20", n)
+	}
+	_ = held
+}

@@ -228,7 +228,7 @@ const DataOK = "ok"
 // handleData reads a data connection's ticket and hands the connection to the public
 // connection waiting for it. A refused ticket costs no log line (counted in the refusal
 // summary and metrics) and a handshake token of its source (Sources.Charge); a matched one
-// costs none.
+// costs none and leaves its source's connection count.
 func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) bool {
 	tk, err := ReadTicket(conn)
 	if err != nil {
@@ -236,10 +236,15 @@ func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) boo
 		return false
 	}
 	_ = conn.SetDeadline(time.Time{})
-	if !a.Tickets.Claim(tk, src, &DataConn{Conn: conn, Release: release}) {
+	if !a.Tickets.Claim(tk, src, &DataConn{Conn: conn, Release: func() {}}) {
 		a.rejectData(src, ReasonBadTicket)
 		return false
 	}
+	// Matched: from now on the connection is bounded by its tunnel's stream slot (held for
+	// its life, Limits.MaxStreamsPerTunnel and MaxStreams), not by its source's connections
+	// on this port, which bound what is not yet authenticated: a busy tunnel (or several
+	// behind one NAT) must not run out of them.
+	release()
 	if a.OnDataConn != nil {
 		a.OnDataConn(DataOK)
 	}

@@ -51,7 +51,7 @@ var (
 )
 
 // DataConn is a matched data connection: the accepted TCP connection (spliced as it is) and
-// the release of its place in the per-source limits, to call once it is closed.
+// a release to call once it is closed.
 type DataConn struct {
 	Conn    net.Conn
 	Release func()

@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/netip"
@@ -124,5 +126,21 @@ func TestTicketClaimRacesExpiry(t *testing.T) {
 	t.Logf("claimed %d, delivered %d", claims.Load(), delivered.Load())
 	if closed.Load() != claims.Load() || released.Load() != claims.Load() {
 		t.Fatalf("claimed %d, closed %d, released %d", claims.Load(), closed.Load(), released.Load())
+	}
+}
+
+// A pin whose base64 starts with "/" (one key in 64) parses, as does curl's "sha256//" form.
+func TestParsePinWithLeadingSlash(t *testing.T) {
+	sum := make([]byte, 32)
+	sum[0] = 0xfc // base64 "/..."
+	b64 := base64.StdEncoding.EncodeToString(sum)
+	for _, pin := range []string{"sha256/" + b64, "sha256//" + b64} {
+		got, err := ParsePin(pin)
+		if err != nil || !bytes.Equal(got, sum) {
+			t.Fatalf("%s: %x, %v", pin, got, err)
+		}
+	}
+	if _, err := ParsePin("sha256/" + b64[1:]); err == nil {
+		t.Fatal("a truncated pin was accepted")
 	}
 }
