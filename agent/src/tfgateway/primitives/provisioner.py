@@ -22,6 +22,7 @@ from tfgateway.primitives.validation import ValidationError, normalize_domain
 
 __all__ = [
     "ProvisionError",
+    "NameHeldError",
     "Provisioner",
     "is_reapplying",
     "reapplying",
@@ -39,6 +40,11 @@ class ProvisionError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NameHeldError(ProvisionError):
+    """Refused because another owner holds the name (or the WireGuard key): the same
+    reservation may succeed once they let go. The message is the Go daemon's, unchanged."""
 
 
 @runtime_checkable
