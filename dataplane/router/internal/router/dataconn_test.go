@@ -537,3 +537,105 @@ func TestMatchedDataConnectionsLeaveTheSourceCount(t *testing.T) {
 	}
 	_ = held
 }
+
+// cutRelay forwards TCP connections to target and can cut the client side of one of them
+// (a reset towards the client, the upstream side left open and silent: a path that died
+// between client and relay) and stop accepting.
+type cutRelay struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn // client sides, in accept order
+}
+
+func newCutRelay(t *testing.T, target string) *cutRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &cutRelay{ln: ln}
+	var ups []net.Conn
+	t.Cleanup(func() {
+		_ = ln.Close()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range append(r.conns, ups...) {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c)
+			ups = append(ups, up)
+			r.mu.Unlock()
+			// each direction passes its EOF on as a half-close and never closes the other
+			// side on an error
+			go func() {
+				if _, err := io.Copy(up, c); err == nil {
+					_ = up.(*net.TCPConn).CloseWrite()
+				}
+			}()
+			go func() {
+				if _, err := io.Copy(c, up); err == nil {
+					_ = c.(*net.TCPConn).CloseWrite()
+				}
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *cutRelay) addr() string { return r.ln.Addr().String() }
+
+func (r *cutRelay) cut(i int) {
+	_ = r.ln.Close()
+	r.mu.Lock()
+	c := r.conns[i]
+	r.mu.Unlock()
+	_ = c.(*net.TCPConn).SetLinger(0)
+	_ = c.Close()
+}
+
+// tftunnel's data connections end with its session: when the path of its session dies (the
+// router cannot tell yet), tftunnel closes them, so the router ends the public connections
+// they carried instead of holding them until its keepalive notices.
+func TestTftunnelEndsDataConnectionsWithItsSession(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	echo := tcpBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	id := testIdentity(t)
+	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
+	const secret = "81:cut"
+	setRoute(t, rd, "cut.example", "", secret, 0, 0)
+	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	relay := newCutRelay(t, r.trcAddr())
+	tftunnel(t, secret, relay.addr(), fmt.Sprintf("127.0.0.1:%d", echo), "--pin", id.Pin)
+	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
+
+	pub := publicGet(t, r, "cut.example")
+	br := bufio.NewReader(pub)
+	_ = pub.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "GET / HTTP/1.0") {
+		t.Fatalf("through the data connection: %q, %v", line, err)
+	}
+	if v := dataConns(r, tunnel.DataOK); v != 1 {
+		t.Fatalf("data connections ok = %v", v)
+	}
+	relay.cut(0) // the session's path: tftunnel sees it die, the router does not
+	_ = pub.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("public connection not ended by tftunnel within 5 s: %v", err)
+	}
+	if r.Registry.Len() != 1 {
+		t.Fatal("the router noticed the cut itself: the test proves nothing")
+	}
+}
