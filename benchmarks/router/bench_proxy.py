@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import re
@@ -560,112 +561,115 @@ def conns(args: argparse.Namespace) -> None:
                 host = f"t{i}.example"
                 wait_until(functools.partial(served, s.r_http, host), timeout=20, what=host)
         tun_pids = [t.pid for t in tunnels]
-        settle_s = args.every + 1
-        base = settle([router, *tun_pids], 2)
-        m0, fds0 = metrics(mport), fds(router)
-        # direct half: 20 source addresses per client process
-        t0 = time.monotonic()
-        direct = Group(
-            st, s, "bulk.example", n_dir,
-            [",".join(f"127.0.{10 + k}.{i}" for i in range(1, 11)) for k in range(args.procs)],
-            args.every,
-        )  # fmt: skip
-        failed_open = direct.opened()
-        open_d = time.monotonic() - t0
-        after_d = settle([router, *tun_pids], settle_s)
-        m1, fds1 = metrics(mport), fds(router)
-        groups = [("direct", direct)]
-        after_t, m2, fds2, open_t = after_d, m1, fds1, 0.0
-        if args.tunnels:
+        pids = [router, *tun_pids]
+        base = settle(pids, 2)
+        # Phases, each opened and measured once its connections made their first requests:
+        # the direct half (20 source addresses per client process), then the legacy tunnels'
+        # share of the other half, then the authenticated (--pin) tunnels' share.
+        phases: list[Phase] = [Phase("idle", 0, 0.0, base, metrics(mport), fds(router), [])]
+        plan: list[tuple[str, list[tuple[str, int, list[str]]]]] = [
+            ("direct", [("bulk.example", n_dir, [",".join(f"127.0.{10 + k}.{i}" for i in
+                        range(1, 11)) for k in range(args.procs)])]),
+        ]  # fmt: skip
+        for kind, first in (("tunnel, legacy", 0), ("tunnel, --pin", 1)):
+            idx = range(first, args.tunnels, 2)
+            plan.append(
+                (kind, [(f"t{i}.example", n_tun // args.tunnels + (i < n_tun % args.tunnels),
+                         [",".join(f"127.0.{40 + i}.{j}" for j in range(1, 11))]) for i in idx])
+            )  # fmt: skip
+        failed_open = 0
+        for kind, members in plan:
+            if not members or not sum(n for _, n, _ in members):
+                continue
             t0 = time.monotonic()
-            tgroups = [
-                Group(
-                    st, s, f"t{i}.example", n_tun // args.tunnels + (i < n_tun % args.tunnels),
-                    [",".join(f"127.0.{40 + i}.{j}" for j in range(1, 11))], args.every,
-                )
-                for i in range(args.tunnels)
-            ]  # fmt: skip
-            failed_open += sum(g.opened() for g in tgroups)
-            open_t = time.monotonic() - t0
-            after_t = settle([router, *tun_pids], settle_s)
-            m2, fds2 = metrics(mport), fds(router)
-            groups += [(f"tunnel {i}", g) for i, g in enumerate(tgroups)]
-        # both held together
-        c0 = [cpu_seconds(p) for p in (router, *tun_pids)]
+            gs = [Group(st, s, host, n, srcs, args.every) for host, n, srcs in members]
+            failed_open += sum(g.opened() for g in gs)
+            opened = time.monotonic() - t0
+            rss = settle(pids, args.every + 1)
+            phases.append(
+                Phase(kind, sum(g.n for g in gs), opened, rss, metrics(mport), fds(router), gs)
+            )
+        # all held together
+        c0 = [cpu_seconds(p) for p in pids]
         w0 = time.monotonic()
-        peak = [0] * (1 + len(tun_pids))
+        peak = [0] * len(pids)
         while time.monotonic() - w0 < args.hold:
-            for i, pid in enumerate((router, *tun_pids)):
+            for i, pid in enumerate(pids):
                 peak[i] = max(peak[i], rss_kib(pid))
             time.sleep(0.5)
-        held = [rss_kib(p) for p in (router, *tun_pids)]
-        c1 = [cpu_seconds(p) for p in (router, *tun_pids)]
+        held = [rss_kib(p) for p in pids]
+        c1 = [cpu_seconds(p) for p in pids]
         w1 = time.monotonic()
-        results = {name: g.done() for name, g in groups}
-    kinds = ["legacy" if i % 2 == 0 else "authenticated (--pin)" for i in range(args.tunnels)]
+        results = {ph.name: [g.done() for g in ph.groups] for ph in phases[1:]}
     print(
         f"\n{args.n} proxied connections: {n_dir} direct ({args.procs} client processes, "
         f"{args.procs * 10} source addresses) and {n_tun} through {args.tunnels} reverse tunnels "
-        f"(tftunnel, {kinds.count('legacy')} legacy and {len(kinds) - kinds.count('legacy')} "
-        f"authenticated, {per_tunnel} streams each); HTTP keep-alive, one small request per "
-        f"connection every {args.every} s; held together {args.hold} s after both groups opened"
+        f"(tftunnel, every other one authenticated with --pin, {per_tunnel} streams each); HTTP "
+        f"keep-alive, one small request per connection every {args.every} s; opened in turn, "
+        f"then all held together {args.hold} s"
     )
-    srv = sum(r[0] for r in results.values())
-    fl = sum(r[1] for r in results.values())
-    req = sum(r[2] for r in results.values())
+    srv = sum(r[0] for rs in results.values() for r in rs)
+    fl = sum(r[1] for rs in results.values() for r in rs)
+    req = sum(r[2] for rs in results.values() for r in rs)
     print(
-        f"opened: direct in {open_d:.1f} s, tunnel in {open_t:.1f} s; served to the end: {srv} "
-        f"of {args.n} (direct {results['direct'][0]}, tunnels "
-        f"{srv - results['direct'][0]}); failed: {fl} (at open: {failed_open}); requests "
-        f"answered: {req}"
+        f"served to the end: {srv} of {args.n} ("
+        + ", ".join(f"{k} {sum(r[0] for r in rs)}" for k, rs in results.items())
+        + f"); failed: {fl} (at open: {failed_open}); requests answered: {req}"
     )
-
-    def mib(m: dict[str, float], k: str) -> float:
-        return m.get(k, 0) / 2**20
-
-    print(f"\n{'tfrouter':<26}{'idle':>10}{'+ direct':>10}{'+ tunnel':>10}{'held':>10}{'peak':>10}")
-    print(f"{'RSS KiB':<26}{base[0]:>10}{after_d[0]:>10}{after_t[0]:>10}{held[0]:>10}{peak[0]:>10}")
-    print(f"{'descriptors':<26}{fds0:>10}{fds1:>10}{fds2:>10}")
-    for k, label in (
-        ("go_memstats_heap_inuse_bytes", "Go heap in use MiB"),
-        ("go_memstats_stack_inuse_bytes", "Go stacks MiB"),
-    ):
-        print(f"{label:<26}{mib(m0, k):>10.1f}{mib(m1, k):>10.1f}{mib(m2, k):>10.1f}")
     print(
-        f"{'goroutines':<26}{m0.get('go_goroutines', 0):>10.0f}{m1.get('go_goroutines', 0):>10.0f}"
-        f"{m2.get('go_goroutines', 0):>10.0f}"
+        f"\n{'tfrouter after opening':<24}{'conns':>7}{'open s':>8}{'RSS KiB':>9}{'fds':>7}"
+        f"{'heap MiB':>10}{'stacks MiB':>11}{'goroutines':>11}"
     )
-
-    def per(m_a: dict[str, float], m_b: dict[str, float], what: str, n: int) -> float:
-        k = f"go_memstats_{what}_inuse_bytes"
-        return (m_b.get(k, 0) - m_a.get(k, 0)) / 1024 / n
-
-    print(
-        f"\nper connection (goal <= 64 KiB of router memory each): direct "
-        f"{(after_d[0] - base[0]) / n_dir:.1f} KiB RSS (Go heap {per(m0, m1, 'heap', n_dir):.1f}, "
-        f"stacks {per(m0, m1, 'stack', n_dir):.1f}), {(fds1 - fds0) / n_dir:.1f} descriptors"
-    )
-    if n_tun:
+    for ph in phases:
         print(
-            f"per connection through a tunnel: {(after_t[0] - after_d[0]) / n_tun:.1f} KiB RSS "
-            f"(Go heap {per(m1, m2, 'heap', n_tun):.1f}, "
-            f"stacks {per(m1, m2, 'stack', n_tun):.1f}), "
-            f"{(fds2 - fds1) / n_tun:.1f} descriptors"
+            f"{ph.name:<24}{ph.n:>7}{ph.opened:>8.1f}{ph.rss[0]:>9}{ph.fds:>7}"
+            f"{ph.heap / 2**20:>10.1f}{ph.stacks / 2**20:>11.1f}{ph.goroutines:>11.0f}"
         )
-        grow = [(after_t[1 + i] - base[1 + i]) for i in range(args.tunnels)]
+    print(f"{'all held (end, peak)':<24}{'':>7}{'':>8}{held[0]:>9}   peak {peak[0]} KiB")
+    print("\nper connection, each group against the one before (goal <= 64 KiB of router memory):")
+    print(
+        f"{'':<24}{'RSS KiB':>9}{'heap KiB':>10}{'stacks KiB':>11}{'fds':>6}{'goroutines':>11}"
+        f"{'tftunnel RSS KiB':>18}"
+    )
+    for prev, ph in itertools.pairwise(phases):
+        n = ph.n
+        tun = ""
+        if ph.name.startswith("tunnel"):
+            first = 0 if "legacy" in ph.name else 1
+            grow = [
+                (ph.rss[1 + i] - base[1 + i]) / (n / len(ph.groups))
+                for i in range(first, args.tunnels, 2)
+            ]
+            tun = f"{statistics.median(grow):.1f}"
         print(
-            f"tftunnel RSS per stream: median {statistics.median(grow) / per_tunnel:.1f} KiB "
-            f"(idle {statistics.median(base[1:])} KiB, with {per_tunnel} streams "
-            f"{statistics.median(after_t[1:])} KiB per process; legacy "
-            f"{statistics.median(grow[0::2]) / per_tunnel:.1f}, authenticated "
-            f"{statistics.median(grow[1::2]) / per_tunnel:.1f} KiB per stream)"
+            f"{ph.name:<24}{(ph.rss[0] - prev.rss[0]) / n:>9.1f}"
+            f"{(ph.heap - prev.heap) / 1024 / n:>10.1f}"
+            f"{(ph.stacks - prev.stacks) / 1024 / n:>11.1f}"
+            f"{(ph.fds - prev.fds) / n:>6.1f}{(ph.goroutines - prev.goroutines) / n:>11.1f}"
+            f"{tun:>18}"
         )
     cpu_t = sum(c1[1:]) - sum(c0[1:])
     print(
-        f"CPU while held {w1 - w0:.1f} s: tfrouter {c1[0] - c0[0]:.2f} s "
+        f"\nCPU while held {w1 - w0:.1f} s: tfrouter {c1[0] - c0[0]:.2f} s "
         f"({100 * (c1[0] - c0[0]) / (w1 - w0):.1f}% of a core), all tftunnels {cpu_t:.2f} s; "
+        f"tftunnel RSS idle {statistics.median(base[1:]) if tun_pids else 0} KiB; "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+
+
+class Phase:
+    """The router's state after one group of connections was opened."""
+
+    def __init__(
+        self, name: str, n: int, opened: float, rss: list[int], m: dict[str, float], fds: int,
+        groups: list[Group],
+    ) -> None:  # fmt: skip
+        self.name, self.n, self.opened, self.rss, self.fds, self.groups = (
+            name, n, opened, rss, fds, groups,
+        )  # fmt: skip
+        self.heap = m.get("go_memstats_heap_inuse_bytes", 0.0)
+        self.stacks = m.get("go_memstats_stack_inuse_bytes", 0.0)
+        self.goroutines = m.get("go_goroutines", 0.0)
 
 
 def main() -> None:
