@@ -251,12 +251,13 @@ class Agent:
     async def prepare(self) -> None:
         cfg = self.config
         log.info(
-            "tfgateway %s starting: node %s, %s, workloads file %s, redis %s",
+            "tfgateway %s starting: node %s, %s, workloads file %s, redis %s, event loop %s",
             __version__,
             self.identity.node_id,
             "standalone (no explorer)" if self.standalone else f"explorer {self.explorer.base}",
             cfg.workloads or "none",
             cfg.redis.split("@")[-1],
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         if self.standalone and self.declared is None:
             log.warning("neither --explorer nor --workloads: this gateway serves nothing new")
