@@ -33,6 +33,7 @@ from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox
 from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, gateway_body, retrying
+from tfgateway.explorer.sender import PutSender
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway.node.location import resolve_location
@@ -117,6 +118,16 @@ class Agent:
             timeout=config.request_timeout,
             on_error=self.metrics.explorer_error,
         )
+        # Result PUTs from a child process, on the other core (explorer/sender.py).
+        self.sender: PutSender | None = None
+        if not self.standalone:
+            self.sender = PutSender(
+                self.explorer.base,
+                identity.seed,
+                timeout=config.request_timeout,
+                log_format=config.log_format,
+            )
+            self.explorer.put_via = self.sender.put_result
         self.registered = asyncio.Event()
         self.outbox = Outbox(
             self.batch,
@@ -548,6 +559,9 @@ class Agent:
         if self.fourtosix is not None:
             with contextlib.suppress(Exception):
                 await self.fourtosix.close()
+        if self.sender is not None:
+            with contextlib.suppress(Exception):
+                await self.sender.aclose()
         await self.explorer.aclose()
         with contextlib.suppress(Exception):
             await self.redis.aclose()

@@ -325,6 +325,9 @@ class ExplorerClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self.put_via: Callable[[str, bytes], Awaitable[None]] | None = None
+        """What sends result PUTs instead of this client (`sender.PutSender.put_result`: the
+        same request from a child process); it raises the ExplorerError this client would."""
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -487,6 +490,13 @@ class ExplorerClient:
 
     async def put_result(self, gwid: str, body: bytes) -> None:
         """PUT a result body (Go-encoded, with its newline) built and persisted by the caller."""
+        if self.put_via is not None:
+            try:
+                await self.put_via(gwid, body)
+            except ExplorerError:
+                self._count("put_result")
+                raise
+            return
         await self._request(
             "put_result",
             "PUT",
