@@ -108,3 +108,25 @@ def test_any_bytes_read_the_same(data: bytes) -> None:
     got_kind, got = _outcome(fastjson.loads, data)
     assert got_kind == kind
     assert _same(got, expected) if kind == "value" else got is expected
+
+
+def _replacing(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize("data", [d for d in TRICKY if isinstance(d, bytes)])
+def test_with_a_fallback_of_its_own(data: bytes) -> None:
+    """The poll page's reading (explorer client): invalid UTF-8 replaced, not refused."""
+    kind, value = _outcome(_replacing, data)
+    got_kind, got = _outcome(lambda d: fastjson.loads(d, _replacing), data)
+    assert got_kind == kind
+    assert _same(got, value) if kind == "value" else got is value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | _json_values.map(lambda v: json.dumps(v).encode()))
+def test_any_bytes_with_a_fallback_of_its_own(data: bytes) -> None:
+    kind, expected = _outcome(_replacing, data)
+    got_kind, got = _outcome(lambda d: fastjson.loads(d, _replacing), data)
+    assert got_kind == kind
+    assert _same(got, expected) if kind == "value" else got is expected

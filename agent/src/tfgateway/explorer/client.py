@@ -207,10 +207,14 @@ async def retrying(
             await asyncio.sleep(delay)
 
 
+def _replacing_loads(content: bytes) -> Any:
+    return json.loads(content.decode("utf-8", "replace"))
+
+
 def decode_poll_body(content: bytes) -> Any:
     """A poll answer's JSON, invalid UTF-8 replaced (U+FFFD), as it always was; through
-    `fastjson` (orjson where it reads the same, about 3 times `json` on a page of 200 workloads)."""
-    return fastjson.loads(content.decode("utf-8", "replace"))
+    `fastjson` (orjson where it reads the same: a page of 200 workloads in half the time)."""
+    return fastjson.loads(content, _replacing_loads)
 
 
 def _reason(status: int, reason: str | None) -> str:
