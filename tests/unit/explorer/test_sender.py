@@ -5,8 +5,10 @@ requests fail as retryable; the next PUT starts a new child)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,25 @@ async def test_closed_sender_refuses_for_good(explorer: Explorer) -> None:
         await c.put_result("1-1", b"{}\n")
     await c.aclose()
     assert not info.value.retryable
+
+
+async def test_the_seed_is_neither_in_argv_nor_in_the_environment(explorer: Explorer) -> None:
+    explorer.queue(reply(201))
+    c, sender, _ = sending(explorer)
+    try:
+        await c.put_result("1-1", b"{}\n")
+        assert sender._proc is not None
+        pid = sender._proc.pid
+        cmdline, environ = await asyncio.to_thread(
+            lambda: (
+                Path(f"/proc/{pid}/cmdline").read_bytes(),
+                Path(f"/proc/{pid}/environ").read_bytes(),
+            )
+        )
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert cmdline.split(b"\0")[1:3] == [b"-m", b"tfgateway.explorer.sender"]
+    for form in (SEED, SEED.hex().encode(), base64.b64encode(SEED)):
+        assert form not in cmdline
+        assert form not in environ
