@@ -23,18 +23,19 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
-from pydantic import ValidationError
 from yarl import URL
 
-from tfgateway.explorer.models import User
 from tfgateway.explorer.signatures import Signer, sign_headers
 from tfgateway.model import fastjson, gojson
 from tfgateway.node.location import Location
+
+if TYPE_CHECKING:
+    from tfgateway.explorer.models import User
 
 __all__ = [
     "COUNTER_KEYS",
@@ -520,6 +521,12 @@ class ExplorerClient:
         )
 
     async def get_user(self, tid: int) -> User:
+        # imported here: the result sender's child process (sender.py) never asks for a user,
+        # and pydantic would be 11 MB of its memory
+        from pydantic import ValidationError
+
+        from tfgateway.explorer.models import User
+
         content = await self._request("get_user", "GET", ["users", str(tid)], _body, expect=200)
         if content is None:
             raise ExplorerError(
