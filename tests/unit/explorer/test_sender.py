@@ -177,3 +177,42 @@ async def test_the_seed_is_neither_in_argv_nor_in_the_environment(explorer: Expl
     for form in (SEED, SEED.hex().encode(), base64.b64encode(SEED)):
         assert form not in cmdline
         assert form not in environ
+
+
+async def test_a_child_that_cannot_start_leaves_the_puts_to_the_agent(
+    explorer: Explorer, tmp_path: Path
+) -> None:
+    """No interpreter to run (or one that never says ready): PUTs go out in process, for
+    START_PAUSE before the next attempt, instead of failing until the child runs."""
+    explorer.queue(reply(201), reply(201))
+    errors: list[str] = []
+    c = client(explorer, on_error=errors.append)
+    sender = PutSender(c.base, SEED, timeout=3.0, python=str(tmp_path / "no-python"))
+    c.put_via = sender.put_result
+    try:
+        await c.put_result("1-1", b"{}\n")
+        await c.put_result("2-1", b"{}\n")  # paused: not tried again
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/1-1", f"{WORKLOADS}/2-1"]
+    assert_signed(explorer.seen[0])
+    assert sender.started == 0
+    assert errors == []
+
+
+async def test_a_child_that_exits_before_it_is_ready(explorer: Explorer, tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    explorer.queue(reply(201))
+    c = client(explorer)
+    sender = PutSender(c.base, SEED, timeout=3.0, python=str(fake))
+    c.put_via = sender.put_result
+    try:
+        await c.put_result("1-1", b"{}\n")
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/1-1"]
+    assert sender.started == 0

@@ -46,6 +46,7 @@ __all__ = [
     "ExplorerError",
     "PollDecodeError",
     "PollResult",
+    "SenderUnavailableError",
     "base_url",
     "gateway_body",
     "reserved_resources_body",
@@ -91,6 +92,13 @@ class ExplorerError(Exception):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+
+class SenderUnavailableError(ExplorerError):
+    """The result sender's child process cannot run: the PUT is made in this process."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class PollDecodeError(ExplorerError):
@@ -498,10 +506,13 @@ class ExplorerClient:
         if self.put_via is not None:
             try:
                 await self.put_via(gwid, body)
+            except SenderUnavailableError:
+                pass  # made here instead, below
             except ExplorerError:
                 self._count("put_result")
                 raise
-            return
+            else:
+                return
         await self._request(
             "put_result",
             "PUT",

@@ -8,7 +8,8 @@ verdict back, and the two run in parallel.
 
 The child is a transport, nothing more: the outbox still persists every message before it is
 sent and removes it only once the explorer acknowledged it, so a child that dies loses nothing
-(its requests fail as retryable, the outbox retries, the next request starts a new child). The
+(its requests fail as retryable, the outbox retries, the next request starts a new child); a
+child that cannot start at all leaves the PUTs to the agent's own client for `START_PAUSE`. The
 child gets the node's seed over its stdin (never argv or the environment) to sign the requests
 as the parent would; it exits when its stdin closes, i.e. with the parent.
 
@@ -31,7 +32,12 @@ import struct
 import sys
 from typing import Any, Final
 
-from tfgateway.explorer.client import POOL_SIZE, ExplorerClient, ExplorerError
+from tfgateway.explorer.client import (
+    POOL_SIZE,
+    ExplorerClient,
+    ExplorerError,
+    SenderUnavailableError,
+)
 from tfgateway.node.identity import SEED_SIZE, Identity
 from tfgateway.telemetry.logs import LogFormat, setup_logging
 
@@ -45,6 +51,8 @@ _SETTINGS: Final = struct.Struct("<I")
 MAX_MESSAGE: Final = 4096
 STOP_TIMEOUT: Final = 5.0
 START_TIMEOUT: Final = 60.0
+START_PAUSE: Final = 60.0
+"""After a child failed to start, PUTs are made in the agent's process for this long."""
 READY: Final = b"R"
 
 
@@ -76,8 +84,11 @@ class PutSender:
         pool_size: int = POOL_SIZE,
         log_format: LogFormat = "text",
         name: str = "sender",
+        python: str = sys.executable,
     ) -> None:
         self._settings = _settings_frame(base, seed, timeout, pool_size, log_format)
+        self._python = python
+        self._paused_until = float("-inf")
         self._timeout = timeout
         self._name = name
         self._proc: asyncio.subprocess.Process | None = None
@@ -102,39 +113,55 @@ class PutSender:
         async with self._starting:
             if self._proc is not None and self._proc is not proc:
                 return self._proc
+            now = asyncio.get_running_loop().time()
+            if now < self._paused_until:
+                raise SenderUnavailableError("explorer sender process paused after a failed start")
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "tfgateway.explorer.sender",
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    env=_child_env(),
+                return await self._start()
+            except SenderUnavailableError as exc:
+                self._paused_until = now + START_PAUSE
+                log.warning(
+                    "%s; result PUTs are made by the agent itself for %g s", exc, START_PAUSE
                 )
-            except OSError as exc:
-                raise ExplorerError(
-                    f"cannot start the explorer sender process: {exc}", retryable=True
-                ) from exc
-            assert proc.stdin is not None
-            assert proc.stdout is not None
-            proc.stdin.write(self._settings)
-            try:  # ready: its imports done and its client made (seconds on a loaded machine)
-                async with asyncio.timeout(START_TIMEOUT):
-                    ready = await proc.stdout.readexactly(1)
-            except (TimeoutError, asyncio.IncompleteReadError) as exc:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise ExplorerError(
-                    f"explorer sender process did not start: {exc!r}", retryable=True
-                ) from None
-            assert ready == READY
-            self._proc = proc
-            self.started += 1
-            self._reader_task = asyncio.get_running_loop().create_task(
-                self._read_replies(proc), name=f"{self._name}-replies"
+                raise
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self._python,
+                "-m",
+                "tfgateway.explorer.sender",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=_child_env(),
             )
-            return proc
+        except OSError as exc:
+            raise SenderUnavailableError(
+                f"cannot start the explorer sender process: {exc}"
+            ) from exc
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(self._settings)
+        try:  # ready: its imports done and its client made (seconds on a loaded machine)
+            async with asyncio.timeout(START_TIMEOUT):
+                ready = await proc.stdout.readexactly(1)
+        except (TimeoutError, asyncio.IncompleteReadError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise SenderUnavailableError(
+                f"explorer sender process did not start: {exc!r}"
+            ) from None
+        if ready != READY:
+            proc.kill()
+            await proc.wait()
+            raise SenderUnavailableError(f"explorer sender process said {ready!r}, not ready")
+        self._proc = proc
+        self.started += 1
+        self._reader_task = asyncio.get_running_loop().create_task(
+            self._read_replies(proc), name=f"{self._name}-replies"
+        )
+        return proc
 
     async def put_result(self, gwid: str, body: bytes) -> None:
         """Send one result PUT; ExplorerError as the in-process client would raise it."""
