@@ -273,6 +273,12 @@ async def _serve() -> int:
         pool_size=int(settings["pool_size"]),
     )
     pending: set[asyncio.Task[None]] = set()
+    replies: list[bytes] = []
+
+    def flush() -> None:  # the verdicts of one loop turn in one write
+        writer.write(b"".join(replies))
+        replies.clear()
+
     writer.write(READY)
 
     async def send(rid: int, gwid: str, body: bytes) -> None:
@@ -284,7 +290,9 @@ async def _serve() -> int:
         except Exception as exc:
             status, retryable, message = -1, True, f"explorer sender: {type(exc).__name__}: {exc}"
         text = message.encode()[:MAX_MESSAGE]
-        writer.write(_REPLY.pack(rid, status, retryable, len(text)) + text)
+        if not replies:
+            loop.call_soon(flush)
+        replies.append(_REPLY.pack(rid, status, retryable, len(text)) + text)
 
     try:
         while True:
