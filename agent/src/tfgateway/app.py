@@ -57,6 +57,8 @@ UNUSED_EXPLORER = "http://explorer.invalid/api/v1"
 WATCH_INTERVAL = 1.0
 PROOF_TICK = 30.0
 """Longest pause between two looks at which name proofs are due."""
+SENDER_BACKLOG = 256
+"""Pending outbox messages from which result PUTs go through the sender process."""
 
 
 def host_uptime() -> int:
@@ -126,6 +128,9 @@ class Agent:
                 identity.seed,
                 timeout=config.request_timeout,
                 log_format=config.log_format,
+                # only for a backlog: single results go out from here, with no second
+                # interpreter in memory between bursts
+                wanted=lambda: self.outbox.depth >= SENDER_BACKLOG,
             )
             self.explorer.put_via = self.sender.put_result
         self.registered = asyncio.Event()

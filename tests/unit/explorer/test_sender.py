@@ -216,3 +216,48 @@ async def test_a_child_that_exits_before_it_is_ready(explorer: Explorer, tmp_pat
         await c.aclose()
     assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/1-1"]
     assert sender.started == 0
+
+
+async def test_no_child_without_a_backlog(explorer: Explorer) -> None:
+    explorer.queue(reply(201), reply(201))
+    backlog = [False]
+    c = client(explorer)
+    sender = PutSender(c.base, SEED, timeout=3.0, wanted=lambda: backlog[0])
+    c.put_via = sender.put_result
+    try:
+        await c.put_result("1-1", b"{}\n")  # sent by the agent's own client
+        assert sender.started == 0
+        backlog[0] = True
+        await c.put_result("2-1", b"{}\n")
+        assert sender.started == 1
+        backlog[0] = False  # a running child is used until it goes idle
+        explorer.queue(reply(201))
+        await c.put_result("3-1", b"{}\n")
+        assert sender.started == 1
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/{i}-1" for i in (1, 2, 3)]
+
+
+async def test_an_idle_child_stops_and_the_next_backlog_starts_another(
+    explorer: Explorer,
+) -> None:
+    explorer.queue(reply(201), reply(201))
+    c = client(explorer)
+    sender = PutSender(c.base, SEED, timeout=3.0, idle_stop=0.5)
+    c.put_via = sender.put_result
+    try:
+        await c.put_result("1-1", b"{}\n")
+        first = sender._proc
+        assert first is not None
+        async with asyncio.timeout(20):
+            assert await first.wait() == 0  # closed its stdin, the child exits on its own
+            while sender._proc is not None:  # and the sender has read its end (poll, deadline)
+                await asyncio.sleep(0.01)
+        await c.put_result("2-1", b"{}\n")
+        assert sender.started == 2
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/1-1", f"{WORKLOADS}/2-1"]

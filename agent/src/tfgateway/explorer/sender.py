@@ -30,6 +30,7 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from tfgateway.explorer.client import (
@@ -50,6 +51,8 @@ _REPLY: Final = struct.Struct("<IhBH")
 _SETTINGS: Final = struct.Struct("<I")
 MAX_MESSAGE: Final = 4096
 STOP_TIMEOUT: Final = 5.0
+IDLE_STOP: Final = 60.0
+"""A child without a request for this long exits (the next backlog starts another)."""
 START_TIMEOUT: Final = 60.0
 START_PAUSE: Final = 60.0
 """After a child failed to start, PUTs are made in the agent's process for this long."""
@@ -85,14 +88,23 @@ class PutSender:
         log_format: LogFormat = "text",
         name: str = "sender",
         python: str = sys.executable,
+        wanted: Callable[[], bool] | None = None,
+        idle_stop: float = IDLE_STOP,
     ) -> None:
         self._settings = _settings_frame(base, seed, timeout, pool_size, log_format)
         self._python = python
+        self._wanted = wanted
+        """Whether a child is worth starting now (a backlog); None: always. A running child
+        is used whatever it says."""
+        self._idle_stop = idle_stop
+        self._last_used = 0.0
+        self._retiring = False
         self._paused_until = float("-inf")
         self._timeout = timeout
         self._name = name
         self._proc: asyncio.subprocess.Process | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, bool, str]]] = {}
         self._ids = itertools.count(1)
@@ -105,7 +117,11 @@ class PutSender:
     async def _child(self) -> asyncio.subprocess.Process:
         if self._closed:
             raise ExplorerError("explorer sender is closed", retryable=False)
+        if self._retiring:
+            raise SenderUnavailableError("explorer sender process stopping (idle)")
         proc = self._proc
+        if proc is None and self._wanted is not None and not self._wanted():
+            raise SenderUnavailableError("no backlog: the agent sends this one itself")
         if proc is not None and proc.returncode is None and self._reader_task is not None:
             return proc
         if self._starting is None:
@@ -158,14 +174,30 @@ class PutSender:
             raise SenderUnavailableError(f"explorer sender process said {ready!r}, not ready")
         self._proc = proc
         self.started += 1
-        self._reader_task = asyncio.get_running_loop().create_task(
-            self._read_replies(proc), name=f"{self._name}-replies"
-        )
+        loop = asyncio.get_running_loop()
+        self._last_used = loop.time()
+        self._reader_task = loop.create_task(self._read_replies(proc), name=f"{self._name}-replies")
+        self._idle_task = loop.create_task(self._stop_when_idle(proc), name=f"{self._name}-idle")
         return proc
+
+    async def _stop_when_idle(self, proc: asyncio.subprocess.Process) -> None:
+        """Close the child's stdin once it went `idle_stop` seconds without a request (it then
+        exits): a gateway between bursts keeps no second interpreter in memory."""
+        loop = asyncio.get_running_loop()
+        while proc is self._proc and proc.returncode is None:
+            idle = loop.time() - self._last_used
+            if idle >= self._idle_stop and not self._waiting:
+                self._retiring = True
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                log.info("explorer sender idle for %g s: stopped until the next backlog", idle)
+                return
+            await asyncio.sleep(max(self._idle_stop - idle, self._idle_stop / 4))
 
     async def put_result(self, gwid: str, body: bytes) -> None:
         """Send one result PUT; ExplorerError as the in-process client would raise it."""
         proc = await self._child()
+        self._last_used = asyncio.get_running_loop().time()
         rid = next(self._ids) & 0xFFFFFFFF
         future: asyncio.Future[tuple[int, bool, str]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
@@ -218,18 +250,24 @@ class PutSender:
         except (asyncio.IncompleteReadError, OSError):
             pass
         finally:
+            retired = self._retiring
             if self._proc is proc:
                 self._proc = None
                 self._reader_task = None
+                self._retiring = False
             self._fail_all("explorer sender process exited")
-            if not self._closed:
+            if not self._closed and not retired:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 log.warning("explorer sender process ended; a new one starts with the next PUT")
+            if retired:
+                await proc.wait()
 
     async def aclose(self) -> None:
         """Stop the child (its stdin closes, it finishes what it holds and exits)."""
         self._closed = True
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         proc, self._proc = self._proc, None
         if proc is None:
             return
