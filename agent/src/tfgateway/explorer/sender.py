@@ -174,6 +174,7 @@ class PutSender:
             raise SenderUnavailableError(f"explorer sender process said {ready!r}, not ready")
         self._proc = proc
         self.started += 1
+        log.info("explorer sender process %d started: result PUTs of a backlog", proc.pid)
         loop = asyncio.get_running_loop()
         self._last_used = loop.time()
         self._reader_task = loop.create_task(self._read_replies(proc), name=f"{self._name}-replies")
