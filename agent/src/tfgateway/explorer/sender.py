@@ -9,9 +9,11 @@ verdict back, and the two run in parallel.
 The child is a transport, nothing more: the outbox still persists every message before it is
 sent and removes it only once the explorer acknowledged it, so a child that dies loses nothing
 (its requests fail as retryable, the outbox retries, the next request starts a new child); a
-child that cannot start at all leaves the PUTs to the agent's own client for `START_PAUSE`. The
-child gets the node's seed over its stdin (never argv or the environment) to sign the requests
-as the parent would; it exits when its stdin closes, i.e. with the parent.
+child that cannot start at all leaves the PUTs to the agent's own client for `START_PAUSE`.
+The child is started only for a backlog (`wanted`; single results cost no second interpreter)
+and exits after `IDLE_STOP` seconds without a request. It gets the node's seed over its stdin
+(never argv or the environment) to sign the requests as the parent would; it exits when its
+stdin closes, i.e. with the parent too.
 
 Frames, little-endian: the parent's first is `u32 length` + JSON settings + the 32-byte seed;
 then requests `u32 id, u16 len(gwid), u32 len(body)` + gwid + body; the child answers each with
