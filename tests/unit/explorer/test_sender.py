@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.devexplorer import wait_until_async
 from tests.support.processes import free_port
 from tests.unit.explorer.test_client import (
     NODE,
@@ -253,8 +254,11 @@ async def test_an_idle_child_stops_and_the_next_backlog_starts_another(
         assert first is not None
         async with asyncio.timeout(20):
             assert await first.wait() == 0  # closed its stdin, the child exits on its own
-            while sender._proc is not None:  # and the sender has read its end (poll, deadline)
-                await asyncio.sleep(0.01)
+
+        async def let_go() -> bool:  # and the sender has read the end of its pipe
+            return sender._proc is None
+
+        await wait_until_async(let_go, timeout=20, what="the idle child let go")
         await c.put_result("2-1", b"{}\n")
         assert sender.started == 2
     finally:
