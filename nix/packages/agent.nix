@@ -39,12 +39,14 @@ ps.buildPythonApplication {
     ps.dnspython # proof-of-control lookups
     ps.hiredis # packs and parses the auto-pipeline's redis commands in C
     ps.mnemonic
+    ps.orjson # decodes poll pages and raw JSON (model/fastjson.py)
     ps.prometheus-client
     ps.publicsuffixlist # public suffixes can never be delegated
     ps.pydantic
     ps.pynacl
     ps.pyroute2
     ps.redis
+    ps.uvloop # the event loop (cli.py), and the result sender's (explorer/sender.py)
   ];
 
   nativeCheckInputs = [

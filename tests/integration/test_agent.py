@@ -283,6 +283,32 @@ async def test_explorer_down_then_back_results_delivered(
     await outbox_drained(redis_db, timeout=20, what="outbox drained")
 
 
+async def test_a_backlog_of_results_goes_out_through_the_sender_process(
+    agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
+) -> None:
+    """300 results held back by the explorer: a backlog, so a child process sends them
+    (explorer/sender.py); every one is acknowledged and the outbox drains."""
+    node = await start_registered(agent, admin)
+    await admin.set_faults(endpoints=["result"], down=True)
+    specs: list[dict[str, Any]] = [
+        {"node_id": node, "customer_tid": 42, "type": "subdomain",
+         "domain": f"b{i}.{MANAGED}", "ips": ["185.69.166.1"]}
+        for i in range(300)
+    ]  # fmt: skip
+    ws = await admin.create_workloads(specs)
+
+    async def held_back() -> bool:
+        return bool(redis_db.hlen(OUTBOX_KEY) >= 300)
+
+    await wait_until_async(held_back, timeout=60, what="300 results waiting in the outbox")
+    await admin.clear_faults()
+    await all_answered(admin, ws, agent, deadline=60)
+    for w in ws[::50]:
+        assert (await admin.get_workload(w.id)).state == 1
+    await outbox_drained(redis_db, timeout=30, what="outbox drained")
+    assert "result PUTs of a backlog" in agent.log()
+
+
 async def test_redis_flushall_restores_without_new_results(
     agent: AgentProcess, admin: AdminClient, redis_db: redis.Redis
 ) -> None:

@@ -33,6 +33,7 @@ from tfgateway.engine.cache import ReservationCache
 from tfgateway.engine.engine import Engine
 from tfgateway.engine.outbox import Outbox
 from tfgateway.explorer.client import Backoff, ExplorerClient, ExplorerError, gateway_body, retrying
+from tfgateway.explorer.sender import PutSender
 from tfgateway.model.reservation import Reservation
 from tfgateway.node.identity import Identity, load_or_create
 from tfgateway.node.location import resolve_location
@@ -56,6 +57,8 @@ UNUSED_EXPLORER = "http://explorer.invalid/api/v1"
 WATCH_INTERVAL = 1.0
 PROOF_TICK = 30.0
 """Longest pause between two looks at which name proofs are due."""
+SENDER_BACKLOG = 256
+"""Pending outbox messages from which result PUTs go through the sender process."""
 
 
 def host_uptime() -> int:
@@ -117,6 +120,19 @@ class Agent:
             timeout=config.request_timeout,
             on_error=self.metrics.explorer_error,
         )
+        # Result PUTs from a child process, on the other core (explorer/sender.py).
+        self.sender: PutSender | None = None
+        if not self.standalone:
+            self.sender = PutSender(
+                self.explorer.base,
+                identity.seed,
+                timeout=config.request_timeout,
+                log_format=config.log_format,
+                # only for a backlog: single results go out from here, with no second
+                # interpreter in memory between bursts
+                wanted=lambda: self.outbox.depth >= SENDER_BACKLOG,
+            )
+            self.explorer.put_via = self.sender.put_result
         self.registered = asyncio.Event()
         self.outbox = Outbox(
             self.batch,
@@ -251,12 +267,13 @@ class Agent:
     async def prepare(self) -> None:
         cfg = self.config
         log.info(
-            "tfgateway %s starting: node %s, %s, workloads file %s, redis %s",
+            "tfgateway %s starting: node %s, %s, workloads file %s, redis %s, event loop %s",
             __version__,
             self.identity.node_id,
             "standalone (no explorer)" if self.standalone else f"explorer {self.explorer.base}",
             cfg.workloads or "none",
             cfg.redis.split("@")[-1],
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
         if self.standalone and self.declared is None:
             log.warning("neither --explorer nor --workloads: this gateway serves nothing new")
@@ -547,6 +564,9 @@ class Agent:
         if self.fourtosix is not None:
             with contextlib.suppress(Exception):
                 await self.fourtosix.close()
+        if self.sender is not None:
+            with contextlib.suppress(Exception):
+                await self.sender.aclose()
         await self.explorer.aclose()
         with contextlib.suppress(Exception):
             await self.redis.aclose()

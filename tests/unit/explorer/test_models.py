@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tfgateway.explorer.models import (
     WorkloadBase,
     WorkloadError,
     parse_workload,
+    scrub,
 )
 from tfgateway.explorer.workloads import job_from_item
 
@@ -146,3 +148,32 @@ def test_any_json_object_is_a_job_or_a_workload_error(item: dict[str, Any]) -> N
         assert message
     else:
         assert job.real_id.count("-") >= 1
+
+
+def _scrub_reference(value: Any) -> Any:
+    """scrub as first written (every value through the regular expression)."""
+    if isinstance(value, str):
+        return re.sub("[\ud800-\udfff]", "\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrub_reference(k): _scrub_reference(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_scrub_reference(v) for v in value]
+    return value
+
+
+_scrub_text = st.text(alphabet=st.characters() | st.sampled_from("\ud800\udfffé\x00a"))
+_scrub_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _scrub_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(_scrub_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scrub_values)
+def test_scrub_is_what_it_was(value: Any) -> None:
+    got, expected = scrub(value), _scrub_reference(value)
+    assert got == expected
+    assert repr(got) == repr(expected)  # same types (True stays True, 1.0 stays 1.0)

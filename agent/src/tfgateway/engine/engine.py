@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import time
 from collections import Counter
@@ -51,6 +50,7 @@ from tfgateway.explorer.models import (
     item_real_id,
 )
 from tfgateway.explorer.workloads import TYPE_RANK, Job, job_from_item, rank, wire_result
+from tfgateway.model import fastjson
 from tfgateway.model.reservation import (
     CacheDecodeError,
     GoTime,
@@ -127,7 +127,7 @@ def _quiet(provisioner: object) -> Iterator[None]:
 
 def _domain_of(r: Reservation) -> str | None:
     try:
-        doc = json.loads(r.data)
+        doc = fastjson.loads(r.data)
     except ValueError:
         return None
     domain = doc.get("domain") if isinstance(doc, dict) else None

@@ -189,15 +189,29 @@ class User(_Model):
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+_SCALARS: Final = frozenset({int, float, bool})
+"""Types `scrub` returns as they are without a call (a poll page holds thousands)."""
+
+
+def _text(value: str) -> str:
+    if value.isascii():  # a flag of the string in CPython: no scan, and nearly every string
+        return value
+    return _SURROGATES.sub("\ufffd", value) if _SURROGATES.search(value) else value
+
+
 def scrub(value: Any) -> Any:
     """Drop `null` members (Go leaves the field at its zero value) and replace lone UTF-16
     surrogates (which `json` lets through from `\\ud800` escapes) with U+FFFD as Go does."""
     if isinstance(value, str):
-        return _SURROGATES.sub("\ufffd", value) if _SURROGATES.search(value) else value
+        return _text(value)
     if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items() if v is not None}
+        return {
+            _text(k) if type(k) is str else scrub(k): v if type(v) in _SCALARS else scrub(v)
+            for k, v in value.items()
+            if v is not None
+        }
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [v if type(v) in _SCALARS else scrub(v) for v in value]
     return value
 
 

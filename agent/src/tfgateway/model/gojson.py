@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from tfgateway.model import fastjson
+
 __all__ = [
     "GoJSONError",
     "Number",
@@ -146,7 +148,8 @@ def compact(raw: bytes) -> bytes:
     mark is refused, as Go does.
     """
     try:
-        json.loads(raw.decode("utf-8", "surrogateescape"), parse_constant=_reject_constant)
+        if not fastjson.valid(raw):  # orjson is stricter: what it reads, this reads too
+            json.loads(raw.decode("utf-8", "surrogateescape"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than Python goes
         raise GoJSONError(f"json: error calling MarshalJSON for raw message: {exc}") from exc
     if _COMPACT_CHANGES.search(raw) is None:

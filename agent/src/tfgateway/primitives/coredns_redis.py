@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from tfgateway.model import gojson
+from tfgateway.model import fastjson, gojson
 
 __all__ = [
     "APEX_FIELD",
@@ -103,7 +103,7 @@ def zone_owner_of(value: bytes | str | None) -> str | None:
     if text is None:
         return None
     try:
-        doc = json.loads(text)
+        doc = fastjson.loads(text)
     except ValueError:
         return None
     if not isinstance(doc, dict):

@@ -312,7 +312,11 @@ class DNSStore:
         reads = name_reads(domain)
         reads += [("hget", zone_key(c), relative(domain, c)) for c in zone_candidates(domain)]
         zone = await self._transact(body, prefetch=reads)
-        log.info("subdomain %s (zone %s) of user %s -> %s", domain, zone, user, list(map(str, ips)))
+        # DEBUG: the engine's `job` line (or the workloads file's summary) tells the operator
+        # which workload was applied with which outcome, one line per workload, not two.
+        log.debug(
+            "subdomain %s (zone %s) of user %s -> %s", domain, zone, user, list(map(str, ips))
+        )
 
     async def remove_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
         """Remove `ips` from the user's `domain` (all its addresses if `ips` is empty).

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
+from tfgateway.model import fastjson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.validation import ValidationError, normalize_domain
 
@@ -63,7 +63,7 @@ class Provisioner(Protocol):
 def reservation_data(r: Reservation, what: str) -> dict[str, Any]:
     """The reservation's data as a JSON object, or a clear refusal."""
     try:
-        doc = json.loads(r.data or b"null")
+        doc = fastjson.loads(r.data or b"null")
     except ValueError as exc:
         raise ProvisionError(f"invalid {what} data: {exc}") from exc
     if not isinstance(doc, dict):

@@ -240,8 +240,9 @@ class ProxyProvisioner:
                                    plain_backend=http_port != 0),
         )  # fmt: skip
         await self.store.put(r.user_id, domain, value)
-        log.info("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
-                 http_port, tls_port)  # fmt: skip
+        # DEBUG: the engine's `job` line (or the workloads file's summary) is the INFO line.
+        log.debug("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
+                  http_port, tls_port)  # fmt: skip
         return None
 
     async def decommission(self, r: Reservation) -> None:
@@ -323,7 +324,7 @@ class ReverseProxyProvisioner:
             domain,
             encode_service(domain, secret=secret, user=r.user_id, options=options),
         )
-        log.info("reverse proxy %s of user %s", domain, r.user_id)
+        log.debug("reverse proxy %s of user %s", domain, r.user_id)
         return None
 
     async def decommission(self, r: Reservation) -> None:

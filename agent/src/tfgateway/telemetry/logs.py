@@ -13,6 +13,7 @@ what it saw before.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -59,10 +60,15 @@ class Fields:
         return f"Fields({self!s})"
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS` of a whole second, made once for all the lines within it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def utc_timestamp(record: logging.LogRecord) -> str:
     """RFC 3339 UTC with milliseconds: `2026-11-25T22:37:37.123Z`."""
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{base}.{int(record.msecs):03d}Z"
+    return f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
