@@ -499,14 +499,17 @@ class BulkRun:
     visible_s: float  # first write -> the last name is answered
 
 
-def zone_reloads(metrics_port: int) -> int:
-    """Sum of coredns_gatewaydns_loads_total{kind="zone"} from the server's prometheus."""
+def zone_reloads(metrics_port: int, kinds: tuple[str, ...] = ("zone",)) -> int:
+    """Sum of coredns_gatewaydns_loads_total{kind=...} from the server's prometheus: whole
+    reads of a zone ("zone") or of all zones ("full")."""
     url = f"http://{LOOPBACK}:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("coredns_gatewaydns_loads_total{") and 'kind="zone"' in line:
+        if line.startswith("coredns_gatewaydns_loads_total{") and any(
+            f'kind="{k}"' in line for k in kinds
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
@@ -790,6 +793,7 @@ class ScaleRun:
     loads: list[float] = dataclasses.field(default_factory=list)  # 1-min load at each start
     hist: Histogram = dataclasses.field(default_factory=dict)
     gc: GcStats = dataclasses.field(default_factory=GcStats)
+    whole_reads: int = 0  # of a zone or of all zones, during the streams
 
     def add(self, res: StreamResult) -> None:
         self.stats.extend(res.stats)
@@ -801,6 +805,7 @@ class ScaleRun:
         self.p99s.append(percentile(res.stats.upper_ms, 99) or 0.0)
         self.hist = histogram_add(self.hist, res.hist)
         self.gc.add_log(res.gc_log)
+        self.whole_reads += res.whole_reads
 
     def cpu_ms_per_change(self) -> float:
         return self.cpu.get("coredns", 0.0) * 1000 / max(1, self.written + self.probes)
@@ -815,6 +820,7 @@ class StreamResult:
     cpu: dict[str, float]
     hist: Histogram
     gc_log: str
+    whole_reads: int
 
 
 @dataclass
@@ -854,6 +860,7 @@ def scale_stream(
         ),
     )
     hist0 = change_histogram(server.metrics_port)
+    reads0 = zone_reloads(server.metrics_port, ("zone", "full"))
     log_at = server.log.stat().st_size
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -891,7 +898,8 @@ def scale_stream(
         f.seek(log_at)
         gc_log = f.read()
     hist = histogram_diff(change_histogram(server.metrics_port), hist0)
-    return StreamResult(stats, written.value, probes, wall, cpu, hist, gc_log)
+    reads = zone_reloads(server.metrics_port, ("zone", "full")) - reads0
+    return StreamResult(stats, written.value, probes, wall, cpu, hist, gc_log, reads)
 
 
 def scale_section(
@@ -945,7 +953,10 @@ def scale_section(
     qps_rows: list[tuple[str, Paired]] = []
     facts: dict[str, tuple[float, float, float]] = {}  # label -> RSS MiB big, small; start s
     order = list(binaries.items())
-    gctrace = {**os.environ, "GODEBUG": "gctrace=1"}
+    envs = {label: {**os.environ, "GODEBUG": "gctrace=1"} for label in binaries}
+    for label in binaries:
+        if " GOGC=" in label:  # a variant of a binary with another GC percentage
+            envs[label]["GOGC"] = label.split(" GOGC=", 1)[1]
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
         for rep in range(args.scale_repeat):
@@ -960,7 +971,7 @@ def scale_section(
                         conf(1 if small else 0).replace("MPORT", str(mport)),
                         work,
                         probe=CONTROL_ZONE if small else SCALE_ZONE,
-                        env=gctrace,
+                        env=envs[label],
                     ) as srv:
                         srv.metrics_port = mport
                         big, small_rss, start = facts.get(label, (0.0, 0.0, 0.0))
@@ -1029,12 +1040,14 @@ def print_scale(
         "ms): message read -> served (total), -> loader takes it (wait), HMGET (read), "
         "build, serial script (serial). The prober's own delay (ms): reply received by the "
         "kernel -> read by the prober, and oversleep of its 1 ms pauses. CPU: ms of coredns "
-        "CPU per change (stream and probe changes), CPU seconds per process."
+        "CPU per change (stream and probe changes); whole reads of a zone or all zones meanwhile; "
+        "CPU seconds per process."
     )
     print(
         f"{'server, writer':40} {'changes':>7} {'tot p50':>7} {'tot p99':>7} {'wait99':>7} "
         f"{'read99':>7} {'build99':>7} {'ser99':>7} {'rd p99':>6} {'rd max':>6} {'sl p99':>6} "
-        f"{'sl max':>6} {'cpu/ch':>6} {'wall s':>6} {'coredns':>7} {'redis':>6} {'bench':>6}"
+        f"{'sl max':>6} {'cpu/ch':>6} {'whole':>5} {'wall s':>6} {'coredns':>7} {'redis':>6} "
+        f"{'bench':>6}"
     )
     for run in runs.values():
         s, h = run.stats, run.hist
@@ -1055,7 +1068,8 @@ def print_scale(
             f" {fmt_ms(max(s.read_delay_ms) if s.read_delay_ms else None, 6)}"
             f" {fmt_ms(percentile(s.oversleep_ms, 99), 6)}"
             f" {fmt_ms(max(s.oversleep_ms) if s.oversleep_ms else None, 6)}"
-            f" {run.cpu_ms_per_change():6.3f} {run.wall_s:6.1f} {run.cpu['coredns']:7.2f}"
+            f" {run.cpu_ms_per_change():6.3f} {run.whole_reads:5d} {run.wall_s:6.1f}"
+            f" {run.cpu['coredns']:7.2f}"
             f" {run.cpu['redis-server']:6.2f} {run.cpu['bench (this)']:6.2f}"
         )
     print("\nGC of each server during its streams (GODEBUG=gctrace=1)")
@@ -1228,6 +1242,13 @@ def main() -> int:
     )
     ap.add_argument("--scale-seconds", type=float, default=10, help="length of each stream")
     ap.add_argument(
+        "--scale-gogc",
+        action="append",
+        default=[],
+        metavar="PERCENT",
+        help="also measure this plugin with GOGC=PERCENT (repeatable; 'off' allowed) side by side",
+    )
+    ap.add_argument(
         "--scale-no-zone-only",
         action="store_true",
         help="leave out the scale streams whose writer names the zone only (whole reads)",
@@ -1330,6 +1351,8 @@ def main() -> int:
                 binaries = {"after": tfgw}
                 if args.baseline:
                     binaries["before"] = Path(args.baseline)
+                for gogc in args.scale_gogc:
+                    binaries[f"after GOGC={gogc}"] = tfgw
                 scale_section(args, binaries, rport, rproc.pid, work)
         finally:
             rproc.terminate()
