@@ -104,8 +104,19 @@ func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, 
 		return false
 	}
 	built := time.Now()
-	s.install(ctx, map[string]*builtZone{zone: bz})
+	if !s.serials.provisional(bz) {
+		s.install(ctx, map[string]*builtZone{zone: bz})
+		changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
+		changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
+		return true
+	}
+	// Served at once with its provisional serial; redis records it after (one round trip
+	// less before the change is visible).
+	ref := s.g.current().zones[zone]
+	ref.p.Store(bz)
 	changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
-	changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
+	if serial := s.serials.record(ctx, bz); serial != bz.zone.SOA.Serial {
+		ref.p.Store(bz.withSerial(serial))
+	}
 	return true
 }

@@ -197,3 +197,80 @@ func TestACMEChallengesAreServedAtOnce(t *testing.T) {
 		return nil
 	})
 }
+
+// A change whose writer names its fields is served with a serial given without a round trip
+// and recorded in redis right after; when redis holds a later serial (another replica, an
+// earlier process), the zone is served with redis's, never with less.
+func TestNamedChangeSerialIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	r := startRedis(t)
+	r.hset("example.com.", "www", `{"a":[{"ip":"10.0.0.1"}]}`)
+	g, s := startPlugin(t, testConfig(r.addr()))
+	named := func(ip string) {
+		t.Helper()
+		pipe := r.cli.TxPipeline()
+		pipe.HSet(ctx, "example.com.", "www", fmt.Sprintf(`{"a":[{"ip":%q}]}`, ip))
+		pipe.Publish(ctx, AgentChannel, "example.com. www")
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "named change served", answersA(t, g, "www.example.com.", ip))
+	}
+	stored := func() string {
+		v, err := r.cli.HGet(ctx, SerialsKey, "example.com.").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	prev := soaOf(t, g, "example.com.").Serial
+	loads := s.fieldLoads.Load()
+	named("10.0.0.2")
+	if s.fieldLoads.Load() == loads {
+		t.Fatal("the change was not read by field")
+	}
+	cur := waitSerialAfter(t, g, "example.com.", prev)
+	eventually(t, 5*time.Second, "serial recorded", func() error {
+		if v := stored(); !strings.HasPrefix(v, fmt.Sprint(cur)+" ") {
+			return fmt.Errorf("redis keeps %q, served %d", v, cur)
+		}
+		return nil
+	})
+	// Another writer of serials went further: the next change is served with a serial after
+	// it (possibly after a provisional one, never with one that goes back).
+	ahead := cur + 1000
+	if err := r.cli.HSet(ctx, SerialsKey, "example.com.", fmt.Sprintf("%d %032x", ahead, 1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	named("10.0.0.3")
+	final := waitSerialAfter(t, g, "example.com.", ahead)
+	if final != ahead+1 {
+		t.Fatalf("served serial %d, redis had %d", final, ahead)
+	}
+	if v := stored(); !strings.HasPrefix(v, fmt.Sprint(final)+" ") {
+		t.Fatalf("redis keeps %q, served %d", v, final)
+	}
+}
+
+// A process that starts while the content differs from what the stored serial was given to
+// skips the serial after the stored one: a process that stopped may have served it before
+// recording it.
+func TestRestartSkipsUnrecordedSerial(t *testing.T) {
+	ctx := context.Background()
+	r := startRedis(t)
+	r.hset("example.com.", "www", `{"a":[{"ip":"10.0.0.1"}]}`)
+	// Stored far ahead of the clock, for other content: the unix time decides nothing.
+	stored := uint32(time.Now().Unix()) + 100000
+	if err := r.cli.HSet(ctx, SerialsKey, "example.com.", fmt.Sprintf("%d %032x", stored, 1)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := startPlugin(t, testConfig(r.addr()))
+	if s := soaOf(t, g, "example.com.").Serial; s != stored+2 {
+		t.Fatalf("first serial %d, want %d (stored %d + 2)", s, stored+2, stored)
+	}
+	// The same content as stored: the stored serial, as every replica serves it.
+	b, _ := startPlugin(t, testConfig(r.addr()))
+	if s := soaOf(t, b, "example.com.").Serial; s != stored+2 {
+		t.Fatalf("replica serves %d, want %d", s, stored+2)
+	}
+}
