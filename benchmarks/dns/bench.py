@@ -128,7 +128,7 @@ class Server:
 
 @contextmanager
 def coredns(
-    binary: str,
+    binary: str | list[str],
     label: str,
     corefile: str,
     workdir: Path,
@@ -148,7 +148,7 @@ def coredns(
 
 
 def start_coredns(
-    binary: str,
+    binary: str | list[str],
     label: str,
     corefile: str,
     workdir: Path,
@@ -164,7 +164,10 @@ def start_coredns(
         log = workdir / f"{label}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT, env=env
+                [*([binary] if isinstance(binary, str) else binary), "-conf", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         wait_for(
             lambda proc=proc, port=port: (
@@ -978,19 +981,22 @@ def scale_section(
     facts: dict[str, tuple[float, float, float]] = {}  # label -> RSS MiB big, small; start s
     order = list(binaries.items())
     envs = {label: {**os.environ, "GODEBUG": "gctrace=1"} for label in binaries}
-    for label in binaries:
+    launch = {label: [str(binary)] for label, binary in binaries.items()}
+    for label, binary in binaries.items():
         if " GOGC=" in label:  # a variant of a binary with another GC percentage
             envs[label]["GOGC"] = label.split(" GOGC=", 1)[1]
+        if " nice=" in label:  # a variant of a binary at another CPU priority
+            launch[label] = ["nice", "-n", label.split(" nice=", 1)[1], str(binary)]
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
         for rep in range(args.scale_repeat):
             # Binaries take turns going first, so a drift in the machine's load falls on both.
-            for label, binary in order if rep % 2 == 0 else order[::-1]:
+            for label, _ in order if rep % 2 == 0 else order[::-1]:
                 for small in (False, True):
                     mport = free_port()
                     t0 = time.perf_counter()
                     with coredns(
-                        str(binary),
+                        launch[label],
                         f"scale-{label}-{'small' if small else 'big'}",
                         conf(1 if small else 0).replace("MPORT", str(mport)),
                         work,
@@ -1282,6 +1288,14 @@ def main() -> int:
         help="also measure this plugin with GOGC=PERCENT (repeatable; 'off' allowed) side by side",
     )
     ap.add_argument(
+        "--scale-nice",
+        action="append",
+        default=[],
+        metavar="N",
+        help="also measure this plugin's coredns started with nice -n N (repeatable; below 0 "
+        "needs root) side by side",
+    )
+    ap.add_argument(
         "--scale-no-zone-only",
         action="store_true",
         help="leave out the scale streams whose writer names the zone only (whole reads)",
@@ -1386,6 +1400,8 @@ def main() -> int:
                     binaries["before"] = Path(args.baseline)
                 for gogc in args.scale_gogc:
                     binaries[f"after GOGC={gogc}"] = tfgw
+                for nice in args.scale_nice:
+                    binaries[f"after nice={nice}"] = tfgw
                 scale_section(args, binaries, rport, rproc.pid, work)
         finally:
             rproc.terminate()
