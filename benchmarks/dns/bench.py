@@ -1068,8 +1068,9 @@ def print_scale(
     print(
         "\nWhere the time goes. Inside the plugin (its change_seconds histogram, bucket bounds, "
         "ms): message read -> served (total), -> loader takes it (wait), HMGET (read), "
-        "build, serial script (serial). The prober's own delay (ms): reply received by the "
-        "kernel -> read by the prober, and oversleep of its 1 ms pauses. CPU: ms of coredns "
+        "build, serial script (serial; after the change is served, in this plugin). The "
+        "prober's own delay (ms): reply received by the kernel -> read by the prober, and "
+        "oversleep of its 1 ms pauses. CPU: ms of coredns "
         "CPU per change (stream and probe changes); whole reads of a zone or all zones meanwhile; "
         "CPU seconds per process."
     )

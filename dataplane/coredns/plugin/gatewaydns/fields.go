@@ -59,18 +59,17 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 				t[f] = struct{}{}
 			}
 		}
-		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values) {
+		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values, rd.named) {
 			whole = append(whole, rd.zone)
-			continue
 		}
-		changeSeconds.WithLabelValues("total").Observe(time.Since(rd.named).Seconds())
 	}
 	return whole, nil
 }
 
 // applyFields serves the version of zone with fields set to values (nil: the field is
-// gone). It reports false when the zone must be read whole instead.
-func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any) bool {
+// gone). It reports false when the zone must be read whole instead. named is when the change
+// was heard of (for the change_seconds metric).
+func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any, named time.Time) bool {
 	s.fieldLoads.Add(1)
 	old := s.g.current().get(zone)
 	changes := map[string]*string{}
@@ -106,6 +105,7 @@ func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, 
 	built := time.Now()
 	if !s.serials.provisional(bz) {
 		s.install(ctx, map[string]*builtZone{zone: bz})
+		changeSeconds.WithLabelValues("total").Observe(time.Since(named).Seconds())
 		changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
 		changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
 		return true
@@ -114,9 +114,12 @@ func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, 
 	// less before the change is visible).
 	ref := s.g.current().zones[zone]
 	ref.p.Store(bz)
+	served := time.Now()
+	changeSeconds.WithLabelValues("total").Observe(served.Sub(named).Seconds())
 	changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
 	if serial := s.serials.record(ctx, bz); serial != bz.zone.SOA.Serial {
 		ref.p.Store(bz.withSerial(serial))
 	}
+	changeSeconds.WithLabelValues("serial").Observe(time.Since(served).Seconds())
 	return true
 }
