@@ -46,7 +46,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import redis
-from prober import ProbeStats, RawAgentWriter, UdpProber, percentile
+from prober import ChannelTap, ProbeStats, RawAgentWriter, UdpProber, percentile
 from redis.typing import EncodableT, FieldT
 
 from tfgateway.primitives.dns import DNSStore
@@ -876,6 +876,7 @@ def scale_stream(
     else:
         writer = RawAgentWriter(rport, db, stream.names)
     prober = UdpProber(server.port)
+    tap = None if stream.agent_code else ChannelTap(rport)
     stats = ProbeStats()
     # The measuring side runs first when it wakes (SCHED_FIFO), so that the load of the
     # machine does not delay its writes and queries; not for the agent's code, whose own
@@ -884,7 +885,7 @@ def scale_stream(
     if realtime:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     try:
-        probes = probe_loop(server, stream, args, writer, prober, stats, t0)
+        probes = probe_loop(server, stream, args, writer, prober, tap, stats, t0)
     finally:
         if realtime:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
@@ -896,6 +897,8 @@ def scale_stream(
     wall = time.perf_counter() - t0
     writer.close()
     prober.close()
+    if tap:
+        tap.close()
     with server.log.open() as f:
         f.seek(log_at)
         gc_log = f.read()
@@ -910,6 +913,7 @@ def probe_loop(
     args: argparse.Namespace,
     writer: AgentStoreWriter | RawAgentWriter,
     prober: UdpProber,
+    tap: ChannelTap | None,
     stats: ProbeStats,
     t0: float,
 ) -> int:
@@ -920,12 +924,18 @@ def probe_loop(
         probes += 1
         ip = f"10.254.{probes // 250}.{probes % 250 + 1}"
         owner = f"new{next(PROBE_NAMES)}" if stream.agent_code else "probe"
+        if tap:
+            tap.drain()
         if isinstance(writer, AgentStoreWriter):
             at = time.time_ns()
             writer.set(stream.zone, owner, ip)
         else:
             at = writer.send(stream.zone, owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
+        seen = len(stats.upper_ms)
         prober.wait_visible(f"{owner}.{stream.zone}", ip, at, stats)
+        if tap and len(stats.upper_ms) > seen and (pub := tap.published(f"{stream.zone} {owner}")):
+            stats.published_ms.append((pub - at) / 1e6)
+            stats.after_publish_ms.append(stats.upper_ms[-1] - (pub - at) / 1e6)
     return probes
 
 
@@ -992,6 +1002,12 @@ def scale_section(
         for rep in range(args.scale_repeat):
             # Binaries take turns going first, so a drift in the machine's load falls on both.
             for label, _ in order if rep % 2 == 0 else order[::-1]:
+                # A nice variant runs the shared redis-server at its priority too, meanwhile.
+                os.setpriority(
+                    os.PRIO_PROCESS,
+                    rpid,
+                    int(label.split(" nice=", 1)[1]) if " nice=" in label else 0,
+                )
                 for small in (False, True):
                     mport = free_port()
                     t0 = time.perf_counter()
@@ -1020,6 +1036,7 @@ def scale_section(
                             run.loads.append(os.getloadavg()[0])
                             run.add(scale_stream(srv, rport, rpid, args, st))
     print_scale(args, records, qps_rows, file_rss, facts, runs)
+    os.setpriority(os.PRIO_PROCESS, rpid, 0)
     r.delete(SCALE_ZONE, CONTROL_ZONE)
     r1.delete(CONTROL_ZONE)
 
@@ -1050,10 +1067,14 @@ def print_scale(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
         f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
         "samples pooled), ms: write sent -> kernel receipt of the first new answer (upper "
-        "bound), and -> the last query answered with the old data (lower bound)"
+        "bound), and -> the last query answered with the old data (lower bound); split at "
+        "redis's PUBLISH of the probe's message (kernel receipt on a subscriber of the "
+        "benchmark's): redis (write sent -> published) and the rest (published -> visible, "
+        "upper bound: the plugin's subscriber, the plugin, the answer)"
     )
     print(
         f"{'server, writer':40} {'p50':>7} {'p99':>7} {'max':>7} {'p99 low':>7} {'t/o':>4}"
+        f" {'redis50':>7} {'redis99':>7} {'rest50':>7} {'rest99':>7}"
         "  p99 per stream; load at start"
     )
     for run in runs.values():
@@ -1063,6 +1084,10 @@ def print_scale(
             f"{fmt_ms(percentile(s.upper_ms, 99), 7)} "
             f"{fmt_ms(max(s.upper_ms) if s.upper_ms else None, 7)} "
             f"{fmt_ms(percentile(s.lower_ms, 99), 7)} {s.timeouts:>4}"
+            f" {fmt_ms(percentile(s.published_ms, 50), 7)}"
+            f" {fmt_ms(percentile(s.published_ms, 99), 7)}"
+            f" {fmt_ms(percentile(s.after_publish_ms, 50), 7)}"
+            f" {fmt_ms(percentile(s.after_publish_ms, 99), 7)}"
             f"  {' '.join(f'{p:.0f}' for p in run.p99s)}; {' '.join(f'{x:.1f}' for x in run.loads)}"
         )
     print(
@@ -1127,7 +1152,8 @@ def print_scale(
         "new name added by the agent's DNSStore.add_subdomain, its reads and checks included; "
         f"zone only: PUBLISH `ZONE`, the agent before issue 17; {CONTROL_OWNERS} names: the "
         "agent's format into a 100-name zone, on the large zone's server or on a server of "
-        f"its own; prober scheduling: {args.prober_priority} (agent code: normal); "
+        "its own; nice=N: coredns and redis-server at that nice value; prober scheduling: "
+        f"{args.prober_priority} (agent code: normal); "
         f"{os.cpu_count()} CPUs; {load_note()} at the end)"
     )
 
@@ -1293,8 +1319,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="N",
-        help="also measure this plugin's coredns started with nice -n N (repeatable; below 0 "
-        "needs root) side by side",
+        help="also measure this plugin with coredns and redis-server at nice N (repeatable; "
+        "below 0 needs root) side by side",
     )
     ap.add_argument(
         "--scale-no-zone-only",
@@ -1402,7 +1428,7 @@ def main() -> int:
                 for gogc in args.scale_gogc:
                     binaries[f"after GOGC={gogc}"] = tfgw
                 for nice in args.scale_nice:
-                    binaries[f"after nice={nice}"] = tfgw
+                    binaries[f"after nice={nice}"] = tfgw  # coredns and redis-server
                 scale_section(args, binaries, rport, rproc.pid, work)
         finally:
             rproc.terminate()

@@ -46,6 +46,8 @@ class ProbeStats:
 
     upper_ms: list[float] = field(default_factory=list)
     lower_ms: list[float] = field(default_factory=list)
+    published_ms: list[float] = field(default_factory=list)  # write sent -> redis published
+    after_publish_ms: list[float] = field(default_factory=list)  # published -> visible (upper)
     read_delay_ms: list[float] = field(default_factory=list)  # kernel receipt -> read
     oversleep_ms: list[float] = field(default_factory=list)  # pause beyond POLL_PAUSE_S
     timeouts: int = 0
@@ -53,6 +55,8 @@ class ProbeStats:
     def extend(self, other: ProbeStats) -> None:
         self.upper_ms += other.upper_ms
         self.lower_ms += other.lower_ms
+        self.published_ms += other.published_ms
+        self.after_publish_ms += other.after_publish_ms
         self.read_delay_ms += other.read_delay_ms
         self.oversleep_ms += other.oversleep_ms
         self.timeouts += other.timeouts
@@ -93,6 +97,62 @@ class RawAgentWriter:
         self.drain()
         self.pool.release(self.conn)
         self.pool.disconnect()
+
+
+class ChannelTap:
+    """A subscriber of the agent's channel whose messages carry the kernel's receipt time:
+    when redis published a probe's message, i.e. ran its transaction and wrote to every
+    subscriber (the plugin's among them). Splits a probe's time into redis's part and the
+    rest (the plugin's subscriber, the plugin, the answer)."""
+
+    def __init__(self, rport: int) -> None:
+        self.sock = socket.create_connection((LOOPBACK, rport))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.sendall(
+            b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(AGENT_CHANNEL), AGENT_CHANNEL.encode())
+        )
+        self.sock.settimeout(5)
+        got = b""
+        while b"subscribe" not in got:
+            got += self.sock.recv(4096)
+
+    def drain(self) -> None:
+        """Forget what was published so far."""
+        self.sock.setblocking(False)
+        try:
+            while self.sock.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+
+    def published(self, payload: str, timeout: float = 2.0) -> int:
+        """Kernel receipt time (ns) of the message with payload, published since the last
+        drain; 0 if it does not come within timeout."""
+        needle = payload.encode()
+        tail = b""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                data, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+            except TimeoutError:
+                break
+            if not data:
+                break
+            rx = 0
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", cdata[:16])
+                    rx = sec * 1_000_000_000 + nsec
+            if needle + b"\r\n" in tail + data:
+                return rx
+            tail = data[-len(needle) - 2 :]
+        return 0
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class UdpProber:
