@@ -168,6 +168,9 @@ def start_coredns(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                # A session of its own, as a service has: the kernel's autogroup scheduling
+                # then does not lump it with the benchmark's own processes.
+                start_new_session=True,
             )
         wait_for(
             lambda proc=proc, port=port: (
@@ -1003,11 +1006,8 @@ def scale_section(
             # Binaries take turns going first, so a drift in the machine's load falls on both.
             for label, _ in order if rep % 2 == 0 else order[::-1]:
                 # A nice variant runs the shared redis-server at its priority too, meanwhile.
-                os.setpriority(
-                    os.PRIO_PROCESS,
-                    rpid,
-                    int(label.split(" nice=", 1)[1]) if " nice=" in label else 0,
-                )
+                nice = int(label.split(" nice=", 1)[1]) if " nice=" in label else 0
+                set_nice(rpid, nice)
                 for small in (False, True):
                     mport = free_port()
                     t0 = time.perf_counter()
@@ -1020,6 +1020,7 @@ def scale_section(
                         env=envs[label],
                     ) as srv:
                         srv.metrics_port = mport
+                        set_nice(srv.proc.pid, nice)
                         big, small_rss, start = facts.get(label, (0.0, 0.0, 0.0))
                         if small:
                             small_rss = small_rss or rss_mib(srv.proc.pid)
@@ -1036,9 +1037,19 @@ def scale_section(
                             run.loads.append(os.getloadavg()[0])
                             run.add(scale_stream(srv, rport, rpid, args, st))
     print_scale(args, records, qps_rows, file_rss, facts, runs)
-    os.setpriority(os.PRIO_PROCESS, rpid, 0)
+    set_nice(rpid, 0)
     r.delete(SCALE_ZONE, CONTROL_ZONE)
     r1.delete(CONTROL_ZONE)
+
+
+def set_nice(pid: int, nice: int) -> None:
+    """Give a process, and the autogroup of its session (it has a session of its own), the
+    nice value: with autogroup scheduling a process's own nice only counts within its
+    group."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    group = Path(f"/proc/{pid}/autogroup")
+    if group.exists():
+        group.write_text(str(nice))
 
 
 def print_scale(
@@ -1319,8 +1330,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="N",
-        help="also measure this plugin with coredns and redis-server at nice N (repeatable; "
-        "below 0 needs root) side by side",
+        help="also measure this plugin with coredns and redis-server at nice N, and their "
+        "sessions' autogroups (repeatable; below 0 needs root) side by side",
     )
     ap.add_argument(
         "--scale-no-zone-only",
@@ -1367,6 +1378,7 @@ def main() -> int:
                 tmp,
             ],
             stdout=subprocess.DEVNULL,
+            start_new_session=True,  # as for CoreDNS: not in the benchmark's autogroup
         )
         try:
             r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
