@@ -3,8 +3,13 @@ directions, side by side in one run:
 
 - direct path: iperf3 client straight to the server;
 - direct route: through tfrouter to a direct service (spliced);
-- tunnel: through tfrouter and a reverse tunnel (tftunnel, the trc-compatible client);
-- tunnel (before): the same with tfrouter and tftunnel built from `--before-rev`.
+- tunnel, data conns: tftunnel --pin, the authenticated protocol with data connections
+  (each public connection on a TCP connection of its own, spliced by tfrouter and tftunnel);
+- tunnel, in TLS: tftunnel --pin --data-in-tls, every connection a yamux stream inside the
+  TLS session;
+- tunnel, legacy: tftunnel without --pin, trc's clear-text yamux protocol (what trc users get);
+- tunnel (before): with `--before`, the legacy tunnel with tfrouter and tftunnel built from
+  `--before-rev`.
 
 `upload` is client -> service (iperf3's default), `download` is service -> client (`-R`), the
 direction a website's bodies take. Every path runs once per round, in turn, so a change of load
@@ -73,20 +78,35 @@ def iperf(port: int, nbytes: int, reverse: bool) -> tuple[float, float]:
     raise RuntimeError(f"iperf3 server busy for 5 s (port {port})")
 
 
-def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Route]:
+def tunnel_key(router_exe: str, config: Path) -> str:
+    """The pin of the router's tunnel key (created by this call)."""
+    res = subprocess.run(
+        [router_exe, "--config", str(config), "-tunnel-pin"], capture_output=True, check=True
+    )
+    return res.stdout.decode().strip()
+
+
+def start(st: ExitStack, tmp: Path, rev: str | None) -> dict[str, Route]:
     iperf_port = free_port()
     server = st.enter_context(
         process(["iperf3", "-s", "-B", HOST, "-p", str(iperf_port)], tmp / "iperf.log")
     )
-    before = tmp / "before"
-    before.mkdir()
-    builds = {
-        "": (binary("tfrouter"), binary("tftunnel")),
-        " (before)": (
+    now = (binary("tfrouter"), binary("tftunnel"))
+    # name -> (tfrouter, tftunnel, authenticated, extra tftunnel flags)
+    builds: dict[str, tuple[str, str, bool, list[str]]] = {
+        "tunnel, data conns": (*now, True, []),
+        "tunnel, in TLS": (*now, True, ["--data-in-tls"]),
+        "tunnel, legacy": (*now, False, []),
+    }
+    if rev is not None:
+        before = tmp / "before"
+        before.mkdir()
+        builds["tunnel (before)"] = (
             build_before(rev, before),
             build_before(rev, before, "dataplane/tftunnel", "."),
-        ),
-    }
+            False,
+            [],
+        )
     direct_ports = free_port(), free_port(), free_port()
     router_config(
         tmp / "direct.toml", *direct_ports,
@@ -99,25 +119,29 @@ def start(st: ExitStack, tmp: Path, rev: str) -> dict[str, Route]:
         "direct path": Route(iperf_port, {"iperf3 -s": server.pid}),
         "direct route": Route(direct_ports[0], {"tfrouter": direct.pid, "iperf3 -s": server.pid}),
     }
-    for suffix, (router_exe, tunnel_exe) in builds.items():
+    for label, (router_exe, tunnel_exe, authenticated, flags) in builds.items():
         tls, http, clients = free_port(), free_port(), free_port()
         name = f"tun{len(paths)}"
+        config = tmp / f"{name}.toml"
+        tunnels = f'[tunnels]\nkey = "{tmp / name}.key"\n' if authenticated else ""
         router_config(
-            tmp / f"{name}.toml", tls, http, clients,
-            '[server.services."CATCH_ALL"]\nclientsecret = "1:bench"\n',
+            config, tls, http, clients,
+            '[server.services."CATCH_ALL"]\nclientsecret = "1:bench"\n' + tunnels,
         )  # fmt: skip
+        if authenticated:
+            flags = ["--pin", tunnel_key(router_exe, config), *flags]
         router = st.enter_context(
-            process([router_exe, "--config", str(tmp / f"{name}.toml")], tmp / f"{name}.log")
+            process([router_exe, "--config", str(config)], tmp / f"{name}.log")
         )
         wait_until(partial(port_open, HOST, clients), timeout=10, what="clients port")
         tunnel = st.enter_context(
             process(
                 [tunnel_exe, "--secret", "1:bench", "--remote", f"{HOST}:{clients}",
-                 "--local", f"{HOST}:{iperf_port}"],
+                 "--local", f"{HOST}:{iperf_port}", *flags],
                 tmp / f"{name}-tftunnel.log",
             )
         )  # fmt: skip
-        paths["tunnel" + suffix] = Route(
+        paths[label] = Route(
             tls, {"tfrouter": router.pid, "tftunnel": tunnel.pid, "iperf3 -s": server.pid}
         )
     for p in paths.values():
@@ -156,11 +180,13 @@ def measure(paths: dict[str, Route], args: argparse.Namespace) -> dict[tuple[str
 def report(runs: dict[tuple[str, str], Run], args: argparse.Namespace) -> None:
     print(
         f"\ntunnel benchmark on loopback: {args.rounds} rounds of {args.gbytes:g} GB per path "
-        f"and direction (iperf3 -n), medians; before = {args.before_rev}\n"
+        f"and direction (iperf3 -n), medians"
+        + (f"; before = {args.before_rev}" if args.before else "")
+        + "\n"
     )
     head = (
-        f"{'path':<17}{'direction':<10}{'Gbit/s':>8}{'x direct':>9}{'wall s':>8}"
-        f"{'router CPU s/GB':>16}   CPU s per process"
+        f"{'path':<20}{'direction':<10}{'Gbit/s':>8}{'x direct':>9}{'wall s':>8}"
+        f"{'router CPU s/GB':>16}{'tftunnel CPU s/GB':>18}   CPU s per process"
     )
     print(head)
     gb = args.gbytes
@@ -172,23 +198,27 @@ def report(runs: dict[tuple[str, str], Run], args: argparse.Namespace) -> None:
             g = statistics.median(run.gbps)
             cpu = {proc: statistics.median(v) for proc, v in run.cpu.items()}
             per_gb = f"{cpu['tfrouter'] / gb:.2f}" if "tfrouter" in cpu else "-"
+            tun_gb = f"{cpu['tftunnel'] / gb:.2f}" if "tftunnel" in cpu else "-"
             procs = ", ".join(f"{proc} {v:.2f}" for proc, v in cpu.items())
             print(
-                f"{name:<17}{d:<10}{g:>8.2f}{g / base:>9.2f}{statistics.median(run.wall):>8.2f}"
-                f"{per_gb:>16}   {procs}"
+                f"{name:<20}{d:<10}{g:>8.2f}{g / base:>9.2f}{statistics.median(run.wall):>8.2f}"
+                f"{per_gb:>16}{tun_gb:>18}   {procs}"
             )
-    print("\ngoal (issue 17): tunnel >= 0.35x the direct path in both directions")
+    print("\ngoal (issue 17): tunnel (tftunnel) >= 0.35x the direct path in both directions")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gbytes", type=float, default=1.0, help="GB per transfer")
+    ap.add_argument(
+        "--before", action="store_true", help="also the legacy tunnel of the --before-rev build"
+    )
     ap.add_argument("--before-rev", default=BEFORE_REV, help="git revision of the 'before' build")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tunnel-"))
     with ExitStack() as st:
-        runs = measure(start(st, tmp, args.before_rev), args)
+        runs = measure(start(st, tmp, args.before_rev if args.before else None), args)
     report(runs, args)
 
 

@@ -35,7 +35,12 @@ func parsePin(pin string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("--pin %q does not start with sha256/", pin)
 	}
-	sum, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(b64, "/"))
+	// The base64 itself may start with "/" (one gateway key in 64): try it as it is first,
+	// then as curl's "sha256//<base64>".
+	sum, err := base64.StdEncoding.DecodeString(b64)
+	if (err != nil || len(sum) != sha256.Size) && strings.HasPrefix(b64, "/") {
+		sum, err = base64.StdEncoding.DecodeString(b64[1:])
+	}
 	if err != nil || len(sum) != sha256.Size {
 		return nil, fmt.Errorf("--pin %q is not sha256/ and the base64 of 32 bytes", pin)
 	}
@@ -57,9 +62,10 @@ func (e *refusedError) Error() string {
 	return fmt.Sprintf("gateway refused the tunnel (status %d): %s", e.status, e.reason)
 }
 
-// authenticate runs TLS with the pinned key and the proof on conn; on success the returned
-// connection carries the yamux session.
-func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte) (net.Conn, error) {
+// authenticate runs TLS with the pinned key and the proof on conn, offering the ALPN
+// protocols protos (preferred first); on success the returned connection carries the yamux
+// session and says which protocol the gateway chose.
+func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte, protos []string) (*tls.Conn, error) {
 	tc := tls.Client(conn, &tls.Config{
 		InsecureSkipVerify: true, // the pin is the whole verification
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -74,7 +80,7 @@ func authenticate(ctx context.Context, conn net.Conn, secret string, pin []byte)
 			return nil
 		},
 		MinVersion: tls.VersionTLS13,
-		NextProtos: []string{authALPN},
+		NextProtos: protos,
 		ServerName: "tfgateway-tunnel",
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {

@@ -16,7 +16,9 @@
 // With --pin it speaks the gateway's authenticated protocol instead: TLS 1.3 to the
 // gateway, whose key must match the pin, then a proof of the secret bound to that TLS
 // session, so the secret never crosses the wire and nobody in the middle can take the
-// route (README.md).
+// route (README.md). If the gateway offers them, each public connection then comes on a TCP
+// connection of its own (a data connection, spliced at both ends) while the TLS session
+// stays the control channel; --data-in-tls keeps everything inside the TLS session.
 package main
 
 import (
@@ -57,6 +59,8 @@ type options struct {
 	localTLS string
 	backoff  time.Duration
 	pin      []byte // nil: the legacy trc protocol
+	// dataInTLS: every connection inside the TLS session (no data connections).
+	dataInTLS bool
 }
 
 func parseFlags(args []string, getenv func(string) string) (options, error) {
@@ -78,6 +82,8 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 	fs.IntVar(&backoffSeconds, "backoff", backoffSeconds, "seconds to wait before reconnecting (env TRC_BACKOFF)")
 	pin := fs.String("pin", getenv("TRC_PIN"), "the gateway's key, sha256/<base64> (tfrouter -tunnel-pin prints it; `tfgateway status` shows it): "+
 		"use the authenticated protocol, in which the secret never crosses the wire; without it, trc's clear-text handshake (env TRC_PIN)")
+	fs.BoolVar(&o.dataInTLS, "data-in-tls", getenv("TRC_DATA_IN_TLS") != "", "with --pin: carry every connection inside the TLS session instead of on data connections of its own "+
+		"(slower: the bytes cross tftunnel's and the router's memory; see README \"Data connections\") (env TRC_DATA_IN_TLS, any value)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -113,6 +119,8 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		return o, errors.New("--local is required")
 	case backoffSeconds < 1:
 		return o, errors.New("--backoff must be at least 1 second")
+	case o.dataInTLS && o.pin == nil:
+		return o, errors.New("--data-in-tls needs --pin: without it there is no TLS session (the legacy protocol carries every connection in the clear)")
 	}
 	return o, nil
 }
@@ -132,7 +140,7 @@ func main() {
 	go trimMemory(ctx)
 	var wg sync.WaitGroup
 	for _, remote := range opts.remotes {
-		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, pin: opts.pin, log: log.With("remote", remote)}
+		t := &tunnel{remote: remote, secret: opts.secret, local: opts.local, localTLS: opts.localTLS, backoff: opts.backoff, pin: opts.pin, dataInTLS: opts.dataInTLS, log: log.With("remote", remote)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

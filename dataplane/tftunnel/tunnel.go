@@ -55,8 +55,13 @@ type tunnel struct {
 	local, localTLS string
 	backoff         time.Duration
 	pin             []byte // authenticated protocol when set
-	log             *slog.Logger
-	dial            func(ctx context.Context, network, addr string) (net.Conn, error)
+	// dataInTLS keeps every connection inside the TLS session (offers protocol 1 only);
+	// otherwise protocol 2 is offered and, if the gateway takes it, connections come on
+	// data connections dialled to dataAddr (the address the session is connected to).
+	dataInTLS bool
+	dataAddr  string
+	log       *slog.Logger
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // run keeps the tunnel up until ctx ends, reconnecting after backoff like trc.
@@ -89,11 +94,20 @@ func (t *tunnel) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dial gateway: %w", err)
 	}
+	dataConns := false
 	if t.pin != nil {
+		protos := []string{authALPNData, authALPN}
+		if t.dataInTLS {
+			protos = []string{authALPN}
+		}
+		t.dataAddr = conn.RemoteAddr().String()
 		hctx, cancel := context.WithTimeout(ctx, dialTimeout)
 		_ = conn.SetDeadline(time.Now().Add(dialTimeout))
-		authed, err := authenticate(hctx, conn, t.secret, t.pin)
+		authed, err := authenticate(hctx, conn, t.secret, t.pin, protos)
 		cancel()
+		if err == nil {
+			dataConns, err = negotiated(authed.ConnectionState().NegotiatedProtocol)
+		}
 		if err != nil {
 			conn.Close()
 			return err
@@ -126,11 +140,15 @@ func (t *tunnel) session(ctx context.Context) error {
 		// trc's protocol has no answer: a refused secret shows as the gateway closing.
 		t.log.Info("handshake sent")
 	} else {
-		t.log.Info("tunnel registered", "protocol", "authenticated")
+		t.log.Info("tunnel registered", "protocol", "authenticated", "data_connections", dataConns)
 	}
 
 	var streams sync.WaitGroup
 	defer streams.Wait()
+	// Data connections end with the session, as its streams do (and before the wait above:
+	// a dead session must not wait for its data connections' TCP timeouts to reconnect).
+	sessCtx, endSession := context.WithCancel(ctx)
+	defer endSession()
 	for {
 		stream, err := sess.AcceptStream()
 		if err != nil {
@@ -144,14 +162,18 @@ func (t *tunnel) session(ctx context.Context) error {
 		go func() {
 			defer streams.Done()
 			defer streamsServed.done()
-			t.serve(ctx, stream)
+			if dataConns {
+				t.serveData(sessCtx, stream)
+			} else {
+				t.serveStream(ctx, stream)
+			}
 		}()
 	}
 }
 
-// serve connects one forwarded connection to the local service: TLS to --local-tls, anything
-// else to --local, as trc decides by the first byte.
-func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
+// serveStream connects one forwarded connection to the local service: TLS to --local-tls,
+// anything else to --local, as trc decides by the first byte.
+func (t *tunnel) serveStream(ctx context.Context, stream *yamux.Stream) {
 	defer stream.Close()
 	br := bufio.NewReader(stream)
 	_ = stream.SetReadDeadline(time.Now().Add(sniffTimeout))
@@ -162,15 +184,8 @@ func (t *tunnel) serve(ctx context.Context, stream *yamux.Stream) {
 		return
 	}
 	_ = stream.SetReadDeadline(time.Time{})
-	target := t.local
-	if first == tlsHandshake {
-		target = t.localTLS
-	}
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	local, err := t.dialer()(dctx, "tcp", target)
-	cancel()
+	local, err := t.dialLocal(ctx, first)
 	if err != nil {
-		t.log.Warn("local service unreachable", "target", target, "err", err)
 		_ = stream.Reset()
 		return
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"io"
 	"log/slog"
@@ -219,9 +220,43 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if o.secret != "1:a" || len(o.remotes) != 2 || o.localTLS != "127.0.0.1:80" || o.backoff != 2*time.Second {
 		t.Fatalf("unexpected options %+v", o)
 	}
-	for _, bad := range [][]string{{}, {"--secret", "x"}, {"--secret", "x", "--remote", "h:1"}, {"--secret", strings.Repeat("s", maxSecretLen+1), "--remote", "h:1", "--local", "l:1"}} {
+	pin := "sha256/" + strings.Repeat("A", 43) + "="
+	o, err = parseFlags([]string{"--pin", pin}, func(k string) string {
+		if k == "TRC_DATA_IN_TLS" {
+			return "1"
+		}
+		return env[k]
+	})
+	if err != nil || !o.dataInTLS || o.pin == nil {
+		t.Fatalf("TRC_DATA_IN_TLS: %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{}, {"--secret", "x"}, {"--secret", "x", "--remote", "h:1", "--local", "l:1", "--data-in-tls"}, {"--secret", "x", "--remote", "h:1"}, {"--secret", strings.Repeat("s", maxSecretLen+1), "--remote", "h:1", "--local", "l:1"}} {
 		if _, err := parseFlags(bad, func(string) string { return "" }); err == nil {
 			t.Errorf("accepted %v", bad)
 		}
+	}
+}
+
+// A pin whose base64 starts with "/" (one gateway key in 64) parses, as does curl's
+// "sha256//" form of it and of any other pin.
+func TestParsePinWithLeadingSlash(t *testing.T) {
+	sum := make([]byte, 32)
+	sum[0] = 0xfc // base64 "/..."
+	b64 := base64.StdEncoding.EncodeToString(sum)
+	if b64[0] != '/' {
+		t.Fatalf("test pin %q does not start with /", b64)
+	}
+	for _, pin := range []string{"sha256/" + b64, "sha256//" + b64} {
+		got, err := parsePin(pin)
+		if err != nil || !bytes.Equal(got, sum) {
+			t.Fatalf("%s: %x, %v", pin, got, err)
+		}
+	}
+	other := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	if got, err := parsePin("sha256//" + other); err != nil || len(got) != 32 {
+		t.Fatalf("curl form: %v", err)
+	}
+	if _, err := parsePin("sha256/" + b64[1:]); err == nil {
+		t.Fatal("a truncated pin was accepted")
 	}
 }

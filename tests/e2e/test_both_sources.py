@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,9 +243,10 @@ def test_removing_the_conflicting_entry_clears_its_error(both: Gateway, label: s
     assert answers(gw, FILE_SUB) == {FILE_IP}
 
 
-def test_a_name_the_user_let_go_is_the_files_at_the_next_reload(both: Gateway, label: str) -> None:
-    """Refused entries are tried again at every reload (docs/workloads.md): once the user
-    deleted their workloads, SIGHUP gives the names to the file."""
+def test_a_name_the_user_let_go_becomes_the_files_on_its_own(both: Gateway, label: str) -> None:
+    """Entries refused for a name another owner holds are tried again on their own
+    (docs/workloads.md): once the user deleted their workloads, the names are the file's
+    without a reload."""
     gw = both
     held = hold_and_declare(gw, label)
     for workload in held.workloads:
@@ -256,11 +256,12 @@ def test_a_name_the_user_let_go_is_the_files_at_the_next_reload(both: Gateway, l
     wait_for(lambda: not answers(gw, held.sub_name), what="the user's subdomain removed")
     wait_for(lambda: gw.refused(held.proxied), what="the user's proxy removed")
 
-    gw.signal_agent(signal.SIGHUP)
     wait_for(
         lambda: {declared(gw)[f"{label}-{k}"]["state"] for k in ("sub", "proxy")} == {"ok"},
-        what="the file's entries applied",
+        timeout=30,
+        what="the file's entries applied without a reload",
     )
+    assert "for a name another owner held are applied" in gw.procs["agent"].log.read_text()
     assert declared(gw)[f"{label}-sub"]["message"] == ""
     wait_for(lambda: answers(gw, held.sub_name) == {FILE_IP}, what="the file's subdomain")
     assert route_user(gw, held.proxied) == "0"

@@ -19,6 +19,14 @@ from tests.support.gateway import (
 from tests.support.sites import assert_served_by
 
 
+def metric(text: str, name: str) -> float:
+    """The value of one series (`name` with its labels) in Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:
     user = gateway.add_user()
     name = f"{label}.{MANAGED_DOMAIN}"
@@ -38,3 +46,29 @@ def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) ->
 
     wait_for(lambda: gateway.http(name).status == 200, timeout=20, what=f"tunnel {name}")
     assert_served_by(gateway, name, site="natc-site", cert="natc")
+
+
+def test_authenticated_tunnel_serves_through_data_connections(gateway: Gateway, label: str) -> None:
+    """`tftunnel --pin` behind the NAT: the router offers data connections, the client dials
+    them through its NAT (same public address as its session), and the site is served over
+    HTTP by Host and TLS by SNI with each connection on a data connection of its own."""
+    user = gateway.add_user()
+    name = f"{label}.{MANAGED_DOMAIN}"
+    sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
+    assert gateway.wait_result(sid).state == "ok"
+    secret = f"{user.id}:{secrets.token_hex(8)}"
+    rid = gateway.create(
+        "reverse_proxy", user, domain=name, secret=gateway.encrypt_secret(user, secret)
+    )
+    assert gateway.wait_result(rid).state == "ok"
+    if not ("natc-site" in gateway.procs and gateway.procs["natc-site"].alive()):
+        gateway.start_natc_site()  # (the module's first test may have started it)
+    pin = gateway.tunnel_pin()
+    assert pin.startswith("sha256/"), pin
+    gateway.start_tunnel(secret, f"tunnel-{label}", "--pin", pin)
+
+    ok = 'tfrouter_tunnel_data_connections_total{result="ok"}'
+    before = metric(gateway.router_metrics(), ok)
+    wait_for(lambda: gateway.http(name).status == 200, timeout=20, what=f"tunnel {name}")
+    assert_served_by(gateway, name, site="natc-site", cert="natc")
+    assert metric(gateway.router_metrics(), ok) >= before + 2

@@ -508,6 +508,8 @@ class Gateway:
                 f'type = "redis"\naddr = "127.0.0.1"\nport = {REDIS_PORT}\n'
                 'passwordfile = "${CREDENTIALS_DIRECTORY}/redis-password"\n'
                 + (self.tls_table() if self.acme else "")
+                # authenticated tunnels, as the NixOS module configures them (trs ignores it)
+                + '[tunnels]\nkey = "${STATE_DIRECTORY}/tunnel-key.pem"\n'
             )
             args = [binary(self.router_program), "--config", str(config)]
             if self.router_program == "tfrouter":
@@ -542,19 +544,25 @@ class Gateway:
         lets nothing in from outside, so only the tunnel client's tunnel can reach it."""
         self._site("natc-site", self.natc, "0.0.0.0", NATC_HTTP_PORT, NATC_TLS_PORT, "natc")
 
-    def start_tunnel(self, secret: str, name: str = "tunnel") -> Process:
+    def start_tunnel(self, secret: str, name: str = "tunnel", *extra: str) -> Process:
         """The user's tunnel client in the NATed namespace, tunnelling to its local site.
 
         `tftunnel` is the project's trc v0.1.0 drop-in (same flags, same wire protocol); the
-        upstream `trc` cannot be built here (the Go module proxy refuses tcprouter)."""
+        upstream `trc` cannot be built here (the Go module proxy refuses tcprouter). `extra`
+        flags: `--pin <tunnel_pin()>` for the authenticated protocol."""
         args = [
             binary("tftunnel"),
             "--secret", secret,
             "--remote", f"{GW_NATC_ADDR}:{TUNNEL_PORT}",
             "--local", f"127.0.0.1:{NATC_HTTP_PORT}",
             "--local-tls", f"127.0.0.1:{NATC_TLS_PORT}",
+            *extra,
         ]  # fmt: skip
         return self.spawn(name, args, self.natc)
+
+    def tunnel_pin(self) -> str:
+        """The pin of the router's tunnel key, as the router publishes it in redis."""
+        return self.redis_cli("GET", "tfgateway:router:tunnel-pin").strip()
 
     def start_explorer(self) -> None:
         self.log("starting the development explorer")

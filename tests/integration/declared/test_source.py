@@ -309,3 +309,55 @@ async def test_names_are_shared_with_explorer_users_through_ownership(world: Wor
     with pytest.raises(ProvisionError, match="used by another user"):
         await world.explorer_proxy.provision(proxy(f"mine.{DOMAIN}"))
     assert route(world.redis, f"mine.{DOMAIN}")["user"] == "0"  # type: ignore[index]
+
+
+async def test_an_entry_refused_for_a_held_name_is_applied_once_the_holder_lets_go(
+    world: World,
+) -> None:
+    def proxy(domain: str) -> Reservation:
+        data = gojson.marshal({"domain": domain, "addr": "10.0.0.9", "port": 80, "port_tls": 443})
+        return Reservation(id="7-1", user_id="7", type="proxy", data=data)
+
+    held = proxy(f"taken.{DOMAIN}")
+    await world.explorer_proxy.provision(held)
+    world.write(
+        f'[[proxy]]\nname = "taken"\ndomain = "taken.{DOMAIN}"\naddress = "10.0.0.8"\n'
+        "port = 80\nport_tls = 443\n"
+        # refused for another reason (no key for the tunnel secret): never retried alone
+        f'[[reverse_proxy]]\nname = "tunnel"\ndomain = "tunnel.{DOMAIN}"\n'
+        f'secret = "{SECRET}"\n'
+    )
+    summary = await world.source.reload()
+    assert summary.failed == 2, summary
+    assert world.source.held == {"taken"}
+
+    # Still held: the retry refuses it again, quietly, and changes nothing.
+    again = await world.source.retry_held()
+    assert (again.added, again.failed) == (0, 1)
+    assert read_record(world.redis, "taken")["state"] == "error"
+    assert route(world.redis, f"taken.{DOMAIN}")["user"] == "7"  # type: ignore[index]
+
+    # The user lets go: the next retry gives the name to the file, without a reload.
+    await world.explorer_proxy.decommission(held)
+    reloads, calls = world.source.reloads, world.source.calls
+    done = await world.source.retry_held()
+    assert (done.added, done.failed) == (1, 0)
+    assert world.source.reloads == reloads
+    assert world.source.calls == calls + 1  # the held entry only, not the other refused one
+    assert world.source.held == set()
+    record = read_record(world.redis, "taken")
+    assert (record["state"], record["message"], record["applied"]) == ("ok", "", True)
+    assert route(world.redis, f"taken.{DOMAIN}")["user"] == "0"  # type: ignore[index]
+    assert read_record(world.redis, "tunnel")["state"] == "error"
+
+    # An entry removed from the file while refused is not retried.
+    await world.explorer_proxy.provision(proxy(f"other.{DOMAIN}"))
+    world.write(
+        f'[[proxy]]\nname = "other"\ndomain = "other.{DOMAIN}"\naddress = "10.0.0.8"\n'
+        "port = 80\nport_tls = 443\n"
+    )
+    await world.source.reload()
+    assert world.source.held == {"other"}
+    world.write("")
+    await world.source.reload()
+    assert world.source.held == set()

@@ -9,6 +9,9 @@ the file changes, by difference (entry name and content) against what was applie
 - What was applied is persisted (`records.py`), so a restart with a changed file removes the
   entries that disappeared meanwhile.
 - redis trouble (transient) leaves the entry pending; it is tried again a moment later.
+- An entry refused because another owner holds its name (an explorer user's workload) is
+  tried again every `HELD_RETRY_INTERVAL` on its own: the name is the file's soon after its
+  holder lets go, without a reload (and without a log line per attempt).
 """
 
 from __future__ import annotations
@@ -47,7 +50,12 @@ from tfgateway.declared.records import (
 )
 from tfgateway.engine.engine import chains
 from tfgateway.model.reservation import Reservation
-from tfgateway.primitives.provisioner import Provisioner, ProvisionError, reapplying
+from tfgateway.primitives.provisioner import (
+    NameHeldError,
+    Provisioner,
+    ProvisionError,
+    reapplying,
+)
 from tfgateway.store.batch import AutoPipeline
 from tfgateway.telemetry.metrics import Metrics
 
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL: Final = 1.0
 RETRY_INTERVAL: Final = 5.0
+HELD_RETRY_INTERVAL: Final = 5.0
 MAX_CONCURRENT: Final = 256
 _RANK: Final = {kind: i for i, kind in enumerate(KINDS)}
 _TYPE_RANK: Final = {rtype: i for i, rtype in enumerate(KINDS.values())}
@@ -147,6 +156,11 @@ class DeclaredSource:
         self._signature: tuple[int, ...] | None = None
         self._reload = asyncio.Event()
         self._retry_at: float | None = None
+        self._entries: dict[str, Entry] = {}
+        """The file's valid entries as last applied, by name."""
+        self.held: set[str] = set()
+        """Entries refused because another owner holds their name: tried again on their own."""
+        self._held_at = 0.0
         self._last_file_error = ""
         self._loaded = 0.0
         self.reloads = 0
@@ -215,6 +229,8 @@ class DeclaredSource:
         summary = Summary()
         desired = {e.name: e for e in declared.entries}
         refused = {e.name: e for e in declared.errors}
+        self._entries = desired
+        self.held &= desired.keys()
         writes: dict[str, Record | None] = {}
 
         # 1. Gone (or now bad, or of another kind): take down what was applied.
@@ -254,8 +270,20 @@ class DeclaredSource:
                 summary.unchanged += 1
                 continue
             todo.append(entry)
-        todo.sort(key=lambda e: _RANK[e.kind])
-        for _, wave in itertools.groupby(todo, key=lambda e: _wave(e.type)):
+        await self._provision_all(todo, writes, summary)
+        await self._persist(writes)
+        self._publish()
+        if summary.pending:
+            self._retry_at = self.clock() + RETRY_INTERVAL
+        self._held_at = self.clock() + HELD_RETRY_INTERVAL
+        return summary
+
+    async def _provision_all(
+        self, entries: list[Entry], writes: dict[str, Record | None], summary: Summary
+    ) -> None:
+        """Provision `entries` in waves (zones first), by rank within a wave."""
+        entries = sorted(entries, key=lambda e: _RANK[e.kind])
+        for _, wave in itertools.groupby(entries, key=lambda e: _wave(e.type)):
             await self._run(
                 list(wave),
                 lambda entry: self._provision(entry, writes, summary),
@@ -263,8 +291,23 @@ class DeclaredSource:
                     entry.kind, entry.name, entry.fields, entry.secret
                 ),
             )
-        await self._persist(writes)
-        self._publish()
+
+    async def retry_held(self) -> Summary:
+        """Try again the entries refused because another owner held their name."""
+        summary = Summary()
+        async with self.lock:
+            todo = [self._entries[name] for name in sorted(self.held) if name in self._entries]
+            if not todo:
+                return summary
+            writes: dict[str, Record | None] = {}
+            await self._provision_all(todo, writes, summary)
+            await self._persist(writes)
+            self._publish()
+        if summary.added:
+            log.info(
+                "workloads file: %d entries refused for a name another owner held are applied",
+                summary.added,
+            )
         if summary.pending:
             self._retry_at = self.clock() + RETRY_INTERVAL
         return summary
@@ -341,6 +384,10 @@ class DeclaredSource:
         try:
             data = await self._call("provision", new)
         except Exception as exc:
+            if isinstance(exc, NameHeldError):
+                self.held.add(name)
+            else:
+                self.held.discard(name)
             if _transient(exc):
                 summary.pending += 1
                 writes[name] = Record(
@@ -391,6 +438,7 @@ class DeclaredSource:
                 log.warning("%s", error)
             summary.failed += 1
             return
+        self.held.discard(name)
         if old is not None and old.applied:
             await self._clean_after_update(name, old, public)
             summary.updated += 1
@@ -519,6 +567,13 @@ class DeclaredSource:
             elif self._retry_at is not None and self.clock() >= self._retry_at:
                 reason = "retry"
             if not reason:
+                if self.held and self.clock() >= self._held_at:
+                    self._held_at = self.clock() + HELD_RETRY_INTERVAL
+                    try:
+                        await self.retry_held()
+                    except _TRANSIENT as exc:
+                        log.warning("workloads file: retry interrupted: %s; again soon", exc)
+                        self._retry_at = self.clock() + RETRY_INTERVAL
                 continue
             self._retry_at = None
             try:

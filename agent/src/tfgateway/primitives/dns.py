@@ -55,6 +55,7 @@ from tfgateway.primitives.ownership import (
 )
 from tfgateway.primitives.proof import PROOF_LABEL, Verdict
 from tfgateway.primitives.provisioner import (
+    NameHeldError,
     ProvisionError,
     is_reapplying,
     reservation_data,
@@ -282,12 +283,12 @@ class DNSStore:
                         f"domain {zone}"
                     )
             elif zone_owner != user:
-                raise ProvisionError(
+                raise NameHeldError(
                     f"cannot add subdomain {domain}: zone {zone} belongs to another user"
                 )
             claimed = as_text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
             if claimed and claimed != user:
-                raise ProvisionError(f"subdomain {domain} is already reserved by another user")
+                raise NameHeldError(f"subdomain {domain} is already reserved by another user")
             await require_no_other_proxy(txn, user, domain)
             field = relative(domain, zone)
             await txn.watch(zone_key(zone))
@@ -393,7 +394,7 @@ class DNSStore:
                 raise ProvisionError(f"{domain} is a domain managed by this gateway")
             self._check_reserved(domain, zone=True)
             if owner is not None and owner != user:
-                raise ProvisionError(f"cannot delegate domain {domain}: owned by another user")
+                raise NameHeldError(f"cannot delegate domain {domain}: owned by another user")
             await self._refuse_foreign_inside(txn, user, domain)
             held = owner == user
             managed = self.proofs.managed_domains
@@ -426,7 +427,7 @@ class DNSStore:
                 other = zone_owner_of(value)
                 if other is not None and other != user:
                     whose = "this gateway" if other == self.identity else "another user"
-                    raise ProvisionError(
+                    raise NameHeldError(
                         f"cannot delegate domain {domain}: it is inside {zone}, which "
                         f"belongs to {whose}"
                     )
@@ -435,13 +436,13 @@ class DNSStore:
             zone = as_text(raw_zone) or ""
             other = zone_owner_of(value)
             if zone.endswith(suffix) and other is not None and other != user:
-                raise ProvisionError(
+                raise NameHeldError(
                     f"cannot delegate domain {domain}: {zone} inside it belongs to "
                     "another user or to this gateway"
                 )
         claimed = as_text(await txn.hget(MANAGED_DOMAINS_KEY, domain))
         if claimed and claimed != user:
-            raise ProvisionError(f"cannot delegate domain {domain}: reserved by another user")
+            raise NameHeldError(f"cannot delegate domain {domain}: reserved by another user")
         await require_no_other_proxy(txn, user, domain)
         await txn.get(PROXY_GENERATION_KEY)
         async for key in self._redis.scan_iter(match=proxy_keys_pattern(domain), count=1000):

@@ -17,7 +17,7 @@ from tfgateway.primitives.coredns_redis import (
     as_text,
     zone_owner_of,
 )
-from tfgateway.primitives.provisioner import ProvisionError
+from tfgateway.primitives.provisioner import NameHeldError, ProvisionError
 from tfgateway.primitives.tcprouter import decode_service, proxy_key
 from tfgateway.store.transaction import Read, Transaction
 
@@ -122,7 +122,7 @@ async def require_no_other_proxy(txn: Transaction, user: str, domain: str) -> No
     """Refuse a DNS claim on a name another user proxies."""
     proxied_by = await proxy_owner(txn, domain)
     if proxied_by is not None and proxied_by != user:
-        raise ProvisionError(f"{domain} is used by another user's proxy")
+        raise NameHeldError(f"{domain} is used by another user's proxy")
 
 
 async def require_proxy_allowed(
@@ -131,9 +131,9 @@ async def require_proxy_allowed(
     """Refuse a proxy on a name another user proxies or holds in DNS, or on a managed domain."""
     current = await proxy_owner(txn, domain)
     if current is not None and current != user:
-        raise ProvisionError(f"cannot add proxy for {domain}: used by another user")
+        raise NameHeldError(f"cannot add proxy for {domain}: used by another user")
     if await zone_owner(txn, domain) == gateway_identity:
         raise ProvisionError(f"{domain} is a domain managed by this gateway")
     dns_owner = await name_owner(txn, domain, gateway_identity)
     if dns_owner is not None and dns_owner != user:
-        raise ProvisionError(f"cannot add proxy for {domain}: the name belongs to another user")
+        raise NameHeldError(f"cannot add proxy for {domain}: the name belongs to another user")

@@ -21,6 +21,7 @@ from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.validation import ValidationError, normalize_domain
 
 __all__ = [
+    "NameHeldError",
     "ProvisionError",
     "Provisioner",
     "is_reapplying",
@@ -39,6 +40,11 @@ class ProvisionError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class NameHeldError(ProvisionError):
+    """Refused because another owner holds the name (or the WireGuard key): the same
+    reservation may succeed once they let go. The message is the Go daemon's, unchanged."""
 
 
 @runtime_checkable

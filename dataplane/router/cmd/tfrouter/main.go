@@ -37,6 +37,7 @@ func run(args []string) int {
 	tunnelStreams := fs.Int("tunnel-streams", 0, fmt.Sprintf("most concurrent connections through one tunnel (overrides [tunnels] max_streams; default %d)", router.DefaultTunnelStreams))
 	tunnelMemory := fs.Int("tunnel-memory-mib", 0, fmt.Sprintf("receive-buffer budget of one tunnel in MiB; each connection through it needs 256 KiB, more only for bulk transfers while the budget allows (overrides [tunnels] memory_mib; default %d)", router.DefaultTunnelMemoryMiB))
 	legacy := fs.Bool("legacy-tunnels", true, "accept trc v0.1.0's clear-text tunnel handshake on the clients port (overrides [tunnels] legacy)")
+	dataConns := fs.Bool("tunnel-data-connections", true, "offer authenticated tunnel clients data connections: each public connection on a TCP connection of its own, spliced (overrides [tunnels] data_connections)")
 	tunnelKey := fs.String("tunnel-key", "", "PEM file of the key for authenticated tunnels, created at the first start (overrides [tunnels] key; empty: authenticated tunnels off)")
 	printPin := fs.Bool("tunnel-pin", false, "print the pin of the tunnel key (tftunnel --pin) and exit; creates the key if missing")
 	if err := fs.Parse(args); err != nil {
@@ -67,6 +68,9 @@ func run(args []string) int {
 	if set["legacy-tunnels"] {
 		cfg.Tunnels.Legacy = legacy
 	}
+	if set["tunnel-data-connections"] {
+		cfg.Tunnels.DataConnections = dataConns
+	}
 	if set["tunnel-key"] {
 		cfg.Tunnels.Key = *tunnelKey
 	}
@@ -85,6 +89,7 @@ func run(args []string) int {
 		ConnsPerSource:      cfg.Limits.ConnectionsPerSource,
 		IPv6SourcePrefix:    cfg.Limits.IPv6SourcePrefix,
 		RefuseLegacyTunnels: !cfg.Tunnels.LegacyAllowed(),
+		NoDataConnections:   !cfg.Tunnels.DataConnectionsAllowed(),
 		TunnelSources: tunnel.SourceLimits{
 			HandshakesPerMinute: cfg.Tunnels.HandshakesPerMinute, HandshakeBurst: cfg.Tunnels.HandshakeBurst,
 			MaxConnsPerSource: cfg.Tunnels.ConnsPerSource, MaxSources: cfg.Tunnels.Sources,

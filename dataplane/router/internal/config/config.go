@@ -78,7 +78,14 @@ type Tunnels struct {
 	// MemoryMiB bounds one tunnel's stream receive buffers; every stream needs 256 KiB of
 	// it, so it also caps the streams at MemoryMiB*4.
 	MemoryMiB int `toml:"memory_mib"`
+	// DataConnections offers authenticated clients protocol 2, in which each public
+	// connection's bytes travel on a TCP connection of their own, spliced at both ends
+	// (default true; false: every connection is a stream in the session, as protocol 1).
+	DataConnections *bool `toml:"data_connections"`
 }
+
+// DataConnectionsAllowed is the effective data_connections setting.
+func (t Tunnels) DataConnectionsAllowed() bool { return t.DataConnections == nil || *t.DataConnections }
 
 // LegacyAllowed is the effective legacy setting.
 func (t Tunnels) LegacyAllowed() bool { return t.Legacy == nil || *t.Legacy }

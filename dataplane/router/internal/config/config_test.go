@@ -163,11 +163,11 @@ func TestPasswordFile(t *testing.T) {
 func TestTunnelsTable(t *testing.T) {
 	base := "[server]\nport = 443\nhttpport = 80\nclientsport = 18000\n"
 	c, err := Parse("t", base)
-	if err != nil || !c.Tunnels.LegacyAllowed() || c.Tunnels.Key != "" {
+	if err != nil || !c.Tunnels.LegacyAllowed() || c.Tunnels.Key != "" || !c.Tunnels.DataConnectionsAllowed() {
 		t.Fatalf("defaults: %+v, %v", c.Tunnels, err)
 	}
-	c, err = Parse("t", base+"[tunnels]\nlegacy = false\nkey = \"/k.pem\"\nhandshakes_per_minute = 30\n")
-	if err != nil || c.Tunnels.LegacyAllowed() || c.Tunnels.HandshakesPerMinute != 30 {
+	c, err = Parse("t", base+"[tunnels]\nlegacy = false\nkey = \"/k.pem\"\nhandshakes_per_minute = 30\ndata_connections = false\n")
+	if err != nil || c.Tunnels.LegacyAllowed() || c.Tunnels.HandshakesPerMinute != 30 || c.Tunnels.DataConnectionsAllowed() {
 		t.Fatalf("set: %+v, %v", c.Tunnels, err)
 	}
 	if _, err := Parse("t", base+"[tunnels]\nlegacy = false\n"); err == nil || !strings.Contains(err.Error(), "needs key") {

@@ -20,6 +20,7 @@ type Metrics struct {
 	AcceptErrors  *prometheus.CounterVec // listener
 	TunnelStreams *prometheus.CounterVec // tunnel, result
 	TunnelBytes   *prometheus.CounterVec // tunnel, direction
+	DataConns     *prometheus.CounterVec // result
 	TunnelsActive prometheus.Gauge
 	Registrations *prometheus.CounterVec // result
 	Routes        prometheus.Gauge
@@ -50,6 +51,10 @@ func newMetrics() *Metrics {
 		TunnelBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tfrouter_tunnel_bytes_total", Help: "Bytes through tunnels; direction in is client to tunnel.",
 		}, []string{"tunnel", "direction"}),
+		DataConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tfrouter_tunnel_data_connections_total",
+			Help: "Tunnel data connections (protocol 2) by outcome: ok, bad_ticket, bad_handshake (clients port); expired, refused_by_client, tunnel_closed, inline (no ticket free: the stream carried the bytes), error (router side).",
+		}, []string{"result"}),
 		TunnelsActive: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tfrouter_tunnels_active", Help: "Registered live tunnel sessions.",
 		}),
@@ -64,7 +69,7 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 	}
 	m.Registry.MustRegister(m.Connections, m.Bytes, m.Errors, m.Active, m.AcceptErrors,
-		m.TunnelStreams, m.TunnelBytes, m.TunnelsActive, m.Registrations, m.Routes, m.Resyncs,
+		m.TunnelStreams, m.TunnelBytes, m.DataConns, m.TunnelsActive, m.Registrations, m.Routes, m.Resyncs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -178,18 +179,102 @@ func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.
 		return
 	}
 	defer st.Close()
-	if !r.replay(listener, label, st, peeked) {
+	var dest net.Conn = st
+	inline := 0 // bytes of the inline marker, not the client's
+	if st.Session.DataConns() {
+		var dc *tunnel.DataConn
+		ok := true
+		if st.Session.UseDataConns() {
+			dc, ok = r.dataConn(st, tname)
+		}
+		if !ok {
+			r.fail(listener, label, kindTunnel)
+			return
+		}
+		if dc == nil { // no ticket free, or data connections off: inline, announced by the stream's first byte
+			peeked = append([]byte{tunnel.StreamInline}, peeked...)
+			inline = 1
+		} else {
+			defer dc.Close()
+			dest = dc.Conn
+			// A data connection lives no longer than its tunnel: when the session ends (the
+			// client died or was replaced), so do its connections, as its streams would.
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				select {
+				case <-st.Session.Done():
+					_ = c.Close()
+					_ = dc.Conn.Close()
+				case <-done:
+				}
+			}()
+		}
+	}
+	if !r.replay(listener, label, dest, peeked) {
 		r.Metrics.TunnelStreams.WithLabelValues(tname, "write_error").Inc()
 		return
 	}
+	peeked = peeked[inline:]
 	r.Metrics.TunnelStreams.WithLabelValues(tname, "ok").Inc()
 	r.Metrics.Connections.WithLabelValues(listener, label, "ok").Inc()
-	in, out := pipe(c, st)
+	in, out := pipe(c, dest)
 	in += int64(len(peeked))
 	r.Metrics.Bytes.WithLabelValues(listener, label, "in").Add(float64(in))
 	r.Metrics.Bytes.WithLabelValues(listener, label, "out").Add(float64(out))
 	r.Metrics.TunnelBytes.WithLabelValues(tname, "in").Add(float64(in))
 	r.Metrics.TunnelBytes.WithLabelValues(tname, "out").Add(float64(out))
+}
+
+// dataConn asks the tunnel client for a data connection on stream st (protocol 2) and waits
+// for it. (nil, true): no ticket is free, the bytes go inline in the stream; (nil, false):
+// the data connection did not come (expired, the client refused it, the tunnel ended) and
+// the public connection is closed: the client has the ticket and may be dialling, so the
+// stream cannot safely carry the bytes instead.
+func (r *Router) dataConn(st *tunnel.Stream, tname string) (*tunnel.DataConn, bool) {
+	w, err := r.Tickets.Issue(st.Session)
+	if err != nil {
+		r.Metrics.DataConns.WithLabelValues("inline").Inc()
+		return nil, true
+	}
+	msg := append([]byte{tunnel.StreamTicket}, w.Ticket[:]...)
+	// The client closes the stream (FIN) once it has dialled and sent the ticket, and resets
+	// it if it cannot: a reset ends the wait at once.
+	refused := make(chan struct{})
+	refuse := sync.OnceFunc(func() { close(refused) })
+	go func() {
+		var b [1]byte
+		if _, err := st.Read(b[:]); err != nil && !errors.Is(err, io.EOF) {
+			refuse()
+		}
+	}()
+	_ = st.SetWriteDeadline(time.Now().Add(r.opt.DialTimeout))
+	_, werr := st.Write(msg)
+	_ = st.SetWriteDeadline(time.Time{})
+	if werr != nil {
+		refuse()
+	}
+	dc, err := r.Tickets.Wait(context.Background(), w, refused)
+	if err != nil {
+		result := "expired"
+		switch {
+		case werr != nil:
+			result = "error"
+		case errors.Is(err, tunnel.ErrNoTunnel) && st.Session.Closed():
+			result = "tunnel_closed"
+		case errors.Is(err, tunnel.ErrNoTunnel):
+			result = "refused_by_client"
+		}
+		r.Metrics.DataConns.WithLabelValues(result).Inc()
+		r.log.Debug("tunnel data connection failed", "tunnel", tname, "result", result)
+		if (result == "expired" || result == "refused_by_client") && st.Session.DataConnCame(false) {
+			r.log.Warn("tunnel data connections do not arrive; this tunnel's connections go through its session from now on",
+				"tunnel", tname, "missed", tunnel.DataMissLimit, "remote", st.Session.RemoteAddr().String())
+		}
+		return nil, false
+	}
+	st.Session.DataConnCame(true)
+	return dc, true
 }
 
 // openStream opens a stream of the route's tunnel; a failure is counted and logged here.

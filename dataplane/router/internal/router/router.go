@@ -50,6 +50,13 @@ type Options struct {
 	TunnelIdentity      *tunnel.Identity
 	RefuseLegacyTunnels bool
 	TunnelSources       tunnel.SourceLimits
+	// NoDataConnections stops offering authenticated clients data connections (protocol
+	// 2, tunnel/dataconn.go); TicketTTL is how long a ticket waits for its data connection
+	// (tunnel.TicketTTL) and PendingTickets the most tickets one tunnel has waiting
+	// (tunnel.DefaultPendingTickets).
+	NoDataConnections bool
+	TicketTTL         time.Duration
+	PendingTickets    int
 	// RefusalSummaryInterval is how often refused handshakes are summarised in the log
 	// (default 30 s).
 	RefusalSummaryInterval time.Duration
@@ -99,6 +106,8 @@ func (o *Options) defaults() {
 	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
 	defi(&o.Tunnel.MaxStreams, 16384)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
+	def(&o.TicketTTL, tunnel.TicketTTL)
+	defi(&o.PendingTickets, tunnel.DefaultPendingTickets)
 	if o.TargetPolicy == nil {
 		o.TargetPolicy = routes.CheckTarget
 	}
@@ -133,9 +142,11 @@ type Router struct {
 	log      *slog.Logger
 	Table    *routes.Table
 	Registry *tunnel.Registry
-	Metrics  *Metrics
-	redis    *redis.Client
-	term     *terminator
+	// Tickets match data connections to public connections; nil when they are off.
+	Tickets *tunnel.Tickets
+	Metrics *Metrics
+	redis   *redis.Client
+	term    *terminator
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
@@ -179,6 +190,12 @@ func New(cfg *config.Config, opt Options) *Router {
 		Name: "tfrouter_sources", Help: "Sources (IPv4 addresses, IPv6 prefixes) with a connection open on ports 80 and 443.",
 	}, func() float64 { return float64(r.sources.Len()) }))
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
+	if opt.TunnelIdentity != nil && !opt.NoDataConnections {
+		r.Tickets = &tunnel.Tickets{PerTunnel: opt.PendingTickets, TTL: opt.TicketTTL}
+		r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tfrouter_tunnel_tickets_pending", Help: "Public connections waiting for their tunnel data connection.",
+		}, func() float64 { return float64(r.Tickets.Pending()) }))
+	}
 	return r
 }
 
@@ -257,9 +274,14 @@ func (r *Router) Run(ctx context.Context) error {
 		OnRegister: func(s *tunnel.Session) {
 			r.Metrics.Registrations.WithLabelValues(registeredResult(s)).Inc()
 		},
-		OnReject: func(reason string) { r.Metrics.Registrations.WithLabelValues(reason).Inc() },
+		OnReject:   func(reason string) { r.Metrics.Registrations.WithLabelValues(reason).Inc() },
+		OnDataConn: func(result string) { r.Metrics.DataConns.WithLabelValues(result).Inc() },
 	}
-	clientLog.Info("tunnel protocols", "legacy", !r.opt.RefuseLegacyTunnels, "authenticated", r.opt.TunnelIdentity != nil)
+	if r.Tickets != nil {
+		acceptor.Tickets = r.Tickets
+	}
+	clientLog.Info("tunnel protocols", "legacy", !r.opt.RefuseLegacyTunnels, "authenticated", r.opt.TunnelIdentity != nil,
+		"data_connections", r.Tickets != nil)
 	var loops sync.WaitGroup
 	for name, handle := range map[string]func(net.Conn){
 		ListenerTLS:    func(c net.Conn) { r.serve(ListenerTLS, c, r.handleTLS) },

@@ -19,6 +19,7 @@ import (
 	"tfgateway.dev/dataplane/router/internal/routes"
 	"tfgateway.dev/dataplane/router/internal/sniff"
 	"tfgateway.dev/dataplane/router/internal/tlsterm"
+	"tfgateway.dev/dataplane/router/internal/tunnel"
 )
 
 // Error kinds of terminated routes.
@@ -226,7 +227,22 @@ func (r *Router) dialBackend(ctx context.Context, client net.Conn, label string,
 	var b net.Conn
 	var err error
 	if svc.IsTunnel() {
-		b, err = r.openStream(ListenerTLS, label, svc)
+		var st *tunnel.Stream
+		if st, err = r.openStream(ListenerTLS, label, svc); err == nil {
+			b = st
+			// Decrypted bytes stay inside the tunnel's TLS session: never on a data
+			// connection, which carries only bytes as they came from the Internet.
+			if st.Session.DataConns() {
+				_ = st.SetWriteDeadline(time.Now().Add(r.opt.DialTimeout))
+				_, err = st.Write([]byte{tunnel.StreamInline})
+				_ = st.SetWriteDeadline(time.Time{})
+				if err != nil {
+					_ = st.Close()
+					r.fail(ListenerTLS, label, kindWrite)
+					return nil, err
+				}
+			}
+		}
 	} else {
 		b, err = r.dialDirect(ListenerTLS, label, svc, svc.HTTPPort)
 	}

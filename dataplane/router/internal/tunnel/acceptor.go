@@ -35,10 +35,14 @@ type Acceptor struct {
 	Sources *Sources
 	// Refusals counts refusals and logs them as periodic summaries; nil: not logged.
 	Refusals *Refusals
+	// Tickets matches data connections to waiting public connections; nil: data
+	// connections are off (the router does not offer protocol 2).
+	Tickets *Tickets
 	// OnRegister and OnReject, if set, observe outcomes (metrics); OnReject gets one of the
-	// Reason* constants.
+	// Reason* constants. OnDataConn gets DataOK or a Reason* of a refused data connection.
 	OnRegister func(s *Session)
 	OnReject   func(reason string)
+	OnDataConn func(result string)
 	// KeepAlive and WriteTimeout override go-yamux's 30 s and 10 s (tests only).
 	KeepAlive    time.Duration
 	WriteTimeout time.Duration
@@ -110,10 +114,20 @@ func (a *Acceptor) handle(conn net.Conn, src netip.Addr, release func()) bool {
 	_ = conn.SetDeadline(time.Now().Add(a.HandshakeTimeout))
 	var first [1]byte
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		a.charge(src)
 		a.reject(src, ReasonBadHandshake)
 		return false
 	}
+	if first[0] != DataConnMarker || a.Tickets == nil {
+		a.charge(src)
+	}
 	switch first[0] {
+	case DataConnMarker:
+		if a.Tickets == nil {
+			a.reject(src, ReasonBadHandshake)
+			return false
+		}
+		return a.handleData(conn, src, release)
 	case 0x16:
 		return a.handleTLS(withReplay(conn, first[:]), src, release)
 	case 0:
@@ -177,7 +191,11 @@ func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.HandshakeTimeout)
 	defer cancel()
-	tc, secret, err := serverAuth(ctx, conn, a.Identity, lookup)
+	protos := []string{ALPN}
+	if a.Tickets != nil {
+		protos = []string{ALPNData, ALPN}
+	}
+	tc, secret, err := serverAuth(ctx, conn, a.Identity, lookup, protos)
 	if err != nil {
 		reason := ReasonOther
 		var ar *authRefusal
@@ -200,7 +218,45 @@ func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool
 		a.reject(src, ReasonOther)
 		return false
 	}
+	mux.dataConns = tc.ConnectionState().NegotiatedProtocol == ALPNData
 	return a.register(log, mux, secret, true, src, release)
+}
+
+// DataOK is OnDataConn's result for a data connection matched to its public connection.
+const DataOK = "ok"
+
+// handleData reads a data connection's ticket and hands the connection to the public
+// connection waiting for it. A refused ticket costs no log line (counted in the refusal
+// summary and metrics) and a handshake token of its source (Sources.Charge); a matched one
+// costs none and leaves its source's connection count.
+func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) bool {
+	tk, err := ReadTicket(conn)
+	if err != nil {
+		a.rejectData(src, ReasonBadHandshake)
+		return false
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if !a.Tickets.Claim(tk, src, &DataConn{Conn: conn, Release: func() {}}) {
+		a.rejectData(src, ReasonBadTicket)
+		return false
+	}
+	// Matched: from now on the connection is bounded by its tunnel's stream slot (held for
+	// its life, Limits.MaxStreamsPerTunnel and MaxStreams), not by its source's connections
+	// on this port, which bound what is not yet authenticated: a busy tunnel (or several
+	// behind one NAT) must not run out of them.
+	release()
+	if a.OnDataConn != nil {
+		a.OnDataConn(DataOK)
+	}
+	return true
+}
+
+func (a *Acceptor) rejectData(src netip.Addr, reason string) {
+	a.charge(src)
+	a.reject(src, reason)
+	if a.OnDataConn != nil {
+		a.OnDataConn(reason)
+	}
 }
 
 // register stores the session and watches it; on failure the mux is closed.
@@ -246,6 +302,12 @@ func (a *Acceptor) reject(src netip.Addr, reason string) {
 	}
 	if a.OnReject != nil {
 		a.OnReject(reason)
+	}
+}
+
+func (a *Acceptor) charge(src netip.Addr) {
+	if a.Sources != nil {
+		a.Sources.Charge(src)
 	}
 }
 

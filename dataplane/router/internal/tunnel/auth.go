@@ -24,7 +24,10 @@ import (
 //     so it is the server's challenge and a proof is worth nothing on any other connection.
 //  3. server → client: status (1) | reason length (1) | reason (ASCII, for the client's log).
 //  4. status 0: the connection carries a yamux session, the router opening one stream per
-//     public connection, as in the legacy protocol.
+//     public connection, as in the legacy protocol. With ALPN "tfgateway-tunnel/2" (offered
+//     by the client first, chosen by a router with data connections on) each stream starts
+//     with a byte saying whether the bytes follow inline or on a data connection
+//     (dataconn.go).
 const (
 	ALPN          = "tfgateway-tunnel/1"
 	ExporterLabel = "EXPORTER-tfgateway-tunnel-v1"
@@ -63,12 +66,15 @@ func (e *RefusedError) Error() string {
 // ClientHandshake runs the client side on conn: TLS with the pinned key, then the proof.
 // On success the returned connection carries the yamux session (the client side). This is
 // the reference implementation tftunnel's copy follows (tests use it directly).
-func ClientHandshake(ctx context.Context, conn net.Conn, secret string, pin []byte) (*tls.Conn, error) {
+func ClientHandshake(ctx context.Context, conn net.Conn, secret string, pin []byte, protos ...string) (*tls.Conn, error) {
+	if len(protos) == 0 {
+		protos = []string{ALPN}
+	}
 	tc := tls.Client(conn, &tls.Config{
 		InsecureSkipVerify: true, // the pin below is the whole verification
 		VerifyConnection:   VerifyPin(pin),
 		MinVersion:         tls.VersionTLS13,
-		NextProtos:         []string{ALPN},
+		NextProtos:         protos,
 		ServerName:         "tfgateway-tunnel",
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -111,18 +117,19 @@ type authRefusal struct {
 func (e *authRefusal) Error() string { return e.why }
 
 // serverAuth runs steps 1-3 on the server side. lookup finds the secret of an id among the
-// live routes. It returns the TLS connection and the proven secret.
-func serverAuth(ctx context.Context, conn net.Conn, id *Identity, lookup func(routes.TunnelID) (string, bool)) (*tls.Conn, string, error) {
+// live routes; protos are the ALPN values accepted, preferred first (Go's TLS server picks
+// by its own preference). It returns the TLS connection and the proven secret.
+func serverAuth(ctx context.Context, conn net.Conn, id *Identity, lookup func(routes.TunnelID) (string, bool), protos []string) (*tls.Conn, string, error) {
 	tc := tls.Server(conn, &tls.Config{
 		Certificates: []tls.Certificate{id.Cert},
 		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{ALPN},
+		NextProtos:   protos,
 	})
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, "", &authRefusal{reason: ReasonTLS, why: err.Error()}
 	}
 	cs := tc.ConnectionState()
-	if cs.NegotiatedProtocol != ALPN {
+	if cs.NegotiatedProtocol != ALPN && cs.NegotiatedProtocol != ALPNData {
 		return nil, "", refuse(tc, &authRefusal{StatusBadRequest, "ALPN " + ALPN + " required", ReasonBadHandshake})
 	}
 	var msg [authMsgLen]byte

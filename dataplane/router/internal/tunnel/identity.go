@@ -133,7 +133,12 @@ func ParsePin(pin string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("pin %q does not start with sha256/", pin)
 	}
-	sum, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(b64, "/"))
+	// The base64 itself may start with "/" (one key in 64): try it as it is first, then as
+	// curl's "sha256//<base64>".
+	sum, err := base64.StdEncoding.DecodeString(b64)
+	if (err != nil || len(sum) != sha256.Size) && strings.HasPrefix(b64, "/") {
+		sum, err = base64.StdEncoding.DecodeString(b64[1:])
+	}
 	if err != nil || len(sum) != sha256.Size {
 		return nil, fmt.Errorf("pin %q is not sha256/ and the base64 of 32 bytes", pin)
 	}

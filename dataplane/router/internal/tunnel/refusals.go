@@ -22,6 +22,7 @@ const (
 	ReasonBadProof       = "bad_proof"            // the proof of the secret is wrong
 	ReasonProtected      = "protected"            // a legacy client on an authenticated tunnel
 	ReasonTooMany        = "too_many_tunnels"     // the registry is full
+	ReasonBadTicket      = "bad_ticket"           // a data connection with an unknown, used or expired ticket, or from another source
 	ReasonOther          = "error"                // anything else (yamux setup)
 )
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	yamux "github.com/libp2p/go-yamux/v5"
@@ -46,6 +47,8 @@ func (l Limits) StreamSlots() int {
 type Mux struct {
 	*yamux.Session
 	budget *budget
+	// dataConns: the client negotiated protocol 2 (data connections, dataconn.go).
+	dataConns bool
 }
 
 // NewMux starts the server side of yamux on conn with a receive-memory budget of
@@ -67,11 +70,39 @@ type Session struct {
 	Authenticated bool
 	mux           *Mux
 	slots         chan struct{}
+	// dataMisses counts data connections that did not come, in a row; at DataMissLimit the
+	// session carries its connections inline for the rest of its life.
+	dataMisses atomic.Int32
 }
+
+// DataMissLimit is how many tickets in a row may go unused before a session stops asking
+// for data connections: a client whose data connections cannot reach the router (a NAT
+// that gives them another source address, a firewall that lets only one connection
+// through) then loses DataMissLimit connections, not all of them.
+const DataMissLimit = 3
 
 // BufferBytes is the receive window the session's streams hold now (bounded by
 // Limits.TunnelMemory).
 func (s *Session) BufferBytes() int { return s.mux.budget.Used() }
+
+// DataConns reports whether the client negotiated data connections (protocol 2).
+func (s *Session) DataConns() bool { return s.mux.dataConns }
+
+// UseDataConns reports whether a new public connection should ask for a data connection:
+// protocol 2, and fewer than DataMissLimit tickets in a row went unused.
+func (s *Session) UseDataConns() bool {
+	return s.mux.dataConns && s.dataMisses.Load() < DataMissLimit
+}
+
+// DataConnCame records whether a ticket's data connection came; it returns true when this
+// miss is the one that turns data connections off for the session.
+func (s *Session) DataConnCame(came bool) (turnedOff bool) {
+	if came {
+		s.dataMisses.Store(0)
+		return false
+	}
+	return s.dataMisses.Add(1) == DataMissLimit
+}
 
 // Streams is the number of streams open on the session.
 func (s *Session) Streams() int { return s.mux.NumStreams() }
@@ -248,6 +279,9 @@ func (r *Registry) CloseAll() {
 		_ = s.mux.Close()
 	}
 }
+
+// Done is closed when the session ends.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 
 // RemoteAddr of the tunnel client.
 func (s *Session) RemoteAddr() net.Addr { return s.mux.RemoteAddr() }

@@ -77,8 +77,9 @@ func SourceKey(a net.Addr) netip.Addr {
 	return ip
 }
 
-// Admit decides whether a new connection from key may go on. If it may, release must be
-// called once when the connection closes; otherwise reason names the limit.
+// Admit decides whether a new connection from key may go on: a handshake token is left (see
+// Charge) and the source is under its connection limit. If it may, release must be called
+// once when the connection closes; otherwise reason names the limit.
 func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
 	now := s.now()
 	s.mu.Lock()
@@ -109,7 +110,6 @@ func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
 	if s.lim.MaxConnsPerSource > 0 && src.conns >= s.lim.MaxConnsPerSource {
 		return nil, ReasonSourceConns
 	}
-	src.tokens--
 	src.conns++
 	var once sync.Once
 	return func() {
@@ -119,6 +119,24 @@ func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
 			s.mu.Unlock()
 		})
 	}, ""
+}
+
+// Charge takes the handshake token of a connection from key that Admit let in: Admit only
+// checks that one is left. The acceptor charges every connection once its first byte says it
+// is a handshake (before any TLS work), or when it sends nothing, or a ticket that matches no
+// waiting public connection; a data connection whose ticket matches is a public connection,
+// not a handshake, and is never charged, so a busy tunnel does not use up its client's rate.
+// Connections admitted together may take the bucket below zero: the source then waits
+// longer.
+func (s *Sources) Charge(key netip.Addr) {
+	if s.lim.HandshakesPerMinute <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok {
+		e.Value.(*source).tokens--
+	}
 }
 
 // Len is the number of sources in the table.
