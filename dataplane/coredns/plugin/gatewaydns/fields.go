@@ -103,23 +103,9 @@ func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, 
 		return false
 	}
 	built := time.Now()
-	if !s.serials.provisional(bz) {
-		s.install(ctx, map[string]*builtZone{zone: bz})
-		changeSeconds.WithLabelValues("total").Observe(time.Since(named).Seconds())
-		changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
-		changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
-		return true
-	}
-	// Served at once with its provisional serial; redis records it after (one round trip
-	// less before the change is visible).
-	ref := s.g.current().zones[zone]
-	ref.p.Store(bz)
-	served := time.Now()
-	changeSeconds.WithLabelValues("total").Observe(served.Sub(named).Seconds())
+	s.install(ctx, map[string]*builtZone{zone: bz})
+	changeSeconds.WithLabelValues("total").Observe(time.Since(named).Seconds())
 	changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
-	if serial := s.serials.record(ctx, bz); serial != bz.zone.SOA.Serial {
-		ref.p.Store(bz.withSerial(serial))
-	}
-	changeSeconds.WithLabelValues("serial").Observe(time.Since(served).Seconds())
+	changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
 	return true
 }

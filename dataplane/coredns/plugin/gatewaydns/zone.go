@@ -390,28 +390,12 @@ func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(for
 			root = p.put(root, scratch.Tree.Root.Elem)
 		}
 	}
-	return sharedZone(bz.name, prev, &tree.Tree{Root: root, Count: p.count})
-}
-
-// sharedZone returns a zone with prev's apex and upstream and the tree t (which may be
-// prev's own), and a copy of prev's SOA to be given its serial.
-func sharedZone(name string, prev *file.Zone, t *tree.Tree) *file.Zone {
-	z := file.NewZone(name, "")
+	z := file.NewZone(bz.name, "")
 	z.Upstream = prev.Upstream
-	z.Tree = t
+	z.Tree = &tree.Tree{Root: root, Count: p.count}
 	z.Apex = prev.Apex
 	z.SOA = dns.Copy(prev.SOA).(*dns.SOA)
 	return z
-}
-
-// withSerial returns bz with another serial (not yet served); bz is never served again: its
-// bookkeeping moves to the copy.
-func (bz *builtZone) withSerial(serial uint32) *builtZone {
-	next := &builtZone{name: bz.name, zone: sharedZone(bz.name, bz.zone, bz.zone.Tree), digest: bz.digest,
-		owners: bz.owners, mixed: bz.mixed, count: bz.count, truncated: bz.truncated}
-	bz.owners = nil
-	next.setSerial(serial)
-	return next
 }
 
 // owner returns the decoded field of b (nil when b or the field does not exist).
