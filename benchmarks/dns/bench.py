@@ -23,6 +23,7 @@ import dataclasses
 import ipaddress
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -35,19 +36,25 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as EventT
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
 import redis
+from prober import ChannelTap, ProbeStats, RawAgentWriter, UdpProber, percentile
 from redis.typing import EncodableT, FieldT
 
 from tfgateway.primitives.dns import DNSStore
 from tfgateway.primitives.name_proofs import NameProofs
 from tfgateway.store.url import connect
+
+if TYPE_CHECKING:
+    SynchronizedInt = Synchronized[int]
 
 ZONE = "bench.test."
 # A zone of the size a gateway's managed domain typically has, for the latency probes.
@@ -116,13 +123,19 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
 
 
 @contextmanager
 def coredns(
-    binary: str, label: str, corefile: str, workdir: Path, probe: str = ZONE
+    binary: str | list[str],
+    label: str,
+    corefile: str,
+    workdir: Path,
+    probe: str = ZONE,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    server = start_coredns(binary, label, corefile, workdir, probe)
+    server = start_coredns(binary, label, corefile, workdir, probe, env)
     try:
         yield server
     finally:
@@ -134,7 +147,14 @@ def coredns(
             server.proc.wait()
 
 
-def start_coredns(binary: str, label: str, corefile: str, workdir: Path, probe: str) -> Server:
+def start_coredns(
+    binary: str | list[str],
+    label: str,
+    corefile: str,
+    workdir: Path,
+    probe: str,
+    env: dict[str, str] | None = None,
+) -> Server:
     """A CoreDNS answering for probe; a port taken by another process between free_port()
     and CoreDNS's bind (other jobs run on this machine) is replaced by another."""
     for _ in range(3):
@@ -144,7 +164,13 @@ def start_coredns(binary: str, label: str, corefile: str, workdir: Path, probe: 
         log = workdir / f"{label}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [binary, "-conf", str(conf)], stdout=out, stderr=subprocess.STDOUT
+                [*([binary] if isinstance(binary, str) else binary), "-conf", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                # A session of its own, as a service has: the kernel's autogroup scheduling
+                # then does not lump it with the benchmark's own processes.
+                start_new_session=True,
             )
         wait_for(
             lambda proc=proc, port=port: (
@@ -479,14 +505,17 @@ class BulkRun:
     visible_s: float  # first write -> the last name is answered
 
 
-def zone_reloads(metrics_port: int) -> int:
-    """Sum of coredns_gatewaydns_loads_total{kind="zone"} from the server's prometheus."""
+def zone_reloads(metrics_port: int, kinds: tuple[str, ...] = ("zone",)) -> int:
+    """Sum of coredns_gatewaydns_loads_total{kind=...} from the server's prometheus: whole
+    reads of a zone ("zone") or of all zones ("full")."""
     url = f"http://{LOOPBACK}:{metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("coredns_gatewaydns_loads_total{") and 'kind="zone"' in line:
+        if line.startswith("coredns_gatewaydns_loads_total{") and any(
+            f'kind="{k}"' in line for k in kinds
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
@@ -654,16 +683,24 @@ def scale_queries(owners: int, path: Path) -> None:
 
 
 def stream_changes(
-    rport: int, zone: str, owners: int, rate: float, seconds: float, names: bool, stop: list[bool]
-) -> int:
+    rport: int,
+    db: int,
+    zone: str,
+    owners: int,
+    rate: float,
+    seconds: float,
+    names: bool,
+    stop: EventT,
+    written: SynchronizedInt,
+) -> None:
     """Agent transactions at `rate` per second into zone, each changing one existing owner's
     address; the PUBLISH names the field (`ZONE FIELD`, the agent's format), or with
-    names=False the zone only (the agent's format before issue 17). Returns the number
-    written."""
-    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
+    names=False the zone only (the agent's format before issue 17). Runs in a process of its
+    own, so that it never holds the prober's interpreter lock; the count goes to `written`."""
+    r = redis.Redis(host=LOOPBACK, port=rport, db=db, decode_responses=True)
     t0 = time.perf_counter()
     n = 0
-    while not stop[0] and time.perf_counter() - t0 < seconds:
+    while not stop.is_set() and time.perf_counter() - t0 < seconds:
         field = f"h{(n * 7919) % owners}"
         value = json.dumps({"a": [{"ip": bulk_ip(n % 60000), "ttl": 3600}]}, separators=(",", ":"))
         pipe = r.pipeline(transaction=True)
@@ -671,8 +708,81 @@ def stream_changes(
         pipe.publish(AGENT_CHANNEL, f"{zone} {field}" if names else zone)
         pipe.execute()
         n += 1
+        written.value = n
         time.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
-    return n
+
+
+CHANGE_STAGES = ("total", "wait", "read", "build", "serial")
+Histogram = dict[str, dict[float, float]]  # stage -> bucket upper bound (s) -> cumulative count
+
+
+def change_histogram(metrics_port: int) -> Histogram:
+    """The plugin's coredns_gatewaydns_change_seconds buckets (empty for a plugin without it)."""
+    url = f"http://{LOOPBACK}:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: Histogram = {}
+    pat = re.compile(
+        r'coredns_gatewaydns_change_seconds_bucket\{stage="(\w+)",le="([^"]+)"\} (\S+)'
+    )
+    for m in pat.finditer(text):
+        le = float("inf") if m.group(2) == "+Inf" else float(m.group(2))
+        out.setdefault(m.group(1), {})[le] = float(m.group(3))
+    return out
+
+
+def histogram_diff(after: Histogram, before: Histogram) -> Histogram:
+    return {
+        st: {le: n - before.get(st, {}).get(le, 0.0) for le, n in buckets.items()}
+        for st, buckets in after.items()
+    }
+
+
+def histogram_add(a: Histogram, b: Histogram) -> Histogram:
+    out = {st: dict(bk) for st, bk in a.items()}
+    for st, buckets in b.items():
+        for le, n in buckets.items():
+            out.setdefault(st, {})[le] = out.get(st, {}).get(le, 0.0) + n
+    return out
+
+
+def histogram_pct(h: Histogram, stage: str, p: float) -> str:
+    """The bucket bound under which p % of the stage's observations fall, as '<=X' ms."""
+    buckets = sorted(h.get(stage, {}).items())
+    if not buckets or buckets[-1][1] <= 0:
+        return "-"
+    want = buckets[-1][1] * p / 100
+    for le, n in buckets:
+        if n >= want:
+            return ">1000" if le == float("inf") else f"<={le * 1000:g}"
+    return "-"
+
+
+GC_LINE = re.compile(
+    r"gc \d+ @[\d.]+s \d+%: ([\d.]+)\+([\d.]+)\+([\d.]+) ms clock, "
+    r"[\d.]+\+([\d.]+)/([\d.]+)/([\d.]+)\+[\d.]+ ms cpu, (\d+)->(\d+)->(\d+) MB, (\d+) MB goal"
+)
+
+
+@dataclass
+class GcStats:
+    """GODEBUG=gctrace=1 lines of a server during the streams."""
+
+    cycles: int = 0
+    pause_ms: list[float] = dataclasses.field(default_factory=list)  # both stop-the-world phases
+    mark_ms: list[float] = dataclasses.field(default_factory=list)  # concurrent mark, wall
+    assist_ms: float = 0.0  # mutator assist CPU, summed
+    live_mb: int = 0  # the largest heap live after a cycle
+    goal_mb: int = 0
+
+    def add_log(self, text: str) -> None:
+        for m in GC_LINE.finditer(text):
+            self.cycles += 1
+            self.pause_ms.append(float(m.group(1)) + float(m.group(3)))
+            self.mark_ms.append(float(m.group(2)))
+            self.assist_ms += float(m.group(4))
+            self.live_mb = max(self.live_mb, int(m.group(9)))
+            self.goal_mb = max(self.goal_mb, int(m.group(10)))
 
 
 @dataclass
@@ -680,21 +790,43 @@ class ScaleRun:
     """The change -> visible streams of one server and writer, pooled over repetitions."""
 
     label: str
-    lat: Latency = dataclasses.field(default_factory=lambda: Latency([], 0))
-    written: int = 0
+    stats: ProbeStats = dataclasses.field(default_factory=ProbeStats)
+    written: int = 0  # stream changes
+    probes: int = 0  # probe changes
     wall_s: float = 0.0
     cpu: dict[str, float] = dataclasses.field(default_factory=dict)  # per process, summed
     p99s: list[float] = dataclasses.field(default_factory=list)  # of each repetition
     loads: list[float] = dataclasses.field(default_factory=list)  # 1-min load at each start
+    hist: Histogram = dataclasses.field(default_factory=dict)
+    gc: GcStats = dataclasses.field(default_factory=GcStats)
+    whole_reads: int = 0  # of a zone or of all zones, during the streams
 
-    def add(self, lat: Latency, written: int, wall: float, cpu: dict[str, float]) -> None:
-        self.lat.samples_ms += lat.samples_ms
-        self.lat.timeouts += lat.timeouts
-        self.written += written
-        self.wall_s += wall
-        for k, v in cpu.items():
+    def add(self, res: StreamResult) -> None:
+        self.stats.extend(res.stats)
+        self.written += res.written
+        self.probes += res.probes
+        self.wall_s += res.wall
+        for k, v in res.cpu.items():
             self.cpu[k] = self.cpu.get(k, 0.0) + v
-        self.p99s.append(lat.pct(99) or 0.0)
+        self.p99s.append(percentile(res.stats.upper_ms, 99) or 0.0)
+        self.hist = histogram_add(self.hist, res.hist)
+        self.gc.add_log(res.gc_log)
+        self.whole_reads += res.whole_reads
+
+    def cpu_ms_per_change(self) -> float:
+        return self.cpu.get("coredns", 0.0) * 1000 / max(1, self.written + self.probes)
+
+
+@dataclass
+class StreamResult:
+    stats: ProbeStats
+    written: int
+    probes: int
+    wall: float
+    cpu: dict[str, float]
+    hist: Histogram
+    gc_log: str
+    whole_reads: int
 
 
 @dataclass
@@ -706,6 +838,7 @@ class Stream:
     owners: int
     names: bool  # the PUBLISH names the field (the agent's format), else the zone only
     agent_code: bool = False  # the probe is a new name added by the agent's DNSStore
+    small: bool = False  # on the server of redis db 1, which holds only the 100-name zone
 
 
 PROBE_NAMES = itertools.count()
@@ -713,64 +846,108 @@ PROBE_NAMES = itertools.count()
 
 def scale_stream(
     server: Server, rport: int, rpid: int, args: argparse.Namespace, stream: Stream
-) -> tuple[Latency, int, float, dict[str, float]]:
+) -> StreamResult:
     """Stream changes into a zone and meanwhile measure isolated probe changes in it."""
-    import threading
-
-    stop = [False]
-    written: list[int] = []
-    th = threading.Thread(
-        target=lambda: written.append(
-            stream_changes(
-                rport,
-                stream.zone,
-                stream.owners,
-                args.scale_rate,
-                args.scale_seconds,
-                stream.names,
-                stop,
-            )
-        )
+    db = 1 if stream.small else 0
+    mp = multiprocessing.get_context("fork")
+    stop, written = mp.Event(), mp.Value("i", 0)
+    proc = mp.Process(
+        target=stream_changes,
+        args=(
+            rport,
+            db,
+            stream.zone,
+            stream.owners,
+            args.scale_rate,
+            args.scale_seconds,
+            stream.names,
+            stop,
+            written,
+        ),
     )
-    r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
-    writer: RedisWriter
-    if stream.agent_code:
-        writer = AgentStoreWriter(r)
-    else:
-        writer = AgentWriter(r) if stream.names else ZoneOnlyWriter(r)
+    hist0 = change_histogram(server.metrics_port)
+    reads0 = zone_reloads(server.metrics_port, ("zone", "full"))
+    log_at = server.log.stat().st_size
     pids = {"coredns": server.proc.pid, "redis-server": rpid, "bench (this)": os.getpid()}
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     t0 = time.perf_counter()
-    th.start()
-    samples, timeouts, i = [], 0, 0
+    proc.start()
+    assert proc.pid is not None
+    writer: AgentStoreWriter | RawAgentWriter
+    if stream.agent_code:
+        writer = AgentStoreWriter(redis.Redis(host=LOOPBACK, port=rport, decode_responses=True))
+    else:
+        writer = RawAgentWriter(rport, db, stream.names)
+    prober = UdpProber(server.port)
+    tap = None if stream.agent_code else ChannelTap(rport)
+    stats = ProbeStats()
+    # The measuring side runs first when it wakes (SCHED_FIFO), so that the load of the
+    # machine does not delay its writes and queries; not for the agent's code, whose own
+    # time is part of what that stream measures.
+    realtime = args.prober_priority == "fifo" and not stream.agent_code
+    if realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    try:
+        probes = probe_loop(server, stream, args, writer, prober, tap, stats, t0)
+    finally:
+        if realtime:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    writer_cpu = cpu_seconds(proc.pid)
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    cpu["bench (this)"] += writer_cpu
+    stop.set()
+    proc.join()
+    wall = time.perf_counter() - t0
+    writer.close()
+    prober.close()
+    if tap:
+        tap.close()
+    with server.log.open() as f:
+        f.seek(log_at)
+        gc_log = f.read()
+    hist = histogram_diff(change_histogram(server.metrics_port), hist0)
+    reads = zone_reloads(server.metrics_port, ("zone", "full")) - reads0
+    return StreamResult(stats, written.value, probes, wall, cpu, hist, gc_log, reads)
+
+
+def probe_loop(
+    server: Server,
+    stream: Stream,
+    args: argparse.Namespace,
+    writer: AgentStoreWriter | RawAgentWriter,
+    prober: UdpProber,
+    tap: ChannelTap | None,
+    stats: ProbeStats,
+    t0: float,
+) -> int:
+    """Isolated probe changes every 50 ms until the stream ends; returns how many."""
+    probes = 0
     while time.perf_counter() - t0 < args.scale_seconds - 0.5:
         time.sleep(0.05)
-        i += 1
-        ip = f"10.254.{i // 250}.{i % 250 + 1}"
-        t1 = time.perf_counter()
+        probes += 1
+        ip = f"10.254.{probes // 250}.{probes % 250 + 1}"
         owner = f"new{next(PROBE_NAMES)}" if stream.agent_code else "probe"
-        writer.set(stream.zone, owner, ip)
-        while ip not in answer_ips(query(server.port, f"{owner}.{stream.zone}")):
-            if time.perf_counter() - t1 > 5:
-                timeouts += 1
-                break
-            time.sleep(0.001)  # poll every ~1 ms: a busy loop would take a core from the server
+        if tap:
+            tap.drain()
+        if isinstance(writer, AgentStoreWriter):
+            at = time.time_ns()
+            writer.set(stream.zone, owner, ip)
         else:
-            samples.append((time.perf_counter() - t1) * 1000)
-    stop[0] = True
-    th.join()
-    wall = time.perf_counter() - t0
-    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
-    if isinstance(writer, AgentStoreWriter):
-        writer.close()
-    return Latency(samples, timeouts), written[0] if written else 0, wall, cpu
+            at = writer.send(stream.zone, owner, json.dumps({"a": [{"ip": ip, "ttl": 300}]}))
+        seen = len(stats.upper_ms)
+        prober.wait_visible(f"{owner}.{stream.zone}", ip, at, stats)
+        if tap and len(stats.upper_ms) > seen and (pub := tap.published(f"{stream.zone} {owner}")):
+            stats.published_ms.append((pub - at) / 1e6)
+            stats.after_publish_ms.append(stats.upper_ms[-1] - (pub - at) / 1e6)
+    return probes
 
 
 def scale_section(
     args: argparse.Namespace, binaries: dict[str, Path], rport: int, rpid: int, work: Path
 ) -> None:
     """One zone of --scale-owners names: memory, QPS against the file plugin, and change ->
-    visible latency while changes stream in at --scale-rate per second."""
+    visible latency while changes stream in at --scale-rate per second, next to a server of
+    one 100-name zone under the same stream."""
     r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
     r.delete(SCALE_ZONE)
     fields = zone_fields(args.scale_owners)
@@ -782,43 +959,107 @@ def scale_section(
     scale_zone_file(args.scale_owners, zfile)
     scale_queries(args.scale_owners, qfile)
     limits = "    max_fields_per_zone 100000\n    max_records_per_zone 200000\n"
-    conf = (
-        f".:PORT {{\n  bind {LOOPBACK}\n  gatewaydns {{\n    address {LOOPBACK}:{rport}\n"
-        f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
-    )
+
+    def conf(db: int) -> str:
+        return (
+            f".:PORT {{\n  bind {LOOPBACK}\n  prometheus {LOOPBACK}:MPORT\n"
+            f"  gatewaydns {{\n    address {LOOPBACK}:{rport}\n    db {db}\n"
+            f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
+        )
+
     file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
     r.delete(CONTROL_ZONE)
     r.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
+    r1 = redis.Redis(host=LOOPBACK, port=rport, db=1, decode_responses=True)
+    r1.delete(CONTROL_ZONE)
+    r1.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
     # The scale zone a managed domain of the agent (apex and owner fields), before any
     # server loads it, for the stream whose probe is the agent's own code.
     manager = AgentStoreWriter(r)
     manager.manage(SCALE_ZONE)
     manager.close()
-    streams = (
-        Stream("names fields", SCALE_ZONE, args.scale_owners, True),
-        Stream("agent code, new names", SCALE_ZONE, args.scale_owners, True, agent_code=True),
-        Stream("zone only", SCALE_ZONE, args.scale_owners, False),
-        Stream(f"control: {CONTROL_OWNERS} names", CONTROL_ZONE, CONTROL_OWNERS, True),
-    )
+    n = f"{args.scale_owners:,}"
+    streams = [
+        Stream(f"{n} names: names fields", SCALE_ZONE, args.scale_owners, True),
+        Stream(f"{n}: agent code, new names", SCALE_ZONE, args.scale_owners, True, True),
+        Stream(f"{CONTROL_OWNERS} names, same server", CONTROL_ZONE, CONTROL_OWNERS, True),
+        Stream(
+            f"{CONTROL_OWNERS} names, own server", CONTROL_ZONE, CONTROL_OWNERS, True, small=True
+        ),
+    ]
+    if not args.scale_no_zone_only:
+        streams.append(Stream(f"{n}: zone only", SCALE_ZONE, args.scale_owners, False))
     runs = {(b, st.label): ScaleRun(f"{b}, {st.label}") for b in binaries for st in streams}
     qps_rows: list[tuple[str, Paired]] = []
-    facts: dict[str, tuple[float, float]] = {}  # label -> RSS MiB after load, start seconds
+    facts: dict[str, tuple[float, float, float]] = {}  # label -> RSS MiB big, small; start s
     order = list(binaries.items())
+    envs = {label: {**os.environ, "GODEBUG": "gctrace=1"} for label in binaries}
+    launch = {label: [str(binary)] for label, binary in binaries.items()}
+    for label, binary in binaries.items():
+        if " GOGC=" in label:  # a variant of a binary with another GC percentage
+            envs[label]["GOGC"] = label.split(" GOGC=", 1)[1]
+        if " nice=" in label:  # a variant of a binary at another CPU priority
+            launch[label] = ["nice", "-n", label.split(" nice=", 1)[1], str(binary)]
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
         for rep in range(args.scale_repeat):
             # Binaries take turns going first, so a drift in the machine's load falls on both.
-            for label, binary in order if rep % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
-                with coredns(str(binary), f"scale-{label}", conf, work, probe=SCALE_ZONE) as srv:
-                    if label not in facts:
-                        facts[label] = (rss_mib(srv.proc.pid), time.perf_counter() - t0)
-                        qps_rows.append(
-                            (label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds))
-                        )
-                    for st in streams:
-                        runs[(label, st.label)].loads.append(os.getloadavg()[0])
-                        runs[(label, st.label)].add(*scale_stream(srv, rport, rpid, args, st))
+            for label, _ in order if rep % 2 == 0 else order[::-1]:
+                # A nice variant runs the shared redis-server at its priority too, meanwhile.
+                nice = int(label.split(" nice=", 1)[1]) if " nice=" in label else 0
+                set_nice(rpid, nice)
+                for small in (False, True):
+                    mport = free_port()
+                    t0 = time.perf_counter()
+                    with coredns(
+                        launch[label],
+                        f"scale-{label}-{'small' if small else 'big'}",
+                        conf(1 if small else 0).replace("MPORT", str(mport)),
+                        work,
+                        probe=CONTROL_ZONE if small else SCALE_ZONE,
+                        env=envs[label],
+                    ) as srv:
+                        srv.metrics_port = mport
+                        set_nice(srv.proc.pid, nice)
+                        big, small_rss, start = facts.get(label, (0.0, 0.0, 0.0))
+                        if small:
+                            small_rss = small_rss or rss_mib(srv.proc.pid)
+                        elif not big:
+                            big, start = rss_mib(srv.proc.pid), time.perf_counter() - t0
+                            qps_rows.append(
+                                (label, paired_rounds(srv, fsrv, qfile, args.seconds, args.rounds))
+                            )
+                        facts[label] = (big, small_rss, start)
+                        for st in streams:
+                            if st.small != small:
+                                continue
+                            run = runs[(label, st.label)]
+                            run.loads.append(os.getloadavg()[0])
+                            run.add(scale_stream(srv, rport, rpid, args, st))
+    print_scale(args, records, qps_rows, file_rss, facts, runs)
+    set_nice(rpid, 0)
+    r.delete(SCALE_ZONE, CONTROL_ZONE)
+    r1.delete(CONTROL_ZONE)
+
+
+def set_nice(pid: int, nice: int) -> None:
+    """Give a process, and the autogroup of its session (it has a session of its own), the
+    nice value: with autogroup scheduling a process's own nice only counts within its
+    group."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    group = Path(f"/proc/{pid}/autogroup")
+    if group.exists():
+        group.write_text(str(nice))
+
+
+def print_scale(
+    args: argparse.Namespace,
+    records: int,
+    qps_rows: list[tuple[str, Paired]],
+    file_rss: float,
+    facts: dict[str, tuple[float, float, float]],
+    runs: dict[tuple[str, str], ScaleRun],
+) -> None:
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
     print(
         f"Queries per second against the file plugin on that zone: dnsperf -c 4, {args.rounds} "
@@ -826,42 +1067,110 @@ def scale_section(
     )
     print_qps_table(qps_rows)
     print(f"memory: file plugin RSS {file_rss:.0f} MiB")
-    for label, (rss, load_s) in facts.items():
+    for label, (rss, small_rss, load_s) in facts.items():
         print(
             f"  {label}: coredns RSS {rss:.0f} MiB after load "
-            f"({rss * 1024 * 1024 / records:.0f} bytes per record, all included); "
-            f"start to first answer {load_s:.2f} s"
+            f"({rss * 1024 * 1024 / records:.0f} bytes per record, all included; a server of "
+            f"one {CONTROL_OWNERS}-name zone: {small_rss:.0f} MiB); start to first answer "
+            f"{load_s:.2f} s"
         )
     print(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
         f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
-        "samples pooled), ms;\nCPU seconds per process summed over the streams"
+        "samples pooled), ms: write sent -> kernel receipt of the first new answer (upper "
+        "bound), and -> the last query answered with the old data (lower bound); split at "
+        "redis's PUBLISH of the probe's message (kernel receipt on a subscriber of the "
+        "benchmark's): redis (write sent -> published) and the rest (published -> visible, "
+        "upper bound: the plugin's subscriber, the plugin, the answer)"
     )
     print(
-        f"{'server, writer':30} {'p50':>8} {'p99':>8} {'max':>8} {'t/o':>4} {'written':>8} "
-        f"{'wall s':>7} {'coredns':>8} {'redis':>7} {'bench':>7}  p99 per stream; load at start"
+        f"{'server, writer':40} {'p50':>7} {'p99':>7} {'max':>7} {'p99 low':>7} {'t/o':>4}"
+        f" {'redis50':>7} {'redis99':>7} {'rest50':>7} {'rest99':>7}"
+        "  p99 per stream; load at start"
     )
     for run in runs.values():
-        peak = max(run.lat.samples_ms) if run.lat.samples_ms else None
+        s = run.stats
         print(
-            f"{run.label:30} {fmt_ms(run.lat.pct(50))} {fmt_ms(run.lat.pct(99))} {fmt_ms(peak)} "
-            f"{run.lat.timeouts:>4} {run.written:>8} {run.wall_s:7.1f} "
-            f"{run.cpu['coredns']:8.2f} {run.cpu['redis-server']:7.2f}"
-            f" {run.cpu['bench (this)']:7.2f}  {' '.join(f'{p:.0f}' for p in run.p99s)};"
-            f" {' '.join(f'{x:.1f}' for x in run.loads)}"
+            f"{run.label:40} {fmt_ms(percentile(s.upper_ms, 50), 7)} "
+            f"{fmt_ms(percentile(s.upper_ms, 99), 7)} "
+            f"{fmt_ms(max(s.upper_ms) if s.upper_ms else None, 7)} "
+            f"{fmt_ms(percentile(s.lower_ms, 99), 7)} {s.timeouts:>4}"
+            f" {fmt_ms(percentile(s.published_ms, 50), 7)}"
+            f" {fmt_ms(percentile(s.published_ms, 99), 7)}"
+            f" {fmt_ms(percentile(s.after_publish_ms, 50), 7)}"
+            f" {fmt_ms(percentile(s.after_publish_ms, 99), 7)}"
+            f"  {' '.join(f'{p:.0f}' for p in run.p99s)}; {' '.join(f'{x:.1f}' for x in run.loads)}"
         )
     print(
-        "(names fields: PUBLISH `ZONE FIELD`, the agent's format; agent code: the probe is a "
-        "new name added by the agent's DNSStore.add_subdomain, its reads and checks included; "
-        "zone only: PUBLISH `ZONE`, the agent before issue 17; control: the agent's format "
-        f"into a {CONTROL_OWNERS}-name zone, what the machine gives any change; "
-        f"{os.cpu_count()} CPUs)"
+        "\nWhere the time goes. Inside the plugin (its change_seconds histogram, bucket bounds, "
+        "ms): message read -> served (total), -> loader takes it (wait), HMGET (read), "
+        "build, serial script (serial; after the change is served, in this plugin). The "
+        "prober's own delay (ms): reply received by the kernel -> read by the prober, and "
+        "oversleep of its 1 ms pauses. CPU: ms of coredns "
+        "CPU per change (stream and probe changes); whole reads of a zone or all zones meanwhile; "
+        "CPU seconds per process."
     )
-    r.delete(SCALE_ZONE, CONTROL_ZONE)
+    print(
+        f"{'server, writer':40} {'changes':>7} {'tot p50':>7} {'tot p99':>7} {'wait99':>7} "
+        f"{'read99':>7} {'build99':>7} {'ser99':>7} {'rd p99':>6} {'rd max':>6} {'sl p99':>6} "
+        f"{'sl max':>6} {'cpu/ch':>6} {'whole':>5} {'wall s':>6} {'coredns':>7} {'redis':>6} "
+        f"{'bench':>6}"
+    )
+    for run in runs.values():
+        s, h = run.stats, run.hist
+        print(
+            f"{run.label:40} {run.written + run.probes:7d} "
+            + " ".join(
+                f"{histogram_pct(h, st, p):>7}"
+                for st, p in (
+                    ("total", 50),
+                    ("total", 99),
+                    ("wait", 99),
+                    ("read", 99),
+                    ("build", 99),
+                    ("serial", 99),
+                )
+            )
+            + f" {fmt_ms(percentile(s.read_delay_ms, 99), 6)}"
+            f" {fmt_ms(max(s.read_delay_ms) if s.read_delay_ms else None, 6)}"
+            f" {fmt_ms(percentile(s.oversleep_ms, 99), 6)}"
+            f" {fmt_ms(max(s.oversleep_ms) if s.oversleep_ms else None, 6)}"
+            f" {run.cpu_ms_per_change():6.3f} {run.whole_reads:5d} {run.wall_s:6.1f}"
+            f" {run.cpu['coredns']:7.2f}"
+            f" {run.cpu['redis-server']:6.2f} {run.cpu['bench (this)']:6.2f}"
+        )
+    print("\nGC of each server during its streams (GODEBUG=gctrace=1)")
+    gcs: dict[str, GcStats] = {}
+    for (label, st), run in runs.items():
+        size = CONTROL_OWNERS if "own server" in st else args.scale_owners
+        key = f"{label}, {size:,}-name server"
+        g = gcs.setdefault(key, GcStats())
+        g.cycles += run.gc.cycles
+        g.pause_ms += run.gc.pause_ms
+        g.mark_ms += run.gc.mark_ms
+        g.assist_ms += run.gc.assist_ms
+        g.live_mb, g.goal_mb = max(g.live_mb, run.gc.live_mb), max(g.goal_mb, run.gc.goal_mb)
+    for key, g in gcs.items():
+        print(
+            f"  {key}: {g.cycles} cycles, heap live <= {g.live_mb} MB (goal {g.goal_mb} MB), "
+            f"stop-the-world p99/max {fmt_ms(percentile(g.pause_ms, 99), 0).strip()}/"
+            f"{fmt_ms(max(g.pause_ms) if g.pause_ms else None, 0).strip()} ms, concurrent mark "
+            f"max {fmt_ms(max(g.mark_ms) if g.mark_ms else None, 0).strip()} ms, assist CPU "
+            f"{g.assist_ms:.1f} ms in all"
+        )
+    print(
+        f"(names fields: PUBLISH `ZONE FIELD`, the agent's format; agent code: the probe is a "
+        "new name added by the agent's DNSStore.add_subdomain, its reads and checks included; "
+        f"zone only: PUBLISH `ZONE`, the agent before issue 17; {CONTROL_OWNERS} names: the "
+        "agent's format into a 100-name zone, on the large zone's server or on a server of "
+        "its own; nice=N: coredns and redis-server at that nice value; prober scheduling: "
+        f"{args.prober_priority} (agent code: normal); "
+        f"{os.cpu_count()} CPUs; {load_note()} at the end)"
+    )
 
 
-def fmt_ms(v: float | None) -> str:
-    return f"{'-':>8}" if v is None else f"{v:8.2f}"
+def fmt_ms(v: float | None, width: int = 8) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:{width}.2f}"
 
 
 def qps_section(servers: dict[str, Server], qfile: Path, args: argparse.Namespace) -> None:
@@ -1002,6 +1311,34 @@ def main() -> int:
     )
     ap.add_argument("--scale-seconds", type=float, default=10, help="length of each stream")
     ap.add_argument(
+        "--prober-priority",
+        choices=("fifo", "normal"),
+        default="fifo" if os.geteuid() == 0 else "normal",
+        help="scheduling of the scale section's prober while it measures: fifo (SCHED_FIFO, "
+        "needs root; the default as root) so that the machine's load does not delay its "
+        "writes and queries, or normal",
+    )
+    ap.add_argument(
+        "--scale-gogc",
+        action="append",
+        default=[],
+        metavar="PERCENT",
+        help="also measure this plugin with GOGC=PERCENT (repeatable; 'off' allowed) side by side",
+    )
+    ap.add_argument(
+        "--scale-nice",
+        action="append",
+        default=[],
+        metavar="N",
+        help="also measure this plugin with coredns and redis-server at nice N, and their "
+        "sessions' autogroups (repeatable; below 0 needs root) side by side",
+    )
+    ap.add_argument(
+        "--scale-no-zone-only",
+        action="store_true",
+        help="leave out the scale streams whose writer names the zone only (whole reads)",
+    )
+    ap.add_argument(
         "--scale-repeat",
         type=int,
         default=3,
@@ -1041,6 +1378,7 @@ def main() -> int:
                 tmp,
             ],
             stdout=subprocess.DEVNULL,
+            start_new_session=True,  # as for CoreDNS: not in the benchmark's autogroup
         )
         try:
             r = redis.Redis(host=LOOPBACK, port=rport, decode_responses=True)
@@ -1099,6 +1437,10 @@ def main() -> int:
                 binaries = {"after": tfgw}
                 if args.baseline:
                     binaries["before"] = Path(args.baseline)
+                for gogc in args.scale_gogc:
+                    binaries[f"after GOGC={gogc}"] = tfgw
+                for nice in args.scale_nice:
+                    binaries[f"after nice={nice}"] = tfgw  # coredns and redis-server
                 scale_section(args, binaries, rport, rproc.pid, work)
         finally:
             rproc.terminate()

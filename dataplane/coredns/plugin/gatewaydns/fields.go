@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -17,6 +18,7 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 	type read struct {
 		zone   string
 		fields []string
+		named  time.Time // when the change was heard of
 		cmd    *redis.SliceCmd
 	}
 	var reads []read
@@ -31,13 +33,17 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 			continue
 		}
 		fields := slices.Sorted(maps.Keys(m.fields))
-		reads = append(reads, read{zone, fields, pipe.HMGet(ctx, zone, fields...)})
+		reads = append(reads, read{zone, fields, m.named, pipe.HMGet(ctx, zone, fields...)})
 	}
 	if len(reads) == 0 {
 		return whole, nil
 	}
+	start := time.Now()
 	_, _ = pipe.Exec(ctx) // errors per command, below
+	readDone := time.Now()
+	changeSeconds.WithLabelValues("read").Observe(readDone.Sub(start).Seconds())
 	for _, rd := range reads {
+		changeSeconds.WithLabelValues("wait").Observe(start.Sub(rd.named).Seconds())
 		values, err := rd.cmd.Result()
 		if err != nil && !isWrongType(err) {
 			return whole, fmt.Errorf("read zone %s: %w", rd.zone, err)
@@ -53,7 +59,7 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 				t[f] = struct{}{}
 			}
 		}
-		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values) {
+		if err != nil || !s.applyFields(ctx, rd.zone, rd.fields, values, rd.named) {
 			whole = append(whole, rd.zone)
 		}
 	}
@@ -61,8 +67,9 @@ func (s *syncer) readFields(ctx context.Context, dirty map[string]*zoneMark) ([]
 }
 
 // applyFields serves the version of zone with fields set to values (nil: the field is
-// gone). It reports false when the zone must be read whole instead.
-func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any) bool {
+// gone). It reports false when the zone must be read whole instead. named is when the change
+// was heard of (for the change_seconds metric).
+func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, values []any, named time.Time) bool {
 	s.fieldLoads.Add(1)
 	old := s.g.current().get(zone)
 	changes := map[string]*string{}
@@ -90,10 +97,15 @@ func (s *syncer) applyFields(ctx context.Context, zone string, fields []string, 
 	if n := len(old.owners) + added; n == 0 || n > s.cfg.maxFields {
 		return false
 	}
+	start := time.Now()
 	bz := applyChanges(old, changes, s.cfg.zoneDefaults(), s.cfg.limits(), s.logData)
 	if bz == nil {
 		return false
 	}
+	built := time.Now()
 	s.install(ctx, map[string]*builtZone{zone: bz})
+	changeSeconds.WithLabelValues("total").Observe(time.Since(named).Seconds())
+	changeSeconds.WithLabelValues("build").Observe(built.Sub(start).Seconds())
+	changeSeconds.WithLabelValues("serial").Observe(time.Since(built).Seconds())
 	return true
 }

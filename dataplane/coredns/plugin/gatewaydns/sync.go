@@ -26,6 +26,7 @@ type zoneMark struct {
 	whole  bool      // changed in unknown fields: read the whole hash
 	fields fieldSet  // fields named by the writer
 	at     time.Time // when the first unknown change was heard of
+	named  time.Time // when the first change in named fields was heard of
 }
 
 // syncer keeps a GatewayDNS's zones equal to redis.
@@ -150,7 +151,7 @@ func (s *syncer) markAt(zone string, fields []string, at time.Time) {
 		return
 	}
 	if m.fields == nil {
-		m.fields = fieldSet{}
+		m.fields, m.named = fieldSet{}, at
 	}
 	for _, f := range fields {
 		m.fields[f] = struct{}{}
