@@ -27,17 +27,23 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
-def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:
+def reserve_tunnelled_site(gateway: Gateway, label: str) -> tuple[str, str]:
+    """A user's subdomain pointing at the gateway and a reverse proxy on it; returns the name
+    and the tunnel secret (clear text, for the client)."""
     user = gateway.add_user()
     name = f"{label}.{MANAGED_DOMAIN}"
     sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
     assert gateway.wait_result(sid).state == "ok"
-
     secret = f"{user.id}:{secrets.token_hex(8)}"
     rid = gateway.create(
         "reverse_proxy", user, domain=name, secret=gateway.encrypt_secret(user, secret)
     )
     assert gateway.wait_result(rid).state == "ok"
+    return name, secret
+
+
+def test_trc_serves_a_website_over_http_and_tls(gateway: Gateway, label: str) -> None:
+    name, secret = reserve_tunnelled_site(gateway, label)
     gateway.start_natc_site()
     # The NATed home really is unreachable from outside: only the tunnel gets in.
     assert gateway.natc.port_open(NATC_ADDR, NATC_HTTP_PORT)
@@ -52,15 +58,7 @@ def test_authenticated_tunnel_serves_through_data_connections(gateway: Gateway, 
     """`tftunnel --pin` behind the NAT: the router offers data connections, the client dials
     them through its NAT (same public address as its session), and the site is served over
     HTTP by Host and TLS by SNI with each connection on a data connection of its own."""
-    user = gateway.add_user()
-    name = f"{label}.{MANAGED_DOMAIN}"
-    sid = gateway.create("subdomain", user, domain=name, ips=[GW_CLIENT_ADDR])
-    assert gateway.wait_result(sid).state == "ok"
-    secret = f"{user.id}:{secrets.token_hex(8)}"
-    rid = gateway.create(
-        "reverse_proxy", user, domain=name, secret=gateway.encrypt_secret(user, secret)
-    )
-    assert gateway.wait_result(rid).state == "ok"
+    name, secret = reserve_tunnelled_site(gateway, label)
     if not ("natc-site" in gateway.procs and gateway.procs["natc-site"].alive()):
         gateway.start_natc_site()  # (the module's first test may have started it)
     pin = gateway.tunnel_pin()

@@ -203,13 +203,7 @@ func newP2Client(t *testing.T, src, addr, secret string, pin []byte) *p2client {
 	if p := tc.ConnectionState().NegotiatedProtocol; p != tunnel.ALPNData {
 		t.Fatalf("negotiated %q", p)
 	}
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(tc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
+	sess := clientSession(t, tc)
 	p := &p2client{sess: sess, streams: make(chan p2stream, 64)}
 	go func() {
 		for {

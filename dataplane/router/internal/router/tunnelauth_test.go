@@ -82,6 +82,20 @@ func dialFrom(src, addr string) (net.Conn, error) {
 	return d.Dial("tcp", addr)
 }
 
+// clientSession is a client's yamux session (trc's go-yamux v1.2.4, its defaults) over c,
+// closed with the test.
+func clientSession(t *testing.T, c net.Conn) *yamux.Session {
+	t.Helper()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sess.Close() })
+	return sess
+}
+
 // legacyClient registers a legacy tunnel from src with hashicorp yamux (as trc would) and
 // answers every stream with "legacy <name>".
 func legacyClient(t *testing.T, src, addr, secret, name string) *yamux.Session {
@@ -90,13 +104,7 @@ func legacyClient(t *testing.T, src, addr, secret, name string) *yamux.Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(c, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
+	sess := clientSession(t, c)
 	st, err := sess.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -138,13 +146,7 @@ func authClient(t *testing.T, addr, secret string, pin []byte, name string) (*ya
 		_ = c.Close()
 		return nil, err
 	}
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(tc, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sess.Close() })
+	sess := clientSession(t, tc)
 	go serveHTTPStreams(sess, name)
 	return sess, nil
 }
