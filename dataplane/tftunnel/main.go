@@ -80,7 +80,7 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 		backoffSeconds = n
 	}
 	fs.IntVar(&backoffSeconds, "backoff", backoffSeconds, "seconds to wait before reconnecting (env TRC_BACKOFF)")
-	pin := fs.String("pin", getenv("TRC_PIN"), "the gateway's key, sha256/<base64> (tfrouter -tunnel-pin prints it; `tfgateway status` shows it): "+
+	pin := fs.String("pin", getenv("TRC_PIN"), "the gateway's key, `sha256/<base64>` (tfrouter -tunnel-pin prints it; tfgateway status shows it): "+
 		"use the authenticated protocol, in which the secret never crosses the wire; without it, trc's clear-text handshake (env TRC_PIN)")
 	fs.BoolVar(&o.dataInTLS, "data-in-tls", getenv("TRC_DATA_IN_TLS") != "", "with --pin: carry every connection inside the TLS session instead of on data connections of its own "+
 		"(slower: the bytes cross tftunnel's and the router's memory; see README \"Data connections\") (env TRC_DATA_IN_TLS, any value)")
