@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -68,10 +67,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func TestDataConnectionsWithRealTftunnel(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	_, plain := named(t, "local")
-	tlsBackend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		fmt.Fprintf(w, "local-tls %s", req.TLS.ServerName)
-	}))
-	defer tlsBackend.Close()
+	tlsBackend := localTLS(t)
 	sink := readAllServer(t)
 	id := testIdentity(t)
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id,
@@ -159,7 +155,7 @@ func TestDataConnectionsFallBackToStreams(t *testing.T) {
 			c.opt.TunnelIdentity = id
 			r := startRouter(t, rd.Port, "", c.opt)
 			setRoute(t, rd, "fb.example", "", secret, 0, 0)
-			testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+			waitRoute(t, r, secret)
 			tftunnel(t, secret, r.trcAddr(), local, append([]string{"--pin", id.Pin}, c.extra...)...)
 			testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 			if session(t, r, secret).DataConns() {
@@ -302,7 +298,7 @@ func TestTicketsRefusedAndExpired(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id, TicketTTL: 4 * time.Second, PendingTickets: 2})
 	const secret = "77:tickets"
 	setRoute(t, rd, "tk.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	p := newP2Client(t, "127.0.0.1", r.trcAddr(), secret, mustPin(t, id))
 	testutil.WaitFor(t, 5*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 
@@ -400,7 +396,7 @@ func TestDataConnectionEndsWithItsTunnel(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
 	const secret = "78:ends"
 	setRoute(t, rd, "end.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	p := newP2Client(t, "127.0.0.1", r.trcAddr(), secret, mustPin(t, id))
 	testutil.WaitFor(t, 5*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 
@@ -468,7 +464,7 @@ func TestDataConnectionsTurnOffAfterMisses(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id, TicketTTL: 300 * time.Millisecond})
 	const secret = "79:misses"
 	setRoute(t, rd, "miss.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	p := newP2Client(t, "127.0.0.1", r.trcAddr(), secret, mustPin(t, id))
 	testutil.WaitFor(t, 5*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 
@@ -506,7 +502,7 @@ func TestMatchedDataConnectionsLeaveTheSourceCount(t *testing.T) {
 		TunnelSources: tunnel.SourceLimits{HandshakesPerMinute: 60, HandshakeBurst: 10, MaxConnsPerSource: 4}})
 	const secret = "80:many"
 	setRoute(t, rd, "many.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	tftunnel(t, secret, r.trcAddr(), fmt.Sprintf("127.0.0.1:%d", echo), "--pin", id.Pin)
 	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })
 
@@ -610,7 +606,7 @@ func TestTftunnelEndsDataConnectionsWithItsSession(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
 	const secret = "81:cut"
 	setRoute(t, rd, "cut.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	relay := newCutRelay(t, r.trcAddr())
 	tftunnel(t, secret, relay.addr(), fmt.Sprintf("127.0.0.1:%d", echo), "--pin", id.Pin)
 	testutil.WaitFor(t, 10*time.Second, "registered", func() bool { return r.Registry.Len() == 1 })

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -210,4 +211,20 @@ func trc(t *testing.T, secret, remote, local, localTLS string) *exec.Cmd {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// localTLS is a tunnel client's local TLS service: it answers "local-tls <SNI>".
+func localTLS(t *testing.T) *httptest.Server {
+	t.Helper()
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprintf(w, "local-tls %s", req.TLS.ServerName)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// waitRoute waits until the router's route table references secret.
+func waitRoute(t *testing.T, r *running, secret string) {
+	t.Helper()
+	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -40,10 +39,7 @@ func tlsGet(t *testing.T, routerTLS, sni string) (string, error) {
 func TestTunnelWithRealTrc(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	_, plain := named(t, "local")
-	tlsBackend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		fmt.Fprintf(w, "local-tls %s", req.TLS.ServerName)
-	}))
-	defer tlsBackend.Close()
+	tlsBackend := localTLS(t)
 	r := startRouter(t, rd.Port, "", Options{})
 	const secret = "1234:s3cr3t"
 	setRoute(t, rd, "tun.example", "", secret, 0, 0)

@@ -169,7 +169,7 @@ func TestAuthenticatedTunnelWithRealTftunnel(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
 	const secret = "1234:s3cr3t"
 	setRoute(t, rd, "auth.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	local := fmt.Sprintf("127.0.0.1:%d", plain)
 
 	other := testIdentity(t)
@@ -232,7 +232,7 @@ func TestRecordedAuthenticatedHandshakeCannotBeReplayed(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
 	const secret = "77:eavesdropped"
 	setRoute(t, rd, "rec.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 
 	rec := &recorder{}
 	cmd, _ := tftunnel(t, secret, rec.relay(t, r.trcAddr()), fmt.Sprintf("127.0.0.1:%d", plain), "--pin", id.Pin)
@@ -311,7 +311,7 @@ func TestNoTakeoverOfAnAuthenticatedTunnel(t *testing.T) {
 	r := startRouter(t, rd.Port, "", Options{TunnelIdentity: id})
 	const secret = "5:owner"
 	setRoute(t, rd, "own.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	pin := mustPin(t, id)
 	if _, err := authClient(t, r.trcAddr(), secret, pin, "owner"); err != nil {
 		t.Fatal(err)
@@ -399,7 +399,7 @@ func TestPerSourceLimits(t *testing.T) {
 		HandshakesPerMinute: 6, HandshakeBurst: 6, MaxConnsPerSource: 3, MaxSources: 16}})
 	const secret = "3:fair"
 	setRoute(t, rd, "fair.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 
 	// source A: 4 silent connections; its budget is 3, so exactly one is closed at once
 	// (whichever the router admitted last)
@@ -504,7 +504,7 @@ func TestHandshakeFloodWithRandomSecrets(t *testing.T) {
 		TunnelSources: tunnel.SourceLimits{HandshakesPerMinute: -1, MaxConnsPerSource: -1}})
 	const secret = "42:real"
 	setRoute(t, rd, "real.example", "", secret, 0, 0)
-	testutil.WaitFor(t, 5*time.Second, "route", func() bool { return r.Table.HasSecret(secret) })
+	waitRoute(t, r, secret)
 	legacyClient(t, "127.0.0.1", r.trcAddr(), secret, "real")
 	testutil.WaitFor(t, 5*time.Second, "real tunnel", func() bool { return r.Registry.Len() == 1 })
 
