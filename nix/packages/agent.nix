@@ -37,8 +37,8 @@ ps.buildPythonApplication {
     ps.aiohttp
     ps.base58
     ps.dnspython # proof-of-control lookups
-    ps.httptools # parses the result sender's PUT answers (explorer/put_client.py)
     ps.hiredis # packs and parses the auto-pipeline's redis commands in C
+    ps.httptools # parses the result sender's PUT answers (explorer/put_client.py)
     ps.mnemonic
     ps.orjson # decodes poll pages and raw JSON (model/fastjson.py)
     ps.prometheus-client

@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.error_head: bytearray | None = None
         self.got_bytes = False
         self.complete = False
+        self.keep_alive = False
 
     # -- asyncio.Protocol
 
@@ -186,6 +187,7 @@ class _Connection(asyncio.Protocol):
             self.framed = False
             return
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # here: the parser resets after it
 
     # -- the request
 
@@ -211,7 +213,7 @@ class _Connection(asyncio.Protocol):
         self._fail(put, f"no complete answer within {self.client.timeout:g} s")
 
     def _deliver(self, put: _Put) -> None:
-        keep = self.complete and not self.closed and self.parser.should_keep_alive()
+        keep = self.complete and not self.closed and self.keep_alive
         if self.error_head is not None:
             self._refused(put, release=keep)
         else:
