@@ -13,9 +13,9 @@ development explorer and the agent in network namespaces), sizes side by side in
 - CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
   end, next to wall time; peak RSS (VmHWM) of each process.
 
-With `--profile DIR` py-spy samples the agent and the development explorer during the largest
-size (non-blocking, 200 Hz) and the top functions by own and by inclusive samples are printed
-(raw stacks in DIR).
+With `--profile DIR` py-spy samples the agent, its result sender (once started) and the
+development explorer during the largest size (non-blocking, 200 Hz) and the top functions by
+own and by inclusive samples are printed (raw stacks in DIR).
 
 With `--baseline REV` the agent of another git revision (its agent/src, e.g. `main`) runs
 each size too, the two agents taking turns going first, in columns side by side.
@@ -243,6 +243,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
         live_at: float | None = None
         acked_at: float | None = None
         next_progress = 0.0
+        sender_spied = False
         while live_at is None or acked_at is None:
             if time.monotonic() - t0 > TIMEOUT_S:
                 raise TimeoutError(f"{size}: after {TIMEOUT_S:g} s live={live_at} acked={acked_at}")
@@ -264,6 +265,9 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
                 if progress["results"]["ok"] >= size:
                     acked_at = float(progress["last_result_put"]) - t0_wall
                     run.polls = int(progress["polls"])
+            if profile is not None and not sender_spied and (kids := children(pids["agent"])):
+                sender_spied = True  # the result sender, once the agent started it
+                spies.append(Profiler(kids[0], profile.with_name("sender-" + profile.name)))
             time.sleep(0.25)
         run.live_s, run.acked_s = live_at, acked_at
         run.cpu_s = {p: cpu_seconds(pid) - cpu0[p] for p, pid in pids.items()}
@@ -299,6 +303,8 @@ def report(results: dict[tuple[str, int], list[Run]], args: argparse.Namespace) 
         (f"live and acknowledged, s (goal ≤ {GOAL_S:g} for 50,000)", med(lambda r: r.done_s)),
         ("workloads per second",
          [f"{s[1] / statistics.median(r.done_s for r in results[s]):.0f}" for s in sizes]),
+        ("result PUTs per second (N / acknowledged s)",
+         [f"{s[1] / statistics.median(r.acked_s for r in results[s]):.0f}" for s in sizes]),
         ("explorer polls", med(lambda r: r.polls, "{:.0f}")),
     ]  # fmt: skip
     for p in PROCESSES:
@@ -376,6 +382,9 @@ def run_one(
     explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None
     if explorer_profile is not None and explorer_profile.exists():
         print(f"development explorer: {top_functions(explorer_profile, 8)}", flush=True)
+    sender_profile = profile.with_name("sender-" + profile.name) if profile else None
+    if sender_profile is not None and sender_profile.exists():
+        print(f"agent's result sender: {top_functions(sender_profile, 8)}", flush=True)
 
 
 if __name__ == "__main__":
