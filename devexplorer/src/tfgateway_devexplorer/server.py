@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -157,8 +157,8 @@ class DevExplorer:
             await site.start()
             self._sites.append(site)
             if self.port == 0:
-                server = site._server
-                assert isinstance(server, asyncio.Server)
+                # asyncio's Server, or uvloop's (no subclass of it): both have `sockets`
+                server = cast("asyncio.Server", site._server)
                 self.port = int(server.sockets[0].getsockname()[1])
             for name in self.netns:
                 sock = listening_socket(name, self.host, self.port)
