@@ -18,10 +18,11 @@ development explorer during the largest size (non-blocking, 200 Hz) and the top 
 own and by inclusive samples are printed (raw stacks in DIR).
 
 With `--baseline REV` the agent of another git revision (its agent/src, e.g. `main`) runs
-each size too, the two agents taking turns going first, in columns side by side.
+each size too, the two agents taking turns going first, in columns side by side; with
+`--baseline-explorer` as well, that revision's development explorer serves its runs.
 
 Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
-       [--profile DIR] [--baseline REV]
+       [--profile DIR] [--baseline REV [--baseline-explorer]]
 """
 
 from __future__ import annotations
@@ -194,18 +195,26 @@ class BaselineGateway(Gateway):
     agent/src, ahead of the installed one on the agent's PYTHONPATH)."""
 
     agent_src: Path | None = None
+    explorer_too = False
+    """`--baseline-explorer`: that revision's development explorer (devexplorer/src) too."""
 
     def spawn(self, name: str, args: Sequence[str], ns: Any = None, env: Any = None) -> Process:
         if name == "agent" and self.agent_src is not None:
             env = {**(env or {}), "PYTHONPATH": f"{self.agent_src}:{REPO}"}
+        if name == "explorer" and self.agent_src is not None and self.explorer_too:
+            explorer_src = self.agent_src.parents[1] / "devexplorer" / "src"
+            env = {**(env or {}), "PYTHONPATH": f"{explorer_src}:{REPO}"}
         return super().spawn(name, args, ns, env)
 
 
 def baseline_source(rev: str) -> Path:
-    """agent/src of revision `rev`, extracted once into a temporary directory."""
+    """agent/src of revision `rev` (and its devexplorer/src), extracted once into a temporary
+    directory."""
     out = Path(tempfile.mkdtemp(prefix="tfgw-scale-baseline-"))
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", rev, "agent/src"], capture_output=True, check=True
+        ["git", "-C", str(REPO), "archive", rev, "agent/src", "devexplorer/src"],
+        capture_output=True,
+        check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out / "agent" / "src"
@@ -217,6 +226,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
     workdir = Path(tempfile.mkdtemp(prefix="tfgw-scale-"))
     gateway = BaselineGateway(workdir, poll_interval=args.poll_interval, dns_query_log=False)
     gateway.agent_src = src
+    gateway.explorer_too = args.baseline_explorer
     with gateway as gw:
         user = gw.add_user()
         prefix = "s"
@@ -336,7 +346,14 @@ def main() -> int:
     parser.add_argument(
         "--baseline", metavar="REV", help="also run the agent of git revision REV, taking turns"
     )
+    parser.add_argument(
+        "--baseline-explorer",
+        action="store_true",
+        help="the baseline runs with REV's development explorer too (its CPU compared as well)",
+    )
     args = parser.parse_args()
+    if args.baseline_explorer and not args.baseline:
+        parser.error("--baseline-explorer needs --baseline REV")
     sizes = [int(v) for v in args.sizes.split(",")]
     if any(s < 2 or s % 2 for s in sizes):
         parser.error("--sizes: even counts ≥ 2 (each name is a subdomain + a proxy)")
