@@ -1,4 +1,5 @@
-"""CPU per result PUT: the explorer client as it was (httpx) vs as it is (aiohttp), one run.
+"""CPU per result PUT: the explorer client as it was (httpx), as it is (aiohttp), and the
+result sender's lean client (explorer/put_client.py, httptools), one run.
 
 Why: after a burst of workloads the outbox sends thousands of result PUTs, 16 at a time; the
 agent's CPU per PUT bounds how fast 5,000 results can leave a 2-core gateway. A local aiohttp
