@@ -28,6 +28,7 @@ from tfgateway.primitives.tcprouter import proxy_key
 from tfgateway.store.batch import AutoPipeline, LuaScript
 from tfgateway.store.transaction import (
     CAS_SCRIPT,
+    READ_SCRIPT,
     Transaction,
     TransactionConflictError,
     run_transaction,
@@ -389,3 +390,50 @@ async def test_a_field_read_before_its_whole_hash_is_still_checked(
     txn.set("written", b"yes")
     assert await txn.commit() is False
     assert redis_db.get("written") is None
+
+
+async def test_prefetch_is_one_command_with_every_read_in_order(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """The prefetch travels as one script call (`READ_SCRIPT`) and records what each read
+    would have returned: values binary-safe, absent keys and fields as None; the commit then
+    checks them like reads made one by one."""
+    redis_db.hset("h", mapping={"f": b"\x00\xff\r\n", "g": b""})
+    redis_db.set("k", b"value \x00")
+    redis_db.script_load(READ_SCRIPT.source)  # else the first call is EVALSHA, LOAD, EVALSHA
+    batch = AutoPipeline(aredis)
+    txn = Transaction(batch)
+    before = batch.commands
+    await txn.prefetch(
+        [("hget", "h", "f"), ("get", "k"), ("get", "nokey"), ("hmget", "h", "absent", "g"),
+         ("hmget", "nohash", "x")]
+    )  # fmt: skip
+    assert batch.commands - before == 1
+    assert await txn.hget("h", "f") == b"\x00\xff\r\n"
+    assert await txn.hmget("h", ["g", "absent"]) == [b"", None]
+    assert await txn.get("k") == b"value \x00"
+    assert await txn.get("nokey") is None
+    assert await txn.hget("nohash", "x") is None
+    assert batch.commands - before == 1  # every read above came from the prefetch
+    txn.set("written", b"yes")
+    assert await txn.commit() is True
+    redis_db.delete("written")
+    redis_db.hset("nohash", "x", b"now here")  # a read of the prefetch went stale
+    assert await txn.commit() is False
+    assert redis_db.get("written") is None
+
+
+async def test_prefetch_error_and_script_cache_loss(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """A read redis refuses fails the prefetch (nothing recorded); after redis forgot its
+    scripts (a restart, SCRIPT FLUSH) the prefetch loads the script again and works."""
+    redis_db.set("string", b"x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await Transaction(AutoPipeline(aredis)).prefetch([("get", "k"), ("hget", "string", "f")])
+    redis_db.script_flush()
+    redis_db.set("k", b"v")
+    txn = Transaction(AutoPipeline(aredis))
+    await txn.prefetch([("get", "k")])
+    assert await txn.get("k") == b"v"
+    assert redis_db.script_exists(READ_SCRIPT.sha) == [True]
