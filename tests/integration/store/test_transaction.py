@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis
 import redis.asyncio
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.exceptions import RedisError, ResponseError
 
 from tfgateway.model import gojson
@@ -437,3 +438,37 @@ async def test_prefetch_error_and_script_cache_loss(
     await txn.prefetch([("get", "k")])
     assert await txn.get("k") == b"v"
     assert redis_db.script_exists(READ_SCRIPT.sha) == [True]
+
+
+async def test_auto_pipeline_reads_replies_from_hiredis_across_socket_reads(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """The pipeline reads its replies straight from the connection's hiredis reader (the
+    agent's connections use it): replies larger than one socket read (64 KiB), nested ones,
+    errors and nil keep their place."""
+    pool = aredis.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        assert type(conn._parser) is _AsyncHiredisParser
+    finally:
+        await pool.release(conn)
+    big = bytes(range(256)) * 4096  # 1 MiB
+    redis_db.set("big", big)
+    redis_db.set("string", b"x")
+    redis_db.hset("h", mapping={"a": b"1"})
+    batch = AutoPipeline(aredis)
+    results = await asyncio.gather(
+        *(batch.get("big") for _ in range(3)),
+        batch.hmget("h", ["a", "absent"]),
+        batch.hget("string", "f"),
+        batch.get("absent"),
+        batch.execute("EVAL", "return {1, 'two', {false}}", 0),
+        return_exceptions=True,
+    )
+    assert results[:3] == [big, big, big]
+    assert results[3] == [b"1", None]
+    assert isinstance(results[4], ResponseError)
+    assert "WRONGTYPE" in str(results[4])
+    assert results[5] is None
+    assert results[6] == [1, b"two", [None]]
+    assert batch.pipelines == 1

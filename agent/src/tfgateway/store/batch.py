@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import hiredis
 import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -145,6 +146,9 @@ class AutoPipeline:
             try:
                 packed = [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
                 await conn.send_packed_command(packed)
+                parser = getattr(conn, "_parser", None)
+                if type(parser) is _AsyncHiredisParser and parser._reader is not None:
+                    return await _read_replies(parser, len(commands))
                 replies: list[Any] = []
                 for _ in commands:
                     try:
@@ -192,6 +196,30 @@ class AutoPipeline:
         except NoScriptError:
             await self.execute("SCRIPT", "LOAD", script.source)
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:
+    """`count` replies straight from the connection's hiredis reader: what redis-py's
+    `read_response` does per reply (a coroutine, a timeout context and the push-message checks
+    for each), once per socket read here instead; the round trip's own deadline bounds it.
+    Error replies come back as their exception (hiredis builds them with redis-py's
+    `parse_error`, so NOSCRIPT is a `NoScriptError`)."""
+    reader = parser._reader
+    assert reader is not None
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            await parser.read_from_socket()  # raises ConnectionError at EOF
+            continue
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        push = parser._hiredis_PushNotificationType
+        if push is not None and isinstance(reply, push):  # RESP3 push: not a reply
+            await parser.handle_push_response(reply)
+            continue
+        replies.append(reply)
+    return replies
 
 
 def as_batch(client: redis.asyncio.Redis | AutoPipeline) -> AutoPipeline:

@@ -26,7 +26,14 @@ from typing import Any, Final, TypeVar
 
 from tfgateway.store.batch import Arg, AutoPipeline, LuaScript
 
-__all__ = ["CAS_SCRIPT", "READ_SCRIPT", "Read", "Transaction", "TransactionConflictError", "run_transaction"]
+__all__ = [
+    "CAS_SCRIPT",
+    "READ_SCRIPT",
+    "Read",
+    "Transaction",
+    "TransactionConflictError",
+    "run_transaction",
+]
 
 T = TypeVar("T")
 
