@@ -29,7 +29,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import RedisError
@@ -641,7 +641,7 @@ class Engine:
             log.exception("provisioner %s crashed on %s", r.type, job.real_id)
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
-        stored = replace(r, result=result)
+        stored = r.with_result(result)
         # Cached before queued, each waiting for the other: a result must never go out for a
         # workload whose cache write failed (it would be provisioned and answered again).
         await self.cache.put(stored)
@@ -678,7 +678,7 @@ class Engine:
                 cached.result.message,
                 cached.result.data_json,
             )
-            stored = replace(r, result=result)
+            stored = r.with_result(result)
             await self.cache.put(stored)
             self.live[job.key] = stored
             await self.outbox.put_result(job.real_id, wire_result(result, job.category))
