@@ -103,7 +103,7 @@ class Message:
         )
 
 
-_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """What `json.dumps` (ensure_ascii) writes for a string."""
 
 

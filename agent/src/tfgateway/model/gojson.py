@@ -39,10 +39,10 @@ __all__ = [
     "format_float",
     "loads_preserving_numbers",
     "marshal",
-    "raw_text",
-    "string",
     "parse_semver",
+    "raw_text",
     "split_versioned",
+    "string",
 ]
 
 
