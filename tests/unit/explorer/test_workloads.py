@@ -9,8 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfgateway.explorer.models import TYPE_CODES, WorkloadError
-from tfgateway.explorer.workloads import go_ip_string, job_from_item, rank, wire_result
+from tfgateway.explorer.models import TYPE_CODES, ProxyWorkload, SubdomainWorkload, WorkloadError
+from tfgateway.explorer.workloads import (
+    go_ip_string,
+    job_from_item,
+    rank,
+    reservation_data,
+    wire_result,
+)
 from tfgateway.model import gojson
 from tfgateway.model.reservation import (
     MAX_DURATION_NS,
@@ -212,3 +218,24 @@ def test_wire_result_is_the_general_encoders_bytes(
         }
     )
     assert wire_result(result, category) == expected
+
+
+@given(
+    domain=_TEXT,
+    addr=_TEXT,
+    port=st.integers(0, 0xFFFFFFFF),
+    port_tls=st.integers(0, 0xFFFFFFFF),
+    ips=st.lists(st.sampled_from(["185.69.166.1", "::ffff:1.2.3.4", "2a02::1", "x", ""]) | _TEXT),
+)
+def test_reservation_data_is_the_general_encoders_bytes(
+    domain: str, addr: str, port: int, port_tls: int, ips: list[str]
+) -> None:
+    """Proxies and subdomains have their data written field by field: `gojson.marshal`'s bytes."""
+    proxy = ProxyWorkload(domain=domain, addr=addr, port=port, port_tls=port_tls)
+    assert reservation_data(proxy) == gojson.marshal(
+        {"domain": domain, "addr": addr, "port": port, "port_tls": port_tls}
+    )
+    sub = SubdomainWorkload(domain=domain, ips=ips)
+    assert reservation_data(sub) == gojson.marshal(
+        {"domain": domain, "destination": [go_ip_string(ip) for ip in ips]}
+    )
