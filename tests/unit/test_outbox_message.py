@@ -8,7 +8,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tfgateway.engine.outbox import Message
+from tfgateway.engine.outbox import Message, _stats_json
 
 
 @given(
@@ -26,3 +26,8 @@ def test_entry_is_json_dumps_bytes_and_reads_back(
     back = Message.from_json(7, message.to_json())
     assert (back.op, back.gwid, back.body) == (op, gwid, body.decode("utf-8", "replace").encode())
     assert back.queued == queued or (math.isnan(back.queued) and math.isnan(queued))
+
+
+@given(st.dictionaries(st.text(max_size=10), st.integers() | st.booleans(), max_size=5))
+def test_stats_entry_is_json_dumps(stats: dict[str, int]) -> None:
+    assert _stats_json(stats) == json.dumps(stats)

@@ -648,7 +648,8 @@ class Engine:
         self.live[job.key] = stored
         self._by_type[r.type] += 1
         self.counters.increment(r.type)
-        self._publish_counts()
+        if self.metrics is not None:  # only this type's count changed (all were set at load)
+            self.metrics.set_live({r.type: self._by_type[r.type]})
         await self.outbox.put_result(
             job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
         )

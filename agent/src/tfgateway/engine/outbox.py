@@ -107,6 +107,14 @@ _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """What `json.dumps` (ensure_ascii) writes for a string."""
 
 
+def _stats_json(stats: dict[str, int]) -> str:
+    """`json.dumps(stats)` (one per queued result), without the encoder object for plain ints."""
+    if not all(type(v) is int for v in stats.values()):
+        return json.dumps(stats)
+    items = ", ".join([f"{_json_string(k)}: {int.__repr__(v)}" for k, v in stats.items()])
+    return "{" + items + "}"
+
+
 def _b(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
@@ -190,7 +198,7 @@ class Outbox:
             await self._batch.eval(
                 _ENQUEUE,
                 [SEQ_KEY, OUTBOX_KEY],
-                [value, json.dumps(stats_value) if stats_value is not None else "", STATS_FIELD],
+                [value, _stats_json(stats_value) if stats_value is not None else "", STATS_FIELD],
             )
         )
         self._add(Message(seq=seq, op=op, gwid=gwid, body=body, queued=queued))
