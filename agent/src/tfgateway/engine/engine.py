@@ -88,6 +88,8 @@ class ReservationStore(Protocol):
 
     async def put(self, reservation: Reservation) -> None: ...
 
+    def entry(self, reservation: Reservation) -> tuple[str, str, bytes]: ...
+
     async def remove(self, reservation_id: str) -> None: ...
 
     async def list(self) -> tuple[list[Reservation], list[str]]: ...
@@ -642,17 +644,23 @@ class Engine:
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
         stored = r.with_result(result)
-        # Cached before queued, each waiting for the other: a result must never go out for a
+        # Cached and queued in one atomic redis call: a result must never go out for a
         # workload whose cache write failed (it would be provisioned and answered again).
-        await self.cache.put(stored)
+        self.counters.increment(r.type)  # the stats queued with the result count it
+        try:
+            await self.outbox.put_result(
+                job.real_id,
+                wire_result(result, job.category),
+                stats=self.counters.as_dict(),
+                entry=self.cache.entry(stored),
+            )
+        except BaseException:
+            self.counters.decrement(r.type)  # neither written: as if never provisioned
+            raise
         self.live[job.key] = stored
         self._by_type[r.type] += 1
-        self.counters.increment(r.type)
         if self.metrics is not None:  # only this type's count changed (all were set at load)
             self.metrics.set_live({r.type: self._by_type[r.type]})
-        await self.outbox.put_result(
-            job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
-        )
         return "ok"
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
