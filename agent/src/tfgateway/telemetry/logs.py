@@ -131,7 +131,7 @@ def setup_logging(debug: bool = False, log_format: LogFormat = "text") -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # Neither format shows the caller, thread or process: not looking them up for every
     # record (a frame walk and three lookups) is a tenth of what a job's line costs.
-    logging._srcfile = None  # type: ignore[attr-defined]  # the documented switch for this
+    logging._srcfile = None  # the documented switch for this
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
