@@ -23,7 +23,7 @@ import asyncio
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -75,11 +75,12 @@ class AutoPipeline:
         """How many pipelines were sent (tests and benchmarks look at batching with it)."""
         self.commands = 0
 
-    async def execute(self, *args: Arg) -> Any:
-        """Run one command in the next pipeline; its raw reply (RESP3 as hiredis decodes it:
-        bytes, int, list, dict for maps; no redis-py response callbacks), or its error
-        raised here."""
-        return await self.submit(*args)
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        """Run one command in the next pipeline; awaited, its raw reply (RESP3 as hiredis
+        decodes it: bytes, int, list, dict for maps; no redis-py response callbacks), or its
+        error raised there. The future itself, not a coroutine around it: every frame between
+        a job and the future is resumed again when the reply arrives."""
+        return self.submit(*args)
 
     def submit(self, *args: Arg) -> asyncio.Future[Any]:
         """Queue one command for the next pipeline; the future gets its reply. Several
@@ -192,10 +193,10 @@ class AutoPipeline:
         """EVALSHA, falling back to loading the script once when redis does not know it
         (first use, or redis restarted or flushed its script cache)."""
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script.source)
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            await self.submit("SCRIPT", "LOAD", script.source)
+            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:
