@@ -18,6 +18,7 @@ import redis.asyncio
 from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.exceptions import RedisError, ResponseError
 
+from tests.support.redis_server import RedisServer
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import record_set_value
@@ -472,3 +473,20 @@ async def test_auto_pipeline_reads_replies_from_hiredis_across_socket_reads(
     assert results[5] is None
     assert results[6] == [1, b"two", [None]]
     assert batch.pipelines == 1
+
+
+async def test_prefetch_reads_absent_values_as_none_over_resp3(
+    redis_server: RedisServer, redis_db: redis.Redis
+) -> None:
+    """Over RESP3 a Lua `false` at the top of a reply would be a boolean; inside the read
+    script's reply table an absent key or field is still nil, so None, as over RESP2."""
+    redis_db.set("k", b"v")
+    client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port, protocol=3)
+    try:
+        txn = Transaction(AutoPipeline(client))
+        await txn.prefetch([("get", "nokey"), ("hmget", "nohash", "a", "b"), ("get", "k")])
+        assert await txn.get("nokey") is None
+        assert await txn.hmget("nohash", ["a", "b"]) == [None, None]
+        assert await txn.get("k") == b"v"
+    finally:
+        await client.aclose()
