@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 import redis
@@ -242,17 +243,19 @@ async def test_undecodable_poll_keeps_cursor(
 
 async def test_redis_down_is_not_blamed_on_the_user(stack: Stack, admin: AdminClient) -> None:
     w = await admin.subdomain(NODE, 42, "a.gw.example.com", ["185.69.166.2"])
-    real_put = stack.engine.cache.put
+    real_put = stack.engine.outbox.put_result  # caches the workload and queues its result
     failures = iter([True])
 
-    async def flaky_put(r: Reservation) -> None:
+    async def flaky_put(gwid: str, body: bytes, **kwargs: Any) -> None:
         if next(failures, False):
             raise redis.exceptions.ConnectionError("redis went away")
-        await real_put(r)
+        await real_put(gwid, body, **kwargs)
 
-    stack.engine.cache.put = flaky_put  # type: ignore[method-assign,assignment]
+    stack.engine.outbox.put_result = flaky_put  # type: ignore[method-assign]
     assert await stack.engine.poll_once() is None
     assert stack.engine.cursor == 0
+    assert await stack.engine.cache.get(w.gwid) is None  # neither cached nor queued
+    assert stack.engine.counters.as_dict()["subdomain"] == 0
     assert await stack.engine.poll_once() is False  # done: no full page waiting
     await drain(stack)
     assert (await admin.get_workload(w.id)).state == 1

@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis
 import redis.asyncio
+from redis._parsers.hiredis import _AsyncHiredisParser
 from redis.exceptions import RedisError, ResponseError
 
+from tests.support.redis_server import RedisServer
 from tfgateway.model import gojson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.coredns_redis import record_set_value
@@ -28,6 +30,7 @@ from tfgateway.primitives.tcprouter import proxy_key
 from tfgateway.store.batch import AutoPipeline, LuaScript
 from tfgateway.store.transaction import (
     CAS_SCRIPT,
+    READ_SCRIPT,
     Transaction,
     TransactionConflictError,
     run_transaction,
@@ -389,3 +392,101 @@ async def test_a_field_read_before_its_whole_hash_is_still_checked(
     txn.set("written", b"yes")
     assert await txn.commit() is False
     assert redis_db.get("written") is None
+
+
+async def test_prefetch_is_one_command_with_every_read_in_order(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """The prefetch travels as one script call (`READ_SCRIPT`) and records what each read
+    would have returned: values binary-safe, absent keys and fields as None; the commit then
+    checks them like reads made one by one."""
+    redis_db.hset("h", mapping={"f": b"\x00\xff\r\n", "g": b""})
+    redis_db.set("k", b"value \x00")
+    redis_db.script_load(READ_SCRIPT.source)  # else the first call is EVALSHA, LOAD, EVALSHA
+    batch = AutoPipeline(aredis)
+    txn = Transaction(batch)
+    before = batch.commands
+    await txn.prefetch(
+        [("hget", "h", "f"), ("get", "k"), ("get", "nokey"), ("hmget", "h", "absent", "g"),
+         ("hmget", "nohash", "x")]
+    )  # fmt: skip
+    assert batch.commands - before == 1
+    assert await txn.hget("h", "f") == b"\x00\xff\r\n"
+    assert await txn.hmget("h", ["g", "absent"]) == [b"", None]
+    assert await txn.get("k") == b"value \x00"
+    assert await txn.get("nokey") is None
+    assert await txn.hget("nohash", "x") is None
+    assert batch.commands - before == 1  # every read above came from the prefetch
+    txn.set("written", b"yes")
+    assert await txn.commit() is True
+    redis_db.delete("written")
+    redis_db.hset("nohash", "x", b"now here")  # a read of the prefetch went stale
+    assert await txn.commit() is False
+    assert redis_db.get("written") is None
+
+
+async def test_prefetch_error_and_script_cache_loss(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """A read redis refuses fails the prefetch (nothing recorded); after redis forgot its
+    scripts (a restart, SCRIPT FLUSH) the prefetch loads the script again and works."""
+    redis_db.set("string", b"x")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await Transaction(AutoPipeline(aredis)).prefetch([("get", "k"), ("hget", "string", "f")])
+    redis_db.script_flush()
+    redis_db.set("k", b"v")
+    txn = Transaction(AutoPipeline(aredis))
+    await txn.prefetch([("get", "k")])
+    assert await txn.get("k") == b"v"
+    assert redis_db.script_exists(READ_SCRIPT.sha) == [True]
+
+
+async def test_auto_pipeline_reads_replies_from_hiredis_across_socket_reads(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis
+) -> None:
+    """The pipeline reads its replies straight from the connection's hiredis reader (the
+    agent's connections use it): replies larger than one socket read (64 KiB), nested ones,
+    errors and nil keep their place."""
+    pool = aredis.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        assert type(conn._parser) is _AsyncHiredisParser
+    finally:
+        await pool.release(conn)
+    big = bytes(range(256)) * 4096  # 1 MiB
+    redis_db.set("big", big)
+    redis_db.set("string", b"x")
+    redis_db.hset("h", mapping={"a": b"1"})
+    batch = AutoPipeline(aredis)
+    results = await asyncio.gather(
+        *(batch.get("big") for _ in range(3)),
+        batch.hmget("h", ["a", "absent"]),
+        batch.hget("string", "f"),
+        batch.get("absent"),
+        batch.execute("EVAL", "return {1, 'two', {false}}", 0),
+        return_exceptions=True,
+    )
+    assert results[:3] == [big, big, big]
+    assert results[3] == [b"1", None]
+    assert isinstance(results[4], ResponseError)
+    assert "WRONGTYPE" in str(results[4])
+    assert results[5] is None
+    assert results[6] == [1, b"two", [None]]
+    assert batch.pipelines == 1
+
+
+async def test_prefetch_reads_absent_values_as_none_over_resp3(
+    redis_server: RedisServer, redis_db: redis.Redis
+) -> None:
+    """Over RESP3 a Lua `false` at the top of a reply would be a boolean; inside the read
+    script's reply table an absent key or field is still nil, so None, as over RESP2."""
+    redis_db.set("k", b"v")
+    client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port, protocol=3)
+    try:
+        txn = Transaction(AutoPipeline(client))
+        await txn.prefetch([("get", "nokey"), ("hmget", "nohash", "a", "b"), ("get", "k")])
+        assert await txn.get("nokey") is None
+        assert await txn.hmget("nohash", ["a", "b"]) == [None, None]
+        assert await txn.get("k") == b"v"
+    finally:
+        await client.aclose()

@@ -6,11 +6,21 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tfgateway.explorer.models import WorkloadError
-from tfgateway.explorer.workloads import go_ip_string, job_from_item, rank, wire_result
+from tfgateway.explorer.models import TYPE_CODES, ProxyWorkload, SubdomainWorkload, WorkloadError
+from tfgateway.explorer.workloads import (
+    go_ip_string,
+    job_from_item,
+    rank,
+    reservation_data,
+    wire_result,
+)
+from tfgateway.model import gojson
 from tfgateway.model.reservation import (
     MAX_DURATION_NS,
+    GoTime,
     Result,
     encode_cache_value,
     parse_go_time,
@@ -165,3 +175,67 @@ def test_user_zero_is_the_operator_never_an_explorer_user(tid: int) -> None:
     customer_tid 0 (or less) would share its names, so it gets an error result instead."""
     with pytest.raises(WorkloadError, match="must be a positive user id"):
         job_from_item(item(customer_tid=tid))
+
+
+_TEXT = st.text(max_size=20)  # lone surrogates included: Go writes U+FFFD for them
+_RAW = st.one_of(
+    st.sampled_from([b"", b"null", b'{"a": [1, 2.50]}', b'"<&>\xe2\x80\xa8"', b'"\xff"']),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | _TEXT,
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(_TEXT, c, max_size=3),
+        max_leaves=6,
+    ).map(gojson.marshal),
+)
+
+
+@given(
+    rtype=st.sampled_from(["proxy", "subdomain", "UNKNOWN", "other"]),
+    rid=_TEXT,
+    seconds=st.integers(-62135596800, 253402300799),
+    state=st.integers(0, 255),
+    message=_TEXT,
+    data=_RAW,
+    signature=_TEXT,
+    category=st.one_of(st.none(), st.integers(0, 255)),
+)
+def test_wire_result_is_the_general_encoders_bytes(
+    rtype: str, rid: str, seconds: int, state: int, message: str, data: bytes, signature: str,
+    category: int | None,
+) -> None:  # fmt: skip
+    """`wire_result` writes its fields itself: the bytes of `gojson.encode` on the Go struct."""
+    result = Result(rtype, rid, GoTime.from_unix(seconds), state, message, data, signature)
+    created = result.created
+    expected = gojson.encode(
+        {
+            "category": TYPE_CODES.get(rtype, 0) if category is None else category,
+            "workload_id": rid,
+            "data_json": gojson.RawJSON(data),
+            "signature": signature,
+            "state": state,
+            "message": message,
+            "epoch": int(created.timestamp()) if created.year > 1 else 0,
+            "node_id": "",
+        }
+    )
+    assert wire_result(result, category) == expected
+
+
+@given(
+    domain=_TEXT,
+    addr=_TEXT,
+    port=st.integers(0, 0xFFFFFFFF),
+    port_tls=st.integers(0, 0xFFFFFFFF),
+    ips=st.lists(st.sampled_from(["185.69.166.1", "::ffff:1.2.3.4", "2a02::1", "x", ""]) | _TEXT),
+)
+def test_reservation_data_is_the_general_encoders_bytes(
+    domain: str, addr: str, port: int, port_tls: int, ips: list[str]
+) -> None:
+    """Proxies and subdomains have their data written field by field: `gojson.marshal`'s bytes."""
+    proxy = ProxyWorkload(domain=domain, addr=addr, port=port, port_tls=port_tls)
+    assert reservation_data(proxy) == gojson.marshal(
+        {"domain": domain, "addr": addr, "port": port, "port_tls": port_tls}
+    )
+    sub = SubdomainWorkload(domain=domain, ips=ips)
+    assert reservation_data(sub) == gojson.marshal(
+        {"domain": domain, "destination": [go_ip_string(ip) for ip in ips]}
+    )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tests.support.go_cache import GO_EXAMPLE
 from tfgateway.model import gojson
 from tfgateway.model.reservation import (
+    CACHE_VERSION,
     MAX_DURATION_NS,
     ZERO_TIME,
     CacheDecodeError,
@@ -379,6 +380,9 @@ def test_cache_codec_round_trips(
         version=version,
     )
     value = encode_cache_value(r)
+    # written field by field: the bytes of the general encoder on the Go struct's fields
+    assert value == CACHE_VERSION + gojson.encode(r.to_go())
+    assert r.with_result(r.result) == r
     back = decode_cache_value(value)
     assert encode_cache_value(back) == value
     assert back.id == rid

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tfgateway.primitives import validation
 from tfgateway.primitives.validation import (
     ValidationError,
     is_public_suffix,
@@ -227,3 +228,22 @@ def test_bad_record_ips(ips: object, message: str) -> None:
 )
 def test_public_suffixes(name: str, public: bool) -> None:
     assert is_public_suffix(name) is public
+
+
+@given(
+    st.text(alphabet="aZ09-.x_*é ", max_size=30)
+    | st.lists(st.text(alphabet="ab9-", min_size=0, max_size=70), min_size=1, max_size=5).map(
+        ".".join
+    ),
+    st.integers(1, 3),
+)
+def test_fast_path_agrees_with_every_check(text: str, min_labels: int) -> None:
+    """The one-expression path for common names returns what the label-by-label checks
+    return, and nothing they refuse."""
+    fast = validation._fast_domain(text.strip(), min_labels)
+    try:
+        slow: str | None = validation._checked_domain(text, min_labels=min_labels)
+    except ValidationError:
+        slow = None
+    if fast is not None:
+        assert fast == slow

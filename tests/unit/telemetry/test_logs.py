@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tfgateway.telemetry.logs import Fields, JSONFormatter, TextFormatter, setup_logging
 
@@ -137,3 +139,9 @@ def test_text_and_json_agree_on_time_and_message() -> None:
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format 'xml' is not one of text, json"):
         setup_logging(log_format="xml")  # type: ignore[arg-type]
+
+
+@given(st.text(max_size=20, alphabet=st.sampled_from(list(" \t\r\n\"'=ab-é\x00"))))
+def test_field_values_quoted_exactly_when_not_one_plain_token(value: str) -> None:
+    plain = bool(value) and not any(c in " \t\r\n\"'=" for c in value)
+    assert str(Fields("e", v=value)) == f"e v={value if plain else repr(value)}"

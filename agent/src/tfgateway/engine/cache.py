@@ -51,7 +51,12 @@ class ReservationCache:
             raise CacheDecodeError(f"cache entry {reservation_id!r}: {exc}") from exc
 
     async def put(self, reservation: Reservation) -> None:
-        await self._batch.hset(self._key, reservation.id, encode_cache_value(reservation))
+        await self._batch.hset(*self.entry(reservation))
+
+    def entry(self, reservation: Reservation) -> tuple[str, str, bytes]:
+        """(key, field, value) of the reservation's entry, for a writer that makes the write
+        part of its own redis call (the outbox, with the result it queues)."""
+        return self._key, reservation.id, encode_cache_value(reservation)
 
     async def remove(self, reservation_id: str) -> None:
         await self._batch.hdel(self._key, reservation_id)

@@ -29,7 +29,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from redis.exceptions import RedisError
@@ -87,6 +87,8 @@ class ReservationStore(Protocol):
     async def get(self, reservation_id: str) -> Reservation | None: ...
 
     async def put(self, reservation: Reservation) -> None: ...
+
+    def entry(self, reservation: Reservation) -> tuple[str, str, bytes]: ...
 
     async def remove(self, reservation_id: str) -> None: ...
 
@@ -641,17 +643,24 @@ class Engine:
             log.exception("provisioner %s crashed on %s", r.type, job.real_id)
             return await self._fail(job, f"internal error while provisioning: {type(exc).__name__}")
         result = self._result(job, ResultState.OK, data=data or b"")
-        stored = replace(r, result=result)
-        # Cached before queued, each waiting for the other: a result must never go out for a
+        stored = r.with_result(result)
+        # Cached and queued in one atomic redis call: a result must never go out for a
         # workload whose cache write failed (it would be provisioned and answered again).
-        await self.cache.put(stored)
+        self.counters.increment(r.type)  # the stats queued with the result count it
+        try:
+            await self.outbox.put_result(
+                job.real_id,
+                wire_result(result, job.category),
+                stats=self.counters.as_dict(),
+                entry=self.cache.entry(stored),
+            )
+        except BaseException:
+            self.counters.decrement(r.type)  # neither written: as if never provisioned
+            raise
         self.live[job.key] = stored
         self._by_type[r.type] += 1
-        self.counters.increment(r.type)
-        self._publish_counts()
-        await self.outbox.put_result(
-            job.real_id, wire_result(result, job.category), stats=self.counters.as_dict()
-        )
+        if self.metrics is not None:  # only this type's count changed (all were set at load)
+            self.metrics.set_live({r.type: self._by_type[r.type]})
         return "ok"
 
     async def _cache_hit(self, job: Job, cached: Reservation) -> str:
@@ -678,7 +687,7 @@ class Engine:
                 cached.result.message,
                 cached.result.data_json,
             )
-            stored = replace(r, result=result)
+            stored = r.with_result(result)
             await self.cache.put(stored)
             self.live[job.key] = stored
             await self.outbox.put_result(job.real_id, wire_result(result, job.category))

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ Op = Literal["result", "delete"]
 # One round trip per queued message instead of two (INCR, then HSET): the engine queues a
 # message for every job, and on a loaded machine every round trip to redis costs a context
 # switch or two. ARGV[2], when not empty, is the latest stats entry, written in the same call.
+# With a third key, ARGV[4] and ARGV[5] are a field and value of it written first, in the same
+# atomic call (the engine's cache entry of the workload the result answers).
 _ENQUEUE: Final = LuaScript(
     """
 local seq = redis.call('INCR', KEYS[1])
+if KEYS[3] then redis.call('HSET', KEYS[3], ARGV[4], ARGV[5]) end
 redis.call('HSET', KEYS[2], string.format('%020d', seq), ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[2]) end
 return seq
@@ -69,13 +73,24 @@ class Message:
         return f"{self.seq:020d}"
 
     def to_json(self) -> bytes:
-        doc = {
-            "op": self.op,
-            "id": self.gwid,
-            "body": self.body.decode("utf-8", "replace"),
-            "queued": self.queued,
-        }
-        return json.dumps(doc, separators=(",", ":")).encode()
+        """`json.dumps({"op", "id", "body", "queued"}, separators=(",", ":"))`, the same
+        bytes (a test holds them equal) with `json`'s own C string encoder and float text,
+        without the encoder object and its generator per message."""
+        queued = self.queued
+        number = float.__repr__(queued) if math.isfinite(queued) else json.dumps(queued)
+        return "".join(
+            (
+                '{"op":',
+                _json_string(self.op),
+                ',"id":',
+                _json_string(self.gwid),
+                ',"body":',
+                _json_string(self.body.decode("utf-8", "replace")),
+                ',"queued":',
+                number,
+                "}",
+            )
+        ).encode()
 
     @classmethod
     def from_json(cls, seq: int, raw: bytes) -> Message:
@@ -89,6 +104,18 @@ class Message:
             body=str(doc.get("body", "")).encode(),
             queued=float(doc.get("queued", 0.0)),
         )
+
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""What `json.dumps` (ensure_ascii) writes for a string."""
+
+
+def _stats_json(stats: dict[str, int]) -> str:
+    """`json.dumps(stats)` (one per queued result), without the encoder object for plain ints."""
+    if not all(type(v) is int for v in stats.values()):
+        return json.dumps(stats)
+    items = ", ".join([f"{_json_string(k)}: {int.__repr__(v)}" for k, v in stats.items()])
+    return "{" + items + "}"
 
 
 def _b(value: bytes | str) -> bytes:
@@ -165,29 +192,45 @@ class Outbox:
         return len(self._pending) + (1 if self._stats is not None else 0)
 
     async def _enqueue(
-        self, op: Op, gwid: str, body: bytes = b"", stats: Mapping[str, int] | None = None
+        self,
+        op: Op,
+        gwid: str,
+        body: bytes = b"",
+        stats: Mapping[str, int] | None = None,
+        entry: tuple[str, str, bytes] | None = None,
     ) -> None:
         queued = time.time()
         value = Message(seq=0, op=op, gwid=gwid, body=body, queued=queued).to_json()
         stats_value = dict(stats) if stats is not None else None
-        seq = int(
-            await self._batch.eval(
-                _ENQUEUE,
-                [SEQ_KEY, OUTBOX_KEY],
-                [value, json.dumps(stats_value) if stats_value is not None else "", STATS_FIELD],
-            )
-        )
+        keys = [SEQ_KEY, OUTBOX_KEY]
+        args: list[str | bytes] = [
+            value,
+            _stats_json(stats_value) if stats_value is not None else "",
+            STATS_FIELD,
+        ]
+        if entry is not None:
+            keys.append(entry[0])
+            args += entry[1:]
+        seq = int(await self._batch.eval(_ENQUEUE, keys, args))
         self._add(Message(seq=seq, op=op, gwid=gwid, body=body, queued=queued))
         if stats_value is not None:
             self._set_stats(stats_value)
         self._wake.set()
 
     async def put_result(
-        self, gwid: str, body: bytes, *, stats: Mapping[str, int] | None = None
+        self,
+        gwid: str,
+        body: bytes,
+        *,
+        stats: Mapping[str, int] | None = None,
+        entry: tuple[str, str, bytes] | None = None,
     ) -> None:
         """Queue a result PUT (body = Go-encoded `workloads.Result` with its newline); with
-        `stats`, the latest counters are queued in the same redis call (as `stats()` does)."""
-        await self._enqueue("result", gwid, body, stats)
+        `stats`, the latest counters are queued in the same redis call (as `stats()` does).
+        `entry` (hash key, field, value) is written in that call too, before the message and
+        atomically with it: the engine's cache entry, so a result never goes out for a
+        workload whose cache write failed, in one redis command instead of two."""
+        await self._enqueue("result", gwid, body, stats, entry)
 
     async def delete(self, gwid: str, *, stats: Mapping[str, int] | None = None) -> None:
         await self._enqueue("delete", gwid, stats=stats)

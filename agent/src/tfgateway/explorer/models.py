@@ -204,14 +204,21 @@ def scrub(value: Any) -> Any:
     surrogates (which `json` lets through from `\\ud800` escapes) with U+FFFD as Go does."""
     if isinstance(value, str):
         return _text(value)
+    # ASCII strings (nearly all) and numbers are kept without a call: a poll page holds
+    # thousands of them, and two calls per string cost more than the rest of the walk.
     if isinstance(value, dict):
         return {
-            _text(k) if type(k) is str else scrub(k): v if type(v) in _SCALARS else scrub(v)
+            (k if k.isascii() else _text(k)) if type(k) is str else scrub(k): (
+                v if (t := type(v)) in _SCALARS or (t is str and v.isascii()) else scrub(v)
+            )
             for k, v in value.items()
             if v is not None
         }
     if isinstance(value, list):
-        return [v if type(v) in _SCALARS else scrub(v) for v in value]
+        return [
+            v if (t := type(v)) in _SCALARS or (t is str and v.isascii()) else scrub(v)
+            for v in value
+        ]
     return value
 
 

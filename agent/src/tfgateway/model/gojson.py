@@ -40,7 +40,9 @@ __all__ = [
     "loads_preserving_numbers",
     "marshal",
     "parse_semver",
+    "raw_text",
     "split_versioned",
+    "string",
 ]
 
 
@@ -105,6 +107,18 @@ def _string(s: str) -> str:
     if _NEEDS_ESCAPE.search(s) is None:
         return '"' + s + '"'
     return '"' + s.translate(_ESCAPES) + '"'
+
+
+def string(s: str) -> str:
+    """A Python `str` as Go writes a string (quoted and escaped): what `marshal` writes for
+    it, as text (callers that assemble a document themselves encode the whole once)."""
+    return _string(s)
+
+
+def raw_text(raw: bytes) -> str:
+    """`RawJSON(raw)` as `marshal` writes it, as text (invalid UTF-8 kept as surrogates,
+    which `marshal`'s final `surrogateescape` encoding turns back into the bytes)."""
+    return compact(raw).decode("utf-8", "surrogateescape") if raw else "null"
 
 
 def format_float(f: float) -> str:

@@ -9,6 +9,7 @@ control in DNS (`proof_needed`) is decided here too; the proof itself is `name_p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 from tfgateway.primitives.coredns_redis import (
@@ -36,8 +37,13 @@ __all__ = [
 
 def zone_candidates(domain: str) -> list[str]:
     """The zones that may contain `domain` (itself first, never the top-level label alone)."""
+    return list(_zone_candidates(domain))
+
+
+@functools.lru_cache(maxsize=1024)  # a job asks for the same name's several times
+def _zone_candidates(domain: str) -> tuple[str, ...]:
     labels = domain.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    return tuple(".".join(labels[i:]) for i in range(len(labels) - 1))
 
 
 async def zone_owner(txn: Transaction, zone: str) -> str | None:

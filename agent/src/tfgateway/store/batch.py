@@ -23,12 +23,13 @@ import asyncio
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import hiredis
 import redis.asyncio
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -74,11 +75,12 @@ class AutoPipeline:
         """How many pipelines were sent (tests and benchmarks look at batching with it)."""
         self.commands = 0
 
-    async def execute(self, *args: Arg) -> Any:
-        """Run one command in the next pipeline; its raw reply (RESP3 as hiredis decodes it:
-        bytes, int, list, dict for maps; no redis-py response callbacks), or its error
-        raised here."""
-        return await self.submit(*args)
+    def execute(self, *args: Arg) -> Awaitable[Any]:
+        """Run one command in the next pipeline; awaited, its raw reply (RESP3 as hiredis
+        decodes it: bytes, int, list, dict for maps; no redis-py response callbacks), or its
+        error raised there. The future itself, not a coroutine around it: every frame between
+        a job and the future is resumed again when the reply arrives."""
+        return self.submit(*args)
 
     def submit(self, *args: Arg) -> asyncio.Future[Any]:
         """Queue one command for the next pipeline; the future gets its reply. Several
@@ -145,6 +147,9 @@ class AutoPipeline:
             try:
                 packed = [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
                 await conn.send_packed_command(packed)
+                parser = getattr(conn, "_parser", None)
+                if type(parser) is _AsyncHiredisParser and parser._reader is not None:
+                    return await _read_replies(parser, len(commands))
                 replies: list[Any] = []
                 for _ in commands:
                     try:
@@ -188,10 +193,34 @@ class AutoPipeline:
         """EVALSHA, falling back to loading the script once when redis does not know it
         (first use, or redis restarted or flushed its script cache)."""
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.execute("SCRIPT", "LOAD", script.source)
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            await self.submit("SCRIPT", "LOAD", script.source)
+            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+async def _read_replies(parser: _AsyncHiredisParser, count: int) -> list[Any]:
+    """`count` replies straight from the connection's hiredis reader: what redis-py's
+    `read_response` does per reply (a coroutine, a timeout context and the push-message checks
+    for each), once per socket read here instead; the round trip's own deadline bounds it.
+    Error replies come back as their exception (hiredis builds them with redis-py's
+    `parse_error`, so NOSCRIPT is a `NoScriptError`)."""
+    reader = parser._reader
+    assert reader is not None
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA:
+            await parser.read_from_socket()  # raises ConnectionError at EOF
+            continue
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        push = parser._hiredis_PushNotificationType
+        if push is not None and isinstance(reply, push):  # RESP3 push: not a reply
+            await parser.handle_push_response(reply)
+            continue
+        replies.append(reply)
+    return replies
 
 
 def as_batch(client: redis.asyncio.Redis | AutoPipeline) -> AutoPipeline:

@@ -21,13 +21,19 @@ instance, not a cluster.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from tfgateway.store.batch import Arg, AutoPipeline, LuaScript
 
-__all__ = ["CAS_SCRIPT", "Read", "Transaction", "TransactionConflictError", "run_transaction"]
+__all__ = [
+    "CAS_SCRIPT",
+    "READ_SCRIPT",
+    "Read",
+    "Transaction",
+    "TransactionConflictError",
+    "run_transaction",
+]
 
 T = TypeVar("T")
 
@@ -82,6 +88,27 @@ Checks: `h key field present value` (a hash field), `k key present value` (a str
 Writes: `OP n arg1 … argn` with OP one of HSET HDEL SET DEL PUBLISH."""
 
 
+READ_SCRIPT: Final = LuaScript(
+    """
+local a, i, out = ARGV, 1, {}
+while i <= #a do
+  if a[i] == 'k' then
+    out[#out + 1] = redis.call('GET', a[i + 1])
+    i = i + 2
+  else
+    local n = tonumber(a[i + 2])
+    out[#out + 1] = redis.call('HMGET', a[i + 1], unpack(a, i + 3, i + 2 + n))
+    i = i + 3 + n
+  end
+end
+return out
+"""
+)
+"""A transaction's prefetch in one call. ARGV: reads, each `k key` (GET) or `h key n f1 … fn`
+(HMGET); the reply has one entry per read, in order (nil for an absent key, a list for HMGET).
+Only reads: atomic does not matter here, the commit checks every value read."""
+
+
 class TransactionConflictError(Exception):
     """The data kept changing under the transaction for `MAX_ATTEMPTS` attempts."""
 
@@ -103,33 +130,31 @@ class Transaction:
     # -- reads (every value read is checked again at commit) ----------------------------------
 
     async def prefetch(self, reads: Sequence[Read]) -> None:
-        """Fetch reads the body will make, all in the same pipeline."""
-        fetches: list[tuple[Read, asyncio.Future[Any]]] = []
+        """Fetch reads the body will make, all in one command (`READ_SCRIPT`): one reply to
+        parse and one future per transaction instead of one per read. A redis error in any
+        read (a key of the wrong type) fails the whole prefetch, as it failed the body."""
+        args: list[Arg] = []
         for read in reads:
             kind, key, fields = read[0], read[1], read[2:]
             if kind == "get":
-                fetches.append((read, self._batch.submit("GET", key)))
+                args += ("k", key)
             elif kind in ("hget", "hmget") and fields:
-                fetches.append((read, self._batch.submit("HMGET", key, *fields)))
+                args += ("h", key, len(fields), *fields)
             else:
                 raise ValueError(f"cannot prefetch {read!r}")
-        # The futures are in flight already: awaiting them in turn costs less than a gather
-        # (no gathering future and callback per read); every one is awaited, so an error
-        # is raised once all are settled, as gather(return_exceptions=True) would.
-        error: BaseException | None = None
-        for read, future in fetches:
-            try:
-                outcome = await future
-            except Exception as exc:
-                error = error or exc
-                continue
+        if not args:
+            return
+        outcomes = await self._batch.eval(READ_SCRIPT, (), args)
+        keys, hash_fields = self._keys, self._fields
+        for read, outcome in zip(reads, outcomes, strict=True):
+            key = read[1]
             if read[0] == "get":
-                self._keys.setdefault(read[1], _b(outcome))
+                if key not in keys:
+                    keys[key] = _b(outcome)
             else:
                 for field, value in zip(read[2:], outcome, strict=True):
-                    self._fields.setdefault((read[1], field), _b(value))
-        if error is not None:
-            raise error
+                    if (key, field) not in hash_fields:
+                        hash_fields[(key, field)] = _b(value)
 
     async def get(self, key: str) -> bytes | None:
         if key not in self._keys:
