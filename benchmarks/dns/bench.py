@@ -159,6 +159,8 @@ def start_coredns(
     and CoreDNS's bind (other jobs run on this machine) is replaced by another."""
     for _ in range(3):
         port = free_port()
+        while str(port) in corefile:  # e.g. the metrics port, chosen but not yet bound
+            port = free_port()
         conf = workdir / f"Corefile.{label}"
         conf.write_text(corefile.replace("PORT", str(port)))
         log = workdir / f"{label}.log"
