@@ -1011,6 +1011,18 @@ def scale_section(
             launch[label] = ["nice", "-n", label.split(" nice=", 1)[1], str(binary)]
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
+        if args.scale_plain_file:
+            # What `prometheus` costs per query: the same file server without it, against it.
+            plain = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
+            with coredns(
+                str(binaries["after"]), "scale-file-plain", plain, work, probe=SCALE_ZONE
+            ) as psrv:
+                qps_rows.append(
+                    (
+                        "file, no prometheus",
+                        paired_rounds(psrv, fsrv, qfile, args.seconds, args.rounds),
+                    )
+                )
         for rep in range(args.scale_repeat):
             # Binaries take turns going first, so a drift in the machine's load falls on both.
             for label, _ in order if rep % 2 == 0 else order[::-1]:
@@ -1197,14 +1209,14 @@ def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
     """QPS (wall clock) and queries per CPU-second of the server, each against the file
     plugin measured in the same alternating rounds; medians."""
     print(
-        f"{'server':12} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
+        f"{'server':20} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
         f"{'file q/CPU-s':>12} {'ratio':>6}  QPS per round (server / file)"
     )
     for label, p in rows:
         (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
         per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
         print(
-            f"{label:12} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
+            f"{label:20} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
             f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
     print(
@@ -1342,6 +1354,12 @@ def main() -> int:
         metavar="N",
         help="also measure this plugin with coredns and redis-server at nice N, and their "
         "sessions' autogroups (repeatable; below 0 needs root) side by side",
+    )
+    ap.add_argument(
+        "--scale-plain-file",
+        action="store_true",
+        help="also measure the file server without prometheus against it (what the metrics "
+        "plugin costs per query; its row in the QPS table)",
     )
     ap.add_argument(
         "--scale-no-zone-only",
