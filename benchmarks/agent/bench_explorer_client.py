@@ -1,4 +1,5 @@
-"""CPU per result PUT: the explorer client as it was (httpx) vs as it is (aiohttp), one run.
+"""CPU per result PUT: the explorer client as it was (httpx), as it is (aiohttp), and the
+result sender's lean client (explorer/put_client.py, httptools), one run.
 
 Why: after a burst of workloads the outbox sends thousands of result PUTs, 16 at a time; the
 agent's CPU per PUT bounds how fast 5,000 results can leave a 2-core gateway. A local aiohttp
@@ -24,6 +25,7 @@ from typing import Protocol
 import httpx
 
 from tfgateway.explorer.client import ExplorerClient, ExplorerError, base_url
+from tfgateway.explorer.put_client import PutClient
 from tfgateway.explorer.signatures import sign_headers
 from tfgateway.node.identity import Identity
 
@@ -108,6 +110,7 @@ async def bench(url: str, puts: int, rounds: int, concurrency: int) -> None:
     clients: dict[str, Callable[[], Client]] = {
         "httpx (before)": lambda: HttpxExplorer(url, identity),
         "aiohttp (now)": lambda: ExplorerClient(url, identity),
+        "lean (sender)": lambda: PutClient(base_url(url), identity),
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
     for r in range(rounds):
@@ -124,6 +127,7 @@ async def bench(url: str, puts: int, rounds: int, concurrency: int) -> None:
         print(f"{name:<16} {cpu:>11.0f} {wall:>13.2f} {puts / wall:>9.0f}")
     before, now = medians["httpx (before)"], medians["aiohttp (now)"]
     print(f"CPU per PUT, httpx / aiohttp: {before / now:.1f}x")
+    print(f"CPU per PUT, aiohttp / lean: {now / medians['lean (sender)']:.1f}x")
     cpu = time.process_time()
     for _ in range(puts):
         sign_headers(identity)

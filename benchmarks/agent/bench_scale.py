@@ -13,15 +13,16 @@ development explorer and the agent in network namespaces), sizes side by side in
 - CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
   end, next to wall time; peak RSS (VmHWM) of each process.
 
-With `--profile DIR` py-spy samples the agent and the development explorer during the largest
-size (non-blocking, 200 Hz) and the top functions by own and by inclusive samples are printed
-(raw stacks in DIR).
+With `--profile DIR` py-spy samples the agent, its result sender (once started) and the
+development explorer during the largest size (non-blocking, 200 Hz) and the top functions by
+own and by inclusive samples are printed (raw stacks in DIR).
 
 With `--baseline REV` the agent of another git revision (its agent/src, e.g. `main`) runs
-each size too, the two agents taking turns going first, in columns side by side.
+each size too, the two agents taking turns going first, in columns side by side; with
+`--baseline-explorer` as well, that revision's development explorer serves its runs.
 
 Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
-       [--profile DIR] [--baseline REV]
+       [--profile DIR] [--baseline REV [--baseline-explorer]]
 """
 
 from __future__ import annotations
@@ -194,18 +195,26 @@ class BaselineGateway(Gateway):
     agent/src, ahead of the installed one on the agent's PYTHONPATH)."""
 
     agent_src: Path | None = None
+    explorer_too = False
+    """`--baseline-explorer`: that revision's development explorer (devexplorer/src) too."""
 
     def spawn(self, name: str, args: Sequence[str], ns: Any = None, env: Any = None) -> Process:
         if name == "agent" and self.agent_src is not None:
             env = {**(env or {}), "PYTHONPATH": f"{self.agent_src}:{REPO}"}
+        if name == "explorer" and self.agent_src is not None and self.explorer_too:
+            explorer_src = self.agent_src.parents[1] / "devexplorer" / "src"
+            env = {**(env or {}), "PYTHONPATH": f"{explorer_src}:{REPO}"}
         return super().spawn(name, args, ns, env)
 
 
 def baseline_source(rev: str) -> Path:
-    """agent/src of revision `rev`, extracted once into a temporary directory."""
+    """agent/src of revision `rev` (and its devexplorer/src), extracted once into a temporary
+    directory."""
     out = Path(tempfile.mkdtemp(prefix="tfgw-scale-baseline-"))
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", rev, "agent/src"], capture_output=True, check=True
+        ["git", "-C", str(REPO), "archive", rev, "agent/src", "devexplorer/src"],
+        capture_output=True,
+        check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out / "agent" / "src"
@@ -217,6 +226,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
     workdir = Path(tempfile.mkdtemp(prefix="tfgw-scale-"))
     gateway = BaselineGateway(workdir, poll_interval=args.poll_interval, dns_query_log=False)
     gateway.agent_src = src
+    gateway.explorer_too = args.baseline_explorer
     with gateway as gw:
         user = gw.add_user()
         prefix = "s"
@@ -243,6 +253,7 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
         live_at: float | None = None
         acked_at: float | None = None
         next_progress = 0.0
+        sender_spied = False
         while live_at is None or acked_at is None:
             if time.monotonic() - t0 > TIMEOUT_S:
                 raise TimeoutError(f"{size}: after {TIMEOUT_S:g} s live={live_at} acked={acked_at}")
@@ -264,6 +275,9 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
                 if progress["results"]["ok"] >= size:
                     acked_at = float(progress["last_result_put"]) - t0_wall
                     run.polls = int(progress["polls"])
+            if profile is not None and not sender_spied and (kids := children(pids["agent"])):
+                sender_spied = True  # the result sender, once the agent started it
+                spies.append(Profiler(kids[0], profile.with_name("sender-" + profile.name)))
             time.sleep(0.25)
         run.live_s, run.acked_s = live_at, acked_at
         run.cpu_s = {p: cpu_seconds(pid) - cpu0[p] for p, pid in pids.items()}
@@ -299,6 +313,8 @@ def report(results: dict[tuple[str, int], list[Run]], args: argparse.Namespace) 
         (f"live and acknowledged, s (goal ≤ {GOAL_S:g} for 50,000)", med(lambda r: r.done_s)),
         ("workloads per second",
          [f"{s[1] / statistics.median(r.done_s for r in results[s]):.0f}" for s in sizes]),
+        ("result PUTs per second (N / acknowledged s)",
+         [f"{s[1] / statistics.median(r.acked_s for r in results[s]):.0f}" for s in sizes]),
         ("explorer polls", med(lambda r: r.polls, "{:.0f}")),
     ]  # fmt: skip
     for p in PROCESSES:
@@ -330,7 +346,14 @@ def main() -> int:
     parser.add_argument(
         "--baseline", metavar="REV", help="also run the agent of git revision REV, taking turns"
     )
+    parser.add_argument(
+        "--baseline-explorer",
+        action="store_true",
+        help="the baseline runs with REV's development explorer too (its CPU compared as well)",
+    )
     args = parser.parse_args()
+    if args.baseline_explorer and not args.baseline:
+        parser.error("--baseline-explorer needs --baseline REV")
     sizes = [int(v) for v in args.sizes.split(",")]
     if any(s < 2 or s % 2 for s in sizes):
         parser.error("--sizes: even counts ≥ 2 (each name is a subdomain + a proxy)")
@@ -376,6 +399,9 @@ def run_one(
     explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None
     if explorer_profile is not None and explorer_profile.exists():
         print(f"development explorer: {top_functions(explorer_profile, 8)}", flush=True)
+    sender_profile = profile.with_name("sender-" + profile.name) if profile else None
+    if sender_profile is not None and sender_profile.exists():
+        print(f"agent's result sender: {top_functions(sender_profile, 8)}", flush=True)
 
 
 if __name__ == "__main__":

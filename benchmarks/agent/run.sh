@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Agent benchmarks.
 #   benchmarks/agent/run.sh [client] [--puts N] [--rounds R] [--concurrency C]
-#       CPU per result PUT of the explorer client, httpx (before) vs aiohttp (now)
-#   benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds R] [--poll-interval S] [--profile DIR] [--baseline REV]
+#       CPU per result PUT of the explorer client, httpx (before) vs aiohttp (now) vs the result sender's lean client
+#   benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds R] [--poll-interval S] [--profile DIR] [--baseline REV [--baseline-explorer]]
 #       N workloads created at once → live in redis and acknowledged (root: network namespaces)
 #   benchmarks/agent/run.sh all     both, with their defaults
 source "$(dirname "$0")/../../scripts/lib.sh"

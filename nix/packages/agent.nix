@@ -38,6 +38,7 @@ ps.buildPythonApplication {
     ps.base58
     ps.dnspython # proof-of-control lookups
     ps.hiredis # packs and parses the auto-pipeline's redis commands in C
+    ps.httptools # parses the result sender's PUT answers (explorer/put_client.py)
     ps.mnemonic
     ps.orjson # decodes poll pages and raw JSON (model/fastjson.py)
     ps.prometheus-client

@@ -8,6 +8,8 @@ type or out of range for the Go field type is a 400 with Go's wording.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -50,7 +52,9 @@ def _json_kind(value: Any) -> str:
 
 def read_one_value(body: bytes) -> Any:
     """The first JSON value of the body, like `json.Decoder.Decode` (trailing data ignored)."""
-    text = body.decode("utf-8", "surrogateescape").translate(_INVALID_BYTES)
+    text = body.decode("utf-8", "surrogateescape")
+    if not text.isascii():  # (invalid bytes are lone surrogates now: never ASCII)
+        text = text.translate(_INVALID_BYTES)
     stripped = text.lstrip(" \t\r\n")
     if not stripped:
         raise DecodeError("EOF")
@@ -74,6 +78,8 @@ def _check(value: Any, kind: str, where: str) -> Any:
         low, high = _INT_RANGES[kind]
         if low <= value <= high:
             return value
+    if kind == "raw":
+        return value
     actual = _json_kind(value)
     if value is None:
         return None
@@ -155,16 +161,31 @@ def decode_struct(
         name = key if key in fields or key in nested else canonical.get(key.lower())
         if name is None:
             continue
-        where = f"{short}.{name}"
         if name in nested:
             sub_struct, sub_fields = nested[name]
             checked = decode_struct(item, sub_struct, sub_fields, {})
             out[name] = checked
-        else:
-            checked_value = _check(item, fields[name], where)
-            if checked_value is not None:
-                out[name] = checked_value
+            continue
+        kind = fields[name]
+        item_type = type(item)  # the usual valid values without a call (as `_check` decides)
+        if item_type is str and (kind == "string" or kind == "date"):
+            out[name] = item
+            continue
+        if item_type is int and kind in _INT_RANGES:
+            low, high = _INT_RANGES[kind]
+            if low <= item <= high:
+                out[name] = item
+                continue
+        checked_value = _check(item, kind, f"{short}.{name}")
+        if checked_value is not None:
+            out[name] = checked_value
     return out
+
+
+_SPACE = re.compile("[ \t\r\n]*")
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+"""The decoder's C scanner: `(value, end)` of the JSON value at an index (what `raw_decode`
+calls, without its wrapper: `raw_members` only reads bodies `read_one_value` accepted)."""
 
 
 def raw_members(body: bytes) -> dict[str, str]:
@@ -180,24 +201,19 @@ def raw_members(body: bytes) -> dict[str, str]:
         return {}
     members: dict[str, str] = {}
     index += 1
+    scan, skip = _SCAN, _SPACE.match
     while True:
-        index = _skip_space(text, index)
+        index = skip(text, index).end()  # type: ignore[union-attr]  # `*` always matches
         if text.startswith("}", index):
             return members
-        key, index = _DECODER.raw_decode(text, index)
-        index = _skip_space(text, index) + 1  # the ':'
-        start = _skip_space(text, index)
-        _, index = _DECODER.raw_decode(text, start)
+        key, index = scan(text, index)
+        index = skip(text, index).end() + 1  # type: ignore[union-attr]  # the ':'
+        start = skip(text, index).end()  # type: ignore[union-attr]
+        _, index = scan(text, start)
         members[str(key)] = text[start:index]
-        index = _skip_space(text, index)
+        index = skip(text, index).end()  # type: ignore[union-attr]
         if text.startswith(",", index):
             index += 1
-
-
-def _skip_space(text: str, index: int) -> int:
-    while index < len(text) and text[index] in " \t\r\n":
-        index += 1
-    return index
 
 
 _HTML_ESCAPES = {
@@ -209,9 +225,21 @@ _HTML_ESCAPES = {
 }
 
 
+_COMPACT_CHANGES = re.compile("[ \t\r\n<>&\u2028\u2029]")
+"""What `compact` may change: text without any of these comes out as it went in."""
+
+
 def compact(raw: str) -> str:
     """Go's `compact` with HTML escaping, as `json.Marshal` applies it to a RawMessage:
-    whitespace outside strings removed, `<>&` U+2028 U+2029 escaped, everything else verbatim."""
+    whitespace outside strings removed, `<>&` U+2028 U+2029 escaped, everything else verbatim.
+    Text with none of those characters (what a Go encoder sends) is returned unscanned."""
+    if _COMPACT_CHANGES.search(raw) is None:
+        return raw
+    return compact_scan(raw)
+
+
+def compact_scan(raw: str) -> str:
+    """`compact` character by character (what it does for text it may change)."""
     out: list[str] = []
     in_string = False
     escaped = False

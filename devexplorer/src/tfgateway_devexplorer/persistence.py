@@ -15,10 +15,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from tfgateway_devexplorer.specs import UserSpec, WorkloadSpec
 from tfgateway_devexplorer.store import ExplorerError, Store
+
+_Spec = TypeVar("_Spec", UserSpec, WorkloadSpec)
 
 
 class StateFileError(Exception):
@@ -34,6 +36,11 @@ def _unb64(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else base64.b64decode(text)
 
 
+def _spec(model: type[_Spec], value: Any) -> _Spec:
+    """A journaled spec (a JSON object) validated, or a live one (already validated)."""
+    return value if isinstance(value, model) else model.model_validate(value)
+
+
 def apply_op(store: Store, entry: dict[str, Any]) -> Any:
     """Run one recorded change against the store, with the store's clock fixed to its time."""
     when = float(entry["time"])
@@ -43,9 +50,9 @@ def apply_op(store: Store, entry: dict[str, Any]) -> Any:
     store.clock = lambda: when
     try:
         if op == "add_user":
-            return store.add_user(UserSpec.model_validate(args["spec"]))
+            return store.add_user(_spec(UserSpec, args["spec"]))
         if op == "add_workload":
-            return store.add_workload(WorkloadSpec.model_validate(args["spec"]))
+            return store.add_workload(_spec(WorkloadSpec, args["spec"]))
         if op == "set_next_action":
             return store.set_next_action(int(args["id"]), int(args["next_action"]))
         if op == "register":

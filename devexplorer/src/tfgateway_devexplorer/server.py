@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -105,6 +105,14 @@ def _drop(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+def _journaled(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return b64(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    return value
+
+
 class DevExplorer:
     """One development explorer: store, fault injector, HTTP app, listener."""
 
@@ -157,8 +165,8 @@ class DevExplorer:
             await site.start()
             self._sites.append(site)
             if self.port == 0:
-                server = site._server
-                assert isinstance(server, asyncio.Server)
+                # asyncio's Server, or uvloop's (no subclass of it): both have `sockets`
+                server = cast("asyncio.Server", site._server)
                 self.port = int(server.sockets[0].getsockname()[1])
             for name in self.netns:
                 sock = listening_socket(name, self.host, self.port)
@@ -223,10 +231,11 @@ class DevExplorer:
     def _apply(self, op: str, **args: Any) -> Any:
         """Apply one change to the store, journaling it first when `--state` is used.
 
-        Request bodies are passed as bytes; the journal holds them as base64 text."""
+        Request bodies are passed as bytes, specs as validated models; the journal holds them
+        as base64 text and as JSON objects (validated again when replayed)."""
         entry = {"op": op, "time": time.time(), "args": args}
         if self.state is not None:
-            journaled = {k: b64(v) if isinstance(v, bytes) else v for k, v in args.items()}
+            journaled = {k: _journaled(v) for k, v in args.items()}
             self.state.record({**entry, "args": journaled})
         try:
             return apply_op(self.store, entry)
@@ -268,9 +277,9 @@ class DevExplorer:
             raise LoadError(f"{path}: {describe_validation_error(exc)}") from None
         try:
             for user in seed.users:
-                self._apply("add_user", spec=user.model_dump(mode="json", by_alias=True))
+                self._apply("add_user", spec=user)
             for workload in seed.workloads:
-                self._apply("add_workload", spec=workload.model_dump(mode="json", by_alias=True))
+                self._apply("add_workload", spec=workload)
         except ExplorerError as exc:
             raise LoadError(f"{path}: {exc.message}") from None
         return len(seed.users), len(seed.workloads)
@@ -500,10 +509,7 @@ class DevExplorer:
                 self._validate(UserSpec, item, f"[{i}]." if many else "")
                 for i, item in enumerate(items)
             ]
-            users = [
-                self._apply("add_user", spec=spec.model_dump(mode="json", by_alias=True))
-                for spec in specs
-            ]
+            users = [self._apply("add_user", spec=spec) for spec in specs]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _admin_response([u.wire() for u in users], 201)
@@ -520,10 +526,7 @@ class DevExplorer:
                 self._validate(WorkloadSpec, item, f"[{i}]." if many else "")
                 for i, item in enumerate(items)
             ]
-            workloads = [
-                self._apply("add_workload", spec=spec.model_dump(mode="json", by_alias=True))
-                for spec in specs
-            ]
+            workloads = [self._apply("add_workload", spec=spec) for spec in specs]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _views_response(self.store, workloads, 201)

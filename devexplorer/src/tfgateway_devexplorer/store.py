@@ -354,6 +354,9 @@ def _parse_id(text: str) -> int:
     return value
 
 
+_COUNT_KEYS = ("workloads", "queued", "none", "ok", "error", "deleted")
+
+
 class Store:
     """Everything the development explorer knows, and the real explorer's rules over it."""
 
@@ -382,13 +385,21 @@ class Store:
             name: _EncodedHistory()
             for name in ("uptime_posts", "reserved_posts", "result_puts", "deletes")
         }
+        self._progress_reset()
         self._changed()
 
+    def _progress_reset(self) -> None:
+        """Forget the progress counts: every workload counts again at the next `progress`."""
+        self._counts: dict[str, dict[str, int]] = {}  # per node: workloads, queued, states
+        self._counted: dict[int, tuple[str, int, str]] = {}  # id → (node, queued, state)
+        self._uncounted: set[int] = set(self.workloads)  # changed since they were counted
+
     def _touch(self, workload: Workload) -> None:
-        """Forget the cached encodings of a workload that changed."""
+        """Forget the cached encodings of a workload that changed (and count it again)."""
         self._wire.pop(workload.id, None)
         self._admin_wire.pop(workload.id, None)
         self._admin_result.pop(workload.id, None)
+        self._uncounted.add(workload.id)
 
     def poll_item(self, workload: Workload) -> RawJSON:
         """The workload's poll JSON, encoded once per change (polls are frequent, changes few)."""
@@ -627,17 +638,10 @@ class Store:
     def progress(self, node_id: str) -> dict[str, Any]:
         """Admin `GET /dev/progress`: how far a node got with its workloads, small enough to
         ask for often during a run of 50,000 (`/dev/state` carries every result PUT)."""
-        states: dict[str, int] = {"none": 0, "ok": 0, "error": 0, "deleted": 0}
-        names = {STATE_ERROR: "error", STATE_OK: "ok", STATE_DELETED: "deleted"}
-        count = queued = 0
-        for workload in self.workloads.values():
-            if workload.node_id != node_id:
-                continue
-            count += 1
-            queued += workload.queued
-            result = workload.result
-            # a result or a delete addressed to the workload set its id (the gwid)
-            states[names.get(result.state, "error") if result.workload_id else "none"] += 1
+        self._count_changed()
+        counts = self._counts.get(node_id, {})
+        count, queued = counts.get("workloads", 0), counts.get("queued", 0)
+        states = {state: counts.get(state, 0) for state in ("none", "ok", "error", "deleted")}
         last_put = next(
             (
                 put["time"]
@@ -655,6 +659,32 @@ class Store:
             "last_result_put": last_put,
             "polls": self.polls.get(node_id, {}).get("count", 0),
         }
+
+    def _count_changed(self) -> None:
+        """Bring the per-node counts of `progress` up to date: only the workloads changed
+        since the last call are counted again (every change goes through `_touch`), so a
+        progress query during a run of 50,000 results walks what changed, not every one."""
+        names = {STATE_ERROR: "error", STATE_OK: "ok", STATE_DELETED: "deleted"}
+        for workload_id in self._uncounted:
+            before = self._counted.pop(workload_id, None)
+            if before is not None:
+                counts = self._counts[before[0]]
+                counts["workloads"] -= 1
+                counts["queued"] -= before[1]
+                counts[before[2]] -= 1
+            workload = self.workloads.get(workload_id)
+            if workload is None:
+                continue
+            result = workload.result
+            # a result or a delete addressed to the workload set its id (the gwid)
+            state = names.get(result.state, "error") if result.workload_id else "none"
+            queued = int(workload.queued)
+            counts = self._counts.setdefault(workload.node_id, dict.fromkeys(_COUNT_KEYS, 0))
+            counts["workloads"] += 1
+            counts["queued"] += queued
+            counts[state] += 1
+            self._counted[workload_id] = (workload.node_id, queued, state)
+        self._uncounted.clear()
 
     def _find_for_node_call(self, gwid: str) -> Workload:
         rid = _parse_id(gwid.split("-")[0])
@@ -837,6 +867,7 @@ class Store:
             workload = Workload(**item)
             workloads[workload.id] = workload
         self.workloads = workloads
+        self._progress_reset()
         self._ids = []
         self._wire = {}
         self._admin_wire = {}

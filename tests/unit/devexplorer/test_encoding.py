@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import gojson_vectors
-from tfgateway_devexplorer.godecode import compact, raw_members, read_one_value
+from tfgateway_devexplorer.godecode import compact, compact_scan, raw_members, read_one_value
 from tfgateway_devexplorer.specs import WorkloadSpec
 from tfgateway_devexplorer.store import ExplorerError, Result, Store, Workload
 from tfgateway_devexplorer.wire import RawJSON, encode, marshal
@@ -209,3 +209,15 @@ def test_invalid_utf8_in_data_json_is_kept_for_the_gateway_and_escaped_for_admin
     assert '"message":"x\ufffd\ufffdy"'.encode() in poll
     view = json.loads(store.summary_json(workload).encode())
     assert view["wire"]["result"]["data_json"] == {"ip": "a\udcffb\udce2\udc80"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list(' \t\r\n<>&\u2028\u2029"\\{}[]:,ab1é\ud800')), max_size=40
+    )
+    | st.text(max_size=40)
+)
+def test_compact_returns_unchanged_only_what_its_scan_would(raw: str) -> None:
+    """The shortcut (text with nothing to change comes back as it went in) is the scan's."""
+    assert compact(raw) == compact_scan(raw)

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tfgateway_devexplorer.specs import SeedFile, UserSpec, WorkloadSpec, workload_type_number
 from tfgateway_devexplorer.store import ExplorerError, Store
@@ -88,6 +90,59 @@ def test_progress_counts_a_nodes_results_and_its_last_put() -> None:
     store.put_deleted(NODE, f"{waiting}-1")
     assert store.progress(NODE)["results"]["deleted"] == 1
     assert store.progress("other")["last_result_put"] is None
+
+
+def walked_progress(store: Store, node_id: str) -> dict[str, Any]:
+    """What `progress` must say, by walking every workload (as it once did)."""
+    states = {"none": 0, "ok": 0, "error": 0, "deleted": 0}
+    names = {0: "error", 1: "ok", 2: "deleted"}
+    mine = [w for w in store.workloads.values() if w.node_id == node_id]
+    for w in mine:
+        states[names.get(w.result.state, "error") if w.result.workload_id else "none"] += 1
+    return {"workloads": len(mine), "queued": sum(w.queued for w in mine), "results": states}
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "ok", "error", "delete", "next", "progress", "restore", "reset"]),
+        st.integers(0, 7),
+        st.sampled_from([NODE, "node-b"]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_progress_counts_only_what_changed_and_agrees_with_a_walk(
+    ops: list[tuple[str, int, str]],
+) -> None:
+    """`progress` keeps per-node counts and counts again only changed workloads: after any
+    sequence of changes it says what a walk over every workload says."""
+    store = Store(clock=lambda: 1000.0)
+    for op, pick, node in ops:
+        ids = sorted(store.workloads)
+        target = store.workloads[ids[pick % len(ids)]] if ids else None
+        if op == "add":
+            add(store, node_id=node)
+        elif op in ("ok", "error") and target is not None:
+            state = 1 if op == "ok" else 0
+            store.put_result(target.node_id, target.gwid, b'{"state":%d}' % state)
+        elif op == "delete" and target is not None:
+            store.put_deleted(target.node_id, target.gwid)
+        elif op == "next" and target is not None:
+            store.set_next_action(target.id, pick % 7)
+        elif op == "progress":
+            store.progress(node)
+        elif op == "restore":
+            store.restore(json.loads(json.dumps(store.snapshot())))
+        elif op == "reset":
+            store.reset()
+        for node_id in (NODE, "node-b"):
+            got = store.progress(node_id)
+            assert {k: got[k] for k in ("workloads", "queued", "results")} == walked_progress(
+                store, node_id
+            )
 
 
 def test_result_state_transitions() -> None:

@@ -265,3 +265,28 @@ async def test_an_idle_child_stops_and_the_next_backlog_starts_another(
         await sender.aclose()
         await c.aclose()
     assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/1-1", f"{WORKLOADS}/2-1"]
+
+
+async def test_with_a_proxy_the_child_sends_through_it(
+    explorer: Explorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's lean client speaks no proxy: with HTTP_PROXY set it uses aiohttp's client,
+    which does (the request goes to the proxy in absolute form)."""
+    explorer.queue(reply(201), reply(503, b'{"error": "maintenance window"}'))
+    monkeypatch.setenv("HTTP_PROXY", explorer.base.removesuffix("/api/v1"))
+    monkeypatch.setenv("NO_PROXY", "")
+    c = ExplorerClient("http://explorer.test/api/v1", Identity(SEED), timeout=3)
+    sender = PutSender(c.base, SEED, timeout=3.0)
+    c.put_via = sender.put_result
+    try:
+        await c.put_result("4521-1", b"{}\n")
+        with pytest.raises(ExplorerError, match=r"HTTP 503: maintenance window$") as info:
+            await c.put_result("4521-2", b"{}\n")
+    finally:
+        await sender.aclose()
+        await c.aclose()
+    assert [r.target for r in explorer.seen] == [
+        f"http://explorer.test/api/v1/reservations/nodes/{NODE}/workloads/4521-{i}" for i in (1, 2)
+    ]
+    assert (info.value.status, info.value.retryable) == (503, True)
+    assert sender.started == 1

@@ -48,9 +48,12 @@ __all__ = [
     "PollResult",
     "SenderUnavailableError",
     "base_url",
+    "env_proxy",
+    "error_text",
     "gateway_body",
     "reserved_resources_body",
     "retrying",
+    "ssl_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,7 +237,7 @@ def _reason(status: int, reason: str | None) -> str:
         return reason or ""
 
 
-def _error_text(status: int, reason: str | None, head: bytes) -> str:
+def error_text(status: int, reason: str | None, head: bytes) -> str:
     """The `{"error": ...}` text of a failed answer, else its first bytes, else the reason."""
     try:
         doc = json.loads(head[:ERROR_HEAD])
@@ -277,7 +280,7 @@ async def _body(response: aiohttp.ClientResponse) -> bytes | None:
     return await _read_limited(response, MAX_BODY)
 
 
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
     """The trust store httpx used (SSL_CERT_FILE, SSL_CERT_DIR, else certifi's bundle), so the
     move to aiohttp changes no gateway's idea of which explorer certificates are valid."""
     for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
@@ -295,7 +298,7 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _env_proxy(base: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def env_proxy(base: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The proxy httpx took from the environment (HTTP(S)_PROXY, NO_PROXY) for the explorer.
 
     Looked up once: every request goes to the same origin, and aiohttp's `trust_env` would
@@ -333,9 +336,7 @@ class ExplorerClient:
         self._on_error = on_error
         self._pool_size = pool_size
         # built now, as httpx did, so a broken trust store stops the start, not every request
-        self._ssl: ssl.SSLContext | bool = (
-            _ssl_context() if self.base.startswith("https:") else True
-        )
+        self._ssl: ssl.SSLContext | bool = ssl_context() if self.base.startswith("https:") else True
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.put_via: Callable[[str, bytes], Awaitable[None]] | None = None
@@ -346,7 +347,7 @@ class ExplorerClient:
         if self._session is None:
             if self._closed:
                 raise RuntimeError("explorer client is closed")
-            proxy, proxy_auth = _env_proxy(self.base)
+            proxy, proxy_auth = env_proxy(self.base)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -427,7 +428,7 @@ class ExplorerClient:
         except (aiohttp.ClientError, TimeoutError):
             pass  # the status says enough; the text is a courtesy
         return ExplorerError(
-            f"{method} {url}: HTTP {status}: {_error_text(status, response.reason, bytes(head))}",
+            f"{method} {url}: HTTP {status}: {error_text(status, response.reason, bytes(head))}",
             status=status,
             retryable=status >= 500 or status in (408, 429),
         )
