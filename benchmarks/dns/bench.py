@@ -159,6 +159,8 @@ def start_coredns(
     and CoreDNS's bind (other jobs run on this machine) is replaced by another."""
     for _ in range(3):
         port = free_port()
+        while str(port) in corefile:  # e.g. the metrics port, chosen but not yet bound
+            port = free_port()
         conf = workdir / f"Corefile.{label}"
         conf.write_text(corefile.replace("PORT", str(port)))
         log = workdir / f"{label}.log"
@@ -967,7 +969,14 @@ def scale_section(
             f"    nameservers ns1.{ZONE}\n{limits}  }}\n}}\n"
         )
 
-    file_conf = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
+    # The file plugin's server block is the gatewaydns one with the data plugin swapped:
+    # `prometheus` too (the scale section reads the gatewaydns servers' metrics), since its
+    # per-query accounting (a request counter and duration/size histograms per query) costs
+    # 7-17 % of a query's CPU at this scale (README.md, section 4) whichever plugin answers.
+    file_conf = (
+        f".:PORT {{\n  bind {LOOPBACK}\n  prometheus {LOOPBACK}:{free_port()}\n"
+        f"  file {zfile} {SCALE_ZONE}\n}}\n"
+    )
     r.delete(CONTROL_ZONE)
     r.hset(CONTROL_ZONE, mapping=zone_fields(CONTROL_OWNERS))
     r1 = redis.Redis(host=LOOPBACK, port=rport, db=1, decode_responses=True)
@@ -1002,6 +1011,18 @@ def scale_section(
             launch[label] = ["nice", "-n", label.split(" nice=", 1)[1], str(binary)]
     with coredns(str(binaries["after"]), "scale-file", file_conf, work, probe=SCALE_ZONE) as fsrv:
         file_rss = rss_mib(fsrv.proc.pid)
+        if args.scale_plain_file:
+            # What `prometheus` costs per query: the same file server without it, against it.
+            plain = f".:PORT {{\n  bind {LOOPBACK}\n  file {zfile} {SCALE_ZONE}\n}}\n"
+            with coredns(
+                str(binaries["after"]), "scale-file-plain", plain, work, probe=SCALE_ZONE
+            ) as psrv:
+                qps_rows.append(
+                    (
+                        "file, no prometheus",
+                        paired_rounds(psrv, fsrv, qfile, args.seconds, args.rounds),
+                    )
+                )
         for rep in range(args.scale_repeat):
             # Binaries take turns going first, so a drift in the machine's load falls on both.
             for label, _ in order if rep % 2 == 0 else order[::-1]:
@@ -1063,7 +1084,8 @@ def print_scale(
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
     print(
         f"Queries per second against the file plugin on that zone: dnsperf -c 4, {args.rounds} "
-        f"alternating rounds of {args.seconds}s per binary"
+        f"alternating rounds of {args.seconds}s per binary; both server blocks have bind and "
+        "prometheus"
     )
     print_qps_table(qps_rows)
     print(f"memory: file plugin RSS {file_rss:.0f} MiB")
@@ -1187,14 +1209,14 @@ def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
     """QPS (wall clock) and queries per CPU-second of the server, each against the file
     plugin measured in the same alternating rounds; medians."""
     print(
-        f"{'server':12} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
+        f"{'server':20} {'QPS':>8} {'file QPS':>9} {'ratio':>6}   {'q/CPU-s':>8} "
         f"{'file q/CPU-s':>12} {'ratio':>6}  QPS per round (server / file)"
     )
     for label, p in rows:
         (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
         per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
         print(
-            f"{label:12} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
+            f"{label:20} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
             f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
     print(
@@ -1332,6 +1354,12 @@ def main() -> int:
         metavar="N",
         help="also measure this plugin with coredns and redis-server at nice N, and their "
         "sessions' autogroups (repeatable; below 0 needs root) side by side",
+    )
+    ap.add_argument(
+        "--scale-plain-file",
+        action="store_true",
+        help="also measure the file server without prometheus against it (what the metrics "
+        "plugin costs per query; its row in the QPS table)",
     )
     ap.add_argument(
         "--scale-no-zone-only",

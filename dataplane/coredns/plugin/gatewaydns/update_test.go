@@ -148,3 +148,75 @@ func TestIncrementalUpdateEqualsFullBuild(t *testing.T) {
 	}
 	t.Logf("%d of 180 updates were incremental", incremental)
 }
+
+// TestRecordsHeldOnce checks that the records below the apex are held once, shared by an
+// owner's bookkeeping and the zone's tree (in this version and the next), that the apex's
+// records go in as copies, and that a record not in normal form is copied, never
+// normalised in place (an older version of the zone may be answering with it).
+func TestRecordsHeldOnce(t *testing.T) {
+	def := zoneDefaults{ttl: 300, nameservers: []string{"ns1.gw.test."}}
+	lim := zoneLimits{maxRecords: 1000, maxValueBytes: 4000}
+	nolog := func(string, ...any) {}
+	fields := map[string]string{
+		"@":         `{"ns":[{"host":"ns1.gw.test."}],"a":[{"ip":"10.0.0.1"}]}`,
+		"www":       `{"a":[{"ip":"10.0.0.2"}],"aaaa":[{"ip":"2001:db8::2"}],"txt":[{"text":"t"}],"caa":[{"flag":0,"tag":"issue","value":"ca.example"}]}`,
+		"mail":      `{"mx":[{"host":"MX.Example.NET","preference":10}]}`,
+		"alias":     `{"cname":[{"host":"WWW.held.test"}]}`,
+		"_sip._tcp": `{"srv":[{"priority":1,"weight":1,"port":5060,"target":"sip.held.test."}]}`,
+		"sub":       `{"ns":[{"host":"NS.Elsewhere.example"}]}`,
+	}
+	bz := buildZone("held.test.", fields, nil, def, lim, nolog)
+	shared := func(bz *builtZone, field string) {
+		t.Helper()
+		po := bz.owners[field]
+		if len(po.rrs) == 0 {
+			t.Fatalf("field %q: no records", field)
+		}
+		e, ok := bz.zone.Tree.Search(po.name)
+		if !ok {
+			t.Fatalf("field %q: %s not in the tree", field, po.name)
+		}
+		for _, rr := range po.rrs {
+			if !slices.Contains(e.All(), rr) {
+				t.Fatalf("field %q: the tree holds a copy of %s, not the parsed record", field, rr)
+			}
+		}
+	}
+	for f := range fields {
+		if f != "@" {
+			shared(bz, f)
+		}
+	}
+	for _, rr := range bz.owners["@"].rrs {
+		if slices.Contains(bz.zone.Apex.NS, rr) {
+			t.Fatalf("apex record %s is shared: the zone's apex must hold its own copy", rr)
+		}
+	}
+	// The next version (a named change) keeps sharing the unchanged owners' records.
+	v := `{"a":[{"ip":"10.0.0.9"}]}`
+	next := applyChanges(bz, map[string]*string{"www": &v}, def, lim, nolog)
+	if next == nil {
+		t.Fatal("the change was not applied incrementally")
+	}
+	shared(next, "www")
+	shared(next, "mail")
+
+	// A record that Insert would change is copied; the given record stays as it was.
+	a := &dns.A{Hdr: dns.RR_Header{Name: "Upper.held.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: []byte{10, 0, 0, 3}}
+	cname := &dns.CNAME{Hdr: dns.RR_Header{Name: "c.held.test.", Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: 60}, Target: "T.held.test."}
+	for _, rr := range []dns.RR{a, cname} {
+		if normalised(rr) {
+			t.Fatalf("%s counted as normalised", rr)
+		}
+		orig := rr.String()
+		if err := insertRR(bz.zone, bz.name, rr); err != nil {
+			t.Fatal(err)
+		}
+		if rr.String() != orig {
+			t.Fatalf("insertRR modified the record it was given: %s -> %s", orig, rr)
+		}
+	}
+	if e, ok := bz.zone.Tree.Search("upper.held.test."); !ok || e.All()[0] == dns.RR(a) {
+		t.Fatal("the record in upper case is not in the tree as a lowercased copy")
+	}
+}

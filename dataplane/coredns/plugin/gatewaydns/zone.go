@@ -54,14 +54,15 @@ type builtZone struct {
 }
 
 // parsedOwner keeps an owner's decoded records with the value they came from. Only owners
-// whose value changed are decoded (and their problems logged) again. The zone gets copies:
-// file.Zone.Insert normalises the record it is given in place, and an earlier version of the
-// zone may still be answering queries with its own.
+// whose value changed are decoded (and their problems logged) again. Records below the apex
+// are the very records the zone's tree holds, in this version and the next ones (see
+// insertRR): nothing writes to a record once it is served.
 type parsedOwner struct {
 	value   string
 	name    string // owner FQDN; "" when the field is not a valid name
 	skipped bool   // invalid name or oversized value: nothing served
-	recs    ownerRecords
+	rrs     []dns.RR
+	soa     *soaRecord // the apex's stored SOA object, if any
 }
 
 // served reports whether the owner contributes records to name.
@@ -72,7 +73,7 @@ func (po *parsedOwner) records() int {
 	if po == nil || po.skipped {
 		return 0
 	}
-	return len(po.recs.rrs)
+	return len(po.rrs)
 }
 
 // digest is an order-independent digest of a zone hash: the sum, lane by lane, of a hash of
@@ -193,10 +194,10 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 		if po.skipped {
 			continue
 		}
-		if po.recs.soa != nil {
-			apexSOA = po.recs.soa
+		if po.soa != nil {
+			apexSOA = po.soa
 		}
-		bz.insert(field, po.recs.rrs, lim, logf)
+		bz.insert(field, po.rrs, lim, logf)
 	}
 	if bz.truncated {
 		logf("zone %s: more than max_records_per_zone %d records; the rest is not served",
@@ -220,7 +221,7 @@ func (bz *builtZone) insert(field string, rrs []dns.RR, lim zoneLimits, logf fun
 			bz.truncated = true
 			return
 		}
-		if err := bz.zone.Insert(dns.Copy(rr)); err != nil {
+		if err := insertRR(bz.zone, bz.name, rr); err != nil {
 			logf("zone %s: owner %q: %v", bz.name, field, err)
 			continue
 		}
@@ -256,7 +257,43 @@ func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, 
 	for _, p := range recs.problems {
 		logf("zone %s: owner %q: %s", origin, field, p)
 	}
-	return &parsedOwner{value: value, name: name, recs: recs}
+	return &parsedOwner{value: value, name: name, rrs: slices.Clip(recs.rrs), soa: recs.soa}
+}
+
+// insertRR adds an owner's record to a zone. file.Zone.Insert normalises the record it is
+// given in place (lowercase owner name and NS, CNAME, MX targets), and the SOA and NS of the
+// apex become the zone's own: those go in as copies, as does any record not in normal form
+// already (the parser makes names lowercase, so none is in practice). Every other record
+// goes into the tree as it is, shared with its parsedOwner and with the versions of the zone
+// before and after: a second copy of every record would be a third of the zone's heap.
+func insertRR(z *file.Zone, origin string, rr dns.RR) error {
+	h := rr.Header()
+	if h.Name == origin || !normalised(rr) {
+		return z.Insert(dns.Copy(rr))
+	}
+	z.Tree.Insert(rr)
+	return nil
+}
+
+// normalised reports whether file.Zone.Insert would leave rr as it is: an owner name without
+// upper case or escapes, and so for the targets Insert lowercases; and a type Insert puts
+// into the tree.
+func normalised(rr dns.RR) bool {
+	lower := func(s string) bool { return s == strings.ToLower(s) && !strings.Contains(s, "\\") }
+	if !lower(rr.Header().Name) {
+		return false
+	}
+	switch r := rr.(type) {
+	case *dns.A, *dns.AAAA, *dns.TXT, *dns.CAA, *dns.SRV:
+		return true
+	case *dns.NS:
+		return lower(r.Ns)
+	case *dns.CNAME:
+		return lower(r.Target)
+	case *dns.MX:
+		return lower(r.Mx)
+	}
+	return false
 }
 
 // updateFrom derives the zone for a whole zone hash from prev: prev itself when nothing
@@ -378,8 +415,8 @@ func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(for
 	for _, n := range names {
 		scratch.Tree = &tree.Tree{}
 		for _, f := range bz.fieldsOf(n) {
-			for _, rr := range bz.owners[f].recs.rrs {
-				if err := scratch.Insert(dns.Copy(rr)); err != nil {
+			for _, rr := range bz.owners[f].rrs {
+				if err := insertRR(scratch, bz.name, rr); err != nil {
 					logf("zone %s: owner %q: %v", bz.name, f, err)
 				}
 			}
