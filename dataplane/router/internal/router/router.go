@@ -190,6 +190,7 @@ func New(cfg *config.Config, opt Options) *Router {
 		Name: "tfrouter_sources", Help: "Sources (IPv4 addresses, IPv6 prefixes) with a connection open on ports 80 and 443.",
 	}, func() float64 { return float64(r.sources.Len()) }))
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
+	r.Table.OnRevoke = r.revoke
 	if opt.TunnelIdentity != nil && !opt.NoDataConnections {
 		r.Tickets = &tunnel.Tickets{PerTunnel: opt.PendingTickets, TTL: opt.TicketTTL}
 		r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -312,6 +313,27 @@ func (r *Router) Run(ctx context.Context) error {
 		_ = r.redis.Close()
 	}
 	return nil
+}
+
+// revoke ends what the route table no longer allows (routes.Table.OnRevoke): the tunnel of
+// a secret no route references is closed (its streams reset, its client sees the
+// connection end and, reconnecting, a refusal), and the streams a route still had on a
+// tunnel that keeps other routes are reset. One log line per tunnel closed (route changes
+// come from the operator's redis, not from the Internet).
+func (r *Router) revoke(ended []routes.Revoked) {
+	for _, e := range ended {
+		if e.SecretGone {
+			if r.Registry.CloseSecret(e.Secret) {
+				r.Metrics.Revocations.WithLabelValues("tunnel").Inc()
+				r.log.Info("tunnel closed: no route references its secret any more", "listener", ListenerClient,
+					"tunnel", tunnel.Label(e.Secret), "route", e.Host)
+			}
+			continue
+		}
+		if n := r.Registry.RevokeRoute(e.Secret, e.Host); n > 0 {
+			r.Metrics.Revocations.WithLabelValues("stream").Add(float64(n))
+		}
+	}
 }
 
 // firstSyncWait bounds how long Run waits for the first route resync before accepting.
@@ -467,12 +489,13 @@ func (r *Router) serve(listener string, c net.Conn, h func(net.Conn, *persource.
 
 // refuse resets a connection the router will not serve (no FIN handshake, no TIME_WAIT left
 // behind), counted by kind and never logged one by one.
+// It is counted before the reset, so whoever saw the reset sees the count.
 func (r *Router) refuse(listener string, c net.Conn, kind string) {
+	r.fail(listener, NoRoute, kind)
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()
-	r.fail(listener, NoRoute, kind)
 }
 
 // summarise logs, at most once per SummaryEvery, how many connections were refused over the

@@ -39,7 +39,8 @@ type Acceptor struct {
 	// connections are off (the router does not offer protocol 2).
 	Tickets *Tickets
 	// OnRegister and OnReject, if set, observe outcomes (metrics); OnReject gets one of the
-	// Reason* constants. OnDataConn gets DataOK or a Reason* of a refused data connection.
+	// Reason* constants. OnDataConn gets the Reason* of a refused data connection (a matched
+	// one is DataOK, counted by the public connection it serves).
 	OnRegister func(s *Session)
 	OnReject   func(reason string)
 	OnDataConn func(result string)
@@ -222,7 +223,7 @@ func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool
 	return a.register(log, mux, secret, true, src, release)
 }
 
-// DataOK is OnDataConn's result for a data connection matched to its public connection.
+// DataOK is the metric result of a data connection matched to its public connection.
 const DataOK = "ok"
 
 // handleData reads a data connection's ticket and hands the connection to the public
@@ -244,10 +245,9 @@ func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) boo
 	// its life, Limits.MaxStreamsPerTunnel and MaxStreams), not by its source's connections
 	// on this port, which bound what is not yet authenticated: a busy tunnel (or several
 	// behind one NAT) must not run out of them.
+	// (Counted as DataOK by the public connection that takes it, before any byte moves, so
+	// the count is there before anyone can see the connection carried.)
 	release()
-	if a.OnDataConn != nil {
-		a.OnDataConn(DataOK)
-	}
 	return true
 }
 
@@ -272,6 +272,14 @@ func (a *Acceptor) register(log *slog.Logger, mux *Mux, secret string, authentic
 			reason = ReasonTooMany
 		}
 		a.reject(src, reason)
+		return false
+	}
+	// The secret's last route may have ended between the handshake's check and now; its
+	// revocation (Registry.CloseSecret, after the table changed) then found no session to
+	// close, so the table, read after registering, says so.
+	if a.Routes != nil && !a.Routes.HasSecret(secret) {
+		_ = mux.Close()
+		a.reject(src, ReasonUnknownSecret)
 		return false
 	}
 	log.Info("tunnel registered", "tunnel", sess.Label, "authenticated", authenticated)

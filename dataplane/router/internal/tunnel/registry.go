@@ -73,6 +73,11 @@ type Session struct {
 	// dataMisses counts data connections that did not come, in a row; at DataMissLimit the
 	// session carries its connections inline for the rest of its life.
 	dataMisses atomic.Int32
+
+	// byRoute holds the open streams by the route they serve, so that a route that ends
+	// (deleted, or its name given to another secret) takes its streams with it.
+	smu     sync.Mutex
+	byRoute map[string]map[*Stream]struct{}
 }
 
 // DataMissLimit is how many tickets in a row may go unused before a session stops asking
@@ -148,7 +153,7 @@ func (r *Registry) Register(secret string, mux *Mux) (*Session, error) {
 // cannot take a tunnel whose client proves the secret.
 func (r *Registry) RegisterAs(secret string, mux *Mux, authenticated bool) (*Session, error) {
 	s := &Session{Secret: secret, Label: Label(secret), Authenticated: authenticated, mux: mux,
-		slots: make(chan struct{}, r.limits.StreamSlots())}
+		slots: make(chan struct{}, r.limits.StreamSlots()), byRoute: map[string]map[*Stream]struct{}{}}
 	r.mu.Lock()
 	old := r.sessions[secret]
 	if old != nil && old.Authenticated && !authenticated && !old.mux.IsClosed() {
@@ -211,8 +216,11 @@ func (r *Registry) Get(secret string) (*Session, bool) {
 type Stream struct {
 	*yamux.Stream
 	Session *Session
+	route   string
 	once    sync.Once
 	release func()
+	revoked chan struct{}
+	revoke  sync.Once
 }
 
 // Close ends the stream for good and frees its slots once. A stream both sides finished
@@ -221,13 +229,60 @@ type Stream struct {
 // rather than after yamux's stream-close timeout. CloseWrite is the half-close.
 func (s *Stream) Close() error {
 	err := s.Reset()
-	s.once.Do(s.release)
+	s.once.Do(func() {
+		s.Session.forget(s)
+		s.release()
+	})
 	return err
+}
+
+// Revoked is closed when the stream's route ended (RevokeRoute): whoever carries the
+// stream's connection elsewhere (a data connection) closes it then.
+func (s *Stream) Revoked() <-chan struct{} { return s.revoked }
+
+func (s *Stream) revokeNow() {
+	s.revoke.Do(func() {
+		close(s.revoked)
+		_ = s.Reset()
+	})
+}
+
+// track records st under its route.
+func (s *Session) track(st *Stream) {
+	if st.route == "" {
+		return
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	m := s.byRoute[st.route]
+	if m == nil {
+		m = map[*Stream]struct{}{}
+		s.byRoute[st.route] = m
+	}
+	m[st] = struct{}{}
+}
+
+func (s *Session) forget(st *Stream) {
+	if st.route == "" {
+		return
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if m := s.byRoute[st.route]; m != nil {
+		delete(m, st)
+		if len(m) == 0 {
+			delete(s.byRoute, st.route)
+		}
+	}
 }
 
 // Open opens a stream to the tunnel registered for secret, waiting at most
 // limits.OpenTimeout for free slots (backpressure) and for the open itself.
-func (r *Registry) Open(secret string) (*Stream, error) {
+func (r *Registry) Open(secret string) (*Stream, error) { return r.OpenFor(secret, "") }
+
+// OpenFor is Open for a public connection to route (its host name): RevokeRoute(secret,
+// route) resets the streams opened for it. An empty route is not tracked.
+func (r *Registry) OpenFor(secret, route string) (*Stream, error) {
 	s, ok := r.Get(secret)
 	if !ok {
 		return nil, ErrNoTunnel
@@ -264,7 +319,48 @@ func (r *Registry) Open(secret string) (*Stream, error) {
 		}
 		return nil, err
 	}
-	return &Stream{Stream: st, Session: s, release: release}, nil
+	stream := &Stream{Stream: st, Session: s, route: route, release: release, revoked: make(chan struct{})}
+	s.track(stream)
+	return stream, nil
+}
+
+// CloseSecret closes the session registered for secret, if any (no route references the
+// secret any more): its streams are reset, the client sees its connection end, and the
+// session leaves the registry at once. It reports whether there was one.
+func (r *Registry) CloseSecret(secret string) bool {
+	r.mu.Lock()
+	s := r.sessions[secret]
+	if s != nil {
+		delete(r.sessions, secret)
+	}
+	n := len(r.sessions)
+	r.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	_ = s.mux.Close()
+	r.changed(n)
+	return true
+}
+
+// RevokeRoute resets the streams of secret's session opened for route (the route was
+// deleted or its name now belongs to another secret, which the session's client may not
+// serve) and returns how many there were.
+func (r *Registry) RevokeRoute(secret, route string) int {
+	s, ok := r.Get(secret)
+	if !ok || route == "" {
+		return 0
+	}
+	s.smu.Lock()
+	streams := make([]*Stream, 0, len(s.byRoute[route]))
+	for st := range s.byRoute[route] {
+		streams = append(streams, st)
+	}
+	s.smu.Unlock()
+	for _, st := range streams {
+		st.revokeNow()
+	}
+	return len(streams)
 }
 
 // CloseAll closes every session (shutdown).
