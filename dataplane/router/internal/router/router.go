@@ -69,9 +69,18 @@ type Options struct {
 // Defaults of the per-tunnel limits ([tunnels] in router.toml, -tunnel-streams and
 // -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each (256 MiB),
 // plus 128 MiB into which the windows of bulk transfers grow (16 streams at the full 8 MiB).
+//
+// Over all tunnels ([tunnels] max_tunnels, total_streams, total_memory_mib), whatever the
+// number of tunnels times memory_mib: at most 10,000 tunnels (and only secrets that live
+// routes reference register at all), 6,144 streams and 2 GiB of stream receive windows
+// (6,144 minimum windows are 1.5 GiB; the other 512 MiB is where windows of bulk transfers
+// grow).
 const (
-	DefaultTunnelStreams   = 1024
-	DefaultTunnelMemoryMiB = 384
+	DefaultTunnelStreams        = 1024
+	DefaultTunnelMemoryMiB      = 384
+	DefaultMaxTunnels           = 10000
+	DefaultTunnelTotalStreams   = 6144
+	DefaultTunnelTotalMemoryMiB = 2048
 )
 
 func (o *Options) defaults() {
@@ -96,7 +105,7 @@ func (o *Options) defaults() {
 	defi(&o.ConnsPerSource, 2048)
 	defi(&o.IPv6SourcePrefix, 64)
 	def(&o.SummaryEvery, time.Minute)
-	defi(&o.Tunnel.MaxTunnels, 100000)
+	defi(&o.Tunnel.MaxTunnels, DefaultMaxTunnels)
 	defi(&o.TunnelSources.HandshakesPerMinute, tunnel.DefaultHandshakesPerMinute)
 	defi(&o.TunnelSources.HandshakeBurst, tunnel.DefaultHandshakeBurst)
 	defi(&o.TunnelSources.MaxConnsPerSource, tunnel.DefaultMaxConnsPerSource)
@@ -104,7 +113,8 @@ func (o *Options) defaults() {
 	def(&o.RefusalSummaryInterval, 30*time.Second)
 	defi(&o.Tunnel.MaxStreamsPerTunnel, DefaultTunnelStreams)
 	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
-	defi(&o.Tunnel.MaxStreams, 16384)
+	defi(&o.Tunnel.MaxStreams, DefaultTunnelTotalStreams)
+	defi(&o.Tunnel.TotalMemory, DefaultTunnelTotalMemoryMiB<<20)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
 	def(&o.TicketTTL, tunnel.TicketTTL)
 	defi(&o.PendingTickets, tunnel.DefaultPendingTickets)
@@ -164,6 +174,15 @@ func New(cfg *config.Config, opt Options) *Router {
 	}
 	if opt.Tunnel.TunnelMemory == 0 {
 		opt.Tunnel.TunnelMemory = cfg.Tunnels.MemoryMiB << 20
+	}
+	if opt.Tunnel.MaxTunnels == 0 {
+		opt.Tunnel.MaxTunnels = cfg.Tunnels.MaxTunnels
+	}
+	if opt.Tunnel.MaxStreams == 0 {
+		opt.Tunnel.MaxStreams = cfg.Tunnels.TotalStreams
+	}
+	if opt.Tunnel.TotalMemory == 0 {
+		opt.Tunnel.TotalMemory = cfg.Tunnels.TotalMemoryMiB << 20
 	}
 	opt.defaults()
 	static := map[string]routes.Service{}

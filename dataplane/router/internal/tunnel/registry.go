@@ -34,14 +34,28 @@ type Limits struct {
 	// whatever MaxStreamsPerTunnel says, and windows grow past the minimum (for bulk
 	// transfers) only within what the free stream slots leave.
 	TunnelMemory int
-	MaxStreams   int           // concurrent streams over all tunnels
-	OpenTimeout  time.Duration // wait for a free slot plus OpenStream
+	MaxStreams   int // concurrent streams over all tunnels
+	// TotalMemory bounds the receive buffers of all tunnels together in bytes, as
+	// TunnelMemory does for one: at most TotalMemory/MinStreamWindow streams overall, and
+	// windows grow only within what the free slots leave. 0: no bound over all tunnels
+	// (tests).
+	TotalMemory int
+	OpenTimeout time.Duration // wait for a free slot plus OpenStream
 }
 
 // StreamSlots is the number of concurrent streams one tunnel may have under l.
 func (l Limits) StreamSlots() int {
 	return max(1, min(l.MaxStreamsPerTunnel, l.TunnelMemory/MinStreamWindow))
 }
+
+// GlobalSlots is the number of concurrent streams all tunnels together may have under l.
+func (l Limits) GlobalSlots() int {
+	if l.TotalMemory <= 0 {
+		return max(1, l.MaxStreams)
+	}
+	return max(1, min(l.MaxStreams, l.TotalMemory/MinStreamWindow))
+}
+
 
 // Mux is a tunnel client's multiplexed connection with the memory budget of its streams.
 type Mux struct {
@@ -54,7 +68,7 @@ type Mux struct {
 // NewMux starts the server side of yamux on conn with a receive-memory budget of
 // limits.TunnelMemory for its streams.
 func (r *Registry) NewMux(conn net.Conn, cfg *yamux.Config) (*Mux, error) {
-	b := newBudget(r.limits.TunnelMemory, r.limits.StreamSlots())
+	b := newBudget(r.limits.TunnelMemory, r.limits.StreamSlots(), r.mem)
 	s, err := yamux.Server(conn, cfg, b.span)
 	if err != nil {
 		return nil, err
@@ -116,6 +130,7 @@ func (s *Session) Streams() int { return s.mux.NumStreams() }
 type Registry struct {
 	limits Limits
 	global chan struct{}
+	mem    *budget // all tunnels' receive buffers (the parent of each tunnel's budget)
 	peak   peakStreams
 
 	mu       sync.Mutex
@@ -127,7 +142,21 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(l Limits) *Registry {
-	return &Registry{limits: l, global: make(chan struct{}, l.MaxStreams), sessions: map[string]*Session{}}
+	slots := l.GlobalSlots()
+	r := &Registry{limits: l, global: make(chan struct{}, slots), sessions: map[string]*Session{}}
+	if l.TotalMemory > 0 {
+		r.mem = newBudget(l.TotalMemory, slots, nil)
+	}
+	return r
+}
+
+// BufferBytes is the receive window all tunnels' streams hold now (bounded by
+// Limits.TotalMemory; 0 without that bound).
+func (r *Registry) BufferBytes() int {
+	if r.mem == nil {
+		return 0
+	}
+	return r.mem.Used()
 }
 
 // Label derives a printable name: the "<user>:" prefix tfgateway puts on secrets, or a
