@@ -73,6 +73,11 @@ type Tunnels struct {
 	HandshakeBurst      int `toml:"handshake_burst"`
 	ConnsPerSource      int `toml:"connections_per_source"`
 	Sources             int `toml:"sources"`
+	// PendingPerSource: a source's connections still in their handshake; MaxPending: all
+	// sources' (the backstop: a client with more sources than the table holds escapes the
+	// per-source limits). Negative: unlimited; 0 or absent: the default.
+	PendingPerSource int `toml:"pending_per_source"`
+	MaxPending       int `toml:"max_pending"`
 	// MaxStreams is the most concurrent streams (public connections) one tunnel carries.
 	MaxStreams int `toml:"max_streams"`
 	// MemoryMiB bounds one tunnel's stream receive buffers; every stream needs 256 KiB of

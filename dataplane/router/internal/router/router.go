@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ type Options struct {
 	TunnelIdentity      *tunnel.Identity
 	RefuseLegacyTunnels bool
 	TunnelSources       tunnel.SourceLimits
+	// TunnelMaxPending bounds the tunnel port's connections in their handshake over all
+	// sources (DefaultTunnelMaxPending; negative: unlimited).
+	TunnelMaxPending int
 	// NoDataConnections stops offering authenticated clients data connections (protocol
 	// 2, tunnel/dataconn.go); TicketTTL is how long a ticket waits for its data connection
 	// (tunnel.TicketTTL) and PendingTickets the most tickets one tunnel has waiting
@@ -81,6 +85,9 @@ const (
 	DefaultMaxTunnels           = 10000
 	DefaultTunnelTotalStreams   = 6144
 	DefaultTunnelTotalMemoryMiB = 2048
+	// DefaultTunnelMaxPending: handshakes in progress on the tunnel port over all sources;
+	// 32 sources at their pending_per_source share (256) fill it.
+	DefaultTunnelMaxPending = 8192
 )
 
 func (o *Options) defaults() {
@@ -110,6 +117,8 @@ func (o *Options) defaults() {
 	defi(&o.TunnelSources.HandshakeBurst, tunnel.DefaultHandshakeBurst)
 	defi(&o.TunnelSources.MaxConnsPerSource, tunnel.DefaultMaxConnsPerSource)
 	defi(&o.TunnelSources.MaxSources, tunnel.DefaultMaxSources)
+	defi(&o.TunnelSources.MaxPendingPerSource, tunnel.DefaultMaxPendingPerSource)
+	defi(&o.TunnelMaxPending, DefaultTunnelMaxPending)
 	def(&o.RefusalSummaryInterval, 30*time.Second)
 	defi(&o.Tunnel.MaxStreamsPerTunnel, DefaultTunnelStreams)
 	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
@@ -154,9 +163,11 @@ type Router struct {
 	Registry *tunnel.Registry
 	// Tickets match data connections to public connections; nil when they are off.
 	Tickets *tunnel.Tickets
-	Metrics *Metrics
-	redis   *redis.Client
-	term    *terminator
+	// acceptor serves the tunnel port (set by Run).
+	acceptor atomic.Pointer[tunnel.Acceptor]
+	Metrics  *Metrics
+	redis    *redis.Client
+	term     *terminator
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
@@ -209,6 +220,9 @@ func New(cfg *config.Config, opt Options) *Router {
 		Name: "tfrouter_sources", Help: "Sources (IPv4 addresses, IPv6 prefixes) with a connection open on ports 80 and 443.",
 	}, func() float64 { return float64(r.sources.Len()) }))
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
+	r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tfrouter_tunnel_handshakes_pending", Help: "Connections on the tunnel port still in their handshake (bounded by [tunnels] max_pending).",
+	}, func() float64 { return float64(r.tunnelPending()) }))
 	r.Table.OnRevoke = r.revoke
 	if opt.TunnelIdentity != nil && !opt.NoDataConnections {
 		r.Tickets = &tunnel.Tickets{PerTunnel: opt.PendingTickets, TTL: opt.TicketTTL}
@@ -290,7 +304,7 @@ func (r *Router) Run(ctx context.Context) error {
 	acceptor := &tunnel.Acceptor{
 		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
 		Log: clientLog, Routes: r.Table, Identity: r.opt.TunnelIdentity, RefuseLegacy: r.opt.RefuseLegacyTunnels,
-		Sources: tunnel.NewSources(sourceLimits(r.opt.TunnelSources)), Refusals: refusals,
+		Sources: tunnel.NewSources(sourceLimits(r.opt.TunnelSources)), MaxPending: max(r.opt.TunnelMaxPending, 0), Refusals: refusals,
 		OnRegister: func(s *tunnel.Session) {
 			r.Metrics.Registrations.WithLabelValues(registeredResult(s)).Inc()
 		},
@@ -300,6 +314,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.Tickets != nil {
 		acceptor.Tickets = r.Tickets
 	}
+	r.acceptor.Store(acceptor)
 	clientLog.Info("tunnel protocols", "legacy", !r.opt.RefuseLegacyTunnels, "authenticated", r.opt.TunnelIdentity != nil,
 		"data_connections", r.Tickets != nil)
 	var loops sync.WaitGroup
@@ -332,6 +347,14 @@ func (r *Router) Run(ctx context.Context) error {
 		_ = r.redis.Close()
 	}
 	return nil
+}
+
+// tunnelPending is the number of tunnel-port connections in their handshake.
+func (r *Router) tunnelPending() int {
+	if a := r.acceptor.Load(); a != nil {
+		return a.Pending()
+	}
+	return 0
 }
 
 // revoke ends what the route table no longer allows (routes.Table.OnRevoke): the tunnel of
@@ -543,7 +566,7 @@ func (r *Router) summarise(ctx context.Context) {
 
 // sourceLimits turns the options' "negative: unlimited" into the table's "0: unlimited".
 func sourceLimits(l tunnel.SourceLimits) tunnel.SourceLimits {
-	for _, v := range []*int{&l.HandshakesPerMinute, &l.MaxConnsPerSource} {
+	for _, v := range []*int{&l.HandshakesPerMinute, &l.MaxConnsPerSource, &l.MaxPendingPerSource} {
 		if *v < 0 {
 			*v = 0
 		}

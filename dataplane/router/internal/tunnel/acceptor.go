@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	yamux "github.com/libp2p/go-yamux/v5"
@@ -33,6 +34,11 @@ type Acceptor struct {
 	RefuseLegacy bool
 	// Sources limits handshakes and connections per source address; nil: no limits.
 	Sources *Sources
+	// MaxPending bounds the connections in their handshake over all sources (the backstop
+	// of the per-source limits, which a client with more sources than the table holds
+	// escapes); over it a new connection is reset at once. 0: unlimited.
+	MaxPending int
+	pending    atomic.Int64
 	// Refusals counts refusals and logs them as periodic summaries; nil: not logged.
 	Refusals *Refusals
 	// Tickets matches data connections to waiting public connections; nil: data
@@ -90,19 +96,36 @@ func (a *Acceptor) muxConfig(log *slog.Logger) *yamux.Config {
 	return cfg
 }
 
+// Pending is the number of connections in their handshake now.
+func (a *Acceptor) Pending() int { return int(a.pending.Load()) }
+
 // Handle runs the handshake on conn and registers the session; it returns once the client
-// is registered or refused. The session then lives on its own goroutines. Refusals are
+// is registered or refused (or, for a data connection, matched). The session then lives on its own goroutines. Refusals are
 // counted and summarised, never logged one by one.
 func (a *Acceptor) Handle(conn net.Conn) {
 	src := SourceKey(conn.RemoteAddr())
+	if a.MaxPending > 0 {
+		if a.pending.Add(1) > int64(a.MaxPending) {
+			a.pending.Add(-1)
+			a.reject(src, ReasonTooManyPending)
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset: nothing left in TIME_WAIT
+			}
+			_ = conn.Close()
+			return
+		}
+		defer a.pending.Add(-1)
+	}
 	release := func() {}
 	if a.Sources != nil {
 		var reason string
-		if release, reason = a.Sources.Admit(src); reason != "" {
+		var settle func()
+		if release, settle, reason = a.Sources.Admit(src); reason != "" {
 			_ = conn.Close()
 			a.reject(src, reason)
 			return
 		}
+		defer settle()
 	}
 	if !a.handle(conn, src, release) {
 		_ = conn.Close()

@@ -56,7 +56,6 @@ func (l Limits) GlobalSlots() int {
 	return max(1, min(l.MaxStreams, l.TotalMemory/MinStreamWindow))
 }
 
-
 // Mux is a tunnel client's multiplexed connection with the memory budget of its streams.
 type Mux struct {
 	*yamux.Session
