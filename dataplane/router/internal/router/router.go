@@ -86,7 +86,7 @@ const (
 	DefaultTunnelTotalStreams   = 6144
 	DefaultTunnelTotalMemoryMiB = 2048
 	// DefaultTunnelMaxPending: handshakes in progress on the tunnel port over all sources;
-	// 32 sources at their pending_per_source share (256) fill it.
+	// 16 sources at their pending_per_source share (512) fill it.
 	DefaultTunnelMaxPending = 8192
 )
 

@@ -35,9 +35,11 @@ const (
 	DefaultHandshakeBurst      = 300
 	DefaultMaxConnsPerSource   = 1024
 	DefaultMaxSources          = 65536
-	// DefaultMaxPendingPerSource: 256 handshakes in progress (a handshake takes a round
-	// trip or two; a data connection's ticket one packet), as on ports 80 and 443.
-	DefaultMaxPendingPerSource = 256
+	// DefaultMaxPendingPerSource: 512 connections in their handshake. A handshake takes a
+	// round trip or two and a data connection's ticket one packet, but a tunnel may have 256
+	// tickets waiting at once (DefaultPendingTickets), each a data connection on its way:
+	// two tunnels behind one address at their full burst.
+	DefaultMaxPendingPerSource = 512
 )
 
 // Sources is the per-source table: a fixed-size LRU of token buckets and connection
