@@ -162,14 +162,20 @@ func TestOneSourceFloodLeavesOthersServed(t *testing.T) {
 			promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerTLS, NoRoute, persource.TooManyPending.String()))
 	}
 	t.Logf("flood connected: %d held on the attackers' side, %d never reached the router", held, unreached)
-	// every connection that reached the router was either admitted (and is held) or reset
+	// Connecting takes long under load (45 s seen): the first admitted connections may reach
+	// the 10 s peek timeout before the last are dialled, and leave.
+	timedOut := func() float64 {
+		return promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerHTTP, NoRoute, kindPeekTimeout)) +
+			promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerTLS, NoRoute, kindPeekTimeout))
+	}
+	// every connection that reached the router was admitted (and is held, or timed out) or reset
 	testutil.WaitFor(t, 30*time.Second, "every connection that reached the router accepted", func() bool {
 		_, pending := r.sources.Count(flooder)
-		return float64(pending)+refused() >= float64(2*perProcess-unreached)
+		return float64(pending)+refused()+timedOut() >= float64(2*perProcess-unreached)
 	})
 	conns, pending := r.sources.Count(flooder)
-	t.Logf("flood: %d connections from one source (%d still open on its side, %d never reached the router); router holds %d (%d peeking), reset %v",
-		2*perProcess, held, unreached, conns, pending, refused())
+	t.Logf("flood: %d connections from one source (%d still open on its side, %d never reached the router); router holds %d (%d peeking), reset %v, timed out %v",
+		2*perProcess, held, unreached, conns, pending, refused(), timedOut())
 	if unreached > perProcess/10 {
 		t.Fatalf("%d of %d connections never reached the router", unreached, 2*perProcess)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,6 +105,9 @@ func (a *Acceptor) Pending() int { return int(a.pending.Load()) }
 // counted and summarised, never logged one by one.
 func (a *Acceptor) Handle(conn net.Conn) {
 	src := SourceKey(conn.RemoteAddr())
+	// A refused connection leaves the counts before it is closed, so whoever sees it closed
+	// sees the counts without it.
+	pendingDone := func() {}
 	if a.MaxPending > 0 {
 		if a.pending.Add(1) > int64(a.MaxPending) {
 			a.pending.Add(-1)
@@ -114,22 +118,25 @@ func (a *Acceptor) Handle(conn net.Conn) {
 			_ = conn.Close()
 			return
 		}
-		defer a.pending.Add(-1)
+		pendingDone = sync.OnceFunc(func() { a.pending.Add(-1) })
+		defer pendingDone()
 	}
 	release := func() {}
 	if a.Sources != nil {
 		var reason string
 		var settle func()
 		if release, settle, reason = a.Sources.Admit(src); reason != "" {
-			_ = conn.Close()
+			pendingDone()
 			a.reject(src, reason)
+			_ = conn.Close()
 			return
 		}
 		defer settle()
 	}
 	if !a.handle(conn, src, release) {
-		_ = conn.Close()
+		pendingDone()
 		release()
+		_ = conn.Close()
 	}
 }
 
