@@ -59,7 +59,6 @@ func TestTunnelHandshakesPendingBounded(t *testing.T) {
 		got, err := get(r.http(), "pending.example")
 		return err == nil && got == "registered"
 	})
-	if n := r.tunnelPending(); n != 0 {
-		t.Fatalf("a registered tunnel counts as %d pending handshakes", n)
-	}
+	// The handshake leaves the count just after the session is registered (and may serve).
+	testutil.WaitFor(t, 5*time.Second, "the registered tunnel's handshake no longer counted", func() bool { return r.tunnelPending() == 0 })
 }
