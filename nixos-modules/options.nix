@@ -441,8 +441,10 @@ in
           Static services go to `server.services."<name>"` (`addr`, `tlsport`, `httpport`,
           `clientsecret`); tfrouter's per-source shares on ports 80/443 to `limits`
           (`pending_per_source`, `connections_per_source`, `max_pending`,
-          `ipv6_source_prefix`; see the router's README). The file is in the Nix store: do not
-          put secrets in it.
+          `ipv6_source_prefix`; see the router's README); its tunnel limits to `tunnels`
+          (`max_streams`, `memory_mib` per tunnel, `max_tunnels`, `total_streams`,
+          `total_memory_mib` over all tunnels, `pending_per_source`, `max_pending`; see the
+          router's README). The file is in the Nix store: do not put secrets in it.
         '';
         default = { };
         type = types.submodule {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -110,21 +111,35 @@ func startTunnel(t *testing.T, remote, local, localTLS string) context.CancelFun
 
 func roundTrip(t *testing.T, s *yamux.Session, payload []byte) string {
 	t.Helper()
-	st, err := s.OpenStream()
+	got, err := tryRoundTrip(s, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return got
+}
+
+// roundTripTimeout bounds one round trip: the answer must come, and under -race on a
+// loaded machine eight concurrent 1 MiB echoes took more than 5 s.
+const roundTripTimeout = 60 * time.Second
+
+// tryRoundTrip is roundTrip for goroutines other than the test's (which must not call
+// t.Fatal, or the test waits forever for its answer).
+func tryRoundTrip(s *yamux.Session, payload []byte) (string, error) {
+	st, err := s.OpenStream()
+	if err != nil {
+		return "", err
+	}
 	defer st.Close()
-	_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = st.SetDeadline(time.Now().Add(roundTripTimeout))
 	if _, err := st.Write(payload); err != nil {
-		t.Fatal(err)
+		return "", fmt.Errorf("write: %w", err)
 	}
 	st.Close() // half-close: the echo server sees EOF
 	b, err := io.ReadAll(st)
 	if err != nil {
-		t.Fatalf("read: %v", err)
+		return "", fmt.Errorf("read: %w", err)
 	}
-	return string(b)
+	return string(b), nil
 }
 
 func waitSession(t *testing.T, g *gateway) *yamux.Session {
@@ -167,13 +182,20 @@ func TestConcurrentStreamsAndLargePayload(t *testing.T) {
 	startTunnel(t, g.ln.Addr().String(), echoServer(t, ""), "")
 	s := waitSession(t, g)
 	payload := bytes.Repeat([]byte("x"), 1<<20) // beyond the 256 KiB window
-	errs := make(chan string, 8)
+	type result struct {
+		got string
+		err error
+	}
+	results := make(chan result, 8)
 	for range 8 {
-		go func() { errs <- roundTrip(t, s, payload) }()
+		go func() {
+			got, err := tryRoundTrip(s, payload)
+			results <- result{got, err}
+		}()
 	}
 	for range 8 {
-		if got := <-errs; got != string(payload) {
-			t.Fatalf("payload mismatch: %d bytes", len(got))
+		if r := <-results; r.err != nil || r.got != string(payload) {
+			t.Fatalf("payload: %d bytes, %v", len(r.got), r.err)
 		}
 	}
 }

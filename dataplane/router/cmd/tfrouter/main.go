@@ -93,7 +93,9 @@ func run(args []string) int {
 		TunnelSources: tunnel.SourceLimits{
 			HandshakesPerMinute: cfg.Tunnels.HandshakesPerMinute, HandshakeBurst: cfg.Tunnels.HandshakeBurst,
 			MaxConnsPerSource: cfg.Tunnels.ConnsPerSource, MaxSources: cfg.Tunnels.Sources,
+			MaxPendingPerSource: cfg.Tunnels.PendingPerSource,
 		},
+		TunnelMaxPending: cfg.Tunnels.MaxPending,
 	}
 	if cfg.Tunnels.Key != "" {
 		id, created, err := tunnel.LoadOrCreateIdentity(cfg.Tunnels.Key)

@@ -73,11 +73,23 @@ type Tunnels struct {
 	HandshakeBurst      int `toml:"handshake_burst"`
 	ConnsPerSource      int `toml:"connections_per_source"`
 	Sources             int `toml:"sources"`
+	// PendingPerSource: a source's connections still in their handshake; MaxPending: all
+	// sources' (the backstop: a client with more sources than the table holds escapes the
+	// per-source limits). Negative: unlimited; 0 or absent: the default.
+	PendingPerSource int `toml:"pending_per_source"`
+	MaxPending       int `toml:"max_pending"`
 	// MaxStreams is the most concurrent streams (public connections) one tunnel carries.
 	MaxStreams int `toml:"max_streams"`
 	// MemoryMiB bounds one tunnel's stream receive buffers; every stream needs 256 KiB of
 	// it, so it also caps the streams at MemoryMiB*4.
 	MemoryMiB int `toml:"memory_mib"`
+	// Over all tunnels together: MaxTunnels tunnels (distinct secrets) registered at once,
+	// TotalStreams concurrent streams, and TotalMemoryMiB of stream receive buffers (every
+	// stream needs 256 KiB of it, so it also caps the streams at TotalMemoryMiB*4). 0 or
+	// absent: the defaults.
+	MaxTunnels     int `toml:"max_tunnels"`
+	TotalStreams   int `toml:"total_streams"`
+	TotalMemoryMiB int `toml:"total_memory_mib"`
 	// DataConnections offers authenticated clients protocol 2, in which each public
 	// connection's bytes travel on a TCP connection of their own, spliced at both ends
 	// (default true; false: every connection is a stream in the session, as protocol 1).
@@ -251,8 +263,17 @@ func (c *Config) validate() error {
 			return fmt.Errorf("[server.services.%q] %v", name, err)
 		}
 	}
-	if t := c.Tunnels; t.MaxStreams < 0 || t.MemoryMiB < 0 {
-		return errors.New("[tunnels] max_streams and memory_mib must not be negative")
+	t := c.Tunnels
+	for _, k := range []struct {
+		name string
+		v    int
+	}{{"max_streams", t.MaxStreams}, {"memory_mib", t.MemoryMiB}, {"max_tunnels", t.MaxTunnels}, {"total_streams", t.TotalStreams}, {"total_memory_mib", t.TotalMemoryMiB}} {
+		if k.v < 0 {
+			return fmt.Errorf("[tunnels] %s = %d: must not be negative (0 or absent: the default)", k.name, k.v)
+		}
+	}
+	if t.TotalMemoryMiB > 0 && t.MemoryMiB > t.TotalMemoryMiB {
+		return fmt.Errorf("[tunnels] memory_mib = %d is more than total_memory_mib = %d, the budget of all tunnels together", t.MemoryMiB, t.TotalMemoryMiB)
 	}
 	if !c.Tunnels.LegacyAllowed() && c.Tunnels.Key == "" {
 		return errors.New("[tunnels] legacy = false needs key: without a key no tunnel client could register")

@@ -173,6 +173,21 @@ func TestTunnelsTable(t *testing.T) {
 	if _, err := Parse("t", base+"[tunnels]\nlegacy = false\n"); err == nil || !strings.Contains(err.Error(), "needs key") {
 		t.Fatalf("legacy off without a key: %v", err)
 	}
+	c, err = Parse("t", base+"[tunnels]\nmax_tunnels = 50\ntotal_streams = 900\ntotal_memory_mib = 512\nmemory_mib = 64\n")
+	if err != nil || c.Tunnels.MaxTunnels != 50 || c.Tunnels.TotalStreams != 900 || c.Tunnels.TotalMemoryMiB != 512 || c.Tunnels.MemoryMiB != 64 {
+		t.Fatalf("bounds over all tunnels: %+v, %v", c.Tunnels, err)
+	}
+	for text, want := range map[string]string{
+		"max_tunnels = -1":                         "[tunnels] max_tunnels = -1: must not be negative",
+		"total_memory_mib = -5":                    "[tunnels] total_memory_mib = -5: must not be negative",
+		"total_streams = -2":                       "[tunnels] total_streams = -2: must not be negative",
+		"memory_mib = -1":                          "[tunnels] memory_mib = -1: must not be negative",
+		"memory_mib = 600\ntotal_memory_mib = 512": "memory_mib = 600 is more than total_memory_mib = 512",
+	} {
+		if _, err := Parse("t", base+"[tunnels]\n"+text+"\n"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
 }
 
 // [limits]: read when present, absent keys zero (the router's defaults), bad values refused

@@ -38,8 +38,10 @@ func TestMain(m *testing.M) {
 }
 
 // flood opens count connections from the source address, each sending only the start of a
-// request head, and holds them until stdin closes; it prints "held N" once every connect
-// returned (N: those not reset by the router before the dial returned).
+// request head, and holds them until stdin closes; it prints "held N unreached U" once
+// every connect returned (N: those not reset by the router before the dial returned; U:
+// dials that failed otherwise than by the router's reset, which under load can be a
+// timeout or a full listen backlog: the router never saw them).
 func flood(spec string) int {
 	f := strings.Fields(spec)
 	count, _ := strconv.Atoi(f[2])
@@ -50,17 +52,20 @@ func flood(spec string) int {
 	if f[3] == "tls" { // a TLS record header announcing a 512-byte ClientHello, and its start
 		payload = []byte("\x16\x03\x01\x02\x00\x01\x00\x01")
 	}
-	var opened int
+	var opened, unreached int
 	for range count {
 		c, err := d.Dial("tcp", f[1])
 		if err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				unreached++
+			}
 			continue
 		}
 		opened++
 		_, _ = c.Write(payload)
 		held = append(held, c)
 	}
-	fmt.Printf("held %d\n", opened)
+	fmt.Printf("held %d unreached %d\n", opened, unreached)
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n') // until the test closes stdin
 	for _, c := range held {
 		_ = c.Close()
@@ -79,7 +84,7 @@ func raiseNoFile(want uint64) {
 type attacker struct {
 	cmd   *exec.Cmd
 	stdin interface{ Close() error }
-	held  chan int
+	held  chan [2]int // held, unreached
 }
 
 func startAttacker(t *testing.T, src, addr string, count int, mode string) *attacker {
@@ -98,10 +103,11 @@ func startAttacker(t *testing.T, src, addr string, count int, mode string) *atta
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	a := &attacker{cmd: cmd, stdin: stdin, held: make(chan int, 1)}
+	a := &attacker{cmd: cmd, stdin: stdin, held: make(chan [2]int, 1)}
 	go func() {
 		line, _ := bufio.NewReader(out).ReadString('\n')
-		n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "held ")))
+		var n [2]int
+		_, _ = fmt.Sscanf(line, "held %d unreached %d", &n[0], &n[1])
 		a.held <- n
 	}()
 	t.Cleanup(a.stop)
@@ -140,11 +146,12 @@ func TestOneSourceFloodLeavesOthersServed(t *testing.T) {
 		startAttacker(t, "127.0.0.2", r.http(), perProcess, "http"),
 		startAttacker(t, "127.0.0.2", r.tls(), perProcess, "tls"),
 	}
-	held := 0
+	held, unreached := 0, 0
 	for _, a := range attackers {
 		select {
 		case n := <-a.held:
-			held += n
+			held += n[0]
+			unreached += n[1]
 		case <-time.After(60 * time.Second):
 			t.Fatal("the attacker did not finish connecting")
 		}
@@ -154,14 +161,24 @@ func TestOneSourceFloodLeavesOthersServed(t *testing.T) {
 		return promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerHTTP, NoRoute, persource.TooManyPending.String())) +
 			promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerTLS, NoRoute, persource.TooManyPending.String()))
 	}
-	// every connection reached the router, and was either admitted (and is held) or reset
-	testutil.WaitFor(t, 30*time.Second, "all 20,000 connections accepted by the router", func() bool {
+	t.Logf("flood connected: %d held on the attackers' side, %d never reached the router", held, unreached)
+	// Connecting takes long under load (45 s seen): the first admitted connections may reach
+	// the 10 s peek timeout before the last are dialled, and leave.
+	timedOut := func() float64 {
+		return promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerHTTP, NoRoute, kindPeekTimeout)) +
+			promtest.ToFloat64(r.Metrics.Errors.WithLabelValues(ListenerTLS, NoRoute, kindPeekTimeout))
+	}
+	// every connection that reached the router was admitted (and is held, or timed out) or reset
+	testutil.WaitFor(t, 30*time.Second, "every connection that reached the router accepted", func() bool {
 		_, pending := r.sources.Count(flooder)
-		return float64(pending)+refused() >= 2*perProcess
+		return float64(pending)+refused()+timedOut() >= float64(2*perProcess-unreached)
 	})
 	conns, pending := r.sources.Count(flooder)
-	t.Logf("flood: %d connections from one source (%d still open on its side); router holds %d (%d peeking), reset %v",
-		2*perProcess, held, conns, pending, refused())
+	t.Logf("flood: %d connections from one source (%d still open on its side, %d never reached the router); router holds %d (%d peeking), reset %v, timed out %v",
+		2*perProcess, held, unreached, conns, pending, refused(), timedOut())
+	if unreached > perProcess/10 {
+		t.Fatalf("%d of %d connections never reached the router", unreached, 2*perProcess)
+	}
 	if pending > share || conns > share {
 		t.Fatalf("one source holds %d pending / %d connections, share %d", pending, conns, share)
 	}

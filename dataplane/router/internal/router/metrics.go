@@ -23,6 +23,7 @@ type Metrics struct {
 	DataConns     *prometheus.CounterVec // result
 	TunnelsActive prometheus.Gauge
 	Registrations *prometheus.CounterVec // result
+	Revocations   *prometheus.CounterVec // what
 	Routes        prometheus.Gauge
 	Resyncs       *prometheus.CounterVec // result
 }
@@ -61,6 +62,10 @@ func newMetrics() *Metrics {
 		Registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tfrouter_tunnel_registrations_total", Help: "Tunnel handshakes by outcome.",
 		}, []string{"result"}),
+		Revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tfrouter_tunnel_revocations_total",
+			Help: "Tunnel sessions closed because no route references their secret any more (what=tunnel), and streams reset because their route was deleted or now names another secret (what=stream).",
+		}, []string{"what"}),
 		Routes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tfrouter_routes", Help: "Routes held from redis.",
 		}),
@@ -69,7 +74,7 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 	}
 	m.Registry.MustRegister(m.Connections, m.Bytes, m.Errors, m.Active, m.AcceptErrors,
-		m.TunnelStreams, m.TunnelBytes, m.DataConns, m.TunnelsActive, m.Registrations, m.Routes, m.Resyncs,
+		m.TunnelStreams, m.TunnelBytes, m.DataConns, m.TunnelsActive, m.Registrations, m.Revocations, m.Routes, m.Resyncs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -115,7 +115,7 @@ func (r *Router) route(listener string, c net.Conn, host string, peeked []byte) 
 		peeked = append(proxyHeader(svc.ProxyProtocol, c), peeked...)
 	}
 	if svc.IsTunnel() {
-		r.toTunnel(listener, c, label, svc, peeked)
+		r.toTunnel(listener, c, host, label, svc, peeked)
 		return
 	}
 	port := svc.HTTPPort
@@ -174,13 +174,21 @@ func (r *Router) replay(listener, label string, dst net.Conn, peeked []byte) boo
 	return true
 }
 
-func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.Service, peeked []byte) {
+func (r *Router) toTunnel(listener string, c net.Conn, host, label string, svc routes.Service, peeked []byte) {
 	tname := tunnel.Label(svc.ClientSecret)
 	st, err := r.openStream(listener, label, svc)
 	if err != nil {
 		return
 	}
 	defer st.Close()
+	// The route may have ended (or passed to another secret) while the stream opened, before
+	// RevokeRoute could see the stream: the route table says so now, since it changes before
+	// routes are revoked.
+	if now, _, ok := r.Table.Lookup(host); !ok || now.ClientSecret != svc.ClientSecret {
+		r.fail(listener, label, kindTunnel)
+		r.Metrics.TunnelStreams.WithLabelValues(tname, "route_gone").Inc()
+		return
+	}
 	var dest net.Conn = st
 	inline := 0 // bytes of the inline marker, not the client's
 	if st.Session.DataConns() {
@@ -199,13 +207,17 @@ func (r *Router) toTunnel(listener string, c net.Conn, label string, svc routes.
 		} else {
 			defer dc.Close()
 			dest = dc.Conn
-			// A data connection lives no longer than its tunnel: when the session ends (the
-			// client died or was replaced), so do its connections, as its streams would.
+			// A data connection lives no longer than its tunnel or its route: when the session
+			// ends (the client died or was replaced) or the route is revoked, so do its
+			// connections, as its streams would.
 			done := make(chan struct{})
 			defer close(done)
 			go func() {
 				select {
 				case <-st.Session.Done():
+					_ = c.Close()
+					_ = dc.Conn.Close()
+				case <-st.Revoked():
 					_ = c.Close()
 					_ = dc.Conn.Close()
 				case <-done:
@@ -276,12 +288,13 @@ func (r *Router) dataConn(st *tunnel.Stream, tname string) (*tunnel.DataConn, bo
 		return nil, false
 	}
 	st.Session.DataConnCame(true)
+	r.Metrics.DataConns.WithLabelValues(tunnel.DataOK).Inc()
 	return dc, true
 }
 
 // openStream opens a stream of the route's tunnel; a failure is counted and logged here.
 func (r *Router) openStream(listener, label string, svc routes.Service) (*tunnel.Stream, error) {
-	st, err := r.Registry.Open(svc.ClientSecret)
+	st, err := r.Registry.OpenFor(svc.ClientSecret, label)
 	if err != nil {
 		tname := tunnel.Label(svc.ClientSecret)
 		r.fail(listener, label, kindTunnel)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ type Options struct {
 	TunnelIdentity      *tunnel.Identity
 	RefuseLegacyTunnels bool
 	TunnelSources       tunnel.SourceLimits
+	// TunnelMaxPending bounds the tunnel port's connections in their handshake over all
+	// sources (DefaultTunnelMaxPending; negative: unlimited).
+	TunnelMaxPending int
 	// NoDataConnections stops offering authenticated clients data connections (protocol
 	// 2, tunnel/dataconn.go); TicketTTL is how long a ticket waits for its data connection
 	// (tunnel.TicketTTL) and PendingTickets the most tickets one tunnel has waiting
@@ -69,9 +73,21 @@ type Options struct {
 // Defaults of the per-tunnel limits ([tunnels] in router.toml, -tunnel-streams and
 // -tunnel-memory-mib): 1,024 streams of at least 256 KiB of receive window each (256 MiB),
 // plus 128 MiB into which the windows of bulk transfers grow (16 streams at the full 8 MiB).
+//
+// Over all tunnels ([tunnels] max_tunnels, total_streams, total_memory_mib), whatever the
+// number of tunnels times memory_mib: at most 10,000 tunnels (and only secrets that live
+// routes reference register at all), 6,144 streams and 2 GiB of stream receive windows
+// (6,144 minimum windows are 1.5 GiB; the other 512 MiB is where windows of bulk transfers
+// grow).
 const (
-	DefaultTunnelStreams   = 1024
-	DefaultTunnelMemoryMiB = 384
+	DefaultTunnelStreams        = 1024
+	DefaultTunnelMemoryMiB      = 384
+	DefaultMaxTunnels           = 10000
+	DefaultTunnelTotalStreams   = 6144
+	DefaultTunnelTotalMemoryMiB = 2048
+	// DefaultTunnelMaxPending: handshakes in progress on the tunnel port over all sources;
+	// 16 sources at their pending_per_source share (512) fill it.
+	DefaultTunnelMaxPending = 8192
 )
 
 func (o *Options) defaults() {
@@ -96,15 +112,18 @@ func (o *Options) defaults() {
 	defi(&o.ConnsPerSource, 2048)
 	defi(&o.IPv6SourcePrefix, 64)
 	def(&o.SummaryEvery, time.Minute)
-	defi(&o.Tunnel.MaxTunnels, 100000)
+	defi(&o.Tunnel.MaxTunnels, DefaultMaxTunnels)
 	defi(&o.TunnelSources.HandshakesPerMinute, tunnel.DefaultHandshakesPerMinute)
 	defi(&o.TunnelSources.HandshakeBurst, tunnel.DefaultHandshakeBurst)
 	defi(&o.TunnelSources.MaxConnsPerSource, tunnel.DefaultMaxConnsPerSource)
 	defi(&o.TunnelSources.MaxSources, tunnel.DefaultMaxSources)
+	defi(&o.TunnelSources.MaxPendingPerSource, tunnel.DefaultMaxPendingPerSource)
+	defi(&o.TunnelMaxPending, DefaultTunnelMaxPending)
 	def(&o.RefusalSummaryInterval, 30*time.Second)
 	defi(&o.Tunnel.MaxStreamsPerTunnel, DefaultTunnelStreams)
 	defi(&o.Tunnel.TunnelMemory, DefaultTunnelMemoryMiB<<20)
-	defi(&o.Tunnel.MaxStreams, 16384)
+	defi(&o.Tunnel.MaxStreams, DefaultTunnelTotalStreams)
+	defi(&o.Tunnel.TotalMemory, DefaultTunnelTotalMemoryMiB<<20)
 	def(&o.Tunnel.OpenTimeout, 5*time.Second)
 	def(&o.TicketTTL, tunnel.TicketTTL)
 	defi(&o.PendingTickets, tunnel.DefaultPendingTickets)
@@ -144,9 +163,11 @@ type Router struct {
 	Registry *tunnel.Registry
 	// Tickets match data connections to public connections; nil when they are off.
 	Tickets *tunnel.Tickets
-	Metrics *Metrics
-	redis   *redis.Client
-	term    *terminator
+	// acceptor serves the tunnel port (set by Run).
+	acceptor atomic.Pointer[tunnel.Acceptor]
+	Metrics  *Metrics
+	redis    *redis.Client
+	term     *terminator
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
@@ -164,6 +185,15 @@ func New(cfg *config.Config, opt Options) *Router {
 	}
 	if opt.Tunnel.TunnelMemory == 0 {
 		opt.Tunnel.TunnelMemory = cfg.Tunnels.MemoryMiB << 20
+	}
+	if opt.Tunnel.MaxTunnels == 0 {
+		opt.Tunnel.MaxTunnels = cfg.Tunnels.MaxTunnels
+	}
+	if opt.Tunnel.MaxStreams == 0 {
+		opt.Tunnel.MaxStreams = cfg.Tunnels.TotalStreams
+	}
+	if opt.Tunnel.TotalMemory == 0 {
+		opt.Tunnel.TotalMemory = cfg.Tunnels.TotalMemoryMiB << 20
 	}
 	opt.defaults()
 	static := map[string]routes.Service{}
@@ -190,6 +220,10 @@ func New(cfg *config.Config, opt Options) *Router {
 		Name: "tfrouter_sources", Help: "Sources (IPv4 addresses, IPv6 prefixes) with a connection open on ports 80 and 443.",
 	}, func() float64 { return float64(r.sources.Len()) }))
 	r.Registry.OnChange = func(n int) { r.Metrics.TunnelsActive.Set(float64(n)) }
+	r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tfrouter_tunnel_handshakes_pending", Help: "Connections on the tunnel port still in their handshake (bounded by [tunnels] max_pending).",
+	}, func() float64 { return float64(r.tunnelPending()) }))
+	r.Table.OnRevoke = r.revoke
 	if opt.TunnelIdentity != nil && !opt.NoDataConnections {
 		r.Tickets = &tunnel.Tickets{PerTunnel: opt.PendingTickets, TTL: opt.TicketTTL}
 		r.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -270,7 +304,7 @@ func (r *Router) Run(ctx context.Context) error {
 	acceptor := &tunnel.Acceptor{
 		Registry: r.Registry, HandshakeTimeout: r.opt.HandshakeTimeout, MaxSecret: r.opt.MaxSecret,
 		Log: clientLog, Routes: r.Table, Identity: r.opt.TunnelIdentity, RefuseLegacy: r.opt.RefuseLegacyTunnels,
-		Sources: tunnel.NewSources(sourceLimits(r.opt.TunnelSources)), Refusals: refusals,
+		Sources: tunnel.NewSources(sourceLimits(r.opt.TunnelSources)), MaxPending: max(r.opt.TunnelMaxPending, 0), Refusals: refusals,
 		OnRegister: func(s *tunnel.Session) {
 			r.Metrics.Registrations.WithLabelValues(registeredResult(s)).Inc()
 		},
@@ -280,6 +314,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.Tickets != nil {
 		acceptor.Tickets = r.Tickets
 	}
+	r.acceptor.Store(acceptor)
 	clientLog.Info("tunnel protocols", "legacy", !r.opt.RefuseLegacyTunnels, "authenticated", r.opt.TunnelIdentity != nil,
 		"data_connections", r.Tickets != nil)
 	var loops sync.WaitGroup
@@ -312,6 +347,35 @@ func (r *Router) Run(ctx context.Context) error {
 		_ = r.redis.Close()
 	}
 	return nil
+}
+
+// tunnelPending is the number of tunnel-port connections in their handshake.
+func (r *Router) tunnelPending() int {
+	if a := r.acceptor.Load(); a != nil {
+		return a.Pending()
+	}
+	return 0
+}
+
+// revoke ends what the route table no longer allows (routes.Table.OnRevoke): the tunnel of
+// a secret no route references is closed (its streams reset, its client sees the
+// connection end and, reconnecting, a refusal), and the streams a route still had on a
+// tunnel that keeps other routes are reset. One log line per tunnel closed (route changes
+// come from the operator's redis, not from the Internet).
+func (r *Router) revoke(ended []routes.Revoked) {
+	for _, e := range ended {
+		if e.SecretGone {
+			if r.Registry.CloseSecret(e.Secret) {
+				r.Metrics.Revocations.WithLabelValues("tunnel").Inc()
+				r.log.Info("tunnel closed: no route references its secret any more", "listener", ListenerClient,
+					"tunnel", tunnel.Label(e.Secret), "route", e.Host)
+			}
+			continue
+		}
+		if n := r.Registry.RevokeRoute(e.Secret, e.Host); n > 0 {
+			r.Metrics.Revocations.WithLabelValues("stream").Add(float64(n))
+		}
+	}
 }
 
 // firstSyncWait bounds how long Run waits for the first route resync before accepting.
@@ -467,12 +531,13 @@ func (r *Router) serve(listener string, c net.Conn, h func(net.Conn, *persource.
 
 // refuse resets a connection the router will not serve (no FIN handshake, no TIME_WAIT left
 // behind), counted by kind and never logged one by one.
+// It is counted before the reset, so whoever saw the reset sees the count.
 func (r *Router) refuse(listener string, c net.Conn, kind string) {
+	r.fail(listener, NoRoute, kind)
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = c.Close()
-	r.fail(listener, NoRoute, kind)
 }
 
 // summarise logs, at most once per SummaryEvery, how many connections were refused over the
@@ -501,7 +566,7 @@ func (r *Router) summarise(ctx context.Context) {
 
 // sourceLimits turns the options' "negative: unlimited" into the table's "0: unlimited".
 func sourceLimits(l tunnel.SourceLimits) tunnel.SourceLimits {
-	for _, v := range []*int{&l.HandshakesPerMinute, &l.MaxConnsPerSource} {
+	for _, v := range []*int{&l.HandshakesPerMinute, &l.MaxConnsPerSource, &l.MaxPendingPerSource} {
 		if *v < 0 {
 			*v = 0
 		}

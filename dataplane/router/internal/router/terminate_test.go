@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -418,18 +419,30 @@ func TestHostileServerNames(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for sni := range names {
-				if c, err := tlsClient(ca, r.tls(), sni); err == nil {
-					c.Close()
-					t.Errorf("handshake for %s succeeded", sni)
+				// tlsClient's 3 s cover the handshake: under -race and a loaded machine a
+				// client may give up before the router decided (then perhaps never sent
+				// its ClientHello); it tries again, so every name is decided at least once.
+				for try := 0; ; try++ {
+					c, err := tlsClient(ca, r.tls(), sni)
+					if err == nil {
+						c.Close()
+						t.Errorf("handshake for %s succeeded", sni)
+					}
+					var ne net.Error
+					if !errors.As(err, &ne) || !ne.Timeout() || try == 5 {
+						break
+					}
 				}
 			}
 		}()
 	}
 	wg.Wait()
 	m := r.term.certs.Metrics()
-	if v := promtest.ToFloat64(m.Decisions.WithLabelValues("not_routed")); v != n {
-		t.Fatalf("not_routed = %v, want %d", v, n)
-	}
+	// Counted as the router refuses each name; a ClientHello whose client gave up is
+	// decided when the router reaches it.
+	testutil.WaitFor(t, 30*time.Second, "every name refused as not routed", func() bool {
+		return promtest.ToFloat64(m.Decisions.WithLabelValues("not_routed")) >= n
+	})
 	if v := promtest.ToFloat64(m.Decisions.WithLabelValues("failed")); v != 0 {
 		t.Fatalf("%v attempts for names no route terminates", v)
 	}

@@ -189,9 +189,8 @@ func TestAuthenticatedTunnelWithRealTftunnel(t *testing.T) {
 	if got, err := get(r.http(), "auth.example"); err != nil || got != "local auth.example " {
 		t.Fatalf("HTTP through an authenticated tunnel: %q, %v (client: %s)", got, err, out.String())
 	}
-	if registrations(r, "ok_authenticated") != 1 {
-		t.Fatal("registration not counted")
-	}
+	// Counted just after the session entered the registry (Len above).
+	testutil.WaitFor(t, 5*time.Second, "registration counted", func() bool { return registrations(r, "ok_authenticated") == 1 })
 }
 
 // recorder is a TCP relay that keeps every byte the client sent.

@@ -3,6 +3,7 @@ package routes
 import (
 	"crypto/sha256"
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,21 @@ type Table struct {
 	smu     sync.RWMutex
 	secrets map[string]*secretRefs
 	ids     map[TunnelID]string
+
+	// OnRevoke, if set (before the first update), is called with the tunnel routes an
+	// update ended, after the update is visible to Lookup and HasSecret and before the
+	// next update starts (under the writers' mutex, so revocations arrive in order). It
+	// must not call back into the table's writers.
+	OnRevoke func([]Revoked)
+}
+
+// Revoked is a tunnel route an update ended: Host no longer routes to the tunnel of Secret
+// (its route was deleted or names another secret now). SecretGone: no route references
+// Secret any more, so its tunnel has nothing left to serve.
+type Revoked struct {
+	Host       string
+	Secret     string
+	SecretGone bool
 }
 
 type secretRefs struct {
@@ -110,6 +126,7 @@ func (t *Table) Apply(set map[string]Service, del []string) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var ended []Revoked
 	for i, changes := range byShard {
 		if len(changes) == 0 {
 			continue
@@ -132,9 +149,46 @@ func (t *Table) Apply(set map[string]Service, del []string) {
 			}
 		}
 		t.smu.Unlock()
+		for j, c := range changes {
+			if t.OnRevoke == nil {
+				break
+			}
+			if j > 0 && slices.ContainsFunc(changes[:j], func(p change) bool { return p.host == c.host }) {
+				continue // a host both set and deleted: one revocation
+			}
+			ended = t.ended(ended, c.host, old[c.host], m[c.host])
+		}
 		t.n.Add(int64(len(m) - len(old)))
 		t.dynamic[i].Store(&m)
 	}
+	t.revoke(ended)
+}
+
+// ended appends the revocation of host's tunnel route when it changed from prev to cur
+// (cur zero: deleted). Callers hold mu.
+func (t *Table) ended(out []Revoked, host string, prev, cur Service) []Revoked {
+	if t.OnRevoke == nil || prev.ClientSecret == "" || prev.ClientSecret == cur.ClientSecret {
+		return out
+	}
+	if _, static := t.static[host]; static {
+		return out // the static route serves host whatever redis says
+	}
+	return append(out, Revoked{Host: host, Secret: prev.ClientSecret})
+}
+
+// revoke marks the secrets no route references any more and calls OnRevoke. Callers hold
+// mu (not smu).
+func (t *Table) revoke(ended []Revoked) {
+	if len(ended) == 0 || t.OnRevoke == nil {
+		return
+	}
+	t.smu.RLock()
+	for i := range ended {
+		_, ok := t.secrets[ended[i].Secret]
+		ended[i].SecretGone = !ok
+	}
+	t.smu.RUnlock()
+	t.OnRevoke(ended)
 }
 
 // Replace swaps in a complete dynamic table (full resync). Each shard is swapped on its
@@ -150,9 +204,11 @@ func (t *Table) Replace(all map[string]Service) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var old [shards]map[string]Service
 	t.smu.Lock()
 	for i := range t.dynamic {
-		for _, v := range *t.dynamic[i].Load() {
+		old[i] = *t.dynamic[i].Load()
+		for _, v := range old[i] {
 			t.ref(v.ClientSecret, -1)
 		}
 	}
@@ -166,6 +222,16 @@ func (t *Table) Replace(all map[string]Service) {
 		t.dynamic[i].Store(&next[i])
 	}
 	t.n.Store(int64(n))
+	if t.OnRevoke == nil {
+		return
+	}
+	var ended []Revoked
+	for i := range old {
+		for host, prev := range old[i] {
+			ended = t.ended(ended, host, prev, next[t.shard(host)][host])
+		}
+	}
+	t.revoke(ended)
 }
 
 // TunnelID names a tunnel secret without revealing it: what an authenticated tunnel client

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	yamux "github.com/libp2p/go-yamux/v5"
@@ -33,13 +35,19 @@ type Acceptor struct {
 	RefuseLegacy bool
 	// Sources limits handshakes and connections per source address; nil: no limits.
 	Sources *Sources
+	// MaxPending bounds the connections in their handshake over all sources (the backstop
+	// of the per-source limits, which a client with more sources than the table holds
+	// escapes); over it a new connection is reset at once. 0: unlimited.
+	MaxPending int
+	pending    atomic.Int64
 	// Refusals counts refusals and logs them as periodic summaries; nil: not logged.
 	Refusals *Refusals
 	// Tickets matches data connections to waiting public connections; nil: data
 	// connections are off (the router does not offer protocol 2).
 	Tickets *Tickets
 	// OnRegister and OnReject, if set, observe outcomes (metrics); OnReject gets one of the
-	// Reason* constants. OnDataConn gets DataOK or a Reason* of a refused data connection.
+	// Reason* constants. OnDataConn gets the Reason* of a refused data connection (a matched
+	// one is DataOK, counted by the public connection it serves).
 	OnRegister func(s *Session)
 	OnReject   func(reason string)
 	OnDataConn func(result string)
@@ -89,23 +97,46 @@ func (a *Acceptor) muxConfig(log *slog.Logger) *yamux.Config {
 	return cfg
 }
 
+// Pending is the number of connections in their handshake now.
+func (a *Acceptor) Pending() int { return int(a.pending.Load()) }
+
 // Handle runs the handshake on conn and registers the session; it returns once the client
-// is registered or refused. The session then lives on its own goroutines. Refusals are
+// is registered or refused (or, for a data connection, matched). The session then lives on its own goroutines. Refusals are
 // counted and summarised, never logged one by one.
 func (a *Acceptor) Handle(conn net.Conn) {
 	src := SourceKey(conn.RemoteAddr())
+	// A refused connection leaves the counts before it is closed, so whoever sees it closed
+	// sees the counts without it.
+	pendingDone := func() {}
+	if a.MaxPending > 0 {
+		if a.pending.Add(1) > int64(a.MaxPending) {
+			a.pending.Add(-1)
+			a.reject(src, ReasonTooManyPending)
+			if tc, ok := conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset: nothing left in TIME_WAIT
+			}
+			_ = conn.Close()
+			return
+		}
+		pendingDone = sync.OnceFunc(func() { a.pending.Add(-1) })
+		defer pendingDone()
+	}
 	release := func() {}
 	if a.Sources != nil {
 		var reason string
-		if release, reason = a.Sources.Admit(src); reason != "" {
-			_ = conn.Close()
+		var settle func()
+		if release, settle, reason = a.Sources.Admit(src); reason != "" {
+			pendingDone()
 			a.reject(src, reason)
+			_ = conn.Close()
 			return
 		}
+		defer settle()
 	}
 	if !a.handle(conn, src, release) {
-		_ = conn.Close()
+		pendingDone()
 		release()
+		_ = conn.Close()
 	}
 }
 
@@ -222,7 +253,7 @@ func (a *Acceptor) handleTLS(conn net.Conn, src netip.Addr, release func()) bool
 	return a.register(log, mux, secret, true, src, release)
 }
 
-// DataOK is OnDataConn's result for a data connection matched to its public connection.
+// DataOK is the metric result of a data connection matched to its public connection.
 const DataOK = "ok"
 
 // handleData reads a data connection's ticket and hands the connection to the public
@@ -244,10 +275,9 @@ func (a *Acceptor) handleData(conn net.Conn, src netip.Addr, release func()) boo
 	// its life, Limits.MaxStreamsPerTunnel and MaxStreams), not by its source's connections
 	// on this port, which bound what is not yet authenticated: a busy tunnel (or several
 	// behind one NAT) must not run out of them.
+	// (Counted as DataOK by the public connection that takes it, before any byte moves, so
+	// the count is there before anyone can see the connection carried.)
 	release()
-	if a.OnDataConn != nil {
-		a.OnDataConn(DataOK)
-	}
 	return true
 }
 
@@ -272,6 +302,14 @@ func (a *Acceptor) register(log *slog.Logger, mux *Mux, secret string, authentic
 			reason = ReasonTooMany
 		}
 		a.reject(src, reason)
+		return false
+	}
+	// The secret's last route may have ended between the handshake's check and now; its
+	// revocation (Registry.CloseSecret, after the table changed) then found no session to
+	// close, so the table, read after registering, says so.
+	if a.Routes != nil && !a.Routes.HasSecret(secret) {
+		_ = mux.Close()
+		a.reject(src, ReasonUnknownSecret)
 		return false
 	}
 	log.Info("tunnel registered", "tunnel", sess.Label, "authenticated", authenticated)

@@ -12,18 +12,20 @@ import (
 // Reasons a tunnel connection is refused: metric labels
 // (tfrouter_tunnel_registrations_total{result}) and keys of the summary log line.
 const (
-	ReasonSourceRate     = "source_rate_limited"  // the source's handshakes per minute
-	ReasonSourceConns    = "source_conns_limited" // the source's open connections
-	ReasonBadHandshake   = "bad_handshake"        // junk, timeout, malformed frames
-	ReasonUnknownSecret  = "unknown_secret"       // no live route references the secret
-	ReasonLegacyDisabled = "legacy_disabled"      // a trc handshake while legacy is off
-	ReasonAuthOff        = "authenticated_off"    // a TLS client while the router has no key
-	ReasonTLS            = "tls_failed"           // the TLS handshake failed
-	ReasonBadProof       = "bad_proof"            // the proof of the secret is wrong
-	ReasonProtected      = "protected"            // a legacy client on an authenticated tunnel
-	ReasonTooMany        = "too_many_tunnels"     // the registry is full
-	ReasonBadTicket      = "bad_ticket"           // a data connection with an unknown, used or expired ticket, or from another source
-	ReasonOther          = "error"                // anything else (yamux setup)
+	ReasonSourceRate     = "source_rate_limited"    // the source's handshakes per minute
+	ReasonSourceConns    = "source_conns_limited"   // the source's open connections
+	ReasonSourcePending  = "source_pending_limited" // the source's handshakes in progress
+	ReasonTooManyPending = "too_many_pending"       // handshakes in progress over all sources (Acceptor.MaxPending)
+	ReasonBadHandshake   = "bad_handshake"          // junk, timeout, malformed frames
+	ReasonUnknownSecret  = "unknown_secret"         // no live route references the secret
+	ReasonLegacyDisabled = "legacy_disabled"        // a trc handshake while legacy is off
+	ReasonAuthOff        = "authenticated_off"      // a TLS client while the router has no key
+	ReasonTLS            = "tls_failed"             // the TLS handshake failed
+	ReasonBadProof       = "bad_proof"              // the proof of the secret is wrong
+	ReasonProtected      = "protected"              // a legacy client on an authenticated tunnel
+	ReasonTooMany        = "too_many_tunnels"       // the registry is full
+	ReasonBadTicket      = "bad_ticket"             // a data connection with an unknown, used or expired ticket, or from another source
+	ReasonOther          = "error"                  // anything else (yamux setup)
 )
 
 // Refusals counts refused handshakes and logs them as one summary line per interval, so a

@@ -34,13 +34,26 @@ type Limits struct {
 	// whatever MaxStreamsPerTunnel says, and windows grow past the minimum (for bulk
 	// transfers) only within what the free stream slots leave.
 	TunnelMemory int
-	MaxStreams   int           // concurrent streams over all tunnels
-	OpenTimeout  time.Duration // wait for a free slot plus OpenStream
+	MaxStreams   int // concurrent streams over all tunnels
+	// TotalMemory bounds the receive buffers of all tunnels together in bytes, as
+	// TunnelMemory does for one: at most TotalMemory/MinStreamWindow streams overall, and
+	// windows grow only within what the free slots leave. 0: no bound over all tunnels
+	// (tests).
+	TotalMemory int
+	OpenTimeout time.Duration // wait for a free slot plus OpenStream
 }
 
 // StreamSlots is the number of concurrent streams one tunnel may have under l.
 func (l Limits) StreamSlots() int {
 	return max(1, min(l.MaxStreamsPerTunnel, l.TunnelMemory/MinStreamWindow))
+}
+
+// GlobalSlots is the number of concurrent streams all tunnels together may have under l.
+func (l Limits) GlobalSlots() int {
+	if l.TotalMemory <= 0 {
+		return max(1, l.MaxStreams)
+	}
+	return max(1, min(l.MaxStreams, l.TotalMemory/MinStreamWindow))
 }
 
 // Mux is a tunnel client's multiplexed connection with the memory budget of its streams.
@@ -54,7 +67,7 @@ type Mux struct {
 // NewMux starts the server side of yamux on conn with a receive-memory budget of
 // limits.TunnelMemory for its streams.
 func (r *Registry) NewMux(conn net.Conn, cfg *yamux.Config) (*Mux, error) {
-	b := newBudget(r.limits.TunnelMemory, r.limits.StreamSlots())
+	b := newBudget(r.limits.TunnelMemory, r.limits.StreamSlots(), r.mem)
 	s, err := yamux.Server(conn, cfg, b.span)
 	if err != nil {
 		return nil, err
@@ -73,6 +86,11 @@ type Session struct {
 	// dataMisses counts data connections that did not come, in a row; at DataMissLimit the
 	// session carries its connections inline for the rest of its life.
 	dataMisses atomic.Int32
+
+	// byRoute holds the open streams by the route they serve, so that a route that ends
+	// (deleted, or its name given to another secret) takes its streams with it.
+	smu     sync.Mutex
+	byRoute map[string]map[*Stream]struct{}
 }
 
 // DataMissLimit is how many tickets in a row may go unused before a session stops asking
@@ -111,6 +129,7 @@ func (s *Session) Streams() int { return s.mux.NumStreams() }
 type Registry struct {
 	limits Limits
 	global chan struct{}
+	mem    *budget // all tunnels' receive buffers (the parent of each tunnel's budget)
 	peak   peakStreams
 
 	mu       sync.Mutex
@@ -122,7 +141,21 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(l Limits) *Registry {
-	return &Registry{limits: l, global: make(chan struct{}, l.MaxStreams), sessions: map[string]*Session{}}
+	slots := l.GlobalSlots()
+	r := &Registry{limits: l, global: make(chan struct{}, slots), sessions: map[string]*Session{}}
+	if l.TotalMemory > 0 {
+		r.mem = newBudget(l.TotalMemory, slots, nil)
+	}
+	return r
+}
+
+// BufferBytes is the receive window all tunnels' streams hold now (bounded by
+// Limits.TotalMemory; 0 without that bound).
+func (r *Registry) BufferBytes() int {
+	if r.mem == nil {
+		return 0
+	}
+	return r.mem.Used()
 }
 
 // Label derives a printable name: the "<user>:" prefix tfgateway puts on secrets, or a
@@ -148,7 +181,7 @@ func (r *Registry) Register(secret string, mux *Mux) (*Session, error) {
 // cannot take a tunnel whose client proves the secret.
 func (r *Registry) RegisterAs(secret string, mux *Mux, authenticated bool) (*Session, error) {
 	s := &Session{Secret: secret, Label: Label(secret), Authenticated: authenticated, mux: mux,
-		slots: make(chan struct{}, r.limits.StreamSlots())}
+		slots: make(chan struct{}, r.limits.StreamSlots()), byRoute: map[string]map[*Stream]struct{}{}}
 	r.mu.Lock()
 	old := r.sessions[secret]
 	if old != nil && old.Authenticated && !authenticated && !old.mux.IsClosed() {
@@ -211,8 +244,11 @@ func (r *Registry) Get(secret string) (*Session, bool) {
 type Stream struct {
 	*yamux.Stream
 	Session *Session
+	route   string
 	once    sync.Once
 	release func()
+	revoked chan struct{}
+	revoke  sync.Once
 }
 
 // Close ends the stream for good and frees its slots once. A stream both sides finished
@@ -221,13 +257,60 @@ type Stream struct {
 // rather than after yamux's stream-close timeout. CloseWrite is the half-close.
 func (s *Stream) Close() error {
 	err := s.Reset()
-	s.once.Do(s.release)
+	s.once.Do(func() {
+		s.Session.forget(s)
+		s.release()
+	})
 	return err
+}
+
+// Revoked is closed when the stream's route ended (RevokeRoute): whoever carries the
+// stream's connection elsewhere (a data connection) closes it then.
+func (s *Stream) Revoked() <-chan struct{} { return s.revoked }
+
+func (s *Stream) revokeNow() {
+	s.revoke.Do(func() {
+		close(s.revoked)
+		_ = s.Reset()
+	})
+}
+
+// track records st under its route.
+func (s *Session) track(st *Stream) {
+	if st.route == "" {
+		return
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	m := s.byRoute[st.route]
+	if m == nil {
+		m = map[*Stream]struct{}{}
+		s.byRoute[st.route] = m
+	}
+	m[st] = struct{}{}
+}
+
+func (s *Session) forget(st *Stream) {
+	if st.route == "" {
+		return
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if m := s.byRoute[st.route]; m != nil {
+		delete(m, st)
+		if len(m) == 0 {
+			delete(s.byRoute, st.route)
+		}
+	}
 }
 
 // Open opens a stream to the tunnel registered for secret, waiting at most
 // limits.OpenTimeout for free slots (backpressure) and for the open itself.
-func (r *Registry) Open(secret string) (*Stream, error) {
+func (r *Registry) Open(secret string) (*Stream, error) { return r.OpenFor(secret, "") }
+
+// OpenFor is Open for a public connection to route (its host name): RevokeRoute(secret,
+// route) resets the streams opened for it. An empty route is not tracked.
+func (r *Registry) OpenFor(secret, route string) (*Stream, error) {
 	s, ok := r.Get(secret)
 	if !ok {
 		return nil, ErrNoTunnel
@@ -264,7 +347,48 @@ func (r *Registry) Open(secret string) (*Stream, error) {
 		}
 		return nil, err
 	}
-	return &Stream{Stream: st, Session: s, release: release}, nil
+	stream := &Stream{Stream: st, Session: s, route: route, release: release, revoked: make(chan struct{})}
+	s.track(stream)
+	return stream, nil
+}
+
+// CloseSecret closes the session registered for secret, if any (no route references the
+// secret any more): its streams are reset, the client sees its connection end, and the
+// session leaves the registry at once. It reports whether there was one.
+func (r *Registry) CloseSecret(secret string) bool {
+	r.mu.Lock()
+	s := r.sessions[secret]
+	if s != nil {
+		delete(r.sessions, secret)
+	}
+	n := len(r.sessions)
+	r.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	_ = s.mux.Close()
+	r.changed(n)
+	return true
+}
+
+// RevokeRoute resets the streams of secret's session opened for route (the route was
+// deleted or its name now belongs to another secret, which the session's client may not
+// serve) and returns how many there were.
+func (r *Registry) RevokeRoute(secret, route string) int {
+	s, ok := r.Get(secret)
+	if !ok || route == "" {
+		return 0
+	}
+	s.smu.Lock()
+	streams := make([]*Stream, 0, len(s.byRoute[route]))
+	for st := range s.byRoute[route] {
+		streams = append(streams, st)
+	}
+	s.smu.Unlock()
+	for _, st := range streams {
+		st.revokeNow()
+	}
+	return len(streams)
 }
 
 // CloseAll closes every session (shutdown).

@@ -18,6 +18,9 @@ type SourceLimits struct {
 	// MaxConnsPerSource bounds a source's open connections on the tunnel port (handshakes
 	// in progress and registered tunnels); 0: unlimited.
 	MaxConnsPerSource int
+	// MaxPendingPerSource bounds a source's connections still in their handshake (not yet a
+	// registered tunnel or a matched data connection); 0: unlimited.
+	MaxPendingPerSource int
 	// MaxSources is the size of the table (least recently seen sources are forgotten
 	// first), so memory stays bounded whatever addresses connect.
 	MaxSources int
@@ -32,6 +35,11 @@ const (
 	DefaultHandshakeBurst      = 300
 	DefaultMaxConnsPerSource   = 1024
 	DefaultMaxSources          = 65536
+	// DefaultMaxPendingPerSource: 512 connections in their handshake. A handshake takes a
+	// round trip or two and a data connection's ticket one packet, but a tunnel may have 256
+	// tickets waiting at once (DefaultPendingTickets), each a data connection on its way:
+	// two tunnels behind one address at their full burst.
+	DefaultMaxPendingPerSource = 512
 )
 
 // Sources is the per-source table: a fixed-size LRU of token buckets and connection
@@ -46,10 +54,11 @@ type Sources struct {
 }
 
 type source struct {
-	key    netip.Addr
-	tokens float64
-	last   time.Time
-	conns  int
+	key     netip.Addr
+	tokens  float64
+	last    time.Time
+	conns   int
+	pending int
 }
 
 // NewSources returns an empty table.
@@ -78,9 +87,10 @@ func SourceKey(a net.Addr) netip.Addr {
 }
 
 // Admit decides whether a new connection from key may go on: a handshake token is left (see
-// Charge) and the source is under its connection limit. If it may, release must be called
-// once when the connection closes; otherwise reason names the limit.
-func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
+// Charge) and the source is under its connection and pending limits. If it may, settle
+// must be called when its handshake ends (registered, matched or refused) and release
+// once when the connection closes (release settles too); otherwise reason names the limit.
+func (s *Sources) Admit(key netip.Addr) (release, settle func(), reason string) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -104,21 +114,44 @@ func (s *Sources) Admit(key netip.Addr) (release func(), reason string) {
 			src.tokens+now.Sub(src.last).Minutes()*float64(s.lim.HandshakesPerMinute))
 		src.last = now
 		if src.tokens < 1 {
-			return nil, ReasonSourceRate
+			return nil, nil, ReasonSourceRate
 		}
 	}
 	if s.lim.MaxConnsPerSource > 0 && src.conns >= s.lim.MaxConnsPerSource {
-		return nil, ReasonSourceConns
+		return nil, nil, ReasonSourceConns
+	}
+	if s.lim.MaxPendingPerSource > 0 && src.pending >= s.lim.MaxPendingPerSource {
+		return nil, nil, ReasonSourcePending
 	}
 	src.conns++
-	var once sync.Once
+	src.pending++
+	var settled, released sync.Once
+	settle = func() {
+		settled.Do(func() {
+			s.mu.Lock()
+			src.pending--
+			s.mu.Unlock()
+		})
+	}
 	return func() {
-		once.Do(func() {
+		settle()
+		released.Do(func() {
 			s.mu.Lock()
 			src.conns--
 			s.mu.Unlock()
 		})
-	}, ""
+	}, settle, ""
+}
+
+// Count returns the open and pending connections of key's source (tests).
+func (s *Sources) Count(key netip.Addr) (conns, pending int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok {
+		src := e.Value.(*source)
+		return src.conns, src.pending
+	}
+	return 0, 0
 }
 
 // Charge takes the handshake token of a connection from key that Admit let in: Admit only

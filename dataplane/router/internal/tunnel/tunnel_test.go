@@ -441,7 +441,7 @@ func TestBudgetBoundsStreamsAndGrowth(t *testing.T) {
 	if got := l.StreamSlots(); got != 4 {
 		t.Fatalf("slots = %d, want 4", got)
 	}
-	b := newBudget(l.TunnelMemory, l.StreamSlots())
+	b := newBudget(l.TunnelMemory, l.StreamSlots(), nil)
 	open := func() *span {
 		m, _ := b.span()
 		s := m.(*span)
@@ -461,7 +461,7 @@ func TestBudgetBoundsStreamsAndGrowth(t *testing.T) {
 	}
 	// two slots in a budget of eight minimum windows: one open stream may grow by six
 	l = Limits{MaxStreamsPerTunnel: 2, TunnelMemory: 8 * MinStreamWindow}
-	b = newBudget(l.TunnelMemory, l.StreamSlots())
+	b = newBudget(l.TunnelMemory, l.StreamSlots(), nil)
 	s1 = open()
 	if err := s1.ReserveMemory(6*MinStreamWindow, 128); err != nil {
 		t.Fatalf("growth within the spare budget: %v", err)
