@@ -3,7 +3,6 @@ package routes
 import (
 	"crypto/sha256"
 	"hash/maphash"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,14 +148,15 @@ func (t *Table) Apply(set map[string]Service, del []string) {
 			}
 		}
 		t.smu.Unlock()
-		for j, c := range changes {
-			if t.OnRevoke == nil {
-				break
+		if t.OnRevoke != nil {
+			seen := make(map[string]struct{}, len(changes))
+			for _, c := range changes {
+				if _, dup := seen[c.host]; dup {
+					continue // a host both set and deleted: one revocation
+				}
+				seen[c.host] = struct{}{}
+				ended = t.ended(ended, c.host, old[c.host], m[c.host])
 			}
-			if j > 0 && slices.ContainsFunc(changes[:j], func(p change) bool { return p.host == c.host }) {
-				continue // a host both set and deleted: one revocation
-			}
-			ended = t.ended(ended, c.host, old[c.host], m[c.host])
 		}
 		t.n.Add(int64(len(m) - len(old)))
 		t.dynamic[i].Store(&m)
