@@ -2,8 +2,6 @@ package tunnel
 
 import (
 	"errors"
-	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -15,28 +13,7 @@ import (
 // nothing: the most receive buffer a hostile tunnel client can make the router hold.
 func pairIn(t *testing.T, r *Registry, flood int) (*Mux, *yamux.Session) {
 	t.Helper()
-	a, b := net.Pipe()
-	srv, err := r.NewMux(a, MuxConfig(io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliCfg := yamux.DefaultConfig()
-	cliCfg.LogOutput = io.Discard
-	cli, err := yamux.Client(b, cliCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			st, err := cli.AcceptStream()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = st.Write(make([]byte, flood)) }()
-		}
-	}()
-	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
-	return srv, cli
+	return trcMux(t, r, func(st *yamux.Stream) { _, _ = st.Write(make([]byte, flood)) })
 }
 
 // The bound over all tunnels: TotalMemory/MinStreamWindow streams at once whatever each

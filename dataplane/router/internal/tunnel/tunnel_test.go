@@ -343,6 +343,17 @@ func TestKeepaliveFailureRemovesSession(t *testing.T) {
 // (DefaultConfig: 256 KiB stream windows, 64 KiB frames), whose streams are handed to serve.
 func trcPair(t *testing.T, r *Registry, secret string, serve func(*yamux.Stream)) *yamux.Session {
 	t.Helper()
+	srv, cli := trcMux(t, r, serve)
+	if _, err := r.Register(secret, srv); err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+// trcMux is the router's side of a tunnel under r (not registered) and a default-configured
+// go-yamux v1.2.4 client that hands every stream the router opens to serve.
+func trcMux(t *testing.T, r *Registry, serve func(*yamux.Stream)) (*Mux, *yamux.Session) {
+	t.Helper()
 	a, b := net.Pipe()
 	srv, err := r.NewMux(a, MuxConfig(io.Discard))
 	if err != nil {
@@ -364,10 +375,7 @@ func trcPair(t *testing.T, r *Registry, secret string, serve func(*yamux.Stream)
 		}
 	}()
 	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
-	if _, err := r.Register(secret, srv); err != nil {
-		t.Fatal(err)
-	}
-	return cli
+	return srv, cli
 }
 
 // A default-configured trc (go-yamux v1.2.4) carries bulk data both ways under the router's
