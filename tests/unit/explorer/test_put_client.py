@@ -40,6 +40,16 @@ def lean(base: str, timeout: float = 3.0, pool_size: int = 32) -> PutClient:
     return PutClient(base, Identity(SEED), timeout=timeout, pool_size=pool_size)
 
 
+@contextlib.asynccontextmanager
+async def leaned(base: str, pool_size: int = 32) -> AsyncIterator[PutClient]:
+    """`lean`'s client, closed when the block ends."""
+    c = lean(base, pool_size=pool_size)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
 async def test_the_explorer_sees_the_aiohttp_clients_request(explorer: Explorer) -> None:
     explorer.queue(reply(201), reply(201))
     c, old = lean(explorer.base), client(explorer)
@@ -60,11 +70,8 @@ async def test_the_explorer_sees_the_aiohttp_clients_request(explorer: Explorer)
 
 async def test_path_segments_are_escaped(explorer: Explorer) -> None:
     explorer.queue(reply(201))
-    c = lean(explorer.base)
-    try:
+    async with leaned(explorer.base) as c:
         await c.put_result("a/b c?", b"{}\n")
-    finally:
-        await c.aclose()
     assert [r.target for r in explorer.seen] == [f"{WORKLOADS}/a%2Fb%20c%3F"]
 
 
@@ -105,26 +112,20 @@ async def test_connections_are_kept_alive_and_bounded(explorer: Explorer) -> Non
         return web.Response(status=201, body=b"null\n")
 
     explorer.queue(*[slow_created] * 74)
-    c = lean(explorer.base, pool_size=4)
-    try:
+    async with leaned(explorer.base, pool_size=4) as c:
         for batch in range(4):
             await asyncio.gather(*(c.put_result(f"{batch}-{i}", b"{}\n") for i in range(16)))
         for i in range(10):
             await c.put_result(f"9-{i}", b"{}\n")
-    finally:
-        await c.aclose()
     assert len(explorer.seen) == 74
     assert len({r.peer for r in explorer.seen}) <= 4
     assert len({r.peer for r in explorer.seen[64:]}) == 1  # one at a time: one connection
 
 
 async def test_unreachable_explorer_is_retryable_without_a_status() -> None:
-    c = lean(f"http://127.0.0.1:{free_port()}/api/v1")
-    try:
+    async with leaned(f"http://127.0.0.1:{free_port()}/api/v1") as c:
         with pytest.raises(ExplorerError, match="request failure: cannot connect") as info:
             await c.put_result("1-1", b"{}\n")
-    finally:
-        await c.aclose()
     assert info.value.retryable
     assert info.value.status is None
 
@@ -311,38 +312,29 @@ async def test_chunked_bodies_informational_answers_and_keep_alive() -> None:
         writer.write(CREATED)
         await read_request(reader)
 
-    async with raw_server(script) as raw:
-        c = lean(raw.base)
-        try:
-            await c.put_result("1-1", b"{}\n")
-            with pytest.raises(ExplorerError, match=r"HTTP 503: maintenance$") as info:
-                await c.put_result("1-2", b"{}\n")
-            await c.put_result("1-3", b"{}\n")
-        finally:
-            await c.aclose()
+    async with raw_server(script) as raw, leaned(raw.base) as c:
+        await c.put_result("1-1", b"{}\n")
+        with pytest.raises(ExplorerError, match=r"HTTP 503: maintenance$") as info:
+            await c.put_result("1-2", b"{}\n")
+        await c.put_result("1-3", b"{}\n")
     assert info.value.retryable
     assert raw.connections == 1  # every answer complete: one connection for all three
 
 
 async def test_a_body_delimited_by_the_close_is_complete() -> None:
-    async with raw_server(answers(b"HTTP/1.0 201 Created\r\n\r\nnull\n")) as raw:
-        c = lean(raw.base)
-        try:
-            await c.put_result("1-1", b"{}\n")
-            await c.put_result("1-2", b"{}\n")
-        finally:
-            await c.aclose()
+    async with (
+        raw_server(answers(b"HTTP/1.0 201 Created\r\n\r\nnull\n")) as raw,
+        leaned(raw.base) as c,
+    ):
+        await c.put_result("1-1", b"{}\n")
+        await c.put_result("1-2", b"{}\n")
     assert raw.connections == 2
 
 
 async def test_a_huge_acknowledgement_is_abandoned_not_read() -> None:
     huge = b"HTTP/1.1 201 Created\r\nContent-Length: 100000000\r\n\r\n" + b" " * (2 << 20)
-    async with raw_server(answers(huge, then="hang")) as raw:
-        c = lean(raw.base)
-        try:
-            await c.put_result("1-1", b"{}\n")
-        finally:
-            await c.aclose()
+    async with raw_server(answers(huge, then="hang")) as raw, leaned(raw.base) as c:
+        await c.put_result("1-1", b"{}\n")
 
 
 async def test_a_kept_alive_connection_closed_by_the_server_is_retried_once() -> None:
@@ -355,13 +347,12 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_retried_once() ->
         writer.write(CREATED)
         seen.append(await read_request(reader))  # read, then dropped without an answer
 
-    async with raw_server(answers_one_then_drops, answers(CREATED, log=seen)) as raw:
-        c = lean(raw.base)
-        try:
-            await c.put_result("1-1", b"{}\n")
-            await c.put_result("1-2", b"{}\n")
-        finally:
-            await c.aclose()
+    async with (
+        raw_server(answers_one_then_drops, answers(CREATED, log=seen)) as raw,
+        leaned(raw.base) as c,
+    ):
+        await c.put_result("1-1", b"{}\n")
+        await c.put_result("1-2", b"{}\n")
     assert [r.split(b" ", 2)[1].rsplit(b"/", 1)[1] for r in seen] == [b"1-1", b"1-2", b"1-2"]
     assert raw.connections == 2
 
@@ -376,13 +367,9 @@ async def test_a_new_connection_closed_before_answering_is_not_retried() -> None
 
 async def test_connection_close_is_honoured() -> None:
     closing = b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 5\r\n\r\nnull\n"
-    async with raw_server(answers(closing, then="hang")) as raw:
-        c = lean(raw.base)
-        try:
-            await c.put_result("1-1", b"{}\n")
-            await c.put_result("1-2", b"{}\n")  # the first connection is not reused
-        finally:
-            await c.aclose()
+    async with raw_server(answers(closing, then="hang")) as raw, leaned(raw.base) as c:
+        await c.put_result("1-1", b"{}\n")
+        await c.put_result("1-2", b"{}\n")  # the first connection is not reused
     assert raw.connections == 2
 
 
