@@ -36,6 +36,7 @@ ps.buildPythonApplication {
   dependencies = [
     ps.aiohttp
     ps.base58
+    ps.httptools # llhttp: the request parser of its HTTP/1.1 server
     ps.pydantic
     ps.pynacl
     ps.uvloop # its event loop: less of the CPU shared with the gateway under test

@@ -1,9 +1,11 @@
-"""The development explorer's HTTP server (aiohttp): explorer endpoints + `/dev/` admin API.
+"""The development explorer's HTTP server: explorer endpoints + `/dev/` admin API.
 
 Explorer endpoints answer exactly as the real TFExplorer does (spec §3): JSON + "\\n" bodies,
 `null` for nothing, `{"error": …}` with the real status codes, `X-Last-Id` on polls, signatures
 checked on the two routes the explorer protects. The admin API lets tests, the demo and operators
 add users and workloads, mark deletions, inspect what the gateway sent and inject faults.
+HTTP itself is `http11` (httptools); the routes, the Go-style 404 and 405 answers of the
+explorer's paths, aiohttp's of `/dev/` and the fault injection are here.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from tfgateway_devexplorer.faults import (
@@ -30,6 +31,7 @@ from tfgateway_devexplorer.faults import (
     mangle_items,
     truncate_body,
 )
+from tfgateway_devexplorer.http11 import DROP, Answer, HTTPServer, Request, Result
 from tfgateway_devexplorer.netns import listening_socket
 from tfgateway_devexplorer.persistence import StateFile, StateFileError, apply_op, b64
 from tfgateway_devexplorer.signatures import CHALLENGE, Headers, SignatureError, verify
@@ -56,53 +58,45 @@ _ROUTE_ENDPOINTS: dict[str, Endpoint] = {
     "user": "user",
 }
 _M = TypeVar("_M", bound=BaseModel)
-_FAULT = web.RequestKey("fault", Decision)
 _FROM_RE = re.compile(r"[0-9]+")
-_GO_NOT_FOUND = b"404 page not found\n"
+_JSON = ("Content-Type", "application/json")
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_GO_NOT_FOUND = Answer(404, b"404 page not found\n", (_TEXT,))
+_GO_NOT_ALLOWED = Answer(405)  # net/http's 405 of gorilla/mux: no body, no Content-Type
+_NOT_FOUND = Answer(404, b"404: Not Found", (_TEXT,))  # aiohttp's, for /dev/
+_NULL = {status: Answer(status, b"null\n", (_JSON,)) for status in (200, 201)}
+_NO_FAULT = Decision()
+Handler = Callable[[Request], Answer]
+_SEGMENT = "[^{}/]+"  # aiohttp's `{name}`
 
 
 class LoadError(Exception):
     """A `--load` or `--state` file that cannot be used (message says why and where)."""
 
 
-def _json_response(
-    obj: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=encode(obj), status=status, headers=headers, content_type="application/json"
-    )
+def _json_response(obj: Any, status: int = 200, headers: Sequence[tuple[str, str]] = ()) -> Answer:
+    return Answer(status, encode(obj), (*headers, _JSON))
 
 
-def _admin_response(obj: Any, status: int = 200) -> web.Response:
+def _admin_response(obj: Any, status: int = 200) -> Answer:
     """Admin answers: plain JSON through the C encoder (large states, no Go fidelity needed)."""
     body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-    return web.Response(body=body, status=status, content_type="application/json")
+    return Answer(status, body, (_JSON,))
 
 
-def _views_response(store: Store, workloads: list[Workload], status: int = 200) -> web.Response:
+def _views_response(store: Store, workloads: list[Workload], status: int = 200) -> Answer:
     """Admin workload views (a list): each one's poll item spliced in as already-encoded text."""
     body = "[" + ",".join(store.summary_json(w) for w in workloads) + "]\n"
-    return web.Response(body=body.encode(), status=status, content_type="application/json")
+    return Answer(status, body.encode(), (_JSON,))
 
 
-def _view_response(store: Store, workload: Workload) -> web.Response:
+def _view_response(store: Store, workload: Workload) -> Answer:
     body = store.summary_json(workload) + "\n"
-    return web.Response(body=body.encode(), content_type="application/json")
+    return Answer(200, body.encode(), (_JSON,))
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str) -> Answer:
     return _json_response({"error": message}, status)
-
-
-def _drop(request: web.Request) -> web.StreamResponse:
-    """Close the client's connection without any answer (faults `down`, `drop_*`).
-
-    The transport is aborted; the empty response returned afterwards is never written.
-    """
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-    return web.Response(status=204)
 
 
 def _journaled(value: Any) -> Any:
@@ -131,11 +125,10 @@ class DevExplorer:
         self.port = port
         self.netns = tuple(netns)  # also listen on host:port inside these network namespaces
         self.state = StateFile(state_file) if state_file is not None else None
-        self._runner: web.AppRunner | None = None
-        self._sites: list[web.BaseSite] = []
+        self.http: HTTPServer | None = None
         self._pause_task: asyncio.Task[None] | None = None
         self._pause_starter: asyncio.Task[None] | None = None
-        self.app = self._build_app()
+        self._routes = self._build_routes()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -151,43 +144,26 @@ class DevExplorer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
-        )
-        await self._runner.setup()
+        self.http = HTTPServer(self.respond)
         await self._listen()
 
     async def _listen(self) -> None:
         """Listen on host:port, then on the same address and port in each `netns`."""
-        assert self._runner is not None
+        assert self.http is not None
         try:
-            site: web.BaseSite = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-            await site.start()
-            self._sites.append(site)
-            if self.port == 0:
-                # asyncio's Server, or uvloop's (no subclass of it): both have `sockets`
-                server = cast("asyncio.Server", site._server)
-                self.port = int(server.sockets[0].getsockname()[1])
+            self.port = await self.http.listen(self.host, self.port)
             for name in self.netns:
                 sock = listening_socket(name, self.host, self.port)
-                site = web.SockSite(self._runner, sock)
                 try:
-                    await site.start()
+                    await self.http.listen_on(sock)
                 except BaseException:
                     sock.close()
                     raise
-                self._sites.append(site)
         except BaseException:
-            await self._stop_listening()  # all or nothing
+            self.http.stop_listening()  # all or nothing
             raise
         where = "".join(f" and in network namespace {name}" for name in self.netns)
         log.info("development explorer listening on %s%s", self.admin_url, where)
-
-    async def _stop_listening(self) -> None:
-        sites, self._sites = self._sites, []
-        for site in sites:
-            with contextlib.suppress(Exception):
-                await site.stop()
 
     async def stop(self) -> None:
         """Stop serving and write a final snapshot (when `--state` is used)."""
@@ -196,9 +172,9 @@ class DevExplorer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
         self.save_state()
         if self.state is not None:
             self.state.close()
@@ -207,16 +183,15 @@ class DevExplorer:
         """Stop listening (connections refused, open ones closed) for `seconds`, then resume."""
         if self._pause_task is not None and not self._pause_task.done():
             self._pause_task.cancel()  # a new pause replaces the running one
-        await self._stop_listening()
-        if self._runner is not None and self._runner.server is not None:
-            for connection in list(self._runner.server.connections):
-                connection.force_close()
+        if self.http is not None:
+            self.http.stop_listening()
+            self.http.close_connections()
         log.warning("listener paused for %.1f s", seconds)
         self._pause_task = asyncio.create_task(self._resume_after(seconds))
 
     async def _resume_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        while self._runner is not None:
+        while self.http is not None:
             try:
                 await self._listen()
             except OSError as exc:  # someone took the port meanwhile: keep trying
@@ -286,104 +261,139 @@ class DevExplorer:
 
     # -- app -----------------------------------------------------------------------------
 
-    def _build_app(self) -> web.Application:
-        app = web.Application(
-            middlewares=[self._faults_middleware],
-            client_max_size=16 * 1024 * 1024,
-        )
-        r = app.router
-        r.add_post(f"{API}/gateways", self._register, name="register")
-        r.add_post(f"{API}/gateways/{{node_id}}/uptime", self._uptime, name="uptime")
-        r.add_post(
+    def _build_routes(self) -> list[tuple[re.Pattern[str], dict[str, tuple[Handler, str | None]]]]:
+        """The routes as aiohttp had them: `{name}` is one path segment, a GET route answers
+        HEAD too; one regular expression per path with its handlers by method."""
+        routes: dict[str, dict[str, tuple[Handler, str | None]]] = {}
+
+        def add(method: str, path: str, handler: Handler, name: str | None = None) -> None:
+            pattern = re.sub(
+                r"\{(\w+)(?::([^}]+))?\}",
+                lambda m: f"(?P<{m[1]}>{m[2] or _SEGMENT})",
+                path,
+            )
+            methods = routes.setdefault(pattern, {})
+            methods[method] = (handler, name)
+            if method == "GET":
+                methods["HEAD"] = (handler, name)
+
+        add("POST", f"{API}/gateways", self._register, "register")
+        add("POST", f"{API}/gateways/{{node_id}}/uptime", self._uptime, "uptime")
+        add(
+            "POST",
             f"{API}/gateways/{{node_id}}/reserved_resources",
             self._reserved_resources,
-            name="reserved_resources",
+            "reserved_resources",
         )
-        r.add_get(f"{API}/reservations/nodes/{{node_id}}/workloads", self._poll, name="poll")
+        add("GET", f"{API}/reservations/nodes/{{node_id}}/workloads", self._poll, "poll")
         gwid_path = f"{API}/reservations/nodes/{{node_id}}/workloads/{{gwid:[0-9]+-[0-9]+}}"
-        r.add_put(gwid_path, self._put_result, name="result")
-        r.add_delete(gwid_path, self._put_deleted, name="delete")
-        r.add_get(f"{API}/users/{{tid}}", self._user, name="user")
+        add("PUT", gwid_path, self._put_result, "result")
+        add("DELETE", gwid_path, self._put_deleted, "delete")
+        add("GET", f"{API}/users/{{tid}}", self._user, "user")
         # admin API
-        r.add_get("/dev/health", self._admin_health)
-        r.add_post("/dev/users", self._admin_add_users)
-        r.add_get("/dev/users", self._admin_list_users)
-        r.add_post("/dev/workloads", self._admin_add_workloads)
-        r.add_get("/dev/workloads", self._admin_list_workloads)
-        r.add_get("/dev/workloads/{id:[0-9]+}", self._admin_get_workload)
-        r.add_post("/dev/workloads/{id:[0-9]+}/delete", self._admin_delete_workload)
-        r.add_delete("/dev/workloads/{id:[0-9]+}", self._admin_delete_workload)
-        r.add_post("/dev/workloads/{id:[0-9]+}/next_action", self._admin_next_action)
-        r.add_get("/dev/state", self._admin_state)
-        r.add_get("/dev/progress", self._admin_progress)
-        r.add_get("/dev/faults", self._admin_get_faults)
-        r.add_put("/dev/faults", self._admin_set_faults)
-        r.add_delete("/dev/faults", self._admin_clear_faults)
-        r.add_post("/dev/listener/pause", self._admin_pause)
-        r.add_post("/dev/reset", self._admin_reset)
-        return app
+        add("GET", "/dev/health", self._admin_health)
+        add("POST", "/dev/users", self._admin_add_users)
+        add("GET", "/dev/users", self._admin_list_users)
+        add("POST", "/dev/workloads", self._admin_add_workloads)
+        add("GET", "/dev/workloads", self._admin_list_workloads)
+        add("GET", "/dev/workloads/{id:[0-9]+}", self._admin_get_workload)
+        add("POST", "/dev/workloads/{id:[0-9]+}/delete", self._admin_delete_workload)
+        add("DELETE", "/dev/workloads/{id:[0-9]+}", self._admin_delete_workload)
+        add("POST", "/dev/workloads/{id:[0-9]+}/next_action", self._admin_next_action)
+        add("GET", "/dev/state", self._admin_state)
+        add("GET", "/dev/progress", self._admin_progress)
+        add("GET", "/dev/faults", self._admin_get_faults)
+        add("PUT", "/dev/faults", self._admin_set_faults)
+        add("DELETE", "/dev/faults", self._admin_clear_faults)
+        add("POST", "/dev/listener/pause", self._admin_pause)
+        add("POST", "/dev/reset", self._admin_reset)
+        return [(re.compile(pattern), methods) for pattern, methods in routes.items()]
 
-    @web.middleware
-    async def _faults_middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        route_name = request.match_info.route.name
-        endpoint = _ROUTE_ENDPOINTS.get(route_name or "")
-        decision = self.faults.decide(endpoint) if endpoint is not None else Decision()
-        request[_FAULT] = decision
+    def _route(self, request: Request) -> Handler | Answer:
+        """The handler of the request (its match_info and route name set), or the 404 / 405
+        answer: Go's for the explorer's paths (gorilla/mux and net/http), aiohttp's for /dev/."""
+        allowed: set[str] = set()
+        for pattern, methods in self._routes:
+            match = pattern.fullmatch(request.path)
+            if match is None:
+                continue
+            found = methods.get(request.method)
+            if found is None:
+                allowed.update(methods)
+                continue
+            request.match_info = match.groupdict()
+            request.route = found[1]
+            return found[0]
+        admin = request.path.startswith("/dev/")
+        if not allowed:
+            return _NOT_FOUND if admin else _GO_NOT_FOUND
+        if not admin:
+            return _GO_NOT_ALLOWED
+        return Answer(
+            405, b"405: Method Not Allowed", (_TEXT, ("Allow", ",".join(sorted(allowed))))
+        )
+
+    def respond(self, request: Request) -> Result | Awaitable[Result]:
+        """Answer one request: synchronously, unless a fault delays it."""
+        handler = self._route(request)
+        if isinstance(handler, Answer):
+            return handler
+        endpoint = _ROUTE_ENDPOINTS.get(request.route or "")
+        decision = self.faults.decide(endpoint) if endpoint is not None else _NO_FAULT
+        request.fault = decision
+        if not (decision.latency or decision.slow_answer):
+            return self._handle(request, handler, decision)
+        return self._handle_late(request, handler, decision)
+
+    async def _handle_late(self, request: Request, handler: Handler, decision: Decision) -> Result:
+        if decision.latency:
+            await asyncio.sleep(decision.latency)
+        if decision.drop_before or decision.error_status is not None:
+            return self._handle(request, handler, decision)
+        answer = self._answer(request, handler)
+        if decision.slow_answer:
+            # handled and stored: only the answer is late (the client may have given up)
+            await asyncio.sleep(decision.slow_answer)
+        return self._after(answer, decision)
+
+    def _handle(self, request: Request, handler: Handler, decision: Decision) -> Result:
+        if decision.drop_before:
+            return DROP
+        if decision.error_status is not None:
+            return _error(decision.error_status, "injected fault")
+        return self._after(self._answer(request, handler), decision)
+
+    @staticmethod
+    def _answer(request: Request, handler: Handler) -> Answer:
         try:
-            if decision.latency:
-                await asyncio.sleep(decision.latency)
-            if decision.drop_before:
-                return _drop(request)
-            if decision.error_status is not None:
-                return _error(decision.error_status, "injected fault")
-            try:
-                response = await handler(request)
-            except web.HTTPNotFound:
-                if request.path.startswith("/dev/"):
-                    raise
-                response = web.Response(
-                    body=_GO_NOT_FOUND, status=404, content_type="text/plain", charset="utf-8"
-                )
-            except web.HTTPMethodNotAllowed:
-                if request.path.startswith("/dev/"):
-                    raise
-                response = web.Response(status=405)
-            if decision.slow_answer:
-                # handled and stored: only the answer is late (the client may have given up)
-                await asyncio.sleep(decision.slow_answer)
-            if decision.drop_after:
-                return _drop(request)
-            if (decision.truncate or decision.malformed) and isinstance(response, web.Response):
-                body = response.body if isinstance(response.body, bytes) else b""
-                new = truncate_body(body) if decision.truncate else corrupt_body(body)
-                response = web.Response(
-                    body=new,
-                    status=response.status,
-                    headers={k: v for k, v in response.headers.items() if k.lower() == "x-last-id"},
-                    content_type="application/json",
-                )
-            return response
-        except web.HTTPException:
-            raise
+            return handler(request)
         except Exception:
             log.exception("unexpected error on %s %s", request.method, request.path)
             return _error(500, "internal error in the development explorer")
 
+    @staticmethod
+    def _after(answer: Answer, decision: Decision) -> Result:
+        if decision.drop_after:
+            return DROP
+        if decision.truncate or decision.malformed:
+            body = truncate_body(answer.body) if decision.truncate else corrupt_body(answer.body)
+            kept = tuple((k, v) for k, v in answer.headers if k.lower() == "x-last-id")
+            return Answer(answer.status, body, (*kept, _JSON))
+        return answer
+
     # -- explorer endpoints --------------------------------------------------------------
 
-    async def _register(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    def _register(self, request: Request) -> Answer:
+        body = request.body
         try:
             self._apply("register", body=body)
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         log.info("gateway registered")
-        return _json_response(None, 201)
+        return _NULL[201]
 
-    def _authenticate(self, request: web.Request) -> str | web.Response:
-        headers = Headers(list(request.headers.items()))
+    def _authenticate(self, request: Request) -> str | Answer:
+        headers = Headers(request.headers)
         try:
             return verify(
                 headers,
@@ -393,30 +403,28 @@ class DevExplorer:
             )
         except SignatureError as exc:
             # Go sets no Content-Type here, so net/http sniffs it as text/plain.
-            return web.Response(
-                body=encode({"error": f"unauthorized access: {exc}"}),
-                status=401,
-                headers={"WWW-Authenticate": CHALLENGE},
-                content_type="text/plain",
-                charset="utf-8",
+            return Answer(
+                401,
+                encode({"error": f"unauthorized access: {exc}"}),
+                (("WWW-Authenticate", CHALLENGE), _TEXT),
             )
 
-    async def _uptime(self, request: web.Request) -> web.Response:
+    def _uptime(self, request: Request) -> Answer:
         key_id = self._authenticate(request)
-        if isinstance(key_id, web.Response):
+        if isinstance(key_id, Answer):
             return key_id
-        body = await request.read()
+        body = request.body
         try:
             self._apply("uptime", node_id=request.match_info["node_id"], key_id=key_id, body=body)
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(None)
+        return _NULL[200]
 
-    async def _reserved_resources(self, request: web.Request) -> web.Response:
+    def _reserved_resources(self, request: Request) -> Answer:
         key_id = self._authenticate(request)
-        if isinstance(key_id, web.Response):
+        if isinstance(key_id, Answer):
             return key_id
-        body = await request.read()
+        body = request.body
         try:
             self._apply(
                 "reserved_resources",
@@ -426,32 +434,24 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(None)
+        return _NULL[200]
 
-    async def _poll(self, request: web.Request) -> web.Response:
-        values = request.query.getall("from", [])
+    def _poll(self, request: Request) -> Answer:
+        values = request.query.get("from", [])
         if not values or not _FROM_RE.fullmatch(values[0]):
             # gorilla/mux: the route requires from=\d+, otherwise nothing matches
-            return web.Response(
-                body=_GO_NOT_FOUND, status=404, content_type="text/plain", charset="utf-8"
-            )
+            return _GO_NOT_FOUND
         try:
             workloads, last_id = self.store.poll(request.match_info["node_id"], values[0])
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        decision = request[_FAULT]
         items: list[Any] = [self.store.poll_item(w) for w in workloads]
-        items = mangle_items(items, decision)
+        items = mangle_items(items, request.fault)
         body = encode(items if items else None)
-        return web.Response(
-            body=body,
-            status=200,
-            headers={"X-Last-Id": str(last_id)},
-            content_type="application/json",
-        )
+        return Answer(200, body, (("X-Last-Id", str(last_id)), _JSON))
 
-    async def _put_result(self, request: web.Request) -> web.Response:
-        body = await request.read()
+    def _put_result(self, request: Request) -> Answer:
+        body = request.body
         try:
             self._apply(
                 "put_result",
@@ -461,9 +461,9 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(None, 201)
+        return _NULL[201]
 
-    async def _put_deleted(self, request: web.Request) -> web.Response:
+    def _put_deleted(self, request: Request) -> Answer:
         try:
             self._apply(
                 "put_deleted",
@@ -472,9 +472,9 @@ class DevExplorer:
             )
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
-        return _json_response(None)
+        return _NULL[200]
 
-    async def _user(self, request: web.Request) -> web.Response:
+    def _user(self, request: Request) -> Answer:
         try:
             user = self.store.get_user(request.match_info["tid"])
         except ExplorerError as exc:
@@ -484,9 +484,9 @@ class DevExplorer:
     # -- admin API -----------------------------------------------------------------------
 
     @staticmethod
-    async def _admin_body(request: web.Request) -> Any:
+    def _admin_body(request: Request) -> Any:
         try:
-            return json.loads(await request.read())
+            return json.loads(request.body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ExplorerError(400, f"request body is not valid JSON: {exc}") from None
 
@@ -497,12 +497,12 @@ class DevExplorer:
         except ValidationError as exc:
             raise ExplorerError(400, describe_validation_error(exc, where)) from None
 
-    async def _admin_health(self, request: web.Request) -> web.Response:
+    def _admin_health(self, request: Request) -> Answer:
         return _admin_response({"ok": True, "explorer_url": self.url})
 
-    async def _admin_add_users(self, request: web.Request) -> web.Response:
+    def _admin_add_users(self, request: Request) -> Answer:
         try:
-            body = await self._admin_body(request)
+            body = self._admin_body(request)
             many = isinstance(body, list)
             items = body if many else [body]
             specs = [
@@ -514,12 +514,12 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         return _admin_response([u.wire() for u in users], 201)
 
-    async def _admin_list_users(self, request: web.Request) -> web.Response:
+    def _admin_list_users(self, request: Request) -> Answer:
         return _admin_response([u.wire() for u in self.store.users.values()])
 
-    async def _admin_add_workloads(self, request: web.Request) -> web.Response:
+    def _admin_add_workloads(self, request: Request) -> Answer:
         try:
-            body = await self._admin_body(request)
+            body = self._admin_body(request)
             many = isinstance(body, list)
             items = body if many else [body]
             specs = [
@@ -531,8 +531,8 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         return _views_response(self.store, workloads, 201)
 
-    def _selected(self, request: web.Request) -> list[Workload]:
-        query = request.query
+    def _selected(self, request: Request) -> list[Workload]:
+        query = {name: values[0] for name, values in request.query.items()}
         selected = []
         for workload_id in sorted(self.store.workloads):
             workload = self.store.workloads[workload_id]
@@ -545,17 +545,17 @@ class DevExplorer:
             selected.append(workload)
         return selected
 
-    async def _admin_list_workloads(self, request: web.Request) -> web.Response:
+    def _admin_list_workloads(self, request: Request) -> Answer:
         return _views_response(self.store, self._selected(request))
 
-    async def _admin_get_workload(self, request: web.Request) -> web.Response:
+    def _admin_get_workload(self, request: Request) -> Answer:
         try:
             workload = self.store.workload(int(request.match_info["id"]))
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         return _view_response(self.store, workload)
 
-    async def _admin_delete_workload(self, request: web.Request) -> web.Response:
+    def _admin_delete_workload(self, request: Request) -> Answer:
         try:
             workload = self._apply(
                 "set_next_action", id=int(request.match_info["id"]), next_action=NEXT_DELETE
@@ -564,9 +564,9 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         return _view_response(self.store, workload)
 
-    async def _admin_next_action(self, request: web.Request) -> web.Response:
+    def _admin_next_action(self, request: Request) -> Answer:
         try:
-            body = await self._admin_body(request)
+            body = self._admin_body(request)
             value = body.get("next_action") if isinstance(body, dict) else None
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
                 raise ExplorerError(400, 'body must be {"next_action": 0..255}')
@@ -577,39 +577,39 @@ class DevExplorer:
             return _error(exc.status, exc.message)
         return _view_response(self.store, workload)
 
-    async def _admin_state(self, request: web.Request) -> web.Response:
+    def _admin_state(self, request: Request) -> Answer:
         # store.state() plus `faults` and `time`, its large parts encoded once (store.state_json)
         extra = json.dumps(
             {"faults": self.faults.status(), "time": time.time()}, separators=(",", ":")
         )
         body = self.store.state_json()[:-1] + "," + extra[1:] + "\n"
-        return web.Response(body=body.encode(), content_type="application/json")
+        return Answer(200, body.encode(), (_JSON,))
 
-    async def _admin_progress(self, request: web.Request) -> web.Response:
-        node_id = request.query.get("node_id", "")
+    def _admin_progress(self, request: Request) -> Answer:
+        node_id = next(iter(request.query.get("node_id", [])), "")
         if not node_id:
             return _error(400, "node_id is required: /dev/progress?node_id=<gateway node id>")
         return _admin_response(self.store.progress(node_id))
 
-    async def _admin_get_faults(self, request: web.Request) -> web.Response:
+    def _admin_get_faults(self, request: Request) -> Answer:
         return _admin_response(self.faults.status())
 
-    async def _admin_set_faults(self, request: web.Request) -> web.Response:
+    def _admin_set_faults(self, request: Request) -> Answer:
         try:
-            plan = self._validate(FaultPlan, await self._admin_body(request))
+            plan = self._validate(FaultPlan, self._admin_body(request))
         except ExplorerError as exc:
             return _error(exc.status, exc.message)
         self.faults.set_plan(plan)
         log.warning("fault plan set: %s", plan.model_dump(exclude_defaults=True))
         return _admin_response(self.faults.status())
 
-    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
+    def _admin_clear_faults(self, request: Request) -> Answer:
         self.faults.clear()
         return _admin_response(self.faults.status())
 
-    async def _admin_pause(self, request: web.Request) -> web.Response:
+    def _admin_pause(self, request: Request) -> Answer:
         try:
-            body = await self._admin_body(request)
+            body = self._admin_body(request)
             seconds = body.get("seconds") if isinstance(body, dict) else None
             if not isinstance(seconds, int | float) or isinstance(seconds, bool):
                 raise ExplorerError(400, 'body must be {"seconds": N}')
@@ -625,7 +625,7 @@ class DevExplorer:
         await asyncio.sleep(0.05)  # let the admin answer reach the client
         await self.pause(seconds)
 
-    async def _admin_reset(self, request: web.Request) -> web.Response:
+    def _admin_reset(self, request: Request) -> Answer:
         self._apply("reset")
         self.faults.clear()
         return _admin_response({"ok": True})
