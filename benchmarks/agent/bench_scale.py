@@ -19,10 +19,12 @@ own and by inclusive samples are printed (raw stacks in DIR).
 
 With `--baseline REV` the agent of another git revision (its agent/src, e.g. `main`) runs
 each size too, the two agents taking turns going first, in columns side by side; with
-`--baseline-explorer` as well, that revision's development explorer serves its runs.
+`--baseline-explorer` as well, that revision's development explorer serves its runs; with
+`--baseline-explorer-only` instead, the baseline runs are this agent served by REV's
+development explorer (the explorers compared, the same agent in both columns).
 
 Usage: benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds 1] [--poll-interval 1]
-       [--profile DIR] [--baseline REV [--baseline-explorer]]
+       [--profile DIR] [--baseline REV [--baseline-explorer | --baseline-explorer-only]]
 """
 
 from __future__ import annotations
@@ -197,9 +199,11 @@ class BaselineGateway(Gateway):
     agent_src: Path | None = None
     explorer_too = False
     """`--baseline-explorer`: that revision's development explorer (devexplorer/src) too."""
+    agent_too = True
+    """False with `--baseline-explorer-only`: only the explorer is that revision's."""
 
     def spawn(self, name: str, args: Sequence[str], ns: Any = None, env: Any = None) -> Process:
-        if name == "agent" and self.agent_src is not None:
+        if name == "agent" and self.agent_src is not None and self.agent_too:
             env = {**(env or {}), "PYTHONPATH": f"{self.agent_src}:{REPO}"}
         if name == "explorer" and self.agent_src is not None and self.explorer_too:
             explorer_src = self.agent_src.parents[1] / "devexplorer" / "src"
@@ -226,7 +230,8 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
     workdir = Path(tempfile.mkdtemp(prefix="tfgw-scale-"))
     gateway = BaselineGateway(workdir, poll_interval=args.poll_interval, dns_query_log=False)
     gateway.agent_src = src
-    gateway.explorer_too = args.baseline_explorer
+    gateway.explorer_too = args.baseline_explorer or args.baseline_explorer_only
+    gateway.agent_too = not args.baseline_explorer_only
     with gateway as gw:
         user = gw.add_user()
         prefix = "s"
@@ -305,6 +310,9 @@ def report(results: dict[tuple[str, int], list[Run]], args: argparse.Namespace) 
     print(f"\nAgent at scale: N workloads (N/2 names, each a subdomain + a proxy) created at "
           f"once, agent --poll-interval {args.poll_interval:g}; medians of {args.rounds} round(s); "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if args.baseline_explorer_only:
+        print(f"column {args.baseline[:12]}: this agent with {args.baseline}'s development "
+              "explorer; column this: this agent with this explorer")  # fmt: skip
     print(f"{'metric':48}" + "".join(f"{f'{a} N={s:,}':>18}" for a, s in sizes))
     rows: list[tuple[str, list[str]]] = [
         ("created in the explorer, s", med(lambda r: r.created_s)),
@@ -351,9 +359,17 @@ def main() -> int:
         action="store_true",
         help="the baseline runs with REV's development explorer too (its CPU compared as well)",
     )
+    parser.add_argument(
+        "--baseline-explorer-only",
+        action="store_true",
+        help="the baseline runs are this agent with REV's development explorer (the explorers "
+        "compared, the same agent)",
+    )
     args = parser.parse_args()
-    if args.baseline_explorer and not args.baseline:
-        parser.error("--baseline-explorer needs --baseline REV")
+    if (args.baseline_explorer or args.baseline_explorer_only) and not args.baseline:
+        parser.error("--baseline-explorer and --baseline-explorer-only need --baseline REV")
+    if args.baseline_explorer and args.baseline_explorer_only:
+        parser.error("--baseline-explorer or --baseline-explorer-only, not both")
     sizes = [int(v) for v in args.sizes.split(",")]
     if any(s < 2 or s % 2 for s in sizes):
         parser.error("--sizes: even counts ≥ 2 (each name is a subdomain + a proxy)")

@@ -2,7 +2,7 @@
 # Agent benchmarks.
 #   benchmarks/agent/run.sh [client] [--puts N] [--rounds R] [--concurrency C]
 #       CPU per result PUT of the explorer client, httpx (before) vs aiohttp (now) vs the result sender's lean client
-#   benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds R] [--poll-interval S] [--profile DIR] [--baseline REV [--baseline-explorer]]
+#   benchmarks/agent/run.sh scale [--sizes 5000,50000] [--rounds R] [--poll-interval S] [--profile DIR] [--baseline REV [--baseline-explorer | --baseline-explorer-only]]
 #       N workloads created at once → live in redis and acknowledged (root: network namespaces)
 #   benchmarks/agent/run.sh cpu [--baseline REV] [--rounds R] [--workloads N]
 #       CPU per workload in the agent's own process (job work, primitives on redis), REV vs this
