@@ -338,8 +338,9 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
 class HTTPServer:
     """Listeners and connections of one `respond` function."""
 
-    def __init__(self, respond: Responder) -> None:
+    def __init__(self, respond: Responder, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.respond = respond
+        self.idle_timeout = idle_timeout
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Future[Result]] = set()
         self.listeners: list[asyncio.AbstractServer] = []
@@ -386,12 +387,13 @@ class HTTPServer:
 
     def _sweep_later(self) -> None:
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_EVERY, self._sweep)
+            every = min(_SWEEP_EVERY, self.idle_timeout / 2)
+            self._sweeper = asyncio.get_running_loop().call_later(every, self._sweep)
 
     def _sweep(self) -> None:
-        """Close the connections idle for `IDLE_TIMEOUT` (nothing held for dead clients)."""
+        """Close the connections idle for `idle_timeout` (nothing held for dead clients)."""
         self._sweeper = None
-        deadline = time.monotonic() - IDLE_TIMEOUT
+        deadline = time.monotonic() - self.idle_timeout
         for connection in list(self.connections):
             if not connection.busy and connection.last_active < deadline:
                 connection.close()
