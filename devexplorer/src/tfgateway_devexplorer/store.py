@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import base58
@@ -380,7 +381,7 @@ class Store:
         self.polls: dict[str, dict[str, Any]] = {}
         self._wire: dict[int, RawJSON] = {}  # encoded poll item per workload id
         self._admin_wire: dict[int, str] = {}  # the same, as the admin API shows it
-        self._admin_result: dict[int, str] = {}  # `"id":{result}` of GET /dev/state
+        self._admin_result: dict[int, str] = {}  # `{result}` of GET /dev/state and views
         self._histories = {
             name: _EncodedHistory()
             for name in ("uptime_posts", "reserved_posts", "result_puts", "deletes")
@@ -776,7 +777,26 @@ class Store:
         }
 
     def summary_json(self, workload: Workload) -> str:
-        """`summary` as compact JSON, the wire item spliced in as text (no decode/encode)."""
+        """`summary` as compact JSON, the wire item spliced in as text (no decode/encode).
+
+        The usual workload (integers and strings where they belong) through one format
+        string: the text `json.dumps` gives, its result's encoding kept with `/dev/state`'s."""
+        w = workload
+        if (
+            type(w.id) is int
+            and type(w.workload_id) is int
+            and type(w.customer_tid) is int
+            and type(w.next_action) is int
+            and type(w.node_id) is str
+            and type(w.queued) is bool
+        ):
+            esc = encode_basestring_ascii
+            return (
+                f'{{"id":{w.id},"gwid":{esc(w.gwid)},"type":{esc(w.type_name)},'
+                f'"node_id":{esc(w.node_id)},"customer_tid":{w.customer_tid},'
+                f'"next_action":{w.next_action},"queued":{"true" if w.queued else "false"},'
+                f'"result":{self._result_json(w)},"wire":{self.admin_wire(w)}}}'
+            )
         head = dict(self.summary(workload))
         del head["wire"]
         text = json.dumps(head, separators=(",", ":"))
@@ -797,12 +817,14 @@ class Store:
             "users": [u.wire() for u in self.users.values()],
         }
 
-    def _result_member(self, workload: Workload) -> str:
+    def _result_json(self, workload: Workload) -> str:
         text = self._admin_result.get(workload.id)
         if text is None:
-            text = f'"{workload.id}":{_dumps(workload.result.as_dict())}'
-            self._admin_result[workload.id] = text
+            text = self._admin_result[workload.id] = _dumps(workload.result.as_dict())
         return text
+
+    def _result_member(self, workload: Workload) -> str:
+        return f'"{workload.id}":{self._result_json(workload)}'
 
     def state_json(self) -> str:
         """`state()` as compact JSON text (the same text `json.dumps` gives), without

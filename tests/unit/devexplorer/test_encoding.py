@@ -196,6 +196,31 @@ def test_admin_view_is_the_summary_with_its_wire_item() -> None:
     assert json.loads(store.summary_json(plain))["wire"]["result"]["state"] == 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    node=texts,
+    type_=st.sampled_from(["subdomain", "proxy", 7, 255]),
+    tid=st.integers(min_value=0, max_value=2**63 - 1),
+    next_action=st.integers(min_value=0, max_value=255),
+    message=texts,
+    state=st.sampled_from([0, 1, 2, 3]),
+)
+def test_admin_view_text_is_json_dumps_of_the_summary(
+    node: str, type_: str | int, tid: int, next_action: int, message: str, state: int
+) -> None:
+    """The view's format string writes the text `json.dumps` writes, byte for byte."""
+    store = Store()
+    spec = {"type": type_, "node_id": node, "customer_tid": tid, "next_action": next_action}
+    workload = store.add_workload(WorkloadSpec.model_validate(spec))
+    for _ in range(2):  # before and after a result
+        head = dict(store.summary(workload))
+        del head["wire"]
+        text = json.dumps(head, separators=(",", ":"))
+        assert store.summary_json(workload) == f'{text[:-1]},"wire":{store.admin_wire(workload)}}}'
+        body = json.dumps({"state": state, "message": message, "data_json": {"m": message}})
+        store.put_result(node, workload.gwid, body.encode())
+
+
 def test_invalid_utf8_in_data_json_is_kept_for_the_gateway_and_escaped_for_admins() -> None:
     """Go keeps a RawMessage's bytes as they came (vector raw/invalid-utf8-in-string): the
     poll answer carries them back; the admin view (UTF-8 JSON) shows them as escapes."""
