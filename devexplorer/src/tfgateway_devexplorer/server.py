@@ -42,7 +42,7 @@ from tfgateway_devexplorer.specs import (
     WorkloadSpec,
     describe_validation_error,
 )
-from tfgateway_devexplorer.store import ExplorerError, Store, Workload
+from tfgateway_devexplorer.store import ExplorerError, Store, Workload, compact_json
 from tfgateway_devexplorer.wire import encode
 
 log = logging.getLogger("tfgateway_devexplorer")
@@ -80,7 +80,7 @@ def _json_response(obj: Any, status: int = 200, headers: Sequence[tuple[str, str
 
 def _admin_response(obj: Any, status: int = 200) -> Answer:
     """Admin answers: plain JSON through the C encoder (large states, no Go fidelity needed)."""
-    body = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    body = compact_json(obj).encode() + b"\n"
     return Answer(status, body, (_JSON,))
 
 

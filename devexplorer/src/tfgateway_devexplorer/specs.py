@@ -8,6 +8,7 @@ so the workload spec deliberately accepts any JSON value for the type-specific f
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -131,7 +132,7 @@ class WorkloadSpec(BaseModel):
         workload_type_number(value)
         return value
 
-    @property
+    @cached_property
     def type_number(self) -> int:
         return workload_type_number(self.type)
 

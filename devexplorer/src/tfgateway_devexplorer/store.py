@@ -171,8 +171,8 @@ class Workload:
         return (
             not self.overrides
             and not self.remove
-            and all(type(v) is int for v in ints)
-            and all(type(v) is str for v in strs)
+            and set(map(type, ints)) == _INT
+            and set(map(type, strs)) == _STR
             and _COMMON_KEYS.isdisjoint(self.type_fields)
         )
 
@@ -204,7 +204,29 @@ class Workload:
         )
         if not self.type_fields:
             return text + "}"
-        return text + "," + marshal_text(self.type_fields)[1:]
+        return text + "," + _fields_text(self.type_fields)[1:]
+
+
+_INT = {int}
+_STR = {str}
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    """`marshal_text(fields)` for a type's usual fields (strings, integers, lists of strings)
+    without the general encoder's recursion; anything else through it."""
+    s = go_string
+    parts = []
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is str:
+            parts.append(f"{s(key)}:{s(value)}")
+        elif kind is int:
+            parts.append(f"{s(key)}:{value}")
+        elif kind is list and set(map(type, value)) <= _STR:
+            parts.append(f"{s(key)}:[{','.join(map(s, value))}]")
+        else:
+            return marshal_text(fields)
+    return "{" + ",".join(parts) + "}"
 
 
 _COMMON_KEYS = frozenset(
@@ -314,9 +336,13 @@ def _raw_data_json(body: bytes) -> str:
     return compact(members[key]) if key is not None else "null"
 
 
-def _dumps(value: Any) -> str:
+_ADMIN_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""What `json.dumps(value, separators=(",", ":"))` builds on every call, built once."""
+
+
+def compact_json(value: Any) -> str:
     """Admin JSON: compact, through the C encoder (no Go fidelity needed there)."""
-    return json.dumps(value, separators=(",", ":"))
+    return _ADMIN_ENCODER.encode(value)
 
 
 class _EncodedHistory:
@@ -336,7 +362,7 @@ class _EncodedHistory:
             self._parts = []
         parts = self._parts
         for item in items[len(parts) :]:
-            parts.append(_dumps(item))
+            parts.append(compact_json(item))
         return "[" + ",".join(parts) + "]"
 
 
@@ -423,8 +449,8 @@ class Store:
                     json.loads(text)
                 except ValueError:
                     text = json.dumps(text)
-            if _SURROGATE.search(text) is not None:
-                text = _dumps(json.loads(text))
+            if not text.isascii() and _SURROGATE.search(text) is not None:
+                text = compact_json(json.loads(text))
             self._admin_wire[workload.id] = text
         return text
 
@@ -820,7 +846,7 @@ class Store:
     def _result_json(self, workload: Workload) -> str:
         text = self._admin_result.get(workload.id)
         if text is None:
-            text = self._admin_result[workload.id] = _dumps(workload.result.as_dict())
+            text = self._admin_result[workload.id] = compact_json(workload.result.as_dict())
         return text
 
     def _result_member(self, workload: Workload) -> str:
@@ -836,9 +862,9 @@ class Store:
         return "".join(
             (
                 '{"counter":',
-                _dumps(self.counter),
+                compact_json(self.counter),
                 ',"gateways":',
-                _dumps(self.gateways),
+                compact_json(self.gateways),
                 ',"uptime_posts":',
                 history["uptime_posts"].text(self.uptime_posts),
                 ',"reserved_resources_posts":',
@@ -848,13 +874,13 @@ class Store:
                 ',"deletes":',
                 history["deletes"].text(self.deletes),
                 ',"polls":',
-                _dumps(self.polls),
+                compact_json(self.polls),
                 ',"results":{',
                 results,
                 '},"next_actions":',
-                _dumps(next_actions),
+                compact_json(next_actions),
                 ',"users":',
-                _dumps([u.wire() for u in self.users.values()]),
+                compact_json([u.wire() for u in self.users.values()]),
                 "}",
             )
         )

@@ -154,9 +154,21 @@ def _emit(value: Any, out: list[str]) -> None:
         raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+_GO_STRINGS: dict[str, str] = {}
+"""Encodings of recent short strings: a workload's node id, its empty strings and its type's
+key names come again in every workload of a run."""
+
+
 def go_string(value: str) -> str:
     """One string as Go's encoder writes it (quoted, escaped, `<>&` U+2028 U+2029 as \\u)."""
-    return _escape_string(value)
+    text = _GO_STRINGS.get(value)
+    if text is None:
+        text = _escape_string(value)
+        if len(value) <= 128:
+            if len(_GO_STRINGS) >= 4096:
+                _GO_STRINGS.clear()
+            _GO_STRINGS[value] = text
+    return text
 
 
 def marshal_text(value: Any) -> str:
