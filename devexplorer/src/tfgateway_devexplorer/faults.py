@@ -86,6 +86,9 @@ class Decision:
         return self != Decision()
 
 
+NO_FAULTS = Decision()
+
+
 class FaultInjector:
     """Holds the current plan and its remaining counts; decides per request."""
 
@@ -128,11 +131,12 @@ class FaultInjector:
         return False
 
     def decide(self, endpoint: Endpoint) -> Decision:
+        """The faults of one request (`NO_FAULTS`, shared and never changed, for none)."""
         if self._inert:
-            return Decision()
+            return NO_FAULTS
         plan = self.plan
         if plan.endpoints is not None and endpoint not in plan.endpoints:
-            return Decision()
+            return NO_FAULTS
         draws = [self._rng.random() for _ in range(7)]
         sub_seeds = (self._rng.getrandbits(64), self._rng.getrandbits(64))
         # drawn only by plans that use it, so older plans keep their exact sequences

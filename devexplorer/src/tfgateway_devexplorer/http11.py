@@ -19,7 +19,6 @@ timeout).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import socket
@@ -216,24 +215,31 @@ class _Connection(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._size = 0
+        self._length = 0
+        self._expect = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._grow(len(url), MAX_HEAD, 431, "request line and headers")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._grow(len(name) + len(value) + 4, MAX_HEAD, 431, "request line and headers")
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._size += len(name) + len(value) + 4
+        if self._size > MAX_HEAD:
+            self._grow(0, MAX_HEAD, 431, "request line and headers")
+        key = name.decode("latin-1")
+        if len(key) in (6, 14):  # what the head itself asks for
+            lower = key.lower()
+            if lower == "content-length" and value.isdigit():
+                self._length = int(value)
+            elif lower == "expect" and value.lower() == b"100-continue":
+                self._expect = True
+        self._headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._size = 0
-        length = _content_length(self._headers)
-        if length is not None and length > MAX_BODY:
-            self._grow(length, MAX_BODY, 413, "request body")
-        if self.parser.get_http_version() == "1.1" and any(
-            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers
-        ):
-            assert self.transport is not None
+        if self._length > MAX_BODY:
+            self._grow(self._length, MAX_BODY, 413, "request body")
+        if self._expect and self.parser.get_http_version() == "1.1" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -325,14 +331,6 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return None
 
 
 class HTTPServer:

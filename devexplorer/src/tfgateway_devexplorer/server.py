@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tfgateway_devexplorer.faults import (
+    NO_FAULTS,
     Decision,
     Endpoint,
     FaultInjector,
@@ -65,7 +66,6 @@ _GO_NOT_FOUND = Answer(404, b"404 page not found\n", (_TEXT,))
 _GO_NOT_ALLOWED = Answer(405)  # net/http's 405 of gorilla/mux: no body, no Content-Type
 _NOT_FOUND = Answer(404, b"404: Not Found", (_TEXT,))  # aiohttp's, for /dev/
 _NULL = {status: Answer(status, b"null\n", (_JSON,)) for status in (200, 201)}
-_NO_FAULT = Decision()
 Handler = Callable[[Request], Answer]
 _SEGMENT = "[^{}/]+"  # aiohttp's `{name}`
 
@@ -339,7 +339,7 @@ class DevExplorer:
         if isinstance(handler, Answer):
             return handler
         endpoint = _ROUTE_ENDPOINTS.get(request.route or "")
-        decision = self.faults.decide(endpoint) if endpoint is not None else _NO_FAULT
+        decision = self.faults.decide(endpoint) if endpoint is not None else NO_FAULTS
         request.fault = decision
         if not (decision.latency or decision.slow_answer):
             return self._handle(request, handler, decision)

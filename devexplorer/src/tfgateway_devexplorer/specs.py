@@ -8,7 +8,6 @@ so the workload spec deliberately accepts any JSON value for the type-specific f
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -132,14 +131,16 @@ class WorkloadSpec(BaseModel):
         workload_type_number(value)
         return value
 
-    @cached_property
+    @property
     def type_number(self) -> int:
         return workload_type_number(self.type)
 
-    def type_fields(self) -> dict[str, Any]:
-        """The type-specific keys in Go order, with given values or Go zero values."""
+    def type_fields(self, type_number: int | None = None) -> dict[str, Any]:
+        """The type-specific keys in Go order, with given values or Go zero values
+        (`type_number`: this spec's, when the caller has it already)."""
+        number = self.type_number if type_number is None else type_number
         fields: dict[str, Any] = {}
-        for key, zero in TYPE_FIELDS.get(self.type_number, ()):
+        for key, zero in TYPE_FIELDS.get(number, ()):
             value = getattr(self, key)
             fields[key] = zero if value is None else value
         return fields

@@ -498,11 +498,12 @@ class Store:
 
     def add_workload(self, spec: WorkloadSpec) -> Workload:
         workload_id = self._claim_id(spec.id, "workload")
+        type_number = spec.type_number
         workload = Workload(
             id=workload_id,
             workload_id=spec.workload_id,
             node_id=spec.node_id,
-            workload_type=spec.type_number,
+            workload_type=type_number,
             customer_tid=spec.customer_tid,
             next_action=spec.next_action,
             pool_id=spec.pool_id,
@@ -513,7 +514,7 @@ class Store:
             epoch=spec.epoch if spec.epoch is not None else self._now(),
             metadata=spec.metadata,
             version=spec.version,
-            type_fields=spec.type_fields(),
+            type_fields=spec.type_fields(type_number),
             overrides=spec.overrides,
             remove=spec.remove,
             raw=spec.raw,
