@@ -277,6 +277,11 @@ class DevExplorer:
             if method == "GET":
                 methods["HEAD"] = (handler, name)
 
+        # the paths of every result PUT and poll first: they are tried in this order
+        gwid_path = f"{API}/reservations/nodes/{{node_id}}/workloads/{{gwid:[0-9]+-[0-9]+}}"
+        add("PUT", gwid_path, self._put_result, "result")
+        add("DELETE", gwid_path, self._put_deleted, "delete")
+        add("GET", f"{API}/reservations/nodes/{{node_id}}/workloads", self._poll, "poll")
         add("POST", f"{API}/gateways", self._register, "register")
         add("POST", f"{API}/gateways/{{node_id}}/uptime", self._uptime, "uptime")
         add(
@@ -285,10 +290,6 @@ class DevExplorer:
             self._reserved_resources,
             "reserved_resources",
         )
-        add("GET", f"{API}/reservations/nodes/{{node_id}}/workloads", self._poll, "poll")
-        gwid_path = f"{API}/reservations/nodes/{{node_id}}/workloads/{{gwid:[0-9]+-[0-9]+}}"
-        add("PUT", gwid_path, self._put_result, "result")
-        add("DELETE", gwid_path, self._put_deleted, "delete")
         add("GET", f"{API}/users/{{tid}}", self._user, "user")
         # admin API
         add("GET", "/dev/health", self._admin_health)
