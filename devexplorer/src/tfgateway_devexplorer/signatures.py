@@ -32,7 +32,7 @@ class SignatureError(Exception):
 
 
 class Headers:
-    """Minimal case-insensitive multi-value header view (works for aiohttp and dicts)."""
+    """Minimal case-insensitive multi-value header view (of a request's header list or a dict)."""
 
     def __init__(self, items: Sequence[tuple[str, str]]) -> None:
         self._items = list(items)

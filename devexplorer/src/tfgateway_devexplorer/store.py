@@ -2,7 +2,7 @@
 
 Each method mirrors one handler of the real TFExplorer (spec §3, EX `pkg/workloads/reservation.go`,
 `pkg/directory/gateway_handlers.go`, `pkg/phonebook/user.go`) so the HTTP layer only parses paths
-and renders bodies. Everything here is synchronous: the aiohttp server runs it on one event loop,
+and renders bodies. Everything here is synchronous: the HTTP server runs it on one event loop,
 which makes every operation atomic.
 """
 
