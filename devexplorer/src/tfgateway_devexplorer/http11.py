@@ -220,7 +220,9 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._grow(len(url), MAX_HEAD, 431, "request line and headers")
+        self._size += len(url)
+        if self._size > MAX_HEAD:
+            self._grow(0, MAX_HEAD, 431, "request line and headers")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._size += len(name) + len(value) + 4
@@ -243,7 +245,9 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        self._grow(len(body), MAX_BODY, 413, "request body")
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            self._grow(0, MAX_BODY, 413, "request body")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -257,10 +261,17 @@ class _Connection(asyncio.Protocol):
             parser.should_keep_alive(),
             self.transport,
         )
-        self.queue.append(request)
         self.last_active = time.monotonic()
-        if not self.busy:
-            self._answer_queued()
+        if self.transport is None or self.transport.is_closing():
+            return  # after a request that closes the connection: not handled
+        if self.busy or self.queue:  # answers go out in order: after those before it
+            self.queue.append(request)
+            return
+        result = self.server.respond(request)  # the usual case: answered right away
+        if isinstance(result, Answer | Drop):
+            self._send(request, result)
+        else:
+            self._delay(request, result)
 
     def _grow(self, n: int, limit: int, status: int, what: str) -> None:
         self._size += n
@@ -293,11 +304,15 @@ class _Connection(asyncio.Protocol):
             if isinstance(result, Answer | Drop):
                 self._send(item, result)
                 continue
-            self.busy = True
-            task = asyncio.ensure_future(result)
-            self.server.tasks.add(task)
-            task.add_done_callback(functools.partial(self._delayed_done, request=item))
+            self._delay(item, result)
             return
+
+    def _delay(self, request: Request, result: Awaitable[Result]) -> None:
+        """An answer a fault delays: later requests wait for it."""
+        self.busy = True
+        task = asyncio.ensure_future(result)
+        self.server.tasks.add(task)
+        task.add_done_callback(functools.partial(self._delayed_done, request=request))
 
     def _delayed_done(self, task: asyncio.Future[Result], *, request: Request) -> None:
         self.server.tasks.discard(task)

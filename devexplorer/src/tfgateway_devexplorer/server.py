@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tfgateway_devexplorer.faults import (
     NO_FAULTS,
@@ -68,6 +68,7 @@ _NOT_FOUND = Answer(404, b"404: Not Found", (_TEXT,))  # aiohttp's, for /dev/
 _NULL = {status: Answer(status, b"null\n", (_JSON,)) for status in (200, 201)}
 Handler = Callable[[Request], Answer]
 _SEGMENT = "[^{}/]+"  # aiohttp's `{name}`
+_WORKLOAD_SPECS = TypeAdapter(list[WorkloadSpec])
 
 
 class LoadError(Exception):
@@ -342,6 +343,8 @@ class DevExplorer:
         endpoint = _ROUTE_ENDPOINTS.get(request.route or "")
         decision = self.faults.decide(endpoint) if endpoint is not None else NO_FAULTS
         request.fault = decision
+        if decision is NO_FAULTS:
+            return self._answer(request, handler)
         if not (decision.latency or decision.slow_answer):
             return self._handle(request, handler, decision)
         return self._handle_late(request, handler, decision)
@@ -523,10 +526,13 @@ class DevExplorer:
             body = self._admin_body(request)
             many = isinstance(body, list)
             items = body if many else [body]
-            specs = [
-                self._validate(WorkloadSpec, item, f"[{i}]." if many else "")
-                for i, item in enumerate(items)
-            ]
+            try:  # a list in one call of the validator; one by one to name what is wrong
+                specs = _WORKLOAD_SPECS.validate_python(items)
+            except ValidationError:
+                specs = [
+                    self._validate(WorkloadSpec, item, f"[{i}]." if many else "")
+                    for i, item in enumerate(items)
+                ]
             workloads = [self._apply("add_workload", spec=spec) for spec in specs]
         except ExplorerError as exc:
             return _error(exc.status, exc.message)

@@ -845,9 +845,26 @@ class Store:
         }
 
     def _result_json(self, workload: Workload) -> str:
+        """`compact_json(result.as_dict())`, kept until the workload changes; a result of
+        integers and strings (every one the explorer makes) through one format string."""
         text = self._admin_result.get(workload.id)
         if text is None:
-            text = self._admin_result[workload.id] = compact_json(workload.result.as_dict())
+            r = workload.result
+            if (
+                set(map(type, (r.category, r.state, r.epoch))) == _INT
+                and set(map(type, (r.workload_id, r.data_json, r.signature, r.message, r.node_id)))
+                == _STR
+            ):
+                esc = encode_basestring_ascii
+                text = (
+                    f'{{"category":{r.category},"workload_id":{esc(r.workload_id)},'
+                    f'"data_json":{esc(r.data_json)},"signature":{esc(r.signature)},'
+                    f'"state":{r.state},"message":{esc(r.message)},"epoch":{r.epoch},'
+                    f'"node_id":{esc(r.node_id)}}}'
+                )
+            else:
+                text = compact_json(r.as_dict())
+            self._admin_result[workload.id] = text
         return text
 
     def _result_member(self, workload: Workload) -> str:
