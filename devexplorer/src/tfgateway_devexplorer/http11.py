@@ -83,9 +83,9 @@ class Request:
     """One complete request (its body read)."""
 
     __slots__ = (
+        "_raw_headers",
         "body",
         "fault",
-        "headers",
         "keep_alive",
         "match_info",
         "method",
@@ -101,7 +101,7 @@ class Request:
         self,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
         version: str,
         keep_alive: bool,
@@ -111,7 +111,7 @@ class Request:
         self.path_qs = target.partition("#")[0]
         raw_path, _, self.query_string = self.path_qs.partition("?")
         self.path = unquote(raw_path) if "%" in raw_path else raw_path
-        self.headers = headers
+        self._raw_headers = headers
         self.body = body
         self.version = version
         self.keep_alive = keep_alive
@@ -127,6 +127,12 @@ class Request:
         for name, value in parse_qsl(self.query_string, keep_blank_values=True):
             out.setdefault(name, []).append(value)
         return out
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers in order, as sent (Latin-1: what HTTP/1.1 allows byte for byte).
+        Decoded when asked for: only the signed routes and Host need them."""
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw_headers]
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -178,7 +184,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.last_active = time.monotonic()
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
 
@@ -228,14 +234,13 @@ class _Connection(asyncio.Protocol):
         self._size += len(name) + len(value) + 4
         if self._size > MAX_HEAD:
             self._grow(0, MAX_HEAD, 431, "request line and headers")
-        key = name.decode("latin-1")
-        if len(key) in (6, 14):  # what the head itself asks for
-            lower = key.lower()
-            if lower == "content-length" and value.isdigit():
+        if len(name) in (6, 14):  # what the head itself asks for
+            lower = name.lower()
+            if lower == b"content-length" and value.isdigit():
                 self._length = int(value)
-            elif lower == "expect" and value.lower() == b"100-continue":
+            elif lower == b"expect" and value.lower() == b"100-continue":
                 self._expect = True
-        self._headers.append((key, value.decode("latin-1")))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._size = 0
