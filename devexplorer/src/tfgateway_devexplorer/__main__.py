@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    explorer = DevExplorer(host=args.host, port=args.port, state_file=args.state, netns=args.netns)
+    explorer = DevExplorer(
+        host=args.host, port=args.port, state_file=args.state, netns=args.netns, freeze_gc=True
+    )
     try:
         restored = explorer.load_state()
         if restored:
