@@ -225,6 +225,32 @@ def raw_members(body: bytes) -> dict[str, str]:
             index += 1
 
 
+def sole_member_text(body: bytes, name: str) -> str | None:
+    """The raw text of member `name` (any letter case) of the body's top-level object, when
+    the body makes it plain: ASCII with no backslash anywhere (so every quote is structural:
+    no key is escaped and no string holds a quote) and `"name"` in it once (so that token is
+    the member's key, neither repeated nor nested nor a value elsewhere). Otherwise None, and
+    `raw_members` decides. Only for bodies `read_one_value` accepted whose object has the
+    member (as `decode_struct` matches keys); the usual result PUT body takes this path."""
+    if not body.isascii() or b"\\" in body:
+        return None
+    token = f'"{name}"'.encode()
+    lower = body.lower()
+    at = lower.find(token)
+    if at < 0 or lower.find(token, at + 1) >= 0:
+        return None
+    text = body.decode("ascii")
+    index = _SPACE.match(text, at + len(token)).end()  # type: ignore[union-attr]
+    if not text.startswith(":", index):
+        return None
+    start = _SPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+    try:
+        _, end = _SCAN(text, start)
+    except (StopIteration, ValueError):
+        return None
+    return text[start:end]
+
+
 _HTML_ESCAPES = {
     "<": "\\u003c",
     ">": "\\u003e",

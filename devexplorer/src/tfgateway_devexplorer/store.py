@@ -25,6 +25,7 @@ from tfgateway_devexplorer.godecode import (
     decode_struct,
     raw_members,
     read_one_value,
+    sole_member_text,
 )
 from tfgateway_devexplorer.specs import (
     NEXT_DELETE,
@@ -328,6 +329,9 @@ def _decode(body: bytes, struct: str, fields: dict[str, str], nested: Any = None
 
 def _raw_data_json(body: bytes) -> str:
     """`data_json` exactly as the gateway sent it, compacted the way Go re-emits a RawMessage."""
+    sole = sole_member_text(body, "data_json")  # the usual body: found without a scan
+    if sole is not None:
+        return compact(sole)
     members = raw_members(body)
     key = "data_json" if "data_json" in members else None
     if key is None:  # Go matches keys case-insensitively; the last match wins

@@ -16,11 +16,17 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.support import gojson_vectors
-from tfgateway_devexplorer.godecode import compact, compact_scan, raw_members, read_one_value
+from tfgateway_devexplorer.godecode import (
+    compact,
+    compact_scan,
+    raw_members,
+    read_one_value,
+    sole_member_text,
+)
 from tfgateway_devexplorer.specs import WorkloadSpec
 from tfgateway_devexplorer.store import ExplorerError, Result, Store, Workload
 from tfgateway_devexplorer.wire import RawJSON, encode, marshal
@@ -194,6 +200,57 @@ def test_admin_view_is_the_summary_with_its_wire_item() -> None:
         assert json.loads(store.summary_json(workload)) == expected
     put(store, plain, 1)  # a change is seen by the next view
     assert json.loads(store.summary_json(plain))["wire"]["result"]["state"] == 1
+
+
+member_keys = st.sampled_from(["data_json", "DATA_json", "Data_Json", "state", "x", "data_jsonx"])
+member_texts = st.sampled_from(["data_json", '"data_json"', 'a"b', "\\", "é", "<&>", ""])
+member_values = st.recursive(
+    st.none() | st.booleans() | ints | member_texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(member_keys, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def with_spaces(pairs: list[tuple[str, Any]], space: str, ascii_only: bool) -> bytes:
+    """An object with these members in order (repeated keys kept), spaced as asked."""
+    members = [
+        f"{json.dumps(k, ensure_ascii=ascii_only)}{space}:{space}"
+        f"{json.dumps(v, ensure_ascii=ascii_only, separators=(',', ':'))}"
+        for k, v in pairs
+    ]
+    return ("{" + space + f",{space}".join(members) + "}").encode()
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.builds(
+        with_spaces,
+        st.lists(st.tuples(member_keys, member_values), min_size=1, max_size=5),
+        st.sampled_from(["", " ", "\n\t"]),
+        st.booleans(),
+    )
+)
+@example(b'{"data_json":{"ok":true},"state":1}')
+@example(b'{"data_json":1,"x":{"data_json":2}}')
+@example(b'{"x":"\\"data_json\\"","data_json":3}')
+@example(b'{"Data_JSON" : [1, 2] , "data_json":4}')
+@example(b'{"x":{"data_json":2},"data_json":1}')
+@example(b'{"DATA_JSON":1,"data\\u005fjson":2}')
+def test_a_sole_member_is_found_as_the_scan_finds_it(body: bytes) -> None:
+    """`sole_member_text` (the usual result body's `data_json` found without a scan) gives the
+    text the scan gives (`raw_members`: the exact key, else the last case-insensitive one), or
+    leaves the body to it."""
+    members = raw_members(body)
+    read_one_value(body)  # a body the explorer accepted
+    if "data_json" in members:
+        expected = members["data_json"]
+    else:
+        matches = [k for k in members if k.lower() == "data_json"]
+        if not matches:
+            return  # the caller asks only when the object has the member
+        expected = members[matches[-1]]
+    sole = sole_member_text(body, "data_json")
+    assert sole is None or sole == expected
 
 
 @settings(max_examples=200, deadline=None)
