@@ -14,7 +14,11 @@ Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
   (redisbatch) and their results are sent together, in two waves: delegations first (the
   zones other names live in), then everything else. Jobs on the same workload or the same
   name run one after another in the Go daemon's type order (a subdomain before a proxy on
-  its name) and then the explorer's, and so do all delegations and all 4to6 jobs.
+  its name) and then the explorer's, and so do all delegations and all 4to6 jobs;
+- a wave's reads go to redis together before its jobs run: the cache entries of every job in
+  one command, then every read the transactions of its new workloads will make in one more
+  (`store.transaction.PageReads`); each job still decides, commits and answers on its own,
+  with today's checks (see `PageReads` for why the verdicts are the same).
 
 The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
 are handed in.
@@ -60,7 +64,14 @@ from tfgateway.model.reservation import (
     sign_result,
 )
 from tfgateway.node.identity import Identity
-from tfgateway.primitives.provisioner import Provisioner, ProvisionError, reapplying
+from tfgateway.primitives.provisioner import (
+    PrefetchingProvisioner,
+    Provisioner,
+    ProvisionError,
+    reapplying,
+)
+from tfgateway.store.batch import AutoPipeline
+from tfgateway.store.transaction import PageReads, Read, page_reads
 from tfgateway.telemetry.logs import Fields
 from tfgateway.telemetry.metrics import Metrics
 
@@ -89,6 +100,10 @@ class ReservationStore(Protocol):
     async def put(self, reservation: Reservation) -> None: ...
 
     def entry(self, reservation: Reservation) -> tuple[str, str, bytes]: ...
+
+    async def get_many(self, reservation_ids: Sequence[str]) -> list[bytes | None]: ...
+
+    def decode(self, reservation_id: str, value: bytes) -> Reservation: ...
 
     async def remove(self, reservation_id: str) -> None: ...
 
@@ -210,6 +225,18 @@ async def _run_chains(
     return ok
 
 
+_NOT_READ: Final[Any] = object()
+
+
+@dataclass(slots=True)
+class _Page:
+    """What a wave read before its jobs ran: raw cache entries (taken once: a second job on
+    the same workload reads redis again) and the transactions' reads."""
+
+    cached: dict[str, bytes | None]
+    reads: PageReads | None
+
+
 @dataclass(frozen=True, slots=True)
 class _ReadAhead:
     """The poll of the next page, asked for while the current page's jobs run."""
@@ -241,12 +268,21 @@ class Engine:
         reconcile_interval: float = 300.0,
         replay_interval: float = 600.0,
         backoff: Callable[[], Backoff] = Backoff,
+        batch: AutoPipeline | None = None,
     ) -> None:
+        """`batch`: the auto-pipeline of the primitives' transactions, for a wave's reads in
+        one call (without it each transaction prefetches on its own)."""
         self.identity = identity
         self.explorer = explorer
         self.cache = cache
         self.outbox = outbox
         self.provisioners = dict(provisioners)
+        self.batch = batch
+        self._prefetching = {
+            t: p.prefetch_reads
+            for t, p in self.provisioners.items()
+            if isinstance(p, PrefetchingProvisioner)
+        }
         self.converge = dict(converge or {})
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -497,12 +533,45 @@ class Engine:
         be retried (its chain stopped there; the other chains went on)."""
         groups = [[jobs[i] for i in chain] for chain in chains([j.reservation for j in jobs])]
         async with self.lock:
-            return await _run_chains(groups, self._attempt, MAX_CONCURRENT_JOBS)
+            page = await self._read_page(jobs)
+            return await _run_chains(
+                groups, lambda job: self._attempt(job, page), MAX_CONCURRENT_JOBS
+            )
 
-    async def _attempt(self, job: Job) -> bool:
+    async def _read_page(self, jobs: Sequence[Job]) -> _Page | None:
+        """The cache entries of the wave's jobs in one command, then the reads of the
+        transactions of those not cached (new workloads) in one more. None when redis fails:
+        the jobs then read on their own and meet the trouble as without a page."""
+        keys = list(dict.fromkeys(job.key for job in jobs))
+        try:
+            raw = await self.cache.get_many(keys)
+        except _TRANSIENT:
+            return None
+        cached = dict(zip(keys, raw, strict=True))
+        if self.batch is None or not self._prefetching:
+            return _Page(cached, None)
+        reads: list[Read] = []
+        prefetching = self._prefetching
+        for job in jobs:
+            r = job.reservation
+            plan = prefetching.get(r.type)
+            if plan is None or cached.get(job.key) is not None or r.to_delete or r.expired():
+                continue
+            try:
+                reads += plan(r)
+            except Exception:  # noqa: S112 (its provision refuses it, with the message)
+                continue
+        if not reads:
+            return _Page(cached, None)
+        try:
+            return _Page(cached, await PageReads.fetch(self.batch, reads))
+        except _TRANSIENT:
+            return _Page(cached, None)
+
+    async def _attempt(self, job: Job, page: _Page | None = None) -> bool:
         """Handle one job; False if it must be retried with its batch."""
         try:
-            await self._handle(job)
+            await self._handle(job, page)
         except Exception as exc:
             if _redis_trouble(exc):
                 # Our own storage is down: wait for it however long it takes.
@@ -543,18 +612,19 @@ class Engine:
         async with self.lock:
             return await self._handle(job)
 
-    async def _handle(self, job: Job) -> str:
+    async def _handle(self, job: Job, page: _Page | None = None) -> str:
         """Provision or decommission one workload; logs one line and returns the outcome.
-        The caller holds the lock (concurrent jobs of one wave share it)."""
+        The caller holds the lock (concurrent jobs of one wave share it); `page`: what the
+        wave read ahead."""
         r = job.reservation
         action = "decommission" if r.to_delete or r.expired() else "provision"
         started = time.monotonic()
         outcome = "error"
         try:
             if action == "decommission":
-                outcome = await self._decommission(job)
+                outcome = await self._decommission(job, page)
             else:
-                outcome = await self._provision(job)
+                outcome = await self._provision(job, page)
             return outcome
         except Exception as exc:
             outcome = "retry" if _is_transient(exc) else "crash"
@@ -606,14 +676,18 @@ class Engine:
             and theirs.state == int(cached.result.state)
         )
 
-    async def _cached(self, job: Job) -> Reservation | None:
+    async def _cached(self, job: Job, page: _Page | None = None) -> Reservation | None:
         """The cache entry; a corrupt one counts as absent (it gets overwritten or removed).
 
         A workload live in memory but missing from redis is one whose cache redis lost (a
         restart without persistence, FLUSHALL) before the restore wrote it back: it is written
         back here, never taken for a new workload (provisioned and answered a second time)."""
+        raw = _NOT_READ if page is None else page.cached.pop(job.key, _NOT_READ)
         try:
-            cached = await self.cache.get(job.key)
+            if raw is _NOT_READ:
+                cached = await self.cache.get(job.key)
+            else:
+                cached = None if raw is None else self.cache.decode(job.key, raw)
         except CacheDecodeError as exc:
             log.error("%s; treating it as not cached", exc)
             return None
@@ -622,9 +696,9 @@ class Engine:
             return remembered
         return cached
 
-    async def _provision(self, job: Job) -> str:
+    async def _provision(self, job: Job, page: _Page | None = None) -> str:
         r = job.reservation
-        cached = await self._cached(job)
+        cached = await self._cached(job, page)
         if cached is not None:
             return await self._cache_hit(job, cached)
         if self.outbox.has_pending(job.real_id, "delete"):
@@ -633,8 +707,9 @@ class Engine:
         if provisioner is None:
             return await self._fail(job, f"type of reservation not supported: {r.type}")
         try:
-            async with asyncio.timeout(JOB_TIMEOUT):
-                data = await provisioner.provision(r)
+            with page_reads(None if page is None else page.reads):
+                async with asyncio.timeout(JOB_TIMEOUT):
+                    data = await provisioner.provision(r)
         except Exception as exc:
             if _is_transient(exc):
                 raise
@@ -704,9 +779,9 @@ class Engine:
         await self.outbox.put_result(job.real_id, wire_result(cached.result, job.category))
         return "resent"
 
-    async def _decommission(self, job: Job) -> str:
+    async def _decommission(self, job: Job, page: _Page | None = None) -> str:
         r = job.reservation
-        cached = await self._cached(job)
+        cached = await self._cached(job, page)
         if cached is None:
             await self.cache.remove(job.key)  # drops a corrupt entry, no-op otherwise
             await self._clean_orphan(job)

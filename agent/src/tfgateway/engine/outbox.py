@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 OUTBOX_KEY: Final = "tfgateway:outbox"
 SEQ_KEY: Final = "tfgateway:outbox:seq"
 STATS_FIELD: Final = "stats"
+CONCURRENCY: Final = 64
+"""Messages in flight at once. A result's round trip (to the result sender's pipe, the
+explorer, the verdict back) waits for a turn of the agent's loop, which a page of jobs holds
+for tens of milliseconds during a catch-up: with 16 in flight, results went out at half the
+pace workloads were applied and a backlog of 27,000 was left for after the last one
+(benchmarks/agent, the timeline of 50,000)."""
 FORGET_BATCH: Final = 64
 ACK_MEMORY_MAX: Final = 100_000
 """Delivered entries are removed from the hash in batches of at most this many."""
@@ -133,7 +139,7 @@ class Outbox:
         backoff: Callable[[], Backoff] = Backoff,
         on_delivered: Callable[[Message], Awaitable[None] | None] | None = None,
         stats_gate: asyncio.Event | None = None,
-        concurrency: int = 16,
+        concurrency: int = CONCURRENCY,
         stats_interval: float = 1.0,
     ) -> None:
         self.concurrency = concurrency
