@@ -121,7 +121,7 @@ class Timeline(threading.Thread):
             try:
                 out = self.gw.redis_cli("EVAL", PROGRESS_LUA, "0").split()
                 cached, waiting = int(out[0]), max(0, int(out[1]) - 1)
-            except Exception:  # noqa: BLE001 (a sample lost under load: the row says so)
+            except Exception:  # a sample lost under load: the row says so
                 cached = waiting = -1
             now = self._cpu()
             used = {p: now.get(p, 0.0) - last.get(p, 0.0) for p in TIMELINE_PROCESSES}
