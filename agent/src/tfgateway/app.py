@@ -205,7 +205,6 @@ class Agent:
             reconcile_interval=config.reconcile_interval,
             replay_interval=config.replay_interval,
             backoff=_backoff_factory(max(config.max_backoff, config.poll_interval)),
-            batch=self.batch,
         )
         if config.workloads:
             host = config.gateway_addresses[0] if config.gateway_addresses else "GATEWAY"

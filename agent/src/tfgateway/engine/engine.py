@@ -15,10 +15,8 @@ Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
   zones other names live in), then everything else. Jobs on the same workload or the same
   name run one after another in the Go daemon's type order (a subdomain before a proxy on
   its name) and then the explorer's, and so do all delegations and all 4to6 jobs;
-- a wave's reads go to redis together before its jobs run: the cache entries of every job in
-  one command, then every read the transactions of its new workloads will make in one more
-  (`store.transaction.PageReads`); each job still decides, commits and answers on its own,
-  with today's checks (see `PageReads` for why the verdicts are the same).
+- the cache entries of a wave's jobs are read in one command before the jobs run (each job
+  takes its own; a second job of the same workload in the wave reads redis again).
 
 The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
 are handed in.
@@ -64,14 +62,7 @@ from tfgateway.model.reservation import (
     sign_result,
 )
 from tfgateway.node.identity import Identity
-from tfgateway.primitives.provisioner import (
-    PrefetchingProvisioner,
-    Provisioner,
-    ProvisionError,
-    reapplying,
-)
-from tfgateway.store.batch import AutoPipeline
-from tfgateway.store.transaction import PageReads, Read, page_reads
+from tfgateway.primitives.provisioner import Provisioner, ProvisionError, reapplying
 from tfgateway.telemetry.logs import Fields
 from tfgateway.telemetry.metrics import Metrics
 
@@ -230,11 +221,10 @@ _NOT_READ: Final[Any] = object()
 
 @dataclass(slots=True)
 class _Page:
-    """What a wave read before its jobs ran: raw cache entries (taken once: a second job on
-    the same workload reads redis again) and the transactions' reads."""
+    """What a wave read before its jobs ran: raw cache entries, each taken once (a second job
+    on the same workload reads redis again: the first may have changed its entry)."""
 
     cached: dict[str, bytes | None]
-    reads: PageReads | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,21 +258,12 @@ class Engine:
         reconcile_interval: float = 300.0,
         replay_interval: float = 600.0,
         backoff: Callable[[], Backoff] = Backoff,
-        batch: AutoPipeline | None = None,
     ) -> None:
-        """`batch`: the auto-pipeline of the primitives' transactions, for a wave's reads in
-        one call (without it each transaction prefetches on its own)."""
         self.identity = identity
         self.explorer = explorer
         self.cache = cache
         self.outbox = outbox
         self.provisioners = dict(provisioners)
-        self.batch = batch
-        self._prefetching = {
-            t: p.prefetch_reads
-            for t, p in self.provisioners.items()
-            if isinstance(p, PrefetchingProvisioner)
-        }
         self.converge = dict(converge or {})
         self.metrics = metrics
         self.poll_interval = poll_interval
@@ -539,34 +520,15 @@ class Engine:
             )
 
     async def _read_page(self, jobs: Sequence[Job]) -> _Page | None:
-        """The cache entries of the wave's jobs in one command, then the reads of the
-        transactions of those not cached (new workloads) in one more. None when redis fails:
-        the jobs then read on their own and meet the trouble as without a page."""
+        """The cache entries of the wave's jobs in one command (one await for the wave, not
+        one per job). None when redis fails: the jobs then read on their own and meet the
+        trouble as without a page."""
         keys = list(dict.fromkeys(job.key for job in jobs))
         try:
             raw = await self.cache.get_many(keys)
         except _TRANSIENT:
             return None
-        cached = dict(zip(keys, raw, strict=True))
-        if self.batch is None or not self._prefetching:
-            return _Page(cached, None)
-        reads: list[Read] = []
-        prefetching = self._prefetching
-        for job in jobs:
-            r = job.reservation
-            plan = prefetching.get(r.type)
-            if plan is None or cached.get(job.key) is not None or r.to_delete or r.expired():
-                continue
-            try:
-                reads += plan(r)
-            except Exception:  # noqa: S112 (its provision refuses it, with the message)
-                continue
-        if not reads:
-            return _Page(cached, None)
-        try:
-            return _Page(cached, await PageReads.fetch(self.batch, reads))
-        except _TRANSIENT:
-            return _Page(cached, None)
+        return _Page(dict(zip(keys, raw, strict=True)))
 
     async def _attempt(self, job: Job, page: _Page | None = None) -> bool:
         """Handle one job; False if it must be retried with its batch."""
@@ -707,9 +669,8 @@ class Engine:
         if provisioner is None:
             return await self._fail(job, f"type of reservation not supported: {r.type}")
         try:
-            with page_reads(None if page is None else page.reads):
-                async with asyncio.timeout(JOB_TIMEOUT):
-                    data = await provisioner.provision(r)
+            async with asyncio.timeout(JOB_TIMEOUT):
+                data = await provisioner.provision(r)
         except Exception as exc:
             if _is_transient(exc):
                 raise

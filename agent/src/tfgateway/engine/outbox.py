@@ -155,6 +155,7 @@ class Outbox:
         self._stats: dict[str, int] | None = None
         self._stats_version = 0
         self._forget: set[str] = set()
+        self._forgetting = False
         self._wake = asyncio.Event()
         self._on_delivered = on_delivered
         self._stats_gate = stats_gate
@@ -325,9 +326,13 @@ class Outbox:
         if not self._forget:
             return
         batch = set(self._forget)
-        with contextlib.suppress(RedisError, OSError):
-            await self._batch.hdel(OUTBOX_KEY, *batch)
-            self._forget -= batch
+        self._forgetting = True
+        try:
+            with contextlib.suppress(RedisError, OSError):
+                await self._batch.hdel(OUTBOX_KEY, *batch)
+                self._forget -= batch
+        finally:
+            self._forgetting = False
 
     async def deliver_once(self) -> bool:
         """One pass over everything pending; False if something must be retried later.
@@ -400,8 +405,10 @@ class Outbox:
         self._forget_message(message)
         # HDEL in batches (one round trip per pass, or per FORGET_BATCH messages of a large
         # backlog) rather than one per message; deliver_once flushes the rest at its end.
+        # One HDEL in flight at a time: the other workers add to the next one meanwhile (each
+        # sending the whole growing set again cost more than the deliveries at 64 workers).
         self._forget.add(message.field)
-        if len(self._forget) >= FORGET_BATCH:
+        if len(self._forget) >= FORGET_BATCH and not self._forgetting:
             await self._flush_forget()
         if self._on_delivered is not None:
             maybe = self._on_delivered(message)

@@ -260,13 +260,6 @@ class DNSStore:
             if name == domain or (zone and name.endswith("." + domain)):
                 raise ProvisionError(f"{domain} holds {name}, a nameserver of this gateway")
 
-    def subdomain_reads(self, domain: str) -> list[Read]:
-        """The reads of `add_subdomain` (the owners, the claim, the proxy, the record set of
-        every zone that may hold the name), fetched together."""
-        reads = name_reads(domain)
-        reads += [("hget", zone_key(c), relative(domain, c)) for c in zone_candidates(domain)]
-        return reads
-
     async def add_subdomain(self, user: str, domain: str, ips: Sequence[IPAddress]) -> None:
         """Point `domain` at `ips` for `user` (merged with the user's existing records)."""
         self._check_reserved(domain, zone=False)
@@ -314,7 +307,11 @@ class DNSStore:
             txn.publish(DNS_CHANNEL, dns_change(zone, field))
             return zone
 
-        zone = await self._transact(body, prefetch=self.subdomain_reads(domain))
+        # The body's reads (the owners, the claim, the proxy, the record set of every zone that
+        # may hold the name) fetched together, in one pipeline.
+        reads = name_reads(domain)
+        reads += [("hget", zone_key(c), relative(domain, c)) for c in zone_candidates(domain)]
+        zone = await self._transact(body, prefetch=reads)
         # DEBUG: the engine's `job` line (or the workloads file's summary) tells the operator
         # which workload was applied with which outcome, one line per workload, not two.
         log.debug(
@@ -546,9 +543,6 @@ class SubdomainProvisioner:
             raise ProvisionError(str(exc)) from exc
         await self.store.add_subdomain(r.user_id, domain, ips)
         return None
-
-    def prefetch_reads(self, r: Reservation) -> list[Read]:
-        return self.store.subdomain_reads(_domain(reservation_data(r, "subdomain")))
 
     async def decommission(self, r: Reservation) -> None:
         found = reserved_domain(r, "subdomain")

@@ -19,11 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 from tfgateway.model import fastjson
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.validation import ValidationError, normalize_domain
-from tfgateway.store.transaction import Read
 
 __all__ = [
     "NameHeldError",
-    "PrefetchingProvisioner",
     "ProvisionError",
     "Provisioner",
     "is_reapplying",
@@ -99,13 +97,3 @@ def reapplying() -> Iterator[None]:
 
 def is_reapplying() -> bool:
     return _REAPPLYING.get()
-
-
-@runtime_checkable
-class PrefetchingProvisioner(Provisioner, Protocol):
-    """A provisioner whose `provision` is one transaction with a prefetch: the engine fetches
-    the prefetches of a page of jobs together (`store.transaction.PageReads`)."""
-
-    def prefetch_reads(self, r: Reservation) -> list[Read]:
-        """The reads `provision(r)` prefetches; may raise where `provision` would refuse."""
-        ...

@@ -94,12 +94,9 @@ class ProxyStore:
                 return
             txn.publish(PROXY_CHANNEL, domain)
 
-        await self._transact(body, self.put_reads(domain))
-
-    def put_reads(self, domain: str) -> list[Read]:
-        """The reads of `put`, fetched in one round trip."""
+        # The body's reads, fetched in one round trip.
         reads = [*name_reads(domain), ("hget", ZONE_OWNERS_KEY, domain)]
-        return reads + self.proofs.reads(PROXY, domain)
+        await self._transact(body, reads + self.proofs.reads(PROXY, domain))
 
     async def remove_reserved(self, r: Reservation, what: str) -> None:
         """Remove the route of `r` (a `what` workload), if it ever had a valid name."""
@@ -247,9 +244,6 @@ class ProxyProvisioner:
         log.debug("proxy %s of user %s -> %s (http %d, tls %d)", domain, r.user_id, addr,
                   http_port, tls_port)  # fmt: skip
         return None
-
-    def prefetch_reads(self, r: Reservation) -> list[Read]:
-        return self.store.put_reads(_normalized(reservation_data(r, "proxy").get("domain", "")))
 
     async def decommission(self, r: Reservation) -> None:
         await self.store.remove_reserved(r, "proxy")

@@ -17,22 +17,11 @@ The body sees a small client (`Transaction`) with the reads and writes the primi
 `watch` and `multi` are accepted and do nothing (every read is checked anyway), so the same
 body reads like a WATCH transaction. Keys travel in ARGV: the gateway's redis is a single
 instance, not a cluster.
-
-A page of jobs reads together (`PageReads`): the engine fetches every read of every job of a
-wave in one `READ_SCRIPT` call before the jobs run, and a transaction whose reads are all in
-the page takes them from there instead of a round trip of its own. The page is kept current
-with the writes the jobs of the wave commit (a later job on the same name sees the earlier
-one's writes, as its own prefetch would have), and it is only a prefetch: the commit checks
-every value as always, a conflict runs the body again on fresh reads, and a body that refuses
-(raises) or decides to write nothing on page values runs again on fresh reads too, so every
-verdict rests on the values a transaction of its own would have read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from tfgateway.store.batch import Arg, AutoPipeline, LuaScript
@@ -40,11 +29,9 @@ from tfgateway.store.batch import Arg, AutoPipeline, LuaScript
 __all__ = [
     "CAS_SCRIPT",
     "READ_SCRIPT",
-    "PageReads",
     "Read",
     "Transaction",
     "TransactionConflictError",
-    "page_reads",
     "run_transaction",
 ]
 
@@ -122,138 +109,6 @@ return out
 Only reads: atomic does not matter here, the commit checks every value read."""
 
 
-def _read_args(reads: Sequence[Read]) -> list[Arg]:
-    """ARGV of `READ_SCRIPT` for `reads`."""
-    args: list[Arg] = []
-    for read in reads:
-        kind, key, fields = read[0], read[1], read[2:]
-        if kind == "get":
-            args += ("k", key)
-        elif kind in ("hget", "hmget") and fields:
-            args += ("h", key, len(fields), *fields)
-        else:
-            raise ValueError(f"cannot prefetch {read!r}")
-    return args
-
-
-def _outcome(read: Read, reply: Any) -> Any:
-    """A read's reply as the transaction keeps it: bytes or None (GET), a list of them."""
-    if read[0] == "get":
-        return _b(reply)
-    return [_b(v) for v in reply]
-
-
-def _stored(value: Arg) -> bytes:
-    """What redis stores for a written value (and a read then returns)."""
-    if isinstance(value, bytes):
-        return value
-    return value.encode() if isinstance(value, str) else str(value).encode()
-
-
-class PageReads:
-    """The reads of a page of jobs, fetched in one call, kept current with the page's writes.
-
-    Values are kept per read (`("get", key)`, `("hget", key, field)`, `("hmget", key, ...)`),
-    as the transactions ask for them. A committed write of a key updates every read of it that
-    it can (SET, DEL, HSET and HDEL of the fields read) and drops any other read of it, so a
-    transaction needing that read makes its own prefetch. Nothing here is trusted for a
-    decision: see `run_transaction`.
-    """
-
-    def __init__(self) -> None:
-        self._values: dict[Read, Any] = {}
-        self._of_key: dict[str, list[Read]] = {}
-        """Every read of a key (DEL, and writes not modelled)."""
-        self._of_field: dict[tuple[str, str], list[tuple[Read, int]]] = {}
-        """The hash reads of a field, with the field's place in the read (HSET, HDEL): a
-        page's jobs read thousands of fields of the same few hashes."""
-        self.hits = 0
-        """Transactions that took their reads from the page (tests, benchmarks)."""
-
-    @classmethod
-    async def fetch(cls, batch: AutoPipeline, reads: Iterable[Read]) -> PageReads:
-        """Every read (duplicates once) in one `READ_SCRIPT` call; redis errors propagate."""
-        page = cls()
-        unique = list(dict.fromkeys(reads))
-        if not unique:
-            return page
-        replies = await batch.eval(READ_SCRIPT, (), _read_args(unique))
-        values, of_key, of_field = page._values, page._of_key, page._of_field
-        for read, reply in zip(unique, replies, strict=True):
-            values[read] = _outcome(read, reply)
-            key = read[1]
-            of_key.setdefault(key, []).append(read)
-            for i, field in enumerate(read[2:]):
-                of_field.setdefault((key, field), []).append((read, i))
-        return page
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def take(self, reads: Sequence[Read]) -> list[Any] | None:
-        """The values of `reads`, in order; None unless the page holds every one."""
-        values = self._values
-        out = []
-        for read in reads:
-            value = values.get(read, _MISSING)
-            if value is _MISSING:
-                return None
-            out.append(value)
-        self.hits += 1
-        return out
-
-    def written(self, writes: Sequence[tuple[Arg, ...]]) -> None:
-        """Apply a committed transaction's writes to the values kept."""
-        values = self._values
-        for op, *args in writes:
-            if op == "PUBLISH":
-                continue
-            key = str(args[0])
-            if op in ("HSET", "HDEL"):
-                if op == "HSET":
-                    changed = [(str(args[i]), _stored(args[i + 1])) for i in range(1, len(args), 2)]
-                else:
-                    changed = [(str(f), None) for f in args[1:]]  # type: ignore[misc]
-                for field, value in changed:
-                    for read, i in self._of_field.get((key, field), ()):
-                        old = values.get(read, _MISSING)
-                        if old is not _MISSING:
-                            values[read] = [*old[:i], value, *old[i + 1 :]]
-                values.pop(("get", key), None)  # WRONGTYPE in redis: not modelled
-            elif op == "SET":
-                for read in self._of_key.get(key, ()):
-                    if read[0] == "get":
-                        values[read] = _stored(args[1])
-                    else:  # a hash read of a string key: not modelled
-                        values.pop(read, None)
-            elif op == "DEL":
-                for k in map(str, args):
-                    for read in self._of_key.get(k, ()):
-                        if read in values:
-                            values[read] = None if read[0] == "get" else [None] * (len(read) - 2)
-            else:
-                for read in self._of_key.get(key, ()):  # not modelled: read from redis
-                    values.pop(read, None)
-
-
-_MISSING: Final[Any] = object()
-
-_PAGE: Final[contextvars.ContextVar[PageReads | None]] = contextvars.ContextVar(
-    "tfgateway_page_reads", default=None
-)
-
-
-@contextlib.contextmanager
-def page_reads(page: PageReads | None) -> Iterator[None]:
-    """Transactions run inside take their reads from `page` when it holds them all (the
-    engine, around each job of a wave)."""
-    token = _PAGE.set(page)
-    try:
-        yield
-    finally:
-        _PAGE.reset(token)
-
-
 class TransactionConflictError(Exception):
     """The data kept changing under the transaction for `MAX_ATTEMPTS` attempts."""
 
@@ -271,35 +126,35 @@ class Transaction:
         self._keys: dict[str, bytes | None] = {}
         self._hashes: dict[str, dict[bytes, bytes]] = {}
         self.writes: list[tuple[Arg, ...]] = []
-        self.from_page = False
-        """The prefetch came from a page (`PageReads`), not from redis."""
 
     # -- reads (every value read is checked again at commit) ----------------------------------
 
-    async def prefetch(self, reads: Sequence[Read], page: PageReads | None = None) -> None:
+    async def prefetch(self, reads: Sequence[Read]) -> None:
         """Fetch reads the body will make, all in one command (`READ_SCRIPT`): one reply to
-        parse and one future per transaction instead of one per read; or none, when `page`
-        holds them all. A redis error in any read (a key of the wrong type) fails the whole
-        prefetch, as it failed the body."""
-        if not reads:
+        parse and one future per transaction instead of one per read. A redis error in any
+        read (a key of the wrong type) fails the whole prefetch, as it failed the body."""
+        args: list[Arg] = []
+        for read in reads:
+            kind, key, fields = read[0], read[1], read[2:]
+            if kind == "get":
+                args += ("k", key)
+            elif kind in ("hget", "hmget") and fields:
+                args += ("h", key, len(fields), *fields)
+            else:
+                raise ValueError(f"cannot prefetch {read!r}")
+        if not args:
             return
-        outcomes = page.take(reads) if page is not None else None
-        if outcomes is None:
-            args = _read_args(reads)
-            replies = await self._batch.eval(READ_SCRIPT, (), args)
-            outcomes = [_outcome(read, reply) for read, reply in zip(reads, replies, strict=True)]
-        else:
-            self.from_page = True
+        outcomes = await self._batch.eval(READ_SCRIPT, (), args)
         keys, hash_fields = self._keys, self._fields
         for read, outcome in zip(reads, outcomes, strict=True):
             key = read[1]
             if read[0] == "get":
                 if key not in keys:
-                    keys[key] = outcome
+                    keys[key] = _b(outcome)
             else:
                 for field, value in zip(read[2:], outcome, strict=True):
                     if (key, field) not in hash_fields:
-                        hash_fields[(key, field)] = value
+                        hash_fields[(key, field)] = _b(value)
 
     async def get(self, key: str) -> bytes | None:
         if key not in self._keys:
@@ -398,28 +253,12 @@ async def run_transaction(
     attempts: int = MAX_ATTEMPTS,
 ) -> T:
     """Run `body` and commit its writes, again on fresh reads after a conflict. Exceptions of
-    the body (a refusal) and redis errors propagate; nothing is written then.
-
-    Inside `page_reads(page)` the first attempt takes its prefetch from the page when the page
-    holds every read; a body that then raises or queues no write runs again on reads of its
-    own (a refusal or a no-op is not checked by the commit, so it must not rest on a page
-    value another job of the page may have changed since); writes committed are applied to
-    the page."""
-    page = _PAGE.get()
-    for attempt in range(attempts):
+    the body (a refusal) and redis errors propagate; nothing is written then."""
+    for _ in range(attempts):
         txn = Transaction(batch)
         if prefetch:
-            await txn.prefetch(prefetch, page if attempt == 0 else None)
-        try:
-            result = await body(txn)
-        except Exception:
-            if txn.from_page:
-                continue  # decided on page values: decide again on fresh ones
-            raise
-        if txn.from_page and not txn.writes:
-            continue
+            await txn.prefetch(prefetch)
+        result = await body(txn)
         if await txn.commit():
-            if page is not None and txn.writes:
-                page.written(txn.writes)
             return result
     raise TransactionConflictError(f"data kept changing for {attempts} attempts")
