@@ -14,7 +14,9 @@ development explorer and the agent in network namespaces), sizes side by side in
   end, next to wall time; peak RSS (VmHWM) of each process;
 - a timeline of the largest size, one row per second: workloads cached by the agent, results
   still in its outbox (acknowledged = cached - waiting), each process's CPU in that second
-  (what the wall time waited on: a process at 1.0 is saturated, all below means a wait).
+  and the whole machine's (what the wall time waited on: a process at 1.0 is saturated; all
+  below 1.0 with the machine below its core count means a wait; the machine at its core
+  count means the cores were busy, with other jobs too on a shared machine).
 
 With `--profile DIR` py-spy samples the agent, its result sender (once started) and the
 development explorer during the largest size (non-blocking, 200 Hz) and the top functions by
@@ -92,6 +94,13 @@ TIMELINE_STEP_S = 1.0
 TIMELINE_PROCESSES = ("agent", "sender", "explorer", "redis", "coredns", "router")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have been busy (every process, other jobs too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class Timeline(threading.Thread):
     """Once a second through a run: workloads cached by the agent, results still in its outbox
     (so acknowledged = cached - waiting), and each process's CPU seconds in that second: what
@@ -110,6 +119,7 @@ class Timeline(threading.Thread):
                 cpu[p] = cpu_seconds(pid)
         with contextlib.suppress(OSError):
             cpu["sender"] = sum(cpu_seconds(c) for c in children(self.pids["agent"]))
+        cpu["machine"] = machine_busy_s()
         return cpu
 
     def run(self) -> None:
@@ -124,7 +134,7 @@ class Timeline(threading.Thread):
             except Exception:  # a sample lost under load: the row says so
                 cached = waiting = -1
             now = self._cpu()
-            used = {p: now.get(p, 0.0) - last.get(p, 0.0) for p in TIMELINE_PROCESSES}
+            used = {p: now.get(p, 0.0) - last.get(p, 0.0) for p in (*TIMELINE_PROCESSES, "machine")}
             self.rows.append((time.monotonic() - self.t0, cached, waiting, used))
             last = now
             step += 1
@@ -135,14 +145,17 @@ class Timeline(threading.Thread):
 
     def render(self) -> str:
         head = f"{'t s':>6}{'cached':>8}{'waiting':>8}{'acked':>8}" + "".join(
-            f"{p:>9}" for p in TIMELINE_PROCESSES
+            f"{p:>9}" for p in (*TIMELINE_PROCESSES, "machine")
         )
-        lines = [head + "   (CPU s per second per process)"]
+        lines = [
+            head + f"   (CPU s per second per process; machine: all {os.cpu_count()} cores, "
+            "every process, other jobs too)"
+        ]
         for t, cached, waiting, used in self.rows:
             acked = cached - waiting if cached >= 0 else -1
             lines.append(
                 f"{t:6.1f}{cached:8}{waiting:8}{acked:8}"
-                + "".join(f"{used[p]:9.2f}" for p in TIMELINE_PROCESSES)
+                + "".join(f"{used[p]:9.2f}" for p in (*TIMELINE_PROCESSES, "machine"))
             )
         return "\n".join(lines)
 
