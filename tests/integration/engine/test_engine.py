@@ -695,20 +695,40 @@ async def test_a_waves_cache_entries_are_read_in_one_command(
     assert len(rec.calls) == 5
 
 
-async def test_a_wave_whose_cache_read_fails_runs_its_jobs_as_before(
+async def test_redis_failing_on_a_waves_read_fails_each_job_as_its_own_read_would(
     stack: Stack, rec: RecordingProvisioner, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Redis failing on the wave's read: each job reads on its own (and meets redis as it
-    would have without the page); nothing is lost or answered twice."""
+    """Redis failing on the wave's read: every job waits for redis as it did when it read on
+    its own (nothing provisioned, nothing answered, the cursor kept), with one failed round
+    trip for the wave; once redis is back each is applied and answered once."""
     cache = stack.engine.cache
+    get_many, get = cache.get_many, cache.get
+    reads: list[int] = []
 
     async def down(ids: list[str]) -> list[bytes | None]:
+        reads.append(len(ids))
+        raise RedisConnectionError("redis went away (test)")
+
+    singles: list[str] = []
+
+    async def no_single_read(rid: str) -> Reservation | None:
+        singles.append(rid)  # a job reading redis again after the wave's read failed
         raise RedisConnectionError("redis went away (test)")
 
     monkeypatch.setattr(cache, "get_many", down)
+    monkeypatch.setattr(cache, "get", no_single_read)
     works = [
         await admin.subdomain(NODE, 42, f"f{i}.gw.example.com", ["185.69.166.2"]) for i in range(3)
     ]
+    cursor = stack.engine.cursor
+    assert await stack.engine.poll_once() is None
+    assert reads == [3]
+    assert singles == []
+    assert rec.calls == []
+    assert stack.engine.cursor == cursor
+    assert stack.outbox.depth == 0
+    monkeypatch.setattr(cache, "get_many", get_many)
+    monkeypatch.setattr(cache, "get", get)
     assert await stack.engine.poll_once() is False
     assert sorted(r for _, r in rec.calls) == sorted(w.gwid for w in works)
     await drain(stack)

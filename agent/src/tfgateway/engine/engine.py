@@ -225,6 +225,19 @@ class _Page:
     on the same workload reads redis again: the first may have changed its entry)."""
 
     cached: dict[str, bytes | None]
+    failed: BaseException | None = None
+    """The read's error (redis down): each job meets it as it would have met its own read."""
+
+
+def _again(exc: BaseException) -> BaseException:
+    """A job's own copy of the wave's read error, caused by it (one object per raise: a shared
+    one would grow a traceback each time)."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        copy = RedisError(str(exc))
+    copy.__cause__ = exc
+    return copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,13 +534,13 @@ class Engine:
 
     async def _read_page(self, jobs: Sequence[Job]) -> _Page | None:
         """The cache entries of the wave's jobs in one command (one await for the wave, not
-        one per job). None when redis fails: the jobs then read on their own and meet the
-        trouble as without a page."""
+        one per job). When redis fails, each job meets the error as it would have met its own
+        read (without trying again: one failed round trip per wave, as before)."""
         keys = list(dict.fromkeys(job.key for job in jobs))
         try:
             raw = await self.cache.get_many(keys)
-        except _TRANSIENT:
-            return None
+        except _TRANSIENT as exc:
+            return _Page({}, exc)
         return _Page(dict(zip(keys, raw, strict=True)))
 
     async def _attempt(self, job: Job, page: _Page | None = None) -> bool:
@@ -645,6 +658,8 @@ class Engine:
         restart without persistence, FLUSHALL) before the restore wrote it back: it is written
         back here, never taken for a new workload (provisioned and answered a second time)."""
         raw = _NOT_READ if page is None else page.cached.pop(job.key, _NOT_READ)
+        if page is not None and page.failed is not None:
+            raise _again(page.failed)
         try:
             if raw is _NOT_READ:
                 cached = await self.cache.get(job.key)
