@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import socket
 import struct
 import subprocess
@@ -27,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -102,6 +104,7 @@ class Stack:
     router: subprocess.Popen[bytes]
     tunnel: subprocess.Popen[bytes]
     service: subprocess.Popen[bytes]
+    logs: Path  # router.log, tftunnel.log, service.log
 
 
 @contextmanager
@@ -153,8 +156,10 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
         service = st.enter_context(
             process([sys.executable, "-c", code], tmp_path / "service.log", env=env, cwd=ROOT)
         )
+        # GOTRACEBACK=all: a goroutine dump on SIGQUIT names what holds what (diagnose)
+        go_env = {**os.environ, "GOTRACEBACK": "all"}
         router = st.enter_context(
-            process([binary("tfrouter"), "--config", str(cfg)], tmp_path / "router.log")
+            process([binary("tfrouter"), "--config", str(cfg)], tmp_path / "router.log", env=go_env)
         )
         for port in (local, http, clients):
             wait_until(partial(port_open, HOST, port), timeout=10, what=f"port {port}")
@@ -162,14 +167,15 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
             process(
                 [binary("tftunnel"), "--secret", "7:streams", "--remote", f"{HOST}:{clients}",
                  "--local", f"{HOST}:{local}", "--backoff", "1", *pin],
-                tmp_path / "tftunnel.log",
+                tmp_path / "tftunnel.log", env=go_env,
             )
         )  # fmt: skip
         wait_until(lambda: small_get(http), timeout=15, what="tunnel serving")
         if pin:  # the router offered protocol 2 and the client took it
             log = tmp_path / "tftunnel.log"
             assert "data_connections=true" in log.read_text(), log.read_text()
-        yield Stack(http=http, local=local, router=router, tunnel=tunnel, service=service)
+        yield Stack(http=http, local=local, router=router, tunnel=tunnel, service=service,
+                    logs=tmp_path)  # fmt: skip
 
 
 def local_connections(port: int) -> int:
@@ -196,6 +202,61 @@ def abort_download(port: int, i: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
         s.close()
+
+
+def descriptors(pid: int) -> list[str]:
+    """What each open descriptor of pid is (socket:[inode], pipe:[inode], a path)."""
+    out = []
+    for fd in sorted(Path(f"/proc/{pid}/fd").iterdir(), key=lambda p: int(p.name)):
+        with suppress(OSError):  # closed meanwhile
+            out.append(f"{fd.name} -> {fd.readlink()}")
+    return out
+
+
+def sockets_of(pid: int) -> list[str]:
+    """`ss -tanpoe` lines of pid's TCP sockets: state, addresses, timers, inode."""
+    out = subprocess.run(
+        ["ss", "-Htanpoe"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.splitlines()
+    return [line for line in out if f"pid={pid}," in line]
+
+
+def goroutines(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
+    """Stops proc with SIGQUIT (GOTRACEBACK=all) and returns its goroutine dump from log,
+    identical stacks folded into one with their count (the whole dump stays in log)."""
+    proc.send_signal(signal.SIGQUIT)
+    proc.wait(timeout=10)
+    text = log.read_text(errors="replace")
+    start = text.find("goroutine ")
+    stacks: dict[str, int] = {}
+    for block in text[start:].split("\n\n") if start >= 0 else []:
+        head, _, frames = block.strip().partition("\n")
+        if not head.startswith("goroutine "):
+            continue
+        state = head.split("[", 1)[-1].split(",")[0].rstrip("]:")
+        key = f"[{state}]\n" + "\n".join(
+            "    " + re.sub(r"\(0x[0-9a-f, .]*\)| \+0x[0-9a-f]+", "", line.strip())
+            for line in frames.splitlines()
+        )  # fmt: skip
+        stacks[key] = stacks.get(key, 0) + 1
+    return [f"{n} goroutine(s) {key}" for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])]
+
+
+def diagnose(stack: Stack, fds: dict[str, int]) -> str:
+    """What the processes whose descriptors did not come back hold: every descriptor, the
+    TCP sockets with their state and timers, and (the process is stopped for it) the
+    goroutines that hold them."""
+    report = []
+    for name, proc in (("tfrouter", stack.router), ("tftunnel", stack.tunnel)):
+        held = descriptors(proc.pid)
+        report.append(f"=== {name} pid {proc.pid}: {len(held)} descriptors ({fds[name]} before)")
+        report += held
+        report.append(f"--- {name} TCP sockets (ss -tanpoe)")
+        report += sockets_of(proc.pid)
+        if len(held) > fds[name] + 2:
+            report.append(f"--- {name} goroutines (SIGQUIT; full dump in {name}.log)")
+            report += goroutines(proc, stack.logs / f"{name}.log")
+    return "\n".join(report)
 
 
 def test_thousand_aborted_downloads_leave_no_memory_behind(stack: Stack) -> None:
@@ -239,16 +300,20 @@ def test_thousand_aborted_downloads_leave_no_memory_behind(stack: Stack) -> None
         )
 
     try:
-        wait_until(back, timeout=30, what="RSS back within 10% of the start")
-    finally:
-        after = {name: rss_kib(pid) for name, pid in pids.items()}
-        mib = {n: [v[n] / 1024 for v in (fresh, before, peak, after)] for n in pids}
-        back_s = time.monotonic() - settled
-        print(f"\n1000 aborted downloads in {took:.1f} s; back in {back_s:.1f} s")
-        print("open descriptors before / after: " + ", ".join(
-            f"{n} {fds[n]} / {open_fds(pid)}" for n, pid in pids.items()))  # fmt: skip
-        for n, (f, b, p, a) in mib.items():
-            print(f"{n} RSS MiB: fresh {f:.1f}, before {b:.1f}, peak {p:.1f}, after {a:.1f}")
+        wait_until(back, timeout=30, what="RSS and descriptors back to where they started")
+        came_back = ""
+    except TimeoutError as e:
+        came_back = str(e)
+    after = {name: rss_kib(pid) for name, pid in pids.items()}
+    mib = {n: [v[n] / 1024 for v in (fresh, before, peak, after)] for n in pids}
+    back_s = time.monotonic() - settled
+    print(f"\n1000 aborted downloads in {took:.1f} s; back in {back_s:.1f} s")
+    print("open descriptors before / after: " + ", ".join(
+        f"{n} {fds[n]} / {open_fds(pid)}" for n, pid in pids.items()))  # fmt: skip
+    for n, (f, b, p, a) in mib.items():
+        print(f"{n} RSS MiB: fresh {f:.1f}, before {b:.1f}, peak {p:.1f}, after {a:.1f}")
+    if came_back:
+        pytest.fail(f"{came_back}\n{diagnose(stack, fds)}")
     assert small_get(stack.http), "the tunnel no longer serves"
     assert stack.router.poll() is None
     assert stack.tunnel.poll() is None
