@@ -231,6 +231,10 @@ def sockets_of(pid: int) -> list[str]:
     return [line for line in out if f"pid={pid}," in line]
 
 
+# What differs between goroutines of one stack in a dump: arguments, offsets, frame addresses.
+SAME_STACK = r"\([^()]*\)$| \+0x[0-9a-f]+| fp=0x\S+ sp=0x\S+ pc=0x\S+| in goroutine \d+"
+
+
 def goroutines(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
     """Stops proc with SIGQUIT (GOTRACEBACK=all) and returns its goroutine dump from log,
     identical stacks folded into one with their count (the whole dump stays in log)."""
@@ -245,9 +249,8 @@ def goroutines(proc: subprocess.Popen[bytes], log: Path) -> list[str]:
             continue
         state = head.split("[", 1)[-1].split(",")[0].rstrip("]:")
         key = f"[{state}]\n" + "\n".join(
-            "    " + re.sub(r"\(0x[0-9a-f, .]*\)| \+0x[0-9a-f]+", "", line.strip())
-            for line in frames.splitlines()
-        )  # fmt: skip
+            "    " + re.sub(SAME_STACK, "", line.strip()) for line in frames.splitlines()
+        )
         stacks[key] = stacks.get(key, 0) + 1
     return [f"{n} goroutine(s) {key}" for key, n in sorted(stacks.items(), key=lambda kv: -kv[1])]
 
@@ -257,7 +260,8 @@ def diagnose(stack: Stack, left: dict[str, list[str]]) -> str:
     and for one that kept a descriptor (left) the goroutines holding it (the process is
     stopped for the dump)."""
     report = []
-    for name, proc in (("tfrouter", stack.router), ("tftunnel", stack.tunnel)):
+    for name, proc, log in (("tfrouter", stack.router, "router.log"),
+                            ("tftunnel", stack.tunnel, "tftunnel.log")):  # fmt: skip
         held = descriptors(proc.pid)
         report.append(f"=== {name} pid {proc.pid}: {len(held)} descriptors, not held before: "
                       f"{', '.join(left[name]) or 'none'}")  # fmt: skip
@@ -265,8 +269,8 @@ def diagnose(stack: Stack, left: dict[str, list[str]]) -> str:
         report.append(f"--- {name} TCP sockets (ss -tanpoe)")
         report += sockets_of(proc.pid)
         if left[name]:
-            report.append(f"--- {name} goroutines (SIGQUIT; full dump in {name}.log)")
-            report += goroutines(proc, stack.logs / f"{name}.log")
+            report.append(f"--- {name} goroutines (SIGQUIT; full dump in {stack.logs / log})")
+            report += goroutines(proc, stack.logs / log)
     return "\n".join(report)
 
 
