@@ -144,7 +144,7 @@ const (
 // closed, so a router whose connections have ended comes back to the descriptors of its
 // listeners and tunnels instead of keeping the pool's largest size (up to 2 x maxFreePipes
 // descriptors, each pipe charged its full size in the user's pipe-user-pages) for good. A
-// variable so tests can shorten it.
+// variable so tests can shorten it (read under pipes.mu).
 var pipeIdle = 10 * time.Second
 
 type kpipe struct {

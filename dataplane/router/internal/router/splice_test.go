@@ -101,9 +101,14 @@ func TestIdleConnectionsHoldNoPipes(t *testing.T) {
 // ended the router holds no pipe (1,000 aborted downloads through data connections left up to
 // four pooled pipes, eight descriptors, for good: faults/test_tunnel_streams.py).
 func TestIdlePipesAreClosed(t *testing.T) {
+	setIdle := func(d time.Duration) { // read under the pool's lock (the reaper's goroutine)
+		pipes.mu.Lock()
+		pipeIdle = d
+		pipes.mu.Unlock()
+	}
 	orig := pipeIdle
-	pipeIdle = time.Second
-	t.Cleanup(func() { pipeIdle = orig })
+	setIdle(time.Second)
+	t.Cleanup(func() { setIdle(orig) })
 	pipes.expire() // what earlier tests pooled goes on the short schedule too
 	testutil.WaitFor(t, 5*time.Second, "an empty pool", func() bool { return pipes.idle() == 0 })
 	base := pipeFDs(t)
