@@ -11,7 +11,12 @@ development explorer and the agent in network namespaces), sizes side by side in
   asked for once everything is live: a result is only sent after its writes);
 - then, untimed, that CoreDNS answers every name and the router a sample of 100 routes;
 - CPU seconds per process (agent, explorer, redis, CoreDNS, router) between creation and the
-  end, next to wall time; peak RSS (VmHWM) of each process.
+  end, next to wall time; peak RSS (VmHWM) of each process;
+- a timeline of the largest size, one row per second: workloads cached by the agent, results
+  still in its outbox (acknowledged = cached - waiting), each process's CPU in that second
+  and the whole machine's (what the wall time waited on: a process at 1.0 is saturated; all
+  below 1.0 with the machine below its core count means a wait; the machine at its core
+  count means the cores were busy, with other jobs too on a shared machine).
 
 With `--profile DIR` py-spy samples the agent, its result sender (once started) and the
 development explorer during the largest size (non-blocking, 200 Hz) and the top functions by
@@ -41,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,6 +87,81 @@ return 'ok'
 """
 
 
+# The timeline's counts: workloads cached (provisioned and queued) and outbox entries waiting
+# for the explorer (results not yet acknowledged, and the stats entry).
+PROGRESS_LUA = (
+    "return {redis.call('HLEN', 'tfgateway_reservations'), redis.call('HLEN', 'tfgateway:outbox')}"
+)
+TIMELINE_STEP_S = 1.0
+TIMELINE_PROCESSES = ("agent", "sender", "explorer", "redis", "coredns", "router")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have been busy (every process, other jobs too)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Timeline(threading.Thread):
+    """Once a second through a run: workloads cached by the agent, results still in its outbox
+    (so acknowledged = cached - waiting), and each process's CPU seconds in that second: what
+    the wall time waited on, one row per second."""
+
+    def __init__(self, gw: Any, pids: dict[str, int], t0: float) -> None:
+        super().__init__(daemon=True)
+        self.gw, self.pids, self.t0 = gw, pids, t0
+        self.rows: list[tuple[float, int, int, dict[str, float]]] = []
+        self._stop_event = threading.Event()
+
+    def _cpu(self) -> dict[str, float]:
+        cpu = {}
+        for p, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                cpu[p] = cpu_seconds(pid)
+        with contextlib.suppress(OSError):
+            cpu["sender"] = sum(cpu_seconds(c) for c in children(self.pids["agent"]))
+        cpu["machine"] = machine_busy_s()
+        return cpu
+
+    def run(self) -> None:
+        last = self._cpu()
+        step = 1
+        while not self._stop_event.wait(
+            max(0.0, self.t0 + step * TIMELINE_STEP_S - time.monotonic())
+        ):
+            try:
+                out = self.gw.redis_cli("EVAL", PROGRESS_LUA, "0").split()
+                cached, waiting = int(out[0]), max(0, int(out[1]) - 1)
+            except Exception:  # a sample lost under load: the row says so
+                cached = waiting = -1
+            now = self._cpu()
+            used = {p: now.get(p, 0.0) - last.get(p, 0.0) for p in (*TIMELINE_PROCESSES, "machine")}
+            self.rows.append((time.monotonic() - self.t0, cached, waiting, used))
+            last = now
+            step += 1
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def render(self) -> str:
+        head = f"{'t s':>6}{'cached':>8}{'waiting':>8}{'acked':>8}" + "".join(
+            f"{p:>9}" for p in (*TIMELINE_PROCESSES, "machine")
+        )
+        lines = [
+            head + f"   (CPU s per second per process; machine: all {os.cpu_count()} cores, "
+            "every process, other jobs too)"
+        ]
+        for t, cached, waiting, used in self.rows:
+            acked = cached - waiting if cached >= 0 else -1
+            lines.append(
+                f"{t:6.1f}{cached:8}{waiting:8}{acked:8}"
+                + "".join(f"{used[p]:9.2f}" for p in (*TIMELINE_PROCESSES, "machine"))
+            )
+        return "\n".join(lines)
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -112,6 +193,7 @@ class Run:
     polls: int = 0
     resolved: int = 0
     routed: int = 0
+    timeline: str = ""
 
     @property
     def done_s(self) -> float:
@@ -252,6 +334,8 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
         cpu0 = {p: cpu_seconds(pid) for p, pid in pids.items()}
         kids0 = {c: cpu_seconds(c) for c in children(pids["agent"])}
         t0, t0_wall = time.monotonic(), time.time()
+        timeline = Timeline(gw, pids, t0)
+        timeline.start()
         for start in range(0, len(specs), 1000):
             gw.call(gw.admin.create_workloads(specs[start : start + 1000]))
         run.created_s = time.monotonic() - t0
@@ -285,6 +369,8 @@ def measure(size: int, args: argparse.Namespace, profile: Path | None, src: Path
                 spies.append(Profiler(kids[0], profile.with_name("sender-" + profile.name)))
             time.sleep(0.25)
         run.live_s, run.acked_s = live_at, acked_at
+        timeline.stop()
+        run.timeline = timeline.render()
         run.cpu_s = {p: cpu_seconds(pid) - cpu0[p] for p, pid in pids.items()}
         run.rss_mb = {p: peak_rss_mb(pid) for p, pid in pids.items()}
         kids = children(pids["agent"])
@@ -410,6 +496,8 @@ def run_one(
     print(f"  live {run.live_s:.1f} s, acknowledged {run.acked_s:.1f} s, agent CPU "
           f"{agent_cpu:.1f} s (+ sender {run.cpu_s['sender']:.1f} s), RSS {agent_rss:.0f} MB"
           f" (+ sender {run.rss_mb['sender']:.0f} MB)", flush=True)  # fmt: skip
+    if size == largest:
+        print(f"timeline ({agent}, {size:,}):\n{run.timeline}", flush=True)
     if profile is not None and profile.exists():
         print(f"agent: {top_functions(profile)}", flush=True)
     explorer_profile = profile.with_name("explorer-" + profile.name) if profile else None

@@ -24,6 +24,7 @@ from tfgateway.engine.cache import RESERVATIONS_KEY
 from tfgateway.engine.engine import POLL_PAGE_SIZE, Engine, chains
 from tfgateway.engine.outbox import OUTBOX_KEY
 from tfgateway.explorer.client import PollResult
+from tfgateway.explorer.workloads import job_from_item
 from tfgateway.model.reservation import Reservation
 from tfgateway.primitives.provisioner import ProvisionError, is_reapplying
 from tfgateway.telemetry.logs import Fields
@@ -654,3 +655,82 @@ async def test_a_page_that_fails_drops_the_page_read_ahead(
         provisioned = {gwid for _, gwid in gated.calls}
         assert len(provisioned) == 2 * POLL_PAGE_SIZE
         assert failed[0] in gated.applied
+
+
+async def test_a_waves_cache_entries_are_read_in_one_command(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache entries of a wave's jobs come in one HMGET before the jobs run; each job
+    takes its own entry from there (no read of its own), and a second job of the same
+    workload in the wave reads redis itself (the first may have changed its entry)."""
+    cache = stack.engine.cache
+    pages: list[list[str]] = []
+    singles: list[str] = []
+    get_many, get = cache.get_many, cache.get
+
+    async def spy_get_many(ids: list[str]) -> list[bytes | None]:
+        pages.append(list(ids))
+        return await get_many(ids)
+
+    async def spy_get(rid: str) -> Reservation | None:
+        singles.append(rid)
+        return await get(rid)
+
+    monkeypatch.setattr(cache, "get_many", spy_get_many)
+    monkeypatch.setattr(cache, "get", spy_get)
+    works = [
+        await admin.subdomain(NODE, 42, f"c{i}.gw.example.com", ["185.69.166.2"]) for i in range(5)
+    ]
+    assert await stack.engine.poll_once() is False
+    assert pages == [[w.gwid for w in works]]
+    assert singles == []
+    assert len(rec.calls) == 5
+    # the same workload twice in one wave: its first job takes the page's entry, the second
+    # reads redis (and finds the result the first one cached: nothing provisioned again)
+    item = next(i for i in (await stack.explorer.poll(0)).items if i["id"] == works[0].id)
+    job = job_from_item(item)
+    assert await stack.engine._run_wave([job, job])
+    assert pages[-1] == [job.key]
+    assert singles == [job.key]
+    assert len(rec.calls) == 5
+
+
+async def test_redis_failing_on_a_waves_read_fails_each_job_as_its_own_read_would(
+    stack: Stack, rec: RecordingProvisioner, admin: AdminClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis failing on the wave's read: every job waits for redis as it did when it read on
+    its own (nothing provisioned, nothing answered, the cursor kept), with one failed round
+    trip for the wave; once redis is back each is applied and answered once."""
+    cache = stack.engine.cache
+    get_many, get = cache.get_many, cache.get
+    reads: list[int] = []
+
+    async def down(ids: list[str]) -> list[bytes | None]:
+        reads.append(len(ids))
+        raise RedisConnectionError("redis went away (test)")
+
+    singles: list[str] = []
+
+    async def no_single_read(rid: str) -> Reservation | None:
+        singles.append(rid)  # a job reading redis again after the wave's read failed
+        raise RedisConnectionError("redis went away (test)")
+
+    monkeypatch.setattr(cache, "get_many", down)
+    monkeypatch.setattr(cache, "get", no_single_read)
+    works = [
+        await admin.subdomain(NODE, 42, f"f{i}.gw.example.com", ["185.69.166.2"]) for i in range(3)
+    ]
+    cursor = stack.engine.cursor
+    assert await stack.engine.poll_once() is None
+    assert reads == [3]
+    assert singles == []
+    assert rec.calls == []
+    assert stack.engine.cursor == cursor
+    assert stack.outbox.depth == 0
+    monkeypatch.setattr(cache, "get_many", get_many)
+    monkeypatch.setattr(cache, "get", get)
+    assert await stack.engine.poll_once() is False
+    assert sorted(r for _, r in rec.calls) == sorted(w.gwid for w in works)
+    await drain(stack)
+    puts = [p["gwid"] for p in (await admin.state())["result_puts"]]
+    assert sorted(puts) == sorted(w.gwid for w in works)

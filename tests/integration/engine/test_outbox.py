@@ -128,3 +128,40 @@ async def test_persist_all_after_data_loss(
     assert redis_db.hlen(OUTBOX_KEY) == 2
     reloaded = Outbox(aredis, explorer, backoff=fast_backoff)
     assert await reloaded.load() == 2
+
+
+class InstantExplorer:
+    """Acknowledges every result at once (after a loop turn, like a pipe or a socket)."""
+
+    def __init__(self) -> None:
+        self.puts: list[str] = []
+
+    async def put_result(self, gwid: str, body: bytes) -> None:
+        await asyncio.sleep(0)
+        self.puts.append(gwid)
+
+
+async def test_delivered_entries_leave_redis_in_few_hdels_with_many_workers(
+    aredis: redis.asyncio.Redis, redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 workers deliver 2,000 results: the entries are removed from redis in batches, one
+    HDEL in flight at a time (each worker sending the whole growing batch again while one was
+    in flight made thousands, each up to the batch size)."""
+    stub = InstantExplorer()
+    outbox = Outbox(aredis, stub, backoff=fast_backoff, concurrency=64)  # type: ignore[arg-type]
+    await asyncio.gather(*(outbox.put_result(f"{i}-1", BODY % b"x") for i in range(2000)))
+    assert redis_db.hlen(OUTBOX_KEY) == 2000
+    hdels: list[int] = []
+    batch = outbox._batch
+    original = batch.hdel
+
+    async def spy(key: str, *fields: str) -> int:
+        hdels.append(len(fields))
+        return await original(key, *fields)
+
+    monkeypatch.setattr(batch, "hdel", spy)
+    assert await outbox.deliver_once()
+    assert len(stub.puts) == 2000
+    assert redis_db.hlen(OUTBOX_KEY) == 0
+    assert sum(hdels) == 2000  # each entry removed once
+    assert len(hdels) <= 2000 // 64 + 2

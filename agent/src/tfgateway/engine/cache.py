@@ -8,6 +8,7 @@ go on (a failed listing at start-up was fatal in the Go daemon).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import redis.asyncio
 
@@ -45,8 +46,22 @@ class ReservationCache:
         value = await self._batch.hget(self._key, reservation_id)
         if value is None:
             return None
+        return self.decode(reservation_id, _as_bytes(value))
+
+    async def get_many(self, reservation_ids: Sequence[str]) -> list[bytes | None]:
+        """The raw entries of several reservations in one command (a page of jobs), in order;
+        `decode` each."""
+        if not reservation_ids:
+            return []
+        return [
+            None if v is None else _as_bytes(v)
+            for v in await self._batch.hmget(self._key, reservation_ids)
+        ]
+
+    def decode(self, reservation_id: str, value: bytes) -> Reservation:
+        """A raw entry of `get_many`; CacheDecodeError if it is corrupt."""
         try:
-            return decode_cache_value(_as_bytes(value))
+            return decode_cache_value(value)
         except CacheDecodeError as exc:
             raise CacheDecodeError(f"cache entry {reservation_id!r}: {exc}") from exc
 

@@ -14,7 +14,9 @@ Semantics of the Go daemon (explorer spec §5-6) with its defects fixed:
   (redisbatch) and their results are sent together, in two waves: delegations first (the
   zones other names live in), then everything else. Jobs on the same workload or the same
   name run one after another in the Go daemon's type order (a subdomain before a proxy on
-  its name) and then the explorer's, and so do all delegations and all 4to6 jobs.
+  its name) and then the explorer's, and so do all delegations and all 4to6 jobs;
+- the cache entries of a wave's jobs are read in one command before the jobs run (each job
+  takes its own; a second job of the same workload in the wave reads redis again).
 
 The engine knows reservations, not redis key names: the cache, the outbox and the provisioners
 are handed in.
@@ -89,6 +91,10 @@ class ReservationStore(Protocol):
     async def put(self, reservation: Reservation) -> None: ...
 
     def entry(self, reservation: Reservation) -> tuple[str, str, bytes]: ...
+
+    async def get_many(self, reservation_ids: Sequence[str]) -> list[bytes | None]: ...
+
+    def decode(self, reservation_id: str, value: bytes) -> Reservation: ...
 
     async def remove(self, reservation_id: str) -> None: ...
 
@@ -208,6 +214,30 @@ async def _run_chains(
         if isinstance(outcome, BaseException):
             raise outcome
     return ok
+
+
+_NOT_READ: Final[Any] = object()
+
+
+@dataclass(slots=True)
+class _Page:
+    """What a wave read before its jobs ran: raw cache entries, each taken once (a second job
+    on the same workload reads redis again: the first may have changed its entry)."""
+
+    cached: dict[str, bytes | None]
+    failed: BaseException | None = None
+    """The read's error (redis down): each job meets it as it would have met its own read."""
+
+
+def _again(exc: BaseException) -> BaseException:
+    """A job's own copy of the wave's read error, caused by it (one object per raise: a shared
+    one would grow a traceback each time)."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        copy = RedisError(str(exc))
+    copy.__cause__ = exc
+    return copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,12 +527,26 @@ class Engine:
         be retried (its chain stopped there; the other chains went on)."""
         groups = [[jobs[i] for i in chain] for chain in chains([j.reservation for j in jobs])]
         async with self.lock:
-            return await _run_chains(groups, self._attempt, MAX_CONCURRENT_JOBS)
+            page = await self._read_page(jobs)
+            return await _run_chains(
+                groups, lambda job: self._attempt(job, page), MAX_CONCURRENT_JOBS
+            )
 
-    async def _attempt(self, job: Job) -> bool:
+    async def _read_page(self, jobs: Sequence[Job]) -> _Page | None:
+        """The cache entries of the wave's jobs in one command (one await for the wave, not
+        one per job). When redis fails, each job meets the error as it would have met its own
+        read (without trying again: one failed round trip per wave, as before)."""
+        keys = list(dict.fromkeys(job.key for job in jobs))
+        try:
+            raw = await self.cache.get_many(keys)
+        except _TRANSIENT as exc:
+            return _Page({}, exc)
+        return _Page(dict(zip(keys, raw, strict=True)))
+
+    async def _attempt(self, job: Job, page: _Page | None = None) -> bool:
         """Handle one job; False if it must be retried with its batch."""
         try:
-            await self._handle(job)
+            await self._handle(job, page)
         except Exception as exc:
             if _redis_trouble(exc):
                 # Our own storage is down: wait for it however long it takes.
@@ -543,18 +587,19 @@ class Engine:
         async with self.lock:
             return await self._handle(job)
 
-    async def _handle(self, job: Job) -> str:
+    async def _handle(self, job: Job, page: _Page | None = None) -> str:
         """Provision or decommission one workload; logs one line and returns the outcome.
-        The caller holds the lock (concurrent jobs of one wave share it)."""
+        The caller holds the lock (concurrent jobs of one wave share it); `page`: what the
+        wave read ahead."""
         r = job.reservation
         action = "decommission" if r.to_delete or r.expired() else "provision"
         started = time.monotonic()
         outcome = "error"
         try:
             if action == "decommission":
-                outcome = await self._decommission(job)
+                outcome = await self._decommission(job, page)
             else:
-                outcome = await self._provision(job)
+                outcome = await self._provision(job, page)
             return outcome
         except Exception as exc:
             outcome = "retry" if _is_transient(exc) else "crash"
@@ -606,14 +651,20 @@ class Engine:
             and theirs.state == int(cached.result.state)
         )
 
-    async def _cached(self, job: Job) -> Reservation | None:
+    async def _cached(self, job: Job, page: _Page | None = None) -> Reservation | None:
         """The cache entry; a corrupt one counts as absent (it gets overwritten or removed).
 
         A workload live in memory but missing from redis is one whose cache redis lost (a
         restart without persistence, FLUSHALL) before the restore wrote it back: it is written
         back here, never taken for a new workload (provisioned and answered a second time)."""
+        raw = _NOT_READ if page is None else page.cached.pop(job.key, _NOT_READ)
+        if page is not None and page.failed is not None:
+            raise _again(page.failed)
         try:
-            cached = await self.cache.get(job.key)
+            if raw is _NOT_READ:
+                cached = await self.cache.get(job.key)
+            else:
+                cached = None if raw is None else self.cache.decode(job.key, raw)
         except CacheDecodeError as exc:
             log.error("%s; treating it as not cached", exc)
             return None
@@ -622,9 +673,9 @@ class Engine:
             return remembered
         return cached
 
-    async def _provision(self, job: Job) -> str:
+    async def _provision(self, job: Job, page: _Page | None = None) -> str:
         r = job.reservation
-        cached = await self._cached(job)
+        cached = await self._cached(job, page)
         if cached is not None:
             return await self._cache_hit(job, cached)
         if self.outbox.has_pending(job.real_id, "delete"):
@@ -704,9 +755,9 @@ class Engine:
         await self.outbox.put_result(job.real_id, wire_result(cached.result, job.category))
         return "resent"
 
-    async def _decommission(self, job: Job) -> str:
+    async def _decommission(self, job: Job, page: _Page | None = None) -> str:
         r = job.reservation
-        cached = await self._cached(job)
+        cached = await self._cached(job, page)
         if cached is None:
             await self.cache.remove(job.key)  # drops a corrupt entry, no-op otherwise
             await self._clean_orphan(job)

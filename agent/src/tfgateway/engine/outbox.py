@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 OUTBOX_KEY: Final = "tfgateway:outbox"
 SEQ_KEY: Final = "tfgateway:outbox:seq"
 STATS_FIELD: Final = "stats"
+CONCURRENCY: Final = 64
+"""Messages in flight at once. A result's round trip (to the result sender's pipe, the
+explorer, the verdict back) waits for a turn of the agent's loop, which a page of jobs holds
+for tens of milliseconds during a catch-up: with 16 in flight, results went out at half the
+pace workloads were applied and a backlog of 27,000 was left for after the last one
+(benchmarks/agent, the timeline of 50,000)."""
 FORGET_BATCH: Final = 64
 ACK_MEMORY_MAX: Final = 100_000
 """Delivered entries are removed from the hash in batches of at most this many."""
@@ -133,7 +139,7 @@ class Outbox:
         backoff: Callable[[], Backoff] = Backoff,
         on_delivered: Callable[[Message], Awaitable[None] | None] | None = None,
         stats_gate: asyncio.Event | None = None,
-        concurrency: int = 16,
+        concurrency: int = CONCURRENCY,
         stats_interval: float = 1.0,
     ) -> None:
         self.concurrency = concurrency
@@ -149,6 +155,7 @@ class Outbox:
         self._stats: dict[str, int] | None = None
         self._stats_version = 0
         self._forget: set[str] = set()
+        self._forgetting = False
         self._wake = asyncio.Event()
         self._on_delivered = on_delivered
         self._stats_gate = stats_gate
@@ -319,9 +326,13 @@ class Outbox:
         if not self._forget:
             return
         batch = set(self._forget)
-        with contextlib.suppress(RedisError, OSError):
-            await self._batch.hdel(OUTBOX_KEY, *batch)
-            self._forget -= batch
+        self._forgetting = True
+        try:
+            with contextlib.suppress(RedisError, OSError):
+                await self._batch.hdel(OUTBOX_KEY, *batch)
+                self._forget -= batch
+        finally:
+            self._forgetting = False
 
     async def deliver_once(self) -> bool:
         """One pass over everything pending; False if something must be retried later.
@@ -394,8 +405,10 @@ class Outbox:
         self._forget_message(message)
         # HDEL in batches (one round trip per pass, or per FORGET_BATCH messages of a large
         # backlog) rather than one per message; deliver_once flushes the rest at its end.
+        # One HDEL in flight at a time: the other workers add to the next one meanwhile (each
+        # sending the whole growing set again cost more than the deliveries at 64 workers).
         self._forget.add(message.field)
-        if len(self._forget) >= FORGET_BATCH:
+        if len(self._forget) >= FORGET_BATCH and not self._forgetting:
             await self._flush_forget()
         if self._on_delivered is not None:
             maybe = self._on_delivered(message)

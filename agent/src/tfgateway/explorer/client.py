@@ -81,7 +81,8 @@ ERROR_HEAD: Final = 4096
 """Bytes of a failed answer read for its `{"error": ...}` text."""
 DEFAULT_TIMEOUT: Final = 15.0
 POOL_SIZE: Final = 32
-"""Keep-alive connections to the explorer: the outbox's 16 PUTs plus poll, stats and uptime."""
+"""Keep-alive connections to the explorer: PUTs (the outbox has up to 64 in flight; more wait
+for a connection), poll, stats and uptime."""
 USER_AGENT: Final = "tfgateway/2"
 _CHUNK: Final = 64 * 1024
 

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // spliceCopy copies src to dst with splice(2): socket → pipe → socket, the bytes never
@@ -138,9 +140,17 @@ const (
 	maxFreePipes = 64
 )
 
+// pipeIdle is how long an empty pipe waits in the pool for the next transfer before it is
+// closed, so a router whose connections have ended comes back to the descriptors of its
+// listeners and tunnels instead of keeping the pool's largest size (up to 2 x maxFreePipes
+// descriptors, each pipe charged its full size in the user's pipe-user-pages) for good. A
+// variable so tests can shorten it (read under pipes.mu).
+var pipeIdle = 10 * time.Second
+
 type kpipe struct {
 	r, w int
-	data int // bytes in the pipe
+	data int       // bytes in the pipe
+	idle time.Time // when it went back to the pool
 }
 
 func (p *kpipe) close() {
@@ -148,11 +158,14 @@ func (p *kpipe) close() {
 	_ = syscall.Close(p.w)
 }
 
-// pipePool keeps a few empty pipes for the next transfer; a pipe that still holds bytes (its
-// copy failed midway) is closed instead.
+// pipePool keeps a few empty pipes for the next transfer, each for at most pipeIdle; a pipe
+// that still holds bytes (its copy failed midway) is closed instead.
 type pipePool struct {
 	mu   sync.Mutex
-	free []*kpipe
+	free []*kpipe // oldest first: put appends, get takes the last
+	// reap closes the pipes idle for pipeIdle; armed while free is not empty.
+	reap  *time.Timer
+	armed bool
 }
 
 var pipes pipePool
@@ -185,13 +198,50 @@ func (pp *pipePool) put(p *kpipe) {
 		p.close()
 		return
 	}
+	p.idle = time.Now()
 	pp.mu.Lock()
 	if len(pp.free) < maxFreePipes {
 		pp.free = append(pp.free, p)
 		p = nil
+		if !pp.armed {
+			pp.armed = true
+			if pp.reap == nil {
+				pp.reap = time.AfterFunc(pipeIdle, pp.expire)
+			} else {
+				pp.reap.Reset(pipeIdle)
+			}
+		}
 	}
 	pp.mu.Unlock()
 	if p != nil {
 		p.close()
 	}
+}
+
+// expire closes the pipes idle for pipeIdle and waits for the next one to be.
+func (pp *pipePool) expire() {
+	now := time.Now()
+	pp.mu.Lock()
+	n := 0
+	for n < len(pp.free) && now.Sub(pp.free[n].idle) >= pipeIdle {
+		n++
+	}
+	old := slices.Clone(pp.free[:n])
+	pp.free = slices.Delete(pp.free, 0, n)
+	if len(pp.free) > 0 {
+		pp.reap.Reset(pipeIdle - now.Sub(pp.free[0].idle))
+	} else {
+		pp.armed = false
+	}
+	pp.mu.Unlock()
+	for _, p := range old {
+		p.close()
+	}
+}
+
+// idle is the number of pipes waiting in the pool.
+func (pp *pipePool) idle() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return len(pp.free)
 }

@@ -97,6 +97,64 @@ func TestIdleConnectionsHoldNoPipes(t *testing.T) {
 	}
 }
 
+// The pool's empty pipes are closed once idle for pipeIdle: after a burst of transfers has
+// ended the router holds no pipe (1,000 aborted downloads through data connections left up to
+// four pooled pipes, eight descriptors, for good: faults/test_tunnel_streams.py).
+func TestIdlePipesAreClosed(t *testing.T) {
+	setIdle := func(d time.Duration) { // read under the pool's lock (the reaper's goroutine)
+		pipes.mu.Lock()
+		pipeIdle = d
+		pipes.mu.Unlock()
+	}
+	orig := pipeIdle
+	setIdle(time.Second)
+	t.Cleanup(func() { setIdle(orig) })
+	pipes.expire() // what earlier tests pooled goes on the short schedule too
+	testutil.WaitFor(t, 5*time.Second, "an empty pool", func() bool { return pipes.idle() == 0 })
+	base := pipeFDs(t)
+	// the backend sends 4 MiB, then waits for the client's end: the router's copy drains the
+	// socket, finds nothing more to read and gives its pipe back to the pool
+	const n, size = 8, 4 << 20
+	port := tcpBackend(t, func(c net.Conn) {
+		_, _ = c.Write(bytes.Repeat([]byte("x"), size))
+		_, _ = io.Copy(io.Discard, c)
+	})
+	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"CATCH_ALL\"]\naddr = \"127.0.0.1\"\ntlsport = %d\n", port), Options{})
+	conns := make([]net.Conn, n)
+	errs := make(chan error, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", r.tls())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+		if _, err := c.Write([]byte("not TLS: routed by the empty name\n")); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			_, err := io.ReadFull(c, make([]byte, size))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "pipes in the pool", func() bool { return pipes.idle() > 0 })
+	pooled := pipes.idle()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	start := time.Now()
+	testutil.WaitFor(t, 10*time.Second, "the pool's pipes closed", func() bool {
+		return pipes.idle() == 0 && pipeFDs(t) == base
+	})
+	t.Logf("%d pooled pipes closed %v after the transfers ended", pooled, time.Since(start).Round(time.Millisecond))
+}
+
 func pipeFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -123,9 +181,9 @@ func TestSpliceFallsBackWithoutPipes(t *testing.T) {
 	newPipe = func() (*kpipe, error) { return nil, syscall.EMFILE }
 	t.Cleanup(func() {
 		newPipe = orig
-		pipes.mu.Lock()
-		pipes.free = append(pipes.free, free...)
-		pipes.mu.Unlock()
+		for _, p := range free {
+			pipes.put(p) // back on the idle schedule
+		}
 	})
 	port := readAllServer(t)
 	r := startRouter(t, 0, fmt.Sprintf("[server.services.\"CATCH_ALL\"]\naddr = \"127.0.0.1\"\ntlsport = %d\n", port), Options{})
