@@ -49,6 +49,8 @@ class FaultPlan(BaseModel):
     error_rate: float = Rate
     latency: float = Field(default=0.0, ge=0.0, le=600.0)  # seconds added before handling
     latency_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # up to this many seconds more, drawn per request (answers spread out as a real server's)
+    latency_jitter: float = Field(default=0.0, ge=0.0, le=600.0)
     # next N / a fraction: handled (state changes), then the answer waits slow_answer_seconds,
     # so a client that gives up sooner believes the request failed
     slow_answer_requests: int = Count
@@ -63,7 +65,14 @@ class FaultPlan(BaseModel):
 
 
 # Plan keys that only parametrise faults set by other keys.
-_PARAMETERS = {"seed", "endpoints", "error_status", "latency_rate", "slow_answer_seconds"}
+_PARAMETERS = {
+    "seed",
+    "endpoints",
+    "error_status",
+    "latency_rate",
+    "latency_jitter",
+    "slow_answer_seconds",
+}
 _NO_FAULTS = FaultPlan().model_dump(exclude=_PARAMETERS)
 
 
@@ -141,6 +150,7 @@ class FaultInjector:
         sub_seeds = (self._rng.getrandbits(64), self._rng.getrandbits(64))
         # drawn only by plans that use it, so older plans keep their exact sequences
         slow_draw = self._rng.random() if plan.slow_answer_rate > 0 else 1.0
+        jitter = self._rng.random() * plan.latency_jitter if plan.latency_jitter > 0 else 0.0
         decision = Decision()
         if plan.down or self._take("drop"):
             decision.drop_before = True
@@ -161,7 +171,7 @@ class FaultInjector:
             if self._take("slow_answer") or slow_draw < plan.slow_answer_rate:
                 decision.slow_answer = plan.slow_answer_seconds
         if plan.latency > 0 and (plan.latency_rate >= 1.0 or draws[6] < plan.latency_rate):
-            decision.latency = plan.latency
+            decision.latency = plan.latency + jitter
         for name, hit in (
             ("drop", decision.drop_before),
             ("drop_after", decision.drop_after),

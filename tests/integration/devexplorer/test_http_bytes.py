@@ -147,11 +147,31 @@ async def exchange(port: int, raw: bytes, answers: int = 1, head_only: bool = Fa
         writer.close()
 
 
+ADDED_SINCE_REFERENCE = (b'"latency_jitter":0.0,',)
+"""Fault plan fields added after REFERENCE, as their unset values appear in /dev/state and
+/dev/faults: taken out of the new answer (its Content-Length with them) before comparing."""
+_LENGTH = re.compile(rb"\r\nContent-Length: (\d+)")
+
+
+def without_added(answer: bytes) -> bytes:
+    for added in ADDED_SINCE_REFERENCE:
+        if added in answer:
+            lengths = _LENGTH.findall(answer)
+            assert len(lengths) == 1, "a field added since the reference in a pipelined answer"
+            removed = answer.count(added) * len(added)
+            answer = _LENGTH.sub(
+                b"\r\nContent-Length: %d" % (int(lengths[0]) - removed),
+                answer.replace(added, b""),
+            )
+    return answer
+
+
 async def same(pair: Pair, raw: bytes, answers: int = 1, head_only: bool = False) -> bytes:
     old, new = await asyncio.gather(
         exchange(pair.old.port, raw, answers, head_only),
         exchange(pair.new.port, raw, answers, head_only),
     )
+    new = without_added(new)
     assert new == old, f"request {raw!r}:\naiohttp: {old!r}\nnow:     {new!r}"
     return new
 

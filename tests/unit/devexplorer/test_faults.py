@@ -48,6 +48,21 @@ def test_counted_faults_hit_exactly_the_next_n_requests() -> None:
     assert not any(d.any for d in others)
 
 
+def test_latency_jitter_spreads_latencies_and_leaves_other_draws_alone() -> None:
+    fixed = FaultPlan(seed=3, latency=0.05, error_rate=0.3)
+    jittered = fixed.model_copy(update={"latency_jitter": 0.4})
+    latencies = [d.latency for d in decisions(jittered, 400) if d.error_status is None]
+    assert all(0.05 <= x <= 0.45 for x in latencies)
+    assert max(latencies) - min(latencies) > 0.3  # spread over the range, not one value
+    assert len(set(latencies)) > len(latencies) // 2
+    # a plan without jitter draws as before (older plans keep their exact sequences)
+    assert all(d.latency == 0.05 for d in decisions(fixed, 50) if d.error_status is None)
+    with pytest.raises(ValidationError):
+        FaultPlan(latency_jitter=-1)
+    # jitter only parametrises latency: alone it injects nothing
+    assert not any(d.any for d in decisions(FaultPlan(latency_jitter=0.4), 20))
+
+
 def test_down_drops_everything_and_default_plan_does_nothing() -> None:
     assert all(d.drop_before for d in decisions(FaultPlan(down=True), 20))
     assert not any(d.any for d in decisions(FaultPlan(), 50))
