@@ -106,6 +106,25 @@ cmd_test() {
   # the imports read the bytecode instead (__pycache__ is ignored by git).
   "$TFGW_VENV/bin/python" -m compileall -q "$TFGW_ROOT/agent/src" "$TFGW_ROOT/devexplorer/src" \
     "$TFGW_ROOT/tests" >/dev/null || die "compileall failed"
+  # The root fs reaches the guest over 9p without a page cache (virtme-ng's mount options):
+  # every Python start reads its thousands of files through the virtio channel again (85 s for
+  # `tfgateway --help` at load 5, more than the tests' patience). The trees the tests' Python
+  # processes read (the interpreter's prefix, the venv, this checkout) are shared a second time,
+  # read-only, and mounted over themselves in the guest with cache=loose: read once per boot
+  # (`tfgateway --help` 23 s at the same load from the second start on).
+  local qemu_opts="" mounts="" dir tag n=0
+  for dir in "$("$TFGW_VENV/bin/python" -c 'import sys; print(sys.base_prefix)')" \
+    "$TFGW_ROOT" "$TFGW_VENV"; do
+    dir=$(cd "$dir" && pwd -P)
+    if printf '%s' "$mounts" | awk -v d="$dir" '{ if (d == $2 || index(d, $2 "/") == 1) f = 1 } END { exit !f }'; then
+      continue  # already shared, or inside a shared tree
+    fi
+    tag=tfgw$n
+    n=$((n + 1))
+    qemu_opts+=" -virtfs local,path=$dir,mount_tag=$tag,security_model=none,readonly=on"
+    mounts+="$tag $dir"$'\n'
+  done
+  printf '%s' "$mounts" >"$results/mounts"
   local guest_cmd
   guest_cmd="exec '$TFGW_ROOT/scripts/kernel.sh' guest '$results'"
   [ $# -eq 0 ] || guest_cmd+=$(printf ' %q' "$@")
@@ -122,7 +141,7 @@ cmd_test() {
     # seen while another QEMU guest ran); a hung guest is caught by the boot watch below.
     timeout 1800 "$VNG" --run "$KERNEL_DIR/boot/vmlinuz-$rel" --disable-kvm --force-9p \
       --busybox /bin/busybox --memory 1G --cpus 2 --rwdir "$results" \
-      --rodir "$KERNEL_DIR" \
+      --rodir "$KERNEL_DIR" "--qemu-opts=${qemu_opts# }" \
       --verbose --exec "$guest_cmd" >"$results/console.log" 2>&1 &
     local vng_pid=$! booted=0 waited=0
     while kill -0 "$vng_pid" 2>/dev/null; do
@@ -179,9 +198,13 @@ cmd_guest() {
   shift
   export PATH="$TFGW_VENV/bin:/usr/sbin:/sbin:$PATH" PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
   export TFGW_KERNEL_GUEST=1
-  cd "$TFGW_ROOT"
-  local code=0
+  local code=0 tag dir
   {
+    while read -r tag dir; do  # the cached shares of cmd_test
+      mount -t 9p -o trans=virtio,version=9p2000.L,msize=524288,cache=loose,ro "$tag" "$dir" ||
+        echo "mounting $tag on $dir failed: it is read uncached (slower)"
+    done <"$results/mounts"
+    cd "$TFGW_ROOT"
     echo "guest kernel $(uname -r), $(nproc) cpus"
     modprobe wireguard || echo "modprobe wireguard failed: the tests will fail"
     ip netns add gw && ip -n gw link set lo up
