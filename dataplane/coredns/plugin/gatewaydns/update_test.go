@@ -113,6 +113,7 @@ func TestIncrementalUpdateEqualsFullBuild(t *testing.T) {
 			} else {
 				incremental++
 				llrbCheck(t, got.zone.Tree.Root)
+				checkIndex(t, got)
 			}
 			if zoneListing(t, got) != zoneListing(t, want) {
 				t.Fatalf("seed %d step %d: incremental zone differs\ngot:\n%s\nwant:\n%s", seed, step,

@@ -51,6 +51,13 @@ type builtZone struct {
 	mixed     []string                // fields that are not lowercase: they may share a name with another field
 	count     int                     // records in the zone (apex SOA/NS not counted)
 	truncated bool                    // max_records_per_zone cut records away
+
+	// index holds the elements of zone's tree by name, for the queries whose answer is an
+	// element's own records (answer.go); specials counts the elements below the apex with
+	// NS or DNAME records, which make file's Lookup answer otherwise.
+	index    *nameIndex
+	specials int
+	negNs    []dns.RR // []dns.RR{negSOA}: the authority section of a negative answer
 }
 
 // parsedOwner keeps an owner's decoded records with the value they came from. Only owners
@@ -210,6 +217,8 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
+	bz.index = indexTree(z.Tree)
+	bz.specials = countSpecial(z.Tree, origin)
 	bz.setSerial(0)
 	return bz
 }
@@ -235,6 +244,7 @@ func (bz *builtZone) setSerial(serial uint32) {
 	neg := dns.Copy(bz.zone.SOA).(*dns.SOA)
 	neg.Hdr.Ttl = min(neg.Hdr.Ttl, neg.Minttl)
 	bz.negSOA = neg
+	bz.negNs = []dns.RR{neg}
 }
 
 // parseField decodes one hash field, reusing prev's result when the value is unchanged.
@@ -348,7 +358,7 @@ func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults,
 		return nil
 	}
 	next := &builtZone{name: origin, owners: prev.owners, digest: prev.digest, count: count,
-		mixed: nextMixed(prev, changes)}
+		mixed: nextMixed(prev, changes), index: prev.index, specials: prev.specials}
 	for f, v := range changes {
 		if old := prev.owners[f]; old != nil {
 			next.digest.sub(f, old.value)
@@ -407,7 +417,8 @@ func (bz *builtZone) fieldsOf(name string) []string {
 }
 
 // rebuildNames returns a zone that shares prev's tree except for names, whose elements are
-// built anew from bz's owners (or removed when no owner serves them any more).
+// built anew from bz's owners (or removed when no owner serves them any more). bz's index and
+// specials, prev's on entry, are updated alike.
 func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(format string, args ...any)) *file.Zone {
 	p := newPathCopier(prev.Tree.Count)
 	root := prev.Tree.Root
@@ -421,10 +432,21 @@ func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(for
 				}
 			}
 		}
+		if old, found := (&tree.Tree{Root: root}).Search(n); found {
+			bz.index = bz.index.without(old.Name())
+			if special(old, bz.name) {
+				bz.specials--
+			}
+		}
 		if scratch.Tree.Root == nil {
 			root = p.remove(root, n)
 		} else {
-			root = p.put(root, scratch.Tree.Root.Elem)
+			e := scratch.Tree.Root.Elem
+			root = p.put(root, e)
+			bz.index = bz.index.with(e, false)
+			if special(e, bz.name) {
+				bz.specials++
+			}
 		}
 	}
 	z := file.NewZone(bz.name, "")
