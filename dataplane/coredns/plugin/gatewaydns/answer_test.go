@@ -111,7 +111,7 @@ func TestDirectAnswersEqualLookup(t *testing.T) {
 					set(n, `{"a":[{"ip":"10.9.9.9"}],"mx":[{"host":"`+n+`.`+gz.name+`","preference":5}]}`)
 				case 1:
 					set(n, `{"ns":[{"host":"ns.`+n+`.`+gz.name+`"}]}`) // a delegation
-					set("ns."+n, `{"a":[{"ip":"10.8.8.8"}]}`)           // its glue
+					set("ns."+n, `{"a":[{"ip":"10.8.8.8"}]}`)          // its glue
 				case 2:
 					set(n, `{"cname":[{"host":"`+n+`x.`+gz.name+`"}]}`)
 				case 3:
@@ -188,20 +188,20 @@ func TestNameIndex(t *testing.T) {
 	// Full collisions: every name in one list below the hash's last level.
 	c := &nameIndex{fixedHash: func(string) uint64 { return 42 }}
 	list := map[string]*tree.Elem{}
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 200; i++ {
 		name := fmt.Sprintf("c%d.example.", i)
 		list[name] = elem(name)
 		c = c.with(list[name], false)
 	}
-	for i := 0; i < 40; i += 2 {
+	for i := 0; i < 200; i += 2 {
 		name := fmt.Sprintf("c%d.example.", i)
 		c = c.without(name)
 		delete(list, name)
 	}
-	if c.size != 20 {
-		t.Fatalf("collision list: size %d, want 20", c.size)
+	if c.size != 100 {
+		t.Fatalf("collision list: size %d, want 100", c.size)
 	}
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 200; i++ {
 		name := fmt.Sprintf("c%d.example.", i)
 		got := c.get(name)
 		if got != list[name] {
@@ -209,4 +209,3 @@ func TestNameIndex(t *testing.T) {
 		}
 	}
 }
-

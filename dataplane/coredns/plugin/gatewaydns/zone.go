@@ -65,15 +65,20 @@ type builtZone struct {
 // are the very records the zone's tree holds, in this version and the next ones (see
 // insertRR): nothing writes to a record once it is served.
 type parsedOwner struct {
-	value   string
-	name    string // owner FQDN; "" when the field is not a valid name
+	value   string // (its owner name is ownerName(field, zone), not kept: 16 bytes per owner)
 	skipped bool   // invalid name or oversized value: nothing served
 	rrs     []dns.RR
 	soa     *soaRecord // the apex's stored SOA object, if any
 }
 
-// served reports whether the owner contributes records to name.
-func (po *parsedOwner) serves(name string) bool { return po != nil && !po.skipped && po.name == name }
+// serves reports whether the owner of field in zone origin contributes records to name.
+func (po *parsedOwner) serves(field, origin, name string) bool {
+	if po == nil || po.skipped {
+		return false
+	}
+	n, ok := ownerName(field, origin)
+	return ok && n == name
+}
 
 // records is the number of records the owner contributes to the zone.
 func (po *parsedOwner) records() int {
@@ -261,13 +266,13 @@ func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, 
 	if len(value) > lim.maxValueBytes {
 		logf("zone %s: owner %q: value of %d bytes exceeds max_value_bytes %d; skipped",
 			origin, field, len(value), lim.maxValueBytes)
-		return &parsedOwner{value: value, name: name, skipped: true}
+		return &parsedOwner{value: value, skipped: true}
 	}
 	recs := parseOwner(name, name == origin, []byte(value), def.ttl)
 	for _, p := range recs.problems {
 		logf("zone %s: owner %q: %s", origin, field, p)
 	}
-	return &parsedOwner{value: value, name: name, rrs: slices.Clip(recs.rrs), soa: recs.soa}
+	return &parsedOwner{value: value, rrs: slices.Clip(recs.rrs), soa: recs.soa}
 }
 
 // insertRR adds an owner's record to a zone. file.Zone.Insert normalises the record it is
@@ -335,8 +340,10 @@ func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults,
 	}
 	names := map[string]bool{} // owner names whose records must be rebuilt
 	for f, v := range changes {
-		if old := prev.owners[f]; old != nil && old.name != "" {
-			names[old.name] = true
+		if old := prev.owners[f]; old != nil {
+			if name, ok := ownerName(f, origin); ok {
+				names[name] = true
+			}
 		}
 		if name, ok := ownerName(f, origin); ok && v != nil {
 			names[name] = true
@@ -404,11 +411,11 @@ func nextMixed(prev *builtZone, changes map[string]*string) []string {
 func (bz *builtZone) fieldsOf(name string) []string {
 	rel := strings.TrimSuffix(name, "."+bz.name)
 	var out []string
-	if bz.owners[rel].serves(name) {
+	if bz.owners[rel].serves(rel, bz.name, name) {
 		out = append(out, rel)
 	}
 	for _, f := range bz.mixed {
-		if strings.ToLower(f) == rel && bz.owners[f].serves(name) {
+		if strings.ToLower(f) == rel && bz.owners[f].serves(f, bz.name, name) {
 			out = append(out, f)
 		}
 	}
