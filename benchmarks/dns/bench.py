@@ -407,8 +407,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(server: Server, deadline: float = 20.0) -> None:
+    """Wait (up to `deadline` s) until the server is idle: at most one clock tick of CPU in
+    half a second. A server started right before its round may still be reading its zones
+    (the resync after subscribing) or collecting the load's garbage; counted in the round,
+    that CPU is charged to the queries (seen as 0.86-1.05x swings between the runs of the
+    same code at 50,000 names). Taken before every round of either server alike."""
+    end = time.perf_counter() + deadline
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    while time.perf_counter() < end:
+        c0 = cpu_seconds(server.proc.pid)
+        time.sleep(0.5)  # a measuring window, not a synchronisation
+        if cpu_seconds(server.proc.pid) - c0 <= tick:
+            return
+    print(f"  note: {server.label}: still busy after {deadline:.0f} s; measuring", file=sys.stderr)
+
+
 def dnsperf(server: Server, qfile: Path, seconds: float) -> Round:
     port = server.port
+    wait_quiet(server)
     cpu0 = cpu_seconds(server.proc.pid)
     out = subprocess.run(
         [
@@ -1238,10 +1255,14 @@ def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
     for label, p in rows:
         (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
         per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
+        per_cpu = ", ".join(
+            f"{x.per_cpu_s:.0f}/{y.per_cpu_s:.0f}" for x, y in zip(p.a, p.b, strict=True)
+        )
         print(
             f"{label:20} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
             f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
+        print(f"{'':20} q/CPU-s per round (server / file): {per_cpu}")
     print(
         "(ratios: medians of per-round ratios; q/CPU-s: queries answered per CPU-second of the "
         "DNS process, user+system from /proc)"
