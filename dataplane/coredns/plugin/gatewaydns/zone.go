@@ -439,17 +439,24 @@ func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(for
 				}
 			}
 		}
-		if old, found := (&tree.Tree{Root: root}).Search(n); found {
-			bz.index = bz.index.without(old.Name())
-			if special(old, bz.name) {
-				bz.specials--
-			}
+		// Owner names are plain lowercase (validName: letters, digits, '-', '_', '*'), so the
+		// tree's canonical equality is string equality: the index finds n's element, and a
+		// new element for n replaces it there.
+		old := bz.index.get(n)
+		if special(old, bz.name) {
+			bz.specials--
 		}
 		if scratch.Tree.Root == nil {
 			root = p.remove(root, n)
+			if old != nil {
+				bz.index = bz.index.without(old.Name())
+			}
 		} else {
 			e := scratch.Tree.Root.Elem
 			root = p.put(root, e)
+			if old != nil && old.Name() != e.Name() {
+				bz.index = bz.index.without(old.Name())
+			}
 			bz.index = bz.index.with(e, false)
 			if special(e, bz.name) {
 				bz.specials++
