@@ -1022,6 +1022,8 @@ def scale_section(
     runs = {(b, st.label): ScaleRun(f"{b}, {st.label}") for b in binaries for st in streams}
     qps_rows: list[tuple[str, Paired]] = []
     facts: dict[str, tuple[float, float, float]] = {}  # label -> RSS MiB big, small; start s
+    # label -> RSS MiB of its large-zone server in each repetition: after load, at the end
+    rss_log: dict[str, list[tuple[float, float]]] = {}
     qps_pool: dict[str, Paired] = {}  # label -> its QPS rounds against `file`, all repetitions
     qps_done = dict.fromkeys(binaries, 0)  # label -> QPS rounds taken so far
     order = list(binaries.items())
@@ -1066,6 +1068,7 @@ def scale_section(
                         srv.metrics_port = mport
                         set_nice(srv.proc.pid, nice)
                         big, small_rss, start = facts.get(label, (0.0, 0.0, 0.0))
+                        loaded_rss = rss_mib(srv.proc.pid)
                         if small:
                             small_rss = small_rss or rss_mib(srv.proc.pid)
                         else:
@@ -1090,8 +1093,12 @@ def scale_section(
                             run = runs[(label, st.label)]
                             run.loads.append(os.getloadavg()[0])
                             run.add(scale_stream(srv, rport, rpid, args, st))
+                        if not small:
+                            rss_log.setdefault(label, []).append(
+                                (loaded_rss, rss_mib(srv.proc.pid))
+                            )
     qps_rows.extend(qps_pool.items())
-    print_scale(args, records, qps_rows, file_rss, facts, runs)
+    print_scale(args, records, qps_rows, file_rss, facts, rss_log, runs)
     set_nice(rpid, 0)
     r.delete(SCALE_ZONE, CONTROL_ZONE)
     r1.delete(CONTROL_ZONE)
@@ -1119,6 +1126,7 @@ def print_scale(
     qps_rows: list[tuple[str, Paired]],
     file_rss: float,
     facts: dict[str, tuple[float, float, float]],
+    rss_log: dict[str, list[tuple[float, float]]],
     runs: dict[tuple[str, str], ScaleRun],
 ) -> None:
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
@@ -1136,6 +1144,8 @@ def print_scale(
             f"one {CONTROL_OWNERS}-name zone: {small_rss:.0f} MiB); start to first answer "
             f"{load_s:.2f} s"
         )
+        each = ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in rss_log.get(label, []))
+        print(f"    RSS per repetition, after load -> after its QPS rounds and streams: {each} MiB")
     print(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
         f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
