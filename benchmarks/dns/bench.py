@@ -1091,6 +1091,9 @@ def scale_section(
                             if st.small != small:
                                 continue
                             run = runs[(label, st.label)]
+                            # The first stream came right after the QPS rounds, whose garbage
+                            # (more of it from the faster server) was collected in it.
+                            wait_quiet(srv)
                             run.loads.append(os.getloadavg()[0])
                             run.add(scale_stream(srv, rport, rpid, args, st))
                         if not small:
