@@ -407,8 +407,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_quiet(server: Server, deadline: float = 20.0) -> None:
+    """Wait (up to `deadline` s) until the server is idle: at most one clock tick of CPU in
+    half a second. A server started right before its round may still be reading its zones
+    (the resync after subscribing) or collecting the load's garbage; counted in the round,
+    that CPU is charged to the queries (seen as 0.86-1.05x swings between the runs of the
+    same code at 50,000 names). Taken before every round of either server alike."""
+    end = time.perf_counter() + deadline
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    while time.perf_counter() < end:
+        c0 = cpu_seconds(server.proc.pid)
+        time.sleep(0.5)  # a measuring window, not a synchronisation
+        if cpu_seconds(server.proc.pid) - c0 <= tick:
+            return
+    print(f"  note: {server.label}: still busy after {deadline:.0f} s; measuring", file=sys.stderr)
+
+
 def dnsperf(server: Server, qfile: Path, seconds: float) -> Round:
     port = server.port
+    wait_quiet(server)
     cpu0 = cpu_seconds(server.proc.pid)
     out = subprocess.run(
         [
@@ -1005,6 +1022,8 @@ def scale_section(
     runs = {(b, st.label): ScaleRun(f"{b}, {st.label}") for b in binaries for st in streams}
     qps_rows: list[tuple[str, Paired]] = []
     facts: dict[str, tuple[float, float, float]] = {}  # label -> RSS MiB big, small; start s
+    # label -> RSS MiB of its large-zone server in each repetition: after load, at the end
+    rss_log: dict[str, list[tuple[float, float]]] = {}
     qps_pool: dict[str, Paired] = {}  # label -> its QPS rounds against `file`, all repetitions
     qps_done = dict.fromkeys(binaries, 0)  # label -> QPS rounds taken so far
     order = list(binaries.items())
@@ -1049,6 +1068,7 @@ def scale_section(
                         srv.metrics_port = mport
                         set_nice(srv.proc.pid, nice)
                         big, small_rss, start = facts.get(label, (0.0, 0.0, 0.0))
+                        loaded_rss = rss_mib(srv.proc.pid)
                         if small:
                             small_rss = small_rss or rss_mib(srv.proc.pid)
                         else:
@@ -1071,10 +1091,17 @@ def scale_section(
                             if st.small != small:
                                 continue
                             run = runs[(label, st.label)]
+                            # The first stream came right after the QPS rounds, whose garbage
+                            # (more of it from the faster server) was collected in it.
+                            wait_quiet(srv)
                             run.loads.append(os.getloadavg()[0])
                             run.add(scale_stream(srv, rport, rpid, args, st))
+                        if not small:
+                            rss_log.setdefault(label, []).append(
+                                (loaded_rss, rss_mib(srv.proc.pid))
+                            )
     qps_rows.extend(qps_pool.items())
-    print_scale(args, records, qps_rows, file_rss, facts, runs)
+    print_scale(args, records, qps_rows, file_rss, facts, rss_log, runs)
     set_nice(rpid, 0)
     r.delete(SCALE_ZONE, CONTROL_ZONE)
     r1.delete(CONTROL_ZONE)
@@ -1102,6 +1129,7 @@ def print_scale(
     qps_rows: list[tuple[str, Paired]],
     file_rss: float,
     facts: dict[str, tuple[float, float, float]],
+    rss_log: dict[str, list[tuple[float, float]]],
     runs: dict[tuple[str, str], ScaleRun],
 ) -> None:
     print(f"\nScale: one zone of {args.scale_owners} names ({records} records), {SCALE_ZONE}")
@@ -1119,6 +1147,8 @@ def print_scale(
             f"one {CONTROL_OWNERS}-name zone: {small_rss:.0f} MiB); start to first answer "
             f"{load_s:.2f} s"
         )
+        each = ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in rss_log.get(label, []))
+        print(f"    RSS per repetition, after load -> after its QPS rounds and streams: {each} MiB")
     print(
         f"\nChange -> visible while {args.scale_rate:.0f} agent changes/s stream into the zone "
         f"(probe every 50 ms; {args.scale_repeat} streams of {args.scale_seconds:g} s each, "
@@ -1238,10 +1268,14 @@ def print_qps_table(rows: list[tuple[str, Paired]]) -> None:
     for label, p in rows:
         (g, f), (gc, fc) = p.median_qps(), p.median_per_cpu_s()
         per_round = ", ".join(f"{x.qps:.0f}/{y.qps:.0f}" for x, y in zip(p.a, p.b, strict=True))
+        per_cpu = ", ".join(
+            f"{x.per_cpu_s:.0f}/{y.per_cpu_s:.0f}" for x, y in zip(p.a, p.b, strict=True)
+        )
         print(
             f"{label:20} {g:8.0f} {f:9.0f} {p.qps_ratio():5.2f}x   {gc:8.0f} {fc:12.0f}"
             f" {p.cpu_ratio():5.2f}x  {per_round}"
         )
+        print(f"{'':20} q/CPU-s per round (server / file): {per_cpu}")
     print(
         "(ratios: medians of per-round ratios; q/CPU-s: queries answered per CPU-second of the "
         "DNS process, user+system from /proc)"

@@ -125,12 +125,12 @@ func (g *GatewayDNS) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.
 		return dns.RcodeNotImplemented, nil
 	}
 
-	answer, ns, extra, result := bz.zone.Lookup(ctx, state, qname)
+	answer, ns, extra, result := bz.lookup(ctx, state, qname)
 
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	m.Answer, m.Ns, m.Extra = answer, negativeSOA(ns, bz.negSOA), extra
+	m.Answer, m.Ns, m.Extra = answer, ns, extra
 	switch result {
 	case file.NameError:
 		m.Rcode = dns.RcodeNameError

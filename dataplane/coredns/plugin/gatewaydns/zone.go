@@ -51,6 +51,13 @@ type builtZone struct {
 	mixed     []string                // fields that are not lowercase: they may share a name with another field
 	count     int                     // records in the zone (apex SOA/NS not counted)
 	truncated bool                    // max_records_per_zone cut records away
+
+	// index holds the elements of zone's tree by name, for the queries whose answer is an
+	// element's own records (answer.go); specials counts the elements below the apex with
+	// NS or DNAME records, which make file's Lookup answer otherwise.
+	index    *nameIndex
+	specials int
+	negNs    []dns.RR // []dns.RR{negSOA}: the authority section of a negative answer
 }
 
 // parsedOwner keeps an owner's decoded records with the value they came from. Only owners
@@ -58,15 +65,20 @@ type builtZone struct {
 // are the very records the zone's tree holds, in this version and the next ones (see
 // insertRR): nothing writes to a record once it is served.
 type parsedOwner struct {
-	value   string
-	name    string // owner FQDN; "" when the field is not a valid name
+	value   string // (its owner name is ownerName(field, zone), not kept: 16 bytes per owner)
 	skipped bool   // invalid name or oversized value: nothing served
 	rrs     []dns.RR
 	soa     *soaRecord // the apex's stored SOA object, if any
 }
 
-// served reports whether the owner contributes records to name.
-func (po *parsedOwner) serves(name string) bool { return po != nil && !po.skipped && po.name == name }
+// serves reports whether the owner of field in zone origin contributes records to name.
+func (po *parsedOwner) serves(field, origin, name string) bool {
+	if po == nil || po.skipped {
+		return false
+	}
+	n, ok := ownerName(field, origin)
+	return ok && n == name
+}
 
 // records is the number of records the owner contributes to the zone.
 func (po *parsedOwner) records() int {
@@ -210,6 +222,8 @@ func buildZone(origin string, fields map[string]string, prev *builtZone, def zon
 				Class: dns.ClassINET, Ttl: def.ttl}, Ns: ns})
 		}
 	}
+	bz.index = indexTree(z.Tree)
+	bz.specials = countSpecial(z.Tree, origin)
 	bz.setSerial(0)
 	return bz
 }
@@ -235,6 +249,7 @@ func (bz *builtZone) setSerial(serial uint32) {
 	neg := dns.Copy(bz.zone.SOA).(*dns.SOA)
 	neg.Hdr.Ttl = min(neg.Hdr.Ttl, neg.Minttl)
 	bz.negSOA = neg
+	bz.negNs = []dns.RR{neg}
 }
 
 // parseField decodes one hash field, reusing prev's result when the value is unchanged.
@@ -251,13 +266,13 @@ func parseField(origin, field, value string, prev *builtZone, def zoneDefaults, 
 	if len(value) > lim.maxValueBytes {
 		logf("zone %s: owner %q: value of %d bytes exceeds max_value_bytes %d; skipped",
 			origin, field, len(value), lim.maxValueBytes)
-		return &parsedOwner{value: value, name: name, skipped: true}
+		return &parsedOwner{value: value, skipped: true}
 	}
 	recs := parseOwner(name, name == origin, []byte(value), def.ttl)
 	for _, p := range recs.problems {
 		logf("zone %s: owner %q: %s", origin, field, p)
 	}
-	return &parsedOwner{value: value, name: name, rrs: slices.Clip(recs.rrs), soa: recs.soa}
+	return &parsedOwner{value: value, rrs: slices.Clip(recs.rrs), soa: recs.soa}
 }
 
 // insertRR adds an owner's record to a zone. file.Zone.Insert normalises the record it is
@@ -325,8 +340,10 @@ func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults,
 	}
 	names := map[string]bool{} // owner names whose records must be rebuilt
 	for f, v := range changes {
-		if old := prev.owners[f]; old != nil && old.name != "" {
-			names[old.name] = true
+		if old := prev.owners[f]; old != nil {
+			if name, ok := ownerName(f, origin); ok {
+				names[name] = true
+			}
 		}
 		if name, ok := ownerName(f, origin); ok && v != nil {
 			names[name] = true
@@ -348,7 +365,7 @@ func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults,
 		return nil
 	}
 	next := &builtZone{name: origin, owners: prev.owners, digest: prev.digest, count: count,
-		mixed: nextMixed(prev, changes)}
+		mixed: nextMixed(prev, changes), index: prev.index, specials: prev.specials}
 	for f, v := range changes {
 		if old := prev.owners[f]; old != nil {
 			next.digest.sub(f, old.value)
@@ -394,11 +411,11 @@ func nextMixed(prev *builtZone, changes map[string]*string) []string {
 func (bz *builtZone) fieldsOf(name string) []string {
 	rel := strings.TrimSuffix(name, "."+bz.name)
 	var out []string
-	if bz.owners[rel].serves(name) {
+	if bz.owners[rel].serves(rel, bz.name, name) {
 		out = append(out, rel)
 	}
 	for _, f := range bz.mixed {
-		if strings.ToLower(f) == rel && bz.owners[f].serves(name) {
+		if strings.ToLower(f) == rel && bz.owners[f].serves(f, bz.name, name) {
 			out = append(out, f)
 		}
 	}
@@ -407,7 +424,8 @@ func (bz *builtZone) fieldsOf(name string) []string {
 }
 
 // rebuildNames returns a zone that shares prev's tree except for names, whose elements are
-// built anew from bz's owners (or removed when no owner serves them any more).
+// built anew from bz's owners (or removed when no owner serves them any more). bz's index and
+// specials, prev's on entry, are updated alike.
 func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(format string, args ...any)) *file.Zone {
 	p := newPathCopier(prev.Tree.Count)
 	root := prev.Tree.Root
@@ -421,10 +439,28 @@ func (bz *builtZone) rebuildNames(prev *file.Zone, names []string, logf func(for
 				}
 			}
 		}
+		// Owner names are plain lowercase (validName: letters, digits, '-', '_', '*'), so the
+		// tree's canonical equality is string equality: the index finds n's element, and a
+		// new element for n replaces it there.
+		old := bz.index.get(n)
+		if special(old, bz.name) {
+			bz.specials--
+		}
 		if scratch.Tree.Root == nil {
 			root = p.remove(root, n)
+			if old != nil {
+				bz.index = bz.index.without(old.Name())
+			}
 		} else {
-			root = p.put(root, scratch.Tree.Root.Elem)
+			e := scratch.Tree.Root.Elem
+			root = p.put(root, e)
+			if old != nil && old.Name() != e.Name() {
+				bz.index = bz.index.without(old.Name())
+			}
+			bz.index = bz.index.with(e, false)
+			if special(e, bz.name) {
+				bz.specials++
+			}
 		}
 	}
 	z := file.NewZone(bz.name, "")
