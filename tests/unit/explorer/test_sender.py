@@ -290,3 +290,35 @@ async def test_with_a_proxy_the_child_sends_through_it(
     ]
     assert (info.value.status, info.value.retryable) == (503, True)
     assert sender.started == 1
+
+
+async def test_a_stuck_child_fails_each_put_after_the_guard_as_retryable(
+    explorer: Explorer,
+) -> None:
+    """A child that neither answers nor dies (stopped): each PUT fails after its timeout plus
+    the stop allowance, retryable, from the one timer that guards every PUT in flight (PUTs
+    answered before leave nothing behind)."""
+    explorer.queue(reply(201), reply(201))
+    c = client(explorer)
+    sender = PutSender(c.base, SEED, timeout=0.2)
+    try:
+        await sender.put_result("1-1", b"{}\n")  # the child is up; answered
+        assert sender._proc is not None
+        os.kill(sender._proc.pid, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.create_task(sender.put_result("2-1", b"{}\n"))
+        second = asyncio.create_task(sender.put_result("3-1", b"{}\n"))
+        for task in (first, second):
+            with pytest.raises(ExplorerError, match=r"no verdict within 5.2 s") as info:
+                await task
+            assert info.value.retryable
+            assert info.value.status is None
+        assert loop.time() - started >= 5.2
+        assert sender._waiting == {}
+        assert not sender._deadlines
+        assert sender._expiry is None
+        os.kill(sender._proc.pid, signal.SIGCONT)
+    finally:
+        await sender.aclose()
+        await c.aclose()

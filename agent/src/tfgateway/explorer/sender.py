@@ -25,6 +25,7 @@ with one byte (`R`) before the first answer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -56,6 +57,8 @@ _SETTINGS: Final = struct.Struct("<I")
 MAX_MESSAGE: Final = 4096
 STOP_TIMEOUT: Final = 5.0
 GATHER: Final = 0.002
+_NO_VERDICT: Final = (-2, True, "")
+"""A PUT's verdict when the child gave none in time (`PutSender._expire`)."""
 """Requests (in the agent) and verdicts (in the child) gather this long before they are written
 to the pipe: each write wakes the other process, and one per loop turn was 6.6 % of the agent's
 CPU during a catch-up of 50,000 (benchmarks/agent); a PUT is 2 ms later, at most 4 ms."""
@@ -115,6 +118,10 @@ class PutSender:
         self._idle_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, bool, str]]] = {}
+        self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
+        """(deadline, request id) of the PUTs sent, in order (ids answered are dropped from
+        the front as new ones come)."""
+        self._expiry: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -206,28 +213,53 @@ class PutSender:
     async def put_result(self, gwid: str, body: bytes) -> None:
         """Send one result PUT; ExplorerError as the in-process client would raise it."""
         proc = await self._child()
-        self._last_used = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = self._last_used = loop.time()
         rid = next(self._ids) & 0xFFFFFFFF
-        future: asyncio.Future[tuple[int, bool, str]] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
+        future: asyncio.Future[tuple[int, bool, str]] = loop.create_future()
+        waiting = self._waiting
+        waiting[rid] = future
         gwid_bytes = gwid.encode()
         self._out.append(_REQUEST.pack(rid, len(gwid_bytes), len(body)) + gwid_bytes + body)
         if not self._flush_scheduled:  # the requests of `GATHER` seconds go in one write
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(GATHER, self._flush, proc)
+            loop.call_later(GATHER, self._flush, proc)
+        # The child's request has its own total timeout; this only guards a stuck child: one
+        # timer for all the PUTs in flight (`_expire`), not one per PUT.
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1] not in waiting:
+            deadlines.popleft()
+        deadlines.append((now + self._timeout + STOP_TIMEOUT, rid))
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadlines[0][0], self._expire)
         try:
-            # the child's request has its own total timeout; this only guards a stuck child
-            async with asyncio.timeout(self._timeout + STOP_TIMEOUT):
-                status, retryable, message = await future
-        except TimeoutError:
+            verdict = await future
+        finally:
+            waiting.pop(rid, None)
+        if verdict is _NO_VERDICT:
             raise ExplorerError(
                 f"explorer sender: no verdict within {self._timeout + STOP_TIMEOUT:g} s",
                 retryable=True,
-            ) from None
-        finally:
-            self._waiting.pop(rid, None)
+            )
+        status, retryable, message = verdict
         if status != 0 or message:
             raise ExplorerError(message, status=status if status > 0 else None, retryable=retryable)
+
+    def _expire(self) -> None:
+        """Fail the PUTs whose verdict is overdue (deadlines come in the order sent), then
+        wait for the next deadline of a PUT still waiting."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        deadlines, waiting = self._deadlines, self._waiting
+        while deadlines:
+            deadline, rid = deadlines[0]
+            future = waiting.get(rid)
+            if future is not None and not future.done():
+                if deadline > now:
+                    self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire)
+                    return
+                future.set_result(_NO_VERDICT)
+            deadlines.popleft()
 
     def _flush(self, proc: asyncio.subprocess.Process) -> None:
         self._flush_scheduled = False
@@ -277,6 +309,9 @@ class PutSender:
         self._closed = True
         if self._idle_task is not None:
             self._idle_task.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         proc, self._proc = self._proc, None
         if proc is None:
             return
