@@ -57,11 +57,11 @@ _SETTINGS: Final = struct.Struct("<I")
 MAX_MESSAGE: Final = 4096
 STOP_TIMEOUT: Final = 5.0
 GATHER: Final = 0.002
-_NO_VERDICT: Final = (-2, True, "")
-"""A PUT's verdict when the child gave none in time (`PutSender._expire`)."""
 """Requests (in the agent) and verdicts (in the child) gather this long before they are written
 to the pipe: each write wakes the other process, and one per loop turn was 6.6 % of the agent's
 CPU during a catch-up of 50,000 (benchmarks/agent); a PUT is 2 ms later, at most 4 ms."""
+_NO_VERDICT: Final = (-2, True, "")
+"""A PUT's verdict when the child gave none in time (`PutSender._expire`)."""
 IDLE_STOP: Final = 60.0
 """A child without a request for this long exits (the next backlog starts another)."""
 START_TIMEOUT: Final = 60.0
