@@ -58,6 +58,17 @@ func (x *nameIndex) hash(name string) uint64 {
 
 func tag(h uint64) uint32 { return uint32(h >> 32) }
 
+// find returns the index of the element named name (hash h) in bucket n, or -1.
+func (n *inode) find(name string, h uint64) int {
+	t := tag(h)
+	for i, g := range n.tags {
+		if g == t && n.elems[i].Name() == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // get returns the element named exactly name (the tree's own string for it), or nil.
 func (x *nameIndex) get(name string) *tree.Elem {
 	if x == nil || x.root == nil {
@@ -72,11 +83,8 @@ func (x *nameIndex) get(name string) *tree.Elem {
 		}
 		n = n.kids[bits.OnesCount32(n.bitmap&(bit-1))]
 	}
-	t := tag(h)
-	for i, g := range n.tags {
-		if g == t && n.elems[i].Name() == name {
-			return n.elems[i]
-		}
+	if i := n.find(name, h); i >= 0 {
+		return n.elems[i]
 	}
 	return nil
 }
@@ -127,13 +135,10 @@ func (x *nameIndex) assoc(n *inode, e *tree.Elem, name string, h uint64, shift u
 		}
 		return c, added
 	}
-	t := tag(h)
-	for i, g := range n.tags {
-		if g == t && n.elems[i].Name() == name {
-			c := n.own(inPlace, 0)
-			c.elems[i] = e
-			return c, false
-		}
+	if i := n.find(name, h); i >= 0 {
+		c := n.own(inPlace, 0)
+		c.elems[i] = e
+		return c, false
 	}
 	if len(n.elems) >= maxBucket && shift < ishift {
 		// Split the full bucket into an inner node, then add e to it.
@@ -144,7 +149,7 @@ func (x *nameIndex) assoc(n *inode, e *tree.Elem, name string, h uint64, shift u
 		return x.assoc(inner, e, name, h, shift, true)
 	}
 	c := n.own(inPlace, 1)
-	c.tags = append(c.tags, t)
+	c.tags = append(c.tags, tag(h))
 	c.elems = append(c.elems, e)
 	return c, true
 }
@@ -175,19 +180,17 @@ func (x *nameIndex) dissoc(n *inode, name string, h uint64, shift uint) (*inode,
 		}
 		return c, true
 	}
-	t := tag(h)
-	for i, g := range n.tags {
-		if g == t && n.elems[i].Name() == name {
-			if len(n.elems) == 1 {
-				return nil, true
-			}
-			c := n.own(false, 0)
-			c.tags = slices.Delete(c.tags, i, i+1)
-			c.elems = slices.Delete(c.elems, i, i+1)
-			return c, true
-		}
+	i := n.find(name, h)
+	if i < 0 {
+		return n, false
 	}
-	return n, false
+	if len(n.elems) == 1 {
+		return nil, true
+	}
+	c := n.own(false, 0)
+	c.tags = slices.Delete(c.tags, i, i+1)
+	c.elems = slices.Delete(c.elems, i, i+1)
+	return c, true
 }
 
 // own returns n when it may be modified, else a copy of it with room for extra more
