@@ -22,7 +22,7 @@ import (
 // itself (SOA and NS answers), a name that is not in the tree (NXDOMAIN, wildcards, empty
 // non-terminals), a CNAME (chains), types with additional-section processing (MX, SRV, SVCB,
 // HTTPS), DNSSEC OK queries, and a CNAME chase nested too deeply.
-// differential_test.go checks that both give the same answers.
+// TestDirectAnswersEqualLookup (answer_test.go) checks that both give the same answers.
 func (bz *builtZone) lookup(ctx context.Context, state request.Request, qname string) ([]dns.RR, []dns.RR, []dns.RR, file.Result) {
 	if rrs, ns, ok := bz.direct(ctx, state, qname); ok {
 		if len(rrs) == 0 {

@@ -340,12 +340,8 @@ func applyChanges(prev *builtZone, changes map[string]*string, def zoneDefaults,
 	}
 	names := map[string]bool{} // owner names whose records must be rebuilt
 	for f, v := range changes {
-		if old := prev.owners[f]; old != nil {
-			if name, ok := ownerName(f, origin); ok {
-				names[name] = true
-			}
-		}
-		if name, ok := ownerName(f, origin); ok && v != nil {
+		// the name loses the old value's records, gains the new one's, or both
+		if name, ok := ownerName(f, origin); ok && (prev.owners[f] != nil || v != nil) {
 			names[name] = true
 		}
 	}
